@@ -1,0 +1,65 @@
+"""The ``restora`` command line.
+
+Each area registers its own sub-commands (``models``, ``enhance-faces``, ``restore-photo``,
+``serve``); heavy imports (torch, cv2) happen inside the commands so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from restora import __version__
+from restora.errors import RestoraError
+
+app = typer.Typer(
+    name="restora",
+    help="Restore faces (GFPGAN v1.4, CodeFormer) and repair old photos.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"restora {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Restore faces and repair old photos."""
+
+
+def _register() -> None:
+    from restora.cli import enhance, models, restore, serve
+
+    for module in (models, enhance, restore, serve):
+        module.register(app)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: turns every :class:`RestoraError` into one readable line and exit code 1."""
+    try:
+        app(args=argv, standalone_mode=True)
+    except SystemExit as exc:
+        return int(exc.code or 0) if isinstance(exc.code, int) else 1
+    except RestoraError as exc:
+        typer.echo(f"error[{exc.code}]: {exc.message}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Process-wide settings read from ``RESTORA_*`` environment variables (and CLI flags).
+
+Settings are an explicit object handed to whoever needs them; nothing reads the environment
+behind the caller's back after construction.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Core settings shared by library, CLI and service."""
+
+    model_config = SettingsConfigDict(env_prefix="RESTORA_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".cache" / "restora",
+                       description="Root for models (home/models), jobs and results.")
+    models: Path | None = Field(default=None, description="Extra model manifest (TOML or JSON).")
+    offline: bool = Field(default=False, description="Never touch the network for models.")
+    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N or mps.")
+    threads: int | None = Field(default=None, ge=1, description="torch intra-op threads.")
+
+    # Input limits: checked from the header before any pixel is decoded.
+    max_bytes: int = Field(default=50_000_000, ge=1)
+    max_pixels: int = Field(default=50_000_000, ge=1)
+    max_frames: int = Field(default=1000, ge=1)
+    max_faces: int = Field(default=64, ge=1, description="Faces restored per image, largest first.")
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"

@@ -1,0 +1,38 @@
+"""Shared fixtures: the ``../shared`` data folder and an isolated RESTORA_HOME."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("RESTORA_SHARED", REPO.parent / "shared")).resolve()
+
+
+def shared_path(*parts: str) -> Path:
+    """Path under ../shared; skips the test with a clear reason if the folder is absent."""
+    path = SHARED.joinpath(*parts)
+    if not SHARED.is_dir():
+        pytest.skip(f"shared data folder not found at {SHARED} (set RESTORA_SHARED)")
+    if not path.exists():
+        raise FileNotFoundError(f"expected shared fixture missing: {path}")
+    return path
+
+
+@pytest.fixture
+def shared() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"shared data folder not found at {SHARED} (set RESTORA_SHARED)")
+    return SHARED
+
+
+@pytest.fixture
+def restora_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh RESTORA_HOME for the test, so no test sees another's models or jobs."""
+    home = tmp_path / "restora-home"
+    home.mkdir()
+    monkeypatch.setenv("RESTORA_HOME", str(home))
+    monkeypatch.delenv("RESTORA_MODELS", raising=False)
+    return home
