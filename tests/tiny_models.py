@@ -1,0 +1,61 @@
+"""Write a custom model manifest (``RESTORA_MODELS``) that points at the tiny conformance weights.
+
+Every area's end-to-end tests use it: the tiny GFPGAN/CodeFormer/ParseNet checkpoints from
+``../shared/conformance`` (random weights computed by the reference code), the real
+RetinaFace-MobileNet0.25 (facelib configuration) and YuNet detectors. Each entry is marked
+``default = true`` so the pipeline picks it for its task instead of the official (absent) files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import shared_path
+
+
+def tiny_manifest_entries() -> list[dict]:
+    conf = shared_path("conformance")
+    gfpgan = json.loads((conf / "gfpgan_v1.4.tiny.json").read_text())
+    codeformer = json.loads((conf / "codeformer.tiny.json").read_text())
+    parsenet = json.loads((conf / "parsenet.tiny.json").read_text())
+    rrdb2 = json.loads((conf / "rrdbnet_s2.tiny.json").read_text())
+    rrdb4 = json.loads((conf / "rrdbnet_s4.tiny.json").read_text())
+    cf_kwargs = dict(codeformer["constructor_kwargs"])
+    cf_kwargs["nf"] = codeformer["vq_autoencoder"]["nf"]
+    cf_kwargs["norm_groups"] = codeformer["groupnorm"]["num_groups"]
+    common = {"license": "test fixture", "commercial_use": True}
+    return [
+        {"id": "tiny-gfpgan", "task": "face-restoration", "arch": "gfpgan_v1_clean",
+         "path": str(conf / "gfpgan_v1.4.tiny.pth"), "hparams": gfpgan["constructor_kwargs"],
+         "default": True, **common},
+        {"id": "tiny-codeformer", "task": "face-restoration", "arch": "codeformer",
+         "path": str(conf / "codeformer.tiny.pth"), "hparams": cf_kwargs, **common},
+        {"id": "tiny-parsenet", "task": "face-parsing", "arch": "parsenet",
+         "path": str(conf / "parsenet.tiny.pth"), "hparams": parsenet["constructor_kwargs"],
+         "default": True, **common},
+        {"id": "tiny-realesrgan-x2", "task": "upscale", "arch": "rrdbnet",
+         "path": str(conf / "rrdbnet_s2.tiny.pth"), "hparams": rrdb2["constructor_kwargs"],
+         "default": True, **common},
+        {"id": "tiny-realesrgan-x4", "task": "upscale", "arch": "rrdbnet",
+         "path": str(conf / "rrdbnet_s4.tiny.pth"), "hparams": rrdb4["constructor_kwargs"], **common},
+        {"id": "retinaface-mobilenet0.25-facelibcfg", "task": "face-detection", "arch": "retinaface",
+         "path": str(conf / "retinaface_mobilenet0.25_facelibcfg.pth"),
+         "hparams": {"network_name": "mobile0.25"}, "default": True, **common},
+        {"id": "yunet-2026may", "task": "face-detection", "arch": "yunet",
+         "path": str(shared_path("models", "face_detection_yunet_2026may.onnx")),
+         "hparams": {}, **common},
+    ]
+
+
+def write_tiny_manifest(directory: Path, *, include: set[str] | None = None,
+                        extra: list[dict] | None = None) -> Path:
+    """Write ``models.json`` into ``directory`` and return its path (set it as RESTORA_MODELS).
+
+    ``include`` keeps only the listed ids (e.g. to test the no-ParseNet fallback).
+    """
+    entries = [e for e in tiny_manifest_entries() if include is None or e["id"] in include]
+    entries += extra or []
+    path = Path(directory) / "models.json"
+    path.write_text(json.dumps({"models": entries}, indent=2))
+    return path
