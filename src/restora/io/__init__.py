@@ -1,0 +1,14 @@
+"""Image input/output: content-sniffed decoding of every supported format, encoding, previews.
+
+See ``docs/formats.md`` for the format table, the HDR tone-mapping operator and the output rule.
+"""
+
+from restora.io.convert import from_float, to_float
+from restora.io.decode import decode
+from restora.io.encode import encode, make_preview, output_format_for
+from restora.io.image import Image
+from restora.io.limits import Limits
+from restora.io.sniff import sniff_format
+
+__all__ = ["Image", "Limits", "decode", "encode", "from_float", "make_preview", "output_format_for",
+           "sniff_format", "to_float"]

@@ -1,0 +1,80 @@
+"""``decode``: bytes or a path in, a normalised :class:`Image` out.
+
+Order of checks, cheapest first, so hostile input never costs memory: file size (``stat`` before
+reading), empty file, format sniffed from the content, header-declared size and frame count, then
+the real decode. Every decoder exception is wrapped into a typed :class:`RestoraError`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from restora.errors import CorruptImage, EmptyFile, RestoraError, UnsupportedFormat
+from restora.io.image import Image
+from restora.io.limits import Limits
+from restora.io.sniff import sniff_format
+
+Decoder = Callable[[bytes, str, Limits], Image]
+
+
+def _decoder(fmt: str) -> Decoder:
+    if fmt in ("jpeg", "png", "webp", "avif", "tiff", "bmp", "gif", "tga"):
+        from restora.io.pillow_decode import decode_pillow
+        return decode_pillow
+    if fmt == "heif":
+        from restora.io.heif import decode_heif
+        return decode_heif
+    if fmt == "psd":
+        from restora.io.psd import decode_psd
+        return decode_psd
+    if fmt == "raw":
+        from restora.io.raw import decode_raw
+        return decode_raw
+    if fmt in ("exr", "hdr"):
+        from restora.io.hdr import decode_exr, decode_hdr
+        return decode_exr if fmt == "exr" else decode_hdr
+    raise UnsupportedFormat(f"The {fmt} format is not supported.")
+
+
+def read_input(src: bytes | bytearray | memoryview | str | os.PathLike, limits: Limits) -> bytes:
+    """The input's bytes, refusing oversized files before reading them."""
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        data = bytes(src)
+        limits.check_bytes(len(data))
+        return data
+    try:
+        size = os.stat(src).st_size
+        limits.check_bytes(size)
+        with open(src, "rb") as fh:
+            data = fh.read(limits.max_bytes + 1)  # a file that grew since stat is still bounded
+    except RestoraError:
+        raise
+    except OSError as exc:
+        raise UnsupportedFormat(f"The file could not be read: {exc.strerror or exc}.") from exc
+    limits.check_bytes(len(data))
+    return data
+
+
+def decode(src: bytes | str | os.PathLike, *, limits: Limits | None = None) -> Image:
+    """Decode an image file (bytes or path) into an sRGB :class:`Image`, within ``limits``."""
+    limits = limits or Limits()
+    data = read_input(src, limits)
+    if not data:
+        raise EmptyFile("The file is empty.")
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise UnsupportedFormat("The file is not an image in a supported format.")
+    decoder = _decoder(fmt)
+    try:
+        image = decoder(data, fmt, limits)
+    except RestoraError:
+        raise
+    except MemoryError as exc:
+        raise CorruptImage(f"The {fmt.upper()} image needs more memory than is available.") from exc
+    except Exception as exc:  # noqa: BLE001 - decoders signal damage with a zoo of types
+        # Callers get one typed error, never a decoder's traceback.
+        raise CorruptImage(f"The {fmt.upper()} image is damaged or truncated and could not be "
+                           f"decoded ({type(exc).__name__}).", format=fmt) from exc
+    image.info.setdefault("source_bytes", len(data))
+    return image

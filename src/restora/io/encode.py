@@ -1,0 +1,135 @@
+"""Encoding to PNG, JPEG and WebP, the WebP preview, and the output-format rule.
+
+Output-format rule (``output_format_for``): formats we can write keep their format (JPEG -> JPEG,
+PNG -> PNG, WebP -> WebP). Everything else (AVIF, HEIC/HEIF, camera RAW, PSD, EXR, HDR, TIFF,
+BMP, GIF, TGA) becomes PNG: it is lossless and keeps 16-bit depth and alpha.
+
+Metadata: EXIF (orientation already 1) is written to every format. Pixels are sRGB after decode,
+so when the source carried an ICC profile the output is tagged sRGB: the source's own bytes if
+they are an sRGB profile, a standard sRGB profile otherwise (re-attaching, say, a Display P3
+profile to converted pixels would shift colours twice).
+
+Depth and alpha: PNG keeps 16 bits and alpha. JPEG and WebP are 8-bit; 16-bit samples are
+rounded to nearest. JPEG has no alpha, so transparent images are composited onto white (what a
+viewer shows for a transparent background on paper). JPEG at quality >= 90 uses 4:4:4 chroma so
+restored detail is not blurred by subsampling.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from typing import Literal
+
+import numpy as np
+from PIL import Image as PILImage
+
+from restora.errors import InvalidParameter
+from restora.io.color import is_srgb, srgb_profile_bytes
+from restora.io.image import Image
+
+OutputFormat = Literal["png", "jpeg", "webp"]
+_WRITABLE: tuple[str, ...] = ("png", "jpeg", "webp")
+
+
+def output_format_for(source_format: str) -> OutputFormat:
+    """The format a result is written in for an input of ``source_format`` (see module doc)."""
+    fmt = source_format.lower()
+    if fmt == "jpg":
+        fmt = "jpeg"
+    if fmt in ("jpeg", "webp"):
+        return fmt  # type: ignore[return-value]
+    return "png"
+
+
+def to_8bit(arr: np.ndarray) -> np.ndarray:
+    """uint16 -> uint8 with round-to-nearest (uint8 passes through)."""
+    if arr.dtype == np.uint8:
+        return arr
+    return ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def _output_icc(image: Image) -> bytes | None:
+    if not image.icc_profile:
+        return None
+    return image.icc_profile if is_srgb(image.icc_profile) else srgb_profile_bytes()
+
+
+def encode(image: Image, fmt: str = "png", *, quality: int = 95) -> bytes:
+    """Encode ``image`` as ``png``, ``jpeg`` or ``webp`` bytes (``quality`` 1-100 for lossy)."""
+    fmt = fmt.lower()
+    fmt = "jpeg" if fmt == "jpg" else fmt
+    if fmt not in _WRITABLE:
+        raise InvalidParameter("format", f"Output format must be one of png, jpeg or webp, not {fmt!r}.")
+    if not 1 <= int(quality) <= 100:
+        raise InvalidParameter("quality", f"Quality must be between 1 and 100, not {quality}.")
+    icc = _output_icc(image)
+    exif = image.exif or None
+    if fmt == "png" and image.pixels.dtype == np.uint16:
+        return _png16(image, icc, exif)
+    rgb = to_8bit(image.pixels)
+    alpha = to_8bit(image.alpha) if image.alpha is not None else None
+    out = io.BytesIO()
+    kwargs: dict = {}
+    if icc:
+        kwargs["icc_profile"] = icc
+    if exif:
+        kwargs["exif"] = exif
+    if fmt == "jpeg":
+        if alpha is not None:
+            a = alpha.astype(np.float32)[..., None] / 255.0
+            rgb = np.rint(rgb * a + 255.0 * (1.0 - a)).astype(np.uint8)
+        PILImage.fromarray(rgb, "RGB").save(out, "JPEG", quality=int(quality), optimize=True,
+                                            subsampling=0 if quality >= 90 else 2, **kwargs)
+    else:
+        pil = _pil_rgba(rgb, alpha)
+        if fmt == "png":
+            pil.save(out, "PNG", compress_level=6, **kwargs)
+        else:
+            pil.save(out, "WEBP", quality=int(quality), method=4, **kwargs)
+    return out.getvalue()
+
+
+def make_preview(image: Image, longest: int = 1024) -> bytes:
+    """A WebP preview whose longest side is at most ``longest`` (no metadata, alpha kept)."""
+    if longest < 1:
+        raise InvalidParameter("longest", f"Preview size must be at least 1 pixel, not {longest}.")
+    pil = _pil_rgba(to_8bit(image.pixels), to_8bit(image.alpha) if image.alpha is not None else None)
+    scale = longest / max(pil.size)
+    if scale < 1.0:
+        size = (max(1, round(pil.width * scale)), max(1, round(pil.height * scale)))
+        pil = pil.resize(size, PILImage.Resampling.LANCZOS)
+    out = io.BytesIO()
+    pil.save(out, "WEBP", quality=80, method=4)
+    return out.getvalue()
+
+
+def _pil_rgba(rgb: np.ndarray, alpha: np.ndarray | None) -> PILImage.Image:
+    if alpha is None:
+        return PILImage.fromarray(np.ascontiguousarray(rgb), "RGB")
+    return PILImage.fromarray(np.dstack([rgb, alpha]), "RGBA")
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def _png16(image: Image, icc: bytes | None, exif: bytes | None) -> bytes:
+    """16-bit PNG via OpenCV (Pillow has no 16-bit RGB), then iCCP/eXIf spliced after IHDR."""
+    import cv2  # heavy import, only for 16-bit output
+
+    bgr = image.pixels[..., ::-1]
+    if image.alpha is not None:
+        bgr = np.dstack([bgr, image.alpha.astype(np.uint16)])
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(bgr), [cv2.IMWRITE_PNG_COMPRESSION, 6])
+    if not ok:
+        raise RuntimeError("OpenCV failed to encode a 16-bit PNG")
+    png = buf.tobytes()
+    extra = b""
+    if icc:
+        extra += _chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(icc))
+    if exif:
+        extra += _chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+    end_of_ihdr = 8 + 4 + 4 + 13 + 4
+    return png[:end_of_ihdr] + extra + png[end_of_ihdr:]

@@ -1,0 +1,146 @@
+"""Decoders built on Pillow: JPEG, PNG, WebP, AVIF, TIFF, BMP, GIF (first frame) and TGA.
+
+Pillow's ``open`` is lazy: it parses the header only, so size and frame count are checked against
+the limits before a single pixel is decoded. Pillow cannot hold 16-bit RGB, so 16-bit PNG and TIFF
+are decoded by OpenCV (``IMREAD_UNCHANGED`` keeps 16 bits and ignores orientation, which we apply
+ourselves like for every other format).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image as PILImage
+
+from restora.errors import CorruptImage, ImageTooLarge, UnsupportedFormat
+from restora.io.color import (apply_orientation, exif_orientation, icc_to_srgb, icc_to_srgb_16,
+                              is_srgb, reset_orientation)
+from restora.io.image import Image
+from restora.io.limits import Limits
+
+# Sniffed name -> the only Pillow plugin allowed to read it (no guessing by Pillow).
+_PLUGIN = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "avif": "AVIF", "tiff": "TIFF",
+           "bmp": "BMP", "gif": "GIF", "tga": "TGA"}
+
+
+def open_lazy(data: bytes, fmt: str, limits: Limits) -> PILImage.Image:
+    """Open the header with Pillow and enforce the pixel and frame limits."""
+    with warnings.catch_warnings():
+        # Our own limit is the authority; Pillow's bomb warning would only add noise.
+        warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+        try:
+            im = PILImage.open(io.BytesIO(data), formats=[_PLUGIN[fmt]])
+        except PILImage.DecompressionBombError as exc:
+            raise ImageTooLarge(f"The image header declares a decompression bomb ({exc}).") from exc
+    limits.check_pixels(*im.size)
+    limits.check_frames(int(getattr(im, "n_frames", 1)))
+    return im
+
+
+def decode_pillow(data: bytes, fmt: str, limits: Limits) -> Image:
+    im = open_lazy(data, fmt, limits)
+    if _is_16bit(im, fmt, data):
+        rgb, alpha = _decode_16bit(data, fmt)
+        depth = 16
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            im.load()
+        rgb, alpha = None, None
+        depth = 8
+    exif = _exif_bytes(im, fmt)
+    icc = im.info.get("icc_profile") or None
+    info: dict = {}
+    if rgb is None:
+        rgb, alpha, depth = _pil_to_arrays(im, icc)
+    elif icc and not is_srgb(icc):
+        rgb = icc_to_srgb_16(rgb, icc)
+    if icc and not is_srgb(icc):
+        info["icc_converted"] = True
+    orientation = exif_orientation(exif) if exif else _tiff_orientation(im, fmt)
+    rgb = apply_orientation(rgb, orientation)
+    if alpha is not None:
+        alpha = apply_orientation(alpha, orientation)
+    if orientation != 1:
+        info["orientation_applied"] = orientation
+    if fmt == "gif" and int(getattr(im, "n_frames", 1)) > 1:
+        info["frames"] = int(im.n_frames)
+    return Image(pixels=rgb, alpha=alpha, format=fmt, bit_depth=depth,
+                 exif=reset_orientation(exif), icc_profile=icc, info=info)
+
+
+def _tiff_orientation(im: PILImage.Image, fmt: str) -> int:
+    if fmt != "tiff":
+        return 1
+    value = getattr(im, "tag_v2", {}).get(274, 1)
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _exif_bytes(im: PILImage.Image, fmt: str) -> bytes | None:
+    raw = im.info.get("exif")
+    if isinstance(raw, bytes) and raw:
+        return raw
+    return None
+
+
+def _is_16bit(im: PILImage.Image, fmt: str, data: bytes) -> bool:
+    if fmt == "png":
+        # IHDR: bit depth at byte 24, colour type at 25 (2 = RGB, 6 = RGBA, 4 = grey + alpha).
+        return data[24] == 16 and data[25] in (2, 4, 6)
+    if fmt == "tiff":
+        bits = getattr(im, "tag_v2", {}).get(258)
+        bits = bits if isinstance(bits, tuple) else (bits,)
+        return bool(bits) and bits[0] == 16 and len(bits) >= 2 and im.mode not in ("I;16", "I;16B")
+    return False
+
+
+def _decode_16bit(data: bytes, fmt: str) -> tuple[np.ndarray, np.ndarray | None]:
+    import cv2  # heavy import, only for 16-bit colour
+
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise CorruptImage(f"The 16-bit {fmt.upper()} image data could not be decoded.")
+    if arr.dtype != np.uint16:
+        raise UnsupportedFormat(f"This {fmt.upper()} sample layout is not supported.")
+    if arr.ndim == 2:
+        return np.repeat(arr[..., None], 3, axis=2), None
+    channels = arr.shape[2]
+    if channels == 2:  # grey + alpha
+        return np.repeat(arr[..., :1], 3, axis=2), np.ascontiguousarray(arr[..., 1])
+    rgb = np.ascontiguousarray(arr[..., 2::-1])
+    alpha = np.ascontiguousarray(arr[..., 3]) if channels == 4 else None
+    return rgb, alpha
+
+
+def _pil_to_arrays(im: PILImage.Image, icc: bytes | None) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """Pillow image (any mode) -> (RGB, alpha, bit depth), converting ICC colour to sRGB."""
+    mode = im.mode
+    alpha: np.ndarray | None = None
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        grey = np.asarray(im)
+        grey = np.clip(grey, 0, 65535).astype(np.uint16)
+        return np.repeat(grey[..., None], 3, axis=2), None, 16
+    if mode == "F":
+        grey = np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)
+        grey = np.rint(grey * 65535).astype(np.uint16)
+        return np.repeat(grey[..., None], 3, axis=2), None, 16
+    if mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in im.info
+        im = im.convert("RGBA" if has_alpha else "RGB")
+        mode = im.mode
+    if mode in ("RGBA", "LA", "RGBa", "La"):
+        if mode in ("RGBa", "La"):
+            im = im.convert("RGBA")
+        alpha = np.asarray(im.getchannel("A")).copy()
+        im = im.convert("RGB") if im.mode == "RGBA" else im.convert("L")
+        mode = im.mode
+    if mode == "1":
+        im = im.convert("L")
+        mode = "L"
+    if icc and not is_srgb(icc) and mode in ("RGB", "L", "CMYK"):
+        im = icc_to_srgb(im, icc)
+    elif mode != "RGB":
+        im = im.convert("RGB")
+    return np.asarray(im, dtype=np.uint8).copy(), alpha, 8

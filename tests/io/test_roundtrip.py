@@ -1,0 +1,132 @@
+"""Decode/encode round trips for the writable formats, depth and alpha, and the helpers."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from helpers import gradient, mae, smooth
+from PIL import Image as PILImage
+
+from restora.errors import InvalidParameter
+from restora.io import (Image, decode, encode, from_float, make_preview, output_format_for,
+                        sniff_format, to_float)
+
+
+def _pil_bytes(arr: np.ndarray, fmt: str, **kw) -> bytes:
+    out = io.BytesIO()
+    PILImage.fromarray(arr).save(out, fmt, **kw)
+    return out.getvalue()
+
+
+def test_png_8bit_exact() -> None:
+    src = gradient()
+    img = decode(_pil_bytes(src, "PNG"))
+    assert (img.format, img.bit_depth, img.pixels.dtype, img.alpha) == ("png", 8, np.uint8, None)
+    assert img.size == (64, 48)
+    np.testing.assert_array_equal(img.pixels, src)
+
+
+def test_jpeg_within_tolerance() -> None:
+    src = smooth()
+    img = decode(_pil_bytes(src, "JPEG", quality=95))
+    assert img.format == "jpeg" and img.pixels.shape == src.shape
+    assert mae(img.pixels, src) < 2.0  # quality 95 on a smooth image: well under 2 levels
+
+
+def test_webp_lossless_exact_and_lossy_close() -> None:
+    src = gradient()
+    np.testing.assert_array_equal(decode(_pil_bytes(src, "WEBP", lossless=True)).pixels, src)
+    img = decode(_pil_bytes(smooth(), "WEBP", quality=90))
+    assert img.format == "webp" and mae(img.pixels, smooth()) < 3.0
+
+
+def test_png_16bit_round_trip_exact() -> None:
+    src = gradient(dtype=np.uint16)
+    alpha = np.linspace(0, 65535, 64 * 48).reshape(48, 64).astype(np.uint16)
+    data = encode(Image(pixels=src, alpha=alpha, bit_depth=16), "png")
+    assert data[24] == 16 and data[25] == 6  # IHDR: 16-bit RGBA
+    img = decode(data)
+    assert img.bit_depth == 16 and img.pixels.dtype == np.uint16
+    np.testing.assert_array_equal(img.pixels, src)
+    np.testing.assert_array_equal(img.alpha, alpha)
+
+
+def test_alpha_round_trip_png_and_webp() -> None:
+    src = gradient()
+    alpha = np.tile(np.arange(64, dtype=np.uint8) * 4, (48, 1))
+    img = decode(_pil_bytes(np.dstack([src, alpha]), "PNG"))
+    np.testing.assert_array_equal(img.alpha, alpha)
+    np.testing.assert_array_equal(img.pixels, src)
+    again = decode(encode(img, "png"))
+    np.testing.assert_array_equal(again.alpha, alpha)
+    np.testing.assert_array_equal(again.pixels, src)
+    webp = decode(encode(img, "webp", quality=100))
+    assert webp.alpha is not None and mae(webp.alpha, alpha) < 1.0
+
+
+def test_jpeg_composites_alpha_on_white() -> None:
+    rgb = np.zeros((16, 16, 3), np.uint8)
+    alpha = np.zeros((16, 16), np.uint8)  # fully transparent black -> white
+    alpha[:, 8:] = 255  # right half opaque black
+    out = decode(encode(Image(pixels=rgb, alpha=alpha), "jpeg"))
+    assert out.alpha is None
+    assert out.pixels[:, :6].min() > 245 and out.pixels[:, 10:].max() < 10
+
+
+def test_16bit_to_8bit_rounds() -> None:
+    src = np.full((4, 4, 3), 257 * 100 + 128, np.uint16)  # 100.5 levels -> rounds to 100 or 101
+    img = decode(encode(Image(pixels=src, bit_depth=16), "webp", quality=100))
+    assert img.bit_depth == 8 and abs(int(img.pixels.mean()) - 100) <= 1
+
+
+def test_exif_and_icc_kept_in_jpeg() -> None:
+    exif = PILImage.Exif()
+    exif[0x010F] = "RestoraCam"  # Make
+    exif[0x0112] = 1
+    data = _pil_bytes(smooth(), "JPEG", exif=exif.tobytes())
+    img = decode(data)
+    for fmt in ("jpeg", "png", "webp"):
+        back = PILImage.open(io.BytesIO(encode(img, fmt)))
+        assert back.getexif().get(0x010F) == "RestoraCam", fmt
+
+
+def test_preview_is_webp_and_bounded() -> None:
+    img = Image(pixels=gradient(300, 500))
+    data = make_preview(img, longest=100)
+    assert sniff_format(data) == "webp"
+    assert PILImage.open(io.BytesIO(data)).size == (100, 60)
+    small = make_preview(Image(pixels=gradient(30, 50)))
+    assert PILImage.open(io.BytesIO(small)).size == (50, 30)  # never upscaled
+
+
+@pytest.mark.parametrize(("src", "out"), [
+    ("jpeg", "jpeg"), ("png", "png"), ("webp", "webp"), ("avif", "png"), ("heif", "png"),
+    ("raw", "png"), ("psd", "png"), ("exr", "png"), ("hdr", "png"), ("tiff", "png"),
+    ("bmp", "png"), ("gif", "png"), ("tga", "png"),
+])
+def test_output_format_rule(src: str, out: str) -> None:
+    assert output_format_for(src) == out
+
+
+def test_encode_rejects_bad_parameters() -> None:
+    img = Image(pixels=gradient(4, 4))
+    with pytest.raises(InvalidParameter) as exc:
+        encode(img, "tiff")
+    assert exc.value.field == "format"
+    with pytest.raises(InvalidParameter):
+        encode(img, "jpeg", quality=0)
+
+
+def test_float_helpers_keep_depth() -> None:
+    src = gradient(dtype=np.uint16)
+    img = Image(pixels=src, bit_depth=16, alpha=np.full((48, 64), 65535, np.uint16))
+    arr = to_float(img)
+    assert arr.dtype == np.float32 and arr.shape == (48, 64, 3)
+    assert 0.0 <= arr.min() and arr.max() <= 1.0
+    back = from_float(arr, like=img)
+    assert back.bit_depth == 16 and back.pixels.dtype == np.uint16
+    np.testing.assert_array_equal(back.pixels, src)
+    up = from_float(np.repeat(np.repeat(arr, 2, 0), 2, 1), like=img)
+    assert up.alpha is not None and up.alpha.shape == (96, 128)
