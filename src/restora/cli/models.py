@@ -1,9 +1,155 @@
-"""CLI: models commands (being written)."""
+"""CLI: ``restora models list|pull|import|verify|path``.
+
+Only the registry (plain data) is imported at module level; httpx, rich and torch load inside the
+commands that need them.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any, Optional
+
 import typer
+
+models_app = typer.Typer(name="models", no_args_is_help=True,
+                         help="List, download, import and verify model files.")
 
 
 def register(app: typer.Typer) -> None:
     """Attach this module's commands to the root app."""
+    app.add_typer(models_app, name="models")
+
+
+def _registry() -> Any:
+    from restora.config import Settings
+    from restora.models.registry import Registry
+
+    settings = Settings()
+    return settings, Registry.from_settings(settings)
+
+
+def _human(size: int | None) -> str:
+    if size is None:
+        return "?"
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return str(size)
+
+
+@models_app.command("list")
+def list_models(
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """List known models: task, size, licence, installed, default (--json adds SHA-256, URLs)."""
+    _, registry = _registry()
+    rows = []
+    for spec in registry.all():
+        path = registry.path(spec)
+        rows.append({
+            "id": spec.id, "task": spec.task, "arch": spec.arch, "filename": spec.filename,
+            "size": spec.size, "sha256": registry.expected_sha256(spec),
+            "sha256Published": spec.sha256 is not None, "license": spec.license,
+            "commercialUse": spec.commercial_use, "installed": path.is_file(),
+            "default": spec.default, "bundles": list(spec.bundles), "path": str(path),
+            "urls": list(spec.urls), "custom": registry.is_custom(spec),
+            "description": spec.description,
+        })
+    if as_json:
+        typer.echo(json.dumps({"models": rows, "bundles": registry.bundles(),
+                               "modelsDir": str(registry.models_dir)}, indent=2))
+        return
+    header = ("id", "task", "size", "licence", "commercial", "installed", "default")
+    table = [header] + [(r["id"], r["task"], _human(r["size"]), r["license"].split(" (")[0],
+                         "yes" if r["commercialUse"] else "no",
+                         "yes" if r["installed"] else "-", "*" if r["default"] else "")
+                        for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    # Plain aligned text: never truncated, whatever the terminal width, and easy to grep.
+    for row in table:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    typer.echo("bundles: " + "; ".join(f"{k} ({', '.join(v)})"
+                                       for k, v in registry.bundles().items()))
+
+
+@models_app.command("pull")
+def pull(
+    names: list[str] = typer.Argument(..., metavar="ID|BUNDLE...",
+                                      help="Model ids or bundle names."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    timeout: float = typer.Option(60.0, "--timeout", min=0.1,
+                                  help="Seconds without data before a download is retried."),
+    retries: int = typer.Option(4, "--retries", min=0, help="Retries per URL."),
+) -> None:
+    """Download models (verified by SHA-256) into $RESTORA_HOME/models."""
+    from restora.models.download import DownloadOptions
+    from restora.models.download import pull as pull_file
+
+    settings, registry = _registry()
+    specs = {s.id: s for name in names for s in registry.resolve(name)}
+    options = DownloadOptions(read_timeout=timeout, retries=retries,
+                              progress=False if quiet else None)
+    for spec in specs.values():
+        if registry.is_installed(spec):
+            typer.echo(f"{spec.id}: already installed at {registry.path(spec)}")
+            continue
+        path = pull_file(registry, spec, offline=settings.offline, options=options,
+                         on_wait=lambda msg: typer.echo(msg, err=True))
+        typer.echo(f"{spec.id}: installed at {path}")
+
+
+@models_app.command("import")
+def import_model(
+    file: Path = typer.Argument(..., help="A checkpoint file you already have."),
+    model_id: Optional[str] = typer.Option(  # noqa: UP007 - typer needs Optional here
+        None, "--id", help="The model this file is; without it the SHA-256 identifies it."),
+) -> None:
+    """Install a local file after checking its SHA-256."""
+    from restora.models.download import import_file
+
+    _, registry = _registry()
+    spec = import_file(registry, file, model_id)
+    typer.echo(f"{spec.id}: installed at {registry.path(spec)}")
+
+
+@models_app.command("verify")
+def verify(
+    names: Optional[list[str]] = typer.Argument(  # noqa: UP007
+        None, metavar="[ID|BUNDLE...]", help="Default: every installed model."),
+) -> None:
+    """Re-hash installed files; exits 1 if any does not match its SHA-256."""
+    from restora.models.download import verify as verify_file
+
+    _, registry = _registry()
+    specs = ([s for n in names for s in registry.resolve(n)] if names else
+             [s for s in registry.all() if registry.is_installed(s)])
+    bad = 0
+    for spec in specs:
+        result = verify_file(registry, spec)
+        if result.status == "ok":
+            typer.echo(f"ok          {spec.id}")
+        elif result.status == "unverified":
+            typer.echo(f"unverified  {spec.id} (no known SHA-256; file has {result.sha256})")
+        elif result.status == "missing":
+            typer.echo(f"missing     {spec.id}")
+        else:
+            bad += 1
+            typer.echo(f"MISMATCH    {spec.id}: {registry.path(spec)} has SHA-256 "
+                       f"{result.sha256}, expected {result.expected}; delete it and run "
+                       f"`restora models pull {spec.id}`", err=True)
+    if not specs:
+        typer.echo("no models installed")
+    if bad:
+        raise typer.Exit(1)
+
+
+@models_app.command("path")
+def path(
+    model_id: Optional[str] = typer.Argument(None, help="A model id; default: the models folder."),  # noqa: UP007
+) -> None:
+    """Print the models folder, or where a model's file is (or will be)."""
+    _, registry = _registry()
+    typer.echo(str(registry.path(registry.get(model_id)) if model_id else registry.models_dir))

@@ -1,0 +1,329 @@
+"""Verified, resumable, locked model downloads (and imports of files the user already has).
+
+A file is streamed into ``<file>.partial`` next to its final place, hashed while it arrives, and
+moved into place with one atomic ``os.replace`` only after its size and SHA-256 match. So the
+expected path holds either nothing or a verified file, whatever happens: a cut connection (the
+partial is kept and resumed with ``Range``), a wrong hash (the partial is deleted), a crash.
+A per-file lock in ``models/.locks`` makes a second process wait and then find the file installed
+instead of downloading it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from restora import __version__
+from restora.errors import (ChecksumMismatch, DownloadError, ModelNotInstalled, OfflineError,
+                            UnknownModel)
+from restora.models.registry import ModelSpec, Registry
+
+if TYPE_CHECKING:
+    import httpx
+    from rich.progress import Progress, TaskID
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class DownloadOptions:
+    """Network behaviour of :func:`pull`.
+
+    ``read_timeout`` is also the stall timeout: a server that sends nothing for that long is
+    dropped and the download resumes on the next attempt.
+    """
+
+    connect_timeout: float = 15.0
+    read_timeout: float = 60.0
+    retries: int = 4
+    backoff: float = 1.0
+    max_backoff: float = 30.0
+    progress: bool | None = None  # None: a bar only when stderr is a terminal
+    lock_timeout: float = -1  # seconds to wait for another process's download; -1 = forever
+
+
+class _Transient(Exception):
+    """A failure worth retrying on the same URL (5xx, 429, a range the server refused)."""
+
+
+class _Fatal(Exception):
+    """A failure that retrying this URL will not fix (4xx); try the next mirror."""
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def partial_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".partial")
+
+
+def lock_path(registry: Registry, spec: ModelSpec) -> Path:
+    return registry.models_dir / ".locks" / f"{spec.filename}.lock"
+
+
+def pull(registry: Registry, spec: ModelSpec, *, offline: bool = False,
+         options: DownloadOptions | None = None,
+         on_wait: Callable[[str], None] | None = None) -> Path:
+    """Make sure ``spec``'s file is installed and return its path, downloading it if needed.
+
+    ``on_wait`` is told (one sentence) when another process is already downloading the file.
+    """
+    from filelock import FileLock, Timeout
+
+    opts = options or DownloadOptions()
+    dest = registry.path(spec)
+    if dest.is_file():
+        return dest
+    if offline:
+        raise OfflineError(f"model '{spec.id}' is not installed and offline mode is on "
+                           f"(RESTORA_OFFLINE); install it from a local file with "
+                           f"`restora models import FILE --id {spec.id}`", model=spec.id)
+    if not spec.urls:
+        raise ModelNotInstalled(f"model '{spec.id}' has no download URL and its file {dest} "
+                                "does not exist; fix 'path' in the model manifest",
+                                model=spec.id)
+    lock_file = lock_path(registry, spec)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_file))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if on_wait is not None:
+            on_wait(f"waiting for another process that is downloading {spec.id}")
+        try:
+            lock.acquire(timeout=opts.lock_timeout)
+        except Timeout:
+            raise DownloadError(f"another process has been downloading '{spec.id}' for more "
+                                f"than {opts.lock_timeout:g} s", model=spec.id) from None
+    try:
+        if dest.is_file():  # the other process finished it while we waited
+            return dest
+        _download(registry, spec, dest, opts)
+        return dest
+    finally:
+        lock.release()
+
+
+def _download(registry: Registry, spec: ModelSpec, dest: Path, opts: DownloadOptions) -> None:
+    import httpx
+
+    expected = registry.expected_sha256(spec)
+    partial = partial_path(dest)
+    timeout = httpx.Timeout(connect=opts.connect_timeout, read=opts.read_timeout,
+                            write=opts.read_timeout, pool=opts.connect_timeout)
+    errors: list[str] = []
+    mismatch: ChecksumMismatch | None = None
+    with httpx.Client(timeout=timeout, follow_redirects=True,
+                      headers={"User-Agent": f"restora/{__version__}"}) as client, \
+            _progress(opts) as progress:
+        task = progress.add_task(spec.id, total=spec.size)
+        for url in spec.urls:
+            try:
+                digest = _fetch_with_retries(client, url, partial, spec, opts, progress, task)
+            except (_Fatal, _Transient, httpx.HTTPError) as exc:
+                errors.append(f"{url}: {_describe(exc)}")
+                continue
+            size = partial.stat().st_size
+            if spec.size is not None and size != spec.size:
+                partial.unlink(missing_ok=True)
+                mismatch = ChecksumMismatch(
+                    f"download of '{spec.id}' from {url} has {size} bytes, expected "
+                    f"{spec.size}; nothing was installed", model=spec.id, url=url)
+                errors.append(f"{url}: wrong size {size}")
+                continue
+            if expected is not None and digest != expected:
+                partial.unlink(missing_ok=True)
+                mismatch = ChecksumMismatch(
+                    f"download of '{spec.id}' from {url} has SHA-256 {digest}, expected "
+                    f"{expected}; nothing was installed", model=spec.id, url=url,
+                    sha256=digest, expected=expected)
+                errors.append(f"{url}: SHA-256 mismatch")
+                continue
+            os.replace(partial, dest)
+            if expected is None:
+                # No published hash: trust on first use, check every later pull against it.
+                registry.record_sha256(spec, digest)
+            return
+    if mismatch is not None:  # the file was reachable but wrong: that is the error to report
+        raise mismatch
+    raise DownloadError(f"could not download '{spec.id}' ({'; '.join(errors)})",
+                        model=spec.id, attempts=errors)
+
+
+def _fetch_with_retries(client: httpx.Client, url: str, partial: Path, spec: ModelSpec,
+                        opts: DownloadOptions, progress: Progress, task: TaskID) -> str:
+    import httpx
+
+    for attempt in range(opts.retries + 1):
+        try:
+            return _fetch_once(client, url, partial, spec, progress, task)
+        except httpx.UnsupportedProtocol as exc:
+            raise _Fatal(str(exc)) from exc
+        except (httpx.TransportError, _Transient):
+            if attempt == opts.retries:
+                raise
+            # Exponential backoff; the partial file is kept, so the next attempt resumes.
+            time.sleep(min(opts.max_backoff, opts.backoff * 2 ** attempt))
+    raise AssertionError("unreachable")
+
+
+def _fetch_once(client: httpx.Client, url: str, partial: Path, spec: ModelSpec,
+                progress: Progress, task: TaskID) -> str:
+    have = partial.stat().st_size if partial.exists() else 0
+    if spec.size is not None and have > spec.size:
+        partial.unlink()
+        have = 0
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    with client.stream("GET", url, headers=headers) as resp:
+        status = resp.status_code
+        if status == 416 and have:
+            if spec.size is not None and have == spec.size:
+                return sha256_file(partial)  # already complete from an earlier attempt
+            partial.unlink()
+            raise _Transient("server refused to resume; starting over")
+        if status >= 500 or status == 429:
+            raise _Transient(f"HTTP {status}")
+        if status >= 400:
+            raise _Fatal(f"HTTP {status}")
+        if status == 206:
+            start = _range_start(resp.headers.get("content-range", ""))
+            if start != have:
+                partial.unlink()
+                raise _Transient(f"server resumed at byte {start}, not {have}; starting over")
+            mode, hasher = "ab", _hash_prefix(partial)
+        else:  # 200: the server ignored Range, so the whole file comes again
+            have, mode, hasher = 0, "wb", hashlib.sha256()
+        length = resp.headers.get("content-length")
+        if length is not None and length.isdigit():
+            progress.update(task, total=have + int(length))
+        progress.update(task, completed=have)
+        with open(partial, mode) as fh:
+            for chunk in resp.iter_bytes(_CHUNK):
+                fh.write(chunk)
+                hasher.update(chunk)
+                progress.advance(task, len(chunk))
+            fh.flush()
+            os.fsync(fh.fileno())
+    return hasher.hexdigest()
+
+
+def _range_start(content_range: str) -> int | None:
+    # "bytes 100-999/1000"
+    try:
+        return int(content_range.split()[1].split("-")[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def _hash_prefix(path: Path) -> hashlib._Hash:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(_CHUNK), b""):
+            h.update(block)
+    return h
+
+
+def _describe(exc: BaseException) -> str:
+    name = type(exc).__name__
+    text = str(exc).strip()
+    if name in ("_Fatal", "_Transient"):
+        return text
+    return f"{name}: {text}" if text else name
+
+
+def _progress(opts: DownloadOptions) -> Progress:
+    from rich.console import Console
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
+                               TimeRemainingColumn, TransferSpeedColumn)
+
+    show = opts.progress if opts.progress is not None else sys.stderr.isatty()
+    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                    TransferSpeedColumn(), TimeRemainingColumn(),
+                    console=Console(stderr=True), disable=not show, transient=False)
+
+
+# --- import and verify --------------------------------------------------------------------------
+
+def import_file(registry: Registry, source: str | Path, model_id: str | None = None) -> ModelSpec:
+    """Install a file the user already has, after checking its hash; returns the model it is.
+
+    Without ``model_id`` the file is identified by its SHA-256 among the known models.
+    """
+    from filelock import FileLock
+
+    source = Path(source).expanduser()
+    if not source.is_file():
+        raise DownloadError(f"{source} is not a file", code="import_failed", path=str(source))
+    digest = sha256_file(source)
+    if model_id is not None:
+        spec = registry.get(model_id)
+        expected = registry.expected_sha256(spec)
+        if expected is not None and digest != expected:
+            raise ChecksumMismatch(f"{source.name} has SHA-256 {digest}, but '{spec.id}' must "
+                                   f"have {expected}; nothing was installed", model=spec.id,
+                                   sha256=digest, expected=expected)
+    else:
+        matches = [s for s in registry.all() if registry.expected_sha256(s) == digest]
+        if not matches:
+            raise UnknownModel(f"the SHA-256 of {source.name} ({digest}) matches no known "
+                               "model; name the model with --id ID", sha256=digest)
+        spec = matches[0]
+    dest = registry.path(spec)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.is_file() and dest.resolve() == source.resolve():
+        if registry.expected_sha256(spec) is None:
+            registry.record_sha256(spec, digest)
+        return spec
+    lock_file = lock_path(registry, spec)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock_file)):
+        tmp = dest.with_name(dest.name + ".importing")
+        try:
+            shutil.copyfile(source, tmp)
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            if sha256_file(tmp) != digest:  # the source changed while we copied it
+                raise ChecksumMismatch(f"{source.name} changed while it was being copied; "
+                                       "nothing was installed", model=spec.id)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+    if registry.expected_sha256(spec) is None:
+        registry.record_sha256(spec, digest)
+    return spec
+
+
+VerifyStatus = Literal["ok", "mismatch", "unverified", "missing"]
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    spec: ModelSpec
+    status: VerifyStatus
+    sha256: str | None
+    expected: str | None
+
+
+def verify(registry: Registry, spec: ModelSpec) -> VerifyResult:
+    """Re-hash an installed file against the published or recorded SHA-256."""
+    path = registry.path(spec)
+    expected = registry.expected_sha256(spec)
+    if not path.is_file():
+        return VerifyResult(spec, "missing", None, expected)
+    digest = sha256_file(path)
+    if expected is None:
+        return VerifyResult(spec, "unverified", digest, None)
+    return VerifyResult(spec, "ok" if digest == expected else "mismatch", digest, expected)

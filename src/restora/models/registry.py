@@ -1,0 +1,495 @@
+"""Model registry: which networks exist, where their files come from and how to build them.
+
+The registry is plain data. Built-in entries describe the official checkpoints (URLs, sizes,
+SHA-256, licences); a user manifest (``RESTORA_MODELS``, JSON or TOML) adds or overrides entries,
+so a fine-tuned or test checkpoint is a first-class model. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from restora.errors import ModelError, UnknownModel
+
+if TYPE_CHECKING:
+    from restora.config import Settings
+
+TASKS = ("face-restoration", "face-detection", "face-parsing", "upscale", "colorization")
+
+#: arch name -> "module:Class". Every class except YuNet is a torch ``nn.Module`` built from the
+#: spec's hparams; YuNet wraps an ONNX file and is constructed as ``YuNet(str(path), **hparams)``.
+ARCHITECTURES: dict[str, str] = {
+    "gfpgan_v1_clean": "restora.models.arch.gfpgan:GFPGANv1Clean",
+    "codeformer": "restora.models.arch.codeformer:CodeFormer",
+    "retinaface": "restora.models.arch.retinaface:RetinaFace",
+    "parsenet": "restora.models.arch.parsenet:ParseNet",
+    "rrdbnet": "restora.models.arch.rrdbnet:RRDBNet",
+    "srvgg": "restora.models.arch.srvgg:SRVGGNetCompact",
+    "yunet": "restora.models.arch.yunet:YuNet",
+    "ddcolor": "restora.models.arch.ddcolor:DDColor",
+}
+
+NESTINGS = ("params_ema", "params")
+RECORDED_HASHES = "recorded-hashes.json"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model: identity, file source and integrity, licence, and how to build the network.
+
+    ``sha256`` None means no trusted hash is published: the first download's hash is recorded
+    (``recorded-hashes.json``) and later pulls are checked against it. ``path`` is set for
+    custom models whose file lives outside the models folder.
+    """
+
+    id: str
+    task: str
+    arch: str
+    hparams: dict[str, Any] = field(default_factory=dict, hash=False)
+    filename: str = ""
+    urls: tuple[str, ...] = ()
+    size: int | None = None
+    sha256: str | None = None
+    license: str = "unknown"
+    commercial_use: bool = False
+    nesting: str | None = None
+    strip_prefix: str | None = None
+    path: Path | None = None
+    bundles: tuple[str, ...] = ()
+    default: bool = False
+    description: str = ""
+
+
+# --- built-in models ----------------------------------------------------------------------------
+
+_GH_CODEFORMER = "https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/"
+_GH_FACEXLIB = "https://github.com/xinntao/facexlib/releases/download/"
+_GH_ESRGAN = "https://github.com/xinntao/Real-ESRGAN/releases/download/"
+_HF_DDCOLOR = "https://huggingface.co/piddnad/DDColor-models/resolve/main/"
+
+_GFPGAN_HP: dict[str, Any] = {
+    "out_size": 512, "num_style_feat": 512, "channel_multiplier": 2, "decoder_load_path": None,
+    "fix_decoder": False, "num_mlp": 8, "input_is_latent": True, "different_w": True,
+    "narrow": 1, "sft_half": True,
+}
+_CODEFORMER_HP: dict[str, Any] = {
+    "dim_embd": 512, "codebook_size": 1024, "n_head": 8, "n_layers": 9,
+    "connect_list": ["32", "64", "128", "256"], "nf": 64, "norm_groups": 32,
+}
+_RRDB_HP: dict[str, Any] = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_block": 23,
+                            "num_grow_ch": 32}
+_SRVGG_HP: dict[str, Any] = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_conv": 32,
+                             "upscale": 4, "act_type": "prelu"}
+_DDCOLOR_HP: dict[str, Any] = {
+    "decoder_name": "MultiScaleColorDecoder", "input_size": [512, 512],
+    "num_output_channels": 2, "last_norm": "Spectral", "do_normalize": False,
+    "num_queries": 100, "num_scales": 3, "dec_layers": 9, "num_input_channels": 3, "nf": 512,
+}
+
+_GFPGAN_LICENSE = "Apache-2.0"
+_CODEFORMER_LICENSE = "S-Lab License 1.0 (non-commercial)"
+_FACEXLIB_LICENSE = "MIT"
+_PARSENET_LICENSE = "CC BY-NC-SA 4.0 (weights from PSFRGAN)"
+_ESRGAN_LICENSE = "BSD-3-Clause"
+_DDCOLOR_LICENSE = "Apache-2.0"
+
+BUILTIN_BUNDLES: dict[str, tuple[str, ...]] = {
+    "upscale-enhance": ("gfpgan-v1.4", "codeformer", "retinaface-resnet50", "parsenet",
+                        "realesrgan-x2plus"),
+    "face-detection": ("yunet", "retinaface-mobilenet0.25"),
+    "photo-restoration": ("codeformer", "retinaface-resnet50", "parsenet", "ddcolor-modelscope"),
+}
+
+
+def _builtin_specs() -> list[ModelSpec]:
+    return [
+        ModelSpec(
+            id="gfpgan-v1.4", task="face-restoration", arch="gfpgan_v1_clean",
+            hparams=dict(_GFPGAN_HP), filename="GFPGANv1.4.pth",
+            urls=("https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.4.pth",),
+            size=348632874,
+            sha256="e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad",
+            license=_GFPGAN_LICENSE, commercial_use=True, nesting="params_ema", default=True,
+            description="GFPGAN v1.4 face restoration (natural detail, good identity).",
+        ),
+        ModelSpec(
+            id="gfpgan-v1.3", task="face-restoration", arch="gfpgan_v1_clean",
+            hparams=dict(_GFPGAN_HP), filename="GFPGANv1.3.pth",
+            urls=("https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.3.pth",),
+            size=348632874,
+            sha256="c953a88f2727c85c3d9ae72e2bd4846bbaf59fe6972ad94130e23e7017524a70",
+            license=_GFPGAN_LICENSE, commercial_use=True, nesting="params_ema",
+            description="GFPGAN v1.3 face restoration (smoother than v1.4).",
+        ),
+        ModelSpec(
+            id="codeformer", task="face-restoration", arch="codeformer",
+            hparams=dict(_CODEFORMER_HP), filename="codeformer.pth",
+            urls=(_GH_CODEFORMER + "codeformer.pth",), size=376637898,
+            sha256="1009e537e0c2a07d4cabce6355f53cb66767cd4b4297ec7a4a64ca4b8a5684b7",
+            license=_CODEFORMER_LICENSE, commercial_use=False, nesting="params_ema",
+            description="CodeFormer face restoration with a fidelity weight (non-commercial).",
+        ),
+        ModelSpec(
+            id="retinaface-resnet50", task="face-detection", arch="retinaface",
+            hparams={"network_name": "resnet50"}, filename="detection_Resnet50_Final.pth",
+            urls=(_GH_FACEXLIB + "v0.1.0/detection_Resnet50_Final.pth",
+                  _GH_CODEFORMER + "detection_Resnet50_Final.pth"),
+            license=_FACEXLIB_LICENSE, commercial_use=True, strip_prefix="module.", default=True,
+            description="RetinaFace ResNet-50 face detector with 5 landmarks.",
+        ),
+        ModelSpec(
+            id="retinaface-mobilenet0.25", task="face-detection", arch="retinaface",
+            hparams={"network_name": "mobile0.25"}, filename="detection_mobilenet0.25_Final.pth",
+            urls=(_GH_FACEXLIB + "v0.1.0/detection_mobilenet0.25_Final.pth",
+                  _GH_CODEFORMER + "detection_mobilenet0.25_Final.pth"),
+            license=_FACEXLIB_LICENSE, commercial_use=True, strip_prefix="module.",
+            description="RetinaFace MobileNet-0.25: small, fast face detector with 5 landmarks.",
+        ),
+        ModelSpec(
+            id="yunet", task="face-detection", arch="yunet", hparams={},
+            filename="face_detection_yunet_2023mar.onnx",
+            urls=("https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/"
+                  "face_detection_yunet_2023mar.onnx",),
+            license="MIT", commercial_use=True,
+            description="YuNet ONNX face detector run through OpenCV (very fast, CPU).",
+        ),
+        ModelSpec(
+            id="parsenet", task="face-parsing", arch="parsenet",
+            hparams={"in_size": 512, "out_size": 512, "parsing_ch": 19},
+            filename="parsing_parsenet.pth",
+            urls=(_GH_FACEXLIB + "v0.2.2/parsing_parsenet.pth",
+                  _GH_CODEFORMER + "parsing_parsenet.pth"),
+            license=_PARSENET_LICENSE, commercial_use=False, default=True,
+            description="ParseNet face parsing (19 classes) for soft face masks.",
+        ),
+        ModelSpec(
+            id="realesrgan-x2plus", task="upscale", arch="rrdbnet",
+            hparams={**_RRDB_HP, "scale": 2}, filename="RealESRGAN_x2plus.pth",
+            urls=(_GH_ESRGAN + "v0.2.1/RealESRGAN_x2plus.pth",
+                  _GH_CODEFORMER + "RealESRGAN_x2plus.pth"),
+            size=67061725,
+            sha256="49fafd45f8fd7aa8d31ab2a22d14d91b536c34494a5cfe31eb5d89c2fa266abb",
+            license=_ESRGAN_LICENSE, commercial_use=True, nesting="params_ema", default=True,
+            description="Real-ESRGAN x2plus background upscaler.",
+        ),
+        ModelSpec(
+            id="realesrgan-x4plus", task="upscale", arch="rrdbnet",
+            hparams={**_RRDB_HP, "scale": 4}, filename="RealESRGAN_x4plus.pth",
+            urls=(_GH_ESRGAN + "v0.1.0/RealESRGAN_x4plus.pth",), size=67040989,
+            sha256="4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1",
+            license=_ESRGAN_LICENSE, commercial_use=True, nesting="params_ema",
+            description="Real-ESRGAN x4plus upscaler.",
+        ),
+        ModelSpec(
+            id="realesr-general-x4v3", task="upscale", arch="srvgg",
+            hparams=dict(_SRVGG_HP), filename="realesr-general-x4v3.pth",
+            urls=(_GH_ESRGAN + "v0.2.5.0/realesr-general-x4v3.pth",), size=4885111,
+            sha256="8dc7edb9ac80ccdc30c3a5dca6616509367f05fbc184ad95b731f05bece96292",
+            license=_ESRGAN_LICENSE, commercial_use=True, nesting="params_ema",
+            description="Real-ESRGAN general x4 v3 (SRVGGNetCompact): small and fast.",
+        ),
+        ModelSpec(
+            id="ddcolor-modelscope", task="colorization", arch="ddcolor",
+            hparams={"encoder_name": "convnext-l", **_DDCOLOR_HP},
+            filename="ddcolor_modelscope.pth", urls=(_HF_DDCOLOR + "ddcolor_modelscope.pth",),
+            sha256="17c460d7e55b32a598370621d77173be59e03c24b0823f06821db23a50c263ce",
+            license=_DDCOLOR_LICENSE, commercial_use=True, nesting="params", default=True,
+            description="DDColor-L (ModelScope release): default photo colorization.",
+        ),
+        ModelSpec(
+            id="ddcolor-artistic", task="colorization", arch="ddcolor",
+            hparams={"encoder_name": "convnext-l", **_DDCOLOR_HP},
+            filename="ddcolor_artistic.pth", urls=(_HF_DDCOLOR + "ddcolor_artistic.pth",),
+            size=911950059,
+            sha256="a591ee5beedad36de703d8977e92d0c30c1eedc6453fd1b300f3b460842a23a9",
+            license=_DDCOLOR_LICENSE, commercial_use=True, nesting="params",
+            description="DDColor-L trained with artistic data: more vivid colours.",
+        ),
+        ModelSpec(
+            id="ddcolor-paper", task="colorization", arch="ddcolor",
+            hparams={"encoder_name": "convnext-l", **_DDCOLOR_HP},
+            filename="ddcolor_paper.pth", urls=(_HF_DDCOLOR + "ddcolor_paper.pth",),
+            sha256="789781789db1bafc2165e1cf9658580f871cce64a81901ec49127877813f10b9",
+            license=_DDCOLOR_LICENSE, commercial_use=True, nesting="params",
+            description="DDColor-L as in the paper (ImageNet).",
+        ),
+        ModelSpec(
+            id="ddcolor-paper-tiny", task="colorization", arch="ddcolor",
+            hparams={"encoder_name": "convnext-t", **_DDCOLOR_HP},
+            filename="ddcolor_paper_tiny.pth", urls=(_HF_DDCOLOR + "ddcolor_paper_tiny.pth",),
+            size=220393145,
+            sha256="81dd643904f4664c3718513e3320ae3db0c567f0d3e18398606659adee7bfc17",
+            license=_DDCOLOR_LICENSE, commercial_use=True, nesting="params",
+            description="DDColor-T (ConvNeXt-T): four times smaller, faster on CPU.",
+        ),
+    ]
+
+
+# --- custom manifest ----------------------------------------------------------------------------
+
+class ManifestError(ModelError):
+    """The ``RESTORA_MODELS`` manifest cannot be read or has an invalid entry."""
+
+    code = "invalid_manifest"
+
+
+_SPEC_FIELDS = {f.name for f in fields(ModelSpec)}
+_ALIASES = {"licence": "license", "url": "urls", "commercial": "commercial_use"}
+
+
+def read_manifest(path: Path) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+    """Parse a JSON or TOML manifest into raw entries (paths made absolute) and extra bundles.
+
+    Both formats hold a top-level ``models`` array of tables; an optional ``bundles`` table maps
+    a bundle name to model ids.
+    """
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ManifestError(f"cannot read the model manifest {path}: {exc.strerror or exc}",
+                            path=str(path)) from exc
+    data = _parse_manifest_text(path, text)
+    if not isinstance(data, dict) or not isinstance(data.get("models", []), list):
+        raise ManifestError(f"model manifest {path} must hold a top-level 'models' array",
+                            path=str(path))
+    base = path.resolve().parent
+    entries: list[dict[str, Any]] = []
+    for i, raw in enumerate(data.get("models", [])):
+        if not isinstance(raw, dict) or not isinstance(raw.get("id"), str) or not raw["id"]:
+            raise ManifestError(f"entry {i} of model manifest {path} has no string 'id'",
+                                path=str(path))
+        entry = {_ALIASES.get(k, k): v for k, v in raw.items()}
+        unknown = sorted(set(entry) - _SPEC_FIELDS)
+        if unknown:
+            raise ManifestError(f"model '{raw['id']}' in {path} has unknown field(s) "
+                                f"{', '.join(unknown)}", path=str(path))
+        if entry.get("path"):
+            # Relative paths are relative to the manifest, not to the working directory.
+            p = Path(str(entry["path"])).expanduser()
+            entry["path"] = p if p.is_absolute() else (base / p)
+        entries.append(entry)
+    bundles = data.get("bundles", {}) or {}
+    if not isinstance(bundles, dict) or not all(
+            isinstance(v, list) and all(isinstance(i, str) for i in v) for v in bundles.values()):
+        raise ManifestError(f"'bundles' in model manifest {path} must map names to lists of ids",
+                            path=str(path))
+    return entries, {str(k): list(v) for k, v in bundles.items()}
+
+
+def _parse_manifest_text(path: Path, text: str) -> Any:
+    is_toml = path.suffix.lower() == ".toml" or (
+        path.suffix.lower() != ".json" and not text.lstrip().startswith("{"))
+    try:
+        if is_toml:
+            import tomllib
+
+            return tomllib.loads(text)
+        return json.loads(text)
+    except (ValueError, TypeError) as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        kind = "TOML" if is_toml else "JSON"
+        raise ManifestError(f"model manifest {path} is not valid {kind}: {exc}",
+                            path=str(path)) from exc
+
+
+def _coerce(entry: dict[str, Any], base: ModelSpec | None, source: str) -> ModelSpec:
+    """Turn a manifest entry into a spec, on top of ``base`` when it overrides a built-in."""
+    mid = entry["id"]
+    values = dict(entry)
+    if "urls" in values:
+        urls = values["urls"]
+        values["urls"] = (urls,) if isinstance(urls, str) else tuple(urls or ())
+    if "hparams" in values and not isinstance(values["hparams"], dict):
+        raise ManifestError(f"model '{mid}' in {source}: 'hparams' must be a table/object")
+    if values.get("path") is not None:
+        values["path"] = Path(values["path"])
+    if "bundles" in values:
+        b = values["bundles"]
+        values["bundles"] = (b,) if isinstance(b, str) else tuple(b or ())
+    if isinstance(values.get("sha256"), str):
+        values["sha256"] = values["sha256"].strip().lower()
+    if base is not None:
+        spec = replace(base, **values)
+    else:
+        missing = [k for k in ("task", "arch") if not values.get(k)]
+        if missing:
+            raise ManifestError(f"model '{mid}' in {source} needs {' and '.join(missing)}")
+        spec = ModelSpec(**values)
+    if not spec.filename:
+        name = spec.path.name if spec.path else (spec.urls[0].rsplit("/", 1)[-1].split("?")[0]
+                                                 if spec.urls else "")
+        spec = replace(spec, filename=name)
+    _validate(spec, source)
+    return spec
+
+
+def _validate(spec: ModelSpec, source: str) -> None:
+    where = f"model '{spec.id}' in {source}"
+    if spec.task not in TASKS:
+        raise ManifestError(f"{where}: task '{spec.task}' is not one of {', '.join(TASKS)}")
+    if spec.arch not in ARCHITECTURES:
+        raise ManifestError(f"{where}: arch '{spec.arch}' is not one of "
+                            f"{', '.join(ARCHITECTURES)}")
+    if spec.nesting is not None and spec.nesting not in NESTINGS:
+        raise ManifestError(f"{where}: nesting must be 'params_ema', 'params' or null")
+    if spec.path is None and not spec.urls:
+        raise ManifestError(f"{where} needs a local 'path' or at least one 'url'")
+    if not spec.filename or "/" in spec.filename or spec.filename.startswith("."):
+        raise ManifestError(f"{where}: '{spec.filename}' is not a usable file name")
+    if spec.sha256 is not None and (len(spec.sha256) != 64 or
+                                    any(c not in "0123456789abcdef" for c in spec.sha256)):
+        raise ManifestError(f"{where}: sha256 must be 64 hexadecimal digits")
+    if spec.size is not None and (not isinstance(spec.size, int) or spec.size <= 0):
+        raise ManifestError(f"{where}: size must be a positive number of bytes")
+
+
+# --- registry -----------------------------------------------------------------------------------
+
+class Registry:
+    """All known models (built-ins plus the user manifest), bundles and task defaults."""
+
+    def __init__(self, specs: list[ModelSpec], bundles: dict[str, list[str]], models_dir: Path,
+                 *, custom_ids: frozenset[str] = frozenset()) -> None:
+        self.models_dir = Path(models_dir)
+        self._custom = custom_ids
+        for name, ids in bundles.items():
+            for mid in ids:
+                if mid not in {s.id for s in specs}:
+                    raise ManifestError(f"bundle '{name}' lists unknown model '{mid}'")
+        self._bundles = {name: list(dict.fromkeys(ids)) for name, ids in bundles.items()}
+        member_of: dict[str, list[str]] = {}
+        for name, ids in self._bundles.items():
+            for mid in ids:
+                member_of.setdefault(mid, []).append(name)
+        self._specs = {s.id: replace(s, bundles=tuple(member_of.get(s.id, ())))
+                       for s in specs}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Registry:
+        """Built-ins plus ``settings.models`` (the ``RESTORA_MODELS`` manifest), if set."""
+        specs = {s.id: s for s in _builtin_specs()}
+        bundles = {k: list(v) for k, v in BUILTIN_BUNDLES.items()}
+        custom: set[str] = set()
+        if settings.models is not None:
+            source = str(settings.models)
+            entries, extra_bundles = read_manifest(Path(settings.models))
+            for entry in entries:
+                spec = _coerce(entry, specs.get(entry["id"]), source)
+                if spec.default:
+                    # A custom default replaces the task's default (the last one given wins).
+                    specs = {k: (replace(v, default=False) if v.task == spec.task else v)
+                             for k, v in specs.items()}
+                specs[spec.id] = replace(spec, bundles=())
+                custom.add(spec.id)
+                for name in spec.bundles:  # 'bundles' in an entry adds it to those bundles
+                    bundles.setdefault(name, [])
+                    if spec.id not in bundles[name]:
+                        bundles[name].append(spec.id)
+            for name, ids in extra_bundles.items():
+                bundles[name] = list(ids)
+        return cls(list(specs.values()), bundles, settings.models_dir,
+                   custom_ids=frozenset(custom))
+
+    # lookups
+
+    def get(self, model_id: str) -> ModelSpec:
+        try:
+            return self._specs[model_id]
+        except KeyError:
+            raise UnknownModel(f"unknown model '{model_id}'{self._hint(model_id)}",
+                               model=model_id) from None
+
+    def all(self) -> list[ModelSpec]:
+        return list(self._specs.values())
+
+    def is_custom(self, spec: ModelSpec) -> bool:
+        """True when the entry came from (or was changed by) the user manifest."""
+        return spec.id in self._custom
+
+    def default(self, task: str, arch: str | None = None) -> ModelSpec:
+        """The explicit default for ``task`` (optionally restricted to one architecture).
+
+        The entry marked ``default`` wins; without one for that arch, custom entries win over
+        built-ins (the user added them on purpose), then the first built-in.
+        """
+        if task not in TASKS:
+            raise UnknownModel(f"unknown task '{task}'; tasks are {', '.join(TASKS)}", task=task)
+        candidates = [s for s in self._specs.values()
+                      if s.task == task and (arch is None or s.arch == arch)]
+        if not candidates:
+            raise UnknownModel(f"no model is registered for task '{task}'"
+                               + (f" with architecture '{arch}'" if arch else ""), task=task)
+        marked = [s for s in candidates if s.default]
+        custom = [s for s in candidates if s.id in self._custom]
+        return (marked or custom or candidates)[0]
+
+    def bundle(self, name: str) -> list[ModelSpec]:
+        if name not in self._bundles:
+            hint = difflib.get_close_matches(name, list(self._bundles), n=1)
+            raise UnknownModel(f"unknown bundle '{name}'"
+                               + (f"; did you mean '{hint[0]}'?" if hint else
+                                  f"; bundles are {', '.join(self._bundles)}"), bundle=name)
+        return [self._specs[i] for i in self._bundles[name]]
+
+    def bundles(self) -> dict[str, list[str]]:
+        """Bundle name -> model ids."""
+        return {k: list(v) for k, v in self._bundles.items()}
+
+    def resolve(self, name: str) -> list[ModelSpec]:
+        """A model id or a bundle name (ids win) as a list of specs."""
+        if name in self._specs:
+            return [self._specs[name]]
+        if name in self._bundles:
+            return self.bundle(name)
+        raise UnknownModel(f"'{name}' is neither a model nor a bundle{self._hint(name)}",
+                           model=name)
+
+    # files
+
+    def path(self, spec: ModelSpec) -> Path:
+        """Where the model's file is (custom ``path``) or will be installed."""
+        return spec.path if spec.path is not None else self.models_dir / spec.filename
+
+    def is_installed(self, spec: ModelSpec) -> bool:
+        return self.path(spec).is_file()
+
+    def expected_sha256(self, spec: ModelSpec) -> str | None:
+        """The published hash, else the one recorded at the first download or import."""
+        return spec.sha256 or self.recorded_hashes().get(spec.filename)
+
+    def recorded_hashes(self) -> dict[str, str]:
+        """File name -> SHA-256 recorded for models that publish no hash."""
+        try:
+            data = json.loads((self.models_dir / RECORDED_HASHES).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{self.models_dir / RECORDED_HASHES} is unreadable ({exc}); "
+                             "delete it to record hashes again", code="invalid_manifest") from exc
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def record_sha256(self, spec: ModelSpec, digest: str) -> None:
+        """Remember ``digest`` for ``spec``'s file (atomic, safe across processes)."""
+        from filelock import FileLock
+
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        target = self.models_dir / RECORDED_HASHES
+        lock_dir = self.models_dir / ".locks"
+        lock_dir.mkdir(exist_ok=True)
+        with FileLock(str(lock_dir / (RECORDED_HASHES + ".lock"))):
+            data = self.recorded_hashes()
+            data[spec.filename] = digest
+            fd, tmp = tempfile.mkstemp(dir=self.models_dir, prefix=".recorded-", suffix=".tmp")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(dict(sorted(data.items())), fh, indent=2)
+            os.replace(tmp, target)
+
+    def _hint(self, name: str) -> str:
+        hint = difflib.get_close_matches(name, [*self._specs, *self._bundles], n=1)
+        return f"; did you mean '{hint[0]}'?" if hint else "; see `restora models list`"

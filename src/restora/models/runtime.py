@@ -1,0 +1,183 @@
+"""The Runtime: device, dtype, torch threads and the cache of loaded networks.
+
+One Runtime is created per process (the CLI command, the service) and handed to whatever runs
+models, so each network is read from disk once. Loads are thread-safe: concurrent callers asking
+for the same model wait for one load instead of each building their own copy.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from typing import TYPE_CHECKING, Any
+
+from restora.config import Settings
+from restora.errors import (CheckpointError, InvalidParameter, ModelError, ModelNotInstalled,
+                            RestoraError)
+from restora.models.checkpoint import load_into, load_state_dict
+from restora.models.registry import ARCHITECTURES, ModelSpec, Registry
+
+if TYPE_CHECKING:
+    import torch
+
+_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def choose_device(requested: str = "auto") -> str:
+    """``auto`` picks cuda, then mps, then cpu; an explicit device must be usable here."""
+    import torch
+
+    requested = (requested or "auto").strip().lower()
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return "mps"
+        return "cpu"
+    kind = requested.split(":", 1)[0]
+    if requested == "cpu":
+        return "cpu"
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidParameter("device", f"device '{requested}' was requested but CUDA is "
+                                   "not available; use RESTORA_DEVICE=auto or cpu")
+        index = requested.split(":", 1)[1] if ":" in requested else "0"
+        if not index.isdigit() or int(index) >= torch.cuda.device_count():
+            raise InvalidParameter("device", f"device '{requested}' does not exist; this "
+                                   f"machine has {torch.cuda.device_count()} CUDA device(s)")
+        return requested
+    if requested == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise InvalidParameter("device", "device 'mps' was requested but Metal is not "
+                                   "available; use RESTORA_DEVICE=auto or cpu")
+        return "mps"
+    raise InvalidParameter("device", f"unknown device '{requested}'; use auto, cpu, cuda, "
+                           "cuda:N or mps")
+
+
+def _choose_dtype(dtype: Any) -> torch.dtype:
+    import torch
+
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise InvalidParameter("dtype", f"dtype {dtype} is not a floating type Restora runs")
+        return dtype
+    name = str(dtype).removeprefix("torch.").lower()
+    name = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}.get(
+        name, name)
+    if name not in _DTYPES:
+        raise InvalidParameter("dtype", f"unknown dtype '{dtype}'; use {', '.join(_DTYPES)}")
+    return getattr(torch, name)
+
+
+class Runtime:
+    """Owns device choice, dtype, torch threads and one loaded copy of each network."""
+
+    def __init__(self, settings: Settings | None = None, *, device: str | None = None,
+                 dtype: Any = None, threads: int | None = None) -> None:
+        import torch
+
+        self.settings = settings if settings is not None else Settings()
+        self.registry = Registry.from_settings(self.settings)
+        self.device = choose_device(device or self.settings.device)
+        self.dtype = _choose_dtype(dtype)
+        self.threads = threads if threads is not None else self.settings.threads
+        if self.threads is not None:
+            if self.threads < 1:
+                raise InvalidParameter("threads", "threads must be at least 1")
+            torch.set_num_threads(self.threads)
+        self._models: dict[str, Any] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Runtime(device={self.device!r}, dtype={self.dtype}, loaded={self.loaded()})"
+
+    def spec(self, model_id: str) -> ModelSpec:
+        return self.registry.get(model_id)
+
+    def loaded(self) -> list[str]:
+        with self._guard:
+            return list(self._models)
+
+    def load(self, model_id: str) -> Any:
+        """The ready network for ``model_id`` (eval mode, on this runtime's device), cached."""
+        with self._guard:
+            if model_id in self._models:
+                return self._models[model_id]
+            lock = self._locks.setdefault(model_id, threading.Lock())
+        with lock:  # one loader per id; others wait here and then find it cached
+            with self._guard:
+                if model_id in self._models:
+                    return self._models[model_id]
+            model = self._build(self.registry.get(model_id))
+            with self._guard:
+                self._models[model_id] = model
+            return model
+
+    def unload(self, model_id: str) -> None:
+        """Drop a cached network (the next :meth:`load` reads it again)."""
+        with self._guard:
+            self._models.pop(model_id, None)
+
+    def _build(self, spec: ModelSpec) -> Any:
+        path = self.registry.path(spec)
+        if not path.is_file():
+            raise self.not_installed(spec)
+        cls = _import_arch(spec.arch)
+        if spec.arch == "yunet":  # ONNX through OpenCV: no torch state dict, no device
+            return _construct(cls, spec, str(path))
+        import torch
+
+        state = load_state_dict(path, spec.nesting, spec.strip_prefix)
+        model = _construct(cls, spec)
+        load_into(model, state, name=f"checkpoint of model '{spec.id}' ({path.name})")
+        model = model.to(device=torch.device(self.device), dtype=self.dtype).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
+
+    def not_installed(self, spec: ModelSpec) -> ModelNotInstalled:
+        """The one-sentence error for a model whose file is absent."""
+        path = self.registry.path(spec)
+        if spec.path is not None and not spec.urls:
+            return ModelNotInstalled(
+                f"model '{spec.id}' is not installed: its file {path} does not exist; fix "
+                f"'path' in the model manifest or install a copy with "
+                f"`restora models import FILE --id {spec.id}`", model=spec.id, path=str(path))
+        where = f" (bundle '{spec.bundles[0]}')" if spec.bundles else ""
+        target = spec.bundles[0] if spec.bundles else spec.id
+        return ModelNotInstalled(
+            f"model '{spec.id}'{where} is not installed: run `restora models pull {target}`, "
+            f"or install a file you already have with "
+            f"`restora models import FILE --id {spec.id}`",
+            model=spec.id, bundle=spec.bundles[0] if spec.bundles else None,
+            command=f"restora models pull {target}")
+
+
+def _import_arch(arch: str) -> Any:
+    try:
+        target = ARCHITECTURES[arch]
+    except KeyError:
+        raise ModelError(f"unknown architecture '{arch}'", code="unknown_architecture") from None
+    module_name, _, cls_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, cls_name)
+    except (ImportError, AttributeError) as exc:
+        raise ModelError(f"architecture '{arch}' ({target}) is not available: {exc}",
+                         code="unknown_architecture") from exc
+
+
+def _construct(cls: Any, spec: ModelSpec, *args: Any) -> Any:
+    try:
+        return cls(*args, **spec.hparams)
+    except RestoraError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - bad hparams surface as TypeError/ValueError/cv2.error
+        raise CheckpointError(f"cannot build model '{spec.id}' ({spec.arch}) from its hparams: "
+                              f"{exc}", model=spec.id) from exc
