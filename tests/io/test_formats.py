@@ -248,7 +248,6 @@ def test_tone_map_operator_properties() -> None:
     scene = _hdr_scene()
     # exposure-normalised: 16x brighter input gives the same picture (the 1e-6 log guard aside)
     assert np.abs(tone_map(scene).astype(int) - tone_map(scene * 16)).max() <= 1
-    lum = scene @ np.array([0.2126, 0.7152, 0.0722], np.float32)
-    out_lum = tone_map(scene).astype(np.float64) @ np.array([0.2126, 0.7152, 0.0722])
-    order = np.argsort(lum.ravel())
-    assert np.all(np.diff(out_lum.ravel()[order]) > -3)  # monotonic up to rounding and hue
+    ramp = np.repeat(np.geomspace(1e-3, 1e3, 256, dtype=np.float32)[None, :, None], 3, axis=2)
+    out = tone_map(ramp)[0, :, 0].astype(int)
+    assert np.all(np.diff(out) >= 0) and out[0] < 5 and out[-1] == 255  # monotonic, black to white
