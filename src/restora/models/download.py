@@ -186,7 +186,10 @@ def _fetch_once(client: httpx.Client, url: str, partial: Path, spec: ModelSpec,
     if spec.size is not None and have > spec.size:
         partial.unlink()
         have = 0
-    headers = {"Range": f"bytes={have}-"} if have else {}
+    # identity encoding: Range offsets and the hash are about the file's bytes, not a gzip stream
+    headers = {"Accept-Encoding": "identity"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
     with client.stream("GET", url, headers=headers) as resp:
         status = resp.status_code
         if status == 416 and have:
@@ -211,7 +214,9 @@ def _fetch_once(client: httpx.Client, url: str, partial: Path, spec: ModelSpec,
             progress.update(task, total=have + int(length))
         progress.update(task, completed=have)
         with open(partial, mode) as fh:
-            for chunk in resp.iter_bytes(_CHUNK):
+            # iter_raw yields bytes as they arrive (no buffering up to a chunk size), so a cut
+            # connection keeps everything received so far for the resume.
+            for chunk in resp.iter_raw():
                 fh.write(chunk)
                 hasher.update(chunk)
                 progress.advance(task, len(chunk))
