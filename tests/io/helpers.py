@@ -25,3 +25,67 @@ def smooth(h: int = 48, w: int = 64) -> np.ndarray:
 
 def mae(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).mean())
+
+
+def _s15f16(v: float) -> bytes:
+    import struct
+
+    return struct.pack(">i", round(v * 65536))
+
+
+def display_p3_profile() -> bytes:
+    """An ICC v2 matrix/TRC profile with Display P3 primaries (D50-adapted) and the sRGB curve.
+
+    Written byte by byte per ICC.1:2001-04 so the test does not depend on a profile file.
+    """
+    import struct
+
+    def xyz(x: float, y: float, z: float) -> bytes:
+        return b"XYZ \x00\x00\x00\x00" + _s15f16(x) + _s15f16(y) + _s15f16(z)
+
+    def text_desc(s: str) -> bytes:
+        ascii_ = s.encode() + b"\x00"
+        return (b"desc\x00\x00\x00\x00" + struct.pack(">I", len(ascii_)) + ascii_
+                + b"\x00" * 8 + b"\x00" * 3 + b"\x00" * 67)
+
+    lin = np.linspace(0, 1, 1024)
+    curve = np.where(lin <= 0.04045, lin / 12.92, ((lin + 0.055) / 1.055) ** 2.4)  # decode curve
+    trc = b"curv\x00\x00\x00\x00" + struct.pack(">I", 1024) + np.rint(curve * 65535).astype(">u2").tobytes()
+    tags = [
+        (b"desc", text_desc("Display P3 (test)")),
+        (b"wtpt", xyz(0.9642, 1.0, 0.8249)),
+        (b"rXYZ", xyz(0.5151, 0.2412, -0.0011)),
+        (b"gXYZ", xyz(0.2920, 0.6922, 0.0419)),
+        (b"bXYZ", xyz(0.1571, 0.0666, 0.7841)),
+        (b"rTRC", trc), (b"gTRC", trc), (b"bTRC", trc),
+        (b"cprt", b"text\x00\x00\x00\x00public domain\x00"),
+    ]
+    table = b""
+    body = b""
+    offset = 128 + 4 + 12 * len(tags)
+    for sig, data in tags:
+        while (offset + len(body)) % 4:
+            body += b"\x00"
+        table += sig + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    size = offset + len(body)
+    header = (struct.pack(">I", size) + b"none" + b"\x02\x10\x00\x00" + b"mntr" + b"RGB " + b"XYZ "
+              + b"\x00" * 12 + b"acsp" + b"APPL" + b"\x00" * 4 + b"\x00" * 8 + b"\x00" * 8
+              + b"\x00" * 4 + _s15f16(0.9642) + _s15f16(1.0) + _s15f16(0.8249) + b"none")
+    header += b"\x00" * (128 - len(header))
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+# Display P3 linear -> sRGB linear (both D65), for expected values independent of LittleCMS.
+P3_TO_SRGB = np.array([[1.2249, -0.2247, 0.0],
+                       [-0.0420, 1.0419, 0.0],
+                       [-0.0197, -0.0786, 1.0979]])
+
+
+def srgb_decode(v: np.ndarray) -> np.ndarray:
+    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+
+
+def srgb_encode(v: np.ndarray) -> np.ndarray:
+    v = np.clip(v, 0, 1)
+    return np.where(v <= 0.0031308, 12.92 * v, 1.055 * v ** (1 / 2.4) - 0.055)

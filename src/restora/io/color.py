@@ -3,9 +3,10 @@
 * EXIF orientation (tag 274) is read from the raw EXIF block, applied to the pixels, and then
   patched to 1 *in place* in the kept bytes, so maker notes and offsets survive byte for byte.
 * ICC profiles are applied with LittleCMS (Pillow ``ImageCms``) so pixels come out in sRGB.
-  8-bit images are transformed directly. Pillow cannot hold 16-bit RGB, so 16-bit images go
-  through a 52^3-node lattice of the same transform with trilinear interpolation (error about
-  1/255 of full scale, no banding because the lattice is interpolated).
+  8-bit images are transformed directly. Pillow cannot hold 16-bit RGB, so 16-bit images with a
+  matrix/TRC profile are converted exactly in float (``icc16``); LUT profiles go through a
+  52^3-node lattice of the LittleCMS transform with trilinear interpolation (a few 8-bit levels
+  of error at worst, near gamut clipping; no banding because the lattice is interpolated).
 """
 
 from __future__ import annotations
@@ -119,7 +120,16 @@ def icc_to_srgb(im: PILImage.Image, icc: bytes) -> PILImage.Image:
 
 
 def icc_to_srgb_16(rgb: np.ndarray, icc: bytes) -> np.ndarray:
-    """Convert H x W x 3 uint16 RGB in profile ``icc`` to sRGB via an interpolated lattice."""
+    """Convert H x W x 3 uint16 RGB in profile ``icc`` to sRGB, keeping 16 bits.
+
+    Matrix/TRC profiles are converted exactly in float (``icc16``); others through a lattice of
+    the 8-bit LittleCMS transform with trilinear interpolation.
+    """
+    from restora.io.icc16 import convert_16
+
+    exact = convert_16(rgb, icc)
+    if exact is not None:
+        return exact
     n = 52  # 0, 5, ..., 255: exact 8-bit nodes
     nodes = np.arange(n, dtype=np.uint8) * 5
     r, g, b = np.meshgrid(nodes, nodes, nodes, indexing="ij")

@@ -41,6 +41,9 @@ def open_lazy(data: bytes, fmt: str, limits: Limits) -> PILImage.Image:
 
 def decode_pillow(data: bytes, fmt: str, limits: Limits) -> Image:
     im = open_lazy(data, fmt, limits)
+    # TIFF orientation is a TIFF tag; Pillow applies it itself on load (and drops the tag),
+    # OpenCV does not, so it is read here and applied below only on the 16-bit path.
+    tiff_orientation = _tiff_orientation(im, fmt)
     if _is_16bit(im, fmt, data):
         rgb, alpha = _decode_16bit(data, fmt)
         depth = 16
@@ -59,10 +62,14 @@ def decode_pillow(data: bytes, fmt: str, limits: Limits) -> Image:
         rgb = icc_to_srgb_16(rgb, icc)
     if icc and not is_srgb(icc):
         info["icc_converted"] = True
-    orientation = exif_orientation(exif) if exif else _tiff_orientation(im, fmt)
-    rgb = apply_orientation(rgb, orientation)
+    if fmt == "tiff":
+        orientation = tiff_orientation
+        pending = orientation if depth == 16 else 1
+    else:
+        orientation = pending = exif_orientation(exif)
+    rgb = apply_orientation(rgb, pending)
     if alpha is not None:
-        alpha = apply_orientation(alpha, orientation)
+        alpha = apply_orientation(alpha, pending)
     if orientation != 1:
         info["orientation_applied"] = orientation
     if fmt == "gif" and int(getattr(im, "n_frames", 1)) > 1:
