@@ -1,0 +1,234 @@
+"""Runtime: loads the tiny conformance models through a custom manifest, once, and runs them."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import shared_path
+from tiny_models import write_tiny_manifest
+
+from restora.config import Settings
+from restora.errors import CheckpointError, InvalidParameter, ModelNotInstalled
+from restora.models.checkpoint import load_state_dict
+from restora.models.runtime import Runtime, choose_device
+
+
+def conf(name: str) -> Path:
+    return shared_path("conformance", name)
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory: pytest.TempPathFactory) -> Runtime:
+    tmp = tmp_path_factory.mktemp("runtime")
+    return Runtime(Settings(home=tmp / "home", models=write_tiny_manifest(tmp)), device="cpu")
+
+
+def _golden(name: str) -> tuple[dict, np.lib.npyio.NpzFile]:
+    meta = json.loads(conf(f"{name}.tiny.json").read_text())
+    return meta, np.load(conf(f"{name}.tiny.npz"), allow_pickle=False)
+
+
+def test_tiny_gfpgan_loads_once_and_reproduces_golden(runtime: Runtime) -> None:
+    net = runtime.load("tiny-gfpgan")
+    assert runtime.load("tiny-gfpgan") is net  # cached: the same object
+    assert not net.training
+    assert all(not p.requires_grad for p in net.parameters())
+    meta, z = _golden("gfpgan_v1.4")
+    with torch.no_grad():
+        out = net(torch.from_numpy(z["input"]), return_rgb=False, randomize_noise=False)[0]
+    assert np.abs(out.numpy() - z["output"]).max() <= meta["recommended_atol"]
+
+
+def test_tiny_parsenet_and_upscalers_reproduce_goldens(runtime: Runtime) -> None:
+    meta, z = _golden("parsenet")
+    with torch.no_grad():
+        mask, img = runtime.load("tiny-parsenet")(torch.from_numpy(z["input"]))
+    assert np.abs(mask.numpy() - z["out_mask"]).max() <= meta["recommended_atol"]
+    assert np.abs(img.numpy() - z["out_img"]).max() <= meta["recommended_atol"]
+    for model_id, name in (("tiny-realesrgan-x2", "rrdbnet_s2"),
+                           ("tiny-realesrgan-x4", "rrdbnet_s4")):
+        meta, z = _golden(name)
+        with torch.no_grad():
+            out = runtime.load(model_id)(torch.from_numpy(z["input"]))
+        assert np.abs(out.numpy() - z["output"]).max() <= meta["recommended_atol"], model_id
+
+
+def test_tiny_codeformer_loads_strictly(runtime: Runtime) -> None:
+    net = runtime.load("tiny-codeformer")
+    expected = load_state_dict(conf("codeformer.tiny.pth"))
+    got = net.state_dict()
+    assert set(got) == set(expected)
+    key = next(iter(expected))
+    assert torch.equal(got[key], expected[key])
+
+
+def test_detectors_find_faces(runtime: Runtime) -> None:
+    import cv2
+
+    rgb = cv2.imread(str(conf("retinaface_photo_03.png")), cv2.IMREAD_COLOR)[:, :, ::-1].copy()
+    faces = runtime.load("retinaface-mobilenet0.25-facelibcfg").detect(rgb, 0.8)
+    assert faces.shape == (1, 15)
+    photo = cv2.imread(str(shared_path("testdata", "photos", "03.jpg")))[:, :, ::-1].copy()
+    yunet = runtime.load("yunet-2026may")
+    assert runtime.load("yunet-2026may") is yunet
+    assert yunet.detect(photo).shape == (1, 15)
+    assert {"retinaface-mobilenet0.25-facelibcfg", "yunet-2026may"} <= set(runtime.loaded())
+
+
+def test_concurrent_callers_share_one_load(tmp_path: Path) -> None:
+    rt = Runtime(Settings(home=tmp_path / "home", models=write_tiny_manifest(tmp_path)),
+                 device="cpu")
+    barrier = threading.Barrier(6)
+    got: list[object] = []
+
+    def worker() -> None:
+        barrier.wait()
+        got.append(rt.load("tiny-realesrgan-x4"))
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(got) == 6 and all(m is got[0] for m in got)
+    assert rt.loaded() == ["tiny-realesrgan-x4"]
+    rt.unload("tiny-realesrgan-x4")
+    assert rt.loaded() == [] and rt.load("tiny-realesrgan-x4") is not got[0]
+
+
+def test_device_dtype_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RESTORA_DEVICE", "cpu")
+    monkeypatch.setenv("RESTORA_HOME", str(tmp_path))
+    rt = Runtime()
+    assert rt.device == "cpu" and rt.dtype == torch.float32
+    assert rt.settings.device == "cpu" and rt.registry.models_dir == tmp_path / "models"
+    assert choose_device("auto") in ("cuda", "mps", "cpu")
+    with pytest.raises(InvalidParameter, match="unknown device"):
+        Runtime(device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InvalidParameter, match="CUDA is not available"):
+            Runtime(device="cuda")
+    with pytest.raises(InvalidParameter, match="dtype"):
+        Runtime(device="cpu", dtype="int8")
+    before = torch.get_num_threads()
+    try:
+        assert Runtime(device="cpu", threads=1).threads == 1
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_half_precision_runtime_converts_weights(tmp_path: Path) -> None:
+    rt = Runtime(Settings(home=tmp_path / "home", models=write_tiny_manifest(tmp_path)),
+                 device="cpu", dtype="bfloat16")
+    net = rt.load("tiny-realesrgan-x2")
+    assert {p.dtype for p in net.parameters()} == {torch.bfloat16}
+
+
+def test_missing_builtin_model_names_bundle_and_commands(tmp_path: Path) -> None:
+    rt = Runtime(Settings(home=tmp_path, models=None), device="cpu")
+    with pytest.raises(ModelNotInstalled) as err:
+        rt.load("gfpgan-v1.4")
+    msg = err.value.message
+    assert err.value.code == "model_not_installed"
+    assert "'gfpgan-v1.4'" in msg and "'upscale-enhance'" in msg
+    assert "`restora models pull upscale-enhance`" in msg
+    assert "`restora models import FILE --id gfpgan-v1.4`" in msg
+    assert msg.count(".") <= 3 and "\n" not in msg  # one sentence (dots are in ids only)
+    with pytest.raises(ModelNotInstalled, match="pull realesrgan-x4plus"):  # in no bundle
+        rt.load("realesrgan-x4plus")
+    assert rt.loaded() == []
+
+
+def _manifest(tmp_path: Path, **entry: object) -> Settings:
+    base = {"id": "m", "task": "upscale", "arch": "rrdbnet", "license": "test",
+            "hparams": json.loads(conf("rrdbnet_s2.tiny.json").read_text())["constructor_kwargs"]}
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"models": [{**base, **entry}]}))
+    return Settings(home=tmp_path / "home", models=path)
+
+
+def test_missing_custom_file(tmp_path: Path) -> None:
+    rt = Runtime(_manifest(tmp_path, path="absent.pth"), device="cpu")
+    with pytest.raises(ModelNotInstalled, match="fix 'path' in the model manifest"):
+        rt.load("m")
+
+
+def test_wrong_architecture_is_a_clear_checkpoint_error(tmp_path: Path) -> None:
+    rt = Runtime(_manifest(tmp_path, path=str(conf("parsenet.tiny.pth"))), device="cpu")
+    with pytest.raises(CheckpointError) as err:
+        rt.load("m")
+    msg = err.value.message
+    assert "does not match RRDBNet" in msg and "missing key(s)" in msg
+    assert "unexpected key(s)" in msg and "conv_first.weight" in msg
+    assert rt.loaded() == []
+
+
+def test_wrong_hparams_give_shape_or_build_errors(tmp_path: Path) -> None:
+    hp = json.loads(conf("rrdbnet_s4.tiny.json").read_text())["constructor_kwargs"]
+    rt = Runtime(_manifest(tmp_path, path=str(conf("rrdbnet_s2.tiny.pth")), hparams=hp),
+                 device="cpu")
+    with pytest.raises(CheckpointError, match="wrong shape.*conv_first.weight"):
+        rt.load("m")
+    rt = Runtime(_manifest(tmp_path, path=str(conf("rrdbnet_s2.tiny.pth")),
+                           hparams={"no_such_arg": 1}), device="cpu")
+    with pytest.raises(CheckpointError, match="cannot build model 'm'"):
+        rt.load("m")
+
+
+def test_checkpoint_nesting_and_prefix(tmp_path: Path) -> None:
+    sd = load_state_dict(conf("rrdbnet_s2.tiny.pth"))
+    other = {k: torch.zeros_like(v) for k, v in sd.items()}
+    nested = tmp_path / "nested.pth"
+    torch.save({"params_ema": sd, "params": other}, nested)
+    # params_ema wins by default ...
+    assert torch.equal(load_state_dict(nested)["conv_first.weight"], sd["conv_first.weight"])
+    assert torch.equal(load_state_dict(nested, "params_ema")["conv_first.weight"],
+                       sd["conv_first.weight"])
+    # ... 'params' when the spec says so (DDColor), and a plain dict stays as it is.
+    assert torch.equal(load_state_dict(nested, "params")["conv_first.weight"],
+                       other["conv_first.weight"])
+    only_params = tmp_path / "params.pth"
+    torch.save({"params": sd}, only_params)
+    assert set(load_state_dict(only_params, "params_ema")) == set(sd)
+    prefixed = tmp_path / "prefixed.pth"
+    torch.save({("module." + k if i % 2 else k): v for i, (k, v) in enumerate(sd.items())},
+               prefixed)
+    assert set(load_state_dict(prefixed, strip_prefix="module.")) == set(sd)
+    # Through the runtime: a nested, prefixed file loads strictly and matches the plain one.
+    both = tmp_path / "both.pth"
+    torch.save({"params": {"module." + k: v for k, v in sd.items()}}, both)
+    rt = Runtime(_manifest(tmp_path, path=str(both), nesting="params", strip_prefix="module."),
+                 device="cpu")
+    assert torch.equal(rt.load("m").state_dict()["conv_first.weight"], sd["conv_first.weight"])
+
+
+class _Payload:
+    def __reduce__(self) -> tuple:
+        return (print, ("code ran",))
+
+
+def test_checkpoint_rejects_non_tensor_files(tmp_path: Path) -> None:
+    evil = tmp_path / "evil.pth"
+    torch.save({"x": _Payload()}, evil)
+    with pytest.raises(CheckpointError, match="weights-only load failed"):
+        load_state_dict(evil)
+    text = tmp_path / "text.pth"
+    text.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a loadable PyTorch checkpoint"):
+        load_state_dict(text)
+    listy = tmp_path / "list.pth"
+    torch.save([torch.zeros(1)], listy)
+    with pytest.raises(CheckpointError, match="not a state dict"):
+        load_state_dict(listy)
+    nested = tmp_path / "deep.pth"
+    torch.save({"net": {"a": torch.zeros(1)}}, nested)
+    with pytest.raises(CheckpointError, match="not a flat dict of tensors"):
+        load_state_dict(nested)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_state_dict(tmp_path / "absent.pth")
