@@ -1,0 +1,207 @@
+"""Colorization stage: the official DDColor pre/post-processing, end to end through the Runtime.
+
+The network is the reduced-width conformance model (``../shared/conformance/ddcolor/tiny.pth``),
+registered as a custom manifest entry, so these tests run the same path as a real checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import shared_path
+from restora.config import Settings
+from restora.errors import InvalidParameter, ModelNotInstalled
+from restora.io import Image, decode
+from restora.models.runtime import Runtime
+from restora.pipeline.colorize import colorize, compose, model_input, rgb_to_lab, to_unit_float
+from tiny_models import write_tiny_manifest
+
+TINY_ID = "tiny-ddcolor"
+
+
+def ddcolor_dir() -> Path:
+    return shared_path("conformance", "ddcolor")
+
+
+def tiny_entry(path: Path | None = None, **extra: object) -> dict:
+    """Manifest entry for the reduced-width golden model (hyper-parameters from goldens.json)."""
+    hp = json.loads((ddcolor_dir() / "goldens.json").read_text())["tiny"]["hyperparameters"]
+    dec = hp["color_decoder"]
+    hparams = {"encoder_name": "convnext-t", "nf": hp["nf"], "num_queries": hp["num_queries"],
+               "num_scales": hp["num_scales"], "dec_layers": hp["dec_layers"],
+               "num_output_channels": 2, "last_norm": "Spectral", "do_normalize": False,
+               "input_size": [512, 512], "encoder_depths": hp["encoder"]["depths"],
+               "encoder_dims": hp["encoder"]["dims"], "hidden_dim": dec["hidden_dim"],
+               "dim_feedforward": dec["dim_feedforward"]}
+    return {"id": TINY_ID, "task": "colorization", "arch": "ddcolor",
+            "path": str(path or ddcolor_dir() / "tiny.pth"), "hparams": hparams,
+            "default": True, "license": "test fixture", "commercial_use": True, **extra}
+
+
+def make_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entries: list[dict]) -> Runtime:
+    manifest = write_tiny_manifest(tmp_path, include=set(), extra=entries)
+    monkeypatch.setenv("RESTORA_MODELS", str(manifest))
+    return Runtime(Settings(), device="cpu")
+
+
+@pytest.fixture
+def runtime(restora_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Runtime:
+    return make_runtime(tmp_path, monkeypatch, [tiny_entry()])
+
+
+def einstein(rows: int | None = None) -> Image:
+    image = decode(shared_path("testdata", "gray", "Einstein01.png"))
+    if rows is not None:
+        image = image.with_pixels(np.ascontiguousarray(image.pixels[:rows]))
+    return image
+
+
+def golden_png(name: str) -> np.ndarray:
+    return cv2.imread(str(ddcolor_dir() / f"{name}.png"), cv2.IMREAD_COLOR)[:, :, ::-1]
+
+
+GOLDENS = [("tiny_e2e", None, 512), ("tiny_e2e_crop448_s256", 448, 256)]
+
+
+# --- conformance with the official pipeline ------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "rows", "size"), GOLDENS)
+def test_each_stage_matches_the_reference(runtime: Runtime, name: str, rows: int | None,
+                                          size: int) -> None:
+    stored = np.load(ddcolor_dir() / f"{name}.npz", allow_pickle=False)
+    image = einstein(rows)
+    assert np.array_equal(image.pixels, cv2.imread(  # decode == cv2.imread, as the reference read
+        str(shared_path("testdata", "gray", "Einstein01.png")))[:rows, :, ::-1])
+    rgb = to_unit_float(image.pixels)
+    lab = rgb_to_lab(rgb)
+    # Pre-processing is bit-exact with the reference.
+    assert np.array_equal(model_input(rgb, size), stored["model_input"])
+    if "orig_l" in stored.files:
+        assert np.array_equal(lab[:, :, :1], stored["orig_l"])
+    # The network, from the stored input: README tolerance 1e-3.
+    net = runtime.load(TINY_ID)
+    with torch.inference_mode():
+        ab = net(torch.from_numpy(stored["model_input"]))
+    assert float(np.abs(ab.numpy() - stored["model_output_ab"]).max()) < 1e-3
+    # Post-processing from the stored a/b is bit-exact with the golden PNG.
+    out = np.rint(compose(lab, stored["model_output_ab"]) * np.float32(255)).astype(np.uint8)
+    assert np.array_equal(out, golden_png(name))
+
+
+@pytest.mark.parametrize(("name", "rows", "size"), GOLDENS)
+def test_colorize_reproduces_the_end_to_end_goldens(runtime: Runtime, name: str,
+                                                    rows: int | None, size: int) -> None:
+    result, report = colorize(einstein(rows), runtime=runtime, strength=1.0, input_size=size)
+    assert report == {"model": TINY_ID, "strength": 1.0, "inputSize": size}
+    want = golden_png(name)
+    assert result.pixels.shape == want.shape and result.pixels.dtype == np.uint8
+    diff = np.abs(result.pixels.astype(np.int16) - want).max(axis=2)
+    # README: OpenCV colour conversions -> at most 1 grey level on at most 0.1 % of pixels.
+    assert diff.max() <= 1
+    assert np.count_nonzero(diff) <= 0.001 * diff.size
+    # The synthetic model does colour the grey picture.
+    assert np.abs(result.pixels[:, :, 0].astype(int) - result.pixels[:, :, 2]).mean() > 2
+
+
+# --- strength, lightness, depth and alpha -------------------------------------------------------
+
+def test_strength_zero_returns_the_input_unchanged(runtime: Runtime) -> None:
+    image = decode(shared_path("testdata", "photos", "04.jpg"))
+    result, report = colorize(image, runtime=runtime, strength=0.0, input_size=64)
+    assert np.array_equal(result.pixels, image.pixels) and result.pixels is not image.pixels
+    assert result.alpha is None and result.bit_depth == 8 and report["strength"] == 0.0
+
+
+def test_strength_blends_chroma_and_keeps_lightness(runtime: Runtime) -> None:
+    image = decode(shared_path("testdata", "photos", "04.jpg"))  # a colour photo
+    lab_in = rgb_to_lab(to_unit_float(image.pixels))
+    full, _ = colorize(image, runtime=runtime, strength=1.0, input_size=64)
+    half, report = colorize(image, runtime=runtime, strength=0.5, input_size=64)
+    assert report == {"model": TINY_ID, "strength": 0.5, "inputSize": 64}
+    lab_full = rgb_to_lab(to_unit_float(full.pixels))
+    lab_half = rgb_to_lab(to_unit_float(half.pixels))
+    # Half strength lies half way between the original and the model's chroma (up to 8-bit
+    # rounding and gamut clipping, which only the saturated full-strength colours meet).
+    midway = (lab_in[:, :, 1:] + lab_full[:, :, 1:]) / 2
+    err = np.abs(lab_half[:, :, 1:] - midway)
+    assert np.median(err) < 1.0 and np.percentile(err, 95) < 4.0
+    moved = np.abs(lab_full[:, :, 1:] - lab_in[:, :, 1:]).mean()
+    assert moved > 5 * np.median(err)
+    # Lightness is the original's.
+    for out in (lab_half, lab_full):
+        assert np.abs(out[:, :, 0] - lab_in[:, :, 0]).mean() < 0.6
+
+
+def test_sixteen_bit_input_stays_sixteen_bit(runtime: Runtime) -> None:
+    image8 = einstein(rows=256)
+    image16 = image8.with_pixels(image8.pixels.astype(np.uint16) * 257)
+    out8, _ = colorize(image8, runtime=runtime, strength=1.0, input_size=128)
+    out16, _ = colorize(image16, runtime=runtime, strength=1.0, input_size=128)
+    assert out16.pixels.dtype == np.uint16 and out16.bit_depth == 16
+    assert out16.pixels.shape == image16.pixels.shape
+    # Same picture at higher precision: within one 8-bit level of the 8-bit result almost
+    # everywhere (the float Lab path quantises slightly differently), never far off.
+    diff = np.abs(out16.pixels / 257.0 - out8.pixels)
+    assert diff.max() < 3 and np.mean(diff < 1.0) > 0.99
+    assert len(np.unique(out16.pixels)) > 2 * len(np.unique(out8.pixels))  # real 16-bit detail
+
+
+def test_rgba_input_keeps_its_alpha(runtime: Runtime) -> None:
+    image = decode(shared_path("testdata", "photos", "02.png"))
+    assert image.alpha is not None
+    result, _ = colorize(image, runtime=runtime, strength=0.85, input_size=128)
+    assert result.size == image.size and result.pixels.dtype == image.pixels.dtype
+    assert np.array_equal(result.alpha, image.alpha)
+    assert not np.array_equal(result.pixels, image.pixels)
+
+
+def test_checkpoint_nested_under_params_loads(restora_home: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # The official DDColor-models/*.pth files are BasicSR training checkpoints ("params").
+    nested = tmp_path / "ddcolor_nested.pth"
+    torch.save({"params": torch.load(ddcolor_dir() / "tiny.pth", weights_only=True)}, nested)
+    runtime = make_runtime(tmp_path, monkeypatch, [
+        tiny_entry(), tiny_entry(nested, id="tiny-ddcolor-nested", nesting="params",
+                                 default=False)])
+    image = einstein(rows=128)
+    plain, _ = colorize(image, runtime=runtime, strength=1.0, input_size=64)
+    wrapped, report = colorize(image, runtime=runtime, model_id="tiny-ddcolor-nested",
+                               strength=1.0, input_size=64)
+    assert report["model"] == "tiny-ddcolor-nested"
+    assert np.array_equal(plain.pixels, wrapped.pixels)
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("strength", [0.0, 0.85])
+def test_missing_default_model_is_an_error_not_a_skip(restora_home: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      strength: float) -> None:
+    runtime = make_runtime(tmp_path, monkeypatch, [])  # only the built-in (absent) DDColor-L
+    with pytest.raises(ModelNotInstalled) as info:
+        colorize(einstein(rows=64), runtime=runtime, strength=strength)
+    assert info.value.code == "model_not_installed" and "ddcolor" in info.value.message
+
+
+def test_missing_custom_model_file_is_an_error(restora_home: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime = make_runtime(tmp_path, monkeypatch, [tiny_entry(tmp_path / "absent.pth")])
+    with pytest.raises(ModelNotInstalled):
+        colorize(einstein(rows=64), runtime=runtime, model_id=TINY_ID)
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"strength": 1.5}, "strength"), ({"strength": -0.1}, "strength"),
+    ({"strength": float("nan")}, "strength"), ({"input_size": 100}, "inputSize"),
+    ({"input_size": 0}, "inputSize"),
+])
+def test_invalid_parameters(runtime: Runtime, kwargs: dict, field: str) -> None:
+    with pytest.raises(InvalidParameter) as info:
+        colorize(einstein(rows=64), runtime=runtime, **kwargs)
+    assert info.value.field == field
