@@ -1,9 +1,35 @@
-"""CLI: serve commands (being written)."""
+"""CLI: ``restora serve`` starts the HTTP service (one process, models kept warm)."""
 
 from __future__ import annotations
+
+from typing import Optional
 
 import typer
 
 
+def serve(
+    host: Optional[str] = typer.Option(None, "--host", help="Interface (default RESTORA_HOST or 127.0.0.1)."),
+    port: Optional[int] = typer.Option(None, "--port", help="Port (default RESTORA_PORT or 8000)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1,
+                                          help="Jobs run at once (default RESTORA_WORKERS or 1)."),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+) -> None:
+    """Serve every tool over HTTP (SnapOtter, CodeFormer, Tengrai and Topaz-style APIs)."""
+    import uvicorn
+
+    from restora.service.app import create_app
+    from restora.service.settings import ServiceSettings
+
+    overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items()
+                 if v is not None}
+    settings = ServiceSettings(**overrides)
+    app = create_app(settings)
+    typer.echo(f"restora: serving on http://{settings.host}:{settings.port} "
+               f"(home {settings.home})", err=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level,
+                timeout_graceful_shutdown=5, proxy_headers=False)
+
+
 def register(app: typer.Typer) -> None:
     """Attach this module's commands to the root app."""
+    app.command("serve")(serve)

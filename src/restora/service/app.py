@@ -1,0 +1,96 @@
+"""The FastAPI application: one Runtime, one job store, one worker pool per process."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.concurrency import run_in_threadpool
+
+from restora import __version__
+from restora.service import errors
+from restora.service.jobs import JobManager, Tool
+from restora.service.middleware import ApiKeyMiddleware, BodyLimitMiddleware
+from restora.service.queue import JobQueue
+from restora.service.settings import ServiceSettings
+from restora.service.store import JobStore
+from restora.service.views import artwork, snapshot
+from restora.service.webhooks import WebhookDispatcher
+
+log = logging.getLogger("restora.service")
+
+STATIC_DIR = Path(__file__).with_name("static")
+_UNSET: Any = object()
+
+
+def _make_runtime(settings: ServiceSettings) -> Any:
+    from restora.models.runtime import Runtime
+
+    return Runtime(settings)
+
+
+def create_app(settings: ServiceSettings | None = None, *, tools: dict[str, Tool] | None = None,
+               runtime: Any = _UNSET, queue: JobQueue | None = None) -> FastAPI:
+    """Build the app. ``tools`` overrides tools by name and ``runtime`` replaces the model
+    runtime (both for embedding and tests); by default the Runtime is created at startup."""
+    settings = settings or ServiceSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from restora.service.tools import default_tools
+
+        rt = await run_in_threadpool(_make_runtime, settings) if runtime is _UNSET else runtime
+        settings.service_dir.mkdir(parents=True, exist_ok=True)
+        store = JobStore(settings.effective_database_url)
+        all_tools = {**default_tools(), **(tools or {})}
+        manager = JobManager(settings, store, all_tools, rt, queue=queue)
+        hooks = WebhookDispatcher(settings, store, {
+            "tengrai": artwork,
+            "snapotter": lambda r: snapshot(r, settings),
+            "topaz": lambda r: snapshot(r, settings)})
+        manager.final_hooks.append(hooks.on_final)
+        app.state.runtime = rt
+        app.state.store = store
+        app.state.manager = manager
+        app.state.webhooks = hooks
+        recovered = manager.start()
+        hooks.start()
+        if recovered["requeued"] or recovered["failed"]:
+            log.warning("recovered jobs after restart: %d re-queued, %d failed",
+                        len(recovered["requeued"]), len(recovered["failed"]))
+        try:
+            yield
+        finally:
+            hooks.stop()
+            manager.stop()
+            store.close()
+
+    app = FastAPI(title="Restora", version=__version__, lifespan=lifespan,
+                  description="Face and photo restoration service (see docs/service.md).")
+    app.state.settings = settings
+    errors.install(app)
+
+    from restora.service import (routes_codeformer, routes_snapotter, routes_tengrai,
+                                 routes_topaz)
+
+    # face-recovery is registered before the generic SnapOtter tool routes
+    for module in (routes_topaz, routes_snapotter, routes_codeformer, routes_tengrai):
+        app.include_router(module.router)
+
+    if STATIC_DIR.is_dir():
+        from fastapi.staticfiles import StaticFiles
+
+        app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static")
+
+    # Outermost last: CORS wraps everything so even 401/413 answers carry CORS headers.
+    app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                       allow_methods=["*"], allow_headers=["*"],
+                       expose_headers=["Retry-After", "Content-Disposition"],
+                       allow_credentials=False, max_age=600)
+    return app

@@ -1,0 +1,266 @@
+"""Job lifecycle: accept, run in a worker, finish exactly once, notify, expire.
+
+A *tool* is a plain function ``tool(ctx) -> result dict``: it reads ``ctx.input_path``, writes
+files with ``ctx.write_output``, reports ``ctx.progress(stage, percent)`` and honours
+``ctx.cancel``. The manager does not know what tools do, so the queue, SSE and durability
+machinery is the same for every API style (and testable with any real tool).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from restora.errors import Cancelled, RestoraError
+from restora.service.queue import InProcessQueue, JobQueue
+from restora.service.settings import ServiceSettings
+from restora.service.store import (CANCELED, FAILED, PROCESSING, SUCCEEDED, JobRecord,
+                                   JobStore)
+
+log = logging.getLogger("restora.service.jobs")
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+_FILENAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+def safe_filename(name: str | None, default: str = "image") -> str:
+    """A file name safe to store and echo back (no path, no odd characters)."""
+    base = Path(str(name or "")).name.replace("\\", "/").split("/")[-1]
+    base = _SAFE_NAME.sub("_", base).strip("._")[:120]
+    return base or default
+
+
+def is_valid_download_name(name: str) -> bool:
+    return bool(_FILENAME_OK.match(name)) and ".." not in name
+
+
+def new_job_id() -> str:
+    """122 random bits from the OS: job ids double as unguessable download capabilities."""
+    return str(uuid.uuid4())
+
+
+@dataclass
+class JobContext:
+    """What a tool sees while it runs one job."""
+
+    job: JobRecord
+    input_path: Path
+    output_dir: Path
+    settings: ServiceSettings
+    runtime: Any
+    cancel: threading.Event
+    _report: Callable[[str, float], None]
+    _last: tuple[str, float, float] = field(default=("", -1.0, 0.0))
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.job.params
+
+    @property
+    def job_id(self) -> str:
+        return self.job.id
+
+    def check_cancel(self) -> None:
+        if self.cancel.is_set():
+            raise Cancelled("The job was cancelled.")
+
+    def progress(self, stage: str, percent: float) -> None:
+        """Report progress; frames are thinned to stage changes, +1 % steps or 0.5 s."""
+        self.check_cancel()
+        last_stage, last_pct, last_t = self._last
+        now = time.monotonic()
+        if stage != last_stage or percent - last_pct >= 1.0 or now - last_t >= 0.5:
+            self._last = (stage, percent, now)
+            self._report(stage, percent)
+
+    def sub_progress(self, lo: float, hi: float) -> Callable[[str, float], None]:
+        """A ``progress(stage, percent)`` for a sub-step that maps its 0-100 onto lo..hi."""
+        def report(stage: str, percent: float) -> None:
+            self.progress(stage, lo + (hi - lo) * max(0.0, min(100.0, float(percent))) / 100.0)
+        return report
+
+    def write_output(self, name: str, data: bytes) -> Path:
+        path = self.output_dir / name
+        tmp = path.with_name(path.name + ".part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        return path
+
+    def download_url(self, name: str) -> str:
+        return f"/api/v1/download/{self.job.id}/{name}"
+
+
+ToolFn = Callable[[JobContext], dict[str, Any]]
+PreflightFn = Callable[[Any, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A named job kind; ``preflight(runtime, params)`` may raise before the job is accepted."""
+
+    name: str
+    run: ToolFn
+    preflight: PreflightFn | None = None
+
+
+FinalHook = Callable[[JobRecord], None]
+
+
+class JobManager:
+    """Owns the store, the queue and the job folders; the routes talk only to this."""
+
+    def __init__(self, settings: ServiceSettings, store: JobStore, tools: dict[str, Tool],
+                 runtime: Any, *, queue: JobQueue | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.tools = tools
+        self.runtime = runtime
+        self.jobs_dir = settings.jobs_dir
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.final_hooks: list[FinalHook] = []
+        self.queue: JobQueue = queue or InProcessQueue(
+            self._execute, workers=settings.effective_workers, depth=settings.queue_depth,
+            timeout_s=settings.job_timeout_s, on_timeout=self._timed_out)
+        self._stop = threading.Event()
+        self._janitor: threading.Thread | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> dict[str, list[str]]:
+        """Recover jobs left by a previous process, then start workers and the janitor."""
+        requeue, failed = self.store.recover()
+        for job_id in failed:
+            self._notify_final(job_id)
+        self.queue.start()
+        for job_id in requeue:
+            self.queue.submit(job_id)
+        self.cleanup()
+        self._janitor = threading.Thread(target=self._janitor_loop, name="restora-janitor",
+                                         daemon=True)
+        self._janitor.start()
+        return {"requeued": requeue, "failed": failed}
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.queue.stop()
+
+    # --- accepting ------------------------------------------------------------------------------
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.jobs_dir / job_id
+
+    def preflight(self, tool: str, params: dict[str, Any]) -> None:
+        t = self.tools[tool]
+        if t.preflight is not None and self.runtime is not None:
+            t.preflight(self.runtime, params)
+
+    def submit(self, tool: str, *, api: str, params: dict[str, Any], input_bytes: bytes | None,
+               input_name: str = "image", webhook_url: str | None = None) -> JobRecord:
+        """Check capacity and models, persist input and job, then queue it."""
+        if tool not in self.tools:
+            raise RestoraError(f"tool '{tool}' is not available on this server",
+                               code="unknown_tool", http_status=404)
+        self.queue.ensure_capacity()
+        self.preflight(tool, params)
+        job_id = new_job_id()
+        d = self.job_dir(job_id)
+        (d / "input").mkdir(parents=True)
+        (d / "output").mkdir()
+        name = safe_filename(input_name)
+        if input_bytes is not None:
+            (d / "input" / name).write_bytes(input_bytes)
+        record = self.store.create(job_id, tool=tool, api=api, params=params, input_name=name,
+                                   webhook_url=webhook_url)
+        self.queue.submit(job_id)
+        return record
+
+    def cancel(self, job_id: str) -> JobRecord | None:
+        """Cancel a queued or running job; finished jobs are returned unchanged."""
+        record = self.store.get(job_id)
+        if record is None or record.is_final:
+            return record
+        self.store.request_cancel(job_id)
+        self.queue.cancel(job_id)
+        if self.store.finish(job_id, CANCELED,
+                             error={"code": "cancelled", "message": "cancelled by the client"}):
+            self._notify_final(job_id)
+        return self.store.get(job_id)
+
+    # --- running --------------------------------------------------------------------------------
+
+    def _execute(self, job_id: str, cancel: threading.Event) -> None:
+        record = self.store.get(job_id)
+        if record is None or not self.store.start(job_id):
+            return  # cancelled (or removed) while waiting
+        record = self.store.get(job_id)
+        assert record is not None
+        tool = self.tools.get(record.tool)
+        d = self.job_dir(job_id)
+        ctx = JobContext(job=record, input_path=d / "input" / record.input_name,
+                         output_dir=d / "output", settings=self.settings, runtime=self.runtime,
+                         cancel=cancel, _report=lambda s, p: self._report(job_id, cancel, s, p))
+        status, result, error = FAILED, None, None
+        try:
+            if tool is None:
+                raise RestoraError(f"tool '{record.tool}' is not available on this server",
+                                   code="unknown_tool")
+            result = tool.run(ctx)
+            ctx.check_cancel()  # a result that arrives after cancel/timeout is discarded
+            status = SUCCEEDED
+        except Cancelled as exc:
+            status, error = CANCELED, {"code": "cancelled", "message": exc.message}
+        except RestoraError as exc:
+            error = exc.to_dict()
+        except MemoryError:
+            error = {"code": "out_of_memory", "message": "The job ran out of memory."}
+        except Exception as exc:  # a bug in a tool must fail the job, not the worker
+            log.exception("job %s failed", job_id)
+            error = {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
+        if self.store.finish(job_id, status, result=result, error=error,
+                             from_statuses=(PROCESSING,)):
+            self._notify_final(job_id)
+
+    def _report(self, job_id: str, cancel: threading.Event, stage: str, percent: float) -> None:
+        if not self.store.progress(job_id, stage, percent):
+            cancel.set()  # the job was finished elsewhere (cancel, timeout): stop working
+
+    def _timed_out(self, job_id: str) -> None:
+        limit = self.settings.job_timeout_s
+        if self.store.finish(job_id, FAILED, from_statuses=(PROCESSING,),
+                             error={"code": "timeout",
+                                    "message": f"The job ran longer than {limit:g} s."}):
+            self._notify_final(job_id)
+
+    def _notify_final(self, job_id: str) -> None:
+        record = self.store.get(job_id)
+        if record is None:
+            return
+        for hook in self.final_hooks:
+            try:
+                hook(record)
+            except Exception:
+                log.exception("job %s: final hook failed", job_id)
+
+    # --- expiry ---------------------------------------------------------------------------------
+
+    def cleanup(self, now: float | None = None) -> list[str]:
+        """Delete finished jobs older than the TTL, with their files."""
+        removed = self.store.expired(self.settings.result_ttl_s, now)
+        for job_id in removed:
+            shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+            self.store.delete(job_id)
+        return removed
+
+    def _janitor_loop(self) -> None:
+        while not self._stop.wait(self.settings.cleanup_interval_s):
+            try:
+                self.cleanup()
+            except Exception:
+                log.exception("cleanup failed")

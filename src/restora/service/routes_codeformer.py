@@ -1,0 +1,159 @@
+"""CodeFormer Space-style routes: synchronous ``/api/process`` and ``/api/health``.
+
+``/api/process`` still goes through the job queue (so limits and the worker pool apply) and
+waits for its jobs; the client sees one synchronous answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from restora.errors import InvalidParameter, RestoraError
+from restora.service import params as P
+from restora.service.store import SUCCEEDED
+from restora.service.views import check_image, manager, settings
+
+router = APIRouter(tags=["CodeFormer Space"])
+
+_BOOL = {"true": True, "1": True, "yes": True, "on": True,
+         "false": False, "0": False, "no": False, "off": False}
+_OPTIONS = ("fidelity", "upscale", "background_enhance", "face_upsample", "return_base64")
+
+
+def device_name(runtime: Any) -> str:
+    device = str(getattr(runtime, "device", "cpu") or "cpu")
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
+@router.get("/api/health", summary="Service health and compute device")
+async def health(request: Request) -> dict[str, str]:
+    return {"status": "online", "device": device_name(request.app.state.runtime)}
+
+
+def _coerce_form(values: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, raw in values.items():
+        text = raw.strip().lower()
+        if key in ("background_enhance", "face_upsample", "return_base64"):
+            if text not in _BOOL:
+                raise InvalidParameter(key, f"{key} must be true or false.")
+            out[key] = _BOOL[text]
+        elif key == "upscale":
+            if not text.isdigit():
+                raise InvalidParameter(key, "upscale must be 1, 2 or 4.")
+            out[key] = int(text)
+        elif key == "fidelity":
+            try:
+                out[key] = float(text)
+            except ValueError:
+                raise InvalidParameter(key, "fidelity must be a number from 0 to 1.") from None
+        else:
+            out[key] = raw
+    return out
+
+
+def _b64(value: Any, field: str) -> bytes:
+    if not isinstance(value, str) or not value:
+        raise InvalidParameter(field, f"{field} must be a base64 string.")
+    if value.startswith("data:") and "," in value:
+        value = value.split(",", 1)[1]  # data URL
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidParameter(field, f"{field} is not valid base64.") from None
+
+
+async def _read_inputs(request: Request) -> tuple[list[tuple[str, bytes]], dict[str, Any]]:
+    ctype = request.headers.get("content-type", "")
+    images: list[tuple[str, bytes]] = []
+    if ctype.startswith("multipart/form-data"):
+        form = await request.form()
+        options: dict[str, str] = {}
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                if key not in ("image", "images"):
+                    raise InvalidParameter(key, f"Unknown file field '{key}'; use 'image'.")
+                images.append((value.filename or f"image{len(images)}", await value.read()))
+            elif key in _OPTIONS:
+                options[key] = value
+            else:
+                raise InvalidParameter(key, f"Unknown field '{key}'.")
+        return images, _coerce_form(options)
+    try:
+        body = await request.json()
+    except ValueError:
+        raise InvalidParameter("body", "Send multipart 'image' files or a JSON body.") from None
+    if not isinstance(body, dict):
+        raise InvalidParameter("body", "The JSON body must be an object.")
+    if "image_base64" in body:
+        images.append(("image", _b64(body.pop("image_base64"), "image_base64")))
+    if "images_base64" in body:
+        items = body.pop("images_base64")
+        if not isinstance(items, list):
+            raise InvalidParameter("images_base64", "images_base64 must be a list.")
+        for i, item in enumerate(items):
+            images.append((f"image{i}", _b64(item, f"images_base64[{i}]")))
+    body.pop("filename", None)
+    return images, body
+
+
+@router.post("/api/process", summary="Restore faces with CodeFormer (synchronous)")
+async def process(request: Request) -> JSONResponse:
+    s = settings(request)
+    images, raw_options = await _read_inputs(request)
+    if not images:
+        raise InvalidParameter("image", "No image was sent ('image' file or image_base64).")
+    options = P.validate(P.CodeFormerSettings, raw_options)
+    for _, data in images:
+        check_image(data, s)
+    m = manager(request)
+    job_params = options.model_dump(mode="json")
+    records = []
+    try:
+        for name, data in images:
+            records.append(await run_in_threadpool(
+                m.submit, "codeformer", api="codeformer", params=job_params, input_bytes=data,
+                input_name=name))
+    except RestoraError:
+        for r in records:  # all or nothing: do not leave half a request running
+            await run_in_threadpool(m.cancel, r.id)
+        raise
+    deadline = time.monotonic() + s.sync_timeout_s
+    done = []
+    for r in records:
+        while True:
+            rec = await run_in_threadpool(m.store.get, r.id)
+            if rec is not None and rec.is_final:
+                done.append(rec)
+                break
+            if time.monotonic() > deadline or await request.is_disconnected():
+                for x in records:
+                    await run_in_threadpool(m.cancel, x.id)
+                raise RestoraError("Processing took too long.", code="timeout", http_status=504)
+            await asyncio.sleep(0.1)
+    failed = [d for d in done if d.status != SUCCEEDED]
+    if failed:
+        err = failed[0].error or {}
+        status = 503 if err.get("code") == "model_not_installed" else 500
+        return JSONResponse({"status": "error", "message": err.get("message", "failed"),
+                             "code": err.get("code", "failed")}, status_code=status)
+    results = []
+    for (name, _), rec in zip(images, done):
+        res = rec.result or {}
+        item: dict[str, Any] = {"original_name": name, "filename": res.get("filename"),
+                                "image_url": res.get("downloadUrl")}
+        if options.return_base64:
+            path = m.job_dir(rec.id) / "output" / str(res.get("filename"))
+            item["image_base64"] = base64.b64encode(
+                await run_in_threadpool(path.read_bytes)).decode()
+        results.append(item)
+    return JSONResponse({"status": "success", "count": len(results), "results": results})

@@ -1,0 +1,92 @@
+"""SnapOtter-style routes: async tools, job status, SSE progress, cancel, downloads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, File, Form, Header, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from restora.service import params as P
+from restora.service.jobs import is_valid_download_name
+from restora.service.sse import job_events, parse_last_event_id
+from restora.service.views import JobNotFound, check_image, get_job, manager, settings, snapshot
+
+router = APIRouter(tags=["SnapOtter"])
+
+_MEDIA = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+async def _submit(request: Request, tool: str, model: type[P.BaseModel], file: UploadFile,
+                  settings_raw: str | None) -> JSONResponse:
+    s = settings(request)
+    values = P.validate(model, P.parse_settings_json(settings_raw))
+    data = await file.read()
+    check_image(data, s)
+    m = manager(request)
+    record = await run_in_threadpool(
+        m.submit, tool, api="snapotter", params=values.model_dump(mode="json"),
+        input_bytes=data, input_name=file.filename or "image")
+    return JSONResponse({"jobId": record.id, "async": True}, status_code=202)
+
+
+@router.post("/api/v1/tools/enhance-faces", status_code=202,
+             summary="Restore faces (GFPGAN / CodeFormer) as an async job")
+async def enhance_faces(request: Request, file: UploadFile = File(...),
+                        settings: str | None = Form(None),
+                        clientJobId: str | None = Form(None)) -> JSONResponse:
+    """Multipart ``file`` plus ``settings`` JSON (see docs/service.md); 202 ``{jobId, async}``."""
+    return await _submit(request, "enhance-faces", P.EnhanceSettings, file, settings)
+
+
+@router.post("/api/v1/tools/restore-photo", status_code=202,
+             summary="Repair an old photo as an async job")
+async def restore_photo(request: Request, file: UploadFile = File(...),
+                        settings: str | None = Form(None),
+                        clientJobId: str | None = Form(None)) -> JSONResponse:
+    return await _submit(request, "restore-photo", P.RestoreSettings, file, settings)
+
+
+@router.get("/api/v1/jobs/{job_id}", summary="Job status snapshot")
+async def job_status(request: Request, job_id: str) -> dict[str, Any]:
+    record = await get_job(manager(request), job_id)
+    return snapshot(record, settings(request))
+
+
+@router.get("/api/v1/jobs/{job_id}/progress", summary="Job progress as Server-Sent Events")
+async def job_progress(request: Request, job_id: str,
+                       last_event_id: str | None = Header(None, alias="Last-Event-ID"),
+                       lastEventId: str | None = None) -> StreamingResponse:
+    m = manager(request)
+    await get_job(m, job_id)
+    start = parse_last_event_id(last_event_id if last_event_id is not None else lastEventId)
+    stream = job_events(m.store, job_id, last_event_id=start,
+                        heartbeat_s=settings(request).sse_heartbeat_s,
+                        is_disconnected=request.is_disconnected)
+    return StreamingResponse(stream, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.post("/api/v1/jobs/{job_id}/cancel", summary="Cancel a queued or running job")
+async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
+    m = manager(request)
+    await get_job(m, job_id)
+    record = await run_in_threadpool(m.cancel, job_id)
+    if record is None:
+        raise JobNotFound(f"No job with id '{job_id}'.", jobId=job_id)
+    return snapshot(record, settings(request))
+
+
+@router.get("/api/v1/download/{job_id}/{filename}", summary="Download a result or preview.webp")
+async def download(request: Request, job_id: str, filename: str) -> FileResponse:
+    m = manager(request)
+    record = await get_job(m, job_id)
+    if not is_valid_download_name(filename) or filename.endswith(".part"):
+        raise JobNotFound(f"No file '{filename}' for job '{job_id}'.", jobId=job_id)
+    path = m.job_dir(record.id) / "output" / filename
+    if not path.is_file():
+        raise JobNotFound(f"No file '{filename}' for job '{job_id}'.", jobId=job_id)
+    ext = filename.rsplit(".", 1)[-1].lower()
+    return FileResponse(path, media_type=_MEDIA.get(ext, "application/octet-stream"),
+                        filename=filename, content_disposition_type="inline")

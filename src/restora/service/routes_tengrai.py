@@ -1,0 +1,62 @@
+"""Tengrai-style routes: the face-refiner artwork (fetched from ``imageUrl``)."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from restora.errors import InvalidParameter
+from restora.service import params as P
+from restora.service.fetch import BlockedURL, check_url
+from restora.service.views import artwork, get_job, manager, settings
+from restora.service.webhooks import validate_webhook_url
+
+router = APIRouter(tags=["Tengrai"])
+
+
+@router.post("/v2/artworks/face-refiner", status_code=202, summary="Refine faces in an image URL")
+async def create_face_refiner(request: Request) -> JSONResponse:
+    """JSON ``{imageUrl, model?, denoising?, seed?, webhook?, outputFormat?}``; 202 artwork.
+
+    The seed is transformed to ``floor(seed * 1.2) + 17`` before use (see docs/service.md).
+    """
+    s = settings(request)
+    try:
+        body = await request.json()
+    except ValueError:
+        raise InvalidParameter("body", "The body must be JSON.") from None
+    req = P.validate(P.RefinerRequest, body)
+    try:
+        await run_in_threadpool(check_url, req.imageUrl, allow_loopback=s.allow_loopback_fetch)
+    except BlockedURL as exc:
+        raise InvalidParameter("imageUrl", f"imageUrl: {exc.message}") from None
+    if req.webhook:
+        await run_in_threadpool(validate_webhook_url, req.webhook, s, field="webhook")
+    seed = req.seed if req.seed is not None else secrets.randbelow(2147483647) + 1
+    job_params: dict[str, Any] = {**req.model_dump(mode="json"), "seed": seed,
+                                  "seedUsed": P.refiner_seed(seed)}
+    name = PurePosixPath(urlsplit(req.imageUrl).path).name or "image"
+    record = await run_in_threadpool(
+        manager(request).submit, "face-refiner", api="tengrai", params=job_params,
+        input_bytes=None, input_name=name, webhook_url=req.webhook)
+    return JSONResponse(artwork(record), status_code=202)
+
+
+@router.get("/v2/artworks/{artwork_id}", summary="Get a face-refiner artwork")
+async def get_artwork(request: Request, artwork_id: str) -> dict[str, Any]:
+    return artwork(await get_job(manager(request), artwork_id, api="tengrai"))
+
+
+@router.post("/v2/artworks/{artwork_id}/cancel", summary="Cancel a face-refiner artwork")
+async def cancel_artwork(request: Request, artwork_id: str) -> dict[str, Any]:
+    m = manager(request)
+    await get_job(m, artwork_id, api="tengrai")
+    record = await run_in_threadpool(m.cancel, artwork_id)
+    assert record is not None
+    return artwork(record)

@@ -1,0 +1,81 @@
+"""Settings of the HTTP service (``RESTORA_*`` environment variables, overridable by CLI flags)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
+
+from restora.config import Settings
+
+
+def _split(value: object) -> object:
+    """Accept ``a,b,c`` in the environment as well as a JSON list."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class ServiceSettings(Settings):
+    """Core settings plus what only ``restora serve`` needs."""
+
+    host: str = Field(default="127.0.0.1", description="Interface to listen on.")
+    port: int = Field(default=8000, ge=0, le=65535)
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list,
+                                description="Accepted API keys (comma-separated); empty = no auth.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the job store; default SQLite under home.")
+    max_upload_bytes: int = Field(default=60_000_000, ge=1,
+                                  description="Largest request body; larger gives 413.")
+    queue_depth: int = Field(default=32, ge=1,
+                             description="Jobs waiting (not running); more gives 429 + Retry-After.")
+    workers: int | None = Field(default=None, ge=1,
+                                description="Jobs run at once; default 1 (one per device).")
+    job_timeout_s: float = Field(default=900.0, gt=0,
+                                 description="Limit per job, counted from the start of execution.")
+    result_ttl_s: float = Field(default=86_400.0, gt=0,
+                                description="How long finished jobs and their files are kept.")
+    cleanup_interval_s: float = Field(default=300.0, gt=0)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
+    sse_heartbeat_s: float = Field(default=15.0, gt=0,
+                                   description="Seconds between SSE comment heartbeats.")
+    sync_timeout_s: float = Field(default=600.0, gt=0,
+                                  description="How long synchronous routes (/api/process) wait.")
+    # server-side URL fetch (imageUrl)
+    fetch_max_bytes: int = Field(default=50_000_000, ge=1)
+    fetch_timeout_s: float = Field(default=30.0, gt=0, description="Total time per fetch.")
+    fetch_max_redirects: int = Field(default=3, ge=0)
+    allow_loopback_fetch: bool = Field(
+        default=False, description="Let imageUrl point at 127.0.0.0/8 or ::1 (tests only).")
+    # webhooks
+    webhook_secret: str | None = Field(
+        default=None, description="Standard Webhooks secret (whsec_...); generated if unset.")
+    allow_loopback_webhooks: bool = Field(
+        default=False, description="Allow http:// webhooks to loopback hosts (tests only).")
+    webhook_max_attempts: int = Field(default=6, ge=1)
+    webhook_backoff_s: float = Field(default=2.0, gt=0, description="First retry delay; doubles.")
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+
+    _split_lists = field_validator("api_keys", "cors_origins", mode="before")(_split)
+
+    @property
+    def service_dir(self) -> Path:
+        return self.home / "service"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.service_dir / "jobs"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.service_dir / 'jobs.db'}"
+
+    @property
+    def effective_workers(self) -> int:
+        return self.workers or 1

@@ -1,0 +1,68 @@
+"""Server-Sent Events for job progress, replayable from the job store.
+
+Each stored event has a global sequence number that becomes the SSE ``id:``, so a client that
+reconnects with ``Last-Event-ID`` receives exactly the frames it missed. The stream ends after
+the final ``complete`` / ``failed`` frame; connecting after the job ended replays up to it.
+Events are read from the store (not an in-memory bus), so this works unchanged when workers run
+in other processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import AsyncIterator, Callable
+
+from starlette.concurrency import run_in_threadpool
+
+from restora.service.store import JobEvent, JobStore
+
+FINAL_KINDS = ("complete", "failed")
+
+
+def format_event(ev: JobEvent) -> str:
+    data = json.dumps(ev.data, separators=(",", ":"))
+    return f"id: {ev.seq}\nevent: {ev.kind}\ndata: {data}\n\n"
+
+
+def parse_last_event_id(value: str | None) -> int:
+    try:
+        return max(0, int(str(value).strip())) if value is not None else 0
+    except ValueError:
+        return 0
+
+
+async def job_events(store: JobStore, job_id: str, *, last_event_id: int, heartbeat_s: float,
+                     is_disconnected: Callable[[], object], poll_s: float = 0.1,
+                     ) -> AsyncIterator[str]:
+    """Yield SSE text: replay after ``last_event_id``, then live frames and heartbeats."""
+    yield "retry: 1000\n\n"
+    last = last_event_id
+    last_sent = time.monotonic()
+    while True:
+        events = await run_in_threadpool(store.events_after, job_id, last)
+        for ev in events:
+            last = ev.seq
+            yield format_event(ev)
+            last_sent = time.monotonic()
+            if ev.kind in FINAL_KINDS:
+                return
+        if not events:
+            if await is_disconnected():  # type: ignore[misc]
+                return
+            record = await run_in_threadpool(store.get, job_id)
+            if record is None:
+                return  # expired and removed while we waited
+            if record.is_final:
+                # The client already saw everything up to (or past) the end: give it the
+                # final frame again so a late or repeated connection always learns the outcome.
+                replay = await run_in_threadpool(store.events_after, job_id, 0)
+                finals = [e for e in replay if e.kind in FINAL_KINDS]
+                if finals:
+                    yield format_event(finals[-1])
+                return
+            if time.monotonic() - last_sent >= heartbeat_s:
+                yield f": heartbeat {int(time.time())}\n\n"
+                last_sent = time.monotonic()
+            await asyncio.sleep(poll_s)

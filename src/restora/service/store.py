@@ -1,0 +1,336 @@
+"""Durable job store on SQLAlchemy Core.
+
+SQLite in WAL mode by default; every statement is plain Core on portable column types, so a
+``postgresql+psycopg://`` URL works unchanged. State changes are compare-and-set updates
+(``WHERE status IN (...)``): a late progress report, a watchdog and a worker can race and the
+first final state wins, which is what makes "every accepted job ends exactly once" hold.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from sqlalchemy import (Column, Float, Integer, MetaData, String, Table, Text, UniqueConstraint,
+                        create_engine, delete, event, insert, select, update)
+from sqlalchemy.engine import Engine
+
+QUEUED, PROCESSING, SUCCEEDED, FAILED, CANCELED = (
+    "queued", "processing", "succeeded", "failed", "canceled")
+FINAL = (SUCCEEDED, FAILED, CANCELED)
+ACTIVE = (QUEUED, PROCESSING)
+
+metadata = MetaData()
+
+jobs = Table(
+    "jobs", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tool", String(64), nullable=False),
+    Column("api", String(32), nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("params", Text, nullable=False),
+    Column("input_name", String(255), nullable=False, default="image"),
+    Column("result", Text),
+    Column("error", Text),
+    Column("webhook_url", Text),
+    Column("stage", String(64)),
+    Column("percent", Float, nullable=False, default=0.0),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("cancel_requested", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False, index=True),
+    Column("started_at", Float),
+    Column("finished_at", Float, index=True),
+)
+
+events = Table(
+    "job_events", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(64), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),
+    Column("data", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+deliveries = Table(
+    "webhook_deliveries", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("job_id", String(64), nullable=False, index=True),
+    Column("status", String(16), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("state", String(16), nullable=False, index=True),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("last_error", Text),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("job_id", "status", name="uq_delivery_job_status"),
+)
+
+
+@dataclass
+class JobRecord:
+    """One row of ``jobs`` with JSON columns decoded."""
+
+    id: str
+    tool: str
+    api: str
+    status: str
+    params: dict[str, Any]
+    input_name: str
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    webhook_url: str | None
+    stage: str | None
+    percent: float
+    attempts: int
+    cancel_requested: bool
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL
+
+
+@dataclass
+class JobEvent:
+    seq: int
+    job_id: str
+    kind: str  # progress | complete | failed
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Delivery:
+    id: str
+    job_id: str
+    status: str
+    url: str
+    payload: str
+    state: str
+    attempts: int
+    next_attempt_at: float
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def final_event(status: str, job_id: str, result: dict | None, error: dict | None,
+                percent: float) -> tuple[str, dict[str, Any]]:
+    """The SSE frame a finished job ends with (kept in the store so replay is exact)."""
+    if status == SUCCEEDED:
+        return "complete", {"jobId": job_id, "phase": "complete", "stage": "done",
+                            "percent": 100.0, "result": result}
+    err = error or {}
+    return "failed", {"jobId": job_id, "phase": "failed", "percent": percent,
+                      "status": status, "error": err.get("message", status),
+                      "code": err.get("code", status)}
+
+
+class JobStore:
+    """Jobs, their progress events and webhook deliveries, behind one SQLAlchemy engine."""
+
+    def __init__(self, url: str) -> None:
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        self.engine: Engine = create_engine(url, future=True, **kwargs)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- jobs -----------------------------------------------------------------------------------
+
+    def create(self, job_id: str, *, tool: str, api: str, params: dict[str, Any],
+               input_name: str = "image", webhook_url: str | None = None) -> JobRecord:
+        now = time.time()
+        with self.engine.begin() as conn:
+            conn.execute(insert(jobs).values(
+                id=job_id, tool=tool, api=api, status=QUEUED, params=_dumps(params),
+                input_name=input_name, webhook_url=webhook_url, percent=0.0, attempts=0,
+                cancel_requested=0, created_at=now))
+            conn.execute(insert(events).values(
+                job_id=job_id, kind="progress", created_at=now,
+                data=_dumps({"jobId": job_id, "phase": "queued", "stage": "queued",
+                             "percent": 0.0})))
+        record = self.get(job_id)
+        assert record is not None
+        return record
+
+    def get(self, job_id: str) -> JobRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+        return None if row is None else _record(row)
+
+    def list_ids(self, status: str) -> list[str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(jobs.c.id).where(jobs.c.status == status)
+                                .order_by(jobs.c.created_at)).all()
+        return [r[0] for r in rows]
+
+    def start(self, job_id: str) -> bool:
+        """queued -> processing; False if the job was cancelled (or taken) meanwhile."""
+        with self.engine.begin() as conn:
+            res = conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == QUEUED)
+                               .values(status=PROCESSING, started_at=time.time(),
+                                       attempts=jobs.c.attempts + 1, stage="starting"))
+            if res.rowcount:
+                conn.execute(insert(events).values(
+                    job_id=job_id, kind="progress", created_at=time.time(),
+                    data=_dumps({"jobId": job_id, "phase": "processing", "stage": "starting",
+                                 "percent": 0.0})))
+            return bool(res.rowcount)
+
+    def progress(self, job_id: str, stage: str, percent: float) -> bool:
+        """Record a progress frame, only while the job is still processing."""
+        percent = float(max(0.0, min(100.0, percent)))
+        with self.engine.begin() as conn:
+            res = conn.execute(update(jobs).where(jobs.c.id == job_id,
+                                                  jobs.c.status == PROCESSING)
+                               .values(stage=stage, percent=percent))
+            if res.rowcount:
+                conn.execute(insert(events).values(
+                    job_id=job_id, kind="progress", created_at=time.time(),
+                    data=_dumps({"jobId": job_id, "phase": "processing", "stage": stage,
+                                 "percent": round(percent, 2)})))
+            return bool(res.rowcount)
+
+    def finish(self, job_id: str, status: str, *, result: dict[str, Any] | None = None,
+               error: dict[str, Any] | None = None,
+               from_statuses: Iterable[str] = ACTIVE) -> bool:
+        """Move an active job to a final status (first caller wins) and append its final event."""
+        assert status in FINAL
+        now = time.time()
+        with self.engine.begin() as conn:
+            row = conn.execute(select(jobs.c.percent).where(jobs.c.id == job_id)).first()
+            if row is None:
+                return False
+            res = conn.execute(update(jobs).where(jobs.c.id == job_id,
+                                                  jobs.c.status.in_(tuple(from_statuses)))
+                               .values(status=status, result=_dumps(result), error=_dumps(error),
+                                       finished_at=now,
+                                       percent=100.0 if status == SUCCEEDED else row[0]))
+            if not res.rowcount:
+                return False
+            kind, data = final_event(status, job_id, result, error, float(row[0]))
+            conn.execute(insert(events).values(job_id=job_id, kind=kind, data=_dumps(data),
+                                               created_at=now))
+            return True
+
+    def request_cancel(self, job_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(cancel_requested=1))
+
+    def count(self, status: str) -> int:
+        from sqlalchemy import func
+
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(jobs)
+                                    .where(jobs.c.status == status)).scalar_one())
+
+    def recover(self) -> tuple[list[str], list[str]]:
+        """After a restart: fail jobs left processing, return (requeue_ids, failed_ids).
+
+        A job found ``processing`` was running in a process that died; its partial output is
+        untrustworthy and it may be what crashed the process, so it fails with a clear reason
+        instead of being run again. Queued jobs never started and are queued again in order.
+        """
+        failed = []
+        for job_id in self.list_ids(PROCESSING):
+            if self.finish(job_id, FAILED, from_statuses=(PROCESSING,),
+                           error={"code": "interrupted",
+                                  "message": "interrupted by restart"}):
+                failed.append(job_id)
+        return self.list_ids(QUEUED), failed
+
+    def expired(self, ttl_s: float, now: float | None = None) -> list[str]:
+        cutoff = (now or time.time()) - ttl_s
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(jobs.c.id).where(jobs.c.status.in_(FINAL),
+                                                        jobs.c.finished_at < cutoff)).all()
+        return [r[0] for r in rows]
+
+    def delete(self, job_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(events).where(events.c.job_id == job_id))
+            conn.execute(delete(deliveries).where(deliveries.c.job_id == job_id))
+            conn.execute(delete(jobs).where(jobs.c.id == job_id))
+
+    # --- events ---------------------------------------------------------------------------------
+
+    def events_after(self, job_id: str, after_seq: int = 0) -> list[JobEvent]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(events).where(events.c.job_id == job_id,
+                                                     events.c.seq > after_seq)
+                                .order_by(events.c.seq)).mappings().all()
+        return [JobEvent(seq=r["seq"], job_id=r["job_id"], kind=r["kind"],
+                         data=json.loads(r["data"])) for r in rows]
+
+    # --- webhook deliveries ---------------------------------------------------------------------
+
+    def add_delivery(self, delivery_id: str, job_id: str, status: str, url: str,
+                     payload: str) -> bool:
+        """Record a delivery to make; False if this (job, final status) was already recorded."""
+        from sqlalchemy.exc import IntegrityError
+
+        now = time.time()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(deliveries).values(
+                    id=delivery_id, job_id=job_id, status=status, url=url, payload=payload,
+                    state="pending", attempts=0, next_attempt_at=now, created_at=now))
+        except IntegrityError:
+            return False
+        return True
+
+    def pending_deliveries(self) -> list[Delivery]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(deliveries).where(deliveries.c.state == "pending")
+                                .order_by(deliveries.c.next_attempt_at)).mappings().all()
+        return [Delivery(id=r["id"], job_id=r["job_id"], status=r["status"], url=r["url"],
+                         payload=r["payload"], state=r["state"], attempts=r["attempts"],
+                         next_attempt_at=r["next_attempt_at"]) for r in rows]
+
+    def update_delivery(self, delivery_id: str, *, state: str, attempts: int,
+                        next_attempt_at: float, last_error: str | None = None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(
+                state=state, attempts=attempts, next_attempt_at=next_attempt_at,
+                last_error=last_error))
+
+    def get_delivery(self, delivery_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(deliveries).where(deliveries.c.id == delivery_id)
+                               ).mappings().first()
+        return None if row is None else dict(row)
+
+
+def _record(row: Any) -> JobRecord:
+    return JobRecord(
+        id=row["id"], tool=row["tool"], api=row["api"], status=row["status"],
+        params=_loads(row["params"]) or {}, input_name=row["input_name"],
+        result=_loads(row["result"]), error=_loads(row["error"]), webhook_url=row["webhook_url"],
+        stage=row["stage"], percent=float(row["percent"] or 0.0), attempts=int(row["attempts"]),
+        cancel_requested=bool(row["cancel_requested"]), created_at=row["created_at"],
+        started_at=row["started_at"], finished_at=row["finished_at"])
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets SSE readers poll while a worker writes; NORMAL sync is durable across process
+    # crashes (only an OS crash can lose the last commits).
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()

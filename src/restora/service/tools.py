@@ -1,0 +1,204 @@
+"""The service's tools: each runs one job on the shared Runtime (models loaded once per process).
+
+Pipelines and codecs are imported inside the functions so the app (and ``restora --help``)
+starts without torch; the first job pays the import once.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Callable
+
+from restora.errors import ModelNotInstalled
+from restora.service.jobs import JobContext, Tool
+
+_EXT = {"jpeg": "jpg", "png": "png", "webp": "webp"}
+_RESTORER_ARCH = {"gfpgan": "gfpgan_v1_clean", "codeformer": "codeformer"}
+
+
+# --- preflight: a missing model is a 503 at submission, not a failed job later ----------------
+
+def _require(runtime: Any, task: str, arch: str | None = None) -> None:
+    registry = runtime.registry
+    spec = registry.default(task, arch)
+    if registry.is_installed(spec):
+        return
+    bundle = spec.bundles[0] if spec.bundles else spec.id
+    command = f"restora models pull {bundle}"
+    raise ModelNotInstalled(
+        f"The model '{spec.id}' ({task}) is not installed; it is in the '{bundle}' bundle: "
+        f"run `{command}`.", model=spec.id, bundle=bundle, command=command)
+
+
+def preflight_faces(runtime: Any, params: dict[str, Any]) -> None:
+    model = params.get("model", "auto")
+    _require(runtime, "face-restoration", _RESTORER_ARCH.get(model))
+    if not params.get("faces"):
+        _require(runtime, "face-detection")
+
+
+def preflight_photo(runtime: Any, params: dict[str, Any]) -> None:
+    if params.get("faceEnhancement", True):
+        preflight_faces(runtime, {"model": "auto"})
+
+
+# --- shared steps ---------------------------------------------------------------------------
+
+def decode_input(ctx: JobContext, data: bytes | None = None) -> tuple[bytes, Any]:
+    from restora.io import Limits, decode
+
+    ctx.progress("decoding", 1)
+    raw = data if data is not None else ctx.input_path.read_bytes()
+    image = decode(raw, limits=Limits.from_settings(ctx.settings))
+    ctx.check_cancel()
+    return raw, image
+
+
+def write_result(ctx: JobContext, image: Any, fmt: str, suffix: str) -> dict[str, Any]:
+    """Encode the result and its WebP preview into the job folder; return the URL fields."""
+    from restora.io import encode, make_preview
+
+    ctx.progress("encoding", 95)
+    data = encode(image, fmt)
+    stem = Path(ctx.job.input_name).stem or "image"
+    filename = f"{stem}_{suffix}.{_EXT.get(fmt, fmt)}"
+    ctx.write_output(filename, data)
+    ctx.write_output("preview.webp", make_preview(image))
+    return {"jobId": ctx.job_id, "filename": filename, "format": fmt,
+            "downloadUrl": ctx.download_url(filename),
+            "previewUrl": ctx.download_url("preview.webp"), "processedSize": len(data),
+            "width": image.width, "height": image.height}
+
+
+#: ``enhance(ctx, image, *, lo, hi, **enhance_faces kwargs) -> EnhanceResult``; tools take it as
+#: a parameter so their own logic (fetch, seed, grain, resize, credits) runs with any enhancer.
+EnhanceFn = Callable[..., Any]
+
+
+def pipeline_enhance(ctx: JobContext, image: Any, *, lo: float = 5, hi: float = 90,
+                     **kwargs: Any) -> Any:
+    """The real face pipeline on the shared Runtime, progress mapped onto lo..hi percent."""
+    from restora.pipeline.enhance import enhance_faces
+
+    return enhance_faces(image, runtime=ctx.runtime, progress=ctx.sub_progress(lo, hi),
+                         cancel=ctx.cancel, **kwargs)
+
+
+def _enhance_kwargs(p: dict[str, Any]) -> dict[str, Any]:
+    return {"model": p.get("model", "auto"), "strength": p.get("strength", 0.8),
+            "fidelity": p.get("fidelity", 0.5), "upscale": p.get("upscale", 1),
+            "bg_upscale": p.get("bgUpscale", False), "face_upsample": p.get("faceUpsample", False),
+            "only_center_face": p.get("onlyCenterFace", False),
+            "sensitivity": p.get("sensitivity", 0.5),
+            "detector": None if p.get("detector", "auto") == "auto" else p["detector"],
+            "seed": p.get("seed"), "faces": p.get("faces")}
+
+
+# --- SnapOtter ------------------------------------------------------------------------------
+
+def run_enhance_faces(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) -> dict[str, Any]:
+    from restora.io import output_format_for
+
+    raw, image = decode_input(ctx)
+    result = enhance(ctx, image, **_enhance_kwargs(ctx.params))
+    out = write_result(ctx, result.image, output_format_for(image.format), "enhanced")
+    return {**result.to_dict(), **out, "originalSize": len(raw)}
+
+
+def run_restore_photo(ctx: JobContext) -> dict[str, Any]:
+    from restora.io import output_format_for
+    from restora.pipeline.photo import restore_photo
+
+    p = ctx.params
+    raw, image = decode_input(ctx)
+    result = restore_photo(
+        image, runtime=ctx.runtime, scratch_removal=p.get("scratchRemoval", True),
+        face_enhancement=p.get("faceEnhancement", True), fidelity=p.get("fidelity", 0.7),
+        denoise=p.get("denoise", True), denoise_strength=p.get("denoiseStrength", 40) / 100.0,
+        colorize=p.get("colorize", False), colorize_strength=p.get("colorizeStrength", 1.0),
+        progress=ctx.sub_progress(5, 90), cancel=ctx.cancel)
+    out = write_result(ctx, result.image, output_format_for(image.format), "restored")
+    return {**result.to_dict(), **out, "originalSize": len(raw)}
+
+
+# --- CodeFormer Space -----------------------------------------------------------------------
+
+def run_codeformer(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) -> dict[str, Any]:
+    p = ctx.params
+    raw, image = decode_input(ctx)
+    result = enhance(ctx, image, model="codeformer", fidelity=p.get("fidelity", 0.5),
+                      upscale=p.get("upscale", 2), bg_upscale=p.get("background_enhance", False),
+                      face_upsample=p.get("face_upsample", False))
+    out = write_result(ctx, result.image, "png", "codeformer")
+    return {**result.to_dict(), **out, "originalSize": len(raw)}
+
+
+# --- Tengrai face refiner -------------------------------------------------------------------
+
+def run_face_refiner(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) -> dict[str, Any]:
+    from restora.io import output_format_for
+    from restora.service.fetch import fetch
+
+    p = ctx.params
+    s = ctx.settings
+    ctx.progress("fetching", 0)
+    fetched = fetch(p["imageUrl"], max_bytes=min(s.fetch_max_bytes, s.max_bytes),
+                    timeout_s=s.fetch_timeout_s, max_redirects=s.fetch_max_redirects,
+                    allow_loopback=s.allow_loopback_fetch)
+    ctx.write_output("source.bin", fetched.content)
+    raw, image = decode_input(ctx, fetched.content)
+    result = enhance(ctx, image, model=p.get("model", "auto"),
+                      strength=0.2 * p.get("denoising", 3), seed=p["seedUsed"])
+    fmt = p.get("outputFormat", "auto")
+    fmt = output_format_for(image.format) if fmt == "auto" else fmt
+    out = write_result(ctx, result.image, fmt, "refined")
+    return {**result.to_dict(), **out, "originalSize": len(raw), "seedUsed": p["seedUsed"]}
+
+
+# --- Topaz face recovery --------------------------------------------------------------------
+
+def run_face_recovery(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) -> dict[str, Any]:
+    from restora.io import output_format_for
+    from restora.service import finishing
+
+    p = ctx.params
+    raw, image = decode_input(ctx)
+    result = enhance(ctx, image, hi=80, strength=p.get("strength", 0.8),
+                      fidelity=1.0 - p.get("creativity", 0.5), faces=p.get("faces"),
+                      seed=p.get("seed", 0))
+    img = result.image
+    width, height = finishing.target_size(img.width, img.height, p.get("output_width"),
+                                          p.get("output_height"))
+    if (width, height) != (img.width, img.height):
+        ctx.progress("resizing", 82)
+        alpha = (finishing.resize(img.alpha, width, height) if img.alpha is not None else None)
+        img = img.with_pixels(finishing.resize(img.pixels, width, height), alpha)
+    if p.get("grain"):
+        ctx.progress("grain", 88)
+        img = img.with_pixels(finishing.add_grain(
+            img.pixels, model=p.get("grain_model", "silver"), density=p.get("grain_density", 0.5),
+            size=p.get("grain_size", 1.0), strength=p.get("grain_strength", 0.5),
+            seed=p.get("seed", 0)), img.alpha)
+    fmt = p.get("output_format", "auto")
+    fmt = output_format_for(image.format) if fmt == "auto" else ("jpeg" if fmt == "jpg" else fmt)
+    out = write_result(ctx, img, fmt, "recovered")
+    credits = finishing.credits_for(img.width, img.height)
+    return {**result.to_dict(), **out, "originalSize": len(raw), "credits": credits,
+            "outputMegapixels": round(img.width * img.height / 1e6, 4)}
+
+
+def default_tools(enhance: EnhanceFn = pipeline_enhance) -> dict[str, Tool]:
+    """Every tool by name; ``enhance`` replaces the face pipeline (embedding, tests)."""
+    def bind(fn: Callable[..., dict[str, Any]]) -> Callable[[JobContext], dict[str, Any]]:
+        return functools.partial(fn, enhance=enhance)
+
+    return {
+        "enhance-faces": Tool("enhance-faces", bind(run_enhance_faces), preflight_faces),
+        "restore-photo": Tool("restore-photo", run_restore_photo, preflight_photo),
+        "codeformer": Tool("codeformer", bind(run_codeformer),
+                           lambda rt, p: preflight_faces(rt, {"model": "codeformer"})),
+        "face-refiner": Tool("face-refiner", bind(run_face_refiner),
+                             lambda rt, p: preflight_faces(rt, {"model": p.get("model", "auto")})),
+        "face-recovery": Tool("face-recovery", bind(run_face_recovery), preflight_faces),
+    }

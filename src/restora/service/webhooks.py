@@ -1,0 +1,154 @@
+"""Signed webhooks (Standard Webhooks), delivered once per final job status with retries.
+
+A delivery is written to the store (unique per job and final status) before the first attempt,
+so a restart resumes pending deliveries and a status is never announced twice. Attempts go
+through :mod:`restora.service.fetch`: HTTPS to public addresses only, no redirects.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from standardwebhooks.webhooks import Webhook
+
+from restora.errors import InvalidParameter, RestoraError
+from restora.service.fetch import BlockedURL, check_url, post_json
+from restora.service.settings import ServiceSettings
+from restora.service.store import JobRecord, JobStore
+
+log = logging.getLogger("restora.service.webhooks")
+
+#: builds the JSON ``data`` of a webhook for a finished job (per API style)
+PayloadFn = Callable[[JobRecord], dict[str, Any]]
+
+
+def load_secret(settings: ServiceSettings) -> str:
+    """The configured secret, else one generated once and kept (0600) under the service dir."""
+    if settings.webhook_secret:
+        return settings.webhook_secret
+    path: Path = settings.service_dir / "webhook_secret"
+    if path.is_file():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secret)
+    return secret
+
+
+def validate_webhook_url(url: str, settings: ServiceSettings, *, field: str = "webhook") -> str:
+    """Reject a webhook URL up front (400 naming ``field``) unless it is HTTPS to a public host.
+
+    With ``allow_loopback_webhooks`` a plain-HTTP URL to a loopback host is accepted (tests).
+    """
+    scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
+    allow = settings.allow_loopback_webhooks
+    try:
+        target = check_url(url, allow_loopback=allow,
+                           schemes=("https", "http") if allow else ("https",))
+    except BlockedURL as exc:
+        raise InvalidParameter(field, f"{field}: {exc.message}") from None
+    if scheme == "http" and not target.address.is_loopback:
+        raise InvalidParameter(field, f"{field}: webhooks must use https.")
+    return url
+
+
+class WebhookDispatcher:
+    """Background sender: one thread, pending deliveries ordered by their next attempt."""
+
+    def __init__(self, settings: ServiceSettings, store: JobStore,
+                 payloads: dict[str, PayloadFn]) -> None:
+        self.settings = settings
+        self.store = store
+        self.payloads = payloads
+        self.webhook = Webhook(load_secret(settings))
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="restora-webhooks", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+
+    def on_final(self, record: JobRecord) -> None:
+        """Final-status hook: record one delivery for (job, status) if the job has a webhook."""
+        if not record.webhook_url or not record.is_final:
+            return
+        build = self.payloads.get(record.api)
+        data = build(record) if build else {"id": record.id, "status": record.status}
+        body = {"type": f"job.{record.status}", "timestamp": _iso_now(), "data": data}
+        msg_id = f"msg_{uuid.uuid4().hex}"
+        if self.store.add_delivery(msg_id, record.id, record.status, record.webhook_url,
+                                   json.dumps(body, separators=(",", ":"))):
+            self._wake.set()
+
+    def sign(self, msg_id: str, timestamp: datetime, payload: str) -> dict[str, str]:
+        return {"webhook-id": msg_id,
+                "webhook-timestamp": str(int(timestamp.timestamp())),
+                "webhook-signature": self.webhook.sign(msg_id, timestamp, payload)}
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            now = time.time()
+            next_due = now + 60.0
+            try:
+                for d in self.store.pending_deliveries():
+                    if self._stop.is_set():
+                        return
+                    if d.next_attempt_at > now:
+                        next_due = min(next_due, d.next_attempt_at)
+                        continue
+                    self._attempt(d.id, d.url, d.payload, d.attempts)
+                    next_due = min(next_due, time.time())
+            except Exception:
+                log.exception("webhook loop error")
+            self._wake.wait(max(0.05, min(next_due - time.time(), 60.0)))
+            self._wake.clear()
+
+    def _attempt(self, delivery_id: str, url: str, payload: str, attempts: int) -> None:
+        ts = datetime.now(timezone.utc)
+        headers = self.sign(delivery_id, ts, payload)
+        allow = self.settings.allow_loopback_webhooks
+        error: str | None = None
+        try:
+            status = post_json(url, payload.encode(), headers,
+                               timeout_s=self.settings.webhook_timeout_s, allow_loopback=allow,
+                               schemes=("https", "http") if allow else ("https",))
+            ok = 200 <= status < 300
+            if not ok:
+                error = f"HTTP {status}"
+        except RestoraError as exc:
+            ok, error = False, exc.message
+        attempts += 1
+        if ok:
+            self.store.update_delivery(delivery_id, state="delivered", attempts=attempts,
+                                       next_attempt_at=time.time())
+            return
+        give_up = attempts >= self.settings.webhook_max_attempts
+        delay = self.settings.webhook_backoff_s * (2 ** (attempts - 1))
+        self.store.update_delivery(delivery_id, state="failed" if give_up else "pending",
+                                   attempts=attempts, next_attempt_at=time.time() + delay,
+                                   last_error=error)
+        log.warning("webhook %s attempt %d failed: %s", delivery_id, attempts, error)
+
+
+def _iso_now() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
