@@ -89,3 +89,39 @@ def srgb_decode(v: np.ndarray) -> np.ndarray:
 def srgb_encode(v: np.ndarray) -> np.ndarray:
     v = np.clip(v, 0, 1)
     return np.where(v <= 0.0031308, 12.92 * v, 1.055 * v ** (1 / 2.4) - 0.055)
+
+
+def dng(scene: np.ndarray, *, white: int = 4095) -> bytes:
+    """A real CFA DNG (RGGB Bayer, 12-bit) whose camera space is linear sRGB."""
+    import io
+
+    import tifffile
+
+    h, w, _ = scene.shape
+    cfa = np.empty((h, w))
+    cfa[0::2, 0::2] = scene[0::2, 0::2, 0]
+    cfa[0::2, 1::2] = scene[0::2, 1::2, 1]
+    cfa[1::2, 0::2] = scene[1::2, 0::2, 1]
+    cfa[1::2, 1::2] = scene[1::2, 1::2, 2]
+    raw = np.rint(cfa * white).astype(np.uint16)
+    # ColorMatrix1 maps XYZ (D65) to camera RGB; the XYZ->linear-sRGB matrix makes camera == sRGB.
+    xyz_to_srgb = [3.2406, -1.5372, -0.4986, -0.9689, 1.8758, 0.0415, 0.0557, -0.2040, 1.0570]
+    matrix = [v for x in xyz_to_srgb for v in (round(x * 10000), 10000)]
+    tags = [
+        (254, "I", 1, 0, True),  # NewSubfileType: full resolution
+        (271, "s", 0, "Restora", True),
+        (272, "s", 0, "SyntheticCam", True),
+        (33421, "H", 2, (2, 2), True),  # CFARepeatPatternDim
+        (33422, "B", 4, (0, 1, 1, 2), True),  # CFAPattern RGGB
+        (50706, "B", 4, (1, 4, 0, 0), True),  # DNGVersion
+        (50707, "B", 4, (1, 1, 0, 0), True),  # DNGBackwardVersion
+        (50708, "s", 0, "Restora SyntheticCam", True),  # UniqueCameraModel
+        (50714, "I", 1, 0, True),  # BlackLevel
+        (50717, "I", 1, white, True),  # WhiteLevel
+        (50721, "2i", 9, matrix, True),  # ColorMatrix1
+        (50728, "2I", 3, [1, 1] * 3, True),  # AsShotNeutral: neutral white balance
+        (50778, "H", 1, 21, True),  # CalibrationIlluminant1 = D65
+    ]
+    out = io.BytesIO()
+    tifffile.imwrite(out, raw, photometric=32803, extratags=tags, metadata=None)
+    return out.getvalue()

@@ -47,7 +47,8 @@ def read_input(src: bytes | bytearray | memoryview | str | os.PathLike, limits: 
         size = os.stat(src).st_size
         limits.check_bytes(size)
         with open(src, "rb") as fh:
-            data = fh.read(limits.max_bytes + 1)  # a file that grew since stat is still bounded
+            # size + 1 (never more than the limit + 1): a file that grew since stat stays bounded
+            data = fh.read(min(size, limits.max_bytes) + 1)
     except RestoraError:
         raise
     except OSError as exc:

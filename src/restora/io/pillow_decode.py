@@ -9,7 +9,7 @@ ourselves like for every other format).
 from __future__ import annotations
 
 import io
-import warnings
+import struct
 
 import numpy as np
 from PIL import Image as PILImage
@@ -27,13 +27,16 @@ _PLUGIN = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "avif": "AVIF", "tiff":
 
 def open_lazy(data: bytes, fmt: str, limits: Limits) -> PILImage.Image:
     """Open the header with Pillow and enforce the pixel and frame limits."""
-    with warnings.catch_warnings():
-        # Our own limit is the authority; Pillow's bomb warning would only add noise.
-        warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
-        try:
-            im = PILImage.open(io.BytesIO(data), formats=[_PLUGIN[fmt]])
-        except PILImage.DecompressionBombError as exc:
-            raise ImageTooLarge(f"The image header declares a decompression bomb ({exc}).") from exc
+    if fmt == "png" and len(data) >= 24:
+        # IHDR sits at a fixed offset: check it before Pillow's own (coarser) bomb guard runs.
+        limits.check_pixels(*struct.unpack(">II", data[16:24]))
+    # Pillow's own bomb guard (a process-wide setting we leave alone) only ever adds a stricter
+    # check above ours; its error is mapped to the same typed error.
+    try:
+        im = PILImage.open(io.BytesIO(data), formats=[_PLUGIN[fmt]])
+    except PILImage.DecompressionBombError as exc:
+        raise ImageTooLarge("The image header declares a size large enough to be a decompression "
+                            "bomb.") from exc
     limits.check_pixels(*im.size)
     limits.check_frames(int(getattr(im, "n_frames", 1)))
     return im
@@ -48,9 +51,7 @@ def decode_pillow(data: bytes, fmt: str, limits: Limits) -> Image:
         rgb, alpha = _decode_16bit(data, fmt)
         depth = 16
     else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
-            im.load()
+        im.load()
         rgb, alpha = None, None
         depth = 8
     exif = _exif_bytes(im, fmt)

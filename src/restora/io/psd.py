@@ -34,11 +34,10 @@ def read_header(data: bytes) -> tuple[int, int, int, int]:
 
 
 def decode_psd(data: bytes, fmt: str, limits: Limits) -> Image:
-    from PIL import Image as PILImage
-    from psd_tools import PSDImage
-
     width, height, depth, mode = read_header(data)
     limits.check_pixels(width, height)
+    from PIL import Image as PILImage
+    from psd_tools import PSDImage  # imported after the cheap check: a bomb costs nothing
     # Per-allocation ceiling for psd-tools: layers may declare rectangles larger than the canvas.
     budget = max(limits.max_pixels * 4 * 4, 1 << 24)
     psd = PSDImage.open(io.BytesIO(data), max_alloc_bytes=budget)

@@ -3,7 +3,7 @@
 ``sniff_format`` returns one of the ``Image.format`` names or ``None``. TIFF-based camera raws are
 told apart from plain TIFF by their IFD0 (DNGVersion tag, Canon's ``CR`` marker, or a camera maker
 with raw-style sub-IFDs). TGA has no magic number, so it is tried last, by validating every header
-field and the data length the header implies.
+field against the specification.
 """
 
 from __future__ import annotations
@@ -104,10 +104,8 @@ def _looks_like_tga(data: bytes) -> bool:
     elif depth not in (15, 16, 24, 32):
         return False
     cmap_bytes = cmap_len * ((cmap_bits + 7) // 8) if cmap_type else 0
-    header = 18 + id_len + cmap_bytes
-    if img_type < 8:  # uncompressed: the header fixes the exact data size
-        return len(data) >= header + width * height * ((depth + 7) // 8)
-    return len(data) > header
+    # Some pixel data must follow; a short file is then reported as truncated, not as unknown.
+    return len(data) > 18 + id_len + cmap_bytes
 
 
 def _tiff_is_raw(data: bytes) -> bool:
