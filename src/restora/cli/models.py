@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from restora.config import Settings
+    from restora.models.registry import Registry
 
 models_app = typer.Typer(name="models", no_args_is_help=True,
                          help="List, download, import and verify model files.")
@@ -21,7 +25,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(models_app, name="models")
 
 
-def _registry() -> Any:
+def _registry() -> tuple[Settings, Registry]:
     from restora.config import Settings
     from restora.models.registry import Registry
 
