@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 import pytest
@@ -136,6 +137,43 @@ def test_layered_psd_flattened(depth: int) -> None:
     expected[5:25, 10:40] = (top, 0, 0)  # the opaque red layer covers the background there
     diff = np.abs(img.pixels.astype(np.int64) - expected)
     assert diff.max() <= top // 255 + 1  # the merged image may be quantised to 8 bits
+
+
+def _psd_image_data_offset(data: bytes) -> int:
+    """Start of the merged image data: after header, colour mode, resources, layers (PSD v1)."""
+    pos = 26
+    for _ in range(3):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        pos += 4 + length
+    return pos
+
+
+def test_psd_without_merged_image_composites_layers() -> None:
+    """A file saved without "maximize compatibility": the merged image is blank, layers count."""
+    from psd_tools import PSDImage
+
+    def build(colour: tuple[int, int, int], with_layer: bool) -> bytes:
+        psd = PSDImage.new("RGB", (40, 30), color=colour, depth=8)
+        if with_layer:
+            patch = np.zeros((10, 20, 4), np.uint8)
+            patch[..., 1] = patch[..., 3] = 255
+            psd.create_pixel_layer_from_array(np.full((30, 40, 3), (0, 0, 255), np.uint8), name="bg")
+            psd.create_pixel_layer_from_array(patch, name="green", top=10, left=10)
+        out = io.BytesIO()
+        psd.save(out)
+        return out.getvalue()
+
+    layered = build((0, 0, 0), True)
+    blank = build((255, 255, 255), False)  # what Photoshop stores when compatibility is off
+    data = bytearray(layered[:_psd_image_data_offset(layered)] + blank[_psd_image_data_offset(blank):])
+    at = data.index(b"8BIM\x04\x21")  # VersionInfo resource: id, name, size, version, hasRealMergedData
+    data[at + 6 + 2 + 4 + 4] = 0
+    img = decode(bytes(data))
+    assert img.info["composite"] == "layers composited"
+    expected = np.zeros((30, 40, 3), np.uint8)
+    expected[...] = (0, 0, 255)
+    expected[10:20, 10:30] = (0, 255, 0)
+    np.testing.assert_array_equal(img.pixels, expected)
 
 
 # --- camera RAW ----------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 Pillow's ``open`` is lazy: it parses the header only, so size and frame count are checked against
 the limits before a single pixel is decoded. Pillow cannot hold 16-bit RGB, so 16-bit PNG and TIFF
-are decoded by OpenCV (``IMREAD_UNCHANGED`` keeps 16 bits and ignores orientation, which we apply
-ourselves like for every other format).
+are decoded by OpenCV (``IMREAD_UNCHANGED`` keeps 16 bits; it ignores PNG EXIF orientation, which
+we apply like for every other format, but applies TIFF's orientation tag, as Pillow does).
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ def open_lazy(data: bytes, fmt: str, limits: Limits) -> PILImage.Image:
 
 def decode_pillow(data: bytes, fmt: str, limits: Limits) -> Image:
     im = open_lazy(data, fmt, limits)
-    # TIFF orientation is a TIFF tag; Pillow applies it itself on load (and drops the tag),
-    # OpenCV does not, so it is read here and applied below only on the 16-bit path.
+    # TIFF orientation is a TIFF tag that both Pillow (on load, dropping the tag) and OpenCV
+    # apply themselves; it is read here only to report it.
     tiff_orientation = _tiff_orientation(im, fmt)
     if _is_16bit(im, fmt, data):
         rgb, alpha = _decode_16bit(data, fmt)
@@ -64,8 +64,7 @@ def decode_pillow(data: bytes, fmt: str, limits: Limits) -> Image:
     if icc and not is_srgb(icc):
         info["icc_converted"] = True
     if fmt == "tiff":
-        orientation = tiff_orientation
-        pending = orientation if depth == 16 else 1
+        orientation, pending = tiff_orientation, 1
     else:
         orientation = pending = exif_orientation(exif)
     rgb = apply_orientation(rgb, pending)
