@@ -280,3 +280,41 @@ def test_recorded_hashes_roundtrip(builtin: Registry) -> None:
     gf = builtin.get("gfpgan-v1.4")
     builtin.record_sha256(gf, "ef" * 32)
     assert builtin.expected_sha256(gf) == gf.sha256
+
+
+KEYS_FILES = {
+    "gfpgan-v1.4": "gfpgan_v1.4.keys.json", "gfpgan-v1.3": "gfpgan_v1.4.keys.json",
+    "codeformer": "codeformer.keys.json",
+    "retinaface-resnet50": "retinaface_resnet50.keys.json",
+    "retinaface-mobilenet0.25": "retinaface_mobilenet0.25.keys.json",
+    "parsenet": "parsenet.keys.json", "realesrgan-x2plus": "realesrgan_x2plus.keys.json",
+    "realesrgan-x4plus": "realesrgan_x4plus.keys.json",
+    "realesr-general-x4v3": "srvggnet_general_x4v3.keys.json",
+    "ddcolor-modelscope": "large", "ddcolor-artistic": "large", "ddcolor-paper": "large",
+    "ddcolor-paper-tiny": "tiny",
+}
+
+
+def test_every_builtin_builds_the_official_layout(builtin: Registry) -> None:
+    """The registry's arch + hparams give exactly the keys and shapes of the official files.
+
+    Built on the meta device: no memory, no weights, just the structure.
+    """
+    import torch
+
+    from restora.models.runtime import _import_arch
+
+    ddcolor = json.loads(shared_path("conformance", "ddcolor", "keys.json").read_text())
+    for spec in builtin.all():
+        if spec.arch == "yunet":  # ONNX, no torch layout
+            continue
+        source = KEYS_FILES[spec.id]
+        if spec.arch == "ddcolor":
+            entries = ddcolor["configs"][source]["state_dict"]
+        else:
+            entries = json.loads(shared_path("conformance", source).read_text())["keys"]
+        official = {e["key"]: tuple(e["shape"]) for e in entries}
+        with torch.device("meta"):
+            net = _import_arch(spec.arch)(**spec.hparams)
+        ours = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+        assert ours == official, spec.id
