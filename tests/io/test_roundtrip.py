@@ -130,3 +130,41 @@ def test_float_helpers_keep_depth() -> None:
     np.testing.assert_array_equal(back.pixels, src)
     up = from_float(np.repeat(np.repeat(arr, 2, 0), 2, 1), like=img)
     assert up.alpha is not None and up.alpha.shape == (96, 128)
+
+
+def test_pixel_layouts_normalise_to_rgb() -> None:
+    rgb = gradient()
+    grey = rgb[..., 1]
+    # greyscale, grey + alpha, palette with transparency, CMYK JPEG, 16-bit grey
+    img = decode(_pil_bytes(grey, "PNG"))
+    np.testing.assert_array_equal(img.pixels, np.repeat(grey[..., None], 3, axis=2))
+    la = PILImage.fromarray(np.dstack([grey, 255 - grey]), "LA")
+    out = io.BytesIO()
+    la.save(out, "PNG")
+    img = decode(out.getvalue())
+    np.testing.assert_array_equal(img.alpha, 255 - grey)
+    pal = PILImage.fromarray(rgb).quantize(8)
+    out = io.BytesIO()
+    pal.save(out, "PNG", transparency=0)
+    img = decode(out.getvalue())
+    assert img.alpha is not None and set(np.unique(img.alpha)) <= {0, 255}
+    np.testing.assert_array_equal(img.pixels, np.asarray(pal.convert("RGB")))
+    out = io.BytesIO()
+    PILImage.fromarray(smooth()).convert("CMYK").save(out, "JPEG", quality=95)
+    img = decode(out.getvalue())
+    assert img.pixels.shape == (48, 64, 3) and mae(img.pixels, smooth()) < 3.0
+    grey16 = (np.arange(48 * 64, dtype=np.uint16) * 21).reshape(48, 64)
+    out = io.BytesIO()
+    PILImage.fromarray(grey16).save(out, "PNG")
+    img = decode(out.getvalue())
+    assert img.bit_depth == 16
+    np.testing.assert_array_equal(img.pixels[..., 0], grey16)
+
+
+def test_16bit_png_exif_orientation_applied() -> None:
+    exif = PILImage.Exif()
+    exif[0x0112] = 6
+    src = gradient(dtype=np.uint16)
+    img = decode(encode(Image(pixels=src, bit_depth=16, exif=exif.tobytes()), "png"))
+    assert img.bit_depth == 16 and img.size == (48, 64)
+    np.testing.assert_array_equal(img.pixels, np.rot90(src, k=-1))
