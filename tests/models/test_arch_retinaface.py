@@ -41,7 +41,6 @@ def read_rgb(name: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def nets() -> dict[str, RetinaFace]:
-    torch.set_num_threads(2)
     return {ckpt: load_mobilenet(ckpt) for ckpt in (BB1MB, FACELIBCFG)}
 
 
@@ -176,6 +175,13 @@ def test_nms_follows_torchvision_semantics() -> None:
     assert nms(boxes[:0], scores[:0], 0.4).numel() == 0
 
 
-def test_unknown_backbone_is_rejected() -> None:
+def test_bad_arguments_are_rejected(nets: dict[str, RetinaFace]) -> None:
     with pytest.raises(ValueError, match="backbone"):
         RetinaFace("mobilenet")
+    with pytest.raises(ValueError, match="uint8"):
+        nets[FACELIBCFG].detect(np.zeros((32, 32, 3), np.uint16))
+
+
+def test_no_faces_gives_an_empty_table(nets: dict[str, RetinaFace]) -> None:
+    rows = nets[FACELIBCFG].detect(np.full((96, 128, 3), 127, np.uint8))
+    assert rows.shape == (0, 15) and rows.dtype == np.float32

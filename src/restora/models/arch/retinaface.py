@@ -114,12 +114,15 @@ class ResNet50Body(nn.Module):
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        cin = 64
-        for idx, (planes, blocks, stride) in enumerate(((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)), 1):
-            layers = [Bottleneck(cin, planes, stride)]
-            cin = planes * Bottleneck.expansion
-            layers += [Bottleneck(cin, planes) for _ in range(blocks - 1)]
-            self.add_module(f"layer{idx}", nn.Sequential(*layers))
+        self.layer1 = self._layer(64, 64, 3, 1)
+        self.layer2 = self._layer(256, 128, 4, 2)
+        self.layer3 = self._layer(512, 256, 6, 2)
+        self.layer4 = self._layer(1024, 512, 3, 2)
+
+    @staticmethod
+    def _layer(cin: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        width = planes * Bottleneck.expansion
+        return nn.Sequential(Bottleneck(cin, planes, stride), *[Bottleneck(width, planes) for _ in range(blocks - 1)])
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -226,8 +229,8 @@ class RetinaFace(nn.Module):
         Row: x1, y1, x2, y2, score, then (x, y) of image-left eye, image-right eye, nose,
         image-left mouth corner, image-right mouth corner, in input pixels.
         """
-        if image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
-            raise ValueError(f"expected an H x W x 3 RGB image, got shape {image_rgb.shape}")
+        if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
+            raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {image_rgb.dtype} {image_rgb.shape}")
         param = next(self.parameters())
         height, width = image_rgb.shape[:2]
         bgr = np.ascontiguousarray(image_rgb[:, :, ::-1])
