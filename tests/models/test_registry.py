@@ -302,7 +302,7 @@ def test_every_builtin_builds_the_official_layout(builtin: Registry) -> None:
     """
     import torch
 
-    from restora.models.runtime import _import_arch
+    from restora.models.runtime import architecture_class
 
     ddcolor = json.loads(shared_path("conformance", "ddcolor", "keys.json").read_text())
     for spec in builtin.all():
@@ -315,6 +315,6 @@ def test_every_builtin_builds_the_official_layout(builtin: Registry) -> None:
             entries = json.loads(shared_path("conformance", source).read_text())["keys"]
         official = {e["key"]: tuple(e["shape"]) for e in entries}
         with torch.device("meta"):
-            net = _import_arch(spec.arch)(**spec.hparams)
+            net = architecture_class(spec.arch)(**spec.hparams)
         ours = {k: tuple(v.shape) for k, v in net.state_dict().items()}
         assert ours == official, spec.id

@@ -128,7 +128,7 @@ class Runtime:
         path = self.registry.path(spec)
         if not path.is_file():
             raise self.not_installed(spec)
-        cls = _import_arch(spec.arch)
+        cls = architecture_class(spec.arch)
         if spec.arch == "yunet":  # ONNX through OpenCV: no torch state dict, no device
             return _construct(cls, spec, str(path))
         import torch
@@ -159,7 +159,8 @@ class Runtime:
             command=f"restora models pull {target}")
 
 
-def _import_arch(arch: str) -> Any:
+def architecture_class(arch: str) -> Any:
+    """The class registered for ``arch`` in :data:`ARCHITECTURES` (imported on first use)."""
     try:
         target = ARCHITECTURES[arch]
     except KeyError:
