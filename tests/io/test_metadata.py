@@ -123,3 +123,14 @@ def test_16bit_png_keeps_exif_and_icc() -> None:
     kept.load(back.exif)
     assert kept.get(0x010F) == "RestoraCam"
     assert "sRGB" in ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(back.icc_profile)))
+
+
+def test_damaged_or_mismatched_profile_is_ignored() -> None:
+    src = gradient()
+    cmyk = b"\x00\x00\x02\x00" + b"none" + b"\x02\x10\x00\x00mntrCMYKXYZ " + b"\x00" * 492
+    for icc in (b"not an icc profile at all" * 8, cmyk):
+        out = io.BytesIO()
+        PILImage.fromarray(src).save(out, "PNG", icc_profile=icc)
+        img = decode(out.getvalue())
+        np.testing.assert_array_equal(img.pixels, src)
+        assert img.icc_profile == icc and "icc_converted" not in img.info

@@ -114,6 +114,15 @@ def is_srgb(icc: bytes) -> bool:
     return "srgb" in desc.lower().replace(" ", "") or "iec61966-2" in desc.lower()
 
 
+def icc_applies(icc: bytes, mode: str) -> bool:
+    """True when ``icc`` parses and describes ``mode``'s colour space (else it is ignored)."""
+    space = {"RGB": "RGB ", "RGBA": "RGB ", "L": "GRAY", "LA": "GRAY", "CMYK": "CMYK"}.get(mode)
+    try:
+        return space is not None and _profile(icc).profile.xcolor_space == space
+    except (ImageCms.PyCMSError, OSError, TypeError, ValueError):
+        return False
+
+
 def icc_to_srgb(im: PILImage.Image, icc: bytes) -> PILImage.Image:
     """Convert an ``RGB``/``L``/``CMYK`` Pillow image in profile ``icc`` to sRGB ``RGB``."""
     return ImageCms.profileToProfile(im, _profile(icc), srgb_profile(), outputMode="RGB")

@@ -56,11 +56,10 @@ def decode_exr(data: bytes, fmt: str, limits: Limits) -> Image:
     import OpenEXR
 
     head = OpenEXR.File(io.BytesIO(data), header_only=True)
-    parts = head.parts if hasattr(head, "parts") else [head]
-    limits.check_frames(len(parts))
-    lo, hi = head.header()["dataWindow"]
-    width, height = int(hi[0]) - int(lo[0]) + 1, int(hi[1]) - int(lo[1]) + 1
-    limits.check_pixels(width, height)
+    limits.check_frames(len(head.parts))
+    for part in head.parts:  # every part is allocated when the file is read, so check each
+        lo, hi = part.header["dataWindow"]
+        limits.check_pixels(int(hi[0]) - int(lo[0]) + 1, int(hi[1]) - int(lo[1]) + 1)
     channels = OpenEXR.File(io.BytesIO(data)).channels()
     alpha = None
     if "RGBA" in channels:

@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image as PILImage
 
 from restora.errors import CorruptImage, ImageTooLarge, UnsupportedFormat
-from restora.io.color import (apply_orientation, exif_orientation, icc_to_srgb, icc_to_srgb_16,
-                              is_srgb, reset_orientation)
+from restora.io.color import (apply_orientation, exif_orientation, icc_applies, icc_to_srgb,
+                              icc_to_srgb_16, is_srgb, reset_orientation)
 from restora.io.image import Image
 from restora.io.limits import Limits
 
@@ -47,21 +47,21 @@ def decode_pillow(data: bytes, fmt: str, limits: Limits) -> Image:
     # TIFF orientation is a TIFF tag that both Pillow (on load, dropping the tag) and OpenCV
     # apply themselves; it is read here only to report it.
     tiff_orientation = _tiff_orientation(im, fmt)
+    icc = im.info.get("icc_profile") or None
+    # A damaged or mismatched profile is ignored (the pixels are still usable), not fatal.
+    convert = bool(icc) and not is_srgb(icc) and icc_applies(icc, _colour_mode(im))
     if _is_16bit(im, fmt, data):
         rgb, alpha = _decode_16bit(data, fmt)
         depth = 16
+        convert = convert and _colour_mode(im) == "RGB"  # grey 16-bit profiles: left as is
+        if convert:
+            rgb = icc_to_srgb_16(rgb, icc)
     else:
         im.load()
-        rgb, alpha = None, None
-        depth = 8
-    exif = _exif_bytes(im, fmt)
-    icc = im.info.get("icc_profile") or None
+        rgb, alpha, depth = _pil_to_arrays(im, icc if convert else None)
+    exif = _exif_bytes(im)
     info: dict = {}
-    if rgb is None:
-        rgb, alpha, depth = _pil_to_arrays(im, icc)
-    elif icc and not is_srgb(icc):
-        rgb = icc_to_srgb_16(rgb, icc)
-    if icc and not is_srgb(icc):
+    if convert:
         info["icc_converted"] = True
     if fmt == "tiff":
         orientation, pending = tiff_orientation, 1
@@ -72,10 +72,20 @@ def decode_pillow(data: bytes, fmt: str, limits: Limits) -> Image:
         alpha = apply_orientation(alpha, pending)
     if orientation != 1:
         info["orientation_applied"] = orientation
-    if fmt == "gif" and int(getattr(im, "n_frames", 1)) > 1:
-        info["frames"] = int(im.n_frames)
+    frames = int(getattr(im, "n_frames", 1))
+    if frames > 1:
+        info["frames"] = frames  # only the first is decoded
     return Image(pixels=rgb, alpha=alpha, format=fmt, bit_depth=depth,
                  exif=reset_orientation(exif), icc_profile=icc, info=info)
+
+
+def _colour_mode(im: PILImage.Image) -> str:
+    """The colour space Pillow's mode implies, ignoring alpha and palettes."""
+    if im.mode in ("CMYK",):
+        return "CMYK"
+    if im.mode in ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        return "L"
+    return "RGB"
 
 
 def _tiff_orientation(im: PILImage.Image, fmt: str) -> int:
@@ -85,7 +95,7 @@ def _tiff_orientation(im: PILImage.Image, fmt: str) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def _exif_bytes(im: PILImage.Image, fmt: str) -> bytes | None:
+def _exif_bytes(im: PILImage.Image) -> bytes | None:
     raw = im.info.get("exif")
     if isinstance(raw, bytes) and raw:
         return raw
@@ -122,7 +132,7 @@ def _decode_16bit(data: bytes, fmt: str) -> tuple[np.ndarray, np.ndarray | None]
 
 
 def _pil_to_arrays(im: PILImage.Image, icc: bytes | None) -> tuple[np.ndarray, np.ndarray | None, int]:
-    """Pillow image (any mode) -> (RGB, alpha, bit depth), converting ICC colour to sRGB."""
+    """Pillow image (any mode) -> (RGB, alpha, bit depth); ``icc``, if given, is converted to sRGB."""
     mode = im.mode
     alpha: np.ndarray | None = None
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
@@ -146,7 +156,7 @@ def _pil_to_arrays(im: PILImage.Image, icc: bytes | None) -> tuple[np.ndarray, n
     if mode == "1":
         im = im.convert("L")
         mode = "L"
-    if icc and not is_srgb(icc) and mode in ("RGB", "L", "CMYK"):
+    if icc and mode in ("RGB", "L", "CMYK"):
         im = icc_to_srgb(im, icc)
     elif mode != "RGB":
         im = im.convert("RGB")
