@@ -57,6 +57,20 @@ def read_input(src: bytes | bytearray | memoryview | str | os.PathLike, limits: 
     return data
 
 
+def _run(decoder: Decoder, data: bytes, fmt: str, limits: Limits) -> Image:
+    """Call ``decoder``, turning anything it raises into a typed error."""
+    try:
+        return decoder(data, fmt, limits)
+    except RestoraError:
+        raise
+    except MemoryError as exc:
+        raise CorruptImage(f"The {fmt.upper()} image needs more memory than is available.") from exc
+    except Exception as exc:  # noqa: BLE001 - decoders signal damage with a zoo of types
+        # Callers get one typed error, never a decoder's traceback.
+        raise CorruptImage(f"The {fmt.upper()} image is damaged or truncated and could not be "
+                           f"decoded ({type(exc).__name__}).", format=fmt) from exc
+
+
 def decode(src: bytes | str | os.PathLike, *, limits: Limits | None = None) -> Image:
     """Decode an image file (bytes or path) into an sRGB :class:`Image`, within ``limits``."""
     limits = limits or Limits()
@@ -66,16 +80,16 @@ def decode(src: bytes | str | os.PathLike, *, limits: Limits | None = None) -> I
     fmt = sniff_format(data)
     if fmt is None:
         raise UnsupportedFormat("The file is not an image in a supported format.")
-    decoder = _decoder(fmt)
     try:
-        image = decoder(data, fmt, limits)
-    except RestoraError:
-        raise
-    except MemoryError as exc:
-        raise CorruptImage(f"The {fmt.upper()} image needs more memory than is available.") from exc
-    except Exception as exc:  # noqa: BLE001 - decoders signal damage with a zoo of types
-        # Callers get one typed error, never a decoder's traceback.
-        raise CorruptImage(f"The {fmt.upper()} image is damaged or truncated and could not be "
-                           f"decoded ({type(exc).__name__}).", format=fmt) from exc
+        image = _run(_decoder(fmt), data, fmt, limits)
+    except CorruptImage as exc:
+        if fmt != "tiff":
+            raise
+        # A TIFF-structured raw whose IFD0 gave no sign of it: let LibRaw have a go, but keep
+        # the TIFF error if LibRaw cannot read it either.
+        try:
+            image = _run(_decoder("raw"), data, "raw", limits)
+        except CorruptImage:
+            raise exc from None
     image.info.setdefault("source_bytes", len(data))
     return image
