@@ -217,7 +217,7 @@ class JobManager:
         except Cancelled as exc:
             status, error = CANCELED, {"code": "cancelled", "message": exc.message}
         except RestoraError as exc:
-            error = exc.to_dict()
+            error = {**exc.to_dict(), "httpStatus": exc.http_status}
         except MemoryError:
             error = {"code": "out_of_memory", "message": "The job ran out of memory."}
         except Exception as exc:  # a bug in a tool must fail the job, not the worker

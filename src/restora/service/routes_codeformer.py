@@ -143,7 +143,7 @@ async def process(request: Request) -> JSONResponse:
     failed = [d for d in done if d.status != SUCCEEDED]
     if failed:
         err = failed[0].error or {}
-        status = 503 if err.get("code") == "model_not_installed" else 500
+        status = int(err.get("httpStatus", 500))
         return JSONResponse({"status": "error", "message": err.get("message", "failed"),
                              "code": err.get("code", "failed")}, status_code=status)
     results = []
