@@ -24,12 +24,12 @@ def _exif(orientation: int) -> bytes:
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
-@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "TIFF"])
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "TIFF", "AVIF"])
 def test_exif_orientation_applied_and_reset(fmt: str, orientation: int) -> None:
     src = gradient(48, 64)
     src[:8, :16] = (255, 0, 255)  # an asymmetric marker in the stored top-left corner
     out = io.BytesIO()
-    kw = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    kw = {"quality": 95} if fmt in ("JPEG", "AVIF") else {}
     if fmt == "WEBP":
         kw = {"lossless": True}
     PILImage.fromarray(src).save(out, fmt, exif=_exif(orientation), **kw)
@@ -39,7 +39,7 @@ def test_exif_orientation_applied_and_reset(fmt: str, orientation: int) -> None:
     assert img.pixels.shape == expected.shape
     if orientation in (5, 6, 7, 8):
         assert img.size == (48, 64)
-    tolerance = 3.0 if fmt == "JPEG" else 0.0
+    tolerance = 3.0 if fmt in ("JPEG", "AVIF") else 0.0  # mean abs error of the lossy codecs
     assert np.abs(img.pixels.astype(int) - expected).mean() <= tolerance
     if fmt != "TIFF":  # TIFF carries orientation as a TIFF tag, not an EXIF block
         assert img.exif is not None and exif_orientation(img.exif) == 1
@@ -48,6 +48,31 @@ def test_exif_orientation_applied_and_reset(fmt: str, orientation: int) -> None:
         assert kept.get(0x010F) == "RestoraCam"
     if orientation != 1:
         assert img.info["orientation_applied"] == orientation
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_heif_orientation_applied_once(orientation: int) -> None:
+    import pillow_heif
+
+    src = gradient(48, 64)
+    src[:8, :16] = (255, 0, 255)
+    out = io.BytesIO()
+    # pillow-heif turns the EXIF orientation into the container's irot/imir transform.
+    pillow_heif.from_pillow(PILImage.fromarray(src)).save(out, quality=95, exif=_exif(orientation))
+    img = decode(out.getvalue())
+    errors = {}
+    for candidate in range(1, 9):  # the decoded picture must match this orientation, and no other
+        view = np.asarray(ImageOps.exif_transpose(_with_orientation(PILImage.fromarray(src), candidate)))
+        if view.shape == img.pixels.shape:
+            errors[candidate] = np.abs(img.pixels.astype(int) - view).mean()
+    assert min(errors, key=errors.get) == orientation
+    assert errors[orientation] < 8.0  # lossy HEVC on a textured image
+    assert exif_orientation(img.exif) == 1
+
+
+def _with_orientation(im: PILImage.Image, orientation: int) -> PILImage.Image:
+    im.getexif()[0x0112] = orientation
+    return im
 
 
 def test_orientation_not_reapplied_after_encode() -> None:
