@@ -87,6 +87,18 @@ def test_rgb_list_and_extra_kwargs(tiny: GFPGANv1Clean, golden: dict[str, Any],
     assert [tuple(r.shape) for r in rgbs] == [(1, 3, s, s) for s in (8, 16, 32, 64, 128)]
 
 
+def test_half_precision_runs(golden: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    # Runtime may pick a 16-bit dtype: the modulated-conv weight math must survive it.
+    net = GFPGANv1Clean(**golden["constructor_kwargs"])
+    net.load_state_dict(torch.load(_conf("gfpgan_v1.4.tiny.pth"), weights_only=True))
+    net = net.eval().to(torch.bfloat16)
+    x = torch.from_numpy(arrays["input"]).to(torch.bfloat16)
+    out = _run(net, x, randomize_noise=False)
+    assert out.dtype == torch.bfloat16
+    assert np.abs(out.float().numpy() - arrays["output"]).max() < 0.1
+    assert _run(net, x, generator=torch.Generator().manual_seed(0)).dtype == torch.bfloat16
+
+
 def test_input_size() -> None:
     assert gfpgan.input_size({"out_size": 512}) == 512
     assert gfpgan.input_size({"out_size": 128}) == 128
