@@ -1,0 +1,222 @@
+"""Face detection at a fixed working size, mapped back exactly, plus the face-selection rules.
+
+Detectors (RetinaFace, YuNet) come from the Runtime and expose
+``detect(rgb_uint8, conf_threshold, nms_threshold) -> (N, 15)`` rows
+``[x1, y1, x2, y2, score, 5 x (x, y)]`` with landmarks image-left eye, image-right eye, nose,
+image-left mouth corner, image-right mouth corner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from restora.errors import InvalidParameter
+
+#: Short side the detector sees; images are scaled up or down to it (as CodeFormer's inference).
+WORKING_SIZE = 640
+#: Faces whose eyes are closer than this (input pixels) are too small to restore.
+MIN_EYE_DISTANCE = 5.0
+NMS_IOU = 0.4
+
+#: Per detector architecture, the confidence threshold at sensitivity 0.5 (its usual setting).
+MID_THRESHOLD = {"retinaface": 0.8, "yunet": 0.6}
+#: Thresholds at sensitivity 0 (only sure faces) and 1 (everything plausible).
+STRICT_THRESHOLD = 0.97
+LOOSE_THRESHOLD = 0.3
+
+#: Landmark positions relative to a detector box (x, y as fractions of w, h), a frontal face.
+#: Used when a client supplies a box and no detector finds landmarks inside it: means of the
+#: YuNet detections on the 17 faces of the test photos, made left/right symmetric.
+BOX_LANDMARKS = np.array([[0.27, 0.39], [0.73, 0.39], [0.50, 0.59], [0.30, 0.74], [0.70, 0.74]],
+                         dtype=np.float32)
+
+
+class FaceDetector(Protocol):
+    def detect(self, image_rgb: np.ndarray, conf_threshold: float = ...,
+               nms_threshold: float = ...) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A face in input pixel coordinates (float box corners, score, 5 landmarks)."""
+
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2
+    score: float
+    landmarks: np.ndarray  # 5 x 2 float32
+
+    @property
+    def eye_distance(self) -> float:
+        return float(np.hypot(*(self.landmarks[0] - self.landmarks[1])))
+
+    @property
+    def area(self) -> float:
+        x1, y1, x2, y2 = self.box
+        return max(0.0, x2 - x1) * max(0.0, y2 - y1)
+
+    @property
+    def center(self) -> tuple[float, float]:
+        x1, y1, x2, y2 = self.box
+        return (x1 + x2) / 2.0, (y1 + y2) / 2.0
+
+
+def sensitivity_to_threshold(sensitivity: float, arch: str = "retinaface") -> float:
+    """Map ``sensitivity`` in [0, 1] to a detector confidence threshold (strictly decreasing).
+
+    Piecewise linear through three points: 0 -> 0.97, 0.5 -> the detector's usual threshold
+    (RetinaFace 0.8, YuNet 0.6), 1 -> 0.3. Higher sensitivity finds more (and less sure) faces.
+    """
+    if not 0.0 <= sensitivity <= 1.0:
+        raise InvalidParameter("sensitivity", f"sensitivity must be between 0 and 1, got {sensitivity}")
+    mid = MID_THRESHOLD.get(arch, 0.6)
+    if sensitivity <= 0.5:
+        return STRICT_THRESHOLD + (mid - STRICT_THRESHOLD) * (sensitivity / 0.5)
+    return mid + (LOOSE_THRESHOLD - mid) * ((sensitivity - 0.5) / 0.5)
+
+
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """8-bit view for detectors (16-bit data is rounded, not truncated)."""
+    if pixels.dtype == np.uint8:
+        return pixels
+    return ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def resize_for_detection(rgb: np.ndarray, working_size: int = WORKING_SIZE
+                         ) -> tuple[np.ndarray, float, float]:
+    """Resize so the short side is ``working_size``; returns (image, sx, sy) with sx = new_w / w.
+
+    Shrinking uses INTER_AREA, enlarging INTER_LINEAR (as CodeFormer's inference). The per-axis
+    factors are the exact ones after rounding the new size, so mapping back is exact.
+    """
+    import cv2
+
+    h, w = rgb.shape[:2]
+    scale = working_size / min(h, w)
+    if abs(scale - 1.0) < 1e-9:
+        return rgb, 1.0, 1.0
+    nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
+    interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+    return cv2.resize(rgb, (nw, nh), interpolation=interp), nw / w, nh / h
+
+
+def rows_to_detections(rows: np.ndarray, sx: float = 1.0, sy: float = 1.0) -> list[Detection]:
+    """Detector rows -> Detections, dividing coordinates (not the score) by the resize factors.
+
+    Detector coordinates are continuous (pixel edges at integers), and resizing by sx maps a
+    continuous coordinate x to x * sx, so dividing is the exact inverse.
+    """
+    out = []
+    for r in np.asarray(rows, np.float32).reshape(-1, 15):
+        box = (float(r[0]) / sx, float(r[1]) / sy, float(r[2]) / sx, float(r[3]) / sy)
+        lm = r[5:15].reshape(5, 2).astype(np.float32) / np.array([sx, sy], np.float32)
+        out.append(Detection(box=box, score=float(r[4]), landmarks=lm))
+    return out
+
+
+def detect_faces(detector: FaceDetector, pixels: np.ndarray, *, conf_threshold: float,
+                 working_size: int = WORKING_SIZE) -> list[Detection]:
+    """All faces above ``conf_threshold``, detected at ``working_size``, in input coordinates."""
+    small, sx, sy = resize_for_detection(to_uint8(pixels), working_size)
+    # threshold positional: RetinaFace calls it conf_threshold, YuNet score_threshold
+    rows = detector.detect(np.ascontiguousarray(small), conf_threshold)
+    return rows_to_detections(rows, sx, sy)
+
+
+def drop_small(dets: Sequence[Detection], min_eye_distance: float = MIN_EYE_DISTANCE
+               ) -> tuple[list[Detection], int]:
+    """Drop faces whose eyes (landmarks 0 and 1) are closer than ``min_eye_distance`` pixels."""
+    kept = [d for d in dets if d.eye_distance >= min_eye_distance]
+    return kept, len(dets) - len(kept)
+
+
+def center_face(dets: Sequence[Detection], width: int, height: int) -> list[Detection]:
+    """The single face whose box centre is nearest the image centre (ties: the larger face)."""
+    if not dets:
+        return []
+    cx, cy = width / 2.0, height / 2.0
+    best = min(dets, key=lambda d: (np.hypot(d.center[0] - cx, d.center[1] - cy), -d.area))
+    return [best]
+
+
+def largest_first(dets: Sequence[Detection], limit: int) -> tuple[list[Detection], int]:
+    """At most ``limit`` faces, the largest kept; returns (faces, number dropped)."""
+    ordered = sorted(dets, key=lambda d: -d.area)
+    return ordered[:limit], max(0, len(ordered) - limit)
+
+
+# --- client-supplied boxes ------------------------------------------------------------------
+
+def parse_boxes(faces: Sequence[Any], width: int, height: int) -> list[tuple[float, float, float, float, float]]:
+    """Validate client boxes ``[{x, y, w, h, score?}]`` -> (x1, y1, x2, y2, score), clipped."""
+    out = []
+    for i, f in enumerate(faces):
+        try:
+            x, y, w, h = (float(f[k]) for k in ("x", "y", "w", "h"))
+            score = float(f.get("score", 1.0) if isinstance(f, dict) else 1.0)
+        except (KeyError, TypeError, ValueError):
+            raise InvalidParameter("faces", f"face {i} must be an object with numeric x, y, w, h") from None
+        if not all(np.isfinite([x, y, w, h])) or w <= 0 or h <= 0:
+            raise InvalidParameter("faces", f"face {i} must have a positive finite width and height")
+        x1, y1 = max(0.0, x), max(0.0, y)
+        x2, y2 = min(float(width), x + w), min(float(height), y + h)
+        if x2 - x1 < 1 or y2 - y1 < 1:
+            raise InvalidParameter("faces", f"face {i} lies outside the {width}x{height} image")
+        out.append((x1, y1, x2, y2, score))
+    return out
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def landmarks_from_box(box: Sequence[float]) -> np.ndarray:
+    """Frontal-face landmark guess from box proportions (the fallback for client boxes)."""
+    x1, y1, x2, y2 = box[:4]
+    return (np.array([x1, y1], np.float32)
+            + BOX_LANDMARKS * np.array([x2 - x1, y2 - y1], np.float32)).astype(np.float32)
+
+
+def detections_for_boxes(detector: FaceDetector | None, pixels: np.ndarray,
+                         boxes: Sequence[tuple[float, float, float, float, float]], *,
+                         conf_threshold: float = LOOSE_THRESHOLD, margin: float = 0.5,
+                         working_size: int = 320) -> tuple[list[Detection], list[str]]:
+    """Landmarks for client boxes: run the detector on a margin crop around each box.
+
+    The detection in the crop that overlaps the box best (IoU >= 0.3) gives the landmarks; the
+    reported box stays the client's. Without one, landmarks come from the box proportions.
+    Returns the detections and, per box, ``"detector"`` or ``"box"``.
+    """
+    h, w = pixels.shape[:2]
+    rgb = to_uint8(pixels)
+    dets, sources = [], []
+    for x1, y1, x2, y2, score in boxes:
+        pad = margin * max(x2 - x1, y2 - y1)
+        cx1, cy1 = int(max(0, np.floor(x1 - pad))), int(max(0, np.floor(y1 - pad)))
+        cx2, cy2 = int(min(w, np.ceil(x2 + pad))), int(min(h, np.ceil(y2 + pad)))
+        best = None
+        if detector is not None:
+            found = detect_faces(detector, rgb[cy1:cy2, cx1:cx2], conf_threshold=conf_threshold,
+                                 working_size=working_size)
+            scored = []
+            for d in found:
+                shifted = (d.box[0] + cx1, d.box[1] + cy1, d.box[2] + cx1, d.box[3] + cy1)
+                iou = box_iou(shifted, (x1, y1, x2, y2))
+                if iou >= 0.3:
+                    scored.append((iou, d))
+            if scored:
+                best = max(scored, key=lambda t: t[0])[1]
+        if best is not None:
+            lm = best.landmarks + np.array([cx1, cy1], np.float32)
+            sources.append("detector")
+        else:
+            lm = landmarks_from_box((x1, y1, x2, y2))
+            sources.append("box")
+        dets.append(Detection(box=(x1, y1, x2, y2), score=score, landmarks=lm))
+    return dets, sources

@@ -1,0 +1,346 @@
+"""``enhance_faces``: detect, align, restore (batched), paste back, optionally upscale.
+
+The data path is ``decode -> detect -> align -> restore -> upscale (background) -> paste``; every
+network comes from the :class:`~restora.models.runtime.Runtime` handed in (loaded once per
+process). See ``docs/enhance-faces.md`` for the rules (sensitivity, ``auto``, masks, upscaling).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from restora.errors import InvalidParameter, ModelNotInstalled, RestoraError
+from restora.io.image import Image
+from restora.pipeline import detect as det
+from restora.pipeline._timing import Stages
+from restora.pipeline.align import AlignedFace, align_face, compose, invert, scale_map
+from restora.pipeline.paste import (PasteFace, is_grayscale, parse_to_mask, paste_faces,
+                                    square_mask, to_luminance)
+from restora.pipeline.restore import Restorer, load_restorer, parse_faces, restore_faces
+from restora.pipeline.results import EnhanceResult, Face
+from restora.pipeline.upscale import (Upscaler, find_upscaler, load_upscaler, resize, upscale_pixels,
+                                      upscale_rgb)
+
+if TYPE_CHECKING:
+    from restora.models.registry import ModelSpec, Registry
+    from restora.models.runtime import Runtime
+
+#: Share of the progress bar per stage (in execution order).
+STAGE_WEIGHTS = {"decode": 4.0, "detect": 8.0, "align": 3.0, "restore": 65.0, "upscale": 12.0,
+                 "paste": 8.0}
+
+MODEL_ARCH = {"gfpgan": "gfpgan_v1_clean", "codeformer": "codeformer"}
+
+# ``auto``: a face is "severely degraded" when it is small in the input (the 512 crop enlarges it
+# more than 4x: FFHQ eyes are 126 px apart at 512) or its aligned crop carries little detail.
+AUTO_MIN_EYE_DISTANCE = 32.0
+AUTO_MIN_SHARPNESS = 6.0  # variance of the Laplacian of the 8-bit luma, central 320 px of the crop
+
+
+@dataclass(frozen=True)
+class FaceStats:
+    eye_distance: float
+    sharpness: float
+
+    @property
+    def degraded(self) -> bool:
+        return self.eye_distance < AUTO_MIN_EYE_DISTANCE or self.sharpness < AUTO_MIN_SHARPNESS
+
+
+def enhance_faces(
+    image: Image | bytes | str | Path,
+    *,
+    runtime: Runtime | None = None,
+    model: str = "auto",
+    strength: float = 0.8,
+    fidelity: float = 0.5,
+    upscale: int = 1,
+    bg_upscale: bool = False,
+    face_upsample: bool = False,
+    only_center_face: bool = False,
+    sensitivity: float = 0.5,
+    detector: str | None = None,
+    seed: int | None = None,
+    faces: list[dict] | None = None,
+    progress: Callable[[str, float], None] | None = None,
+    cancel: threading.Event | None = None,
+    restorer: Restorer | None = None,
+) -> EnhanceResult:
+    """Restore every face of ``image`` and return the new image with a report.
+
+    ``model``: ``auto``, ``gfpgan``, ``codeformer`` or a face-restoration model id. ``strength``
+    blends restored and original faces (0 leaves the pixels untouched). ``fidelity`` is
+    CodeFormer's w. ``upscale`` 1/2/4 enlarges the whole image (Real-ESRGAN when installed, else
+    Lanczos); ``bg_upscale`` also runs Real-ESRGAN on the background at scale 1;
+    ``face_upsample`` upsamples restored faces before pasting. ``faces`` skips detection and uses
+    the given boxes. ``restorer`` injects an already loaded network (tests, custom pipelines).
+    Raises :class:`~restora.errors.Cancelled` when ``cancel`` is set.
+    """
+    _validate(model, strength, fidelity, upscale, sensitivity)
+    stages = Stages(STAGE_WEIGHTS, progress, cancel)
+    warnings: list[str] = []
+
+    with stages.stage("decode"):
+        img = _as_image(image, runtime)
+    if runtime is None:
+        from restora.models.runtime import Runtime
+
+        runtime = Runtime()
+    pixels = img.pixels
+    height, width = pixels.shape[:2]
+
+    with stages.stage("detect"):
+        dets, source = _find_faces(runtime, pixels, faces=faces, detector=detector,
+                                   sensitivity=sensitivity, only_center_face=only_center_face,
+                                   warnings=warnings)
+    found = [_to_face(d, width, height) for d in dets]
+    result = EnhanceResult(image=img, faces=found, faces_detected=len(found), scale=upscale,
+                           landmark_source=source, warnings=warnings)
+
+    up: Upscaler | None = None
+    if upscale > 1 or bg_upscale:
+        spec = find_upscaler(runtime, upscale if upscale > 1 else 2)
+        if spec is not None:
+            up = load_upscaler(runtime, spec)
+        elif bg_upscale:
+            warnings.append("no Real-ESRGAN model is installed: the background was "
+                            + ("resized with Lanczos" if upscale > 1 else "left as it is"))
+
+    restored: list[np.ndarray] = []
+    aligned: list[AlignedFace] = []
+    masks: list[np.ndarray] = []
+    if not dets:
+        result.reason = "no faces detected"
+    elif strength == 0.0:
+        result.reason = "strength 0: faces left unchanged"
+    else:
+        with stages.stage("align"):
+            if restorer is None:
+                restorer, result.reason = _choose_restorer(runtime, model, pixels, dets)
+            else:
+                result.reason = "restorer supplied by the caller"
+            aligned = [align_face(pixels, d.landmarks, restorer.input_size) for d in dets]
+            crops = [_as_float(a.crop) for a in aligned]
+        result.model, result.model_kind = restorer.model_id, (
+            restorer.kind if restorer.kind in MODEL_ARCH else None)
+        with stages.stage("restore"):
+            restored = restore_faces(
+                crops, restorer, fidelity=fidelity, seed=seed, cancel=cancel,
+                on_batch=lambda done, total: stages.report("restore", done / total))
+            if is_grayscale(pixels):
+                restored = [to_luminance(f) for f in restored]
+            masks, mask_kind = _masks(runtime, restored)
+            result.mask = mask_kind
+
+    with stages.stage("upscale"):
+        canvas, alpha = pixels, img.alpha
+        if upscale > 1:
+            canvas = upscale_pixels(pixels, upscale, up, cancel=cancel)
+            if alpha is not None:
+                alpha = resize(alpha, width * upscale, height * upscale)
+            result.upscaler = up.model_id if up is not None else "lanczos"
+        elif bg_upscale and up is not None:
+            # background enhancement at scale 1: super-resolve, then area-average back down
+            canvas = upscale_pixels(pixels, up.scale, up, cancel=cancel)
+            canvas = resize(canvas, width, height)
+            result.upscaler = up.model_id
+
+    with stages.stage("paste"):
+        if restored:
+            items = _paste_items(aligned, restored, masks, upscale, up if face_upsample else None,
+                                 face_upsample, cancel)
+            canvas = paste_faces(canvas, items, strength)
+        elif canvas is pixels:
+            canvas = pixels.copy()
+    result.image = img.with_pixels(canvas, alpha)
+    result.timings = dict(stages.timings)
+    stages.done()
+    return result
+
+
+# --- steps ------------------------------------------------------------------------------------
+
+def _validate(model: str, strength: float, fidelity: float, upscale: int, sensitivity: float) -> None:
+    if not isinstance(model, str) or not model:
+        raise InvalidParameter("model", "model must be auto, gfpgan, codeformer or a model id")
+    for name, value in (("strength", strength), ("fidelity", fidelity), ("sensitivity", sensitivity)):
+        if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+            raise InvalidParameter(name, f"{name} must be between 0 and 1, got {value!r}")
+    if upscale not in (1, 2, 4):
+        raise InvalidParameter("upscale", f"upscale must be 1, 2 or 4, got {upscale!r}")
+
+
+def _as_image(src: Image | bytes | str | Path, runtime: Runtime | None) -> Image:
+    if isinstance(src, Image):
+        return src
+    if isinstance(src, (bytes, bytearray, memoryview, str, os.PathLike)):
+        from restora.config import Settings
+        from restora.io import Limits, decode
+
+        settings = runtime.settings if runtime is not None else Settings()
+        return decode(bytes(src) if isinstance(src, (bytearray, memoryview)) else src,
+                      limits=Limits.from_settings(settings))
+    raise InvalidParameter("image", f"expected an Image, bytes or a path, got {type(src).__name__}")
+
+
+def _as_float(crop: np.ndarray) -> np.ndarray:
+    top = 65535.0 if crop.dtype == np.uint16 else 255.0
+    return crop.astype(np.float32) * np.float32(1.0 / top)
+
+
+def _installed(reg: Registry, task: str, arch: str | None = None) -> list[ModelSpec]:
+    """Installed models for a task (and arch), the task's default first."""
+    specs = [s for s in reg.all() if s.task == task and (arch is None or s.arch == arch)
+             and reg.is_installed(s)]
+    try:
+        default_id = reg.default(task, arch=arch).id
+    except RestoraError:
+        default_id = None
+    return sorted(specs, key=lambda s: s.id != default_id)
+
+
+def _detector_spec(runtime: Runtime, detector: str | None) -> ModelSpec:
+    reg = runtime.registry
+    if detector:
+        spec = reg.get(detector)
+        if spec.task != "face-detection":
+            raise InvalidParameter("detector", f"model '{detector}' is a {spec.task} model, "
+                                   "not a face detector")
+        return spec
+    installed = _installed(reg, "face-detection")
+    if installed:
+        return installed[0]
+    raise runtime.not_installed(reg.default("face-detection"))
+
+
+def _find_faces(runtime: Runtime, pixels: np.ndarray, *, faces: Sequence[dict] | None,
+                detector: str | None, sensitivity: float, only_center_face: bool,
+                warnings: list[str]) -> tuple[list[det.Detection], str]:
+    height, width = pixels.shape[:2]
+    max_faces = runtime.settings.max_faces
+    if faces is not None:
+        boxes = det.parse_boxes(faces, width, height)
+        try:
+            spec = _detector_spec(runtime, detector)
+            net, thr = runtime.load(spec.id), det.sensitivity_to_threshold(sensitivity, spec.arch)
+        except ModelNotInstalled:
+            if detector:
+                raise
+            net, thr = None, det.LOOSE_THRESHOLD
+        dets, sources = det.detections_for_boxes(net, pixels, boxes,
+                                                 conf_threshold=min(thr, det.LOOSE_THRESHOLD))
+        source = sources[0] if sources and len(set(sources)) == 1 else ("mixed" if sources else "box")
+        if "box" in sources:
+            warnings.append(f"{sources.count('box')} supplied face box(es) had no detectable "
+                            "landmarks: landmarks were estimated from the box proportions")
+    else:
+        spec = _detector_spec(runtime, detector)
+        thr = det.sensitivity_to_threshold(sensitivity, spec.arch)
+        dets = det.detect_faces(runtime.load(spec.id), pixels, conf_threshold=thr)
+        dets, small = det.drop_small(dets)
+        if small:
+            warnings.append(f"{small} face(s) skipped: eyes closer than {det.MIN_EYE_DISTANCE:g} px")
+        source = "detector"
+    if only_center_face:
+        dets = det.center_face(dets, width, height)
+    dets, dropped = det.largest_first(dets, max_faces)
+    if dropped:
+        warnings.append(f"{dropped} smaller face(s) not restored: at most {max_faces} per image "
+                        "(RESTORA_MAX_FACES)")
+    return dets, source
+
+
+def _to_face(d: det.Detection, width: int, height: int) -> Face:
+    x1, y1, x2, y2 = d.box
+    x = int(min(max(np.floor(x1), 0), width - 1))
+    y = int(min(max(np.floor(y1), 0), height - 1))
+    w = int(max(1, min(np.ceil(x2), width) - x))
+    h = int(max(1, min(np.ceil(y2), height) - y))
+    lm = tuple((float(px), float(py)) for px, py in d.landmarks)
+    return Face(x=x, y=y, w=w, h=h, score=float(d.score), landmarks=lm)
+
+
+def face_stats(pixels: np.ndarray, dets: Sequence[det.Detection]) -> list[FaceStats]:
+    """Inter-eye distance and detail (Laplacian variance of the 512 aligned crop) per face."""
+    import cv2
+
+    out = []
+    for d in dets:
+        crop = align_face(det.to_uint8(pixels), d.landmarks, 512).crop
+        gray = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)[96:416, 96:416]
+        out.append(FaceStats(d.eye_distance, float(cv2.Laplacian(gray, cv2.CV_32F).var())))
+    return out
+
+
+def _choose_restorer(runtime: Runtime, model: str, pixels: np.ndarray,
+                     dets: Sequence[det.Detection]) -> tuple[Restorer, str]:
+    """The restorer for ``model`` and a sentence saying why (for ``auto``)."""
+    reg = runtime.registry
+    if model in MODEL_ARCH:
+        installed = _installed(reg, "face-restoration", MODEL_ARCH[model])
+        spec = installed[0] if installed else reg.default("face-restoration", arch=MODEL_ARCH[model])
+        return load_restorer(runtime, spec), f"{model} requested"
+    if model != "auto":
+        spec = reg.get(model)
+        if spec.task != "face-restoration":
+            raise InvalidParameter("model", f"model '{model}' is a {spec.task} model, not a face "
+                                   "restorer")
+        return load_restorer(runtime, spec), f"model '{model}' requested"
+
+    kinds = {k: _installed(reg, "face-restoration", arch) for k, arch in MODEL_ARCH.items()}
+    available = [k for k, specs in kinds.items() if specs]
+    if not available:
+        raise runtime.not_installed(reg.default("face-restoration", arch=MODEL_ARCH["gfpgan"]))
+    if len(available) == 1:
+        only = available[0]
+        return load_restorer(runtime, kinds[only][0]), f"auto: {only} (the only face restorer installed)"
+    stats = face_stats(pixels, dets)
+    bad = sum(s.degraded for s in stats)
+    if 2 * bad >= len(stats):
+        kind = "codeformer"
+        why = (f"{bad} of {len(stats)} face(s) severely degraded (inter-eye distance under "
+               f"{AUTO_MIN_EYE_DISTANCE:g} px or Laplacian variance under {AUTO_MIN_SHARPNESS:g})")
+    else:
+        kind = "gfpgan"
+        why = (f"{len(stats) - bad} of {len(stats)} face(s) large and detailed enough for "
+               "identity-preserving restoration")
+    return load_restorer(runtime, kinds[kind][0]), f"auto: {kind}, {why}"
+
+
+def _masks(runtime: Runtime, restored: Sequence[np.ndarray]) -> tuple[list[np.ndarray], str]:
+    """Soft masks: min(ParseNet face mask, feathered square), or the square alone."""
+    size = restored[0].shape[0]
+    square = square_mask(size)
+    parsers = _installed(runtime.registry, "face-parsing")
+    if not parsers:
+        return [square] * len(restored), "square"
+    spec = parsers[0]
+    in_size = int(dict(spec.hparams).get("in_size", 512))
+    maps = parse_faces(runtime.load(spec.id), restored, device=str(runtime.device),
+                       dtype=runtime.dtype, in_size=in_size)
+    return [np.minimum(square, parse_to_mask(m, size)) for m in maps], "parsenet"
+
+
+def _paste_items(aligned: Sequence[AlignedFace], restored: Sequence[np.ndarray],
+                 masks: Sequence[np.ndarray], upscale: int, up: Upscaler | None,
+                 face_upsample: bool, cancel: threading.Event | None) -> list[PasteFace]:
+    """Crop -> canvas matrices (through the upscale), optionally with upsampled faces."""
+    items = []
+    to_canvas = scale_map(float(upscale))
+    for a, face, mask in zip(aligned, restored, masks):
+        matrix = compose(to_canvas, invert(a.matrix))
+        if face_upsample and upscale > 1:
+            n = face.shape[0] * upscale
+            face = upscale_rgb(face, upscale, up, out_size=(n, n), cancel=cancel)
+            mask = resize(mask, n, n)
+            # upsampled crop index -> crop index is the inverse of scale_map(upscale)
+            matrix = compose(matrix, invert(scale_map(float(upscale))))
+        items.append(PasteFace(face=face, mask=mask, matrix=matrix))
+    return items

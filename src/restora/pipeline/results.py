@@ -1,0 +1,66 @@
+"""Result objects of the face pipeline, with the seeds' camelCase JSON shape."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from restora.io.image import Image
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face, in INPUT pixel coordinates (before any upscale).
+
+    ``x, y, w, h`` is the detector box rounded outwards and clipped to the image; ``landmarks`` are
+    the five points (image-left eye, image-right eye, nose, image-left mouth corner, image-right
+    mouth corner) as floats.
+    """
+
+    x: int
+    y: int
+    w: int
+    h: int
+    score: float
+    landmarks: tuple[tuple[float, float], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"x": self.x, "y": self.y, "w": self.w, "h": self.h,
+                "score": round(float(self.score), 4),
+                "landmarks": [[round(float(px), 2), round(float(py), 2)] for px, py in self.landmarks]}
+
+
+@dataclass
+class EnhanceResult:
+    """What :func:`restora.pipeline.enhance.enhance_faces` returns."""
+
+    image: Image
+    faces: list[Face] = field(default_factory=list)
+    faces_detected: int = 0
+    model: str | None = None  # registry id of the restorer that ran
+    model_kind: str | None = None  # "gfpgan" | "codeformer"
+    reason: str | None = None  # why this model (always set for model="auto")
+    upscaler: str | None = None  # upscale model id, "lanczos", or None at scale 1
+    scale: int = 1
+    landmark_source: str = "detector"  # "detector", "box" (client boxes) or "mixed"
+    mask: str | None = None  # "parsenet" or "square" when faces were pasted
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict in the seeds' field names (``facesDetected``, ``faces``, ...)."""
+        return {
+            "facesDetected": self.faces_detected,
+            "faces": [f.to_dict() for f in self.faces],
+            "model": self.model,
+            "modelKind": self.model_kind,
+            "reason": self.reason,
+            "upscaler": self.upscaler,
+            "scale": self.scale,
+            "landmarkSource": self.landmark_source,
+            "mask": self.mask,
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "warnings": list(self.warnings),
+            "width": self.image.width,
+            "height": self.image.height,
+        }
