@@ -1,0 +1,77 @@
+"""Monochrome detection by chroma spread.
+
+A black-and-white print that has been toned (sepia, selenium, cyanotype) or has yellowed is not
+"equal RGB channels", but all its colours lie on one hue line in the CIELAB a*b* plane: only the
+amount of tint changes with lightness. A colour photo has many colours at the same lightness. So
+the test measures, within narrow lightness bands, how far pixels stray from the band's
+tint (the "tone curve").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Thresholds in CIELAB a*b* units (a just-noticeable colour difference is about 2.3).
+GRAY_CHROMA = 4.0  # 99th-percentile chroma below this: neutral gray.
+TONE_SPREAD = 6.0  # 99th-percentile distance from the tone curve below this: one-hue (toned) print.
+_ANALYSIS_SIDE = 512  # statistics on a small copy are as good and cost nothing
+_BAND_WIDTH = 2.0  # lightness band (L* units) within which a toned print has one tint
+
+
+@dataclass(frozen=True)
+class MonoReport:
+    """Outcome of :func:`detect_monochrome`; numbers are CIELAB a*b* units."""
+
+    is_monochrome: bool
+    chroma_p99: float  # how colourful the most colourful pixels are
+    spread_p99: float  # how far colours stray from the tone curve
+    tone_hue: float | None  # hue angle of the tint in degrees (None for neutral gray)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"isGrayscale": self.is_monochrome, "chromaP99": round(self.chroma_p99, 2),
+                "spreadP99": round(self.spread_p99, 2),
+                "toneHue": None if self.tone_hue is None else round(self.tone_hue, 1)}
+
+
+def lab_small(rgb: np.ndarray) -> np.ndarray:
+    """CIELAB of an RGB uint8/uint16 image as N x 3 float32, computed on a small copy."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    scale = _ANALYSIS_SIDE / max(h, w)
+    small = rgb
+    if scale < 1.0:
+        small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
+                           interpolation=cv2.INTER_AREA)
+    peak = 65535.0 if rgb.dtype == np.uint16 else 255.0
+    lab = cv2.cvtColor(small.astype(np.float32) / peak, cv2.COLOR_RGB2Lab)
+    return lab.reshape(-1, 3)
+
+
+def detect_monochrome(rgb: np.ndarray) -> MonoReport:
+    """Whether ``rgb`` is a black-and-white photo, possibly toned; see the module docstring."""
+    lab = lab_small(rgb).astype(np.float64)
+    ab = lab[:, 1:]
+    chroma = np.hypot(ab[:, 0], ab[:, 1])
+    chroma_p99 = float(np.percentile(chroma, 99))
+    mean = ab.mean(axis=0)
+    hue = float(np.degrees(np.arctan2(mean[1], mean[0])) % 360.0)
+    if chroma_p99 < GRAY_CHROMA:
+        return MonoReport(True, chroma_p99, chroma_p99, None)
+    # The tone curve: in a toned print the tint is a function of lightness (it may change hue
+    # from shadows to highlights, and clips towards yellow in the highlights). Per lightness band,
+    # measure how far colours stray from that band's tint.
+    bands = np.clip((lab[:, 0] / _BAND_WIDTH).astype(np.int64), 0, int(100 / _BAND_WIDTH))
+    residual = np.empty(len(ab))
+    for band in np.unique(bands):
+        sel = bands == band
+        light = lab[sel, 0] - lab[sel, 0].mean()
+        tint = ab[sel] - ab[sel].mean(axis=0)
+        # Within a band the tint may still move with lightness (steep where a channel clips):
+        # remove that linear trend, keep what no tone curve can explain.
+        slope = light @ tint / max(float(light @ light), 1e-9)
+        residual[sel] = np.hypot(*(tint - np.outer(light, slope)).T)
+    spread_p99 = float(np.percentile(residual, 99))
+    return MonoReport(spread_p99 < TONE_SPREAD, chroma_p99, spread_p99, hue)
