@@ -48,7 +48,7 @@ def adaptive_instance_normalization(content: Tensor, style: Tensor) -> Tensor:
 
 
 class SelfAttention(nn.Module):
-    """Multi-head attention with ``nn.MultiheadAttention``'s parameter layout (packed in-projection).
+    """Multi-head attention with ``nn.MultiheadAttention``'s parameters (packed in-projection).
 
     Query and key share one input (tokens plus position embedding), the value has its own.
     Sequence-first tensors: (L, B, E).
@@ -151,7 +151,7 @@ class CodeFormer(VQAutoEncoder):
 
     def forward(self, x: Tensor, w: float = 0.0, detach_16: bool = True, code_only: bool = False,
                 adain: bool = False) -> tuple[Tensor, Tensor, Tensor] | tuple[Tensor, Tensor]:
-        """Returns (image, logits (B, H*W, codebook), lq_feat); with ``code_only`` just the last two.
+        """Returns (image, logits (B, H*W, codebook), lq_feat); ``code_only``: the last two.
 
         ``w`` in [0, 1] trades quality (0: codebook only) for fidelity (1: strong encoder fusion).
         """

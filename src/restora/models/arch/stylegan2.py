@@ -81,8 +81,9 @@ class StyleConv(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, num_style_feat: int,
                  demodulate: bool = True, sample_mode: str | None = None) -> None:
         super().__init__()
-        self.modulated_conv = ModulatedConv2d(in_channels, out_channels, kernel_size, num_style_feat,
-                                              demodulate=demodulate, sample_mode=sample_mode)
+        self.modulated_conv = ModulatedConv2d(in_channels, out_channels, kernel_size,
+                                              num_style_feat, demodulate=demodulate,
+                                              sample_mode=sample_mode)
         self.weight = nn.Parameter(torch.zeros(1))  # noise strength
         self.bias = nn.Parameter(torch.zeros(1, out_channels, 1, 1))
 
@@ -189,7 +190,7 @@ class StyleGAN2GeneratorClean(nn.Module):
         return [getattr(self.noises, f"noise{i}") for i in range(self.num_layers)]
 
     def latent_from(self, style: Tensor, input_is_latent: bool) -> Tensor:
-        """(N, num_latent, F) latent: map through the MLP unless given a latent, then broadcast 2-D codes."""
+        """(N, num_latent, F) latent: MLP-mapped unless already latent; 2-D codes broadcast."""
         if not input_is_latent:
             style = self.style_mlp(style)
         if style.ndim < 3:

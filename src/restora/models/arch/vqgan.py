@@ -24,7 +24,7 @@ def swish(x: Tensor) -> Tensor:
 
 
 class ResBlock(nn.Module):
-    """Pre-activation residual block (GroupNorm, swish, 3x3 conv) x 2, 1x1 shortcut if widths differ."""
+    """Pre-activation residual block: (GroupNorm, swish, 3x3 conv) x 2; 1x1 conv shortcut."""
 
     def __init__(self, in_channels: int, out_channels: int | None = None, groups: int = 32) -> None:
         super().__init__()
@@ -157,7 +157,7 @@ class Generator(nn.Module):
 
 
 class VectorQuantizer(nn.Module):
-    """Codebook of ``codebook_size`` vectors of ``emb_dim`` (only the lookup is needed at inference)."""
+    """Codebook of ``codebook_size`` vectors of ``emb_dim``; inference only needs the lookup."""
 
     def __init__(self, codebook_size: int, emb_dim: int, beta: float = 0.25) -> None:
         super().__init__()
