@@ -145,10 +145,10 @@ def test_sixteen_bit_input_stays_sixteen_bit(runtime: Runtime) -> None:
     out16, _ = colorize(image16, runtime=runtime, strength=1.0, input_size=128)
     assert out16.pixels.dtype == np.uint16 and out16.bit_depth == 16
     assert out16.pixels.shape == image16.pixels.shape
-    # Same picture at higher precision: within one 8-bit level of the 8-bit result almost
-    # everywhere (the float Lab path quantises slightly differently), never far off.
+    # x * 257 / 65535 == x / 255: both runs see the same floats, so they differ only by the
+    # output rounding (at most half an 8-bit level; measured 0.498).
     diff = np.abs(out16.pixels / 257.0 - out8.pixels)
-    assert diff.max() < 3 and np.mean(diff < 1.0) > 0.99
+    assert diff.max() <= 0.51
     assert len(np.unique(out16.pixels)) > 2 * len(np.unique(out8.pixels))  # real 16-bit detail
 
 

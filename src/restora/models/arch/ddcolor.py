@@ -70,13 +70,13 @@ class SpectralConv2d(nn.Module):
             "weight_v", F.normalize(torch.randn(in_channels * kernel_size * kernel_size), dim=0))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
 
-    def weight(self) -> torch.Tensor:
+    def effective_weight(self) -> torch.Tensor:
         matrix = self.weight_orig.reshape(self.weight_orig.shape[0], -1)
         sigma = torch.dot(self.weight_u, torch.mv(matrix, self.weight_v))
         return self.weight_orig / sigma
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight(), self.bias, padding=self.padding)
+        return F.conv2d(x, self.effective_weight(), self.bias, padding=self.padding)
 
 
 def _blur(x: torch.Tensor) -> torch.Tensor:
