@@ -1,0 +1,314 @@
+"""``restore_photo``: repair an old photo without harming a good one.
+
+Order of the steps (each reports what it did or why it did not run):
+
+1. ``scratch-removal``: thin bright/dark defects and dust found on the luminance
+   (:mod:`.scratches`), filled at native resolution in tiles (:mod:`.inpaint`);
+2. ``denoise``: noise measured first, filtered in YCrCb only when it is there (:mod:`.denoise`);
+3. ``face-enhancement``: the face pipeline (CodeFormer when installed, at ``fidelity``);
+4. ``colorize``: DDColor, last, on monochrome photos only.
+
+Damage is repaired before anything learns from the pixels (a scratch across a face would
+otherwise be "restored" into the face), and colour comes last so it sees the cleanest luminance.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from restora.errors import InvalidParameter, ModelNotInstalled, RestoraError
+from restora.io.image import Image
+from restora.pipeline._timing import Stages
+from restora.pipeline.photo.denoise import NoiseEstimate, denoise, estimate_noise, filter_strengths
+from restora.pipeline.photo.inpaint import inpaint_tiled
+from restora.pipeline.photo.mono import MonoReport, detect_monochrome
+from restora.pipeline.photo.scratches import detect_scratches
+
+if TYPE_CHECKING:
+    from restora.models.runtime import Runtime
+
+STEP_WEIGHTS = {"decode": 3.0, "analyse": 4.0, "scratch-removal": 18.0, "denoise": 15.0,
+                "face-enhancement": 45.0, "colorize": 15.0}
+FACE_STRENGTH = 0.8  # blend of restored faces over the repaired photo (the face pipeline's default)
+
+
+@dataclass
+class RestoreResult:
+    """What :func:`restore_photo` returns; ``to_dict`` uses the seed's camelCase names."""
+
+    image: Image
+    steps: list[str] = field(default_factory=list)  # steps that ran, in order
+    scratch_coverage: float = 0.0  # percent of the area detected as scratches or dust
+    faces_enhanced: int = 0
+    is_grayscale: bool = False  # monochrome, toned prints included
+    colorized: bool = False
+    width: int = 0
+    height: int = 0
+    output_format: str = "png"  # restora.io.output_format_for(source format)
+    reports: dict[str, dict[str, Any]] = field(default_factory=dict)  # per step: done or why not
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "steps": list(self.steps),
+            "scratchCoverage": round(self.scratch_coverage, 3),
+            "facesEnhanced": self.faces_enhanced,
+            "isGrayscale": self.is_grayscale,
+            "colorized": self.colorized,
+            "width": self.width,
+            "height": self.height,
+            "reports": self.reports,
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "warnings": list(self.warnings),
+        }
+
+
+def restore_photo(
+    image: Image | bytes | str | Path,
+    *,
+    runtime: Runtime | None = None,
+    scratch_removal: bool = True,
+    face_enhancement: bool = True,
+    fidelity: float = 0.7,
+    denoise: bool = True,
+    denoise_strength: float = 25,
+    colorize: bool = False,
+    colorize_strength: float = 85,
+    progress: Callable[[str, float], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> RestoreResult:
+    """Repair scratches, noise and faces of an old photo and optionally colourize it.
+
+    ``fidelity`` (0-1) is CodeFormer's w; ``denoise_strength`` and ``colorize_strength`` are 0-100.
+    A missing face model skips that step with a warning (it is on by default); a missing
+    colorization model raises :class:`~restora.errors.ModelNotInstalled` before any work, since
+    the caller asked for colour explicitly. Raises :class:`~restora.errors.Cancelled` on ``cancel``.
+    """
+    _check_range("fidelity", fidelity, 1.0)
+    _check_range("denoiseStrength", denoise_strength, 100.0)
+    _check_range("colorizeStrength", colorize_strength, 100.0)
+    stages = Stages(STEP_WEIGHTS, progress, cancel)
+    want_denoise = denoise
+    with stages.stage("decode"):
+        img = _as_image(image, runtime)
+    colorizer: str | None = None
+    if colorize:  # fail before spending minutes on the other steps
+        runtime = runtime or _new_runtime()
+        colorizer = _colorizer_id(runtime)
+
+    from restora.io import output_format_for
+
+    result = RestoreResult(image=img, width=img.width, height=img.height,
+                           output_format=output_format_for(img.format))
+    with stages.stage("analyse"):
+        mono = detect_monochrome(img.pixels)
+        noise = estimate_noise(img.pixels)
+    result.is_grayscale = mono.is_monochrome
+    result.reports["analysis"] = {**mono.to_dict(), "noiseSigma": round(noise.luma, 2),
+                                  "chromaNoiseSigma": round(noise.chroma, 2)}
+    pixels = img.pixels
+
+    if scratch_removal:
+        with stages.stage("scratch-removal"):
+            pixels = _remove_scratches(pixels, noise, result, stages)
+    else:
+        result.reports["scratch-removal"] = {"skipped": True, "reason": "turned off"}
+
+    if want_denoise:
+        with stages.stage("denoise"):
+            pixels = _denoise(pixels, noise, denoise_strength, result)
+    else:
+        result.reports["denoise"] = {"skipped": True, "reason": "turned off",
+                                     "noiseSigma": round(noise.luma, 2)}
+    current = img.with_pixels(pixels, img.alpha)
+
+    if face_enhancement:
+        with stages.stage("face-enhancement"):
+            runtime = runtime or _new_runtime()
+            current = _enhance_faces(current, runtime, fidelity, mono, result, stages, cancel)
+    else:
+        result.reports["face-enhancement"] = {"skipped": True, "reason": "turned off"}
+
+    if colorize:
+        with stages.stage("colorize"):
+            assert runtime is not None and colorizer is not None
+            current = _colorize(current, runtime, colorizer, colorize_strength, mono, result)
+    else:
+        result.reports["colorize"] = {"skipped": True, "reason": "not requested"}
+
+    result.image = current
+    result.timings = dict(stages.timings)
+    stages.done()
+    return result
+
+
+# --- steps ---------------------------------------------------------------------------------------
+
+def luminance(pixels: np.ndarray) -> np.ndarray:
+    """Rec. 601 luma of RGB uint8/uint16 pixels as float32 on the 0-255 scale."""
+    scale = 1.0 / 257.0 if pixels.dtype == np.uint16 else 1.0
+    w = np.array([0.299, 0.587, 0.114], np.float32) * np.float32(scale)
+    return pixels.astype(np.float32) @ w
+
+
+def _remove_scratches(pixels: np.ndarray, noise: NoiseEstimate, result: RestoreResult,
+                      stages: Stages) -> np.ndarray:
+    found = detect_scratches(luminance(pixels), noise.luma)
+    result.scratch_coverage = found.coverage
+    report: dict[str, Any] = found.to_dict()
+    if not found.mask.any():
+        result.reports["scratch-removal"] = {**report, "skipped": True,
+                                             "reason": "no scratches or dust found"}
+        return pixels
+    stages.report("scratch-removal", 0.3)
+
+    def on_tile(fraction: float) -> None:
+        stages.check()
+        stages.report("scratch-removal", 0.3 + 0.7 * fraction)
+
+    out = inpaint_tiled(pixels, found.mask, on_tile=on_tile)
+    result.reports["scratch-removal"] = {**report, "method": "telea", "native": True}
+    result.steps.append("scratch-removal")
+    return out
+
+
+def _denoise(pixels: np.ndarray, noise: NoiseEstimate, strength: float,
+             result: RestoreResult) -> np.ndarray:
+    from restora.pipeline.photo.denoise import SKIP_SIGMA
+
+    report: dict[str, Any] = {"noiseSigma": round(noise.luma, 2),
+                              "chromaNoiseSigma": round(noise.chroma, 2),
+                              "strength": strength}
+    if strength == 0:
+        result.reports["denoise"] = {**report, "skipped": True, "reason": "strength 0"}
+        return pixels
+    if noise.is_clean:
+        result.reports["denoise"] = {
+            **report, "skipped": True,
+            "reason": f"already clean: estimated noise sigma {noise.luma:.2f} (luma) / "
+                      f"{noise.chroma:.2f} (chroma) is under {SKIP_SIGMA:g} levels"}
+        return pixels
+    h_luma, h_chroma = filter_strengths(noise, strength)
+    result.reports["denoise"] = {**report, "method": "nl-means YCrCb", "hLuma": round(h_luma, 2),
+                                 "hChroma": round(h_chroma, 2)}
+    result.steps.append("denoise")
+    return denoise(pixels, noise, strength)
+
+
+def _enhance_faces(img: Image, runtime: Runtime, fidelity: float, mono: MonoReport,
+                   result: RestoreResult, stages: Stages,
+                   cancel: threading.Event | None) -> Image:
+    from restora.pipeline.enhance import enhance_faces
+
+    model = "codeformer" if _installed(runtime, "face-restoration", "codeformer") else "auto"
+    try:
+        out = enhance_faces(img, runtime=runtime, model=model, strength=FACE_STRENGTH,
+                            fidelity=fidelity, cancel=cancel,
+                            progress=lambda _s, pct: stages.report("face-enhancement", pct / 100))
+    except ModelNotInstalled as exc:
+        command = exc.details.get("command") or "restora models pull <bundle>"
+        warning = f"face enhancement skipped: {exc.message}"
+        result.warnings.append(warning)
+        result.reports["face-enhancement"] = {"skipped": True, "reason": exc.message,
+                                              "install": command}
+        return img
+    result.faces_enhanced = out.faces_detected if out.model else 0
+    report: dict[str, Any] = {"facesDetected": out.faces_detected, "model": out.model,
+                              "fidelity": fidelity, "strength": FACE_STRENGTH}
+    result.warnings.extend(out.warnings)
+    if not result.faces_enhanced:
+        result.reports["face-enhancement"] = {**report, "skipped": True,
+                                              "reason": out.reason or "no faces detected"}
+        return img
+    image = out.image
+    if mono.is_monochrome:
+        # Face networks answer in colour; keep the print's own tone (or grey) around new detail.
+        image = image.with_pixels(retone(image.pixels, img.pixels), image.alpha)
+        report["toneKept"] = True
+    result.reports["face-enhancement"] = report
+    result.steps.append("face-enhancement")
+    return image
+
+
+def retone(new: np.ndarray, toned: np.ndarray) -> np.ndarray:
+    """``new``'s lightness with ``toned``'s a*b* (same shape and dtype)."""
+    import cv2
+
+    top = 65535.0 if new.dtype == np.uint16 else 255.0
+    lab_new = cv2.cvtColor(new.astype(np.float32) / np.float32(top), cv2.COLOR_RGB2Lab)
+    lab_old = cv2.cvtColor(toned.astype(np.float32) / np.float32(top), cv2.COLOR_RGB2Lab)
+    lab_new[..., 1:] = lab_old[..., 1:]
+    rgb = cv2.cvtColor(lab_new, cv2.COLOR_Lab2RGB)
+    return np.rint(np.clip(rgb, 0.0, 1.0) * top).astype(new.dtype)
+
+
+def _colorize(img: Image, runtime: Runtime, model_id: str, strength: float, mono: MonoReport,
+              result: RestoreResult) -> Image:
+    from restora.pipeline.colorize import colorize as run_colorize
+
+    if not mono.is_monochrome:
+        result.reports["colorize"] = {
+            "skipped": True,
+            "reason": f"the photo is already in colour (chroma spread {mono.spread_p99:.1f})"}
+        return img
+    out, report = run_colorize(img, runtime=runtime, model_id=model_id, strength=strength / 100.0)
+    result.reports["colorize"] = dict(report)
+    result.colorized = True
+    result.steps.append("colorize")
+    return out
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+def _check_range(name: str, value: float, top: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= top:
+        raise InvalidParameter(name, f"{name} must be between 0 and {top:g}, got {value!r}")
+
+
+def _new_runtime() -> Runtime:
+    from restora.models.runtime import Runtime
+
+    return Runtime()
+
+
+def _as_image(src: Image | bytes | str | Path, runtime: Runtime | None) -> Image:
+    if isinstance(src, Image):
+        return src
+    if isinstance(src, (bytes, bytearray, memoryview, str, os.PathLike)):
+        from restora.config import Settings
+        from restora.io import Limits, decode
+
+        settings = runtime.settings if runtime is not None else Settings()
+        data = bytes(src) if isinstance(src, (bytearray, memoryview)) else src
+        return decode(data, limits=Limits.from_settings(settings))
+    raise InvalidParameter("image", f"expected an Image, bytes or a path, got {type(src).__name__}")
+
+
+def _installed(runtime: Runtime, task: str, arch: str | None = None) -> bool:
+    reg = runtime.registry
+    return any(s.task == task and (arch is None or s.arch == arch) and reg.is_installed(s)
+               for s in reg.all())
+
+
+def _colorizer_id(runtime: Runtime) -> str:
+    """The installed colorization model to use (the default first), else ModelNotInstalled."""
+    reg = runtime.registry
+    try:
+        default = reg.default("colorization")
+    except RestoraError as exc:
+        raise ModelNotInstalled(f"colorization needs a DDColor model and none is registered: {exc}",
+                                model=None) from exc
+    if reg.is_installed(default):
+        return default.id
+    for spec in reg.all():
+        if spec.task == "colorization" and reg.is_installed(spec):
+            return spec.id
+    raise runtime.not_installed(default)
