@@ -39,7 +39,7 @@ class EnhanceSettings(BaseModel):
     upscale: Literal[1, 2, 4] = 1
     bgUpscale: bool = False
     faceUpsample: bool = False
-    detector: Literal["auto", "retinaface", "yunet"] = "auto"
+    detector: str = Field(default="auto", min_length=1, max_length=100)
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
     faces: list[FaceBox] | None = Field(default=None, max_length=256)
 

@@ -10,7 +10,7 @@ import functools
 from pathlib import Path
 from typing import Any, Callable
 
-from restora.errors import ModelNotInstalled
+from restora.errors import InvalidParameter, UnknownModel
 from restora.service.jobs import JobContext, Tool
 
 _EXT = {"jpeg": "jpg", "png": "png", "webp": "webp"}
@@ -20,21 +20,30 @@ _RESTORER_ARCH = {"gfpgan": "gfpgan_v1_clean", "codeformer": "codeformer"}
 # --- preflight: a missing model is a 503 at submission, not a failed job later ----------------
 
 def _require(runtime: Any, task: str, arch: str | None = None) -> None:
+    """Raise the Runtime's ModelNotInstalled (bundle + command) unless a model for the task (and
+    architecture) is installed; the pipeline picks among installed models the same way."""
     registry = runtime.registry
-    spec = registry.default(task, arch)
-    if registry.is_installed(spec):
+    if any(spec.task == task and (arch is None or spec.arch == arch)
+           and registry.is_installed(spec) for spec in registry.all()):
         return
-    bundle = spec.bundles[0] if spec.bundles else spec.id
-    command = f"restora models pull {bundle}"
-    raise ModelNotInstalled(
-        f"The model '{spec.id}' ({task}) is not installed; it is in the '{bundle}' bundle: "
-        f"run `{command}`.", model=spec.id, bundle=bundle, command=command)
+    raise runtime.not_installed(registry.default(task, arch))
 
 
 def preflight_faces(runtime: Any, params: dict[str, Any]) -> None:
     model = params.get("model", "auto")
     _require(runtime, "face-restoration", _RESTORER_ARCH.get(model))
-    if not params.get("faces"):
+    detector = params.get("detector")
+    if detector and detector != "auto":
+        try:
+            spec = runtime.registry.get(detector)
+        except UnknownModel as exc:
+            raise InvalidParameter("detector", f"detector: {exc.message}") from None
+        if spec.task != "face-detection":
+            raise InvalidParameter("detector", f"'{detector}' is a {spec.task} model, not a "
+                                   "face detector.")
+        if not runtime.registry.is_installed(spec):
+            raise runtime.not_installed(spec)
+    elif not params.get("faces"):
         _require(runtime, "face-detection")
 
 
