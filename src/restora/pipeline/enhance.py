@@ -83,7 +83,7 @@ def enhance_faces(
     the given boxes. ``restorer`` injects an already loaded network (tests, custom pipelines).
     Raises :class:`~restora.errors.Cancelled` when ``cancel`` is set.
     """
-    _validate(model, strength, fidelity, upscale, sensitivity)
+    validate_options(model, strength, fidelity, upscale, sensitivity)
     stages = Stages(STAGE_WEIGHTS, progress, cancel)
     warnings: list[str] = []
 
@@ -167,7 +167,9 @@ def enhance_faces(
 
 # --- steps ------------------------------------------------------------------------------------
 
-def _validate(model: str, strength: float, fidelity: float, upscale: int, sensitivity: float) -> None:
+def validate_options(model: str, strength: float, fidelity: float, upscale: int,
+                     sensitivity: float) -> None:
+    """Raise :class:`InvalidParameter` for an out-of-range option (before any work)."""
     if not isinstance(model, str) or not model:
         raise InvalidParameter("model", "model must be auto, gfpgan, codeformer or a model id")
     for name, value in (("strength", strength), ("fidelity", fidelity), ("sensitivity", sensitivity)):
