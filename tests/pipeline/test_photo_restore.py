@@ -1,0 +1,240 @@
+"""``restore_photo`` end to end on real photos from ``../shared/testdata``.
+
+"Full default pipeline" runs with no face or colour model installed (an empty RESTORA_HOME), the
+way a fresh install meets an old photo: face enhancement is reported as skipped with the install
+command. The tiny conformance networks cover the face and colour steps separately.
+Measured figures (this machine) are in comments next to the assertions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage.metrics import peak_signal_noise_ratio as psnr
+from skimage.metrics import structural_similarity as ssim
+
+from conftest import shared_path
+from restora.config import Settings
+from restora.errors import InvalidParameter, ModelNotInstalled
+from restora.io import Image, decode, encode
+from restora.models.runtime import Runtime
+from restora.pipeline.photo import RestoreResult, restore_photo
+from test_photo_stages import draw_scratches, sepia_copy
+from tiny_models import write_tiny_manifest
+
+
+def photo(rel: str) -> Image:
+    return decode(shared_path("testdata", *rel.split("/")))
+
+
+def ssim_rgb(a: np.ndarray, b: np.ndarray) -> float:
+    top = 65535 if a.dtype == np.uint16 else 255
+    return float(ssim(a, b, channel_axis=2, data_range=top))
+
+
+@pytest.fixture
+def bare_runtime(restora_home: Path) -> Runtime:
+    """No model installed at all."""
+    return Runtime(Settings(), device="cpu")
+
+
+def ddcolor_entry() -> dict:
+    """The reduced-width DDColor conformance model, inferring at 256 px to stay quick."""
+    conf = shared_path("conformance", "ddcolor")
+    hp = json.loads((conf / "goldens.json").read_text())["tiny"]["hyperparameters"]
+    dec = hp["color_decoder"]
+    hparams = {"encoder_name": "convnext-t", "nf": hp["nf"], "num_queries": hp["num_queries"],
+               "num_scales": hp["num_scales"], "dec_layers": hp["dec_layers"],
+               "num_output_channels": 2, "last_norm": "Spectral", "do_normalize": False,
+               "input_size": [256, 256], "encoder_depths": hp["encoder"]["depths"],
+               "encoder_dims": hp["encoder"]["dims"], "hidden_dim": dec["hidden_dim"],
+               "dim_feedforward": dec["dim_feedforward"]}
+    return {"id": "tiny-ddcolor", "task": "colorization", "arch": "ddcolor",
+            "path": str(conf / "tiny.pth"), "hparams": hparams, "default": True,
+            "license": "test fixture", "commercial_use": True}
+
+
+def tiny_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, include: set[str],
+                 extra: list[dict] | None = None) -> Runtime:
+    manifest = write_tiny_manifest(tmp_path, include=include, extra=extra)
+    monkeypatch.setenv("RESTORA_MODELS", str(manifest))
+    return Runtime(Settings(), device="cpu")
+
+
+# --- never harm a good photo -------------------------------------------------------------------
+
+@pytest.mark.parametrize("rel", ["photos/02.png", "photos/06.png", "photos/03.jpg",
+                                 "faces/0240.png", "gray/Einstein01.png"])
+def test_clean_photo_survives_the_full_default_pipeline(rel: str, bare_runtime: Runtime) -> None:
+    image = photo(rel)
+    result = restore_photo(image, runtime=bare_runtime)
+    score = ssim_rgb(result.image.pixels, image.pixels)
+    print(f"{rel}: SSIM {score:.4f}, coverage {result.scratch_coverage:.3f} %")
+    # measured SSIM / coverage: 02 0.9949 / 0.27 %, 06 0.9990 / 0.05 %, 03 0.9944 / 0.38 %,
+    # faces/0240 1.0000 / 0.00 %, Einstein 0.9998 / 0.01 %
+    assert score >= 0.99
+    assert result.scratch_coverage < 0.5
+    assert result.reports["denoise"]["skipped"]  # these photos are clean
+    assert "denoise" not in result.steps
+    face = result.reports["face-enhancement"]
+    assert face["skipped"] and face["install"].startswith("restora models pull")
+    assert any("face enhancement skipped" in w for w in result.warnings)
+    assert result.faces_enhanced == 0 and not result.colorized
+
+
+# --- damage -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("rel", "seed"), [("photos/02.png", 0), ("photos/06.png", 1),
+                                           ("gray/Einstein01.png", 3)])
+def test_synthetic_scratches_are_repaired(rel: str, seed: int, bare_runtime: Runtime) -> None:
+    clean = photo(rel)
+    damaged_px, truth = draw_scratches(clean.pixels, seed)
+    damaged = clean.with_pixels(damaged_px, clean.alpha)
+    result = restore_photo(damaged, runtime=bare_runtime, face_enhancement=False)
+    truth_pct = 100 * truth.mean()
+    before = psnr(clean.pixels, damaged_px)
+    after = psnr(clean.pixels, result.image.pixels)
+    print(f"{rel}: truth {truth_pct:.2f} %, found {result.scratch_coverage:.2f} %, "
+          f"PSNR {before:.2f} -> {after:.2f} dB")
+    # measured: 02 truth 0.80 % found 0.93 %, PSNR 25.99 -> 40.21 dB; 06 0.81 / 0.74 %,
+    # 26.18 -> 37.04 dB; Einstein 1.49 / 1.26 %, 22.59 -> 32.30 dB
+    assert abs(result.scratch_coverage - truth_pct) <= 0.3 * truth_pct
+    assert after - before >= 3.0
+    assert result.steps == ["scratch-removal"]
+    assert result.reports["scratch-removal"]["native"]
+
+
+def test_noise_sigma_15_is_removed(bare_runtime: Runtime) -> None:
+    clean = photo("photos/06.png")
+    rng = np.random.default_rng(15)
+    noisy_px = np.clip(clean.pixels + rng.normal(0, 15, clean.pixels.shape), 0, 255)
+    noisy = clean.with_pixels(noisy_px.round().astype(np.uint8), clean.alpha)
+    result = restore_photo(noisy, runtime=bare_runtime, face_enhancement=False)
+    before = psnr(clean.pixels, noisy.pixels)
+    after = psnr(clean.pixels, result.image.pixels)
+    print(f"sigma 15: PSNR {before:.2f} -> {after:.2f} dB, {result.reports['denoise']}")
+    assert after - before >= 2.0  # measured 25.04 -> 36.62 dB
+    assert result.steps[-1] == "denoise"
+    report = result.reports["denoise"]
+    assert 8.5 < report["noiseSigma"] < 11.0  # sigma 15 per channel is ~10 in luma: 9.25
+    assert result.scratch_coverage < 0.5  # noise is not taken for scratches
+
+
+def test_clean_photo_denoise_is_reported_skipped_with_the_estimate(bare_runtime: Runtime) -> None:
+    result = restore_photo(photo("faces/0143.png"), runtime=bare_runtime, face_enhancement=False)
+    report = result.reports["denoise"]
+    assert report["skipped"] and report["noiseSigma"] < 1.0 and "already clean" in report["reason"]
+    assert result.steps == []
+
+
+def test_steps_run_in_order(bare_runtime: Runtime) -> None:
+    clean = photo("photos/06.png")
+    damaged, _ = draw_scratches(clean.pixels, 5)
+    rng = np.random.default_rng(1)
+    noisy = np.clip(damaged + rng.normal(0, 8, damaged.shape), 0, 255).round().astype(np.uint8)
+    seen: list[str] = []
+    result = restore_photo(clean.with_pixels(noisy, clean.alpha), runtime=bare_runtime,
+                           progress=lambda stage, pct: seen.append(stage))
+    assert result.steps == ["scratch-removal", "denoise"]
+    order = list(dict.fromkeys(s for s in seen if s != "done"))
+    assert order == ["decode", "analyse", "scratch-removal", "denoise", "face-enhancement"]
+    assert set(result.timings) >= {"scratch-removal", "denoise"}
+
+
+# --- depth, alpha, formats -----------------------------------------------------------------------
+
+def test_sixteen_bit_and_alpha_are_kept(bare_runtime: Runtime) -> None:
+    src = photo("photos/06.png")  # RGBA
+    assert src.alpha is not None
+    px16 = src.pixels.astype(np.uint16) * 257 + 100
+    damaged, _ = draw_scratches(src.pixels, 2)
+    px16[damaged != src.pixels] = damaged[damaged != src.pixels].astype(np.uint16) * 257
+    alpha16 = src.alpha.astype(np.uint16) * 257
+    image = Image(pixels=px16, alpha=alpha16, format="tiff", bit_depth=16)
+    result = restore_photo(image, runtime=bare_runtime, face_enhancement=False)
+    out = result.image
+    assert out.pixels.dtype == np.uint16 and out.bit_depth == 16
+    assert np.array_equal(out.alpha, alpha16)
+    assert "scratch-removal" in result.steps
+    assert result.output_format == "png"  # TIFF is written as PNG, which keeps 16 bits
+    untouched = (damaged == src.pixels).all(axis=2)
+    # outside the repaired pixels the 16-bit values are exactly the input's
+    assert (out.pixels[untouched] == px16[untouched]).mean() > 0.97
+
+
+@pytest.mark.parametrize(("rel", "fmt"), [("photos/00.jpg", "jpeg"), ("photos/02.png", "png")])
+def test_output_format_follows_the_input(rel: str, fmt: str, bare_runtime: Runtime) -> None:
+    data = shared_path("testdata", *rel.split("/")).read_bytes()
+    result = restore_photo(data, runtime=bare_runtime, face_enhancement=False)
+    assert result.output_format == fmt
+    webp = decode(encode(photo(rel), "webp"))
+    assert restore_photo(webp, runtime=bare_runtime, face_enhancement=False).output_format == "webp"
+
+
+def test_to_dict_uses_the_seed_names(bare_runtime: Runtime) -> None:
+    result = restore_photo(photo("photos/03.jpg"), runtime=bare_runtime, face_enhancement=False)
+    d = result.to_dict()
+    assert isinstance(result, RestoreResult)
+    assert {"steps", "scratchCoverage", "facesEnhanced", "isGrayscale", "colorized", "width",
+            "height", "reports", "timings"} <= set(d)
+    assert (d["width"], d["height"]) == (400, 225)
+    json.dumps(d)
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [({"fidelity": 1.5}, "fidelity"),
+                                               ({"denoise_strength": -1}, "denoiseStrength"),
+                                               ({"colorize_strength": 101}, "colorizeStrength")])
+def test_out_of_range_settings_are_rejected(kwargs: dict, field: str,
+                                            bare_runtime: Runtime) -> None:
+    with pytest.raises(InvalidParameter) as info:
+        restore_photo(photo("photos/03.jpg"), runtime=bare_runtime, **kwargs)
+    assert info.value.field == field
+
+
+# --- models ---------------------------------------------------------------------------------------
+
+def test_colorize_without_a_model_fails_clearly(bare_runtime: Runtime) -> None:
+    with pytest.raises(ModelNotInstalled) as info:
+        restore_photo(photo("gray/Einstein01.png"), runtime=bare_runtime, colorize=True)
+    assert "restora models pull" in info.value.message
+
+
+def test_tiny_colorizer_end_to_end(restora_home: Path, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime = tiny_runtime(tmp_path, monkeypatch, set(), [ddcolor_entry()])
+    src = photo("gray/Hepburn01.png")
+    toned = src.with_pixels(sepia_copy(src.pixels))
+    result = restore_photo(toned, runtime=runtime, face_enhancement=False, colorize=True,
+                           colorize_strength=100)
+    assert result.is_grayscale and result.colorized
+    assert result.steps[-1] == "colorize"
+    assert result.reports["colorize"]["model"] == "tiny-ddcolor"
+    import cv2
+
+    def lab(px: np.ndarray) -> np.ndarray:
+        return cv2.cvtColor(px.astype(np.float32) / 255, cv2.COLOR_RGB2Lab)
+
+    before, after = lab(toned.pixels), lab(result.image.pixels)
+    # the print's lightness is kept, its chroma replaced by the model's
+    assert np.abs(after[..., 0] - before[..., 0]).mean() < 0.5
+    assert np.abs(after[..., 1:] - before[..., 1:]).mean() > 3.0
+    # a colour photo is left alone even when colour was asked for
+    colour = restore_photo(photo("photos/03.jpg"), runtime=runtime, face_enhancement=False,
+                           colorize=True)
+    assert not colour.colorized and colour.reports["colorize"]["skipped"]
+
+
+def test_tiny_face_models_end_to_end(restora_home: Path, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime = tiny_runtime(tmp_path, monkeypatch, {"tiny-codeformer",
+                                                   "retinaface-mobilenet0.25-facelibcfg"})
+    src = photo("photos/03.jpg")
+    result = restore_photo(src, runtime=runtime, fidelity=0.7)
+    report = result.reports["face-enhancement"]
+    assert report["model"] == "tiny-codeformer" and report["fidelity"] == 0.7
+    assert result.faces_enhanced == report["facesDetected"] >= 1
+    assert "face-enhancement" in result.steps
+    assert not np.array_equal(result.image.pixels, src.pixels)
