@@ -164,3 +164,24 @@ def test_failed_job_webhook_once(env):
     payload = Webhook(srv.settings.webhook_secret).verify(receiver.calls[0][1],
                                                           receiver.calls[0][0])
     assert payload["type"] == "job.failed" and payload["data"]["status"] == "failed"
+
+
+def test_topaz_job_webhook_carries_result_with_credits(env):
+    srv, _ = env
+    receiver = Receiver()
+    with http_fixture_server(receiver) as hook_base, \
+            httpx.Client(base_url=srv.url, timeout=30) as c:
+        r = c.post("/api/v1/tools/face-recovery",
+                   files={"image": ("t.png", IMAGE, "image/png")},
+                   data={"webhook_url": f"{hook_base}/topaz", "output_height": "112"})
+        assert r.status_code == 202, r.text
+        wait_for(lambda: len(receiver.calls) >= 1, timeout=10)
+        time.sleep(0.5)
+    assert len(receiver.calls) == 1
+    payload = Webhook(srv.settings.webhook_secret).verify(receiver.calls[0][1],
+                                                          receiver.calls[0][0])
+    assert payload["type"] == "job.succeeded"
+    data = payload["data"]
+    assert data["jobId"] == r.json()["jobId"] and data["status"] == "succeeded"
+    assert data["result"]["credits"] == 1
+    assert (data["result"]["width"], data["result"]["height"]) == (144, 112)
