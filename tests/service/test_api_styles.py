@@ -70,15 +70,6 @@ def test_snapotter_input_errors(c):
     assert r.status_code == 404
 
 
-def test_restore_photo_route_runs_the_restore_tool(c, srv):
-    # no photo pipeline weights here: the job is accepted and fails (or succeeds) cleanly
-    r = _post_tool(c, "restore-photo", {"colorize": False})
-    assert r.status_code == 202 and r.json()["async"] is True
-    snap = wait_for(lambda: (s := c.get(f"/api/v1/jobs/{r.json()['jobId']}").json())["status"]
-                    in ("succeeded", "failed") and s)
-    assert snap["tool"] == "restore-photo"
-
-
 def test_body_limit_413_with_and_without_content_length(c):
     big = b"\x89PNG\r\n\x1a\n" + b"0" * 500_000
     r = _post_tool(c, "enhance-faces", data=big)

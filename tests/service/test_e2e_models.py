@@ -118,3 +118,27 @@ def test_codeformer_space_process_real_pipeline(env):
     item = r.json()["results"][0]
     img = PILImage.open(io.BytesIO(c.get(item["image_url"]).content))
     assert img.size == (450, 450)
+
+
+def test_restore_photo_real_pipeline_and_colorize_needs_model(env):
+    srv, c, photos, _ = env
+    src = (photos / "05.jpg").read_bytes()
+    r = c.post("/api/v1/tools/restore-photo", files={"file": ("05.jpg", src, "image/jpeg")},
+               data={"settings": json.dumps({"fidelity": 0.6, "denoiseStrength": 60})})
+    assert r.status_code == 202, r.text
+    snap = _final(c, r.json()["jobId"])
+    assert snap["status"] == "succeeded", snap
+    res = snap["result"]
+    for key in ("width", "height", "steps", "scratchCoverage", "facesEnhanced", "isGrayscale",
+                "colorized", "downloadUrl", "previewUrl", "originalSize", "processedSize"):
+        assert key in res
+    assert (res["width"], res["height"]) == (191, 264)
+    assert res["facesEnhanced"] >= 1 and res["colorized"] is False
+    assert res["downloadUrl"].endswith("/05_restored.jpg")
+    img = PILImage.open(io.BytesIO(c.get(res["downloadUrl"]).content))
+    assert img.format == "JPEG" and img.size == (191, 264)
+    # no colorization model in the tiny manifest: refused before the job is accepted
+    r = c.post("/api/v1/tools/restore-photo", files={"file": ("05.jpg", src, "image/jpeg")},
+               data={"settings": json.dumps({"colorize": True})})
+    assert r.status_code == 503
+    assert r.json()["code"] == "model_not_installed" and "restora models pull" in r.json()["error"]

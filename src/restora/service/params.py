@@ -55,7 +55,7 @@ class RestoreSettings(BaseModel):
     denoise: bool = True
     denoiseStrength: float = Field(default=40, ge=0, le=100)
     colorize: bool = False
-    colorizeStrength: float = Field(default=1.0, ge=0, le=1)
+    colorizeStrength: float = Field(default=85, ge=0, le=100)
 
 
 class CodeFormerSettings(BaseModel):

@@ -48,8 +48,9 @@ def preflight_faces(runtime: Any, params: dict[str, Any]) -> None:
 
 
 def preflight_photo(runtime: Any, params: dict[str, Any]) -> None:
-    if params.get("faceEnhancement", True):
-        preflight_faces(runtime, {"model": "auto"})
+    # A missing face model only skips that step (the pipeline warns); colour was asked for.
+    if params.get("colorize"):
+        _require(runtime, "colorization")
 
 
 # --- shared steps ---------------------------------------------------------------------------
@@ -124,8 +125,8 @@ def run_restore_photo(ctx: JobContext) -> dict[str, Any]:
     result = restore_photo(
         image, runtime=ctx.runtime, scratch_removal=p.get("scratchRemoval", True),
         face_enhancement=p.get("faceEnhancement", True), fidelity=p.get("fidelity", 0.7),
-        denoise=p.get("denoise", True), denoise_strength=p.get("denoiseStrength", 40) / 100.0,
-        colorize=p.get("colorize", False), colorize_strength=p.get("colorizeStrength", 1.0),
+        denoise=p.get("denoise", True), denoise_strength=p.get("denoiseStrength", 40),
+        colorize=p.get("colorize", False), colorize_strength=p.get("colorizeStrength", 85),
         progress=ctx.sub_progress(5, 90), cancel=ctx.cancel)
     out = write_result(ctx, result.image, output_format_for(image.format), "restored")
     return {**result.to_dict(), **out, "originalSize": len(raw)}
