@@ -15,7 +15,7 @@ from restora.io import decode
 from restora.pipeline.photo.denoise import SKIP_SIGMA, estimate_noise
 from restora.pipeline.photo.inpaint import inpaint_tiled
 from restora.pipeline.photo.mono import TONE_SPREAD, detect_monochrome
-from restora.pipeline.photo.restore import luminance
+from restora.pipeline.photo.scratches import luminance
 from restora.pipeline.photo.scratches import detect_scratches
 
 COLOUR = ["photos/00.jpg", "photos/02.png", "photos/05.jpg", "photos/06.png", "faces/0143.png",
@@ -159,3 +159,22 @@ def test_noise_estimate_tracks_added_noise(sigma: float) -> None:
     else:
         assert abs(est.luma - luma_sigma) < 0.12 * luma_sigma + 0.3  # measured 3.46 / 10.13
         assert not est.is_clean
+
+
+def test_banded_detection_matches_one_piece_and_sampled_noise_matches_full() -> None:
+    """Large scans are analysed in bands (scratches) and sampled windows (noise): same answers."""
+    from restora.pipeline.photo.denoise import sample_windows
+    from restora.pipeline.photo.scratches import detect_in_bands
+
+    clean = load("photos/02.png")
+    damaged, _ = draw_scratches(clean, 4)
+    whole = detect_in_bands(damaged, band_pixels=10**9)
+    banded = detect_in_bands(damaged, band_pixels=150_000)  # bands of 124 rows + margins
+    agree = (whole.mask == banded.mask).mean()
+    assert agree > 0.9995 and abs(whole.coverage - banded.coverage) < 0.02
+    big = np.tile(damaged, (2, 3, 1))  # 1290 x 3612: sampled in 16 windows
+    assert len(sample_windows(*big.shape[:2])) == 16
+    rng = np.random.default_rng(3)
+    noisy = np.clip(big + rng.normal(0, 10, big.shape), 0, 255).astype(np.uint8)
+    sampled = estimate_noise(noisy)
+    assert abs(sampled.luma - estimate_noise(noisy[:1000, :1500]).luma) < 0.3

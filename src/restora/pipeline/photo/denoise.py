@@ -28,6 +28,9 @@ REFERENCE_STRENGTH = 25.0
 _KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 _KERNEL_NORM = 6.0  # sqrt(sum(k^2)): residual sigma = noise sigma x 6
 _MAD_TO_SIGMA = 1.4826
+_SAMPLE_PIXELS = 4_000_000
+_SAMPLE_SIDE = 512
+_SAMPLE_GRID = 4
 
 
 @dataclass(frozen=True)
@@ -42,14 +45,24 @@ class NoiseEstimate:
         return max(self.luma, self.chroma) < SKIP_SIGMA
 
 
-def sigma_of(plane: np.ndarray) -> float:
-    """Robust noise sigma of one plane (float32, 0-255 scale)."""
+def _residuals(plane: np.ndarray) -> np.ndarray:
+    """|second-difference response| of one plane (float32, 0-255 scale), borders dropped."""
     import cv2
 
     if min(plane.shape) < 3:
-        return 0.0
-    residual = cv2.filter2D(plane, cv2.CV_32F, _KERNEL)[1:-1, 1:-1]
-    return float(_MAD_TO_SIGMA * np.median(np.abs(residual)) / _KERNEL_NORM)
+        return np.zeros(0, np.float32)
+    return np.abs(cv2.filter2D(plane, cv2.CV_32F, _KERNEL)[1:-1, 1:-1]).ravel()
+
+
+def sample_windows(h: int, w: int) -> list[tuple[slice, slice]]:
+    """The whole image when small; else a 4 x 4 grid of 512 px windows spread over it (the
+    estimate needs a few million residuals, not a full-size float copy of a 50 MP scan)."""
+    if h * w <= _SAMPLE_PIXELS:
+        return [(slice(0, h), slice(0, w))]
+    side = _SAMPLE_SIDE
+    ys = np.linspace(0, max(0, h - side), _SAMPLE_GRID).astype(int)
+    xs = np.linspace(0, max(0, w - side), _SAMPLE_GRID).astype(int)
+    return [(slice(y, y + side), slice(x, x + side)) for y in ys for x in xs]
 
 
 def to_ycrcb8(pixels: np.ndarray) -> np.ndarray:
@@ -64,10 +77,21 @@ def estimate_noise(pixels: np.ndarray) -> NoiseEstimate:
     """Estimate luma and chroma noise of RGB ``pixels`` in 8-bit levels."""
     import cv2
 
-    rgb = pixels.astype(np.float32) / (257.0 if pixels.dtype == np.uint16 else 1.0)
-    ycc = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)
-    return NoiseEstimate(luma=sigma_of(ycc[..., 0]),
-                         chroma=0.5 * (sigma_of(ycc[..., 1]) + sigma_of(ycc[..., 2])))
+    per_plane: list[list[np.ndarray]] = [[], [], []]
+    top = 257.0 if pixels.dtype == np.uint16 else 1.0
+    for rows, cols in sample_windows(*pixels.shape[:2]):
+        ycc = cv2.cvtColor(pixels[rows, cols].astype(np.float32) / np.float32(top),
+                           cv2.COLOR_RGB2YCrCb)
+        for i in range(3):
+            per_plane[i].append(_residuals(np.ascontiguousarray(ycc[..., i])))
+    sig = [_sigma(np.concatenate(r)) for r in per_plane]
+    return NoiseEstimate(luma=sig[0], chroma=0.5 * (sig[1] + sig[2]))
+
+
+def _sigma(residuals: np.ndarray) -> float:
+    if residuals.size == 0:
+        return 0.0
+    return float(_MAD_TO_SIGMA * np.median(residuals) / _KERNEL_NORM)
 
 
 def filter_strengths(noise: NoiseEstimate, strength: float) -> tuple[float, float]:

@@ -29,7 +29,7 @@ from restora.pipeline._timing import Stages
 from restora.pipeline.photo.denoise import NoiseEstimate, denoise, estimate_noise, filter_strengths
 from restora.pipeline.photo.inpaint import inpaint_tiled
 from restora.pipeline.photo.mono import MonoReport, detect_monochrome
-from restora.pipeline.photo.scratches import detect_scratches
+from restora.pipeline.photo.scratches import detect_in_bands
 
 if TYPE_CHECKING:
     from restora.models.runtime import Runtime
@@ -152,16 +152,9 @@ def restore_photo(
 
 # --- steps ---------------------------------------------------------------------------------------
 
-def luminance(pixels: np.ndarray) -> np.ndarray:
-    """Rec. 601 luma of RGB uint8/uint16 pixels as float32 on the 0-255 scale."""
-    scale = 1.0 / 257.0 if pixels.dtype == np.uint16 else 1.0
-    w = np.array([0.299, 0.587, 0.114], np.float32) * np.float32(scale)
-    return pixels.astype(np.float32) @ w
-
-
 def _remove_scratches(pixels: np.ndarray, noise: NoiseEstimate, result: RestoreResult,
                       stages: Stages) -> np.ndarray:
-    found = detect_scratches(luminance(pixels), noise.luma)
+    found = detect_in_bands(pixels, noise.luma)
     result.scratch_coverage = found.coverage
     report: dict[str, Any] = found.to_dict()
     if not found.mask.any():

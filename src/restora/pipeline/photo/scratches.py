@@ -39,6 +39,7 @@ _LINE = 15  # minimum straight run of a scratch
 _BLOCK = 24  # rarity statistics block
 _EDGE = 11  # neighbourhood for the background flatness test
 _DUST_AREA = 30  # largest dust speck, pixels
+_BAND_PIXELS = 4_000_000  # detection runs on bands of about this many pixels (bounded memory)
 
 
 @dataclass
@@ -92,10 +93,14 @@ def local_percentile(values: np.ndarray, block: int, pct: float) -> np.ndarray:
 
 def detect_scratches(luma: np.ndarray, noise_sigma: float = 0.0) -> ScratchReport:
     """Find scratches and dust in ``luma`` (H x W float32 on the 0-255 scale)."""
+    h, w = luma.shape
+    return _detect(luma, noise_sigma, max(1.0, max(h, w) / _REF_SIDE))
+
+
+def _detect(luma: np.ndarray, noise_sigma: float, scale: float) -> ScratchReport:
     import cv2
 
     h, w = luma.shape
-    scale = max(1.0, max(h, w) / _REF_SIDE)
     line_len = _odd(_LINE * scale)
     block = max(8, int(round(_BLOCK * scale)))
     edge_se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(_EDGE * scale),) * 2)
@@ -138,3 +143,35 @@ def detect_scratches(luma: np.ndarray, noise_sigma: float = 0.0) -> ScratchRepor
     coverage = 100.0 * float(mask.mean()) if mask.size else 0.0
     return ScratchReport(mask=mask, coverage=coverage, scratch_pixels=int(mask.sum()),
                          dust_specks=dust_total)
+
+
+def detect_in_bands(pixels: np.ndarray, noise_sigma: float = 0.0,
+                    band_pixels: int = _BAND_PIXELS) -> ScratchReport:
+    """:func:`detect_scratches` on RGB ``pixels`` (uint8/uint16), a band of rows at a time.
+
+    Each band is analysed with a margin wide enough for every neighbourhood the tests use, and
+    only its own rows are kept, so a large scan needs a few band-sized buffers, not a dozen
+    full-size float images. Photos up to ``band_pixels`` are done in one piece.
+    """
+    h, w = pixels.shape[:2]
+    scale = max(1.0, max(h, w) / _REF_SIDE)
+    margin = int(np.ceil(2 * _BLOCK * scale + _LINE * scale))
+    rows = max(int(band_pixels // max(w, 1)), 2 * margin)
+    mask = np.zeros((h, w), bool)
+    dust = 0
+    for y in range(0, h, rows):
+        y0, y1 = max(0, y - margin), min(h, y + rows + margin)
+        # scale is fixed by the whole photo so that every band uses the same sizes
+        part = _detect(luminance(pixels[y0:y1]), noise_sigma, scale)
+        mask[y:min(h, y + rows)] = part.mask[y - y0:y - y0 + min(rows, h - y)]
+        dust += part.dust_specks
+    coverage = 100.0 * float(mask.mean()) if mask.size else 0.0
+    return ScratchReport(mask=mask, coverage=coverage, scratch_pixels=int(mask.sum()),
+                         dust_specks=dust)
+
+
+def luminance(pixels: np.ndarray) -> np.ndarray:
+    """Rec. 601 luma of RGB uint8/uint16 pixels as float32 on the 0-255 scale."""
+    scale = 1.0 / 257.0 if pixels.dtype == np.uint16 else 1.0
+    weights = np.array([0.299, 0.587, 0.114], np.float32) * np.float32(scale)
+    return pixels.astype(np.float32) @ weights
