@@ -1,0 +1,249 @@
+"""enhance_faces end to end with the tiny conformance networks and the real detectors."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import shared_path
+from restora.config import Settings
+from restora.errors import Cancelled, InvalidParameter, ModelNotInstalled
+from restora.io import Image, decode
+from restora.models.runtime import Runtime
+from restora.pipeline.enhance import enhance_faces
+from restora.pipeline.restore import Restorer, restore_faces
+from tiny_models import write_tiny_manifest
+
+ALL = None
+DETECTORS = {"retinaface-mobilenet0.25-facelibcfg", "yunet-2026may"}
+
+
+def make_runtime(tmp: Path, include: set[str] | None = ALL) -> Runtime:
+    manifest = write_tiny_manifest(tmp, include=include)
+    return Runtime(Settings(models=manifest, home=tmp / "home"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory: pytest.TempPathFactory) -> Runtime:
+    return make_runtime(tmp_path_factory.mktemp("enhance"))
+
+
+def photo(name: str) -> Image:
+    return decode(shared_path("testdata", "photos", name))
+
+
+class Identity(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def face_region(result, pad: int = 0) -> np.ndarray:
+    h, w = result.image.height, result.image.width
+    mask = np.zeros((h, w), bool)
+    s = result.scale
+    for f in result.faces:
+        mask[max(0, (f.y - pad) * s):(f.y + f.h + pad) * s, max(0, (f.x - pad) * s):(f.x + f.w + pad) * s] = True
+    return mask
+
+
+def test_gfpgan_restores_every_face_and_nothing_else(runtime: Runtime) -> None:
+    src = photo("00.jpg")
+    result = enhance_faces(src, runtime=runtime, model="gfpgan", seed=0)
+    assert result.faces_detected == 4 and len(result.faces) == 4
+    assert result.model == "tiny-gfpgan" and result.model_kind == "gfpgan"
+    assert result.mask == "parsenet" and result.upscaler is None and result.scale == 1
+    out = result.image.pixels
+    assert out.shape == src.pixels.shape and out.dtype == np.uint8
+    changed = np.any(out != src.pixels, axis=2)
+    for f in result.faces:
+        assert 0 <= f.x and 0 <= f.y and f.x + f.w <= src.width and f.y + f.h <= src.height
+        assert changed[f.y:f.y + f.h, f.x:f.x + f.w].mean() > 0.2
+    # far from every face (2 box sizes away) the photo is untouched
+    assert not (changed & ~face_region(result, pad=60)).any()
+    d = result.to_dict()
+    assert d["facesDetected"] == 4 and len(d["faces"][0]["landmarks"]) == 5
+    assert set(d["timings"]) >= {"decode", "detect", "align", "restore", "upscale", "paste"}
+    assert (d["width"], d["height"]) == (src.width, src.height)
+
+
+def test_seed_makes_gfpgan_reproducible(runtime: Runtime) -> None:
+    src = photo("03.jpg")
+    a = enhance_faces(src, runtime=runtime, model="gfpgan", seed=7).image.pixels
+    b = enhance_faces(src, runtime=runtime, model="gfpgan", seed=7).image.pixels
+    c = enhance_faces(src, runtime=runtime, model="gfpgan", seed=8).image.pixels
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_codeformer_honours_fidelity(runtime: Runtime) -> None:
+    src = photo("04.jpg")
+    r0 = enhance_faces(src, runtime=runtime, model="codeformer", fidelity=0.0)
+    r1 = enhance_faces(src, runtime=runtime, model="codeformer", fidelity=1.0)
+    assert r0.model == "tiny-codeformer" and r0.model_kind == "codeformer"
+    assert not np.array_equal(r0.image.pixels, r1.image.pixels)
+
+
+def test_batches_give_the_same_faces_as_one_at_a_time(runtime: Runtime) -> None:
+    restorer = Restorer(net=runtime.load("tiny-codeformer"), kind="codeformer", input_size=512)
+    rng = np.random.default_rng(1)
+    crops = [rng.random((512, 512, 3), dtype=np.float32) for _ in range(2)]
+    together = restore_faces(crops, restorer, fidelity=0.5, batch_size=2)
+    single = restore_faces(crops, restorer, fidelity=0.5, batch_size=1)
+    for a, b in zip(together, single):
+        assert a.shape == (512, 512, 3) and a.dtype == np.float32
+        assert np.abs(a - b).max() < 1e-3
+
+
+def test_strength_zero_returns_the_input_pixels(runtime: Runtime) -> None:
+    src = photo("02.png")
+    result = enhance_faces(src, runtime=runtime, strength=0.0)
+    assert result.faces_detected == 4 and result.model is None
+    assert np.array_equal(result.image.pixels, src.pixels)
+    assert np.array_equal(result.image.alpha, src.alpha)
+
+
+def test_identity_restorer_through_the_whole_pipeline(runtime: Runtime) -> None:
+    src = photo("02.png")
+    smooth = cv2.GaussianBlur(src.pixels, (0, 0), 2.0)
+    img = src.with_pixels(smooth, src.alpha)
+    ident = Restorer(net=Identity(), kind="custom", input_size=512)
+    result = enhance_faces(img, runtime=runtime, restorer=ident, strength=1.0)
+    assert result.faces_detected == 4
+    diff = np.abs(result.image.pixels.astype(np.int32) - smooth).max(axis=2)
+    assert diff[1:-1, 1:-1].max() <= 2
+    assert np.array_equal(result.image.alpha, src.alpha)
+
+
+def test_auto_picks_by_face_and_says_why(runtime: Runtime) -> None:
+    small = enhance_faces(photo("04.jpg"), runtime=runtime, seed=0)  # 22 px between the eyes
+    assert small.model_kind == "codeformer" and "degraded" in small.reason
+    large = enhance_faces(photo("03.jpg"), runtime=runtime, seed=0)  # 47 px, detailed
+    assert large.model_kind == "gfpgan" and large.reason.startswith("auto: gfpgan")
+
+
+def test_auto_uses_the_only_installed_restorer(tmp_path: Path) -> None:
+    rt = make_runtime(tmp_path, DETECTORS | {"tiny-gfpgan"})
+    result = enhance_faces(photo("00.jpg"), runtime=rt, seed=0)
+    assert result.model == "tiny-gfpgan" and "only" in result.reason
+    assert result.mask == "square"  # no ParseNet installed: the feathered square alone
+
+
+def test_missing_restorer_is_a_clear_error(tmp_path: Path) -> None:
+    rt = make_runtime(tmp_path, DETECTORS)
+    with pytest.raises(ModelNotInstalled) as info:
+        enhance_faces(photo("03.jpg"), runtime=rt)
+    assert "restora models pull" in info.value.message
+    # ...but an image without faces needs no restorer
+    flat = Image(pixels=np.full((300, 400, 3), 90, np.uint8))
+    assert enhance_faces(flat, runtime=rt).faces_detected == 0
+
+
+def test_no_face_returns_the_image_unchanged_or_upscaled(runtime: Runtime, tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    noise = cv2.GaussianBlur(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8), (0, 0), 2)
+    img = Image(pixels=noise)
+    same = enhance_faces(img, runtime=runtime)
+    assert same.faces_detected == 0 and same.model is None and same.reason == "no faces detected"
+    assert np.array_equal(same.image.pixels, noise)
+    big = enhance_faces(img, runtime=runtime, upscale=2)
+    assert big.image.pixels.shape == (240, 320, 3) and big.upscaler == "tiny-realesrgan-x2"
+    rt = make_runtime(tmp_path, DETECTORS | {"tiny-gfpgan"})
+    lanczos = enhance_faces(img, runtime=rt, upscale=4, bg_upscale=True)
+    assert lanczos.upscaler == "lanczos" and lanczos.image.pixels.shape == (480, 640, 3)
+    assert any("Lanczos" in w for w in lanczos.warnings)
+
+
+def test_upscale_keeps_faces_and_alpha_in_place(runtime: Runtime) -> None:
+    src = photo("06.png")  # RGBA
+    assert src.alpha is not None
+    result = enhance_faces(src, runtime=runtime, model="gfpgan", upscale=2, seed=1)
+    assert result.upscaler == "tiny-realesrgan-x2" and result.scale == 2
+    assert result.image.pixels.shape == (src.height * 2, src.width * 2, 3)
+    assert result.image.alpha is not None and result.image.alpha.shape == (src.height * 2, src.width * 2)
+    # faces are reported in input coordinates
+    assert all(f.x + f.w <= src.width and f.y + f.h <= src.height for f in result.faces)
+    x4 = enhance_faces(photo("04.jpg"), runtime=runtime, model="gfpgan", upscale=4,
+                       face_upsample=True, seed=1)
+    assert x4.upscaler == "tiny-realesrgan-x4" and x4.image.width == 4 * 225
+
+
+def test_bg_upscale_at_scale_one_keeps_the_size(runtime: Runtime) -> None:
+    src = photo("04.jpg")
+    result = enhance_faces(src, runtime=runtime, model="gfpgan", bg_upscale=True, seed=1)
+    assert result.upscaler == "tiny-realesrgan-x2" and result.image.pixels.shape == src.pixels.shape
+
+
+def test_grayscale_photos_stay_gray(runtime: Runtime) -> None:
+    src = photo("03.jpg")
+    gray = cv2.cvtColor(cv2.cvtColor(src.pixels, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    result = enhance_faces(src.with_pixels(gray), runtime=runtime, model="gfpgan", seed=2)
+    out = result.image.pixels
+    assert result.faces_detected == 1
+    assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])
+    f = result.faces[0]
+    face_out = out[f.y:f.y + f.h, f.x:f.x + f.w].astype(float)
+    face_in = gray[f.y:f.y + f.h, f.x:f.x + f.w].astype(float)
+    assert not np.array_equal(face_out, face_in)
+    assert face_out.mean() > 0.5 * face_in.mean()  # not the black faces of the reference
+
+
+def test_16bit_round_trip(runtime: Runtime) -> None:
+    src = photo("03.jpg")
+    deep = src.with_pixels(src.pixels.astype(np.uint16) * 257)
+    r8 = enhance_faces(src, runtime=runtime, model="gfpgan", seed=4)
+    r16 = enhance_faces(deep, runtime=runtime, model="gfpgan", seed=4)
+    out = r16.image.pixels
+    assert out.dtype == np.uint16 and r16.image.bit_depth == 16
+    # same faces, same restoration: the 16-bit result rounds to the 8-bit one (a level or two)
+    assert np.abs(out.astype(np.int64) / 257.0 - r8.image.pixels).max() <= 2.5
+    # untouched pixels keep their full 16-bit values
+    far = ~face_region(r16, pad=60)
+    assert np.array_equal(out[far], deep.pixels[far])
+
+
+def test_client_boxes_skip_detection(runtime: Runtime) -> None:
+    src = photo("02.png")
+    boxes = [{"x": 406, "y": 84, "w": 130, "h": 174}, {"x": 0, "y": 560, "w": 60, "h": 60}]
+    result = enhance_faces(src, runtime=runtime, model="gfpgan", faces=boxes, seed=0)
+    assert result.faces_detected == 2 and result.landmark_source == "mixed"
+    assert (result.faces[0].x, result.faces[0].y, result.faces[0].w, result.faces[0].h) == (406, 84, 130, 174)
+    assert result.warnings
+
+
+def test_only_center_face(runtime: Runtime) -> None:
+    result = enhance_faces(photo("00.jpg"), runtime=runtime, model="gfpgan", only_center_face=True)
+    assert result.faces_detected == 1
+    f = result.faces[0]
+    assert abs(f.x + f.w / 2 - 491 / 2) < 100  # one of the two middle faces
+
+
+def test_progress_and_cancel(runtime: Runtime) -> None:
+    seen: list[tuple[str, float]] = []
+    enhance_faces(photo("03.jpg"), runtime=runtime, model="gfpgan", progress=lambda s, p: seen.append((s, p)))
+    stages = [s for s, _ in seen]
+    for name in ("decode", "detect", "align", "restore", "upscale", "paste", "done"):
+        assert name in stages
+    pct = [p for _, p in seen]
+    assert pct == sorted(pct) and pct[-1] == 100.0
+    cancel = threading.Event()
+
+    def stop_after_detect(stage: str, _p: float) -> None:
+        if stage == "align":
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        enhance_faces(photo("03.jpg"), runtime=runtime, model="gfpgan", cancel=cancel,
+                      progress=stop_after_detect)
+
+
+def test_bad_options_are_rejected_before_work(runtime: Runtime) -> None:
+    for kwargs in ({"strength": 1.5}, {"fidelity": -0.1}, {"upscale": 3}, {"sensitivity": 2}):
+        with pytest.raises(InvalidParameter):
+            enhance_faces(b"not even an image", runtime=runtime, **kwargs)
+    with pytest.raises(InvalidParameter):
+        enhance_faces(photo("03.jpg"), runtime=runtime, model="yunet-2026may")
