@@ -185,3 +185,37 @@ def test_topaz_job_webhook_carries_result_with_credits(env):
     assert data["jobId"] == r.json()["jobId"] and data["status"] == "succeeded"
     assert data["result"]["credits"] == 1
     assert (data["result"]["width"], data["result"]["height"]) == (144, 112)
+
+
+def test_pending_deliveries_resume_after_restart_and_give_up(tmp_path):
+    """Deliveries live in the store: a new dispatcher (a restarted server) sends what is pending,
+    and a receiver that keeps failing is given up after ``webhook_max_attempts``."""
+    from restora.service.store import JobStore
+    from restora.service.webhooks import WebhookDispatcher
+
+    settings = make_settings(tmp_path / "home", allow_loopback_webhooks=True,
+                             webhook_max_attempts=3, webhook_backoff_s=0.05)
+    settings.service_dir.mkdir(parents=True)
+    store = JobStore(settings.effective_database_url)
+    ok, bad = Receiver(), Receiver(fail_first=100)
+    try:
+        with http_fixture_server(ok) as ok_base, http_fixture_server(bad) as bad_base:
+            body = '{"type":"job.succeeded","data":{"id":"j1"}}'
+            assert store.add_delivery("msg_1", "j1", "succeeded", f"{ok_base}/h", body)
+            assert not store.add_delivery("msg_dup", "j1", "succeeded", f"{ok_base}/h", body)
+            assert store.add_delivery("msg_2", "j2", "failed", f"{bad_base}/h", body)
+            dispatcher = WebhookDispatcher(settings, store, {})
+            dispatcher.start()
+            try:
+                wait_for(lambda: store.get_delivery("msg_1")["state"] == "delivered")
+                gave_up = wait_for(lambda: (d := store.get_delivery("msg_2"))["state"] == "failed"
+                                   and d)
+            finally:
+                dispatcher.stop()
+    finally:
+        store.close()
+    assert gave_up["attempts"] == 3 and gave_up["last_error"] == "HTTP 500"
+    assert len(ok.calls) == 1 and ok.calls[0][0]["webhook-id"] == "msg_1"
+    assert Webhook(settings.webhook_secret).verify(ok.calls[0][1], ok.calls[0][0])["data"] == {
+        "id": "j1"}
+    assert len(bad.calls) == 3
