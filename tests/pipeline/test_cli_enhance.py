@@ -1,0 +1,100 @@
+"""``restora enhance-faces`` end to end with the tiny networks (RESTORA_MODELS manifest)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import shared_path
+from restora.cli import app, main
+from restora.io import decode
+from tiny_models import write_tiny_manifest
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("RESTORA_MODELS", str(write_tiny_manifest(tmp_path)))
+    monkeypatch.setenv("RESTORA_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_folder_in_png_and_preview_out_with_json(env: Path) -> None:
+    src = env / "in"
+    (src / "sub").mkdir(parents=True)
+    shutil.copy(shared_path("testdata", "photos", "03.jpg"), src / "03.jpg")
+    shutil.copy(shared_path("testdata", "photos", "06.png"), src / "sub" / "06.png")
+    (src / "notes.txt").write_text("not an image")
+    result = CliRunner().invoke(app, ["enhance-faces", str(src), "-o", str(env / "out"),
+                                      "--model", "gfpgan", "--seed", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    records = json_lines(result.stdout)
+    assert [Path(r["input"]).name for r in records] == ["03.jpg", "06.png"]
+    for r in records:
+        assert r["model"] == "tiny-gfpgan" and r["facesDetected"] >= 1
+        face = r["faces"][0]
+        assert {"x", "y", "w", "h", "score", "landmarks"} <= set(face) and len(face["landmarks"]) == 5
+        assert {"detect", "restore", "paste", "encode"} <= set(r["timings"])
+        out = decode(Path(r["output"]))
+        assert out.format == "png" and (out.width, out.height) == (r["width"], r["height"])
+        assert Path(r["preview"]).read_bytes()[8:12] == b"WEBP"
+    assert records[0]["output"] == str(env / "out" / "03.png")
+    assert records[1]["output"] == str(env / "out" / "sub" / "06.png")  # sub-folder kept
+    assert decode(env / "out" / "sub" / "06.png").alpha is not None  # RGBA stays RGBA
+
+
+def test_single_file_to_a_png_path_with_codeformer(env: Path) -> None:
+    target = env / "result.png"
+    result = CliRunner().invoke(app, ["enhance-faces", str(shared_path("testdata", "photos", "04.jpg")),
+                                      "-o", str(target), "--model", "codeformer", "--fidelity", "0.7",
+                                      "--upscale", "2"])
+    assert result.exit_code == 0, result.output
+    assert "04.jpg" in result.stdout and "tiny-codeformer" in result.stdout
+    out = decode(target)
+    assert (out.width, out.height) == (450, 450)
+    assert (env / "result.preview.webp").is_file()
+
+
+def test_16bit_input_gives_16bit_png(env: Path) -> None:
+    import cv2
+
+    rgb = decode(shared_path("testdata", "photos", "03.jpg")).pixels
+    path = env / "deep.png"
+    cv2.imwrite(str(path), np.ascontiguousarray(rgb[:, :, ::-1]).astype(np.uint16) * 257)
+    result = CliRunner().invoke(app, ["enhance-faces", str(path), "-o", str(env / "o"), "--model", "gfpgan"])
+    assert result.exit_code == 0, result.output
+    out = decode(env / "o" / "deep.png")
+    assert out.pixels.dtype == np.uint16 and out.bit_depth == 16
+
+
+def test_errors_are_one_line_and_nonzero(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (env / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    assert main(["enhance-faces", str(env / "broken.jpg"), "-o", str(env / "o")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error[corrupt_image]:")
+    assert main(["enhance-faces", str(env / "missing.jpg")]) != 0
+    assert capsys.readouterr().err.startswith("error[file_not_found]:")
+    assert main(["enhance-faces", str(env / "broken.jpg"), "--upscale", "3"]) != 0
+    assert capsys.readouterr().err.startswith("error[invalid_parameter]:")
+
+
+def test_a_bad_file_in_a_batch_does_not_stop_the_others(env: Path) -> None:
+    src = env / "batch"
+    src.mkdir()
+    shutil.copy(shared_path("testdata", "photos", "04.jpg"), src / "a.jpg")
+    (src / "b.jpg").write_bytes(b"garbage")
+    result = CliRunner().invoke(app, ["enhance-faces", str(src), "-o", str(env / "o"),
+                                      "--model", "gfpgan", "--json"])
+    assert result.exit_code == 1
+    records = json_lines(result.stdout)
+    assert records[0]["facesDetected"] == 1 and records[1]["error"]["code"] == "unsupported_format"
+    assert (env / "o" / "a.png").is_file() and not (env / "o" / "b.png").exists()
