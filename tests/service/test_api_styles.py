@@ -154,6 +154,7 @@ def test_topaz_face_recovery_grain_resize_credits_and_client_faces(c):
     assert snap["status"] == "succeeded", snap
     res = snap["result"]
     assert (res["width"], res["height"]) == (1600, 1200) and res["credits"] == 1
+    assert (res["originalWidth"], res["originalHeight"]) == (64, 48)
     assert res["outputMegapixels"] == 1.92
     assert res["facesDetected"] == 2 and res["faces"][1]["x"] == 30
     img = PILImage.open(io.BytesIO(c.get(res["downloadUrl"]).content))
@@ -253,3 +254,17 @@ def test_missing_model_is_503_naming_bundle_and_command(tmp_path, monkeypatch):
         r = c.post("/api/process", json={"image_base64": base64.b64encode(png_bytes()).decode()})
         assert r.status_code == 503 and r.json()["status"] == "error"
         assert "restora models pull" in r.json()["message"]
+
+
+def test_web_page_mounted_at_root_when_present(c):
+    from restora.service.app import STATIC_DIR
+
+    r = c.get("/")
+    if (STATIC_DIR / "index.html").is_file():
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    else:
+        assert r.status_code == 404
+    # API routes still win over the static mount, and unknown API paths are JSON errors
+    assert c.get("/api/health").json()["status"] == "online"
+    r = c.get("/api/v1/unknown")
+    assert r.status_code == 404 and r.json()["code"] == "not_found"

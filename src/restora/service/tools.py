@@ -95,6 +95,11 @@ def pipeline_enhance(ctx: JobContext, image: Any, *, lo: float = 5, hi: float = 
                          cancel=ctx.cancel, **kwargs)
 
 
+def _source_size(image: Any) -> dict[str, int]:
+    """Input dimensions: face boxes are in these coordinates even when the output is resized."""
+    return {"originalWidth": image.width, "originalHeight": image.height}
+
+
 def _enhance_kwargs(p: dict[str, Any]) -> dict[str, Any]:
     return {"model": p.get("model", "auto"), "strength": p.get("strength", 0.8),
             "fidelity": p.get("fidelity", 0.5), "upscale": p.get("upscale", 1),
@@ -113,7 +118,8 @@ def run_enhance_faces(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) ->
     raw, image = decode_input(ctx)
     result = enhance(ctx, image, **_enhance_kwargs(ctx.params))
     out = write_result(ctx, result.image, output_format_for(image.format), "enhanced")
-    return {**result.to_dict(), **out, "originalSize": len(raw)}
+    return {**result.to_dict(), **out, "originalSize": len(raw),
+            **_source_size(image)}
 
 
 def run_restore_photo(ctx: JobContext) -> dict[str, Any]:
@@ -129,7 +135,8 @@ def run_restore_photo(ctx: JobContext) -> dict[str, Any]:
         colorize=p.get("colorize", False), colorize_strength=p.get("colorizeStrength", 85),
         progress=ctx.sub_progress(5, 90), cancel=ctx.cancel)
     out = write_result(ctx, result.image, output_format_for(image.format), "restored")
-    return {**result.to_dict(), **out, "originalSize": len(raw)}
+    return {**result.to_dict(), **out, "originalSize": len(raw),
+            **_source_size(image)}
 
 
 # --- CodeFormer Space -----------------------------------------------------------------------
@@ -141,7 +148,8 @@ def run_codeformer(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) -> di
                       upscale=p.get("upscale", 2), bg_upscale=p.get("background_enhance", False),
                       face_upsample=p.get("face_upsample", False))
     out = write_result(ctx, result.image, "png", "codeformer")
-    return {**result.to_dict(), **out, "originalSize": len(raw)}
+    return {**result.to_dict(), **out, "originalSize": len(raw),
+            **_source_size(image)}
 
 
 # --- Tengrai face refiner -------------------------------------------------------------------
@@ -163,7 +171,8 @@ def run_face_refiner(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) -> 
     fmt = p.get("outputFormat", "auto")
     fmt = output_format_for(image.format) if fmt == "auto" else fmt
     out = write_result(ctx, result.image, fmt, "refined")
-    return {**result.to_dict(), **out, "originalSize": len(raw), "seedUsed": p["seedUsed"]}
+    return {**result.to_dict(), **out, "originalSize": len(raw),
+            **_source_size(image), "seedUsed": p["seedUsed"]}
 
 
 # --- Topaz face recovery --------------------------------------------------------------------
@@ -194,7 +203,8 @@ def run_face_recovery(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) ->
     fmt = output_format_for(image.format) if fmt == "auto" else ("jpeg" if fmt == "jpg" else fmt)
     out = write_result(ctx, img, fmt, "recovered")
     credits = finishing.credits_for(img.width, img.height)
-    return {**result.to_dict(), **out, "originalSize": len(raw), "credits": credits,
+    return {**result.to_dict(), **out, "originalSize": len(raw),
+            **_source_size(image), "credits": credits,
             "outputMegapixels": round(img.width * img.height / 1e6, 4)}
 
 
