@@ -142,3 +142,13 @@ def test_restore_photo_real_pipeline_and_colorize_needs_model(env):
                data={"settings": json.dumps({"colorize": True})})
     assert r.status_code == 503
     assert r.json()["code"] == "model_not_installed" and "restora models pull" in r.json()["error"]
+
+
+def test_preload_loads_installed_face_models(env):
+    from restora.service.app import preload_models
+
+    srv, _, _, _ = env
+    loaded = preload_models(srv.app.state.runtime)
+    assert {"tiny-gfpgan", "tiny-codeformer", "tiny-parsenet",
+            "retinaface-mobilenet0.25-facelibcfg"} <= set(loaded)
+    assert set(loaded) <= set(srv.app.state.runtime.loaded())

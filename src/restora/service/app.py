@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -33,6 +34,27 @@ def _make_runtime(settings: ServiceSettings) -> Any:
     return Runtime(settings)
 
 
+def preload_models(runtime: Any) -> list[str]:
+    """Load the face models jobs will use first (detector, each restorer kind, parser), so the
+    first request does not pay for it; absent models are simply skipped."""
+    registry = runtime.registry
+    picks: dict[tuple[str, str | None], Any] = {}
+    for spec in sorted(registry.all(), key=lambda s: not s.default):
+        if spec.task not in ("face-detection", "face-restoration", "face-parsing"):
+            continue
+        key = (spec.task, spec.arch if spec.task == "face-restoration" else None)
+        if key not in picks and registry.is_installed(spec):
+            picks[key] = spec
+    loaded = []
+    for spec in picks.values():
+        try:
+            runtime.load(spec.id)
+            loaded.append(spec.id)
+        except Exception:  # a broken file must not stop the server; the job will report it
+            log.exception("preloading %s failed", spec.id)
+    return loaded
+
+
 def create_app(settings: ServiceSettings | None = None, *, tools: dict[str, Tool] | None = None,
                runtime: Any = _UNSET, queue: JobQueue | None = None) -> FastAPI:
     """Build the app. ``tools`` overrides tools by name and ``runtime`` replaces the model
@@ -59,6 +81,9 @@ def create_app(settings: ServiceSettings | None = None, *, tools: dict[str, Tool
         app.state.webhooks = hooks
         recovered = manager.start()
         hooks.start()
+        if settings.preload and rt is not None:
+            threading.Thread(target=preload_models, args=(rt,), name="restora-preload",
+                             daemon=True).start()
         if recovered["requeued"] or recovered["failed"]:
             log.warning("recovered jobs after restart: %d re-queued, %d failed",
                         len(recovered["requeued"]), len(recovered["failed"]))

@@ -45,6 +45,8 @@ class ServiceSettings(Settings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
     sse_heartbeat_s: float = Field(default=15.0, gt=0,
                                    description="Seconds between SSE comment heartbeats.")
+    preload: bool = Field(default=True,
+                          description="Load the installed face models at startup (in background).")
     sync_timeout_s: float = Field(default=600.0, gt=0,
                                   description="How long synchronous routes (/api/process) wait.")
     # server-side URL fetch (imageUrl)
