@@ -73,7 +73,7 @@ def test_clean_photo_survives_the_full_default_pipeline(rel: str, bare_runtime: 
     result = restore_photo(image, runtime=bare_runtime)
     score = ssim_rgb(result.image.pixels, image.pixels)
     print(f"{rel}: SSIM {score:.4f}, coverage {result.scratch_coverage:.3f} %")
-    # measured SSIM / coverage: 02 0.9949 / 0.27 %, 06 0.9990 / 0.05 %, 03 0.9944 / 0.38 %,
+    # measured SSIM / coverage: 02 0.9949 / 0.27 %, 06 0.9990 / 0.05 %, 03 0.9940 / 0.43 %,
     # faces/0240 1.0000 / 0.00 %, Einstein 0.9998 / 0.01 %
     assert score >= 0.99
     assert result.scratch_coverage < 0.5
@@ -99,8 +99,8 @@ def test_synthetic_scratches_are_repaired(rel: str, seed: int, bare_runtime: Run
     after = psnr(clean.pixels, result.image.pixels)
     print(f"{rel}: truth {truth_pct:.2f} %, found {result.scratch_coverage:.2f} %, "
           f"PSNR {before:.2f} -> {after:.2f} dB")
-    # measured: 02 truth 0.80 % found 0.93 %, PSNR 25.99 -> 40.21 dB; 06 0.81 / 0.74 %,
-    # 26.18 -> 37.04 dB; Einstein 1.49 / 1.26 %, 22.59 -> 32.30 dB
+    # measured: 02 truth 0.80 % found 0.99 %, PSNR 25.99 -> 40.67 dB; 06 0.81 / 0.79 %,
+    # 26.18 -> 38.21 dB; Einstein 1.49 / 1.34 %, 22.59 -> 32.87 dB
     assert abs(result.scratch_coverage - truth_pct) <= 0.3 * truth_pct
     assert after - before >= 3.0
     assert result.steps == ["scratch-removal"]
