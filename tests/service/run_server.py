@@ -1,4 +1,4 @@
-"""Run the service in its own process for the restart test (``python run_server.py HOME PORT STEP_S``).
+"""The service in its own process for the restart test: ``python run_server.py HOME PORT STEP_S``.
 
 Settings come from the environment like ``restora serve``; only the face enhancer is the small
 real stand-in from service_helpers, so the test does not depend on model weights.

@@ -49,7 +49,8 @@ def make_enhancer(step_s: float = 0.0, steps: int = 10) -> Callable[..., Enhance
             progress("restoring", 100.0 * (i + 1) / steps)
         if seed is not None:  # a seed-dependent touch, so "same seed -> same output" is testable
             rng = np.random.Generator(np.random.PCG64(int(seed)))
-            pixels[0, : min(8, pixels.shape[1])] = rng.integers(0, 255, (min(8, pixels.shape[1]), 3))
+            n = min(8, pixels.shape[1])
+            pixels[0, :n] = rng.integers(0, 255, (n, 3))
         faces = [Face(x=int(f["x"]), y=int(f["y"]), w=int(f["w"]), h=int(f["h"]),
                       score=float(f.get("score", 1.0)), landmarks=())
                  for f in (kwargs.get("faces") or [])]

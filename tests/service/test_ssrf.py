@@ -31,7 +31,8 @@ BLOCKED = [
     "http://198.18.0.1/",
     # not http(s), credentials, junk
     "file:///etc/passwd", "gopher://127.0.0.1:70/", "ftp://example.com/", "dict://x/",
-    "http://user:pass@example.com/", "http://a@127.0.0.1/", "http:///nohost", "http://exa mple.com/",
+    "http://user:pass@example.com/", "http://a@127.0.0.1/", "http:///nohost",
+    "http://exa mple.com/",
     "http://example.com\r\nX: y/",
 ]
 

@@ -8,7 +8,8 @@ import typer
 
 
 def serve(
-    host: Optional[str] = typer.Option(None, "--host", help="Interface (default RESTORA_HOST or 127.0.0.1)."),
+    host: Optional[str] = typer.Option(None, "--host",
+                                       help="Interface (default RESTORA_HOST or 127.0.0.1)."),
     port: Optional[int] = typer.Option(None, "--port", help="Port (default RESTORA_PORT or 8000)."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1,
                                           help="Jobs run at once (default RESTORA_WORKERS or 1)."),

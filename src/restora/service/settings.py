@@ -34,7 +34,7 @@ class ServiceSettings(Settings):
     max_upload_bytes: int = Field(default=60_000_000, ge=1,
                                   description="Largest request body; larger gives 413.")
     queue_depth: int = Field(default=32, ge=1,
-                             description="Jobs waiting (not running); more gives 429 + Retry-After.")
+                             description="Jobs waiting (not running); more gives 429.")
     workers: int | None = Field(default=None, ge=1,
                                 description="Jobs run at once; default 1 (one per device).")
     job_timeout_s: float = Field(default=900.0, gt=0,
