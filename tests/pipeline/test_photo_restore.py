@@ -238,3 +238,22 @@ def test_tiny_face_models_end_to_end(restora_home: Path, tmp_path: Path,
     assert result.faces_enhanced == report["facesDetected"] >= 1
     assert "face-enhancement" in result.steps
     assert not np.array_equal(result.image.pixels, src.pixels)
+
+
+def test_faces_on_a_toned_print_keep_its_tone(restora_home: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The (random-weight) face network answers in colour; the sepia print must stay sepia."""
+    from restora.pipeline.photo.mono import detect_monochrome
+
+    runtime = tiny_runtime(tmp_path, monkeypatch, {"tiny-codeformer",
+                                                   "retinaface-mobilenet0.25-facelibcfg"})
+    src = photo("photos/03.jpg")
+    toned = src.with_pixels(sepia_copy(src.pixels))
+    result = restore_photo(toned, runtime=runtime, scratch_removal=False)
+    assert result.is_grayscale and result.faces_enhanced >= 1
+    assert result.reports["face-enhancement"]["toneKept"]
+    changed = np.abs(result.image.pixels.astype(int) - toned.pixels).max(axis=2) > 10
+    assert changed.mean() > 0.005  # the faces were really replaced
+    after = detect_monochrome(result.image.pixels)
+    before = detect_monochrome(toned.pixels)
+    assert after.is_monochrome and abs(after.tone_hue - before.tone_hue) < 5  # spread 0.86 -> 0.86
