@@ -17,7 +17,7 @@ from conftest import shared_path
 from service_helpers import http_fixture_server, live_server, make_settings, wait_for
 from tiny_models import write_tiny_manifest
 
-from restora.service.app import _UNSET
+from restora.service.app import RUNTIME_FROM_SETTINGS
 from restora.service.tools import default_tools
 
 
@@ -38,7 +38,8 @@ def env(tmp_path_factory):
         req.wfile.write(body)
 
     with http_fixture_server(handler) as img_base, \
-            live_server(settings, tools=default_tools(), runtime=_UNSET) as srv, \
+            live_server(settings, tools=default_tools(),
+                        runtime=RUNTIME_FROM_SETTINGS) as srv, \
             httpx.Client(base_url=srv.url, timeout=60) as client:
         yield srv, client, photos, img_base
 

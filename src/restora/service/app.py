@@ -25,7 +25,8 @@ from restora.service.webhooks import WebhookDispatcher
 log = logging.getLogger("restora.service")
 
 STATIC_DIR = Path(__file__).with_name("static")
-_UNSET: Any = object()
+#: ``create_app(runtime=...)`` default: build the Runtime from the settings at startup
+RUNTIME_FROM_SETTINGS: Any = object()
 
 
 def _make_runtime(settings: ServiceSettings) -> Any:
@@ -56,7 +57,7 @@ def preload_models(runtime: Any) -> list[str]:
 
 
 def create_app(settings: ServiceSettings | None = None, *, tools: dict[str, Tool] | None = None,
-               runtime: Any = _UNSET, queue: JobQueue | None = None) -> FastAPI:
+               runtime: Any = RUNTIME_FROM_SETTINGS, queue: JobQueue | None = None) -> FastAPI:
     """Build the app. ``tools`` overrides tools by name and ``runtime`` replaces the model
     runtime (both for embedding and tests); by default the Runtime is created at startup."""
     settings = settings or ServiceSettings()
@@ -65,7 +66,9 @@ def create_app(settings: ServiceSettings | None = None, *, tools: dict[str, Tool
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from restora.service.tools import default_tools
 
-        rt = await run_in_threadpool(_make_runtime, settings) if runtime is _UNSET else runtime
+        rt = runtime
+        if runtime is RUNTIME_FROM_SETTINGS:
+            rt = await run_in_threadpool(_make_runtime, settings)
         settings.service_dir.mkdir(parents=True, exist_ok=True)
         store = JobStore(settings.effective_database_url)
         all_tools = {**default_tools(), **(tools or {})}
