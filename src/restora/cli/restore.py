@@ -58,11 +58,9 @@ def restore_photo_command(
     """Repair old photos (scratches, dust, noise, faces; optional colour) in their own format."""
     from restora.cli.enhance import _Progress, collect_inputs
     from restora.errors import InputError, InvalidParameter, RestoraError
-    from restora.pipeline.photo.restore import _check_range
+    from restora.pipeline.photo.restore import check_settings
 
-    _check_range("fidelity", fidelity, 1.0)
-    _check_range("denoiseStrength", denoise_strength, 100.0)
-    _check_range("colorizeStrength", colorize_strength, 100.0)
+    check_settings(fidelity, denoise_strength, colorize_strength)
     jobs = collect_inputs(inputs)
     if not jobs:
         raise InputError("no image files found in the given input(s)", code="no_input")

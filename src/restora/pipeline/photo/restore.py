@@ -26,7 +26,8 @@ import numpy as np
 from restora.errors import InvalidParameter, ModelNotInstalled, RestoraError
 from restora.io.image import Image
 from restora.pipeline._timing import Stages
-from restora.pipeline.photo.denoise import NoiseEstimate, denoise, estimate_noise, filter_strengths
+from restora.pipeline.photo.denoise import NoiseEstimate, estimate_noise, filter_strengths
+from restora.pipeline.photo.denoise import denoise as denoise_pixels
 from restora.pipeline.photo.inpaint import inpaint_tiled
 from restora.pipeline.photo.mono import MonoReport, detect_monochrome
 from restora.pipeline.photo.scratches import detect_in_bands
@@ -92,11 +93,8 @@ def restore_photo(
     colorization model raises :class:`~restora.errors.ModelNotInstalled` before any work, since
     the caller asked for colour explicitly. Raises :class:`~restora.errors.Cancelled` on ``cancel``.
     """
-    _check_range("fidelity", fidelity, 1.0)
-    _check_range("denoiseStrength", denoise_strength, 100.0)
-    _check_range("colorizeStrength", colorize_strength, 100.0)
+    check_settings(fidelity, denoise_strength, colorize_strength)
     stages = Stages(STEP_WEIGHTS, progress, cancel)
-    want_denoise = denoise
     with stages.stage("decode"):
         img = _as_image(image, runtime)
     colorizer: str | None = None
@@ -122,7 +120,7 @@ def restore_photo(
     else:
         result.reports["scratch-removal"] = {"skipped": True, "reason": "turned off"}
 
-    if want_denoise:
+    if denoise:
         with stages.stage("denoise"):
             pixels = _denoise(pixels, noise, denoise_strength, result)
     else:
@@ -193,7 +191,7 @@ def _denoise(pixels: np.ndarray, noise: NoiseEstimate, strength: float,
     result.reports["denoise"] = {**report, "method": "nl-means YCrCb", "hLuma": round(h_luma, 2),
                                  "hChroma": round(h_chroma, 2)}
     result.steps.append("denoise")
-    return denoise(pixels, noise, strength)
+    return denoise_pixels(pixels, noise, strength)
 
 
 def _enhance_faces(img: Image, runtime: Runtime, fidelity: float, mono: MonoReport,
@@ -281,6 +279,13 @@ def _colorize(img: Image, runtime: Runtime, model_id: str, strength: float, mono
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+def check_settings(fidelity: float, denoise_strength: float, colorize_strength: float) -> None:
+    """Raise InvalidParameter (camelCase field) for a setting out of its range."""
+    _check_range("fidelity", fidelity, 1.0)
+    _check_range("denoiseStrength", denoise_strength, 100.0)
+    _check_range("colorizeStrength", colorize_strength, 100.0)
+
 
 def _check_range(name: str, value: float, top: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= top:
