@@ -257,3 +257,18 @@ def test_faces_on_a_toned_print_keep_its_tone(restora_home: Path, tmp_path: Path
     after = detect_monochrome(result.image.pixels)
     before = detect_monochrome(toned.pixels)
     assert after.is_monochrome and abs(after.tone_hue - before.tone_hue) < 5  # spread 0.86 -> 0.86
+
+
+def test_cancel_and_degenerate_sizes(bare_runtime: Runtime) -> None:
+    import threading
+
+    from restora.errors import Cancelled
+
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Cancelled):
+        restore_photo(photo("photos/03.jpg"), runtime=bare_runtime, cancel=stop)
+    for shape in [(1, 1), (2, 3), (10, 400)]:
+        px = np.full(shape + (3,), 128, np.uint8)
+        result = restore_photo(Image(pixels=px), runtime=bare_runtime, face_enhancement=False)
+        assert result.image.pixels.shape == px.shape and result.steps == []
