@@ -1,0 +1,5 @@
+import sys
+
+from restora.cli import main
+
+sys.exit(main())
