@@ -17,8 +17,9 @@ and eyelids (edges again). The tests, per polarity (bright and dark defects):
 6. continuation: long scratches are followed (hysteresis) through short stretches where they
    cross an edge or texture, along thin straight pixels that pass relaxed tests.
 
-Measured on ../shared/testdata: 0.00-0.36 % of the area flagged on clean photos of 512 px and
-more (tiny web JPEGs under 500 px, where eyes and nostrils are dust-sized, reach ~1 %).
+Measured on ../shared/testdata: 0.00-0.43 % of the area flagged on clean photos of 225 px to
+1204 px (the tiny web JPEGs 00.jpg and 01.jpg, where eyes, fingers and chin shadows are
+scratch-sized, reach ~1.1 %).
 """
 
 from __future__ import annotations
