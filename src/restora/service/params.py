@@ -53,7 +53,7 @@ class RestoreSettings(BaseModel):
     faceEnhancement: bool = True
     fidelity: float = Field(default=0.7, ge=0, le=1)
     denoise: bool = True
-    denoiseStrength: float = Field(default=40, ge=0, le=100)
+    denoiseStrength: float = Field(default=25, ge=0, le=100)
     colorize: bool = False
     colorizeStrength: float = Field(default=85, ge=0, le=100)
 

@@ -80,7 +80,7 @@ function showError(info) {
   $("error-panel").hidden = false;
   $("error-message").textContent = info.message;
   const hint = $("error-hint");
-  const command = (info.message.match(/restora models (?:pull|import)[^,;.\n]*/) || [])[0];
+  const command = (info.message.match(/restora models (?:pull|import)[^`,;\n]*[^`,;.\s]/) || [])[0];
   if (info.code === "model_not_installed" || command) {
     hint.hidden = false;
     hint.textContent = "";
@@ -243,7 +243,7 @@ $("compare").addEventListener("pointermove", (e) => {
 });
 
 $("zoom").addEventListener("change", (e) => $("viewport").classList.toggle("zoomed", e.target.checked));
-$("show-faces").addEventListener("change", (e) => { $("faces").hidden = !e.target.checked; });
+$("show-faces").addEventListener("change", (e) => $("faces").toggleAttribute("hidden", !e.target.checked));
 
 function drawFaces() {
   const svg = $("faces");
