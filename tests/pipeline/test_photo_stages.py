@@ -98,8 +98,8 @@ def test_sixteen_bit_gives_the_same_answer() -> None:
 def test_clean_photos_have_almost_no_detections(rel: str) -> None:
     rgb = load(rel)
     report = detect_scratches(luminance(rgb), estimate_noise(rgb).luma)
-    # measured: 02 0.27 %, 06 0.05 %, faces 0.00 %, Einstein 0.01 %, Hepburn 0.03 %
-    assert report.coverage < 0.3
+    # measured: 02 0.13 % (necklaces), 06 0.00 %, faces 0.00 %, Einstein 0.00 %, Hepburn 0.01 %
+    assert report.coverage < 0.2
 
 
 @pytest.mark.parametrize(("rel", "seed"), [("photos/02.png", 0), ("photos/06.png", 1),
@@ -111,10 +111,10 @@ def test_synthetic_scratches_are_found(rel: str, seed: int) -> None:
     found = report.mask
     recall = (found & truth).sum() / truth.sum()
     precision = (found & truth).sum() / found.sum()
-    # measured (truth 0.8-2.0 % of the area): coverage / truth 0.90-1.24, recall 0.89-0.97,
-    # precision 0.72 (02.png: its necklaces count too) to 1.00; 10-17 dust specks
+    # measured (truth 0.8-2.0 % of the area): coverage / truth 0.85-1.04, recall 0.85-0.96,
+    # precision 0.83 (02.png: its necklaces count too) to 1.00; 10-17 dust specks
     assert 0.7 <= report.coverage / (100 * truth.mean()) <= 1.3
-    assert recall > 0.85 and precision > 0.65
+    assert recall > 0.8 and precision > 0.75
     assert report.dust_specks >= 5
 
 
