@@ -42,10 +42,10 @@ _LINE = 15  # minimum straight run of a scratch
 _BLOCK = 24  # rarity statistics block
 _EDGE = 11  # neighbourhood for the background flatness test
 _DUST_AREA = 30  # largest dust speck, pixels
+MIN_RUN = 2.0  # a scratch spans at least this many line lengths (30 px at 1000 px)
 # Following a scratch where it crosses an edge or a busy patch: from confident runs at least
 # SEED_LENGTH line lengths long, through thin straight pixels passing WEAK x the rarity and edge
 # tests, for at most FOLLOW_STEPS line lengths.
-MIN_RUN = 2.0  # a scratch spans at least this many line lengths (30 px at 1000 px)
 SEED_LENGTH = 5.0
 WEAK = 0.3
 FOLLOW_STEPS = 2.0
