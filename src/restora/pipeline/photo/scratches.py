@@ -80,25 +80,31 @@ def line_element(length: int, theta: float) -> np.ndarray:
     return k
 
 
-def local_percentile(values: np.ndarray, block: int, pct: float) -> np.ndarray:
+def local_percentile(values: np.ndarray, block: int, pct: float, stride: int = 1) -> np.ndarray:
     """Per-pixel ``pct`` percentile of ``values`` over the 3 x 3 blocks around it, interpolated.
 
-    Computed one band of block rows at a time so memory stays a few blocks tall.
+    Computed one band of block rows at a time so memory stays a few blocks tall. With
+    ``stride`` > 1 (large scans) only every stride-th pixel of each row and column is counted:
+    the same statistic from a fraction of the samples.
     """
     import cv2
 
     h, w = values.shape
-    nby, nbx = -(-h // block), -(-w // block)
-    padded = np.pad(values, ((block, nby * block - h + block), (block, nbx * block - w + block)),
+    sub = values[::stride, ::stride]
+    cell = max(1, block // stride)
+    sh, sw = sub.shape
+    nby, nbx = -(-sh // cell), -(-sw // cell)
+    padded = np.pad(sub, ((cell, nby * cell - sh + cell), (cell, nbx * cell - sw + cell)),
                     mode="reflect")
     grid = np.empty((nby, nbx), np.float32)
     for by in range(nby):
-        band = padded[by * block:(by + 3) * block]
-        blocks = band.reshape(3, block, nbx + 2, block).transpose(0, 2, 1, 3).reshape(
-            3, nbx + 2, block * block)
+        band = padded[by * cell:(by + 3) * cell]
+        blocks = band.reshape(3, cell, nbx + 2, cell).transpose(0, 2, 1, 3).reshape(
+            3, nbx + 2, cell * cell)
         hood = np.concatenate([blocks[i, j:j + nbx] for i in range(3) for j in range(3)], axis=-1)
         grid[by] = np.percentile(hood, pct, axis=-1)
-    return cv2.resize(grid, (nbx * block, nby * block), interpolation=cv2.INTER_LINEAR)[:h, :w]
+    step = cell * stride
+    return cv2.resize(grid, (nbx * step, nby * step), interpolation=cv2.INTER_LINEAR)[:h, :w]
 
 
 def detect_scratches(luma: np.ndarray, noise_sigma: float = 0.0) -> ScratchReport:
@@ -112,8 +118,8 @@ def _detect(luma: np.ndarray, noise_sigma: float, scale: float) -> ScratchReport
 
     h, w = luma.shape
     line_len = _odd(_LINE * scale)
-    block = max(8, int(round(_BLOCK * scale)))
-    edge_se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(_EDGE * scale),) * 2)
+    stride = max(1, int(scale))  # rarity statistics sample every stride-th pixel
+    block = max(8, stride * int(round(_BLOCK * scale / stride)))
     floor = max(MIN_CONTRAST, NOISE_FACTOR * noise_sigma)
     lines_kernels = [line_element(line_len, np.pi * i / ORIENTATIONS) for i in range(ORIENTATIONS)]
 
@@ -127,8 +133,8 @@ def _detect(luma: np.ndarray, noise_sigma: float, scale: float) -> ScratchReport
             se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(disc * scale),) * 2)
             th = cv2.morphologyEx(img, cv2.MORPH_TOPHAT, se)
             background = img - th
-            flatness = cv2.morphologyEx(background, cv2.MORPH_GRADIENT, edge_se)
-            rarity = local_percentile(th, block, RARITY_PERCENTILE)
+            flatness = local_range(background, _EDGE * scale)
+            rarity = local_percentile(th, block, RARITY_PERCENTILE, stride)
             cand |= (th > floor) & (th > RARITY * rarity) & (th > EDGE_RATIO * flatness)
             weak |= (th > floor) & (th > WEAK * RARITY * rarity) & (th > WEAK * EDGE_RATIO * flatness)
             strong |= ((th > DUST_CONTRAST) & (th > 2 * RARITY * rarity)
@@ -157,6 +163,30 @@ def _detect(luma: np.ndarray, noise_sigma: float, scale: float) -> ScratchReport
     coverage = 100.0 * float(mask.mean()) if mask.size else 0.0
     return ScratchReport(mask=mask, coverage=coverage, scratch_pixels=int(mask.sum()),
                          dust_specks=dust_total)
+
+
+def local_range(img: np.ndarray, diameter: float) -> np.ndarray:
+    """max - min of ``img`` over a disc of ``diameter`` around each pixel.
+
+    Large discs are slow in OpenCV (cost grows with the disc's area), so on large scans the max
+    and min are pooled over p x p cells first and the disc shrunk by p: the same range to within
+    a cell.
+    """
+    import cv2
+
+    p = max(1, int(diameter / _EDGE))
+    if p == 1:
+        se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(diameter),) * 2)
+        return cv2.morphologyEx(img, cv2.MORPH_GRADIENT, se)
+    h, w = img.shape
+    ph, pw = -(-h // p) * p, -(-w // p) * p
+    padded = np.pad(img, ((0, ph - h), (0, pw - w)), mode="edge")
+    cells = padded.reshape(ph // p, p, pw // p, p)
+    se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(diameter / p),) * 2)
+    high = cv2.dilate(np.ascontiguousarray(cells.max(axis=(1, 3))), se)
+    low = cv2.erode(np.ascontiguousarray(cells.min(axis=(1, 3))), se)
+    rng = cv2.resize(high - low, (pw, ph), interpolation=cv2.INTER_NEAREST)
+    return rng[:h, :w]
 
 
 def _straight_runs(mask8: np.ndarray, kernels: list[np.ndarray]) -> np.ndarray:
