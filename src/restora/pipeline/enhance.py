@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     from restora.models.runtime import Runtime
 
 #: Share of the progress bar per stage (in execution order).
-STAGE_WEIGHTS = {"decode": 4.0, "detect": 8.0, "align": 3.0, "restore": 65.0, "upscale": 12.0,
-                 "paste": 8.0}
+STAGE_WEIGHTS = {"decode": 3.0, "detect": 6.0, "align": 2.0, "restore": 55.0, "upscale": 12.0,
+                 "paste": 22.0}  # paste includes the ParseNet masks
 
 MODEL_ARCH = {"gfpgan": "gfpgan_v1_clean", "codeformer": "codeformer"}
 
@@ -115,7 +115,6 @@ def enhance_faces(
 
     restored: list[np.ndarray] = []
     aligned: list[AlignedFace] = []
-    masks: list[np.ndarray] = []
     if not dets:
         result.reason = "no faces detected"
     elif strength == 0.0:
@@ -136,8 +135,6 @@ def enhance_faces(
                 on_batch=lambda done, total: stages.report("restore", done / total))
             if is_grayscale(pixels):
                 restored = [to_luminance(f) for f in restored]
-            masks, mask_kind = _masks(runtime, restored)
-            result.mask = mask_kind
 
     with stages.stage("upscale"):
         canvas, alpha = pixels, img.alpha
@@ -154,6 +151,7 @@ def enhance_faces(
 
     with stages.stage("paste"):
         if restored:
+            masks, result.mask = _masks(runtime, restored, cancel)
             items = _paste_items(aligned, restored, masks, upscale, up if face_upsample else None,
                                  face_upsample, cancel)
             canvas = paste_faces(canvas, items, strength)
@@ -316,7 +314,8 @@ def _choose_restorer(runtime: Runtime, model: str, pixels: np.ndarray,
     return load_restorer(runtime, kinds[kind][0]), f"auto: {kind}, {why}"
 
 
-def _masks(runtime: Runtime, restored: Sequence[np.ndarray]) -> tuple[list[np.ndarray], str]:
+def _masks(runtime: Runtime, restored: Sequence[np.ndarray], cancel: threading.Event | None
+           ) -> tuple[list[np.ndarray], str]:
     """Soft masks: min(ParseNet face mask, feathered square), or the square alone."""
     size = restored[0].shape[0]
     square = square_mask(size)
@@ -326,7 +325,7 @@ def _masks(runtime: Runtime, restored: Sequence[np.ndarray]) -> tuple[list[np.nd
     spec = parsers[0]
     in_size = int(dict(spec.hparams).get("in_size", 512))
     maps = parse_faces(runtime.load(spec.id), restored, device=str(runtime.device),
-                       dtype=runtime.dtype, in_size=in_size)
+                       dtype=runtime.dtype, in_size=in_size, cancel=cancel)
     return [np.minimum(square, parse_to_mask(m, size)) for m in maps], "parsenet"
 
 

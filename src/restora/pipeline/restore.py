@@ -24,9 +24,9 @@ if TYPE_CHECKING:
 #: Restorer architectures and their user-facing kind.
 KINDS = {"gfpgan_v1_clean": "gfpgan", "codeformer": "codeformer"}
 
-#: Rough peak activation memory per 512 x 512 face in one forward pass (float32), measured on CPU
-#: with the full-size networks (benchmarks/enhance_faces.py); scales with the crop's area.
-BYTES_PER_FACE_512 = {"gfpgan": 700 * 2**20, "codeformer": 900 * 2**20}
+#: Peak activation memory per 512 x 512 face in one float32 forward pass, measured on CPU with the
+#: full-size networks (RSS growth from batch 1 to 2, rounded up); scales with the crop's area.
+BYTES_PER_FACE_512 = {"gfpgan": 640 * 2**20, "codeformer": 600 * 2**20, "parsenet": 600 * 2**20}
 #: Memory a batch may use: a share of what is free, never more than this on CPU.
 CPU_BATCH_BUDGET = 3 * 2**30
 
@@ -75,12 +75,17 @@ def load_restorer(runtime: Runtime, spec: ModelSpec) -> Restorer:
 
 def max_batch(restorer: Restorer) -> int:
     """Faces per forward pass so activations stay within the memory budget (at least 1)."""
-    per_face = BYTES_PER_FACE_512.get(restorer.kind, 700 * 2**20) * (restorer.input_size / 512) ** 2
+    return batch_for(restorer.kind, restorer.input_size, restorer.device)
+
+
+def batch_for(kind: str, size: int, device: str) -> int:
+    """Batch size for ``kind`` at ``size`` x ``size`` that fits the device's memory budget."""
+    per_face = BYTES_PER_FACE_512.get(kind, 640 * 2**20) * (size / 512) ** 2
     budget = float(CPU_BATCH_BUDGET)
-    if restorer.device.startswith("cuda"):
+    if device.startswith("cuda"):
         import torch
 
-        free, _total = torch.cuda.mem_get_info(torch.device(restorer.device))
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
         budget = 0.6 * free
     else:
         try:
@@ -135,15 +140,19 @@ def restore_faces(crops: Sequence[np.ndarray], restorer: Restorer, *, fidelity: 
 
 
 def parse_faces(parsenet: Any, faces: Sequence[np.ndarray], *, device: str = "cpu",
-                dtype: Any = None, in_size: int = 512, batch_size: int = 8) -> list[np.ndarray]:
+                dtype: Any = None, in_size: int = 512, batch_size: int | None = None,
+                cancel: threading.Event | None = None) -> list[np.ndarray]:
     """ParseNet argmax class maps (in_size x in_size int) for restored crops in [0, 1]."""
     import cv2
     import torch
 
     maps: list[np.ndarray] = []
     dev = torch.device(device)
+    batch_size = batch_size or batch_for("parsenet", in_size, device)
     with torch.inference_mode():
         for start in range(0, len(faces), batch_size):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("The job was cancelled.")
             batch = [f if f.shape[0] == in_size else
                      cv2.resize(f, (in_size, in_size), interpolation=cv2.INTER_LINEAR)
                      for f in faces[start:start + batch_size]]
