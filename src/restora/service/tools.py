@@ -131,7 +131,7 @@ def run_restore_photo(ctx: JobContext) -> dict[str, Any]:
     result = restore_photo(
         image, runtime=ctx.runtime, scratch_removal=p.get("scratchRemoval", True),
         face_enhancement=p.get("faceEnhancement", True), fidelity=p.get("fidelity", 0.7),
-        denoise=p.get("denoise", True), denoise_strength=p.get("denoiseStrength", 40),
+        denoise=p.get("denoise", True), denoise_strength=p.get("denoiseStrength", 25),
         colorize=p.get("colorize", False), colorize_strength=p.get("colorizeStrength", 85),
         progress=ctx.sub_progress(5, 90), cancel=ctx.cancel)
     out = write_result(ctx, result.image, output_format_for(image.format), "restored")
