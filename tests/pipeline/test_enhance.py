@@ -12,7 +12,7 @@ import torch
 
 from conftest import shared_path
 from restora.config import Settings
-from restora.errors import Cancelled, InvalidParameter, ModelNotInstalled
+from restora.errors import Cancelled, InvalidParameter, ModelNotInstalled, UnknownModel
 from restora.io import Image, decode
 from restora.models.runtime import Runtime
 from restora.pipeline.enhance import enhance_faces
@@ -247,3 +247,5 @@ def test_bad_options_are_rejected_before_work(runtime: Runtime) -> None:
             enhance_faces(b"not even an image", runtime=runtime, **kwargs)
     with pytest.raises(InvalidParameter):
         enhance_faces(photo("03.jpg"), runtime=runtime, model="yunet-2026may")
+    with pytest.raises(UnknownModel):  # even when there is no face to restore
+        enhance_faces(Image(pixels=np.zeros((64, 64, 3), np.uint8)), runtime=runtime, model="nope")

@@ -93,6 +93,8 @@ def enhance_faces(
         from restora.models.runtime import Runtime
 
         runtime = Runtime()
+    if model != "auto" and model not in MODEL_ARCH and restorer is None:
+        runtime.registry.get(model)  # unknown ids fail now, even on an image without faces
     pixels = img.pixels
     height, width = pixels.shape[:2]
 
