@@ -98,3 +98,20 @@ def test_a_bad_file_in_a_batch_does_not_stop_the_others(env: Path) -> None:
     records = json_lines(result.stdout)
     assert records[0]["facesDetected"] == 1 and records[1]["error"]["code"] == "unsupported_format"
     assert (env / "o" / "a.png").is_file() and not (env / "o" / "b.png").exists()
+
+
+def test_installed_console_script(env: Path) -> None:
+    """The real ``restora`` entry point (a subprocess, as users run it)."""
+    import os
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).with_name("restora")  # installed by scripts/install.sh
+    assert exe.is_file(), f"console script missing: {exe}"
+    photo = shared_path("testdata", "photos", "05.jpg")
+    proc = subprocess.run([str(exe), "enhance-faces", str(photo), "-o", str(env / "sp"), "--json",
+                           "--model", "gfpgan", "--seed", "3"], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr
+    (record,) = json_lines(proc.stdout)
+    assert record["model"] == "tiny-gfpgan" and Path(record["output"]).is_file()
