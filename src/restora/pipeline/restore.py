@@ -73,24 +73,32 @@ def load_restorer(runtime: Runtime, spec: ModelSpec) -> Restorer:
                     model_id=spec.id, device=str(runtime.device), dtype=runtime.dtype)
 
 
-def max_batch(restorer: Restorer) -> int:
+def max_batch(restorer: Restorer, *, fixed: bool = False) -> int:
     """Faces per forward pass so activations stay within the memory budget (at least 1)."""
-    return batch_for(restorer.kind, restorer.input_size, restorer.device)
+    return batch_for(restorer.kind, restorer.input_size, restorer.device, fixed=fixed)
 
 
-def batch_for(kind: str, size: int, device: str) -> int:
-    """Batch size for ``kind`` at ``size`` x ``size`` that fits the device's memory budget."""
+def batch_for(kind: str, size: int, device: str, *, fixed: bool = False) -> int:
+    """Batch size for ``kind`` at ``size`` x ``size`` that fits the device's memory budget.
+
+    The budget follows the memory free right now, unless ``fixed``: then it depends only on the
+    device (3 GiB on CPU, 40 % of a GPU's total memory), so a seeded run splits faces into the
+    same batches every time and GFPGAN draws the same noise.
+    """
+    import os
+
     per_face = BYTES_PER_FACE_512.get(kind, 640 * 2**20) * (size / 512) ** 2
     budget = float(CPU_BATCH_BUDGET)
     if device.startswith("cuda"):
         import torch
 
-        free, _total = torch.cuda.mem_get_info(torch.device(device))
-        budget = 0.6 * free
-    else:
+        dev = torch.device(device)
+        if fixed:
+            budget = 0.4 * torch.cuda.get_device_properties(dev).total_memory
+        else:
+            budget = 0.6 * torch.cuda.mem_get_info(dev)[0]
+    elif not fixed:
         try:
-            import os
-
             avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
             budget = min(budget, 0.5 * avail)
         except (ValueError, OSError, AttributeError):
@@ -104,8 +112,8 @@ def restore_faces(crops: Sequence[np.ndarray], restorer: Restorer, *, fidelity: 
                   on_batch: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
     """Restore aligned crops (n x n x 3 float32 RGB in [0, 1]); returns the same shape in [0, 1].
 
-    ``seed`` seeds GFPGAN's noise injection (one generator for the whole call, so a given image,
-    seed and batch size always give the same output). ``cancel`` is checked before every batch;
+    ``seed`` seeds GFPGAN's noise injection: one generator for the whole call, and batch sizes
+    that depend only on the device, so a given image and seed always give the same output. ``cancel`` is checked before every batch;
     ``on_batch(done, total)`` reports progress in faces.
     """
     import torch
@@ -122,7 +130,7 @@ def restore_faces(crops: Sequence[np.ndarray], restorer: Restorer, *, fidelity: 
     if seed is not None:
         generator = torch.Generator(device=device)
         generator.manual_seed(int(seed))
-    size = batch_size or max_batch(restorer)
+    size = batch_size or max_batch(restorer, fixed=seed is not None)
     out: list[np.ndarray] = []
     with torch.inference_mode():
         for start in range(0, len(crops), size):
