@@ -107,7 +107,7 @@ def scale_map(factor: float) -> np.ndarray:
 
     Pixel centres sit at integer indices, so index i covers [i - 0.5, i + 0.5] and maps to
     ``factor * i + (factor - 1) / 2``. (facelib adds ``0.5 * factor`` instead, which shifts every
-    upscaled paste by half an input pixel.)
+    upscaled paste by half an output pixel.)
     """
     off = (factor - 1.0) / 2.0
     return np.array([[factor, 0.0, off], [0.0, factor, off]], dtype=np.float64)
