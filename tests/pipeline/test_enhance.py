@@ -249,3 +249,17 @@ def test_bad_options_are_rejected_before_work(runtime: Runtime) -> None:
         enhance_faces(photo("03.jpg"), runtime=runtime, model="yunet-2026may")
     with pytest.raises(UnknownModel):  # even when there is no face to restore
         enhance_faces(Image(pixels=np.zeros((64, 64, 3), np.uint8)), runtime=runtime, model="nope")
+
+
+def test_tiled_upscaling_has_no_seams(runtime: Runtime) -> None:
+    """Odd-sized image, small tiles: the same result as one big tile (within half a grey level)."""
+    from restora.pipeline.upscale import find_upscaler, load_upscaler, super_resolve
+
+    rgb = photo("04.jpg").pixels[:101, :77].astype(np.float32) / 255.0
+    for scale in (2, 4):
+        up = load_upscaler(runtime, find_upscaler(runtime, scale))
+        assert up.scale == scale
+        whole = super_resolve(up, rgb, tile=1000)
+        tiled = super_resolve(up, rgb, tile=32, pad=16)
+        assert whole.shape == (101 * scale, 77 * scale, 3)
+        assert np.abs(whole - tiled).max() < 0.5 / 255
