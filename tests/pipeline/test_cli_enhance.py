@@ -85,6 +85,9 @@ def test_errors_are_one_line_and_nonzero(env: Path, capsys: pytest.CaptureFixtur
     assert capsys.readouterr().err.startswith("error[file_not_found]:")
     assert main(["enhance-faces", str(env / "broken.jpg"), "--upscale", "3"]) != 0
     assert capsys.readouterr().err.startswith("error[invalid_parameter]:")
+    photo = str(shared_path("testdata", "photos", "04.jpg"))
+    assert main(["enhance-faces", photo, photo, "-o", str(env / "one.png")]) != 0
+    assert "need an output folder" in capsys.readouterr().err
 
 
 def test_a_bad_file_in_a_batch_does_not_stop_the_others(env: Path) -> None:

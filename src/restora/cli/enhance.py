@@ -93,7 +93,11 @@ def enhance_faces_command(
 
         raise InputError("no image files found in the given input(s)", code="no_input")
     single = len(jobs) == 1 and not inputs[0].is_dir()
-    if single and output.suffix.lower() not in ("", ".png"):
+    if output.suffix.lower() == ".png" and not single:
+        from restora.errors import InvalidParameter
+
+        raise InvalidParameter("output", f"{len(jobs)} images need an output folder, not {output}")
+    if single and output.suffix and output.suffix.lower() != ".png" and not output.is_dir():
         from restora.errors import InvalidParameter
 
         raise InvalidParameter("output", f"output {output} must be a folder or a .png file")
