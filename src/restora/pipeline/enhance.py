@@ -96,24 +96,17 @@ def enhance_faces(
     if model != "auto" and model not in MODEL_ARCH and restorer is None:
         runtime.registry.get(model)  # unknown ids fail now, even on an image without faces
     pixels = img.pixels
-    height, width = pixels.shape[:2]
-
     with stages.stage("detect"):
         dets, source = _find_faces(runtime, pixels, faces=faces, detector=detector,
                                    sensitivity=sensitivity, only_center_face=only_center_face,
                                    warnings=warnings)
-    found = [_to_face(d, width, height) for d in dets]
+    found = [_to_face(d, img.width, img.height) for d in dets]
     result = EnhanceResult(image=img, faces=found, faces_detected=len(found), scale=upscale,
                            landmark_source=source, warnings=warnings)
 
-    up: Upscaler | None = None
-    if upscale > 1 or bg_upscale:
-        spec = find_upscaler(runtime, upscale if upscale > 1 else 2)
-        if spec is not None:
-            up = load_upscaler(runtime, spec)
-        elif bg_upscale:
-            warnings.append("no Real-ESRGAN model is installed: the background was "
-                            + ("resized with Lanczos" if upscale > 1 else "left as it is"))
+    up = _upscaler(runtime, upscale, bg_upscale, warnings)
+    if face_upsample and upscale == 1:
+        warnings.append("face_upsample has no effect at upscale 1")
 
     restored: list[np.ndarray] = []
     aligned: list[AlignedFace] = []
@@ -139,23 +132,12 @@ def enhance_faces(
                 restored = [to_luminance(f) for f in restored]
 
     with stages.stage("upscale"):
-        canvas, alpha = pixels, img.alpha
-        if upscale > 1:
-            canvas = upscale_pixels(pixels, upscale, up, cancel=cancel)
-            if alpha is not None:
-                alpha = resize(alpha, width * upscale, height * upscale)
-            result.upscaler = up.model_id if up is not None else "lanczos"
-        elif bg_upscale and up is not None:
-            # background enhancement at scale 1: super-resolve, then area-average back down
-            canvas = upscale_pixels(pixels, up.scale, up, cancel=cancel)
-            canvas = resize(canvas, width, height)
-            result.upscaler = up.model_id
+        canvas, alpha, result.upscaler = _background(img, upscale, bg_upscale, up, cancel)
 
     with stages.stage("paste"):
         if restored:
             masks, result.mask = _masks(runtime, restored, cancel)
-            items = _paste_items(aligned, restored, masks, upscale, up if face_upsample else None,
-                                 face_upsample, cancel)
+            items = _paste_items(aligned, restored, masks, upscale, up, face_upsample, cancel)
             canvas = paste_faces(canvas, items, strength)
         elif canvas is pixels:
             canvas = pixels.copy()
@@ -166,6 +148,36 @@ def enhance_faces(
 
 
 # --- steps ------------------------------------------------------------------------------------
+
+def _upscaler(runtime: Runtime, upscale: int, bg_upscale: bool, warnings: list[str]
+              ) -> Upscaler | None:
+    """The Real-ESRGAN model to use, if upscaling is asked for and one is installed."""
+    if upscale == 1 and not bg_upscale:
+        return None
+    spec = find_upscaler(runtime, upscale if upscale > 1 else 2)
+    if spec is not None:
+        return load_upscaler(runtime, spec)
+    if bg_upscale:
+        warnings.append("no Real-ESRGAN model is installed: the background was "
+                        + ("resized with Lanczos" if upscale > 1 else "left as it is"))
+    return None
+
+
+def _background(img: Image, upscale: int, bg_upscale: bool, up: Upscaler | None,
+                cancel: threading.Event | None) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+    """(pixels, alpha, upscaler name) of the canvas the faces are pasted into."""
+    pixels, alpha = img.pixels, img.alpha
+    if upscale > 1:
+        canvas = upscale_pixels(pixels, upscale, up, cancel=cancel)
+        if alpha is not None:
+            alpha = resize(alpha, img.width * upscale, img.height * upscale)
+        return canvas, alpha, (up.model_id if up is not None else "lanczos")
+    if bg_upscale and up is not None:
+        # background enhancement at scale 1: super-resolve, then area-average back down
+        canvas = upscale_pixels(pixels, up.scale, up, cancel=cancel)
+        return resize(canvas, img.width, img.height), alpha, up.model_id
+    return pixels, alpha, None
+
 
 def validate_options(model: str, strength: float, fidelity: float, upscale: int,
                      sensitivity: float) -> None:
