@@ -81,3 +81,23 @@ def test_scale_map_maps_pixel_centres() -> None:
     a = np.array([[0.5, -0.1, 10.0], [0.1, 0.5, -3.0]])
     np.testing.assert_allclose(compose(invert(a), a), np.eye(3)[:2], atol=1e-12)
     np.testing.assert_allclose(compose(scale_map(2.0), invert(scale_map(2.0))), np.eye(3)[:2], atol=1e-12)
+
+
+def test_large_faces_are_cropped_without_aliasing(golden: dict) -> None:
+    """A face ~3x larger than the crop with a 1 px checkerboard texture must come out as flat
+    grey, not moire; the geometry stays that of the plain warp."""
+    board = ((np.indices((4000, 4000)).sum(axis=0) % 2) * 255).astype(np.uint8)
+    img = np.repeat(board[..., None], 3, axis=2)
+    lm = np.array(golden["faces"][0]["landmarks_xy"]) * 6.0  # the crop lies inside the image
+    aligned = align_face(img, lm, 512)
+    crop = aligned.crop.astype(np.float64)
+    assert abs(crop.mean() - 127.5) < 3 and crop.std() < 4
+    assert warp_to_crop(img, aligned.matrix, 512).std() > 30  # the plain warp: moire
+    # the matrix is the usual input -> crop similarity (paste-back relies on it)
+    np.testing.assert_allclose(aligned.matrix, estimate_matrix(lm, 512))
+    # same geometry as the plain warp on smooth content
+    ramp = np.repeat(np.tile(np.linspace(0, 255, 4000, dtype=np.float32), (4000, 1))[..., None], 3, axis=2)
+    ramp8 = ramp.astype(np.uint8)
+    plain = warp_to_crop(ramp8, aligned.matrix, 512).astype(np.int32)
+    filtered = align_face(ramp8, lm, 512).crop.astype(np.int32)
+    assert np.abs(plain - filtered)[8:-8, 8:-8].max() <= 2
