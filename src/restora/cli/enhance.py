@@ -83,14 +83,12 @@ def enhance_faces_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
 ) -> None:
     """Restore the faces in photos (GFPGAN v1.4 / CodeFormer) and write PNG + WebP preview."""
-    from restora.errors import RestoraError
+    from restora.errors import InputError
     from restora.pipeline.enhance import validate_options
 
     validate_options(model, strength, fidelity, upscale, sensitivity)
     jobs = collect_inputs(inputs)
     if not jobs:
-        from restora.errors import InputError
-
         raise InputError("no image files found in the given input(s)", code="no_input")
     single = len(jobs) == 1 and not inputs[0].is_dir()
     if output.suffix.lower() == ".png" and not single:
@@ -115,7 +113,7 @@ def enhance_faces_command(
             bar.start(path)
             try:
                 record = _process(path, rel, output, single, runtime, options, bar)
-            except RestoraError as exc:
+            except InputError as exc:  # a bad file; model or system errors stop the batch
                 if single:
                     raise
                 failures += 1

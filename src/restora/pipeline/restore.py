@@ -113,8 +113,8 @@ def restore_faces(crops: Sequence[np.ndarray], restorer: Restorer, *, fidelity: 
     """Restore aligned crops (n x n x 3 float32 RGB in [0, 1]); returns the same shape in [0, 1].
 
     ``seed`` seeds GFPGAN's noise injection: one generator for the whole call, and batch sizes
-    that depend only on the device, so a given image and seed always give the same output. ``cancel`` is checked before every batch;
-    ``on_batch(done, total)`` reports progress in faces.
+    that depend only on the device, so a given image and seed always give the same output.
+    ``cancel`` is checked before every batch; ``on_batch(done, total)`` reports progress in faces.
     """
     import torch
 
@@ -137,8 +137,8 @@ def restore_faces(crops: Sequence[np.ndarray], restorer: Restorer, *, fidelity: 
             if cancel is not None and cancel.is_set():
                 raise Cancelled("The job was cancelled.")
             chunk = np.stack(crops[start:start + size]).transpose(0, 3, 1, 2)
-            x = torch.from_numpy(np.ascontiguousarray(chunk)).to(device=device, dtype=dtype)
-            x = x * 2.0 - 1.0
+            x = torch.from_numpy(np.ascontiguousarray(chunk)).to(device=device)
+            x = (x * 2.0 - 1.0).to(dtype)  # normalise in float32, then the runtime's dtype
             y = restorer.forward(x, fidelity=fidelity, generator=generator)
             y = ((y.float().clamp(-1.0, 1.0) + 1.0) * 0.5).permute(0, 2, 3, 1).cpu().numpy()
             out.extend(np.ascontiguousarray(f, dtype=np.float32) for f in y)
@@ -164,8 +164,8 @@ def parse_faces(parsenet: Any, faces: Sequence[np.ndarray], *, device: str = "cp
             batch = [f if f.shape[0] == in_size else
                      cv2.resize(f, (in_size, in_size), interpolation=cv2.INTER_LINEAR)
                      for f in faces[start:start + batch_size]]
-            x = torch.from_numpy(np.stack(batch).transpose(0, 3, 1, 2).copy())
-            x = (x.to(device=dev, dtype=dtype or torch.float32) * 2.0 - 1.0)
+            x = torch.from_numpy(np.stack(batch).transpose(0, 3, 1, 2).copy()).to(device=dev)
+            x = (x * 2.0 - 1.0).to(dtype or torch.float32)
             logits = parsenet(x)[0]
             maps.extend(logits.argmax(dim=1).cpu().numpy().astype(np.int64))
     return maps
