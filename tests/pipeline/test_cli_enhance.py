@@ -118,3 +118,18 @@ def test_installed_console_script(env: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     (record,) = json_lines(proc.stdout)
     assert record["model"] == "tiny-gfpgan" and Path(record["output"]).is_file()
+
+
+def test_a_missing_model_stops_the_batch(env: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    folder = env / "detectors-only"
+    folder.mkdir()
+    manifest = write_tiny_manifest(folder, include={"retinaface-mobilenet0.25-facelibcfg"})
+    monkeypatch.setenv("RESTORA_MODELS", str(manifest))
+    src = env / "two"
+    src.mkdir()
+    for name in ("03.jpg", "04.jpg"):
+        shutil.copy(shared_path("testdata", "photos", name), src / name)
+    assert main(["enhance-faces", str(src), "-o", str(env / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("error[model_not_installed]") == 1 and "restora models pull" in err
