@@ -9,7 +9,6 @@ goes exactly there, in that format.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -56,14 +55,12 @@ def restore_photo_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
 ) -> None:
     """Repair old photos (scratches, dust, noise, faces; optional colour) in their own format."""
-    from restora.cli.enhance import _Progress, collect_inputs
-    from restora.errors import InputError, InvalidParameter, RestoraError
+    from restora.cli._batch import collect_inputs, run_batch
+    from restora.errors import InvalidParameter
     from restora.pipeline.photo.restore import check_settings
 
     check_settings(fidelity, denoise_strength, colorize_strength)
     jobs = collect_inputs(inputs)
-    if not jobs:
-        raise InputError("no image files found in the given input(s)", code="no_input")
     single = len(jobs) == 1 and not inputs[0].is_dir()
     if single and output.suffix and output.suffix.lower() not in _FORMAT_OF_SUFFIX:
         raise InvalidParameter("output", f"output {output} must be a folder or a .png, .jpg or "
@@ -76,37 +73,22 @@ def restore_photo_command(
         scratch_removal=not no_scratch_removal, face_enhancement=not no_face_enhancement,
         fidelity=fidelity, denoise=not no_denoise, denoise_strength=denoise_strength,
         colorize=colorize, colorize_strength=colorize_strength)
-    failures = 0
-    with _Progress(len(jobs)) as bar:
-        for path, rel in jobs:
-            bar.start(path)
-            try:
-                record = _process(path, rel, output, single, runtime, options, bar)
-            except RestoraError as exc:
-                if single:
-                    raise
-                failures += 1
-                typer.echo(f"error[{exc.code}]: {path}: {exc.message}", err=True)
-                if as_json:
-                    typer.echo(json.dumps({"input": str(path), "error": exc.to_dict()}))
-                bar.advance()
-                continue
-            bar.advance()
-            if as_json:
-                typer.echo(json.dumps(record))
-            else:
-                steps = ", ".join(record["steps"]) or "nothing needed"
-                bar.print(f"{path} -> {record['output']} ({steps}; scratches "
-                          f"{record['scratchCoverage']:.2f}%, {record['seconds']:.1f} s)")
-                for warning in record["warnings"]:
-                    bar.print(f"warning: {warning}")
-    if failures:
-        raise typer.Exit(1)
+    run_batch(jobs, name="restore-photo", single=single, as_json=as_json,
+              process=lambda path, rel, bar: _process(path, rel, output, single, runtime,
+                                                      options, bar),
+              summary=_summary)
+
+
+def _summary(record: dict[str, Any]) -> list[str]:
+    steps = ", ".join(record["steps"]) or "nothing needed"
+    return [f"{record['input']} -> {record['output']} ({steps}; scratches "
+            f"{record['scratchCoverage']:.2f}%, {record['seconds']:.1f} s)",
+            *(f"warning: {w}" for w in record["warnings"])]
 
 
 def _process(path: Path, rel: Path, output: Path, single: bool, runtime: Any,
              options: dict[str, Any], bar: Any) -> dict[str, Any]:
-    from restora.cli.enhance import _write_atomic
+    from restora.cli._batch import write_atomic
     from restora.io import encode, make_preview
     from restora.pipeline.photo import restore_photo
 
@@ -116,8 +98,8 @@ def _process(path: Path, rel: Path, output: Path, single: bool, runtime: Any,
     out_path.parent.mkdir(parents=True, exist_ok=True)
     bar.stage("encode", 100.0)
     t_enc = time.perf_counter()
-    _write_atomic(out_path, encode(result.image, fmt, quality=JPEG_QUALITY))
-    _write_atomic(preview_path, make_preview(result.image))
+    write_atomic(out_path, encode(result.image, fmt, quality=JPEG_QUALITY))
+    write_atomic(preview_path, make_preview(result.image))
     record = {"input": str(path), **result.to_dict(), "format": fmt, "output": str(out_path),
               "preview": str(preview_path)}
     record["timings"]["encode"] = round(time.perf_counter() - t_enc, 4)

@@ -51,7 +51,6 @@ class YuNet:
 
     def detect(self, image_rgb: np.ndarray, score_threshold: float | None = None) -> np.ndarray:
         """Faces in an RGB uint8 image, best score first; ``score_threshold`` overrides the default."""
-        import cv2
 
         if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
             raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {image_rgb.dtype} {image_rgb.shape}")
