@@ -48,6 +48,23 @@ def tiny_manifest_entries() -> list[dict]:
     ]
 
 
+def tiny_ddcolor_entry(path: Path | None = None, *, input_size: int = 512, **extra: object) -> dict:
+    """Manifest entry for the reduced-width DDColor conformance model (hyper-parameters from
+    ``ddcolor/goldens.json``); ``extra`` overrides or adds fields (id, nesting, ...)."""
+    conf = shared_path("conformance", "ddcolor")
+    hp = json.loads((conf / "goldens.json").read_text())["tiny"]["hyperparameters"]
+    dec = hp["color_decoder"]
+    hparams = {"encoder_name": "convnext-t", "nf": hp["nf"], "num_queries": hp["num_queries"],
+               "num_scales": hp["num_scales"], "dec_layers": hp["dec_layers"],
+               "num_output_channels": 2, "last_norm": "Spectral", "do_normalize": False,
+               "input_size": [input_size, input_size], "encoder_depths": hp["encoder"]["depths"],
+               "encoder_dims": hp["encoder"]["dims"], "hidden_dim": dec["hidden_dim"],
+               "dim_feedforward": dec["dim_feedforward"]}
+    return {"id": "tiny-ddcolor", "task": "colorization", "arch": "ddcolor",
+            "path": str(path or conf / "tiny.pth"), "hparams": hparams, "default": True,
+            "license": "test fixture", "commercial_use": True, **extra}
+
+
 def write_tiny_manifest(directory: Path, *, include: set[str] | None = None,
                         extra: list[dict] | None = None) -> Path:
     """Write ``models.json`` into ``directory`` and return its path (set it as RESTORA_MODELS).

@@ -6,7 +6,6 @@ registered as a custom manifest entry, so these tests run the same path as a rea
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import cv2
@@ -20,7 +19,7 @@ from restora.errors import InvalidParameter, ModelNotInstalled
 from restora.io import Image, decode
 from restora.models.runtime import Runtime
 from restora.pipeline.colorize import colorize, compose, model_input, rgb_to_lab, to_unit_float
-from tiny_models import write_tiny_manifest
+from tiny_models import tiny_ddcolor_entry, write_tiny_manifest
 
 TINY_ID = "tiny-ddcolor"
 
@@ -30,18 +29,8 @@ def ddcolor_dir() -> Path:
 
 
 def tiny_entry(path: Path | None = None, **extra: object) -> dict:
-    """Manifest entry for the reduced-width golden model (hyper-parameters from goldens.json)."""
-    hp = json.loads((ddcolor_dir() / "goldens.json").read_text())["tiny"]["hyperparameters"]
-    dec = hp["color_decoder"]
-    hparams = {"encoder_name": "convnext-t", "nf": hp["nf"], "num_queries": hp["num_queries"],
-               "num_scales": hp["num_scales"], "dec_layers": hp["dec_layers"],
-               "num_output_channels": 2, "last_norm": "Spectral", "do_normalize": False,
-               "input_size": [512, 512], "encoder_depths": hp["encoder"]["depths"],
-               "encoder_dims": hp["encoder"]["dims"], "hidden_dim": dec["hidden_dim"],
-               "dim_feedforward": dec["dim_feedforward"]}
-    return {"id": TINY_ID, "task": "colorization", "arch": "ddcolor",
-            "path": str(path or ddcolor_dir() / "tiny.pth"), "hparams": hparams,
-            "default": True, "license": "test fixture", "commercial_use": True, **extra}
+    """The reduced-width golden model at the official input size (512)."""
+    return tiny_ddcolor_entry(path, **extra)
 
 
 def make_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entries: list[dict]) -> Runtime:

@@ -23,7 +23,7 @@ from restora.io import Image, decode, encode
 from restora.models.runtime import Runtime
 from restora.pipeline.photo import RestoreResult, restore_photo
 from test_photo_stages import draw_scratches, sepia_copy
-from tiny_models import write_tiny_manifest
+from tiny_models import tiny_ddcolor_entry, write_tiny_manifest
 
 
 def photo(rel: str) -> Image:
@@ -43,18 +43,7 @@ def bare_runtime(restora_home: Path) -> Runtime:
 
 def ddcolor_entry() -> dict:
     """The reduced-width DDColor conformance model, inferring at 256 px to stay quick."""
-    conf = shared_path("conformance", "ddcolor")
-    hp = json.loads((conf / "goldens.json").read_text())["tiny"]["hyperparameters"]
-    dec = hp["color_decoder"]
-    hparams = {"encoder_name": "convnext-t", "nf": hp["nf"], "num_queries": hp["num_queries"],
-               "num_scales": hp["num_scales"], "dec_layers": hp["dec_layers"],
-               "num_output_channels": 2, "last_norm": "Spectral", "do_normalize": False,
-               "input_size": [256, 256], "encoder_depths": hp["encoder"]["depths"],
-               "encoder_dims": hp["encoder"]["dims"], "hidden_dim": dec["hidden_dim"],
-               "dim_feedforward": dec["dim_feedforward"]}
-    return {"id": "tiny-ddcolor", "task": "colorization", "arch": "ddcolor",
-            "path": str(conf / "tiny.pth"), "hparams": hparams, "default": True,
-            "license": "test fixture", "commercial_use": True}
+    return tiny_ddcolor_entry(input_size=256)
 
 
 def tiny_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, include: set[str],
