@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from restora.errors import CorruptImage, EmptyFile, RestoraError, UnsupportedFormat
+from restora.errors import (CorruptImage, EmptyFile, InvalidParameter, RestoraError,
+                            UnsupportedFormat)
 from restora.io.image import Image
 from restora.io.limits import Limits
 from restora.io.sniff import sniff_format
+
+if TYPE_CHECKING:
+    from restora.config import Settings
 
 Decoder = Callable[[bytes, str, Limits], Image]
 
@@ -93,3 +98,19 @@ def decode(src: bytes | str | os.PathLike, *, limits: Limits | None = None) -> I
             raise exc from None
     image.info.setdefault("source_bytes", len(data))
     return image
+
+
+def as_image(src: Image | bytes | bytearray | memoryview | str | os.PathLike,
+             settings: Settings | None = None) -> Image:
+    """``src`` itself if already an :class:`Image`, else decoded within the settings' limits.
+
+    The entry point of the pipelines, which accept an image, encoded bytes or a path.
+    """
+    from restora.config import Settings
+
+    if isinstance(src, Image):
+        return src
+    if isinstance(src, (bytes, bytearray, memoryview, str, os.PathLike)):
+        data = bytes(src) if isinstance(src, (bytearray, memoryview)) else src
+        return decode(data, limits=Limits.from_settings(settings or Settings()))
+    raise InvalidParameter("image", f"expected an Image, bytes or a path, got {type(src).__name__}")

@@ -7,7 +7,6 @@ process). See ``docs/enhance-faces.md`` for the rules (sensitivity, ``auto``, ma
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from restora.errors import InvalidParameter, ModelNotInstalled, RestoraError
+from restora.io.decode import as_image
 from restora.io.image import Image
 from restora.pipeline import detect as det
 from restora.pipeline._timing import Stages
@@ -88,7 +88,7 @@ def enhance_faces(
     warnings: list[str] = []
 
     with stages.stage("decode"):
-        img = _as_image(image, runtime)
+        img = as_image(image, runtime.settings if runtime is not None else None)
     if runtime is None:
         from restora.models.runtime import Runtime
 
@@ -189,19 +189,6 @@ def validate_options(model: str, strength: float, fidelity: float, upscale: int,
             raise InvalidParameter(name, f"{name} must be between 0 and 1, got {value!r}")
     if upscale not in (1, 2, 4):
         raise InvalidParameter("upscale", f"upscale must be 1, 2 or 4, got {upscale!r}")
-
-
-def _as_image(src: Image | bytes | str | Path, runtime: Runtime | None) -> Image:
-    if isinstance(src, Image):
-        return src
-    if isinstance(src, (bytes, bytearray, memoryview, str, os.PathLike)):
-        from restora.config import Settings
-        from restora.io import Limits, decode
-
-        settings = runtime.settings if runtime is not None else Settings()
-        return decode(bytes(src) if isinstance(src, (bytearray, memoryview)) else src,
-                      limits=Limits.from_settings(settings))
-    raise InvalidParameter("image", f"expected an Image, bytes or a path, got {type(src).__name__}")
 
 
 def _as_float(crop: np.ndarray) -> np.ndarray:

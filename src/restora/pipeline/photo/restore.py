@@ -14,7 +14,6 @@ otherwise be "restored" into the face), and colour comes last so it sees the cle
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from restora.errors import InvalidParameter, ModelNotInstalled, RestoraError
+from restora.io.decode import as_image
 from restora.io.image import Image
 from restora.pipeline._timing import Stages
 from restora.pipeline.photo.denoise import NoiseEstimate, estimate_noise, filter_strengths
@@ -96,7 +96,7 @@ def restore_photo(
     check_settings(fidelity, denoise_strength, colorize_strength)
     stages = Stages(STEP_WEIGHTS, progress, cancel)
     with stages.stage("decode"):
-        img = _as_image(image, runtime)
+        img = as_image(image, runtime.settings if runtime is not None else None)
     colorizer: str | None = None
     if colorize:  # fail before spending minutes on the other steps
         runtime = runtime or _new_runtime()
@@ -296,19 +296,6 @@ def _new_runtime() -> Runtime:
     from restora.models.runtime import Runtime
 
     return Runtime()
-
-
-def _as_image(src: Image | bytes | str | Path, runtime: Runtime | None) -> Image:
-    if isinstance(src, Image):
-        return src
-    if isinstance(src, (bytes, bytearray, memoryview, str, os.PathLike)):
-        from restora.config import Settings
-        from restora.io import Limits, decode
-
-        settings = runtime.settings if runtime is not None else Settings()
-        data = bytes(src) if isinstance(src, (bytearray, memoryview)) else src
-        return decode(data, limits=Limits.from_settings(settings))
-    raise InvalidParameter("image", f"expected an Image, bytes or a path, got {type(src).__name__}")
 
 
 def _installed(runtime: Runtime, task: str, arch: str | None = None) -> bool:
