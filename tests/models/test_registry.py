@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import shared_path
-from tiny_models import write_tiny_manifest
+from tiny_models import tiny_manifest_entries, write_tiny_manifest
 
 from restora.config import Settings
 from restora.errors import UnknownModel
@@ -174,6 +174,19 @@ def test_tiny_manifest_models_and_defaults(tmp_path: Path) -> None:
     assert reg.default("face-restoration", arch="codeformer").id == "tiny-codeformer"
     assert reg.default("face-detection", arch="yunet").id == "yunet-2026may"
     assert reg.default("colorization").id == "ddcolor-modelscope"  # untouched task
+
+
+def test_installed_lists_the_default_first(tmp_path: Path) -> None:
+    # Reversed, the manifest lists yunet-2026may and tiny-realesrgan-x4 before their task
+    # defaults: the defaults must still lead.
+    manifest = tmp_path / "reversed.json"
+    manifest.write_text(json.dumps({"models": tiny_manifest_entries()[::-1]}))
+    reg = Registry.from_settings(Settings(home=tmp_path / "home", models=manifest))
+    assert [s.id for s in reg.installed("face-detection")] == [
+        "retinaface-mobilenet0.25-facelibcfg", "yunet-2026may"]
+    assert [s.id for s in reg.installed("upscale")] == ["tiny-realesrgan-x2", "tiny-realesrgan-x4"]
+    assert [s.id for s in reg.installed("face-restoration", "codeformer")] == ["tiny-codeformer"]
+    assert reg.installed("colorization") == []  # registered, none on disk
 
 
 def test_toml_manifest_relative_paths_overrides_and_bundles(tmp_path: Path) -> None:

@@ -459,6 +459,16 @@ class Registry:
     def is_installed(self, spec: ModelSpec) -> bool:
         return self.path(spec).is_file()
 
+    def installed(self, task: str, arch: str | None = None) -> list[ModelSpec]:
+        """Installed models for ``task`` (and ``arch``): the task's default first, then the
+        registry's order."""
+        specs = [s for s in self._specs.values() if s.task == task
+                 and (arch is None or s.arch == arch) and self.is_installed(s)]
+        if not specs:
+            return []
+        default_id = self.default(task, arch).id
+        return sorted(specs, key=lambda s: s.id != default_id)
+
     def expected_sha256(self, spec: ModelSpec) -> str | None:
         """The published hash, else the one recorded at the first download or import."""
         return spec.sha256 or self.recorded_hashes().get(spec.filename)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from restora.errors import InvalidParameter, ModelNotInstalled, RestoraError
+from restora.errors import InvalidParameter, ModelNotInstalled
 from restora.io.decode import as_image
 from restora.io.image import Image
 from restora.pipeline import detect as det
@@ -29,7 +29,7 @@ from restora.pipeline.upscale import (Upscaler, find_upscaler, load_upscaler, re
                                       upscale_rgb)
 
 if TYPE_CHECKING:
-    from restora.models.registry import ModelSpec, Registry
+    from restora.models.registry import ModelSpec
     from restora.models.runtime import Runtime
 
 #: Share of the progress bar per stage (in execution order).
@@ -196,17 +196,6 @@ def _as_float(crop: np.ndarray) -> np.ndarray:
     return crop.astype(np.float32) * np.float32(1.0 / top)
 
 
-def _installed(reg: Registry, task: str, arch: str | None = None) -> list[ModelSpec]:
-    """Installed models for a task (and arch), the task's default first."""
-    specs = [s for s in reg.all() if s.task == task and (arch is None or s.arch == arch)
-             and reg.is_installed(s)]
-    try:
-        default_id = reg.default(task, arch=arch).id
-    except RestoraError:
-        default_id = None
-    return sorted(specs, key=lambda s: s.id != default_id)
-
-
 def _detector_spec(runtime: Runtime, detector: str | None) -> ModelSpec:
     reg = runtime.registry
     if detector:
@@ -215,7 +204,7 @@ def _detector_spec(runtime: Runtime, detector: str | None) -> ModelSpec:
             raise InvalidParameter("detector", f"model '{detector}' is a {spec.task} model, "
                                    "not a face detector")
         return spec
-    installed = _installed(reg, "face-detection")
+    installed = reg.installed("face-detection")
     if installed:
         return installed[0]
     raise runtime.not_installed(reg.default("face-detection"))
@@ -285,7 +274,7 @@ def _choose_restorer(runtime: Runtime, model: str, pixels: np.ndarray,
     """The restorer for ``model`` and a sentence saying why (for ``auto``)."""
     reg = runtime.registry
     if model in MODEL_ARCH:
-        installed = _installed(reg, "face-restoration", MODEL_ARCH[model])
+        installed = reg.installed("face-restoration", MODEL_ARCH[model])
         spec = installed[0] if installed else reg.default("face-restoration", arch=MODEL_ARCH[model])
         return load_restorer(runtime, spec), f"{model} requested"
     if model != "auto":
@@ -295,7 +284,7 @@ def _choose_restorer(runtime: Runtime, model: str, pixels: np.ndarray,
                                    "restorer")
         return load_restorer(runtime, spec), f"model '{model}' requested"
 
-    kinds = {k: _installed(reg, "face-restoration", arch) for k, arch in MODEL_ARCH.items()}
+    kinds = {k: reg.installed("face-restoration", arch) for k, arch in MODEL_ARCH.items()}
     available = [k for k, specs in kinds.items() if specs]
     if not available:
         raise runtime.not_installed(reg.default("face-restoration", arch=MODEL_ARCH["gfpgan"]))
@@ -320,7 +309,7 @@ def _masks(runtime: Runtime, restored: Sequence[np.ndarray], cancel: threading.E
     """Soft masks: min(ParseNet face mask, feathered square), or the square alone."""
     size = restored[0].shape[0]
     square = square_mask(size)
-    parsers = _installed(runtime.registry, "face-parsing")
+    parsers = runtime.registry.installed("face-parsing")
     if not parsers:
         return [square] * len(restored), "square"
     spec = parsers[0]

@@ -43,14 +43,9 @@ def find_upscaler(runtime: Runtime, scale: int) -> ModelSpec | None:
     """The installed upscale model to use for ``scale``: one with that native factor if any
     (the task default first), else the installed default, else any installed; None if none."""
     reg = runtime.registry
-    installed = [s for s in reg.all() if s.task == "upscale" and reg.is_installed(s)]
+    installed = reg.installed("upscale")
     if not installed:
         return None
-    try:
-        default = reg.default("upscale")
-    except Exception:  # noqa: BLE001 - no default registered: order of the registry decides
-        default = None
-    installed.sort(key=lambda s: (default is None or s.id != default.id))
     for spec in installed:
         if spec_scale(spec) == scale:
             return spec

@@ -22,11 +22,9 @@ _RESTORER_ARCH = {"gfpgan": "gfpgan_v1_clean", "codeformer": "codeformer"}
 def _require(runtime: Any, task: str, arch: str | None = None) -> None:
     """Raise the Runtime's ModelNotInstalled (bundle + command) unless a model for the task (and
     architecture) is installed; the pipeline picks among installed models the same way."""
-    registry = runtime.registry
-    if any(spec.task == task and (arch is None or spec.arch == arch)
-           and registry.is_installed(spec) for spec in registry.all()):
+    if runtime.registry.installed(task, arch):
         return
-    raise runtime.not_installed(registry.default(task, arch))
+    raise runtime.not_installed(runtime.registry.default(task, arch))
 
 
 def preflight_faces(runtime: Any, params: dict[str, Any]) -> None:

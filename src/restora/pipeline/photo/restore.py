@@ -199,7 +199,7 @@ def _enhance_faces(img: Image, runtime: Runtime, fidelity: float, mono: MonoRepo
                    cancel: threading.Event | None) -> Image:
     from restora.pipeline.enhance import enhance_faces
 
-    model = "codeformer" if _installed(runtime, "face-restoration", "codeformer") else "auto"
+    model = "codeformer" if runtime.registry.installed("face-restoration", "codeformer") else "auto"
     try:
         out = enhance_faces(img, runtime=runtime, model=model, strength=FACE_STRENGTH,
                             fidelity=fidelity, cancel=cancel,
@@ -298,12 +298,6 @@ def _new_runtime() -> Runtime:
     return Runtime()
 
 
-def _installed(runtime: Runtime, task: str, arch: str | None = None) -> bool:
-    reg = runtime.registry
-    return any(s.task == task and (arch is None or s.arch == arch) and reg.is_installed(s)
-               for s in reg.all())
-
-
 def _colorizer_id(runtime: Runtime) -> str:
     """The installed colorization model to use (the default first), else ModelNotInstalled."""
     reg = runtime.registry
@@ -312,9 +306,7 @@ def _colorizer_id(runtime: Runtime) -> str:
     except RestoraError as exc:
         raise ModelNotInstalled(f"colorization needs a DDColor model and none is registered: {exc}",
                                 model=None) from exc
-    if reg.is_installed(default):
-        return default.id
-    for spec in reg.all():
-        if spec.task == "colorization" and reg.is_installed(spec):
-            return spec.id
+    installed = reg.installed("colorization")
+    if installed:
+        return installed[0].id
     raise runtime.not_installed(default)
