@@ -102,11 +102,12 @@ def create_app(settings: ServiceSettings | None = None, *, tools: dict[str, Tool
     app.state.settings = settings
     errors.install(app)
 
-    from restora.service import (routes_codeformer, routes_snapotter, routes_tengrai,
-                                 routes_topaz)
+    from restora.service import (routes_codeformer, routes_history, routes_snapotter,
+                                 routes_tengrai, routes_topaz)
 
     # face-recovery is registered before the generic SnapOtter tool routes
-    for module in (routes_topaz, routes_snapotter, routes_codeformer, routes_tengrai):
+    for module in (routes_topaz, routes_history, routes_snapotter, routes_codeformer,
+                   routes_tengrai):
         app.include_router(module.router)
 
     if STATIC_DIR.is_dir():

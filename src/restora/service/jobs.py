@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from restora.errors import Cancelled, RestoraError
+from restora.service import history
 from restora.service.queue import InProcessQueue, JobQueue
 from restora.service.settings import ServiceSettings
 from restora.service.store import (CANCELED, FAILED, PROCESSING, SUCCEEDED, JobRecord,
@@ -125,6 +126,7 @@ class JobManager:
         self.jobs_dir = settings.jobs_dir
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self.final_hooks: list[FinalHook] = []
+        history.ensure_schema(store.engine)
         self.queue: JobQueue = queue or InProcessQueue(
             self._execute, workers=settings.effective_workers, depth=settings.queue_depth,
             timeout_s=settings.job_timeout_s, on_timeout=self._timed_out)
@@ -162,8 +164,10 @@ class JobManager:
             t.preflight(self.runtime, params)
 
     def submit(self, tool: str, *, api: str, params: dict[str, Any], input_bytes: bytes | None,
-               input_name: str = "image", webhook_url: str | None = None) -> JobRecord:
-        """Check capacity and models, persist input and job, then queue it."""
+               input_name: str = "image", webhook_url: str | None = None,
+               owner: str = "") -> JobRecord:
+        """Check capacity and models, persist input and job, then queue it. ``owner`` (an API
+        key hash, see :mod:`restora.service.history`) scopes the job history."""
         if tool not in self.tools:
             raise RestoraError(f"tool '{tool}' is not available on this server",
                                code="unknown_tool", http_status=404)
@@ -178,6 +182,7 @@ class JobManager:
             (d / "input" / name).write_bytes(input_bytes)
         record = self.store.create(job_id, tool=tool, api=api, params=params, input_name=name,
                                    webhook_url=webhook_url)
+        history.record_owner(self.store, job_id, owner, record.created_at)
         self.queue.submit(job_id)
         return record
 
@@ -254,9 +259,17 @@ class JobManager:
         """Delete finished jobs older than the TTL, with their files."""
         removed = self.store.expired(self.settings.result_ttl_s, now)
         for job_id in removed:
-            shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
-            self.store.delete(job_id)
+            self.delete(job_id)
         return removed
+
+    def delete(self, job_id: str) -> None:
+        """Remove a job for good: cancel it if still active, then its files and rows."""
+        record = self.store.get(job_id)
+        if record is not None and not record.is_final:
+            self.cancel(job_id)
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+        self.store.delete(job_id)
+        history.forget(self.store, job_id)
 
     def _janitor_loop(self) -> None:
         while not self._stop.wait(self.settings.cleanup_interval_s):

@@ -20,7 +20,7 @@ from starlette.datastructures import UploadFile
 from restora.errors import InvalidParameter, RestoraError
 from restora.service import params as P
 from restora.service.store import SUCCEEDED
-from restora.service.views import check_image, manager, settings
+from restora.service.views import check_image, manager, owner, settings
 
 router = APIRouter(tags=["CodeFormer Space"])
 
@@ -122,7 +122,7 @@ async def process(request: Request) -> JSONResponse:
         for name, data in images:
             records.append(await run_in_threadpool(
                 m.submit, "codeformer", api="codeformer", params=job_params, input_bytes=data,
-                input_name=name))
+                input_name=name, owner=owner(request)))
     except RestoraError:
         for r in records:  # all or nothing: do not leave half a request running
             await run_in_threadpool(m.cancel, r.id)

@@ -11,7 +11,8 @@ from starlette.concurrency import run_in_threadpool
 from restora.service import params as P
 from restora.service.jobs import is_valid_download_name
 from restora.service.sse import job_events, parse_last_event_id
-from restora.service.views import JobNotFound, check_image, get_job, manager, settings, snapshot
+from restora.service.views import (JobNotFound, check_image, get_job, manager, owner, settings,
+                                   snapshot)
 
 router = APIRouter(tags=["SnapOtter"])
 
@@ -27,7 +28,7 @@ async def _submit(request: Request, tool: str, model: type[P.BaseModel], file: U
     m = manager(request)
     record = await run_in_threadpool(
         m.submit, tool, api="snapotter", params=values.model_dump(mode="json"),
-        input_bytes=data, input_name=file.filename or "image")
+        input_bytes=data, input_name=file.filename or "image", owner=owner(request))
     return JSONResponse({"jobId": record.id, "async": True}, status_code=202)
 
 

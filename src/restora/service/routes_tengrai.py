@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from restora.errors import InvalidParameter
 from restora.service import params as P
 from restora.service.fetch import BlockedURL, check_url
-from restora.service.views import artwork, get_job, manager, settings
+from restora.service.views import artwork, get_job, manager, owner, settings
 from restora.service.webhooks import validate_webhook_url
 
 router = APIRouter(tags=["Tengrai"])
@@ -44,7 +44,7 @@ async def create_face_refiner(request: Request) -> JSONResponse:
     name = PurePosixPath(urlsplit(req.imageUrl).path).name or "image"
     record = await run_in_threadpool(
         manager(request).submit, "face-refiner", api="tengrai", params=job_params,
-        input_bytes=None, input_name=name, webhook_url=req.webhook)
+        input_bytes=None, input_name=name, webhook_url=req.webhook, owner=owner(request))
     return JSONResponse(artwork(record), status_code=202)
 
 

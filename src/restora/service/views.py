@@ -22,6 +22,16 @@ def settings(request: Request) -> ServiceSettings:
     return request.app.state.settings
 
 
+def owner(request: Request) -> str:
+    """Whose job this request submits or lists: a hash of its API key (``""`` without keys)."""
+    from restora.service.history import owner_of_key
+    from restora.service.middleware import presented_key
+
+    if not settings(request).api_keys:
+        return ""
+    return owner_of_key(presented_key(request.scope))
+
+
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None

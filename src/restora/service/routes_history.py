@@ -1,0 +1,131 @@
+"""Job history routes used by the web page (and any client): list, delete, input preview, zip.
+
+* ``GET /api/v1/jobs`` lists the caller's jobs (scoped by API key), newest first, paginated.
+* ``DELETE /api/v1/jobs/{jobId}`` removes a job, its files and its history entry.
+* ``GET /api/v1/jobs/{jobId}/input.webp`` is a browser-viewable preview of the uploaded input,
+  so a before/after comparison works for TIFF, HEIC, RAW, PSD, EXR... inputs.
+* ``GET /api/v1/archive.zip?jobs=a,b`` bundles the results of several jobs in one download.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from restora.errors import InvalidParameter
+from restora.service import history
+from restora.service.store import SUCCEEDED
+from restora.service.views import JobNotFound, get_job, manager, owner, settings, snapshot
+
+router = APIRouter(tags=["History"])
+
+#: longest side of the input preview: enough to compare at 100 % on most screens
+INPUT_PREVIEW_SIDE = 2048
+#: most jobs one archive may bundle
+MAX_ARCHIVE_JOBS = 100
+
+
+async def _own_job(request: Request, job_id: str) -> Any:
+    """The job, or 404 when it belongs to another API key (as if it did not exist)."""
+    m = manager(request)
+    record = await get_job(m, job_id)
+    who = await run_in_threadpool(history.owner_for, m.store, job_id)
+    if who is not None and who != owner(request):
+        raise JobNotFound(f"No job with id '{job_id}' (it may have expired).", jobId=job_id)
+    return record
+
+
+@router.get("/api/v1/jobs", summary="The caller's jobs, newest first (paginated)")
+async def list_jobs(request: Request, limit: int = Query(20, ge=1, le=history.MAX_PAGE),
+                    cursor: Optional[str] = None, tool: Optional[str] = None,
+                    status: Optional[str] = None) -> dict[str, Any]:
+    m = manager(request)
+    s = settings(request)
+    page = await run_in_threadpool(history.list_jobs, m.store, owner(request), limit=limit,
+                                   cursor=cursor, tool=tool, status=status)
+    return {"jobs": [history.summary(r, snapshot(r, s)) for r in page.records],
+            "nextCursor": page.next_cursor, "limit": limit}
+
+
+@router.delete("/api/v1/jobs/{job_id}", summary="Delete a job and its files", status_code=204)
+async def delete_job(request: Request, job_id: str) -> Response:
+    await _own_job(request, job_id)
+    await run_in_threadpool(manager(request).delete, job_id)
+    return Response(status_code=204)
+
+
+def _input_preview(job_dir: Path, input_name: str, s: Any) -> Path:
+    from restora.io import Limits, decode, make_preview
+
+    cached = job_dir / "input-preview.webp"
+    if cached.is_file():
+        return cached
+    source = job_dir / "input" / input_name
+    if not source.is_file():
+        source = job_dir / "output" / "source.bin"  # fetched by URL (Tengrai)
+    if not source.is_file():
+        raise JobNotFound("This job has no stored input.")
+    image = decode(source.read_bytes(), limits=Limits.from_settings(s))
+    tmp = cached.with_name(cached.name + ".part")
+    tmp.write_bytes(make_preview(image, INPUT_PREVIEW_SIDE))
+    tmp.replace(cached)
+    return cached
+
+
+@router.get("/api/v1/jobs/{job_id}/input.webp", summary="Browser preview of the job's input")
+async def input_preview(request: Request, job_id: str) -> FileResponse:
+    record = await _own_job(request, job_id)
+    m = manager(request)
+    path = await run_in_threadpool(_input_preview, m.job_dir(record.id), record.input_name,
+                                   settings(request))
+    return FileResponse(path, media_type="image/webp",
+                        headers={"Cache-Control": "private, max-age=86400"})
+
+
+def _archive(entries: list[tuple[str, Path]]) -> Iterator[bytes]:
+    """A zip of the files, built in a spooled temporary file and streamed out in chunks."""
+    with tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024) as tmp:
+        # Stored, not deflated: the results are already compressed images.
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            for name, path in entries:
+                zf.write(path, name)
+        tmp.seek(0)
+        while chunk := tmp.read(1 << 20):
+            yield chunk
+
+
+@router.get("/api/v1/archive.zip", summary="The results of several jobs as one zip")
+async def archive(request: Request, jobs: str = Query(..., description="job ids, comma-separated")
+                  ) -> StreamingResponse:
+    ids = [j for j in (part.strip() for part in jobs.split(",")) if j]
+    if not ids or len(ids) > MAX_ARCHIVE_JOBS:
+        raise InvalidParameter("jobs", f"jobs must name 1 to {MAX_ARCHIVE_JOBS} job ids.")
+    m = manager(request)
+    entries: list[tuple[str, Path]] = []
+    used: set[str] = set()
+    for job_id in dict.fromkeys(ids):
+        record = await _own_job(request, job_id)
+        if record.status != SUCCEEDED or not record.result:
+            continue  # a failed or unfinished job has nothing to download
+        name = str(record.result.get("filename") or "")
+        path = m.job_dir(record.id) / "output" / name
+        if not name or not path.is_file():
+            continue
+        unique, n = name, 1
+        while unique in used:  # two inputs with the same name: keep both results
+            stem, dot, ext = name.rpartition(".")
+            unique = f"{stem}-{n}.{ext}" if dot else f"{name}-{n}"
+            n += 1
+        used.add(unique)
+        entries.append((unique, path))
+    if not entries:
+        raise JobNotFound("None of these jobs has a finished result to download.")
+    return StreamingResponse(_archive(entries), media_type="application/zip",
+                             headers={"Content-Disposition":
+                                      'attachment; filename="restora-results.zip"'})

@@ -1,0 +1,105 @@
+"""Job history against a real server: list (newest first, paginated, per API key), delete,
+input preview for formats a browser cannot show, and the zip of several results."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from service_helpers import live_server, make_settings, png_bytes, service_tools, wait_for
+
+
+def tiff_bytes(width: int = 90, height: int = 60) -> bytes:
+    arr = np.random.default_rng(3).integers(0, 65535, (height, width, 3), dtype=np.uint16)
+    buf = io.BytesIO()
+    import tifffile
+
+    tifffile.imwrite(buf, arr, photometric="rgb")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    settings = make_settings(tmp_path_factory.mktemp("home"), api_keys=["alice-key", "bob-key"])
+    with live_server(settings, tools=service_tools()) as srv:
+        yield srv
+
+
+def _client(server, key: str) -> httpx.Client:
+    return httpx.Client(base_url=server.url, timeout=30,
+                        headers={"Authorization": f"Bearer {key}"})
+
+
+def _submit(c: httpx.Client, data: bytes, name: str) -> str:
+    r = c.post("/api/v1/tools/enhance-faces", files={"file": (name, data, "image/png")})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["jobId"]
+    wait_for(lambda: c.get(f"/api/v1/jobs/{job_id}").json()["status"] == "succeeded")
+    return job_id
+
+
+def test_list_is_newest_first_paginated_and_scoped_by_key(server):
+    with _client(server, "alice-key") as alice, _client(server, "bob-key") as bob:
+        mine = [_submit(alice, png_bytes(40 + i, 30, seed=i), f"a{i}.png") for i in range(5)]
+        theirs = _submit(bob, png_bytes(50, 40), "b.png")
+
+        first = alice.get("/api/v1/jobs", params={"limit": 2}).json()
+        assert [j["jobId"] for j in first["jobs"]] == mine[::-1][:2]
+        assert first["jobs"][0]["inputName"] == "a4.png"
+        assert first["jobs"][0]["status"] == "succeeded"
+        assert first["jobs"][0]["thumbnailUrl"].endswith("/preview.webp")
+        assert first["nextCursor"]
+        seen = [j["jobId"] for j in first["jobs"]]
+        cursor = first["nextCursor"]
+        while cursor:
+            page = alice.get("/api/v1/jobs", params={"limit": 2, "cursor": cursor}).json()
+            seen += [j["jobId"] for j in page["jobs"]]
+            cursor = page["nextCursor"]
+        assert seen == mine[::-1]  # every job once, newest first, none of Bob's
+        assert [j["jobId"] for j in bob.get("/api/v1/jobs").json()["jobs"]] == [theirs]
+
+        # Another key's job cannot be deleted (it does not exist for that key).
+        assert alice.delete(f"/api/v1/jobs/{theirs}").status_code == 404
+        assert bob.get(f"/api/v1/jobs/{theirs}").status_code == 200
+
+        bad = alice.get("/api/v1/jobs", params={"cursor": "not-a-cursor"})
+        assert bad.status_code == 400 and bad.json()["code"] == "invalid_parameter"
+        assert alice.get("/api/v1/jobs", params={"limit": 0}).status_code in (400, 422)
+    with httpx.Client(base_url=server.url) as anonymous:
+        assert anonymous.get("/api/v1/jobs").status_code == 401
+
+
+def test_delete_removes_job_files_and_history_entry(server):
+    with _client(server, "alice-key") as c:
+        job_id = _submit(c, png_bytes(30, 30, seed=9), "gone.png")
+        result = c.get(f"/api/v1/jobs/{job_id}").json()["result"]
+        assert c.get(result["downloadUrl"]).status_code == 200
+        assert c.delete(f"/api/v1/jobs/{job_id}").status_code == 204
+        assert c.get(f"/api/v1/jobs/{job_id}").status_code == 404
+        assert c.get(result["downloadUrl"]).status_code == 404
+        assert job_id not in [j["jobId"] for j in c.get("/api/v1/jobs?limit=100").json()["jobs"]]
+        assert not server.manager.job_dir(job_id).exists()
+
+
+def test_input_preview_makes_tiff_viewable_and_zip_bundles_results(server):
+    with _client(server, "alice-key") as c:
+        tif = _submit(c, tiff_bytes(), "scan.tif")
+        png = _submit(c, png_bytes(64, 48, seed=4), "scan.png")
+        r = c.get(f"/api/v1/jobs/{tif}/input.webp")
+        assert r.status_code == 200 and r.headers["content-type"] == "image/webp"
+        img = PILImage.open(io.BytesIO(r.content))
+        assert img.format == "WEBP" and img.size == (90, 60)
+
+        z = c.get("/api/v1/archive.zip", params={"jobs": f"{tif},{png}"})
+        assert z.status_code == 200 and z.headers["content-type"] == "application/zip"
+        names = zipfile.ZipFile(io.BytesIO(z.content)).namelist()
+        # TIFF input -> PNG result: both are scan_enhanced.png, and the zip keeps both.
+        assert names == ["scan_enhanced.png", "scan_enhanced-1.png"], names
+        assert c.get("/api/v1/archive.zip", params={"jobs": ""}).status_code == 400
+    with _client(server, "bob-key") as bob:
+        assert bob.get(f"/api/v1/jobs/{tif}/input.webp").status_code == 404
