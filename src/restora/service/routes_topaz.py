@@ -64,7 +64,8 @@ async def face_recovery(request: Request) -> JSONResponse:
         await run_in_threadpool(validate_webhook_url, opts.webhook_url, s, field="webhook_url")
     record = await run_in_threadpool(
         manager(request).submit, "face-recovery", api="topaz", params=job_params,
-        input_bytes=image[1], input_name=image[0], webhook_url=opts.webhook_url, owner=owner(request))
+        input_bytes=image[1], input_name=image[0], webhook_url=opts.webhook_url,
+        owner=owner(request))
     body: dict[str, Any] = {"jobId": record.id, "async": True, "process_id": record.id,
                             "status": record.status}
     if opts.output_width and opts.output_height:
