@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -78,6 +79,26 @@ def test_seed_makes_gfpgan_reproducible(runtime: Runtime) -> None:
     c = enhance_faces(src, runtime=runtime, model="gfpgan", seed=8).image.pixels
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)
+
+
+def test_results_do_not_depend_on_free_memory(runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+                                              ) -> None:
+    """Unseeded too: batch sizes follow the device, not the memory free at the moment (which
+    used to split the faces differently and move results by a grey level)."""
+    src = photo("00.jpg")
+    net = runtime.load("tiny-codeformer")
+    batches: list[int] = []
+    hook = net.register_forward_pre_hook(lambda _m, args: batches.append(int(args[0].shape[0])))
+    try:
+        plenty = enhance_faces(src, runtime=runtime, model="codeformer").image.pixels
+        real = os.sysconf
+        # the OS now reports a single free page
+        monkeypatch.setattr(os, "sysconf", lambda name: 1 if name == "SC_AVPHYS_PAGES" else real(name))
+        scarce = enhance_faces(src, runtime=runtime, model="codeformer").image.pixels
+    finally:
+        hook.remove()
+    assert batches == [4, 4]  # all four faces in one forward pass both times
+    assert np.array_equal(plenty, scarce)
 
 
 def test_codeformer_honours_fidelity(runtime: Runtime) -> None:

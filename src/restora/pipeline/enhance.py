@@ -21,8 +21,7 @@ from restora.io.image import Image
 from restora.pipeline import detect as det
 from restora.pipeline._timing import Stages
 from restora.pipeline.align import AlignedFace, align_face, compose, invert, scale_map
-from restora.pipeline.paste import (PasteFace, is_grayscale, parse_to_mask, paste_faces,
-                                    square_mask, to_luminance)
+from restora.pipeline.paste import PasteFace, is_grayscale, parse_to_mask, paste_faces, to_luminance
 from restora.pipeline.restore import Restorer, load_restorer, parse_faces, restore_faces
 from restora.pipeline.results import EnhanceResult, Face
 from restora.pipeline.upscale import (Upscaler, find_upscaler, load_upscaler, resize, upscale_pixels,
@@ -137,8 +136,10 @@ def enhance_faces(
     with stages.stage("paste"):
         if restored:
             masks, result.mask = _masks(runtime, restored, cancel)
-            items = _paste_items(aligned, restored, masks, upscale, up, face_upsample, cancel)
-            canvas = paste_faces(canvas, items, strength)
+            square = masks[0] is None or restorer.kind != "gfpgan"
+            items = _paste_items(aligned, restored, masks, square, upscale, up, face_upsample,
+                                 cancel)
+            canvas = paste_faces(canvas, items, strength, upscale=upscale)
         elif canvas is pixels:
             canvas = pixels.copy()
     result.image = img.with_pixels(canvas, alpha)
@@ -305,23 +306,27 @@ def _choose_restorer(runtime: Runtime, model: str, pixels: np.ndarray,
 
 
 def _masks(runtime: Runtime, restored: Sequence[np.ndarray], cancel: threading.Event | None
-           ) -> tuple[list[np.ndarray], str]:
-    """Soft masks: min(ParseNet face mask, feathered square), or the square alone."""
+           ) -> tuple[list[np.ndarray | None], str]:
+    """ParseNet face masks in crop space, or None per face (square mask only) without a parser.
+
+    How they combine with the feathered square is the restorer's reference rule (see
+    ``enhance_faces``): GFPGAN pastes with the ParseNet mask alone, CodeFormer with the minimum.
+    """
     size = restored[0].shape[0]
-    square = square_mask(size)
     parsers = runtime.registry.installed("face-parsing")
     if not parsers:
-        return [square] * len(restored), "square"
+        return [None] * len(restored), "square"
     spec = parsers[0]
     in_size = int(dict(spec.hparams).get("in_size", 512))
     maps = parse_faces(runtime.load(spec.id), restored, device=str(runtime.device),
                        dtype=runtime.dtype, in_size=in_size, cancel=cancel)
-    return [np.minimum(square, parse_to_mask(m, size)) for m in maps], "parsenet"
+    return [parse_to_mask(m, size) for m in maps], "parsenet"
 
 
 def _paste_items(aligned: Sequence[AlignedFace], restored: Sequence[np.ndarray],
-                 masks: Sequence[np.ndarray], upscale: int, up: Upscaler | None,
-                 face_upsample: bool, cancel: threading.Event | None) -> list[PasteFace]:
+                 masks: Sequence[np.ndarray | None], square: bool, upscale: int,
+                 up: Upscaler | None, face_upsample: bool, cancel: threading.Event | None
+                 ) -> list[PasteFace]:
     """Crop -> canvas matrices (through the upscale), optionally with upsampled faces."""
     items = []
     to_canvas = scale_map(float(upscale))
@@ -330,8 +335,8 @@ def _paste_items(aligned: Sequence[AlignedFace], restored: Sequence[np.ndarray],
         if face_upsample and upscale > 1:
             n = face.shape[0] * upscale
             face = upscale_rgb(face, upscale, up, out_size=(n, n), cancel=cancel)
-            mask = resize(mask, n, n)
+            mask = None if mask is None else resize(mask, n, n)
             # upsampled crop index -> crop index is the inverse of scale_map(upscale)
             matrix = compose(matrix, invert(scale_map(float(upscale))))
-        items.append(PasteFace(face=face, mask=mask, matrix=matrix))
+        items.append(PasteFace(face=face, mask=mask, matrix=matrix, square=square))
     return items

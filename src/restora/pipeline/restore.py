@@ -27,7 +27,7 @@ KINDS = {"gfpgan_v1_clean": "gfpgan", "codeformer": "codeformer"}
 #: Peak activation memory per 512 x 512 face in one float32 forward pass, measured on CPU with the
 #: full-size networks (RSS growth from batch 1 to 2, rounded up); scales with the crop's area.
 BYTES_PER_FACE_512 = {"gfpgan": 640 * 2**20, "codeformer": 600 * 2**20, "parsenet": 600 * 2**20}
-#: Memory a batch may use: a share of what is free, never more than this on CPU.
+#: Memory a batch may use on CPU (fixed: results must not depend on the memory free).
 CPU_BATCH_BUDGET = 3 * 2**30
 
 
@@ -73,36 +73,24 @@ def load_restorer(runtime: Runtime, spec: ModelSpec) -> Restorer:
                     model_id=spec.id, device=str(runtime.device), dtype=runtime.dtype)
 
 
-def max_batch(restorer: Restorer, *, fixed: bool = False) -> int:
+def max_batch(restorer: Restorer) -> int:
     """Faces per forward pass so activations stay within the memory budget (at least 1)."""
-    return batch_for(restorer.kind, restorer.input_size, restorer.device, fixed=fixed)
+    return batch_for(restorer.kind, restorer.input_size, restorer.device)
 
 
-def batch_for(kind: str, size: int, device: str, *, fixed: bool = False) -> int:
+def batch_for(kind: str, size: int, device: str) -> int:
     """Batch size for ``kind`` at ``size`` x ``size`` that fits the device's memory budget.
 
-    The budget follows the memory free right now, unless ``fixed``: then it depends only on the
-    device (3 GiB on CPU, 40 % of a GPU's total memory), so a seeded run splits faces into the
-    same batches every time and GFPGAN draws the same noise.
+    The budget depends only on the device (3 GiB on CPU, 40 % of a GPU's total memory), never
+    on the memory free at the moment: batch composition changes floating-point results (and
+    which noise GFPGAN draws), so a free-memory rule made repeated runs differ by a grey level.
     """
-    import os
-
     per_face = BYTES_PER_FACE_512.get(kind, 640 * 2**20) * (size / 512) ** 2
     budget = float(CPU_BATCH_BUDGET)
     if device.startswith("cuda"):
         import torch
 
-        dev = torch.device(device)
-        if fixed:
-            budget = 0.4 * torch.cuda.get_device_properties(dev).total_memory
-        else:
-            budget = 0.6 * torch.cuda.mem_get_info(dev)[0]
-    elif not fixed:
-        try:
-            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-            budget = min(budget, 0.5 * avail)
-        except (ValueError, OSError, AttributeError):
-            pass
+        budget = 0.4 * torch.cuda.get_device_properties(torch.device(device)).total_memory
     return max(1, int(budget // per_face))
 
 
@@ -112,8 +100,8 @@ def restore_faces(crops: Sequence[np.ndarray], restorer: Restorer, *, fidelity: 
                   on_batch: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
     """Restore aligned crops (n x n x 3 float32 RGB in [0, 1]); returns the same shape in [0, 1].
 
-    ``seed`` seeds GFPGAN's noise injection: one generator for the whole call, and batch sizes
-    that depend only on the device, so a given image and seed always give the same output.
+    ``seed`` seeds GFPGAN's noise injection: one generator for the whole call; batch sizes depend
+    only on the device, so a given image and seed always give the same output.
     ``cancel`` is checked before every batch; ``on_batch(done, total)`` reports progress in faces.
     """
     import torch
@@ -130,7 +118,7 @@ def restore_faces(crops: Sequence[np.ndarray], restorer: Restorer, *, fidelity: 
     if seed is not None:
         generator = torch.Generator(device=device)
         generator.manual_seed(int(seed))
-    size = batch_size or max_batch(restorer, fixed=seed is not None)
+    size = batch_size or max_batch(restorer)
     out: list[np.ndarray] = []
     with torch.inference_mode():
         for start in range(0, len(crops), size):
