@@ -21,6 +21,7 @@ import numpy as np
 import uvicorn
 from PIL import Image as PILImage
 
+from restora.pipeline.options import EnhanceOptions
 from restora.pipeline.results import EnhanceResult, Face
 from restora.service.app import create_app
 from restora.service.jobs import JobContext
@@ -33,13 +34,13 @@ REPO = Path(__file__).resolve().parents[2]
 def make_enhancer(step_s: float = 0.0, steps: int = 10) -> Callable[..., EnhanceResult]:
     """An enhancer that posterizes the image in ``steps`` bands, ``step_s`` seconds each."""
 
-    def enhance(ctx: JobContext, image: Any, *, lo: float = 5, hi: float = 90,
-                **kwargs: Any) -> EnhanceResult:
+    def enhance(ctx: JobContext, image: Any, options: EnhanceOptions, *, lo: float = 5,
+                hi: float = 90) -> EnhanceResult:
         progress = ctx.sub_progress(lo, hi)
         pixels = image.pixels.copy()
         shift = 5 if pixels.dtype == np.uint8 else 13
         bands = np.array_split(np.arange(pixels.shape[0]), steps)
-        seed = kwargs.get("seed")
+        seed = options.seed
         for i, rows in enumerate(bands):
             ctx.check_cancel()
             if len(rows):
@@ -53,7 +54,7 @@ def make_enhancer(step_s: float = 0.0, steps: int = 10) -> Callable[..., Enhance
             pixels[0, :n] = rng.integers(0, 255, (n, 3))
         faces = [Face(x=int(f["x"]), y=int(f["y"]), w=int(f["w"]), h=int(f["h"]),
                       score=float(f.get("score", 1.0)), landmarks=())
-                 for f in (kwargs.get("faces") or [])]
+                 for f in (options.face_dicts() or [])]
         return EnhanceResult(image=image.with_pixels(pixels, image.alpha), faces=faces,
                              faces_detected=len(faces), model="test-posterize",
                              model_kind="test", reason="test enhancer")

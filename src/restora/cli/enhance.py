@@ -14,8 +14,18 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
+from restora.pipeline.options import EnhanceOptions, default, help_text, parse
+
 if TYPE_CHECKING:
     from restora.cli._batch import Progress
+
+
+def _d(name: str) -> Any:
+    return default(EnhanceOptions, name)
+
+
+def _h(name: str) -> str:
+    return help_text(EnhanceOptions, name)
 
 
 def register(app: typer.Typer) -> None:
@@ -36,27 +46,28 @@ def enhance_faces_command(
                                         help="Image files or folders (searched recursively)."),
     output: Path = typer.Option(Path("restored"), "-o", "--output",
                                 help="Output folder, or a .png path for a single input."),
-    model: str = typer.Option("auto", "--model", help="auto, gfpgan, codeformer or a model id."),
-    strength: float = typer.Option(0.8, "--strength", help="0 = original face, 1 = fully restored."),
-    fidelity: float = typer.Option(0.5, "--fidelity", help="CodeFormer w: 0 quality, 1 fidelity."),
-    upscale: int = typer.Option(1, "--upscale", help="Final scale: 1, 2 or 4."),
-    bg_upscale: bool = typer.Option(False, "--bg-upscale",
-                                    help="Real-ESRGAN on the background (also at scale 1)."),
-    face_upsample: bool = typer.Option(False, "--face-upsample",
-                                       help="Upsample restored faces before pasting."),
-    only_center_face: bool = typer.Option(False, "--only-center-face",
-                                          help="Restore only the face nearest the centre."),
-    sensitivity: float = typer.Option(0.5, "--sensitivity",
-                                      help="Detection sensitivity 0-1 (higher finds more faces)."),
-    detector: Optional[str] = typer.Option(None, "--detector", help="Face-detection model id."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for GFPGAN's noise."),
+    model: str = typer.Option(_d("model"), "--model", help=_h("model")),
+    strength: float = typer.Option(_d("strength"), "--strength", help=_h("strength")),
+    fidelity: float = typer.Option(_d("fidelity"), "--fidelity", help=_h("fidelity")),
+    upscale: int = typer.Option(_d("upscale"), "--upscale", help=_h("upscale")),
+    bg_upscale: bool = typer.Option(_d("bg_upscale"), "--bg-upscale", help=_h("bg_upscale")),
+    face_upsample: bool = typer.Option(_d("face_upsample"), "--face-upsample",
+                                       help=_h("face_upsample")),
+    only_center_face: bool = typer.Option(_d("only_center_face"), "--only-center-face",
+                                          help=_h("only_center_face")),
+    sensitivity: float = typer.Option(_d("sensitivity"), "--sensitivity",
+                                      help=_h("sensitivity")),
+    detector: Optional[str] = typer.Option(_d("detector"), "--detector", help=_h("detector")),
+    seed: Optional[int] = typer.Option(_d("seed"), "--seed", help=_h("seed")),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
 ) -> None:
     """Restore the faces in photos (GFPGAN v1.4 / CodeFormer) and write PNG + WebP preview."""
     from restora.cli._batch import collect_inputs, run_batch
-    from restora.pipeline.enhance import validate_options
 
-    validate_options(model, strength, fidelity, upscale, sensitivity)
+    options = parse(EnhanceOptions, dict(
+        model=model, strength=strength, fidelity=fidelity, upscale=upscale,
+        bg_upscale=bg_upscale, face_upsample=face_upsample, only_center_face=only_center_face,
+        sensitivity=sensitivity, detector=detector, seed=seed))
     jobs = collect_inputs(inputs)
     single = len(jobs) == 1 and not inputs[0].is_dir()
     if output.suffix.lower() == ".png" and not single:
@@ -71,10 +82,6 @@ def enhance_faces_command(
     from restora.models.runtime import Runtime
 
     runtime = Runtime()
-    options: dict[str, Any] = dict(model=model, strength=strength, fidelity=fidelity,
-                                   upscale=upscale, bg_upscale=bg_upscale,
-                                   face_upsample=face_upsample, only_center_face=only_center_face,
-                                   sensitivity=sensitivity, detector=detector, seed=seed)
     run_batch(jobs, name="enhance-faces", single=single, as_json=as_json,
               process=lambda path, rel, bar: _process(path, rel, output, single, runtime,
                                                       options, bar),
@@ -83,13 +90,13 @@ def enhance_faces_command(
 
 
 def _process(path: Path, rel: Path, output: Path, single: bool, runtime: Any,
-             options: dict[str, Any], bar: Progress) -> dict[str, Any]:
+             options: EnhanceOptions, bar: Progress) -> dict[str, Any]:
     from restora.cli._batch import write_atomic
     from restora.io import encode, make_preview
     from restora.pipeline.enhance import enhance_faces
 
     t0 = time.perf_counter()
-    result = enhance_faces(path, runtime=runtime, progress=bar.stage, **options)
+    result = enhance_faces(path, options, runtime=runtime, progress=bar.stage)
     png_path, preview_path = output_paths(rel, output, single)
     png_path.parent.mkdir(parents=True, exist_ok=True)
     bar.stage("encode", 100.0)

@@ -15,9 +15,19 @@ from typing import Any
 
 import typer
 
+from restora.pipeline.options import PhotoOptions, default, help_text, parse
+
 _SUFFIX = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
 _FORMAT_OF_SUFFIX = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 JPEG_QUALITY = 95
+
+
+def _d(name: str) -> Any:
+    return default(PhotoOptions, name)
+
+
+def _h(name: str) -> str:
+    return help_text(PhotoOptions, name)
 
 
 def register(app: typer.Typer) -> None:
@@ -39,27 +49,27 @@ def restore_photo_command(
                                         help="Image files or folders (searched recursively)."),
     output: Path = typer.Option(Path("restored"), "-o", "--output",
                                 help="Output folder, or a .png/.jpg/.webp path for one input."),
-    no_scratch_removal: bool = typer.Option(False, "--no-scratch-removal",
+    no_scratch_removal: bool = typer.Option(not _d("scratch_removal"), "--no-scratch-removal",
                                             help="Leave scratches and dust alone."),
-    no_face_enhancement: bool = typer.Option(False, "--no-face-enhancement",
+    no_face_enhancement: bool = typer.Option(not _d("face_enhancement"), "--no-face-enhancement",
                                              help="Do not restore faces."),
-    fidelity: float = typer.Option(0.7, "--fidelity",
-                                   help="Face fidelity 0-1 (CodeFormer w: 1 keeps identity)."),
-    no_denoise: bool = typer.Option(False, "--no-denoise", help="Do not denoise."),
-    denoise_strength: float = typer.Option(25.0, "--denoise-strength",
-                                           help="0-100; 25 filters at the measured noise level."),
-    colorize: bool = typer.Option(False, "--colorize",
-                                  help="Colourize black-and-white photos (DDColor)."),
-    colorize_strength: float = typer.Option(85.0, "--colorize-strength",
-                                            help="0-100: how much of the predicted colour to use."),
+    fidelity: float = typer.Option(_d("fidelity"), "--fidelity", help=_h("fidelity")),
+    no_denoise: bool = typer.Option(not _d("denoise"), "--no-denoise", help="Do not denoise."),
+    denoise_strength: float = typer.Option(_d("denoise_strength"), "--denoise-strength",
+                                           help=_h("denoise_strength")),
+    colorize: bool = typer.Option(_d("colorize"), "--colorize", help=_h("colorize")),
+    colorize_strength: float = typer.Option(_d("colorize_strength"), "--colorize-strength",
+                                            help=_h("colorize_strength")),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
 ) -> None:
     """Repair old photos (scratches, dust, noise, faces; optional colour) in their own format."""
     from restora.cli._batch import collect_inputs, run_batch
     from restora.errors import InvalidParameter
-    from restora.pipeline.photo.restore import check_settings
 
-    check_settings(fidelity, denoise_strength, colorize_strength)
+    options = parse(PhotoOptions, dict(
+        scratch_removal=not no_scratch_removal, face_enhancement=not no_face_enhancement,
+        fidelity=fidelity, denoise=not no_denoise, denoise_strength=denoise_strength,
+        colorize=colorize, colorize_strength=colorize_strength))
     jobs = collect_inputs(inputs)
     single = len(jobs) == 1 and not inputs[0].is_dir()
     if single and output.suffix and output.suffix.lower() not in _FORMAT_OF_SUFFIX:
@@ -69,10 +79,6 @@ def restore_photo_command(
     from restora.models.runtime import Runtime
 
     runtime = Runtime()
-    options: dict[str, Any] = dict(
-        scratch_removal=not no_scratch_removal, face_enhancement=not no_face_enhancement,
-        fidelity=fidelity, denoise=not no_denoise, denoise_strength=denoise_strength,
-        colorize=colorize, colorize_strength=colorize_strength)
     run_batch(jobs, name="restore-photo", single=single, as_json=as_json,
               process=lambda path, rel, bar: _process(path, rel, output, single, runtime,
                                                       options, bar),
@@ -87,13 +93,13 @@ def _summary(record: dict[str, Any]) -> list[str]:
 
 
 def _process(path: Path, rel: Path, output: Path, single: bool, runtime: Any,
-             options: dict[str, Any], bar: Any) -> dict[str, Any]:
+             options: PhotoOptions, bar: Any) -> dict[str, Any]:
     from restora.cli._batch import write_atomic
     from restora.io import encode, make_preview
     from restora.pipeline.photo import restore_photo
 
     t0 = time.perf_counter()
-    result = restore_photo(path, runtime=runtime, progress=bar.stage, **options)
+    result = restore_photo(path, options, runtime=runtime, progress=bar.stage)
     out_path, preview_path, fmt = output_paths(rel, output, single, result.output_format)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     bar.stage("encode", 100.0)

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from restora.io.decode import as_image
 from restora.io.image import Image
 from restora.pipeline import detect as det
 from restora.pipeline._timing import Stages
+from restora.pipeline.options import EnhanceOptions, with_overrides
 from restora.pipeline.align import AlignedFace, align_face, compose, invert, scale_map
 from restora.pipeline.paste import PasteFace, is_grayscale, parse_to_mask, paste_faces, to_luminance
 from restora.pipeline.restore import Restorer, load_restorer, parse_faces, restore_faces
@@ -55,34 +56,31 @@ class FaceStats:
 
 def enhance_faces(
     image: Image | bytes | str | Path,
+    options: EnhanceOptions | None = None,
     *,
     runtime: Runtime | None = None,
-    model: str = "auto",
-    strength: float = 0.8,
-    fidelity: float = 0.5,
-    upscale: int = 1,
-    bg_upscale: bool = False,
-    face_upsample: bool = False,
-    only_center_face: bool = False,
-    sensitivity: float = 0.5,
-    detector: str | None = None,
-    seed: int | None = None,
-    faces: list[dict] | None = None,
     progress: Callable[[str, float], None] | None = None,
     cancel: threading.Event | None = None,
     restorer: Restorer | None = None,
+    **overrides: Any,
 ) -> EnhanceResult:
     """Restore every face of ``image`` and return the new image with a report.
 
-    ``model``: ``auto``, ``gfpgan``, ``codeformer`` or a face-restoration model id. ``strength``
-    blends restored and original faces (0 leaves the pixels untouched). ``fidelity`` is
-    CodeFormer's w. ``upscale`` 1/2/4 enlarges the whole image (Real-ESRGAN when installed, else
-    Lanczos); ``bg_upscale`` also runs Real-ESRGAN on the background at scale 1;
-    ``face_upsample`` upsamples restored faces before pasting. ``faces`` skips detection and uses
-    the given boxes. ``restorer`` injects an already loaded network (tests, custom pipelines).
-    Raises :class:`~restora.errors.Cancelled` when ``cancel`` is set.
+    ``options`` (:class:`~restora.pipeline.options.EnhanceOptions`, defaults when omitted) may
+    be given, or overridden, as keyword arguments of the same names (``strength=0.6``); both are
+    validated by the model, so a bad or unknown option raises
+    :class:`~restora.errors.InvalidParameter` before any work. ``model``: ``auto``, ``gfpgan``,
+    ``codeformer`` or a face-restoration model id. ``strength`` blends restored and original
+    faces (0 leaves the pixels untouched). ``fidelity`` is CodeFormer's w. ``upscale`` 1/2/4
+    enlarges the whole image (Real-ESRGAN when installed, else Lanczos); ``bg_upscale`` also runs
+    Real-ESRGAN on the background at scale 1; ``face_upsample`` upsamples restored faces before
+    pasting. ``faces`` skips detection and uses the given boxes. ``restorer`` injects an already
+    loaded network (tests, custom pipelines). Raises :class:`~restora.errors.Cancelled` when
+    ``cancel`` is set.
     """
-    validate_options(model, strength, fidelity, upscale, sensitivity)
+    opts = with_overrides(EnhanceOptions, options, overrides)
+    model, strength, fidelity, upscale = opts.model, opts.strength, opts.fidelity, opts.upscale
+    bg_upscale, face_upsample = opts.bg_upscale, opts.face_upsample
     stages = Stages(STAGE_WEIGHTS, progress, cancel)
     warnings: list[str] = []
 
@@ -96,9 +94,9 @@ def enhance_faces(
         runtime.registry.get(model)  # unknown ids fail now, even on an image without faces
     pixels = img.pixels
     with stages.stage("detect"):
-        dets, source = _find_faces(runtime, pixels, faces=faces, detector=detector,
-                                   sensitivity=sensitivity, only_center_face=only_center_face,
-                                   warnings=warnings)
+        dets, source = _find_faces(runtime, pixels, faces=opts.face_dicts(),
+                                   detector=opts.detector, sensitivity=opts.sensitivity,
+                                   only_center_face=opts.only_center_face, warnings=warnings)
     found = [_to_face(d, img.width, img.height) for d in dets]
     result = EnhanceResult(image=img, faces=found, faces_detected=len(found), scale=upscale,
                            landmark_source=source, warnings=warnings)
@@ -125,7 +123,7 @@ def enhance_faces(
             restorer.kind if restorer.kind in MODEL_ARCH else None)
         with stages.stage("restore"):
             restored = restore_faces(
-                crops, restorer, fidelity=fidelity, seed=seed, cancel=cancel,
+                crops, restorer, fidelity=fidelity, seed=opts.seed, cancel=cancel,
                 on_batch=lambda done, total: stages.report("restore", done / total))
             if is_grayscale(pixels):
                 restored = [to_luminance(f) for f in restored]
@@ -178,18 +176,6 @@ def _background(img: Image, upscale: int, bg_upscale: bool, up: Upscaler | None,
         canvas = upscale_pixels(pixels, up.scale, up, cancel=cancel)
         return resize(canvas, img.width, img.height), alpha, up.model_id
     return pixels, alpha, None
-
-
-def validate_options(model: str, strength: float, fidelity: float, upscale: int,
-                     sensitivity: float) -> None:
-    """Raise :class:`InvalidParameter` for an out-of-range option (before any work)."""
-    if not isinstance(model, str) or not model:
-        raise InvalidParameter("model", "model must be auto, gfpgan, codeformer or a model id")
-    for name, value in (("strength", strength), ("fidelity", fidelity), ("sensitivity", sensitivity)):
-        if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-            raise InvalidParameter(name, f"{name} must be between 0 and 1, got {value!r}")
-    if upscale not in (1, 2, 4):
-        raise InvalidParameter("upscale", f"upscale must be 1, 2 or 4, got {upscale!r}")
 
 
 def _as_float(crop: np.ndarray) -> np.ndarray:

@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from pydantic import BaseModel
+
 from restora.errors import Cancelled, RestoraError
+from restora.pipeline.options import parse
 from restora.service import history
 from restora.service.queue import InProcessQueue, JobQueue
 from restora.service.settings import ServiceSettings
@@ -52,6 +55,7 @@ class JobContext:
     """What a tool sees while it runs one job."""
 
     job: JobRecord
+    options: Any  # the tool's options model, validated again from the stored job
     input_path: Path
     output_dir: Path
     settings: ServiceSettings
@@ -99,15 +103,18 @@ class JobContext:
 
 
 ToolFn = Callable[[JobContext], dict[str, Any]]
-PreflightFn = Callable[[Any, dict[str, Any]], None]
+PreflightFn = Callable[[Any, Any], None]
 
 
 @dataclass(frozen=True)
 class Tool:
-    """A named job kind; ``preflight(runtime, params)`` may raise before the job is accepted."""
+    """A named job kind running one pipeline with ``options`` (its options model, e.g.
+    :class:`~restora.pipeline.options.EnhanceOptions`); ``preflight(runtime, options)`` may
+    raise before the job is accepted."""
 
     name: str
     run: ToolFn
+    options: type[BaseModel]
     preflight: PreflightFn | None = None
 
 
@@ -158,21 +165,25 @@ class JobManager:
     def job_dir(self, job_id: str) -> Path:
         return self.jobs_dir / job_id
 
-    def preflight(self, tool: str, params: dict[str, Any]) -> None:
+    def preflight(self, tool: str, options: BaseModel) -> None:
         t = self.tools[tool]
         if t.preflight is not None and self.runtime is not None:
-            t.preflight(self.runtime, params)
+            t.preflight(self.runtime, options)
 
-    def submit(self, tool: str, *, api: str, params: dict[str, Any], input_bytes: bytes | None,
-               input_name: str = "image", webhook_url: str | None = None,
-               owner: str = "") -> JobRecord:
-        """Check capacity and models, persist input and job, then queue it. ``owner`` (an API
-        key hash, see :mod:`restora.service.history`) scopes the job history."""
+    def submit(self, tool: str, *, api: str, params: dict[str, Any], options: BaseModel,
+               input_bytes: bytes | None, input_name: str = "image",
+               webhook_url: str | None = None, owner: str = "") -> JobRecord:
+        """Check capacity and models, persist input and job (with its validated ``options``,
+        an instance of the tool's options model), then queue it. ``params`` keeps what only the
+        API style needs (its view of the request, finishing steps). ``owner`` (an API key hash,
+        see :mod:`restora.service.history`) scopes the job history."""
         if tool not in self.tools:
             raise RestoraError(f"tool '{tool}' is not available on this server",
                                code="unknown_tool", http_status=404)
+        t = self.tools[tool]
+        options = parse(t.options, options)  # the tool's own model, whatever the API built
         self.queue.ensure_capacity()
-        self.preflight(tool, params)
+        self.preflight(tool, options)
         job_id = new_job_id()
         d = self.job_dir(job_id)
         (d / "input").mkdir(parents=True)
@@ -180,7 +191,8 @@ class JobManager:
         name = safe_filename(input_name)
         if input_bytes is not None:
             (d / "input" / name).write_bytes(input_bytes)
-        record = self.store.create(job_id, tool=tool, api=api, params=params, input_name=name,
+        record = self.store.create(job_id, tool=tool, api=api, params=params,
+                                   options=options.model_dump(mode="json"), input_name=name,
                                    webhook_url=webhook_url)
         history.record_owner(self.store, job_id, owner, record.created_at)
         self.queue.submit(job_id)
@@ -208,14 +220,17 @@ class JobManager:
         assert record is not None
         tool = self.tools.get(record.tool)
         d = self.job_dir(job_id)
-        ctx = JobContext(job=record, input_path=d / "input" / record.input_name,
-                         output_dir=d / "output", settings=self.settings, runtime=self.runtime,
-                         cancel=cancel, _report=lambda s, p: self._report(job_id, cancel, s, p))
         status, result, error = FAILED, None, None
         try:
             if tool is None:
                 raise RestoraError(f"tool '{record.tool}' is not available on this server",
                                    code="unknown_tool")
+            # The stored options are validated again: the row may come from another version.
+            ctx = JobContext(job=record, options=parse(tool.options, record.options),
+                             input_path=d / "input" / record.input_name,
+                             output_dir=d / "output", settings=self.settings,
+                             runtime=self.runtime, cancel=cancel,
+                             _report=lambda s, p: self._report(job_id, cancel, s, p))
             result = tool.run(ctx)
             ctx.check_cancel()  # a result that arrives after cancel/timeout is discarded
             status = SUCCEEDED

@@ -1,7 +1,10 @@
 """Request settings of every API style, validated strictly (unknown or out-of-range -> 400).
 
 Each model forbids extra keys, so a typo such as ``strenght`` is an error naming the field
-instead of being silently ignored.
+instead of being silently ignored. Ranges and defaults of what the pipelines do live in
+:mod:`restora.pipeline.options`; these models only add each seed's names, seed-specific
+defaults and seed-only fields, and map them onto the pipeline options (``as_options``,
+``.options()``, ``refiner_options``).
 """
 
 from __future__ import annotations
@@ -12,61 +15,52 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from restora.errors import InvalidParameter
+from restora.pipeline.options import EnhanceOptions, FaceBox, PhotoOptions, parse
+
+__all__ = ["FaceBox", "EnhanceSettings", "RestoreSettings", "CodeFormerSettings",
+           "RefinerRequest", "FaceRecoverySettings", "validate", "as_options", "refiner_options",
+           "parse_settings_json", "parse_faces", "refiner_seed"]
 
 M = TypeVar("M", bound=BaseModel)
+O = TypeVar("O", bound=BaseModel)
 
 
-class FaceBox(BaseModel):
-    """A client-supplied face: box in input pixels and detector score."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-    x: float = Field(ge=0)
-    y: float = Field(ge=0)
-    w: float = Field(gt=0)
-    h: float = Field(gt=0)
-    score: float = Field(default=1.0, ge=0, le=1)
+#: The seeds' JSON names are the options' camelCase aliases; only these seed-side models accept
+#: them strictly (no strings for numbers, no snake_case names).
+_SEED = ConfigDict(strict=True, validate_by_name=False)
 
 
-class EnhanceSettings(BaseModel):
-    """SnapOtter ``enhance-faces`` settings (seed fields first, Restora extras after)."""
+class EnhanceSettings(EnhanceOptions):
+    """SnapOtter ``enhance-faces`` settings: :class:`EnhanceOptions` by their camelCase names,
+    ``model`` narrowed to the seed's three values."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = _SEED
     model: Literal["auto", "gfpgan", "codeformer"] = "auto"
-    strength: float = Field(default=0.8, ge=0, le=1)
-    onlyCenterFace: bool = False
-    sensitivity: float = Field(default=0.5, ge=0, le=1)
-    fidelity: float = Field(default=0.5, ge=0, le=1)
-    upscale: Literal[1, 2, 4] = 1
-    bgUpscale: bool = False
-    faceUpsample: bool = False
-    detector: str = Field(default="auto", min_length=1, max_length=100)
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
-    faces: list[FaceBox] | None = Field(default=None, max_length=256)
 
 
-class RestoreSettings(BaseModel):
-    """SnapOtter ``restore-photo`` settings."""
+class RestoreSettings(PhotoOptions):
+    """SnapOtter ``restore-photo`` settings: :class:`PhotoOptions` plus the seed's ``mode``."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = _SEED
     mode: Literal["auto", "light", "heavy"] = "auto"
-    scratchRemoval: bool = True
-    faceEnhancement: bool = True
-    fidelity: float = Field(default=0.7, ge=0, le=1)
-    denoise: bool = True
-    denoiseStrength: float = Field(default=25, ge=0, le=100)
-    colorize: bool = False
-    colorizeStrength: float = Field(default=85, ge=0, le=100)
 
 
 class CodeFormerSettings(BaseModel):
-    """CodeFormer Space ``/api/process`` options."""
+    """CodeFormer Space ``/api/process`` options (seed names and defaults; ranges are
+    :class:`EnhanceOptions`' own, checked by :meth:`options`)."""
 
     model_config = ConfigDict(extra="forbid")
-    fidelity: float = Field(default=0.5, ge=0, le=1)
-    upscale: Literal[1, 2, 4] = 2
+    fidelity: float = 0.5
+    upscale: int = 2
     background_enhance: bool = False
     face_upsample: bool = False
     return_base64: bool = False
+
+    def options(self) -> EnhanceOptions:
+        return parse(EnhanceOptions, {
+            "model": "codeformer", "fidelity": self.fidelity, "upscale": self.upscale,
+            "bg_upscale": self.background_enhance, "face_upsample": self.face_upsample},
+            names={"bgUpscale": "background_enhance", "faceUpsample": "face_upsample"})
 
 
 class RefinerRequest(BaseModel):
@@ -85,7 +79,7 @@ class FaceRecoverySettings(BaseModel):
     """Topaz ``face-recovery`` form fields (after form-string coercion)."""
 
     model_config = ConfigDict(extra="forbid")
-    strength: float = Field(default=0.8, ge=0, le=1)
+    strength: float = 0.8  # range: EnhanceOptions.strength (see options())
     creativity: float = Field(default=0.5, ge=0, le=1)
     grain: bool = False
     grain_density: float = Field(default=0.5, ge=0.1, le=1.0)
@@ -99,23 +93,26 @@ class FaceRecoverySettings(BaseModel):
     output_format: Literal["auto", "jpeg", "jpg", "png", "webp"] = "auto"
     webhook_url: str | None = Field(default=None, max_length=4096)
 
+    def options(self, faces: list[dict[str, float]] | None) -> EnhanceOptions:
+        """Topaz ``creativity`` is the inverse of CodeFormer's fidelity."""
+        return parse(EnhanceOptions, {"strength": self.strength, "fidelity": 1.0 - self.creativity,
+                                      "faces": faces, "seed": self.seed})
+
+
+def refiner_options(req: RefinerRequest, seed_used: int) -> EnhanceOptions:
+    """Tengrai ``denoising`` 1-5 is a restoration strength of 0.2-1.0."""
+    return parse(EnhanceOptions, {"model": req.model, "strength": 0.2 * req.denoising,
+                                  "seed": seed_used})
+
+
+def as_options(model: type[O], settings: BaseModel) -> O:
+    """The pipeline options inside an API style's settings (seed-only fields dropped)."""
+    return parse(model, settings.model_dump(include=set(model.model_fields)))
+
 
 def validate(model: type[M], data: Any) -> M:
     """Validate ``data`` or raise :class:`InvalidParameter` naming the first bad field."""
-    if not isinstance(data, dict):
-        raise InvalidParameter("settings", "settings must be a JSON object.")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err.get("loc", ())) or "settings"
-        if err.get("type") == "extra_forbidden":
-            message = f"Unknown setting '{field}'."
-        else:
-            message = f"Invalid value for '{field}': {err.get('msg', 'invalid')}."
-        details = [{"field": ".".join(str(p) for p in e.get("loc", ())), "message": e["msg"]}
-                   for e in exc.errors()]
-        raise InvalidParameter(field, message, details=details) from None
+    return parse(model, data)
 
 
 def parse_settings_json(raw: str | None) -> dict[str, Any]:

@@ -113,6 +113,7 @@ async def process(request: Request) -> JSONResponse:
     if not images:
         raise InvalidParameter("image", "No image was sent ('image' file or image_base64).")
     options = P.validate(P.CodeFormerSettings, raw_options)
+    enhance_options = options.options()
     for _, data in images:
         check_image(data, s)
     m = manager(request)
@@ -121,8 +122,9 @@ async def process(request: Request) -> JSONResponse:
     try:
         for name, data in images:
             records.append(await run_in_threadpool(
-                m.submit, "codeformer", api="codeformer", params=job_params, input_bytes=data,
-                input_name=name, owner=owner(request)))
+                m.submit, "codeformer", api="codeformer", params=job_params,
+                options=enhance_options, input_bytes=data, input_name=name,
+                owner=owner(request)))
     except RestoraError:
         for r in records:  # all or nothing: do not leave half a request running
             await run_in_threadpool(m.cancel, r.id)

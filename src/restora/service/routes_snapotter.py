@@ -8,6 +8,7 @@ from fastapi import APIRouter, File, Form, Header, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from restora.pipeline.options import EnhanceOptions, PhotoOptions
 from restora.service import params as P
 from restora.service.jobs import is_valid_download_name
 from restora.service.sse import job_events, parse_last_event_id
@@ -19,7 +20,8 @@ router = APIRouter(tags=["SnapOtter"])
 _MEDIA = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 
-async def _submit(request: Request, tool: str, model: type[P.BaseModel], file: UploadFile,
+async def _submit(request: Request, tool: str, model: type[P.BaseModel],
+                  options: type[P.BaseModel], file: UploadFile,
                   settings_raw: str | None) -> JSONResponse:
     s = settings(request)
     values = P.validate(model, P.parse_settings_json(settings_raw))
@@ -27,8 +29,9 @@ async def _submit(request: Request, tool: str, model: type[P.BaseModel], file: U
     check_image(data, s)
     m = manager(request)
     record = await run_in_threadpool(
-        m.submit, tool, api="snapotter", params=values.model_dump(mode="json"),
-        input_bytes=data, input_name=file.filename or "image", owner=owner(request))
+        m.submit, tool, api="snapotter", params=values.model_dump(mode="json", by_alias=True),
+        options=P.as_options(options, values), input_bytes=data,
+        input_name=file.filename or "image", owner=owner(request))
     return JSONResponse({"jobId": record.id, "async": True}, status_code=202)
 
 
@@ -38,7 +41,8 @@ async def enhance_faces(request: Request, file: UploadFile = File(...),
                         settings: str | None = Form(None),
                         clientJobId: str | None = Form(None)) -> JSONResponse:
     """Multipart ``file`` plus ``settings`` JSON (see docs/service.md); 202 ``{jobId, async}``."""
-    return await _submit(request, "enhance-faces", P.EnhanceSettings, file, settings)
+    return await _submit(request, "enhance-faces", P.EnhanceSettings, EnhanceOptions, file,
+                         settings)
 
 
 @router.post("/api/v1/tools/restore-photo", status_code=202,
@@ -46,7 +50,8 @@ async def enhance_faces(request: Request, file: UploadFile = File(...),
 async def restore_photo(request: Request, file: UploadFile = File(...),
                         settings: str | None = Form(None),
                         clientJobId: str | None = Form(None)) -> JSONResponse:
-    return await _submit(request, "restore-photo", P.RestoreSettings, file, settings)
+    return await _submit(request, "restore-photo", P.RestoreSettings, PhotoOptions, file,
+                         settings)
 
 
 @router.get("/api/v1/jobs/{job_id}", summary="Job status snapshot")

@@ -39,12 +39,14 @@ async def create_face_refiner(request: Request) -> JSONResponse:
     if req.webhook:
         await run_in_threadpool(validate_webhook_url, req.webhook, s, field="webhook")
     seed = req.seed if req.seed is not None else secrets.randbelow(2147483647) + 1
+    seed_used = P.refiner_seed(seed)
     job_params: dict[str, Any] = {**req.model_dump(mode="json"), "seed": seed,
-                                  "seedUsed": P.refiner_seed(seed)}
+                                  "seedUsed": seed_used}
     name = PurePosixPath(urlsplit(req.imageUrl).path).name or "image"
     record = await run_in_threadpool(
         manager(request).submit, "face-refiner", api="tengrai", params=job_params,
-        input_bytes=None, input_name=name, webhook_url=req.webhook, owner=owner(request))
+        options=P.refiner_options(req, seed_used), input_bytes=None, input_name=name,
+        webhook_url=req.webhook, owner=owner(request))
     return JSONResponse(artwork(record), status_code=202)
 
 

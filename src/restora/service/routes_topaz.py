@@ -58,14 +58,14 @@ async def face_recovery(request: Request) -> JSONResponse:
     opts = P.validate(P.FaceRecoverySettings, values)
     check_image(image[1], s)
     job_params = opts.model_dump(mode="json", exclude={"iai_packed_metadata"})
-    if opts.iai_packed_metadata:
-        job_params["faces"] = P.parse_faces(opts.iai_packed_metadata)
+    faces = P.parse_faces(opts.iai_packed_metadata) if opts.iai_packed_metadata else None
+    options = opts.options(faces)
     if opts.webhook_url:
         await run_in_threadpool(validate_webhook_url, opts.webhook_url, s, field="webhook_url")
     record = await run_in_threadpool(
         manager(request).submit, "face-recovery", api="topaz", params=job_params,
-        input_bytes=image[1], input_name=image[0], webhook_url=opts.webhook_url,
-        owner=owner(request))
+        options=options, input_bytes=image[1], input_name=image[0],
+        webhook_url=opts.webhook_url, owner=owner(request))
     body: dict[str, Any] = {"jobId": record.id, "async": True, "process_id": record.id,
                             "status": record.status}
     if opts.output_width and opts.output_height:

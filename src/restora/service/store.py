@@ -31,6 +31,7 @@ jobs = Table(
     Column("api", String(32), nullable=False),
     Column("status", String(16), nullable=False, index=True),
     Column("params", Text, nullable=False),
+    Column("options", Text, nullable=False, default="{}"),  # validated pipeline options
     Column("input_name", String(255), nullable=False, default="image"),
     Column("result", Text),
     Column("error", Text),
@@ -78,6 +79,7 @@ class JobRecord:
     api: str
     status: str
     params: dict[str, Any]
+    options: dict[str, Any]
     input_name: str
     result: dict[str, Any] | None
     error: dict[str, Any] | None
@@ -153,11 +155,13 @@ class JobStore:
     # --- jobs -----------------------------------------------------------------------------------
 
     def create(self, job_id: str, *, tool: str, api: str, params: dict[str, Any],
-               input_name: str = "image", webhook_url: str | None = None) -> JobRecord:
+               options: dict[str, Any] | None = None, input_name: str = "image",
+               webhook_url: str | None = None) -> JobRecord:
         now = time.time()
         with self.engine.begin() as conn:
             conn.execute(insert(jobs).values(
                 id=job_id, tool=tool, api=api, status=QUEUED, params=_dumps(params),
+                options=_dumps(options or {}),
                 input_name=input_name, webhook_url=webhook_url, percent=0.0, attempts=0,
                 cancel_requested=0, created_at=now))
             conn.execute(insert(events).values(
@@ -319,7 +323,8 @@ class JobStore:
 def _record(row: Any) -> JobRecord:
     return JobRecord(
         id=row["id"], tool=row["tool"], api=row["api"], status=row["status"],
-        params=_loads(row["params"]) or {}, input_name=row["input_name"],
+        params=_loads(row["params"]) or {}, options=_loads(row["options"]) or {},
+        input_name=row["input_name"],
         result=_loads(row["result"]), error=_loads(row["error"]), webhook_url=row["webhook_url"],
         stage=row["stage"], percent=float(row["percent"] or 0.0), attempts=int(row["attempts"]),
         cancel_requested=bool(row["cancel_requested"]), created_at=row["created_at"],

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from restora.errors import InvalidParameter, UnknownModel
+from restora.pipeline.options import EnhanceOptions, PhotoOptions
 from restora.service.jobs import JobContext, Tool
 
 _EXT = {"jpeg": "jpg", "png": "png", "webp": "webp"}
@@ -27,11 +28,10 @@ def _require(runtime: Any, task: str, arch: str | None = None) -> None:
     raise runtime.not_installed(runtime.registry.default(task, arch))
 
 
-def preflight_faces(runtime: Any, params: dict[str, Any]) -> None:
-    model = params.get("model", "auto")
-    _require(runtime, "face-restoration", _RESTORER_ARCH.get(model))
-    detector = params.get("detector")
-    if detector and detector != "auto":
+def preflight_faces(runtime: Any, options: EnhanceOptions) -> None:
+    _require(runtime, "face-restoration", _RESTORER_ARCH.get(options.model))
+    detector = options.detector
+    if detector:
         try:
             spec = runtime.registry.get(detector)
         except UnknownModel as exc:
@@ -41,13 +41,13 @@ def preflight_faces(runtime: Any, params: dict[str, Any]) -> None:
                                    "face detector.")
         if not runtime.registry.is_installed(spec):
             raise runtime.not_installed(spec)
-    elif not params.get("faces"):
+    elif not options.faces:
         _require(runtime, "face-detection")
 
 
-def preflight_photo(runtime: Any, params: dict[str, Any]) -> None:
+def preflight_photo(runtime: Any, options: PhotoOptions) -> None:
     # A missing face model only skips that step (the pipeline warns); colour was asked for.
-    if params.get("colorize"):
+    if options.colorize:
         _require(runtime, "colorization")
 
 
@@ -79,33 +79,23 @@ def write_result(ctx: JobContext, image: Any, fmt: str, suffix: str) -> dict[str
             "width": image.width, "height": image.height}
 
 
-#: ``enhance(ctx, image, *, lo, hi, **enhance_faces kwargs) -> EnhanceResult``; tools take it as
-#: a parameter so their own logic (fetch, seed, grain, resize, credits) runs with any enhancer.
+#: ``enhance(ctx, image, options: EnhanceOptions, *, lo, hi) -> EnhanceResult``; tools take it
+#: as a parameter so their own logic (fetch, grain, resize, credits) runs with any enhancer.
 EnhanceFn = Callable[..., Any]
 
 
-def pipeline_enhance(ctx: JobContext, image: Any, *, lo: float = 5, hi: float = 90,
-                     **kwargs: Any) -> Any:
+def pipeline_enhance(ctx: JobContext, image: Any, options: EnhanceOptions, *, lo: float = 5,
+                     hi: float = 90) -> Any:
     """The real face pipeline on the shared Runtime, progress mapped onto lo..hi percent."""
     from restora.pipeline.enhance import enhance_faces
 
-    return enhance_faces(image, runtime=ctx.runtime, progress=ctx.sub_progress(lo, hi),
-                         cancel=ctx.cancel, **kwargs)
+    return enhance_faces(image, options, runtime=ctx.runtime,
+                         progress=ctx.sub_progress(lo, hi), cancel=ctx.cancel)
 
 
 def _source_size(image: Any) -> dict[str, int]:
     """Input dimensions: face boxes are in these coordinates even when the output is resized."""
     return {"originalWidth": image.width, "originalHeight": image.height}
-
-
-def _enhance_kwargs(p: dict[str, Any]) -> dict[str, Any]:
-    return {"model": p.get("model", "auto"), "strength": p.get("strength", 0.8),
-            "fidelity": p.get("fidelity", 0.5), "upscale": p.get("upscale", 1),
-            "bg_upscale": p.get("bgUpscale", False), "face_upsample": p.get("faceUpsample", False),
-            "only_center_face": p.get("onlyCenterFace", False),
-            "sensitivity": p.get("sensitivity", 0.5),
-            "detector": None if p.get("detector", "auto") == "auto" else p["detector"],
-            "seed": p.get("seed"), "faces": p.get("faces")}
 
 
 # --- SnapOtter ------------------------------------------------------------------------------
@@ -114,7 +104,7 @@ def run_enhance_faces(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) ->
     from restora.io import output_format_for
 
     raw, image = decode_input(ctx)
-    result = enhance(ctx, image, **_enhance_kwargs(ctx.params))
+    result = enhance(ctx, image, ctx.options)
     out = write_result(ctx, result.image, output_format_for(image.format), "enhanced")
     return {**result.to_dict(), **out, "originalSize": len(raw),
             **_source_size(image)}
@@ -124,14 +114,9 @@ def run_restore_photo(ctx: JobContext) -> dict[str, Any]:
     from restora.io import output_format_for
     from restora.pipeline.photo import restore_photo
 
-    p = ctx.params
     raw, image = decode_input(ctx)
-    result = restore_photo(
-        image, runtime=ctx.runtime, scratch_removal=p.get("scratchRemoval", True),
-        face_enhancement=p.get("faceEnhancement", True), fidelity=p.get("fidelity", 0.7),
-        denoise=p.get("denoise", True), denoise_strength=p.get("denoiseStrength", 25),
-        colorize=p.get("colorize", False), colorize_strength=p.get("colorizeStrength", 85),
-        progress=ctx.sub_progress(5, 90), cancel=ctx.cancel)
+    result = restore_photo(image, ctx.options, runtime=ctx.runtime,
+                           progress=ctx.sub_progress(5, 90), cancel=ctx.cancel)
     out = write_result(ctx, result.image, output_format_for(image.format), "restored")
     return {**result.to_dict(), **out, "originalSize": len(raw),
             **_source_size(image)}
@@ -140,11 +125,8 @@ def run_restore_photo(ctx: JobContext) -> dict[str, Any]:
 # --- CodeFormer Space -----------------------------------------------------------------------
 
 def run_codeformer(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) -> dict[str, Any]:
-    p = ctx.params
     raw, image = decode_input(ctx)
-    result = enhance(ctx, image, model="codeformer", fidelity=p.get("fidelity", 0.5),
-                      upscale=p.get("upscale", 2), bg_upscale=p.get("background_enhance", False),
-                      face_upsample=p.get("face_upsample", False))
+    result = enhance(ctx, image, ctx.options)
     out = write_result(ctx, result.image, "png", "codeformer")
     return {**result.to_dict(), **out, "originalSize": len(raw),
             **_source_size(image)}
@@ -164,9 +146,8 @@ def run_face_refiner(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) -> 
                     allow_loopback=s.allow_loopback_fetch)
     ctx.write_output("source.bin", fetched.content)
     raw, image = decode_input(ctx, fetched.content)
-    result = enhance(ctx, image, model=p.get("model", "auto"),
-                      strength=0.2 * p.get("denoising", 3), seed=p["seedUsed"])
-    fmt = p.get("outputFormat", "auto")
+    result = enhance(ctx, image, ctx.options)
+    fmt = p["outputFormat"]
     fmt = output_format_for(image.format) if fmt == "auto" else fmt
     out = write_result(ctx, result.image, fmt, "refined")
     return {**result.to_dict(), **out, "originalSize": len(raw),
@@ -181,23 +162,20 @@ def run_face_recovery(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) ->
 
     p = ctx.params
     raw, image = decode_input(ctx)
-    result = enhance(ctx, image, hi=80, strength=p.get("strength", 0.8),
-                      fidelity=1.0 - p.get("creativity", 0.5), faces=p.get("faces"),
-                      seed=p.get("seed", 0))
+    result = enhance(ctx, image, ctx.options, hi=80)
     img = result.image
-    width, height = finishing.target_size(img.width, img.height, p.get("output_width"),
-                                          p.get("output_height"))
+    width, height = finishing.target_size(img.width, img.height, p["output_width"],
+                                          p["output_height"])
     if (width, height) != (img.width, img.height):
         ctx.progress("resizing", 82)
         alpha = (finishing.resize(img.alpha, width, height) if img.alpha is not None else None)
         img = img.with_pixels(finishing.resize(img.pixels, width, height), alpha)
-    if p.get("grain"):
+    if p["grain"]:
         ctx.progress("grain", 88)
         img = img.with_pixels(finishing.add_grain(
-            img.pixels, model=p.get("grain_model", "silver"), density=p.get("grain_density", 0.5),
-            size=p.get("grain_size", 1.0), strength=p.get("grain_strength", 0.5),
-            seed=p.get("seed", 0)), img.alpha)
-    fmt = p.get("output_format", "auto")
+            img.pixels, model=p["grain_model"], density=p["grain_density"],
+            size=p["grain_size"], strength=p["grain_strength"], seed=p["seed"]), img.alpha)
+    fmt = p["output_format"]
     fmt = output_format_for(image.format) if fmt == "auto" else ("jpeg" if fmt == "jpg" else fmt)
     out = write_result(ctx, img, fmt, "recovered")
     credits = finishing.credits_for(img.width, img.height)
@@ -212,11 +190,12 @@ def default_tools(enhance: EnhanceFn = pipeline_enhance) -> dict[str, Tool]:
         return functools.partial(fn, enhance=enhance)
 
     return {
-        "enhance-faces": Tool("enhance-faces", bind(run_enhance_faces), preflight_faces),
-        "restore-photo": Tool("restore-photo", run_restore_photo, preflight_photo),
-        "codeformer": Tool("codeformer", bind(run_codeformer),
-                           lambda rt, p: preflight_faces(rt, {"model": "codeformer"})),
-        "face-refiner": Tool("face-refiner", bind(run_face_refiner),
-                             lambda rt, p: preflight_faces(rt, {"model": p.get("model", "auto")})),
-        "face-recovery": Tool("face-recovery", bind(run_face_recovery), preflight_faces),
+        "enhance-faces": Tool("enhance-faces", bind(run_enhance_faces), EnhanceOptions,
+                              preflight_faces),
+        "restore-photo": Tool("restore-photo", run_restore_photo, PhotoOptions, preflight_photo),
+        "codeformer": Tool("codeformer", bind(run_codeformer), EnhanceOptions, preflight_faces),
+        "face-refiner": Tool("face-refiner", bind(run_face_refiner), EnhanceOptions,
+                             preflight_faces),
+        "face-recovery": Tool("face-recovery", bind(run_face_recovery), EnhanceOptions,
+                              preflight_faces),
     }

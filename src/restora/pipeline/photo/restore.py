@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from restora.errors import InvalidParameter, ModelNotInstalled, RestoraError
+from restora.errors import ModelNotInstalled, RestoraError
 from restora.io.decode import as_image
 from restora.io.image import Image
 from restora.pipeline._timing import Stages
+from restora.pipeline.options import PhotoOptions, with_overrides
 from restora.pipeline.photo.denoise import NoiseEstimate, estimate_noise, filter_strengths
 from restora.pipeline.photo.denoise import denoise as denoise_pixels
 from restora.pipeline.photo.inpaint import inpaint_tiled
@@ -74,26 +75,25 @@ class RestoreResult:
 
 def restore_photo(
     image: Image | bytes | str | Path,
+    options: PhotoOptions | None = None,
     *,
     runtime: Runtime | None = None,
-    scratch_removal: bool = True,
-    face_enhancement: bool = True,
-    fidelity: float = 0.7,
-    denoise: bool = True,
-    denoise_strength: float = 25,
-    colorize: bool = False,
-    colorize_strength: float = 85,
     progress: Callable[[str, float], None] | None = None,
     cancel: threading.Event | None = None,
+    **overrides: Any,
 ) -> RestoreResult:
     """Repair scratches, noise and faces of an old photo and optionally colourize it.
 
-    ``fidelity`` (0-1) is CodeFormer's w; ``denoise_strength`` and ``colorize_strength`` are 0-100.
-    A missing face model skips that step with a warning (it is on by default); a missing
-    colorization model raises :class:`~restora.errors.ModelNotInstalled` before any work, since
-    the caller asked for colour explicitly. Raises :class:`~restora.errors.Cancelled` on ``cancel``.
+    ``options`` (:class:`~restora.pipeline.options.PhotoOptions`) may be given, or overridden,
+    as keyword arguments of the same names; both are validated by the model (a bad value raises
+    :class:`~restora.errors.InvalidParameter` naming the camelCase field). ``fidelity`` (0-1) is
+    CodeFormer's w; ``denoise_strength`` and ``colorize_strength`` are 0-100. A missing face
+    model skips that step with a warning (it is on by default); a missing colorization model
+    raises :class:`~restora.errors.ModelNotInstalled` before any work, since the caller asked for
+    colour explicitly. Raises :class:`~restora.errors.Cancelled` on ``cancel``.
     """
-    check_settings(fidelity, denoise_strength, colorize_strength)
+    opts = with_overrides(PhotoOptions, options, overrides)
+    fidelity, colorize = opts.fidelity, opts.colorize
     stages = Stages(STEP_WEIGHTS, progress, cancel)
     with stages.stage("decode"):
         img = as_image(image, runtime.settings if runtime is not None else None)
@@ -114,21 +114,21 @@ def restore_photo(
                                   "chromaNoiseSigma": round(noise.chroma, 2)}
     pixels = img.pixels
 
-    if scratch_removal:
+    if opts.scratch_removal:
         with stages.stage("scratch-removal"):
             pixels = _remove_scratches(pixels, noise, result, stages)
     else:
         result.reports["scratch-removal"] = {"skipped": True, "reason": "turned off"}
 
-    if denoise:
+    if opts.denoise:
         with stages.stage("denoise"):
-            pixels = _denoise(pixels, noise, denoise_strength, result)
+            pixels = _denoise(pixels, noise, opts.denoise_strength, result)
     else:
         result.reports["denoise"] = {"skipped": True, "reason": "turned off",
                                      "noiseSigma": round(noise.luma, 2)}
     current = img.with_pixels(pixels, img.alpha)
 
-    if face_enhancement:
+    if opts.face_enhancement:
         with stages.stage("face-enhancement"):
             runtime = runtime or _new_runtime()
             current = _enhance_faces(current, runtime, fidelity, mono, result, stages, cancel)
@@ -138,7 +138,8 @@ def restore_photo(
     if colorize:
         with stages.stage("colorize"):
             assert runtime is not None and colorizer is not None
-            current = _colorize(current, runtime, colorizer, colorize_strength, mono, result)
+            current = _colorize(current, runtime, colorizer, opts.colorize_strength, mono,
+                                result)
     else:
         result.reports["colorize"] = {"skipped": True, "reason": "not requested"}
 
@@ -279,18 +280,6 @@ def _colorize(img: Image, runtime: Runtime, model_id: str, strength: float, mono
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-def check_settings(fidelity: float, denoise_strength: float, colorize_strength: float) -> None:
-    """Raise InvalidParameter (camelCase field) for a setting out of its range."""
-    _check_range("fidelity", fidelity, 1.0)
-    _check_range("denoiseStrength", denoise_strength, 100.0)
-    _check_range("colorizeStrength", colorize_strength, 100.0)
-
-
-def _check_range(name: str, value: float, top: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= top:
-        raise InvalidParameter(name, f"{name} must be between 0 and {top:g}, got {value!r}")
-
 
 def _new_runtime() -> Runtime:
     from restora.models.runtime import Runtime
