@@ -60,6 +60,11 @@ def restore_photo_command(
     colorize: bool = typer.Option(_d("colorize"), "--colorize", help=_h("colorize")),
     colorize_strength: float = typer.Option(_d("colorize_strength"), "--colorize-strength",
                                             help=_h("colorize_strength")),
+    mask: Path | None = typer.Option(None, "--mask", metavar="FILE",
+                                     help="Damage mask image for a single input (white = repair)."),
+    mask_mode: str = typer.Option(_d("mask_mode"), "--mask-mode", help=_h("mask_mode")),
+    save_mask: bool = typer.Option(False, "--save-mask",
+                                   help="Also write <stem>.mask.png (white = repaired)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
 ) -> None:
     """Repair old photos (scratches, dust, noise, faces; optional colour) in their own format."""
@@ -69,19 +74,25 @@ def restore_photo_command(
     options = parse(PhotoOptions, dict(
         scratch_removal=not no_scratch_removal, face_enhancement=not no_face_enhancement,
         fidelity=fidelity, denoise=not no_denoise, denoise_strength=denoise_strength,
-        colorize=colorize, colorize_strength=colorize_strength))
+        colorize=colorize, colorize_strength=colorize_strength, mask_mode=mask_mode))
     jobs = collect_inputs(inputs)
     single = len(jobs) == 1 and not inputs[0].is_dir()
     if single and output.suffix and output.suffix.lower() not in _FORMAT_OF_SUFFIX:
         raise InvalidParameter("output", f"output {output} must be a folder or a .png, .jpg or "
                                ".webp file")
+    if mask is not None:
+        if not single:
+            raise InvalidParameter("mask", "--mask needs exactly one input image (a mask "
+                                   "belongs to one photo)")
+        if not mask.is_file():
+            raise InvalidParameter("mask", f"mask file {mask} does not exist")
 
     from restora.models.runtime import Runtime
 
     runtime = Runtime()
     run_batch(jobs, name="restore-photo", single=single, as_json=as_json,
               process=lambda path, rel, bar: _process(path, rel, output, single, runtime,
-                                                      options, bar),
+                                                      options, bar, save_mask, mask),
               summary=_summary)
 
 
@@ -92,14 +103,20 @@ def _summary(record: dict[str, Any]) -> list[str]:
             *(f"warning: {w}" for w in record["warnings"])]
 
 
+def mask_path_for(out_path: Path) -> Path:
+    """``<stem>.mask.png`` beside the result."""
+    return out_path.with_name(out_path.stem + ".mask.png")
+
+
 def _process(path: Path, rel: Path, output: Path, single: bool, runtime: Any,
-             options: PhotoOptions, bar: Any) -> dict[str, Any]:
+             options: PhotoOptions, bar: Any, save_mask: bool = False,
+             mask: Path | None = None) -> dict[str, Any]:
     from restora.cli._batch import write_atomic
     from restora.io import encode, make_preview
     from restora.pipeline.photo import restore_photo
 
     t0 = time.perf_counter()
-    result = restore_photo(path, options, runtime=runtime, progress=bar.stage)
+    result = restore_photo(path, options, runtime=runtime, progress=bar.stage, mask=mask)
     out_path, preview_path, fmt = output_paths(rel, output, single, result.output_format)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     bar.stage("encode", 100.0)
@@ -108,6 +125,12 @@ def _process(path: Path, rel: Path, output: Path, single: bool, runtime: Any,
     write_atomic(preview_path, make_preview(result.image))
     record = {"input": str(path), **result.to_dict(), "format": fmt, "output": str(out_path),
               "preview": str(preview_path)}
+    if save_mask:
+        from restora.pipeline.photo.masks import mask_png
+
+        assert result.mask is not None
+        write_atomic(mask_path_for(out_path), mask_png(result.mask))
+        record["mask"] = str(mask_path_for(out_path))
     record["timings"]["encode"] = round(time.perf_counter() - t_enc, 4)
     record["seconds"] = round(time.perf_counter() - t0, 3)
     return record

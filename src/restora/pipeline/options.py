@@ -93,6 +93,9 @@ class PhotoOptions(BaseModel):
                            description="Colourize black-and-white photos (DDColor).")
     colorize_strength: float = Field(default=85, ge=0, le=100,
                                      description="0-100: how much of the predicted colour to use.")
+    mask_mode: Literal["replace", "add"] = Field(
+        default="replace", description="How a given damage mask is used: replace (repair exactly "
+        "the mask) or add (the mask plus what detection finds).")
 
 
 def parse(model: type[M], data: Any, *, names: dict[str, str] | None = None) -> M:

@@ -45,6 +45,9 @@ def is_valid_download_name(name: str) -> bool:
     return bool(_FILENAME_OK.match(name)) and ".." not in name
 
 
+EXTRA_DIR = "extra"  # per job: extra uploads beside input/ (a name the input's own cannot take)
+
+
 def new_job_id() -> str:
     """122 random bits from the OS: job ids double as unguessable download capabilities."""
     return str(uuid.uuid4())
@@ -100,6 +103,11 @@ class JobContext:
 
     def download_url(self, name: str) -> str:
         return f"/api/v1/download/{self.job.id}/{name}"
+
+    def extra_input(self, name: str) -> Path | None:
+        """An extra uploaded file of this job (e.g. ``mask``), or None when none was sent."""
+        path = self.input_path.parent.parent / EXTRA_DIR / name
+        return path if path.is_file() else None
 
 
 ToolFn = Callable[[JobContext], dict[str, Any]]
@@ -172,11 +180,13 @@ class JobManager:
 
     def submit(self, tool: str, *, api: str, params: dict[str, Any], options: BaseModel,
                input_bytes: bytes | None, input_name: str = "image",
-               webhook_url: str | None = None, owner: str = "") -> JobRecord:
+               webhook_url: str | None = None, owner: str = "",
+               extra_inputs: dict[str, bytes] | None = None) -> JobRecord:
         """Check capacity and models, persist input and job (with its validated ``options``,
         an instance of the tool's options model), then queue it. ``params`` keeps what only the
         API style needs (its view of the request, finishing steps). ``owner`` (an API key hash,
-        see :mod:`restora.service.history`) scopes the job history."""
+        see :mod:`restora.service.history`) scopes the job history. ``extra_inputs`` are further
+        uploads (e.g. a ``mask``) a tool reads with ``ctx.extra_input(name)``."""
         if tool not in self.tools:
             raise RestoraError(f"tool '{tool}' is not available on this server",
                                code="unknown_tool", http_status=404)
@@ -191,6 +201,10 @@ class JobManager:
         name = safe_filename(input_name)
         if input_bytes is not None:
             (d / "input" / name).write_bytes(input_bytes)
+        if extra_inputs:
+            (d / EXTRA_DIR).mkdir()
+            for key, data in extra_inputs.items():
+                (d / EXTRA_DIR / safe_filename(key)).write_bytes(data)
         record = self.store.create(job_id, tool=tool, api=api, params=params,
                                    options=options.model_dump(mode="json"), input_name=name,
                                    webhook_url=webhook_url)

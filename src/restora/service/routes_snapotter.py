@@ -9,11 +9,14 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from restora.pipeline.options import EnhanceOptions, PhotoOptions
+from restora.errors import InvalidParameter, RestoraError
 from restora.service import params as P
 from restora.service.jobs import is_valid_download_name
 from restora.service.sse import job_events, parse_last_event_id
 from restora.service.views import (JobNotFound, check_image, get_job, manager, owner, settings,
                                    snapshot)
+
+settings_of = settings  # the route parameter named ``settings`` shadows it inside routes
 
 router = APIRouter(tags=["SnapOtter"])
 
@@ -22,16 +25,17 @@ _MEDIA = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp":
 
 async def _submit(request: Request, tool: str, model: type[P.BaseModel],
                   options: type[P.BaseModel], file: UploadFile,
-                  settings_raw: str | None) -> JSONResponse:
+                  settings_raw: str | None, extra: dict[str, bytes] | None = None,
+                  overrides: dict[str, Any] | None = None) -> JSONResponse:
     s = settings(request)
-    values = P.validate(model, P.parse_settings_json(settings_raw))
+    values = P.validate(model, {**P.parse_settings_json(settings_raw), **(overrides or {})})
     data = await file.read()
     check_image(data, s)
     m = manager(request)
     record = await run_in_threadpool(
         m.submit, tool, api="snapotter", params=values.model_dump(mode="json", by_alias=True),
         options=P.as_options(options, values), input_bytes=data,
-        input_name=file.filename or "image", owner=owner(request))
+        input_name=file.filename or "image", owner=owner(request), extra_inputs=extra)
     return JSONResponse({"jobId": record.id, "async": True}, status_code=202)
 
 
@@ -49,9 +53,22 @@ async def enhance_faces(request: Request, file: UploadFile = File(...),
              summary="Repair an old photo as an async job")
 async def restore_photo(request: Request, file: UploadFile = File(...),
                         settings: str | None = Form(None),
-                        clientJobId: str | None = Form(None)) -> JSONResponse:
+                        clientJobId: str | None = Form(None),
+                        mask: UploadFile | None = File(None),
+                        maskMode: str | None = Form(None)) -> JSONResponse:
+    """Optional ``mask`` image (white = repair, the photo's size or aspect ratio) and
+    ``maskMode`` (``replace`` | ``add``; also accepted inside ``settings``)."""
+    extra: dict[str, bytes] = {}
+    if mask is not None:
+        mask_bytes = await mask.read()
+        try:
+            check_image(mask_bytes, settings_of(request))
+        except RestoraError as exc:
+            raise InvalidParameter("mask", f"mask: {exc.message}", reason=exc.code) from None
+        extra["mask"] = mask_bytes
+    overrides = {"maskMode": maskMode} if maskMode is not None else None
     return await _submit(request, "restore-photo", P.RestoreSettings, PhotoOptions, file,
-                         settings)
+                         settings, extra, overrides)
 
 
 @router.get("/api/v1/jobs/{job_id}", summary="Job status snapshot")

@@ -10,7 +10,7 @@ import functools
 from pathlib import Path
 from typing import Any, Callable
 
-from restora.errors import InvalidParameter, UnknownModel
+from restora.errors import InvalidParameter, RestoraError, UnknownModel
 from restora.pipeline.options import EnhanceOptions, PhotoOptions
 from restora.service.jobs import JobContext, Tool
 
@@ -114,12 +114,29 @@ def run_restore_photo(ctx: JobContext) -> dict[str, Any]:
     from restora.io import output_format_for
     from restora.pipeline.photo import restore_photo
 
+    from restora.io import Limits, decode
+    from restora.pipeline.photo.masks import load_user_mask, mask_png
+
     raw, image = decode_input(ctx)
-    result = restore_photo(image, ctx.options, runtime=ctx.runtime,
+    mask = None
+    mask_path = ctx.extra_input("mask")
+    if mask_path is not None:
+        try:
+            mask_image = decode(mask_path.read_bytes(), limits=Limits.from_settings(ctx.settings))
+        except RestoraError as exc:
+            raise InvalidParameter("mask", f"the mask could not be read: {exc.message}",
+                                   reason=exc.code) from None
+        mask = load_user_mask(mask_image, image.height, image.width)
+    result = restore_photo(image, ctx.options, runtime=ctx.runtime, mask=mask,
                            progress=ctx.sub_progress(5, 90), cancel=ctx.cancel)
     out = write_result(ctx, result.image, output_format_for(image.format), "restored")
-    return {**result.to_dict(), **out, "originalSize": len(raw),
-            **_source_size(image)}
+    # the final damage mask beside the output (white = repaired), for the page's mask editor
+    stem = Path(ctx.job.input_name).stem or "image"
+    mask_name = f"{stem}_mask.png"
+    assert result.mask is not None
+    ctx.write_output(mask_name, mask_png(result.mask))
+    return {**result.to_dict(), **out, "maskUrl": ctx.download_url(mask_name),
+            "maskFilename": mask_name, "originalSize": len(raw), **_source_size(image)}
 
 
 # --- CodeFormer Space -----------------------------------------------------------------------

@@ -29,9 +29,9 @@ from restora.pipeline._timing import Stages
 from restora.pipeline.options import PhotoOptions, with_overrides
 from restora.pipeline.photo.denoise import NoiseEstimate, estimate_noise, filter_strengths
 from restora.pipeline.photo.denoise import denoise as denoise_pixels
-from restora.pipeline.photo.inpaint import inpaint_tiled
+from restora.pipeline.photo.damage import repair_damage
+from restora.pipeline.photo.masks import MaskSource
 from restora.pipeline.photo.mono import MonoReport, detect_monochrome
-from restora.pipeline.photo.scratches import detect_in_bands
 
 if TYPE_CHECKING:
     from restora.models.runtime import Runtime
@@ -46,6 +46,9 @@ class RestoreResult:
     """What :func:`restore_photo` returns; ``to_dict`` uses the seed's camelCase names."""
 
     image: Image
+    #: H x W bool, True where pixels were repaired (detected and/or the user's mask; all False
+    #: when nothing was); PNG with :func:`restora.pipeline.photo.masks.mask_png`
+    mask: np.ndarray | None = None
     steps: list[str] = field(default_factory=list)  # steps that ran, in order
     scratch_coverage: float = 0.0  # percent of the area detected as scratches or dust
     faces_enhanced: int = 0
@@ -78,6 +81,7 @@ def restore_photo(
     options: PhotoOptions | None = None,
     *,
     runtime: Runtime | None = None,
+    mask: MaskSource | None = None,
     progress: Callable[[str, float], None] | None = None,
     cancel: threading.Event | None = None,
     **overrides: Any,
@@ -91,12 +95,22 @@ def restore_photo(
     model skips that step with a warning (it is on by default); a missing colorization model
     raises :class:`~restora.errors.ModelNotInstalled` before any work, since the caller asked for
     colour explicitly. Raises :class:`~restora.errors.Cancelled` on ``cancel``.
+
+    ``mask`` (white = damaged; an array, an image or its bytes/path) is the user's damage mask:
+    ``mask_mode='replace'`` repairs exactly it (no detection), ``'add'`` repairs it and whatever
+    detection finds. A given mask is repaired even with ``scratch_removal=False``.
     """
     opts = with_overrides(PhotoOptions, options, overrides)
     fidelity, colorize = opts.fidelity, opts.colorize
     stages = Stages(STEP_WEIGHTS, progress, cancel)
     with stages.stage("decode"):
         img = as_image(image, runtime.settings if runtime is not None else None)
+        user_mask = None
+        if mask is not None:
+            from restora.pipeline.photo.masks import load_user_mask
+
+            user_mask = load_user_mask(mask, img.height, img.width,
+                                       runtime.settings if runtime is not None else None)
     colorizer: str | None = None
     if colorize:  # fail before spending minutes on the other steps
         runtime = runtime or _new_runtime()
@@ -114,9 +128,13 @@ def restore_photo(
                                   "chromaNoiseSigma": round(noise.chroma, 2)}
     pixels = img.pixels
 
-    if opts.scratch_removal:
+    result.mask = np.zeros((img.height, img.width), bool)
+    if opts.scratch_removal or user_mask is not None:
         with stages.stage("scratch-removal"):
-            pixels = _remove_scratches(pixels, noise, result, stages)
+            runtime = runtime or _new_runtime()
+            pixels = _remove_scratches(pixels, noise, result, stages, runtime,
+                                       detect=opts.scratch_removal, user_mask=user_mask,
+                                       mask_mode=opts.mask_mode)
     else:
         result.reports["scratch-removal"] = {"skipped": True, "reason": "turned off"}
 
@@ -152,24 +170,21 @@ def restore_photo(
 # --- steps ---------------------------------------------------------------------------------------
 
 def _remove_scratches(pixels: np.ndarray, noise: NoiseEstimate, result: RestoreResult,
-                      stages: Stages) -> np.ndarray:
-    found = detect_in_bands(pixels, noise.luma)
-    result.scratch_coverage = found.coverage
-    report: dict[str, Any] = found.to_dict()
-    if not found.mask.any():
-        result.reports["scratch-removal"] = {**report, "skipped": True,
-                                             "reason": "no scratches or dust found"}
-        return pixels
-    stages.report("scratch-removal", 0.3)
-
-    def on_tile(fraction: float) -> None:
+                      stages: Stages, runtime: Runtime, *, detect: bool,
+                      user_mask: np.ndarray | None, mask_mode: str) -> np.ndarray:
+    def on_progress(fraction: float) -> None:
         stages.check()
-        stages.report("scratch-removal", 0.3 + 0.7 * fraction)
+        stages.report("scratch-removal", fraction)
 
-    out = inpaint_tiled(pixels, found.mask, on_tile=on_tile)
-    result.reports["scratch-removal"] = {**report, "method": "telea", "native": True}
-    result.steps.append("scratch-removal")
-    return out
+    out = repair_damage(pixels, noise.luma, runtime, detect=detect, user_mask=user_mask,
+                        mask_mode=mask_mode, progress=on_progress)
+    result.mask = out.mask
+    result.scratch_coverage = out.coverage
+    result.warnings.extend(out.warnings)
+    result.reports["scratch-removal"] = out.report
+    if out.mask.any():
+        result.steps.append("scratch-removal")
+    return out.pixels
 
 
 def _denoise(pixels: np.ndarray, noise: NoiseEstimate, strength: float,

@@ -1,0 +1,110 @@
+"""Damage repair: which pixels are damaged (learned, classical or the user's), then the fill.
+
+Detection: the BOPBTL scratch U-Net when a ``damage-segmentation`` model is installed (run at
+the reference resolution, its probability mapped to full resolution), the classical detector
+(:mod:`.scratches`) otherwise. The user's mask replaces detection (``replace``) or is added to
+it (``add``). The fill is :mod:`.fill` (LaMa for wide regions when an ``inpainting`` model is
+installed). The report names the detector and the fill actually used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from restora.pipeline.photo.fill import fill_damage
+from restora.pipeline.photo.scratches import detect_in_bands
+
+if TYPE_CHECKING:
+    from restora.models.runtime import Runtime
+
+DETECTION_TASK = "damage-segmentation"
+INPAINTING_TASK = "inpainting"
+
+
+@dataclass
+class DamageRepair:
+    pixels: np.ndarray
+    mask: np.ndarray  # every pixel written (the damage, its 1 px rim and seams)
+    coverage: float  # percent of the area found damaged (detected and/or the user's)
+    report: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _installed(runtime: Runtime | None, task: str) -> str | None:
+    if runtime is None:
+        return None
+    found = runtime.registry.installed(task)
+    return found[0].id if found else None
+
+
+def detect_damage(pixels: np.ndarray, noise_sigma: float, runtime: Runtime | None
+                  ) -> tuple[np.ndarray, dict[str, Any]]:
+    """(H x W bool damage mask, report) by the learned detector if installed, else classical."""
+    model_id = _installed(runtime, DETECTION_TASK)
+    if model_id is not None:
+        assert runtime is not None
+        from restora.pipeline.photo.learned import probability_to_mask, scratch_probability
+
+        model = runtime.load(model_id)
+        rgb8 = pixels if pixels.dtype == np.uint8 else np.round(pixels / 257.0).astype(np.uint8)
+        prob = scratch_probability(model, rgb8, runtime.device, runtime.dtype)
+        mask = probability_to_mask(prob, pixels.shape[0], pixels.shape[1])
+        return mask, {"detector": "learned", "model": model_id,
+                      "networkSize": list(prob.shape)}
+    found = detect_in_bands(pixels, noise_sigma)
+    return found.mask, {"detector": "classical", **found.to_dict()}
+
+
+def repair_damage(pixels: np.ndarray, noise_sigma: float, runtime: Runtime | None, *,
+                  detect: bool = True, user_mask: np.ndarray | None = None,
+                  mask_mode: str = "replace",
+                  progress: Callable[[float], None] | None = None) -> DamageRepair:
+    """Detect (unless the user's mask replaces it), then fill; see the module docstring."""
+    report: dict[str, Any] = {}
+    mask = np.zeros(pixels.shape[:2], bool)
+    if detect and (user_mask is None or mask_mode == "add"):
+        mask, report = detect_damage(pixels, noise_sigma, runtime)
+    if user_mask is not None:
+        report["userMask"] = {"mode": mask_mode, "pixels": int(user_mask.sum())}
+        if not report.get("detector"):
+            report["detector"] = "user"
+        mask = mask | user_mask
+    if progress is not None:
+        progress(0.3)
+    if not mask.any():
+        return DamageRepair(pixels, mask, 0.0, {
+            **report, "skipped": True,
+            "reason": "no damage found" if user_mask is None else "the given mask is empty"})
+    lama_id = _installed(runtime, INPAINTING_TASK)
+    inpaint = None
+    if lama_id is not None:
+        assert runtime is not None
+        from restora.pipeline.photo.learned import lama_inpaint
+
+        model = runtime.load(lama_id)
+
+        def inpaint(rgb8: np.ndarray, holes: np.ndarray) -> np.ndarray:
+            return lama_inpaint(model, rgb8, holes, runtime.device, runtime.dtype)
+
+    filled = fill_damage(pixels, mask, inpaint=inpaint,
+                         progress=None if progress is None else
+                         (lambda f: progress(0.3 + 0.7 * f)))
+    warnings: list[str] = []
+    fill_report = dict(filled.report)
+    if lama_id is not None:
+        fill_report["model"] = lama_id
+    elif filled.wide_regions:
+        warnings.append(
+            f"{filled.wide_regions} damaged region(s) wider than a thin line were filled with "
+            "the classical method; an inpainting model does better: "
+            "`restora models pull photo-restoration`")
+    coverage = 100.0 * float(mask.mean())
+    report.update({"method": "lama+telea" if lama_id and filled.wide_regions else "telea",
+                   "coverage": round(coverage, 3),
+                   "repairedCoverage": round(100.0 * float(filled.mask.mean()), 3),
+                   "fill": fill_report, "native": True})
+    return DamageRepair(filled.pixels, filled.mask, coverage, report, warnings)

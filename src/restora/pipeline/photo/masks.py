@@ -1,0 +1,90 @@
+"""Damage masks in and out: the user's mask (file, bytes, array) and the result's mask PNG.
+
+Convention everywhere: white (>= 128) = damaged / repaired, black = keep. A mask with an alpha
+channel (a brush layer painted on a transparent canvas) counts a pixel only where it is also
+opaque (alpha >= 128), so erased strokes are not damage.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Literal, Union
+
+import numpy as np
+
+from restora.errors import InvalidParameter, RestoraError
+from restora.io.image import Image
+
+MaskMode = Literal["replace", "add"]
+MASK_MODES: tuple[str, ...] = ("replace", "add")
+DEFAULT_MASK_MODE: MaskMode = "replace"
+#: a mask whose aspect ratio differs from the photo's by more than this is refused (a smaller
+#: mask of the same shape, e.g. painted on a preview, is scaled up)
+ASPECT_TOLERANCE = 0.02
+
+MaskSource = Union[np.ndarray, Image, bytes, str, Path]
+
+
+def check_mask_mode(mode: str) -> MaskMode:
+    if mode not in MASK_MODES:
+        raise InvalidParameter("maskMode", f"maskMode must be 'replace' or 'add', got {mode!r}")
+    return mode  # type: ignore[return-value]
+
+
+def load_user_mask(source: MaskSource, height: int, width: int,
+                   settings: object | None = None) -> np.ndarray:
+    """The user's mask as an ``height x width`` bool array (True = repair).
+
+    Arrays are taken as they are (bool, or numbers with > 0 / >= 128 rules below); images are
+    decoded with the photo's own limits. A mask of another size with the photo's aspect ratio is
+    scaled (nearest); anything else is an :class:`InvalidParameter` on ``mask``.
+    """
+    import cv2
+
+    if isinstance(source, np.ndarray):
+        arr = source
+        if arr.ndim == 3:
+            arr = arr[..., 0]
+        if arr.ndim != 2:
+            raise InvalidParameter("mask", f"a mask array must be H x W, got shape {source.shape}")
+        on = arr if arr.dtype == bool else arr >= (128 if arr.dtype == np.uint8 and
+                                                    arr.max(initial=0) > 1 else 0.5)
+    else:
+        on = _decode_mask(source, settings)
+    mh, mw = on.shape
+    if (mh, mw) != (height, width):
+        if abs(mw / mh - width / height) > ASPECT_TOLERANCE * (width / height):
+            raise InvalidParameter(
+                "mask", f"the mask is {mw} x {mh} but the photo is {width} x {height}; give a "
+                "mask of the photo's size (white = repair)")
+        on = cv2.resize(on.astype(np.uint8), (width, height),
+                        interpolation=cv2.INTER_NEAREST).astype(bool)
+    return np.ascontiguousarray(on, dtype=bool)
+
+
+def _decode_mask(source: Image | bytes | str | Path, settings: object | None) -> np.ndarray:
+    from restora.io.decode import as_image
+
+    try:
+        img = source if isinstance(source, Image) else as_image(source, settings)  # type: ignore[arg-type]
+    except RestoraError as exc:
+        raise InvalidParameter("mask", f"the mask could not be read: {exc.message}",
+                               reason=exc.code) from None
+    px = img.pixels
+    half = 32768 if px.dtype == np.uint16 else 128
+    luma = px.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    on = luma >= half
+    if img.alpha is not None:
+        on &= img.alpha >= half
+    return on
+
+
+def mask_png(mask: np.ndarray) -> bytes:
+    """An 8-bit greyscale PNG of ``mask``: 255 where repaired, 0 elsewhere."""
+    from PIL import Image as PILImage
+
+    buf = io.BytesIO()
+    PILImage.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L").save(
+        buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
