@@ -69,6 +69,13 @@ class TooManyFrames(InputError):
     http_status = 413
 
 
+class OutputTooLarge(InputError):
+    """The requested output (upscale factor or output size) exceeds the output-pixel limit."""
+
+    code = "output_too_large"
+    http_status = 413
+
+
 class InvalidParameter(InputError):
     """A setting is unknown or out of range; ``field`` names it."""
 

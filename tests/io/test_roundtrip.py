@@ -10,7 +10,7 @@ from helpers import gradient, mae, smooth
 from PIL import Image as PILImage
 
 from restora.errors import InvalidParameter
-from restora.io import (Image, decode, encode, from_float, make_preview, output_format_for,
+from restora.io import (Image, decode, encode, from_float, make_preview, output_for, output_format_for,
                         sniff_format, to_float)
 
 
@@ -108,6 +108,34 @@ def test_preview_is_webp_and_bounded() -> None:
 ])
 def test_output_format_rule(src: str, out: str) -> None:
     assert output_format_for(src) == out
+
+
+@pytest.mark.parametrize("src", ["jpeg", "png", "webp", "heif", "tiff"])
+def test_enhance_faces_output_is_always_png(src: str) -> None:
+    # The SnapOtter document: "Output is always PNG", named <stem>_enhanced.png.
+    assert output_for("enhance-faces", "dir/portrait.photo.JPG", src) == ("png",
+                                                                          "portrait.photo_enhanced.png")
+
+
+@pytest.mark.parametrize(("src", "fmt", "name"), [
+    ("jpeg", "jpeg", "old_restored.jpg"), ("webp", "webp", "old_restored.webp"),
+    ("heif", "png", "old_restored.png"), ("png", "png", "old_restored.png")])
+def test_restore_photo_output_keeps_the_format_rule(src: str, fmt: str, name: str) -> None:
+    assert output_for("restore-photo", "old.x", src) == (fmt, name)
+
+
+def test_output_for_explicit_format_and_16bit_alpha_png() -> None:
+    assert output_for("face-refiner", "a.png", "png", "webp") == ("webp", "a_refined.webp")
+    assert output_for("face-recovery", "", "jpeg", "jpg") == ("jpeg", "image_recovered.jpg")
+    with pytest.raises(InvalidParameter):
+        output_for("face-recovery", "a.png", "png", "tiff")
+    # 16-bit and alpha survive the enhance-faces output (PNG) exactly
+    px = (np.arange(4 * 5 * 3, dtype=np.uint16).reshape(4, 5, 3) * 1000)
+    alpha = np.full((4, 5), 40000, np.uint16)
+    fmt, _ = output_for("enhance-faces", "a.jpg", "jpeg")
+    back = decode(encode(Image(pixels=px, alpha=alpha, bit_depth=16), fmt))
+    assert back.pixels.dtype == np.uint16 and np.array_equal(back.pixels, px)
+    assert back.alpha is not None and np.array_equal(back.alpha, alpha)
 
 
 def test_encode_rejects_bad_parameters() -> None:

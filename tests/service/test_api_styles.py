@@ -98,7 +98,8 @@ def test_codeformer_health_and_process_multipart_and_base64(c):
     names = [x["original_name"] for x in body["results"]]
     assert names == ["one.png", "two.png"]
     for item, src in zip(body["results"], (a, b)):
-        assert item["filename"].endswith(".png") and item["image_url"].startswith("/api/v1/")
+        assert item["filename"].endswith(".png")
+        assert item["image_url"].startswith(c.base_url.join("/api/v1/").__str__())
         decoded = base64.b64decode(item["image_base64"])
         assert decoded == c.get(item["image_url"]).content
         out = np.asarray(PILImage.open(io.BytesIO(decoded)))

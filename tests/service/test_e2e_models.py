@@ -66,10 +66,12 @@ def test_snapotter_enhance_real_pipeline(env):
     assert snap["status"] == "succeeded", snap
     res = snap["result"]
     assert res["facesDetected"] == 1 and len(res["faces"]) == 1
-    assert res["model"] == "tiny-gfpgan"
-    assert res["downloadUrl"].endswith("/03_enhanced.jpg")
+    # the seed's `model` is the restorer kind; the registry id is `modelId`
+    assert res["model"] == "gfpgan" and res["modelId"] == "tiny-gfpgan"
+    # enhance-faces output is always PNG, <stem>_enhanced.png (SnapOtter document)
+    assert res["downloadUrl"].endswith("/03_enhanced.png") and res["format"] == "png"
     img = PILImage.open(io.BytesIO(c.get(res["downloadUrl"]).content))
-    assert img.format == "JPEG" and img.size == (400, 225)
+    assert img.format == "PNG" and img.size == (400, 225)
     assert res["originalSize"] == len(src)
     # the same runtime served the job: the restorer is now loaded and cached
     assert "tiny-gfpgan" in srv.app.state.runtime.loaded()
@@ -105,7 +107,7 @@ def test_tengrai_same_seed_same_output_real_pipeline(env):
         done = wait_for(lambda: (a := c.get(f"/v2/artworks/{art['id']}").json())["status"]
                         in ("succeeded", "failed") and a, timeout=120, interval=0.1)
         assert done["status"] == "succeeded", done
-        return c.get(done["results"][0]["url"]).content
+        return c.get(done["results"][0]).content
 
     assert run(11) == run(11)
 
@@ -135,6 +137,7 @@ def test_restore_photo_real_pipeline_and_colorize_needs_model(env):
         assert key in res
     assert (res["width"], res["height"]) == (191, 264)
     assert res["facesEnhanced"] >= 1 and res["colorized"] is False
+    assert "face_enhancement" in res["steps"] and not any("-" in s for s in res["steps"])
     assert res["downloadUrl"].endswith("/05_restored.jpg")
     img = PILImage.open(io.BytesIO(c.get(res["downloadUrl"]).content))
     assert img.format == "JPEG" and img.size == (191, 264)

@@ -76,10 +76,11 @@ def test_enhance_job_end_to_end_with_sse_replay(server):
         assert rest[-1]["event"] == "complete"
         final = rest[-1]["data"]
         assert final["phase"] == "complete" and final["percent"] == 100
+        assert rest[-2]["event"] == "progress" and rest[-2]["data"] == final
         for f in seen + rest[:-1]:
             assert f["event"] == "progress"
             assert set(f["data"]) >= {"phase", "stage", "percent"}
-        percents = [f["data"]["percent"] for f in seen + rest[:-1]]
+        percents = [f["data"]["percent"] for f in seen + rest[:-2]]
         assert percents == sorted(percents)
 
         result = final["result"]
@@ -92,7 +93,10 @@ def test_enhance_job_end_to_end_with_sse_replay(server):
         # Connecting after the end still gives the final event (and only it, given the id).
         again = parse_sse(c.get(f"/api/v1/jobs/{job_id}/progress",
                                 headers={"Last-Event-ID": rest[-1]["id"]}).text)
-        assert [f["event"] for f in again if "event" in f] == ["complete"]
+        # the final result comes as `event: progress` with phase complete (SnapOtter's
+        # document) and as `event: complete`, both under the final id
+        assert [f["event"] for f in again if "event" in f] == ["progress", "complete"]
+        assert again[-2]["data"] == again[-1]["data"] and again[-2]["id"] == again[-1]["id"]
         full = [f for f in parse_sse(c.get(f"/api/v1/jobs/{job_id}/progress").text) if "id" in f]
         assert full[0]["data"]["phase"] == "queued" and full[-1]["event"] == "complete"
 

@@ -62,12 +62,14 @@ def test_refiner_artwork_webhook_signed_retried_and_once(env):
         art = r.json()
         assert art["artworkType"] == "face_refiner" and art["status"] == "starting"
         assert art["parameters"]["seed"] == 42 and art["parameters"]["denoising"] == 2
-        assert art["results"] == [] and art["duration"] is None and art["createdAt"]
+        assert art["results"] == [] and art["duration"] == 0 and art["createdAt"]
 
         done = wait_for(lambda: (a := c.get(f"/v2/artworks/{art['id']}").json())["status"]
                         == "succeeded" and a)
         assert done["duration"] > 0
-        res = done["results"][0]
+        assert isinstance(done["results"][0], str)  # Tengrai: results is string[]
+        res = done["resultDetails"][0]
+        assert res["url"] == done["results"][0] and res["url"].startswith(srv.url + "/api/")
         assert res["format"] == "webp" and res["seed"] == refiner_seed(42) == 67
         assert c.get(res["url"]).content[8:12] == b"WEBP"
 
@@ -81,8 +83,9 @@ def test_refiner_artwork_webhook_signed_retried_and_once(env):
         for name in ("webhook-id", "webhook-timestamp", "webhook-signature"):
             assert name in headers
         payload = wh.verify(body, headers)  # raises if the signature is wrong
-        assert payload["type"] == "job.succeeded"
-        assert payload["data"]["id"] == art["id"] and payload["data"]["status"] == "succeeded"
+        # the body is the artwork itself (Tengrai: "POST the final artwork result")
+        assert payload["id"] == art["id"] and payload["status"] == "succeeded"
+        assert payload["artworkType"] == "face_refiner" and len(payload["results"]) == 1
     # the retry is the same message (same id), so receivers can de-duplicate
     assert receiver.calls[0][0]["webhook-id"] == receiver.calls[1][0]["webhook-id"]
     tampered = dict(receiver.calls[0][0])
@@ -100,7 +103,7 @@ def test_same_seed_same_output_and_seed_transform(env):
             done = wait_for(lambda: (a := c.get(f"/v2/artworks/{art['id']}").json())["status"]
                             in ("succeeded", "failed") and a)
             assert done["status"] == "succeeded", done
-            return done["results"][0], c.get(done["results"][0]["url"]).content
+            return done["resultDetails"][0], c.get(done["results"][0]).content
 
         r1, a = run(7)
         r2, b = run(7)
@@ -163,7 +166,7 @@ def test_failed_job_webhook_once(env):
     assert len(receiver.calls) == 1
     payload = Webhook(srv.settings.webhook_secret).verify(receiver.calls[0][1],
                                                           receiver.calls[0][0])
-    assert payload["type"] == "job.failed" and payload["data"]["status"] == "failed"
+    assert payload["id"] == art["id"] and payload["status"] == "failed" and payload["error"]
 
 
 def test_topaz_job_webhook_carries_result_with_credits(env):

@@ -100,6 +100,37 @@ def decode(src: bytes | str | os.PathLike, *, limits: Limits | None = None) -> I
     return image
 
 
+_PILLOW_FORMATS = ("jpeg", "png", "webp", "avif", "tiff", "bmp", "gif", "tga")
+
+
+def probe_size(data: bytes, *, limits: Limits | None = None) -> tuple[int, int] | None:
+    """Displayed (width, height) from the header alone, checking the limits on the way.
+
+    ``None`` for formats whose size is only known by decoding (HEIF, RAW, PSD, EXR, HDR) or a
+    header that cannot be read (the decode will report it). EXIF rotations by 90 degrees swap
+    the sides, as decode will.
+    """
+    from restora.io.color import exif_orientation
+
+    limits = limits or Limits()
+    fmt = sniff_format(data) if data else None
+    if fmt not in _PILLOW_FORMATS:
+        return None
+    from restora.io.pillow_decode import open_lazy
+
+    try:
+        im = open_lazy(data, fmt, limits)
+    except RestoraError:
+        raise
+    except Exception:  # noqa: BLE001 - a damaged header is decode's to report
+        return None
+    w, h = im.size
+    exif = im.info.get("exif") if fmt != "tiff" else None
+    if isinstance(exif, bytes) and exif_orientation(exif) >= 5:
+        w, h = h, w
+    return w, h
+
+
 def as_image(src: Image | bytes | bytearray | memoryview | str | os.PathLike,
              settings: Settings | None = None) -> Image:
     """``src`` itself if already an :class:`Image`, else decoded within the settings' limits.

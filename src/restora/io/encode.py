@@ -1,8 +1,13 @@
 """Encoding to PNG, JPEG and WebP, the WebP preview, and the output-format rule.
 
-Output-format rule (``output_format_for``): formats we can write keep their format (JPEG -> JPEG,
-PNG -> PNG, WebP -> WebP). Everything else (AVIF, HEIC/HEIF, camera RAW, PSD, EXR, HDR, TIFF,
-BMP, GIF, TGA) becomes PNG: it is lossless and keeps 16-bit depth and alpha.
+Output-format rule, the one place CLI and service take it from (``output_for``):
+
+* ``enhance-faces``: always PNG (lossless; 16-bit depth and alpha kept), named
+  ``<stem>_enhanced.png``, as the SnapOtter document specifies.
+* ``restore-photo`` (and any other tool): ``output_format_for`` the source format. Formats we can
+  write keep their format (JPEG -> JPEG, PNG -> PNG, WebP -> WebP); everything else (AVIF,
+  HEIC/HEIF, camera RAW, PSD, EXR, HDR, TIFF, BMP, GIF, TGA) becomes PNG, which is lossless and
+  keeps 16-bit depth and alpha. Named ``<stem>_restored.<ext>``.
 
 Metadata: EXIF (orientation already 1) is written to every format. Pixels are sRGB after decode,
 so when the source carried an ICC profile the output is tagged sRGB: the source's own bytes if
@@ -20,7 +25,8 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from typing import Literal
+from pathlib import PurePath
+from typing import Literal, NamedTuple
 
 import numpy as np
 from PIL import Image as PILImage
@@ -41,6 +47,40 @@ def output_format_for(source_format: str) -> OutputFormat:
     if fmt in ("jpeg", "webp"):
         return fmt  # type: ignore[return-value]
     return "png"
+
+
+#: file extension written for each output format
+EXTENSIONS: dict[str, str] = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+#: tool -> file-name suffix (``<stem>_<suffix>.<ext>``)
+_SUFFIX = {"enhance-faces": "enhanced", "restore-photo": "restored", "face-recovery": "recovered",
+           "face-refiner": "refined", "codeformer": "codeformer"}
+#: tools whose output format is fixed whatever the input (the seed documents say so)
+_FIXED_FORMAT: dict[str, OutputFormat] = {"enhance-faces": "png"}
+
+
+class OutputFile(NamedTuple):
+    """Format and file name of a tool's result."""
+
+    format: OutputFormat
+    filename: str
+
+
+def output_for(tool: str, input_name: str | None, source_format: str,
+               fmt: str | None = None) -> OutputFile:
+    """The output format and name of ``tool``'s result for an input (see the module doc).
+
+    ``fmt`` forces a writable format (an API's explicit ``outputFormat``); tools without a
+    suffix of their own are named ``<stem>_<tool>.<ext>``.
+    """
+    if fmt is not None and fmt.lower() not in ("auto", ""):
+        chosen: OutputFormat = output_format_for(fmt)
+        if chosen != ("jpeg" if fmt.lower() in ("jpg", "jpeg") else fmt.lower()):
+            raise InvalidParameter("format", f"Output format must be png, jpeg or webp, not {fmt!r}.")
+    else:
+        chosen = _FIXED_FORMAT.get(tool) or output_format_for(source_format)
+    stem = PurePath(str(input_name or "")).stem or "image"
+    suffix = _SUFFIX.get(tool, tool.replace("-", "_"))
+    return OutputFile(chosen, f"{stem}_{suffix}.{EXTENSIONS[chosen]}")
 
 
 def to_8bit(arr: np.ndarray) -> np.ndarray:

@@ -74,7 +74,7 @@ def create_app(settings: ServiceSettings | None = None, *, tools: dict[str, Tool
         all_tools = {**default_tools(), **(tools or {})}
         manager = JobManager(settings, store, all_tools, rt, queue=queue)
         hooks = WebhookDispatcher(settings, store, {
-            "tengrai": artwork,
+            "tengrai": lambda r: artwork(r, base=settings.public_url),
             "snapotter": lambda r: snapshot(r, settings),
             "topaz": lambda r: snapshot(r, settings)})
         manager.final_hooks.append(hooks.on_final)

@@ -68,7 +68,10 @@ class RefinerRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
     imageUrl: str = Field(min_length=1, max_length=4096)
-    model: Literal["auto", "gfpgan", "codeformer"] = "auto"
+    # Tengrai's two documented values (mapped by TENGRAI_MODELS), plus Restora's own restorer
+    # choices as an extension. Absent = auto.
+    model: Literal["tengrai-20231128-m-d.safetensors", "tengrai-20240423-m-f.safetensors",
+                   "auto", "gfpgan", "codeformer"] | None = None
     denoising: int = Field(default=3, ge=1, le=5)
     seed: int | None = Field(default=None, ge=1, le=2147483647)
     webhook: str | None = Field(default=None, max_length=4096)
@@ -79,7 +82,7 @@ class FaceRecoverySettings(BaseModel):
     """Topaz ``face-recovery`` form fields (after form-string coercion)."""
 
     model_config = ConfigDict(extra="forbid")
-    strength: float = 0.8  # range: EnhanceOptions.strength (see options())
+    strength: float = 1.0  # the Topaz default; range: EnhanceOptions.strength (see options())
     creativity: float = Field(default=0.5, ge=0, le=1)
     grain: bool = False
     grain_density: float = Field(default=0.5, ge=0.1, le=1.0)
@@ -88,6 +91,9 @@ class FaceRecoverySettings(BaseModel):
     grain_strength: float = Field(default=0.5, ge=0.0, le=1.0)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     iai_packed_metadata: str | None = Field(default=None, max_length=1_000_000)
+    input_width: int | None = Field(default=None, ge=1, le=1_000_000)
+    input_height: int | None = Field(default=None, ge=1, le=1_000_000)
+    reference_uri: str | None = Field(default=None, min_length=1, max_length=4096)
     output_width: int | None = Field(default=None, ge=1, le=32000)
     output_height: int | None = Field(default=None, ge=1, le=32000)
     output_format: Literal["auto", "jpeg", "jpg", "png", "webp"] = "auto"
@@ -99,9 +105,16 @@ class FaceRecoverySettings(BaseModel):
                                       "faces": faces, "seed": self.seed})
 
 
+#: Tengrai's documented model values -> Restora restorer kinds (docs/service.md).
+TENGRAI_MODELS = {"tengrai-20231128-m-d.safetensors": "gfpgan",
+                  "tengrai-20240423-m-f.safetensors": "codeformer"}
+
+
 def refiner_options(req: RefinerRequest, seed_used: int) -> EnhanceOptions:
-    """Tengrai ``denoising`` 1-5 is a restoration strength of 0.2-1.0."""
-    return parse(EnhanceOptions, {"model": req.model, "strength": 0.2 * req.denoising,
+    """Tengrai ``denoising`` 1-5 is a restoration strength of 0.2-1.0; its documented model
+    names map onto Restora's restorers."""
+    model = TENGRAI_MODELS.get(req.model or "auto", req.model or "auto")
+    return parse(EnhanceOptions, {"model": model, "strength": 0.2 * req.denoising,
                                   "seed": seed_used})
 
 
@@ -128,20 +141,42 @@ def parse_settings_json(raw: str | None) -> dict[str, Any]:
     return value
 
 
+def _packed_box(item: list[Any], where: str) -> dict[str, Any]:
+    if len(item) not in (4, 5):
+        raise InvalidParameter(where, f"{where}: a packed face is [x, y, w, h, score].")
+    return dict(zip(("x", "y", "w", "h", "score"), item))
+
+
 def parse_faces(raw: str, field: str = "iai_packed_metadata") -> list[dict[str, float]]:
-    """Client face boxes from JSON: a list, or an object with ``faces``; boxes as
-    ``{x,y,w,h,score}`` or ``{box: [x, y, w, h], score}``."""
+    """Client face boxes from JSON. Accepted forms:
+
+    * packed: ``[[x, y, w, h, score], ...]`` or one flat list ``[x, y, w, h, score, x, ...]``;
+    * objects: ``[{x, y, w, h, score}]``, ``{"faces": [...]}``, ``{box: [x, y, w, h], score}``;
+    * any of these JSON-encoded once more as a JSON string.
+    """
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError:
+        if isinstance(value, str):  # a JSON-style string holding the JSON
+            value = json.loads(value)
+    except (json.JSONDecodeError, RecursionError):
         raise InvalidParameter(field, f"{field} must be valid JSON.") from None
     if isinstance(value, dict):
         value = value.get("faces")
     if not isinstance(value, list):
         raise InvalidParameter(field, f"{field} must be a list of faces or {{\"faces\": [...]}}.")
+    if value and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        if len(value) % 5 and len(value) != 4:
+            raise InvalidParameter(field, f"{field}: a flat packed list holds 5 numbers per face "
+                                   "(x, y, w, h, score).")
+        step = 4 if len(value) == 4 else 5
+        value = [value[i:i + step] for i in range(0, len(value), step)]
+    if len(value) > 256:
+        raise InvalidParameter(field, f"{field}: at most 256 faces.")
     faces: list[dict[str, float]] = []
     for i, item in enumerate(value):
-        if isinstance(item, dict) and "box" in item:
+        if isinstance(item, list):
+            item = _packed_box(item, f"{field}[{i}]")
+        elif isinstance(item, dict) and "box" in item:
             box = item.get("box")
             if not (isinstance(box, list) and len(box) == 4):
                 raise InvalidParameter(f"{field}[{i}].box", "box must be [x, y, w, h].")

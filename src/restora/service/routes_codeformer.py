@@ -17,10 +17,10 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from restora.errors import InvalidParameter, RestoraError
+from restora.errors import InputError, InvalidParameter, RestoraError
 from restora.service import params as P
 from restora.service.store import SUCCEEDED
-from restora.service.views import check_image, manager, owner, settings
+from restora.service.views import absolute, base_url, check_image, manager, owner, settings
 
 router = APIRouter(tags=["CodeFormer Space"])
 
@@ -108,54 +108,79 @@ async def _read_inputs(request: Request) -> tuple[list[tuple[str, bytes]], dict[
 
 @router.post("/api/process", summary="Restore faces with CodeFormer (synchronous)")
 async def process(request: Request) -> JSONResponse:
+    """Each image is its own job; a bad image fails only its item (listed in ``errors``), the
+    request fails only when every image does. ``image_url`` is absolute (``public_url`` or the
+    request's base URL) so a page on another origin can use it."""
     s = settings(request)
     images, raw_options = await _read_inputs(request)
     if not images:
         raise InvalidParameter("image", "No image was sent ('image' file or image_base64).")
     options = P.validate(P.CodeFormerSettings, raw_options)
     enhance_options = options.options()
-    for _, data in images:
-        check_image(data, s)
     m = manager(request)
     job_params = options.model_dump(mode="json")
-    records = []
+    # per item: a submitted job, or the error that stopped it before submission
+    items: list[tuple[str, Any, RestoraError | None]] = []
     try:
         for name, data in images:
-            records.append(await run_in_threadpool(
+            try:
+                check_image(data, s, scale=enhance_options.upscale)
+            except InputError as exc:
+                if len(images) == 1:
+                    raise
+                items.append((name, None, exc))
+                continue
+            items.append((name, await run_in_threadpool(
                 m.submit, "codeformer", api="codeformer", params=job_params,
                 options=enhance_options, input_bytes=data, input_name=name,
-                owner=owner(request)))
+                owner=owner(request)), None))
     except RestoraError:
-        for r in records:  # all or nothing: do not leave half a request running
-            await run_in_threadpool(m.cancel, r.id)
+        for _, r, _e in items:  # a request-level error (queue full...): withdraw what was sent
+            if r is not None:
+                await run_in_threadpool(m.cancel, r.id)
         raise
+    records = [r for _, r, _e in items if r is not None]
     deadline = time.monotonic() + s.sync_timeout_s
-    done = []
+    done: dict[str, Any] = {}
     for r in records:
         while True:
             rec = await run_in_threadpool(m.store.get, r.id)
             if rec is not None and rec.is_final:
-                done.append(rec)
+                done[r.id] = rec
                 break
             if time.monotonic() > deadline or await request.is_disconnected():
                 for x in records:
                     await run_in_threadpool(m.cancel, x.id)
                 raise RestoraError("Processing took too long.", code="timeout", http_status=504)
             await asyncio.sleep(0.1)
-    failed = [d for d in done if d.status != SUCCEEDED]
-    if failed:
-        err = failed[0].error or {}
-        status = int(err.get("httpStatus", 500))
-        return JSONResponse({"status": "error", "message": err.get("message", "failed"),
-                             "code": err.get("code", "failed")}, status_code=status)
-    results = []
-    for (name, _), rec in zip(images, done):
-        res = rec.result or {}
-        item: dict[str, Any] = {"original_name": name, "filename": res.get("filename"),
-                                "image_url": res.get("downloadUrl")}
-        if options.return_base64:
-            path = m.job_dir(rec.id) / "output" / str(res.get("filename"))
-            item["image_base64"] = base64.b64encode(
-                await run_in_threadpool(path.read_bytes)).decode()
-        results.append(item)
-    return JSONResponse({"status": "success", "count": len(results), "results": results})
+    base = base_url(request)
+    results: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    first_error: tuple[int, str, str] | None = None
+    for name, r, exc in items:
+        if exc is not None:
+            err = (exc.http_status, exc.code, exc.message)
+        elif done[r.id].status != SUCCEEDED:
+            e = done[r.id].error or {}
+            err = (int(e.get("httpStatus", 500)), e.get("code", "failed"),
+                   e.get("message", "failed"))
+        else:
+            res = done[r.id].result or {}
+            item: dict[str, Any] = {"original_name": name, "filename": res.get("filename"),
+                                    "image_url": absolute(res.get("downloadUrl"), base)}
+            if options.return_base64:
+                path = m.job_dir(r.id) / "output" / str(res.get("filename"))
+                item["image_base64"] = base64.b64encode(
+                    await run_in_threadpool(path.read_bytes)).decode()
+            results.append(item)
+            continue
+        first_error = first_error or err
+        errors.append({"original_name": name, "status": err[0], "code": err[1],
+                       "message": err[2]})
+    if not results and first_error is not None:
+        return JSONResponse({"status": "error", "message": first_error[2],
+                             "code": first_error[1]}, status_code=first_error[0])
+    body: dict[str, Any] = {"status": "success", "count": len(results), "results": results}
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(body)

@@ -30,7 +30,7 @@ async def _submit(request: Request, tool: str, model: type[P.BaseModel],
     s = settings(request)
     values = P.validate(model, {**P.parse_settings_json(settings_raw), **(overrides or {})})
     data = await file.read()
-    check_image(data, s)
+    check_image(data, s, scale=int(getattr(values, "upscale", 1) or 1))
     m = manager(request)
     record = await run_in_threadpool(
         m.submit, tool, api="snapotter", params=values.model_dump(mode="json", by_alias=True),
@@ -105,7 +105,11 @@ async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
 async def download(request: Request, job_id: str, filename: str) -> FileResponse:
     m = manager(request)
     record = await get_job(m, job_id)
-    if not is_valid_download_name(filename) or filename.endswith(".part"):
+    # Only the result (the name in downloadUrl), the preview and restore-photo's damage mask
+    # are downloadable; inputs and temporary files never are.
+    allowed = {"preview.webp", *(str(record.result.get(k)) for k in ("filename", "maskFilename")
+                                 if record.result and record.result.get(k))}
+    if not is_valid_download_name(filename) or filename not in allowed:
         raise JobNotFound(f"No file '{filename}' for job '{job_id}'.", jobId=job_id)
     path = m.job_dir(record.id) / "output" / filename
     if not path.is_file():

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from restora.errors import InvalidParameter
 from restora.service import params as P
 from restora.service.fetch import BlockedURL, check_url
-from restora.service.views import artwork, get_job, manager, owner, settings
+from restora.service.views import artwork, base_url, get_job, manager, owner, settings
 from restora.service.webhooks import validate_webhook_url
 
 router = APIRouter(tags=["Tengrai"])
@@ -35,7 +35,7 @@ async def create_face_refiner(request: Request) -> JSONResponse:
     try:
         await run_in_threadpool(check_url, req.imageUrl, allow_loopback=s.allow_loopback_fetch)
     except BlockedURL as exc:
-        raise InvalidParameter("imageUrl", f"imageUrl: {exc.message}") from None
+        raise BlockedURL(f"imageUrl: {exc.message}", field="imageUrl") from None
     if req.webhook:
         await run_in_threadpool(validate_webhook_url, req.webhook, s, field="webhook")
     seed = req.seed if req.seed is not None else secrets.randbelow(2147483647) + 1
@@ -47,12 +47,13 @@ async def create_face_refiner(request: Request) -> JSONResponse:
         manager(request).submit, "face-refiner", api="tengrai", params=job_params,
         options=P.refiner_options(req, seed_used), input_bytes=None, input_name=name,
         webhook_url=req.webhook, owner=owner(request))
-    return JSONResponse(artwork(record), status_code=202)
+    return JSONResponse(artwork(record, base=base_url(request)), status_code=202)
 
 
 @router.get("/v2/artworks/{artwork_id}", summary="Get a face-refiner artwork")
 async def get_artwork(request: Request, artwork_id: str) -> dict[str, Any]:
-    return artwork(await get_job(manager(request), artwork_id, api="tengrai"))
+    return artwork(await get_job(manager(request), artwork_id, api="tengrai"),
+                   base=base_url(request))
 
 
 @router.post("/v2/artworks/{artwork_id}/cancel", summary="Cancel a face-refiner artwork")
@@ -61,4 +62,4 @@ async def cancel_artwork(request: Request, artwork_id: str) -> dict[str, Any]:
     await get_job(m, artwork_id, api="tengrai")
     record = await run_in_threadpool(m.cancel, artwork_id)
     assert record is not None
-    return artwork(record)
+    return artwork(record, base=base_url(request))

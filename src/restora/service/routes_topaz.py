@@ -11,6 +11,7 @@ from starlette.datastructures import UploadFile
 
 from restora.errors import InvalidParameter
 from restora.service import params as P
+from restora.service.fetch import BlockedURL, check_url
 from restora.service.finishing import credits_for
 from restora.service.views import check_image, manager, owner, settings
 from restora.service.webhooks import validate_webhook_url
@@ -19,7 +20,7 @@ router = APIRouter(tags=["Topaz"])
 
 _BOOL = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _FLOATS = ("strength", "creativity", "grain_density", "grain_size", "grain_strength")
-_INTS = ("seed", "output_width", "output_height")
+_INTS = ("seed", "output_width", "output_height", "input_width", "input_height")
 
 
 def _coerce(key: str, raw: str) -> Any:
@@ -56,7 +57,13 @@ async def face_recovery(request: Request) -> JSONResponse:
     if image is None:
         raise InvalidParameter("image", "No image was sent (multipart field 'image').")
     opts = P.validate(P.FaceRecoverySettings, values)
-    check_image(image[1], s)
+    check_image(image[1], s, output_size=(opts.output_width, opts.output_height))
+    if opts.reference_uri:
+        try:
+            await run_in_threadpool(check_url, opts.reference_uri,
+                                    allow_loopback=s.allow_loopback_fetch)
+        except BlockedURL as exc:
+            raise BlockedURL(f"reference_uri: {exc.message}", field="reference_uri") from None
     job_params = opts.model_dump(mode="json", exclude={"iai_packed_metadata"})
     faces = P.parse_faces(opts.iai_packed_metadata) if opts.iai_packed_metadata else None
     options = opts.options(faces)

@@ -33,6 +33,22 @@ class ServiceSettings(Settings):
         default=None, description="SQLAlchemy URL of the job store; default SQLite under home.")
     max_upload_bytes: int = Field(default=60_000_000, ge=1,
                                   description="Largest request body; larger gives 413.")
+    max_output_pixels: int | None = Field(
+        default=None, ge=1, description="Largest result (width x height after upscale or "
+        "output_width/height); default max_pixels. Larger requests are refused with 413.")
+    max_client_bytes: int = Field(
+        default=200_000_000, ge=1, description="Per client (API key or IP): bytes of request "
+        "bodies being received plus inputs of its unfinished jobs; more gives 429.")
+    header_timeout_s: float = Field(default=10.0, gt=0,
+                                    description="Time to send the request line and headers.")
+    body_timeout_s: float = Field(default=30.0, gt=0,
+                                  description="Longest pause between two pieces of a body.")
+    public_url: str | None = Field(
+        default=None, description="Base URL for absolute links (CodeFormer image_url); default "
+        "the request's own base URL.")
+    decode_in_subprocess: bool = Field(
+        default=True, description="Decode inputs in a killable child process so cancel and "
+        "timeout stop a decode at once.")
     queue_depth: int = Field(default=32, ge=1,
                              description="Jobs waiting (not running); more gives 429.")
     workers: int | None = Field(default=None, ge=1,
@@ -77,6 +93,10 @@ class ServiceSettings(Settings):
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.service_dir / 'jobs.db'}"
+
+    @property
+    def output_pixel_limit(self) -> int:
+        return self.max_output_pixels or self.max_pixels
 
     @property
     def effective_workers(self) -> int:

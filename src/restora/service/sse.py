@@ -17,13 +17,24 @@ from typing import AsyncIterator, Callable
 from starlette.concurrency import run_in_threadpool
 
 from restora.service.store import JobEvent, JobStore
+from restora.service.views import progress_view
 
 FINAL_KINDS = ("complete", "failed")
 
 
+def _frame(seq: int, kind: str, data: dict) -> str:
+    return f"id: {seq}\nevent: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
 def format_event(ev: JobEvent) -> str:
-    data = json.dumps(ev.data, separators=(",", ":"))
-    return f"id: {ev.seq}\nevent: {ev.kind}\ndata: {data}\n\n"
+    """One stored event as SSE text. Progress frames carry the human ``stage`` and an integer
+    ``percent`` (machine id in ``step``). A final event is sent twice: first as
+    ``event: progress`` with ``phase: complete`` / ``failed`` (as the SnapOtter document shows
+    the final result), then as ``event: complete`` / ``failed`` (same id, same data)."""
+    data = progress_view(ev.data)
+    if ev.kind in FINAL_KINDS:
+        return _frame(ev.seq, "progress", data) + _frame(ev.seq, ev.kind, data)
+    return _frame(ev.seq, ev.kind, data)
 
 
 def parse_last_event_id(value: str | None) -> int:

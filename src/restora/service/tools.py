@@ -10,11 +10,10 @@ import functools
 from pathlib import Path
 from typing import Any, Callable
 
-from restora.errors import InvalidParameter, RestoraError, UnknownModel
+from restora.errors import InvalidParameter, OutputTooLarge, RestoraError, UnknownModel
 from restora.pipeline.options import EnhanceOptions, PhotoOptions
 from restora.service.jobs import JobContext, Tool
 
-_EXT = {"jpeg": "jpg", "png": "png", "webp": "webp"}
 _RESTORER_ARCH = {"gfpgan": "gfpgan_v1_clean", "codeformer": "codeformer"}
 
 
@@ -51,6 +50,15 @@ def preflight_photo(runtime: Any, options: PhotoOptions) -> None:
         _require(runtime, "colorization")
 
 
+def check_output_pixels(settings: Any, width: int, height: int) -> None:
+    """Refuse a result larger than ``max_output_pixels`` (413) before any work is spent on it."""
+    limit = settings.output_pixel_limit
+    if width * height > limit:
+        raise OutputTooLarge(
+            f"The result would be {width}x{height} ({width * height:,} pixels), more than the "
+            f"{limit:,}-pixel output limit.", width=width, height=height, limit=limit)
+
+
 # --- shared steps ---------------------------------------------------------------------------
 
 def decode_input(ctx: JobContext, data: bytes | None = None) -> tuple[bytes, Any]:
@@ -63,14 +71,15 @@ def decode_input(ctx: JobContext, data: bytes | None = None) -> tuple[bytes, Any
     return raw, image
 
 
-def write_result(ctx: JobContext, image: Any, fmt: str, suffix: str) -> dict[str, Any]:
-    """Encode the result and its WebP preview into the job folder; return the URL fields."""
-    from restora.io import encode, make_preview
+def write_result(ctx: JobContext, image: Any, source_format: str,
+                 fmt: str | None = None) -> dict[str, Any]:
+    """Encode the result (format and name by :func:`restora.io.output_for`) and its WebP
+    preview into the job folder; return the URL fields."""
+    from restora.io import encode, make_preview, output_for
 
     ctx.progress("encoding", 95)
+    fmt, filename = output_for(ctx.job.tool, ctx.job.input_name, source_format, fmt)
     data = encode(image, fmt)
-    stem = Path(ctx.job.input_name).stem or "image"
-    filename = f"{stem}_{suffix}.{_EXT.get(fmt, fmt)}"
     ctx.write_output(filename, data)
     ctx.write_output("preview.webp", make_preview(image))
     return {"jobId": ctx.job_id, "filename": filename, "format": fmt,
@@ -100,18 +109,25 @@ def _source_size(image: Any) -> dict[str, int]:
 
 # --- SnapOtter ------------------------------------------------------------------------------
 
-def run_enhance_faces(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) -> dict[str, Any]:
-    from restora.io import output_format_for
+def _face_fields(result: Any) -> dict[str, Any]:
+    """The pipeline report with the seeds' ``model`` (``codeformer`` / ``gfpgan``); the registry
+    id of the restorer that ran is ``modelId``."""
+    d = result.to_dict()
+    d["modelId"] = d.get("model")
+    d["model"] = d.get("modelKind")
+    return d
 
+
+def run_enhance_faces(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) -> dict[str, Any]:
     raw, image = decode_input(ctx)
+    up = int(ctx.options.upscale)
+    check_output_pixels(ctx.settings, image.width * up, image.height * up)
     result = enhance(ctx, image, ctx.options)
-    out = write_result(ctx, result.image, output_format_for(image.format), "enhanced")
-    return {**result.to_dict(), **out, "originalSize": len(raw),
-            **_source_size(image)}
+    out = write_result(ctx, result.image, image.format)
+    return {**_face_fields(result), **out, "originalSize": len(raw), **_source_size(image)}
 
 
 def run_restore_photo(ctx: JobContext) -> dict[str, Any]:
-    from restora.io import output_format_for
     from restora.pipeline.photo import restore_photo
 
     from restora.io import Limits, decode
@@ -129,60 +145,94 @@ def run_restore_photo(ctx: JobContext) -> dict[str, Any]:
         mask = load_user_mask(mask_image, image.height, image.width)
     result = restore_photo(image, ctx.options, runtime=ctx.runtime, mask=mask,
                            progress=ctx.sub_progress(5, 90), cancel=ctx.cancel)
-    out = write_result(ctx, result.image, output_format_for(image.format), "restored")
+    out = write_result(ctx, result.image, image.format)
     # the final damage mask beside the output (white = repaired), for the page's mask editor
     stem = Path(ctx.job.input_name).stem or "image"
     mask_name = f"{stem}_mask.png"
     assert result.mask is not None
     ctx.write_output(mask_name, mask_png(result.mask))
-    return {**result.to_dict(), **out, "maskUrl": ctx.download_url(mask_name),
-            "maskFilename": mask_name, "originalSize": len(raw), **_source_size(image)}
+    report = result.to_dict()
+    # The seed's step ids use underscores (scratch_removal, face_enhancement, ...).
+    report["steps"] = [str(step).replace("-", "_") for step in report.get("steps", [])]
+    return {**report, **out, "maskUrl": ctx.download_url(mask_name), "maskFilename": mask_name,
+            "originalSize": len(raw), **_source_size(image)}
 
 
 # --- CodeFormer Space -----------------------------------------------------------------------
 
 def run_codeformer(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) -> dict[str, Any]:
     raw, image = decode_input(ctx)
+    up = int(ctx.options.upscale)
+    check_output_pixels(ctx.settings, image.width * up, image.height * up)
     result = enhance(ctx, image, ctx.options)
-    out = write_result(ctx, result.image, "png", "codeformer")
-    return {**result.to_dict(), **out, "originalSize": len(raw),
-            **_source_size(image)}
+    out = write_result(ctx, result.image, image.format, "png")
+    return {**_face_fields(result), **out, "originalSize": len(raw), **_source_size(image)}
 
 
 # --- Tengrai face refiner -------------------------------------------------------------------
 
-def run_face_refiner(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) -> dict[str, Any]:
-    from restora.io import output_format_for
+def _fetch(ctx: JobContext, url: str) -> bytes:
     from restora.service.fetch import fetch
 
-    p = ctx.params
     s = ctx.settings
-    ctx.progress("fetching", 0)
-    fetched = fetch(p["imageUrl"], max_bytes=min(s.fetch_max_bytes, s.max_bytes),
+    fetched = fetch(url, max_bytes=min(s.fetch_max_bytes, s.max_bytes),
                     timeout_s=s.fetch_timeout_s, max_redirects=s.fetch_max_redirects,
                     allow_loopback=s.allow_loopback_fetch)
-    ctx.write_output("source.bin", fetched.content)
-    raw, image = decode_input(ctx, fetched.content)
+    return fetched.content
+
+
+def run_face_refiner(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) -> dict[str, Any]:
+    p = ctx.params
+    ctx.progress("fetching", 0)
+    content = _fetch(ctx, p["imageUrl"])
+    # Kept with the job's input (never downloadable); a failed job's input is deleted at once.
+    ctx.input_path.parent.mkdir(parents=True, exist_ok=True)
+    ctx.input_path.write_bytes(content)
+    raw, image = decode_input(ctx, content)
     result = enhance(ctx, image, ctx.options)
-    fmt = p["outputFormat"]
-    fmt = output_format_for(image.format) if fmt == "auto" else fmt
-    out = write_result(ctx, result.image, fmt, "refined")
-    return {**result.to_dict(), **out, "originalSize": len(raw),
+    # Tengrai: "auto (the default) uses the server default (webp ...)".
+    fmt = p.get("outputFormat", "auto")
+    out = write_result(ctx, result.image, image.format, "webp" if fmt == "auto" else fmt)
+    return {**_face_fields(result), **out, "originalSize": len(raw),
             **_source_size(image), "seedUsed": p["seedUsed"]}
 
 
 # --- Topaz face recovery --------------------------------------------------------------------
 
+def fetch_reference(ctx: JobContext) -> tuple[Any, dict[str, Any]]:
+    """Fetch and decode ``reference_uri`` (SSRF-safe, within the input limits).
+
+    Returns the decoded reference for the pipeline and the result's ``reference`` report.
+    Reference-guided restoration is not implemented yet, so the report says it was not used
+    (never a silent ignore); the decoded image is what that feature will take.
+    """
+    url = ctx.params.get("reference_uri")
+    if not url:
+        return None, {}
+    ctx.progress("fetching", 1)
+    _, ref = decode_input(ctx, _fetch(ctx, url))
+    report = {"uri": url, "width": ref.width, "height": ref.height, "used": False,
+              "reason": "reference-guided restoration is not available on this server yet; "
+                        "the reference was fetched and validated only"}
+    return ref, report
+
+
 def run_face_recovery(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) -> dict[str, Any]:
-    from restora.io import output_format_for
     from restora.service import finishing
 
     p = ctx.params
+    reference, ref_report = fetch_reference(ctx)
     raw, image = decode_input(ctx)
+    warnings: list[str] = []
+    declared = (p.get("input_width"), p.get("input_height"))
+    if any(declared) and declared != (image.width, image.height):
+        warnings.append(f"input_width/input_height ({declared[0]}x{declared[1]}) differ from the "
+                        f"decoded image ({image.width}x{image.height}); the image's size is used")
+    width, height = finishing.target_size(image.width, image.height, p.get("output_width"),
+                                          p.get("output_height"))
+    check_output_pixels(ctx.settings, width, height)
     result = enhance(ctx, image, ctx.options, hi=80)
     img = result.image
-    width, height = finishing.target_size(img.width, img.height, p["output_width"],
-                                          p["output_height"])
     if (width, height) != (img.width, img.height):
         ctx.progress("resizing", 82)
         alpha = (finishing.resize(img.alpha, width, height) if img.alpha is not None else None)
@@ -192,11 +242,15 @@ def run_face_recovery(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) ->
         img = img.with_pixels(finishing.add_grain(
             img.pixels, model=p["grain_model"], density=p["grain_density"],
             size=p["grain_size"], strength=p["grain_strength"], seed=p["seed"]), img.alpha)
-    fmt = p["output_format"]
-    fmt = output_format_for(image.format) if fmt == "auto" else ("jpeg" if fmt == "jpg" else fmt)
-    out = write_result(ctx, img, fmt, "recovered")
+    out = write_result(ctx, img, image.format, p.get("output_format", "auto"))
     credits = finishing.credits_for(img.width, img.height)
-    return {**result.to_dict(), **out, "originalSize": len(raw),
+    fields = _face_fields(result)
+    if ref_report:
+        fields["reference"] = ref_report
+        warnings.append("reference_uri was fetched but not used: " + ref_report["reason"])
+    fields["warnings"] = list(fields.get("warnings", [])) + warnings
+    del reference  # handed to the pipeline once reference-guided restoration exists
+    return {**fields, **out, "originalSize": len(raw),
             **_source_size(image), "credits": credits,
             "outputMegapixels": round(img.width * img.height / 1e6, 4)}
 

@@ -14,6 +14,12 @@ from restora.service.settings import ServiceSettings
 from restora.service.store import CANCELED, FAILED, PROCESSING, QUEUED, SUCCEEDED, JobRecord
 
 
+def base_url(request: Request) -> str:
+    """Where absolute links point: the configured ``public_url``, else the request's base."""
+    configured = request.app.state.settings.public_url
+    return (configured or str(request.base_url)).rstrip("/")
+
+
 def manager(request: Request) -> JobManager:
     return request.app.state.manager
 
@@ -44,9 +50,17 @@ class JobNotFound(RestoraError):
     http_status = 404
 
 
-def check_image(data: bytes, s: ServiceSettings) -> str:
-    """Reject empty, oversized or non-image uploads before a job is created; returns format."""
-    from restora.io import sniff_format
+def check_image(data: bytes, s: ServiceSettings, *, scale: int = 1,
+                output_size: tuple[int | None, int | None] | None = None) -> str:
+    """Reject empty, oversized or non-image uploads before a job is created; returns format.
+
+    The header is read (no pixel decoded) so inputs over the pixel or frame limits, and results
+    over the output-pixel limit (``scale`` x the input, or ``output_size`` with one side
+    optional), are refused at once with 413 instead of failing minutes later in a job.
+    """
+    from restora.io import Limits, probe_size, sniff_format
+    from restora.service.finishing import target_size
+    from restora.service.tools import check_output_pixels
 
     if not data:
         raise EmptyFile("The uploaded file is empty.")
@@ -56,6 +70,15 @@ def check_image(data: bytes, s: ServiceSettings) -> str:
     fmt = sniff_format(data)
     if fmt is None:
         raise UnsupportedFormat("The file is not an image in a supported format.")
+    size = probe_size(data, limits=Limits.from_settings(s))
+    if output_size is not None and any(output_size):
+        ow, oh = output_size
+        if ow and oh:
+            check_output_pixels(s, ow, oh)
+        elif size is not None:
+            check_output_pixels(s, *target_size(size[0], size[1], ow, oh))
+    if size is not None and scale > 1:
+        check_output_pixels(s, size[0] * scale, size[1] * scale)
     return fmt
 
 
@@ -66,6 +89,38 @@ async def get_job(m: JobManager, job_id: str, api: str | None = None) -> JobReco
     return record
 
 
+#: machine step id (reported by tools and pipelines) -> the human ``stage`` text clients show
+STAGE_TEXT = {
+    "queued": "Waiting in queue...", "starting": "Starting...", "fetching": "Fetching image...",
+    "decoding": "Reading image...", "decode": "Reading image...", "analyse": "Analysing photo...",
+    "detect": "Detecting faces...", "align": "Aligning faces...", "restore": "Enhancing faces...",
+    "restoring": "Enhancing faces...", "face-enhancement": "Enhancing faces...",
+    "face_enhancement": "Enhancing faces...", "upscale": "Upscaling...",
+    "paste": "Blending faces...", "scratch-removal": "Removing scratches...",
+    "scratch_removal": "Removing scratches...", "denoise": "Reducing noise...",
+    "colorize": "Colorizing...", "resizing": "Resizing...", "grain": "Adding film grain...",
+    "encoding": "Saving result...", "done": "Done",
+}
+
+
+def stage_text(step: str | None) -> str:
+    if not step:
+        return "Processing..."
+    return STAGE_TEXT.get(step) or (step.replace("-", " ").replace("_", " ").capitalize() + "...")
+
+
+def progress_view(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored progress frame as clients get it: ``stage`` human text, ``percent`` an integer,
+    the machine step id in ``step`` (Restora's extension)."""
+    out = dict(data)
+    if "stage" in out or out.get("phase") in ("processing", "queued"):
+        out["step"] = out.get("stage")
+        out["stage"] = stage_text(out.get("stage"))
+    if "percent" in out and out["percent"] is not None:
+        out["percent"] = int(float(out["percent"]))  # floor: never 100 before the end
+    return out
+
+
 _PHASE = {QUEUED: "queued", PROCESSING: "processing", SUCCEEDED: "complete", FAILED: "failed",
           CANCELED: "failed"}
 
@@ -74,8 +129,9 @@ def snapshot(record: JobRecord, s: ServiceSettings) -> dict[str, Any]:
     """SnapOtter-style job status, always available while the job is retained."""
     body: dict[str, Any] = {
         "jobId": record.id, "tool": record.tool, "status": record.status,
-        "progress": {"phase": _PHASE[record.status], "stage": record.stage,
-                     "percent": round(record.percent, 2)},
+        "progress": progress_view({
+            "phase": _PHASE[record.status], "percent": record.percent,
+            "stage": "done" if record.status == SUCCEEDED else record.stage}),
         "createdAt": iso(record.created_at), "startedAt": iso(record.started_at),
         "finishedAt": iso(record.finished_at),
         "expiresAt": iso(record.finished_at + s.result_ttl_s) if record.finished_at else None,
@@ -91,24 +147,46 @@ _ARTWORK_STATUS = {QUEUED: "starting", PROCESSING: "processing", SUCCEEDED: "suc
                    FAILED: "failed", CANCELED: "canceled"}
 
 
-def artwork(record: JobRecord) -> dict[str, Any]:
-    """Tengrai artwork object for a face-refiner job."""
+def absolute(url: str | None, base: str | None) -> str | None:
+    """``url`` (a path) made absolute against ``base`` (public URL or request base URL)."""
+    if not url or not base or not url.startswith("/"):
+        return url
+    return base.rstrip("/") + url
+
+
+def artwork(record: JobRecord, now: float | None = None, base: str | None = None
+            ) -> dict[str, Any]:
+    """Tengrai artwork object for a face-refiner job.
+
+    ``results`` is the documented ``string[]`` of image URLs; their details (preview, format,
+    size, seed used) are in ``resultDetails``. ``duration`` is always a number: seconds of
+    execution so far while running, the total once finished, 0 while waiting.
+    """
+    import time
+
     p = record.params
-    duration = (round(record.finished_at - record.started_at, 3)
-                if record.finished_at and record.started_at else None)
-    results: list[dict[str, Any]] = []
+    if record.started_at is None:
+        duration = 0.0
+    else:
+        end = record.finished_at or (now if now is not None else time.time())
+        duration = round(max(0.0, end - record.started_at), 3)
+    results: list[str] = []
+    details: list[dict[str, Any]] = []
     if record.status == SUCCEEDED and record.result:
         r = record.result
-        results.append({"url": r.get("downloadUrl"), "previewUrl": r.get("previewUrl"),
+        results.append(absolute(r.get("downloadUrl"), base))
+        details.append({"url": absolute(r.get("downloadUrl"), base),
+                        "previewUrl": absolute(r.get("previewUrl"), base),
                         "format": r.get("format"), "width": r.get("width"),
                         "height": r.get("height"), "seed": r.get("seedUsed")})
+    params = {k: p.get(k) for k in ("imageUrl", "model", "denoising", "seed", "outputFormat",
+                                    "webhook") if p.get(k) is not None}
     body: dict[str, Any] = {
-        "id": record.id, "artworkType": "face_refiner",
-        "parameters": {k: p.get(k) for k in ("imageUrl", "model", "denoising", "seed",
-                                             "outputFormat", "webhook")},
+        "id": record.id, "artworkType": "face_refiner", "parameters": params,
         "duration": duration, "results": results, "status": _ARTWORK_STATUS[record.status],
-        "createdAt": iso(record.created_at),
+        "createdAt": iso(record.created_at), "resultDetails": details,
     }
     if record.error is not None:
         body["error"] = record.error.get("message")
+        body["errorCode"] = record.error.get("code")
     return body

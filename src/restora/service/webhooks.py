@@ -69,8 +69,9 @@ class WebhookDispatcher:
     """Background sender: one thread, pending deliveries ordered by their next attempt."""
 
     def __init__(self, settings: ServiceSettings, store: JobStore,
-                 payloads: dict[str, PayloadFn]) -> None:
+                 payloads: dict[str, PayloadFn], bare: tuple[str, ...] = ("tengrai",)) -> None:
         self.settings = settings
+        self.bare = bare
         self.store = store
         self.payloads = payloads
         self.webhook = Webhook(load_secret(settings))
@@ -94,7 +95,10 @@ class WebhookDispatcher:
             return
         build = self.payloads.get(record.api)
         data = build(record) if build else {"id": record.id, "status": record.status}
-        body = {"type": f"job.{record.status}", "timestamp": _iso_now(), "data": data}
+        # Tengrai: "the server will POST the final artwork result": the body is the artwork
+        # itself (type and time travel only in the signed headers). Others get an envelope.
+        body = data if record.api in self.bare else {
+            "type": f"job.{record.status}", "timestamp": _iso_now(), "data": data}
         msg_id = f"msg_{uuid.uuid4().hex}"
         if self.store.add_delivery(msg_id, record.id, record.status, record.webhook_url,
                                    json.dumps(body, separators=(",", ":"))):
