@@ -40,8 +40,8 @@ def test_each_api_style_stores_its_options(srv):
 
         r = c.post("/api/v1/tools/face-recovery", files={"image": ("a.png", png, "image/png")},
                    data={"creativity": "0.25", "seed": "7"})
-        assert _options(srv, r.json()["jobId"]) == EnhanceOptions(
-            fidelity=0.75, seed=7).model_dump(mode="json")
+        assert _options(srv, r.json()["jobId"]) == EnhanceOptions(  # Topaz strength: 1.0
+            strength=1.0, fidelity=0.75, seed=7).model_dump(mode="json")
 
         r = c.post("/api/process", files={"image": ("a.png", png, "image/png")},
                    data={"background_enhance": "true"})
