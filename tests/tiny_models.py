@@ -76,3 +76,22 @@ def write_tiny_manifest(directory: Path, *, include: set[str] | None = None,
     path = Path(directory) / "models.json"
     path.write_text(json.dumps({"models": entries}, indent=2))
     return path
+
+
+def tiny_photo_repair_entries(*, scratch: bool = True, lama: bool = True) -> list[dict]:
+    """Manifest entries for the tiny BOPBTL scratch U-Net and LaMa conformance weights (plain
+    state dicts, so no nesting and the default loader)."""
+    conf = shared_path("conformance", "photo")
+    out = []
+    common = {"license": "test fixture", "commercial_use": True, "default": True}
+    if scratch:
+        meta = json.loads((conf / "scratchunet.tiny.json").read_text())
+        out.append({"id": "tiny-scratch-unet", "task": "damage-segmentation",
+                    "arch": "scratch_unet", "path": str(conf / "scratchunet.tiny.pth"),
+                    "hparams": meta["constructor_kwargs"], **common})
+    if lama:
+        meta = json.loads((conf / "lama.tiny.json").read_text())
+        out.append({"id": "tiny-lama", "task": "inpainting", "arch": "lama",
+                    "path": str(conf / "lama.tiny.pth"), "hparams": meta["constructor_kwargs"],
+                    **common})
+    return out

@@ -18,6 +18,7 @@ BUILTIN_IDS = {
     "gfpgan-v1.4", "gfpgan-v1.3", "codeformer", "retinaface-resnet50", "retinaface-mobilenet0.25",
     "yunet", "parsenet", "realesrgan-x2plus", "realesrgan-x4plus", "realesr-general-x4v3",
     "ddcolor-modelscope", "ddcolor-artistic", "ddcolor-paper", "ddcolor-paper-tiny",
+    "bopbtl-scratch", "lama-big", "lama-big-ckpt",
 }
 
 
@@ -47,7 +48,7 @@ def test_bundles(builtin: Registry) -> None:
                             "realesrgan-x2plus"],
         "face-detection": ["yunet", "retinaface-mobilenet0.25"],
         "photo-restoration": ["codeformer", "retinaface-resnet50", "parsenet",
-                              "ddcolor-modelscope"],
+                              "ddcolor-modelscope", "bopbtl-scratch", "lama-big"],
     }
     assert [s.id for s in builtin.bundle("face-detection")] == ["yunet",
                                                                 "retinaface-mobilenet0.25"]
@@ -137,6 +138,8 @@ def test_architectures_table() -> None:
         "srvgg": "restora.models.arch.srvgg:SRVGGNetCompact",
         "yunet": "restora.models.arch.yunet:YuNet",
         "ddcolor": "restora.models.arch.ddcolor:DDColor",
+        "scratch_unet": "restora.models.arch.scratch_unet:ScratchUNet",
+        "lama": "restora.models.arch.lama:LaMa",
     }
 
 
@@ -305,6 +308,8 @@ KEYS_FILES = {
     "realesr-general-x4v3": "srvggnet_general_x4v3.keys.json",
     "ddcolor-modelscope": "large", "ddcolor-artistic": "large", "ddcolor-paper": "large",
     "ddcolor-paper-tiny": "tiny",
+    "bopbtl-scratch": "photo/scratchunet.keys.json", "lama-big": "photo/lama.keys.json",
+    "lama-big-ckpt": "photo/lama.keys.json",
 }
 
 
@@ -325,7 +330,8 @@ def test_every_builtin_builds_the_official_layout(builtin: Registry) -> None:
         if spec.arch == "ddcolor":
             entries = ddcolor["configs"][source]["state_dict"]
         else:
-            entries = json.loads(shared_path("conformance", source).read_text())["keys"]
+            entries = json.loads(shared_path("conformance", *source.split("/")).read_text())[
+                "keys"]
         official = {e["key"]: tuple(e["shape"]) for e in entries}
         with torch.device("meta"):
             net = architecture_class(spec.arch)(**spec.hparams)

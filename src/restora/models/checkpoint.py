@@ -2,9 +2,22 @@
 
 Official checkpoints come in a few layouts: BasicSR training files keep the tensors under
 ``params_ema`` and/or ``params``, facelib detectors are plain dicts whose keys may start with
-``module.`` (saved from ``DataParallel``). Loading is always ``weights_only=True`` (no code runs
-from a model file) and always strict: a misnamed key must fail loudly instead of leaving a layer
-at its random initialisation.
+``module.`` (saved from ``DataParallel``), BOPBTL keeps them under ``model_state``. Loading is
+always ``weights_only=True`` (no code runs from a model file) and always strict: a misnamed key
+must fail loudly instead of leaving a layer at its random initialisation.
+
+Two more containers (``loader``):
+
+* ``lightning``: a PyTorch Lightning training checkpoint (LaMa's ``best.ckpt``). Besides tensors
+  it pickles OmegaConf configs and a ``ModelCheckpoint`` callback. It is still read with
+  ``weights_only=True``; the handful of globals such files need are allow-listed by name and
+  bound to *inert placeholders* of our own (they store what the pickle hands them and run
+  nothing), so neither omegaconf nor Lightning is imported and any other global is refused. The
+  tensors are ``state_dict[prefix + key]``; keys without the prefix (discriminator, losses)
+  belong to the training system and are dropped.
+* ``torchscript``: a TorchScript archive (the re-hosted ``big-lama.pt``). ``torch.jit.load``
+  restores TorchScript code and tensors, not arbitrary Python classes; we take its
+  ``state_dict()`` and never call the module, so its stored code never runs.
 """
 
 from __future__ import annotations
@@ -19,35 +32,105 @@ if TYPE_CHECKING:
     import torch
 
 _SHOWN = 5  # how many key names an error message lists
+LOADERS = ("torch", "lightning", "torchscript")
+#: nestings that name one required entry of the file (the others are the BasicSR rule)
+DIRECT_NESTINGS = ("model_state", "state_dict")
+
+#: Globals a Lightning checkpoint of LaMa needs (the set two public safe loaders allow). The
+#: third-party classes are bound to inert placeholders; the builtins and typing.Any are
+#: harmless as themselves.
+LIGHTNING_PLACEHOLDERS = (
+    "omegaconf.nodes.AnyNode", "omegaconf.base.Metadata", "omegaconf.base.ContainerMetadata",
+    "omegaconf.dictconfig.DictConfig", "omegaconf.listconfig.ListConfig",
+    "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint", "collections.defaultdict",
+)
+
+
+class InertPlaceholder(dict):  # type: ignore[type-arg]
+    """Stands in for an allow-listed class while unpickling: keeps its arguments and state,
+    runs nothing. A dict so that pickled items (``SETITEMS``) land somewhere harmless."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: D107 - never calls dict()
+        super().__init__()
+        self.args = args
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def append(self, item: Any) -> None:
+        self.setdefault("__items__", []).append(item)
+
+    def extend(self, items: Any) -> None:
+        for item in items:
+            self.append(item)
+
+
+def _placeholders() -> list[Any]:
+    import typing
+
+    found: list[Any] = [(type(name.rsplit(".", 1)[1], (InertPlaceholder,),
+                              {"__module__": "restora.models.checkpoint.inert"}), name)
+                        for name in LIGHTNING_PLACEHOLDERS]
+    return found + [(dict, "builtins.dict"), (list, "builtins.list"), (int, "builtins.int"),
+                    (typing.Any, "typing.Any")]
 
 
 def load_state_dict(path: str | Path, nesting: str | None = None,
-                    strip_prefix: str | None = None) -> dict[str, torch.Tensor]:
+                    strip_prefix: str | None = None,
+                    loader: str = "torch") -> dict[str, torch.Tensor]:
     """Read ``path`` on the CPU and return its flat ``name -> tensor`` dict.
 
-    ``nesting`` names the key the file is expected to use; whatever it says, the loader rule of
-    the references applies: ``params_ema`` if present, else ``params``, else the dict itself
-    (``nesting='params'`` prefers ``params`` when both exist). ``strip_prefix`` is removed from
-    every key that starts with it.
+    ``nesting`` names the key the file is expected to use. ``model_state`` and ``state_dict``
+    must be there; otherwise the loader rule of the references applies: ``params_ema`` if
+    present, else ``params``, else the dict itself (``nesting='params'`` prefers ``params`` when
+    both exist). ``strip_prefix`` is removed from every key that starts with it (with the
+    ``lightning`` loader, keys without it are dropped). ``loader`` is ``torch``, ``lightning``
+    or ``torchscript`` (see the module docstring).
     """
     import pickle
 
     import torch
 
     path = Path(path)
+    if loader not in LOADERS:
+        raise CheckpointError(f"unknown checkpoint loader '{loader}'", path=str(path))
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file {path} does not exist", path=str(path))
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        if loader == "torchscript":
+            obj = _torchscript_tensors(path)
+        elif loader == "lightning":
+            with torch.serialization.safe_globals(_placeholders()):
+                obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        else:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
         raise CheckpointError(f"checkpoint file {path} does not exist", path=str(path)) from exc
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise CheckpointError(f"{path.name} is not a loadable PyTorch checkpoint "
+        kind = {"torchscript": "TorchScript archive",
+                "lightning": "Lightning checkpoint"}.get(loader, "PyTorch checkpoint")
+        raise CheckpointError(f"{path.name} is not a loadable {kind} "
                               f"(weights-only load failed: {_first_line(exc)})",
                               path=str(path)) from exc
     state = _unnest(obj, nesting, path)
+    if loader == "lightning" and strip_prefix:
+        state = {k: v for k, v in state.items() if k.startswith(strip_prefix)}
     if strip_prefix:
         n = len(strip_prefix)
         state = {(k[n:] if k.startswith(strip_prefix) else k): v for k, v in state.items()}
     return state
+
+
+def _torchscript_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The parameters and buffers of a TorchScript archive; the module itself is never called."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():  # torch 2.9+ marks TorchScript deprecated; the file is one
+        warnings.simplefilter("ignore", DeprecationWarning)
+        module = torch.jit.load(str(path), map_location="cpu")
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
 def _unnest(obj: Any, nesting: str | None, path: Path) -> dict[str, torch.Tensor]:
@@ -56,8 +139,14 @@ def _unnest(obj: Any, nesting: str | None, path: Path) -> dict[str, torch.Tensor
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path.name} holds a {type(obj).__name__}, not a state dict",
                               path=str(path))
-    order = ("params", "params_ema") if nesting == "params" else ("params_ema", "params")
-    inner = next((obj[k] for k in order if k in obj), obj)
+    if nesting in DIRECT_NESTINGS:
+        if nesting not in obj:
+            raise CheckpointError(f"{path.name} has no '{nesting}' entry (it has "
+                                  f"{_names([str(k) for k in obj])})", path=str(path))
+        inner = obj[nesting]
+    else:
+        order = ("params", "params_ema") if nesting == "params" else ("params_ema", "params")
+        inner = next((obj[k] for k in order if k in obj), obj)
     if not isinstance(inner, Mapping):
         raise CheckpointError(f"{path.name}: the weights entry is a {type(inner).__name__}, "
                               "not a dict of tensors", path=str(path))

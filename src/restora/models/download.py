@@ -6,6 +6,13 @@ expected path holds either nothing or a verified file, whatever happens: a cut c
 partial is kept and resumed with ``Range``), a wrong hash (the partial is deleted), a crash.
 A per-file lock in ``models/.locks`` makes a second process wait and then find the file installed
 instead of downloading it again.
+
+A model that is a member of a zip archive (``ModelSpec.member``) is fetched the same way into
+``models/.archives/`` (resumable, checked against the archive's size and SHA-256 when they are
+known), then the member alone is streamed out to ``<file>.partial`` (zip CRC checked on the way),
+checked against the member's size and SHA-256 and moved into place with ``os.replace``; the
+archive is deleted afterwards. A wrong hash, a truncated or corrupt archive or a missing member
+leaves nothing installed and no archive behind.
 """
 
 from __future__ import annotations
@@ -117,7 +124,18 @@ def pull(registry: Registry, spec: ModelSpec, *, offline: bool = False,
         lock.release()
 
 
+def archive_partial_path(registry: Registry, spec: ModelSpec) -> Path:
+    """Where an archive that holds ``spec``'s file is downloaded (one per model: no sharing)."""
+    return registry.models_dir / ".archives" / f"{spec.filename}.zip.partial"
+
+
+#: largest member we extract when the registry gives no size (a zip bomb stops here)
+MAX_MEMBER_BYTES = 8 << 30
+
+
 def _download(registry: Registry, spec: ModelSpec, dest: Path, opts: DownloadOptions) -> None:
+    if spec.member:
+        return _download_member(registry, spec, dest, opts)
     import httpx
 
     expected = registry.expected_sha256(spec)
@@ -132,7 +150,8 @@ def _download(registry: Registry, spec: ModelSpec, dest: Path, opts: DownloadOpt
         task = progress.add_task(spec.id, total=spec.size)
         for url in spec.urls:
             try:
-                digest = _fetch_with_retries(client, url, partial, spec, opts, progress, task)
+                digest = _fetch_with_retries(client, url, partial, spec.size, opts, progress,
+                                             task)
             except (_Fatal, _Transient, httpx.HTTPError) as exc:
                 errors.append(f"{url}: {_describe(exc)}")
                 continue
@@ -163,13 +182,128 @@ def _download(registry: Registry, spec: ModelSpec, dest: Path, opts: DownloadOpt
                         model=spec.id, attempts=errors)
 
 
-def _fetch_with_retries(client: httpx.Client, url: str, partial: Path, spec: ModelSpec,
+def _download_member(registry: Registry, spec: ModelSpec, dest: Path,
+                     opts: DownloadOptions) -> None:
+    """Fetch the archive, verify it, extract and verify the member, install it atomically."""
+    import httpx
+
+    assert spec.member is not None
+    expected = registry.expected_sha256(spec)
+    archive = archive_partial_path(registry, spec)
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    partial = partial_path(dest)
+    timeout = httpx.Timeout(connect=opts.connect_timeout, read=opts.read_timeout,
+                            write=opts.read_timeout, pool=opts.connect_timeout)
+    errors: list[str] = []
+    mismatch: ChecksumMismatch | None = None
+    with httpx.Client(timeout=timeout, follow_redirects=True,
+                      headers={"User-Agent": f"restora/{__version__}"}) as client, \
+            _progress(opts) as progress:
+        task = progress.add_task(f"{spec.id} (archive)", total=spec.archive_size)
+        for url in spec.urls:
+            try:
+                digest = _fetch_with_retries(client, url, archive, spec.archive_size, opts,
+                                             progress, task)
+            except (_Fatal, _Transient, httpx.HTTPError) as exc:
+                errors.append(f"{url}: {_describe(exc)}")
+                continue
+            try:
+                problem = _check_archive(spec, archive, digest, url)
+                if problem is None:
+                    member_digest = _extract_member(spec, archive, partial)
+                    if expected is not None and member_digest != expected:
+                        problem = ChecksumMismatch(
+                            f"'{spec.member}' in the archive of '{spec.id}' from {url} has "
+                            f"SHA-256 {member_digest}, expected {expected}; nothing was "
+                            "installed", model=spec.id, url=url, sha256=member_digest,
+                            expected=expected)
+            except _BadArchive as exc:
+                problem = DownloadError(f"the archive of '{spec.id}' from {url} is unusable: "
+                                        f"{exc}; nothing was installed", model=spec.id, url=url)
+            if problem is not None:
+                partial.unlink(missing_ok=True)
+                archive.unlink(missing_ok=True)
+                errors.append(f"{url}: {problem.message}")
+                if isinstance(problem, ChecksumMismatch) or mismatch is None:
+                    mismatch = problem  # type: ignore[assignment]
+                continue
+            os.replace(partial, dest)
+            archive.unlink(missing_ok=True)
+            if expected is None:
+                registry.record_sha256(spec, member_digest)
+            return
+    if mismatch is not None:
+        raise mismatch
+    raise DownloadError(f"could not download '{spec.id}' ({'; '.join(errors)})",
+                        model=spec.id, attempts=errors)
+
+
+class _BadArchive(Exception):
+    """The downloaded archive is not a readable zip, lacks the member or fails its CRC."""
+
+
+def _check_archive(spec: ModelSpec, archive: Path, digest: str, url: str
+                   ) -> ChecksumMismatch | None:
+    size = archive.stat().st_size
+    if spec.archive_size is not None and size != spec.archive_size:
+        return ChecksumMismatch(f"the archive of '{spec.id}' from {url} has {size} bytes, "
+                                f"expected {spec.archive_size}; nothing was installed",
+                                model=spec.id, url=url)
+    if spec.archive_sha256 is not None and digest != spec.archive_sha256:
+        return ChecksumMismatch(f"the archive of '{spec.id}' from {url} has SHA-256 {digest}, "
+                                f"expected {spec.archive_sha256}; nothing was installed",
+                                model=spec.id, url=url, sha256=digest,
+                                expected=spec.archive_sha256)
+    return None
+
+
+def _extract_member(spec: ModelSpec, archive: Path, partial: Path) -> str:
+    """Stream ``spec.member`` out of ``archive`` into ``partial``; returns its SHA-256."""
+    import zipfile
+    import zlib
+
+    assert spec.member is not None
+    limit = spec.size if spec.size is not None else MAX_MEMBER_BYTES
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            try:
+                info = zf.getinfo(spec.member)
+            except KeyError:
+                raise _BadArchive(f"it has no member '{spec.member}'") from None
+            if info.file_size > limit:
+                raise _BadArchive(f"member '{spec.member}' is {info.file_size} bytes, "
+                                  f"expected {limit if spec.size is not None else 'less'}")
+            h = hashlib.sha256()
+            written = 0
+            with zf.open(info) as src, open(partial, "wb") as dst:
+                # ZipExtFile checks the member's CRC-32 when it reaches the end
+                for block in iter(lambda: src.read(_CHUNK), b""):
+                    written += len(block)
+                    if written > limit:
+                        raise _BadArchive(f"member '{spec.member}' is larger than declared")
+                    dst.write(block)
+                    h.update(block)
+                dst.flush()
+                os.fsync(dst.fileno())
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        partial.unlink(missing_ok=True)
+        raise _BadArchive(str(exc) or type(exc).__name__) from None
+    except _BadArchive:
+        partial.unlink(missing_ok=True)
+        raise
+    if spec.size is not None and written != spec.size:
+        partial.unlink(missing_ok=True)
+        raise _BadArchive(f"member '{spec.member}' has {written} bytes, expected {spec.size}")
+    return h.hexdigest()
+
+
+def _fetch_with_retries(client: httpx.Client, url: str, partial: Path, size: int | None,
                         opts: DownloadOptions, progress: Progress, task: TaskID) -> str:
     import httpx
 
     for attempt in range(opts.retries + 1):
         try:
-            return _fetch_once(client, url, partial, spec, progress, task)
+            return _fetch_once(client, url, partial, size, progress, task)
         except httpx.UnsupportedProtocol as exc:
             raise _Fatal(str(exc)) from exc
         except (httpx.TransportError, _Transient):
@@ -180,10 +314,10 @@ def _fetch_with_retries(client: httpx.Client, url: str, partial: Path, spec: Mod
     raise AssertionError("unreachable")
 
 
-def _fetch_once(client: httpx.Client, url: str, partial: Path, spec: ModelSpec,
+def _fetch_once(client: httpx.Client, url: str, partial: Path, size: int | None,
                 progress: Progress, task: TaskID) -> str:
     have = partial.stat().st_size if partial.exists() else 0
-    if spec.size is not None and have > spec.size:
+    if size is not None and have > size:
         partial.unlink()
         have = 0
     # identity encoding: Range offsets and the hash are about the file's bytes, not a gzip stream
@@ -193,7 +327,7 @@ def _fetch_once(client: httpx.Client, url: str, partial: Path, spec: ModelSpec,
     with client.stream("GET", url, headers=headers) as resp:
         status = resp.status_code
         if status == 416 and have:
-            if spec.size is not None and have == spec.size:
+            if size is not None and have == size:
                 return sha256_file(partial)  # already complete from an earlier attempt
             partial.unlink()
             raise _Transient("server refused to resume; starting over")
@@ -272,6 +406,13 @@ def import_file(registry: Registry, source: str | Path, model_id: str | None = N
     source = Path(source).expanduser()
     if not source.is_file():
         raise DownloadError(f"{source} is not a file", code="import_failed", path=str(source))
+    if model_id is not None:
+        archived = registry.get(model_id)
+        if archived.member:
+            import zipfile
+
+            if zipfile.is_zipfile(source):  # the release archive itself: take the member
+                return _import_member(registry, archived, source)
     digest = sha256_file(source)
     if model_id is not None:
         spec = registry.get(model_id)
@@ -307,6 +448,36 @@ def import_file(registry: Registry, source: str | Path, model_id: str | None = N
         finally:
             tmp.unlink(missing_ok=True)
     if registry.expected_sha256(spec) is None:
+        registry.record_sha256(spec, digest)
+    return spec
+
+
+def _import_member(registry: Registry, spec: ModelSpec, archive: Path) -> ModelSpec:
+    from filelock import FileLock
+
+    dest = registry.path(spec)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(dest.name + ".importing")
+    expected = registry.expected_sha256(spec)
+    lock_file = lock_path(registry, spec)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock_file)):
+        try:
+            try:
+                digest = _extract_member(spec, archive, partial)
+            except _BadArchive as exc:
+                raise DownloadError(f"{archive.name} cannot provide '{spec.id}': {exc}; nothing "
+                                    "was installed", code="import_failed",
+                                    path=str(archive)) from None
+            if expected is not None and digest != expected:
+                raise ChecksumMismatch(f"'{spec.member}' in {archive.name} has SHA-256 {digest}, "
+                                       f"but '{spec.id}' must have {expected}; nothing was "
+                                       "installed", model=spec.id, sha256=digest,
+                                       expected=expected)
+            os.replace(partial, dest)
+        finally:
+            partial.unlink(missing_ok=True)
+    if expected is None:
         registry.record_sha256(spec, digest)
     return spec
 

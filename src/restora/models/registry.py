@@ -20,7 +20,8 @@ from restora.errors import ModelError, UnknownModel
 if TYPE_CHECKING:
     from restora.config import Settings
 
-TASKS = ("face-restoration", "face-detection", "face-parsing", "upscale", "colorization")
+TASKS = ("face-restoration", "face-detection", "face-parsing", "upscale", "colorization",
+         "damage-segmentation", "inpainting")
 
 #: arch name -> "module:Class". Every class except YuNet is a torch ``nn.Module`` built from the
 #: spec's hparams; YuNet wraps an ONNX file and is constructed as ``YuNet(str(path), **hparams)``.
@@ -33,9 +34,12 @@ ARCHITECTURES: dict[str, str] = {
     "srvgg": "restora.models.arch.srvgg:SRVGGNetCompact",
     "yunet": "restora.models.arch.yunet:YuNet",
     "ddcolor": "restora.models.arch.ddcolor:DDColor",
+    "scratch_unet": "restora.models.arch.scratch_unet:ScratchUNet",
+    "lama": "restora.models.arch.lama:LaMa",
 }
 
-NESTINGS = ("params_ema", "params")
+NESTINGS = ("params_ema", "params", "model_state", "state_dict")
+LOADERS = ("torch", "lightning", "torchscript")
 RECORDED_HASHES = "recorded-hashes.json"
 
 
@@ -46,6 +50,12 @@ class ModelSpec:
     ``sha256`` None means no trusted hash is published: the first download's hash is recorded
     (``recorded-hashes.json``) and later pulls are checked against it. ``path`` is set for
     custom models whose file lives outside the models folder.
+
+    ``member`` set: the URLs point at a zip archive (verified against ``archive_size`` and
+    ``archive_sha256`` when known) and the model file is that member; ``size`` and ``sha256``
+    are the member's. ``loader`` says how the file is read (see
+    :mod:`restora.models.checkpoint`): ``torch`` (weights-only pickle), ``lightning`` or
+    ``torchscript``.
     """
 
     id: str
@@ -64,6 +74,10 @@ class ModelSpec:
     bundles: tuple[str, ...] = ()
     default: bool = False
     description: str = ""
+    loader: str = "torch"
+    member: str | None = None
+    archive_size: int | None = None
+    archive_sha256: str | None = None
 
 
 # --- built-in models ----------------------------------------------------------------------------
@@ -72,6 +86,9 @@ _GH_CODEFORMER = "https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/
 _GH_FACEXLIB = "https://github.com/xinntao/facexlib/releases/download/"
 _GH_ESRGAN = "https://github.com/xinntao/Real-ESRGAN/releases/download/"
 _HF_DDCOLOR = "https://huggingface.co/piddnad/DDColor-models/resolve/main/"
+_GH_BOPBTL = ("https://github.com/microsoft/Bringing-Old-Photos-Back-to-Life/releases/download/"
+              "v1.0/global_checkpoints.zip")
+_BLOB_BOPBTL = "https://facevc.blob.core.windows.net/zhanbo/old_photo/pretrain/Global/checkpoints.zip"
 
 _GFPGAN_HP: dict[str, Any] = {
     "out_size": 512, "num_style_feat": 512, "channel_multiplier": 2, "decoder_load_path": None,
@@ -98,12 +115,28 @@ _FACEXLIB_LICENSE = "MIT"
 _PARSENET_LICENSE = "CC BY-NC-SA 4.0 (weights from PSFRGAN)"
 _ESRGAN_LICENSE = "BSD-3-Clause"
 _DDCOLOR_LICENSE = "Apache-2.0"
+_LAMA_LICENSE = "Apache-2.0 (code); the authors state no separate terms for the weights"
+_BOPBTL_LICENSE = "MIT (code and pretrained models)"
+_FFC = {"enable_lfu": False}
+_LAMA_HP: dict[str, Any] = {
+    "input_nc": 4, "output_nc": 3, "ngf": 64, "n_downsampling": 3, "n_blocks": 18,
+    "add_out_act": "sigmoid",
+    "init_conv_kwargs": {"ratio_gin": 0, "ratio_gout": 0, **_FFC},
+    "downsample_conv_kwargs": {"ratio_gin": 0, "ratio_gout": 0, **_FFC},
+    "resnet_conv_kwargs": {"ratio_gin": 0.75, "ratio_gout": 0.75, **_FFC},
+}
+_SCRATCH_HP: dict[str, Any] = {
+    "in_channels": 1, "out_channels": 1, "depth": 4, "conv_num": 2, "wf": 6, "padding": True,
+    "batch_norm": True, "up_mode": "upsample", "with_tanh": False, "sync_bn": True,
+    "antialiasing": True,
+}
 
 BUILTIN_BUNDLES: dict[str, tuple[str, ...]] = {
     "upscale-enhance": ("gfpgan-v1.4", "codeformer", "retinaface-resnet50", "parsenet",
                         "realesrgan-x2plus"),
     "face-detection": ("yunet", "retinaface-mobilenet0.25"),
-    "photo-restoration": ("codeformer", "retinaface-resnet50", "parsenet", "ddcolor-modelscope"),
+    "photo-restoration": ("codeformer", "retinaface-resnet50", "parsenet", "ddcolor-modelscope",
+                          "bopbtl-scratch", "lama-big"),
 }
 
 
@@ -228,6 +261,39 @@ def _builtin_specs() -> list[ModelSpec]:
             license=_DDCOLOR_LICENSE, commercial_use=True, nesting="params",
             description="DDColor-T (ConvNeXt-T): four times smaller, faster on CPU.",
         ),
+        ModelSpec(
+            id="bopbtl-scratch", task="damage-segmentation", arch="scratch_unet",
+            hparams=dict(_SCRATCH_HP), filename="FT_Epoch_latest.pt",
+            urls=(_GH_BOPBTL, _BLOB_BOPBTL), member="checkpoints/detection/FT_Epoch_latest.pt",
+            sha256="b2d7ab04e9b3885c6b1991bb7a0b823129dd6e3ac078a9fd059ebd2a7ba59a95",
+            license=_BOPBTL_LICENSE, commercial_use=True, nesting="model_state", default=True,
+            description="Scratch-detection U-Net of 'Bringing Old Photos Back to Life' "
+                        "(extracted from the release archive).",
+        ),
+        ModelSpec(
+            id="lama-big", task="inpainting", arch="lama", hparams=dict(_LAMA_HP),
+            filename="big-lama.pt",
+            urls=("https://github.com/Sanster/models/releases/download/add_big_lama/big-lama.pt",),
+            size=205669692,
+            sha256="344c77bbcb158f17dd143070d1e789f38a66c04202311ae3a258ef66667a9ea9",
+            license=_LAMA_LICENSE, commercial_use=False, loader="torchscript",
+            strip_prefix="model.", default=True,
+            description="LaMa big-lama inpainting (TorchScript re-host; tensors only, never run "
+                        "as TorchScript).",
+        ),
+        ModelSpec(
+            id="lama-big-ckpt", task="inpainting", arch="lama", hparams=dict(_LAMA_HP),
+            filename="big-lama-best.ckpt",
+            urls=("https://huggingface.co/smartywu/big-lama/resolve/"
+                  "05cb2be7f8dbe6ca7c6e78f4fc827a4b2baaa4a9/big-lama.zip",),
+            archive_sha256="f1b358ca24093b93a106183b98a3dea6e8ed09f3b43ea7251eb2c81e7b4575f6",
+            member="big-lama/models/best.ckpt",
+            sha256="fccb7adffd53ec0974ee5503c3731c2c2f1e7e07856fd9228cdcc0b46fd5d423",
+            license=_LAMA_LICENSE, commercial_use=False, loader="lightning",
+            nesting="state_dict", strip_prefix="generator.",
+            description="LaMa big-lama, the authors' Lightning checkpoint from big-lama.zip "
+                        "(safe weights-only load).",
+        ),
     ]
 
 
@@ -312,8 +378,9 @@ def _coerce(entry: dict[str, Any], base: ModelSpec | None, source: str) -> Model
     if "bundles" in values:
         b = values["bundles"]
         values["bundles"] = (b,) if isinstance(b, str) else tuple(b or ())
-    if isinstance(values.get("sha256"), str):
-        values["sha256"] = values["sha256"].strip().lower()
+    for key in ("sha256", "archive_sha256"):
+        if isinstance(values.get(key), str):
+            values[key] = values[key].strip().lower()
     if base is not None:
         spec = replace(base, **values)
     else:
@@ -322,8 +389,9 @@ def _coerce(entry: dict[str, Any], base: ModelSpec | None, source: str) -> Model
             raise ManifestError(f"model '{mid}' in {source} needs {' and '.join(missing)}")
         spec = ModelSpec(**values)
     if not spec.filename:
-        name = spec.path.name if spec.path else (spec.urls[0].rsplit("/", 1)[-1].split("?")[0]
-                                                 if spec.urls else "")
+        name = spec.path.name if spec.path else (
+            spec.member.rsplit("/", 1)[-1] if spec.member else
+            spec.urls[0].rsplit("/", 1)[-1].split("?")[0] if spec.urls else "")
         spec = replace(spec, filename=name)
     _validate(spec, source)
     return spec
@@ -337,7 +405,15 @@ def _validate(spec: ModelSpec, source: str) -> None:
         raise ManifestError(f"{where}: arch '{spec.arch}' is not one of "
                             f"{', '.join(ARCHITECTURES)}")
     if spec.nesting is not None and spec.nesting not in NESTINGS:
-        raise ManifestError(f"{where}: nesting must be 'params_ema', 'params' or null")
+        raise ManifestError(f"{where}: nesting must be one of {', '.join(NESTINGS)} or null")
+    if spec.loader not in LOADERS:
+        raise ManifestError(f"{where}: loader must be one of {', '.join(LOADERS)}")
+    if spec.member is not None and (not isinstance(spec.member, str) or not spec.member
+                                    or spec.member.startswith("/") or ".." in spec.member.split("/")):
+        raise ManifestError(f"{where}: member must be a relative path inside the archive")
+    if spec.archive_sha256 is not None and (len(spec.archive_sha256) != 64 or any(
+            c not in "0123456789abcdef" for c in spec.archive_sha256)):
+        raise ManifestError(f"{where}: archive_sha256 must be 64 hexadecimal digits")
     if spec.path is None and not spec.urls:
         raise ManifestError(f"{where} needs a local 'path' or at least one 'url'")
     if not spec.filename or "/" in spec.filename or spec.filename.startswith("."):

@@ -133,7 +133,7 @@ class Runtime:
             return _construct(cls, spec, str(path))
         import torch
 
-        state = load_state_dict(path, spec.nesting, spec.strip_prefix)
+        state = load_state_dict(path, spec.nesting, spec.strip_prefix, loader=spec.loader)
         model = _construct(cls, spec)
         load_into(model, state, name=f"checkpoint of model '{spec.id}' ({path.name})")
         model = model.to(device=torch.device(self.device), dtype=self.dtype).eval()

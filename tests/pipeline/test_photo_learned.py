@@ -1,0 +1,88 @@
+"""restore_photo with the learned damage models installed through ``RESTORA_MODELS`` (the tiny
+conformance weights: random, so the numbers say nothing about quality; these tests check the
+wiring: which detector and fill ran, at which resolution, and that nothing outside the mask
+changes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import shared_path
+from restora.config import Settings
+from restora.io import decode
+from restora.models.runtime import Runtime
+from restora.pipeline.photo import restore_photo
+from restora.pipeline.photo.learned import probability_to_mask, scratch_probability
+from tiny_models import tiny_photo_repair_entries, write_tiny_manifest
+
+
+def _runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **which: bool) -> Runtime:
+    manifest = write_tiny_manifest(tmp_path, include=set(),
+                                   extra=tiny_photo_repair_entries(**which))
+    monkeypatch.setenv("RESTORA_MODELS", str(manifest))
+    monkeypatch.setenv("RESTORA_HOME", str(tmp_path / "home"))
+    return Runtime(Settings(), device="cpu")
+
+
+def test_learned_detector_runs_at_reference_size_and_maps_to_full_res(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rt = _runtime(tmp_path, monkeypatch, lama=False)
+    img = decode(shared_path("testdata", "photos", "03.jpg"))
+    result = restore_photo(img, runtime=rt, face_enhancement=False, denoise=False)
+    report = result.reports["scratch-removal"]
+    assert report["detector"] == "learned" and report["model"] == "tiny-scratch-unet"
+    assert min(report["networkSize"]) == 256  # the reference's shorter side
+    prob = scratch_probability(rt.load("tiny-scratch-unet"), img.pixels)
+    expected = probability_to_mask(prob, img.height, img.width)
+    assert result.mask.shape == (img.height, img.width)
+    assert result.mask[expected].all()  # everything the network flagged was repaired
+    assert abs(result.scratch_coverage - 100 * expected.mean()) < 1e-6
+    out = result.image.pixels
+    assert np.array_equal(out[~result.mask], img.pixels[~result.mask])
+    # no inpainting model: wide regions got the classical fill, and the result says so
+    assert report["fill"]["wideFill"] == "classical-coarse-to-fine"
+    assert any("inpainting model" in w for w in result.warnings)
+
+
+def test_lama_fills_a_wide_user_region_composited_inside_the_mask(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rt = _runtime(tmp_path, monkeypatch, scratch=False)
+    img = decode(shared_path("testdata", "photos", "06.png"))
+    user = np.zeros((img.height, img.width), bool)
+    user[200:260, 300:420] = True  # a torn patch, far wider than a thin line
+    user[500:503, 50:600] = True  # and a thin scratch
+    result = restore_photo(img, runtime=rt, face_enhancement=False, denoise=False, mask=user)
+    fill = result.reports["scratch-removal"]["fill"]
+    assert fill["wideFill"] == "lama" and fill["model"] == "tiny-lama"
+    assert fill["wideRegions"] == 1 and fill["thinPixels"] > 0
+    assert not any("inpainting model" in w for w in result.warnings)
+    out = result.image.pixels
+    assert np.array_equal(out[~result.mask], img.pixels[~result.mask])
+    assert (out[user] != img.pixels[user]).any(axis=-1).mean() > 0.5  # the patch was replaced
+
+
+def test_lama_crop_is_reduced_for_huge_regions_and_memory_stays_bounded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A region bigger than LAMA_SIDE: LaMa sees at most LAMA_SIDE px (checked by a hook)."""
+    from restora.pipeline.photo.fill import LAMA_SIDE
+
+    rt = _runtime(tmp_path, monkeypatch, scratch=False)
+    seen: list[tuple[int, ...]] = []
+    net = rt.load("tiny-lama")
+    handle = net.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape)))
+    try:
+        rng = np.random.default_rng(0)
+        px = rng.integers(0, 255, (1500, 1200, 3), dtype=np.uint8)
+        user = np.zeros(px.shape[:2], bool)
+        user[100:1300, 200:900] = True
+        from restora.io import Image
+
+        result = restore_photo(Image(px, None, "png"), runtime=rt, face_enhancement=False,
+                               denoise=False, mask=user)
+    finally:
+        handle.remove()
+    assert seen and all(max(s[-2:]) <= LAMA_SIDE + 8 for s in seen)
+    assert result.mask[user].all()
