@@ -105,8 +105,10 @@ def live_server(settings: ServiceSettings, *, tools: dict | None = None,
     """A real uvicorn server on 127.0.0.1 in a thread."""
     app = create_app(settings, tools=tools if tools is not None else service_tools(),
                      runtime=runtime)
-    config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning",
-                            timeout_graceful_shutdown=1, lifespan="on")
+    from restora.service.protocol import uvicorn_config
+
+    config = uvicorn_config(app, settings, log_level="warning", timeout_graceful_shutdown=1,
+                            lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -27,8 +27,10 @@ def serve(
     app = create_app(settings)
     typer.echo(f"restora: serving on http://{settings.host}:{settings.port} "
                f"(home {settings.home})", err=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level,
-                timeout_graceful_shutdown=5, proxy_headers=False)
+    from restora.service.protocol import uvicorn_config
+
+    uvicorn.Server(uvicorn_config(app, settings, log_level=log_level,
+                                  proxy_headers=False)).run()
 
 
 def register(app: typer.Typer) -> None:

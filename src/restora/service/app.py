@@ -15,7 +15,8 @@ from starlette.concurrency import run_in_threadpool
 from restora import __version__
 from restora.service import errors
 from restora.service.jobs import JobManager, Tool
-from restora.service.middleware import ApiKeyMiddleware, BodyLimitMiddleware
+from restora.service.middleware import (ApiKeyMiddleware, BodyLimitMiddleware, ClientBytes,
+                                       OptionsMiddleware)
 from restora.service.queue import JobQueue
 from restora.service.settings import ServiceSettings
 from restora.service.store import JobStore
@@ -77,6 +78,7 @@ def create_app(settings: ServiceSettings | None = None, *, tools: dict[str, Tool
             "tengrai": lambda r: artwork(r, base=settings.public_url),
             "snapotter": lambda r: snapshot(r, settings),
             "topaz": lambda r: snapshot(r, settings)})
+        manager.client_bytes = app.state.client_bytes
         manager.final_hooks.append(hooks.on_final)
         app.state.runtime = rt
         app.state.store = store
@@ -116,8 +118,12 @@ def create_app(settings: ServiceSettings | None = None, *, tools: dict[str, Tool
         app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static")
 
     # Outermost last: CORS wraps everything so even 401/413 answers carry CORS headers.
+    client_bytes = ClientBytes(settings.max_client_bytes)
+    app.state.client_bytes = client_bytes
+    app.add_middleware(OptionsMiddleware)
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes,
+                       body_timeout_s=settings.body_timeout_s, client_bytes=client_bytes)
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                        allow_methods=["*"], allow_headers=["*"],
                        expose_headers=["Retry-After", "Content-Disposition"],

@@ -141,6 +141,11 @@ class JobManager:
         self.jobs_dir = settings.jobs_dir
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self.final_hooks: list[FinalHook] = []
+        #: per-client byte budget shared with the upload middleware (set by the app); each
+        #: unfinished job holds its input's size against its client until it ends
+        self.client_bytes: Any = None
+        self._held: dict[str, tuple[str, int]] = {}
+        self._held_lock = threading.Lock()
         history.ensure_schema(store.engine)
         self.queue: JobQueue = queue or InProcessQueue(
             self._execute, workers=settings.effective_workers, depth=settings.queue_depth,
@@ -181,12 +186,14 @@ class JobManager:
     def submit(self, tool: str, *, api: str, params: dict[str, Any], options: BaseModel,
                input_bytes: bytes | None, input_name: str = "image",
                webhook_url: str | None = None, owner: str = "",
-               extra_inputs: dict[str, bytes] | None = None) -> JobRecord:
+               extra_inputs: dict[str, bytes] | None = None,
+               client: str | None = None) -> JobRecord:
         """Check capacity and models, persist input and job (with its validated ``options``,
         an instance of the tool's options model), then queue it. ``params`` keeps what only the
         API style needs (its view of the request, finishing steps). ``owner`` (an API key hash,
         see :mod:`restora.service.history`) scopes the job history. ``extra_inputs`` are further
-        uploads (e.g. a ``mask``) a tool reads with ``ctx.extra_input(name)``."""
+        uploads (e.g. a ``mask``) a tool reads with ``ctx.extra_input(name)``. ``client`` is
+        charged the stored bytes until the job ends (see ``max_client_bytes``)."""
         if tool not in self.tools:
             raise RestoraError(f"tool '{tool}' is not available on this server",
                                code="unknown_tool", http_status=404)
@@ -209,6 +216,13 @@ class JobManager:
                                    options=options.model_dump(mode="json"), input_name=name,
                                    webhook_url=webhook_url)
         history.record_owner(self.store, job_id, owner, record.created_at)
+        size = len(input_bytes or b"") + sum(len(v) for v in (extra_inputs or {}).values())
+        if client is not None and self.client_bytes is not None and size:
+            # The upload was already within the budget while it streamed in; from now on the
+            # stored copy counts until the job ends.
+            self.client_bytes.add(client, size)
+            with self._held_lock:
+                self._held[job_id] = (client, size)
         self.queue.submit(job_id)
         return record
 
@@ -272,10 +286,26 @@ class JobManager:
                                     "message": f"The job ran longer than {limit:g} s."}):
             self._notify_final(job_id)
 
+    def _release(self, record: JobRecord) -> None:
+        """A job ended: its client's bytes are free again, and a failed or cancelled job's
+        inputs are deleted at once (only a result is worth keeping until the TTL)."""
+        with self._held_lock:
+            held = self._held.pop(record.id, None)
+        if held is not None and self.client_bytes is not None:
+            self.client_bytes.release(*held)
+        if record.status in (FAILED, CANCELED):
+            d = self.job_dir(record.id)
+            shutil.rmtree(d / "input", ignore_errors=True)
+            shutil.rmtree(d / EXTRA_DIR, ignore_errors=True)
+
     def _notify_final(self, job_id: str) -> None:
         record = self.store.get(job_id)
         if record is None:
             return
+        try:
+            self._release(record)
+        except Exception:
+            log.exception("job %s: releasing its inputs failed", job_id)
         for hook in self.final_hooks:
             try:
                 hook(record)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hmac
 import json
 from typing import Any, Awaitable, Callable
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, parse_qsl, urlencode
 
 from restora.service.errors import error_body, style_for_path
 
@@ -27,18 +27,79 @@ async def _send_error(send: Send, path: str, status: int, code: str, message: st
     await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
+class _Refused(Exception):
+    """The body was refused (too large, too slow, over the client's byte budget) and the error
+    answer is already sent; whatever the app does next is dropped."""
+
+
+class ClientBytes:
+    """Bytes held per client (API key, else IP address): request bodies being received plus the
+    stored inputs of its unfinished jobs. One lock-protected dict; the event loop and the
+    workers both update it."""
+
+    def __init__(self, limit: int) -> None:
+        import threading
+
+        self.limit = limit
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def reserve(self, client: str, n: int) -> bool:
+        with self._lock:
+            held = self._held.get(client, 0)
+            if held + n > self.limit:
+                return False
+            self._held[client] = held + n
+            return True
+
+    def add(self, client: str, n: int) -> None:
+        """Count ``n`` bytes whatever the limit (a job accepted while its body was counted)."""
+        with self._lock:
+            self._held[client] = self._held.get(client, 0) + n
+
+    def release(self, client: str, n: int) -> None:
+        with self._lock:
+            left = self._held.get(client, 0) - n
+            if left > 0:
+                self._held[client] = left
+            else:
+                self._held.pop(client, None)
+
+    def held(self, client: str) -> int:
+        with self._lock:
+            return self._held.get(client, 0)
+
+
+def client_id(scope: Scope) -> str:
+    """Who a request's bytes are charged to: its API key (hashed), else its IP address."""
+    import hashlib
+
+    key = presented_key(scope)
+    if key:
+        return "key:" + hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:16]
+    client = scope.get("client") or ("unknown", 0)
+    return f"ip:{client[0]}"
 
 
 class BodyLimitMiddleware:
-    """Reject bodies over ``max_bytes``: by Content-Length up front, else while streaming."""
+    """Request bodies: at most ``max_bytes`` (413, by Content-Length up front, else while
+    streaming, chunked included), at most ``body_timeout_s`` between two pieces (408, against
+    slow-body attacks), and at most the client's byte budget in flight (429).
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    The error answer is sent here, at the moment of the fault, so it is the same whichever
+    route (and body parser, which would turn any exception into a 400) is reading the body.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, body_timeout_s: float | None = None,
+                 client_bytes: ClientBytes | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.body_timeout_s = body_timeout_s
+        self.client_bytes = client_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        import asyncio
+
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -50,29 +111,64 @@ class BodyLimitMiddleware:
                                   [(b"connection", b"close")])
                 return
         seen = 0
-        started = False
+        started = refused = False
+        client = client_id(scope) if self.client_bytes is not None else ""
+        charged = 0
+
+        async def refuse(status: int, code: str, text: str,
+                         headers: list[tuple[bytes, bytes]] | None = None) -> None:
+            nonlocal refused
+            if not started and not refused:
+                refused = True
+                await _send_error(send, path, status, code, text,
+                                  [(b"connection", b"close"), *(headers or [])])
+            refused = True
+            raise _Refused()
 
         async def limited_receive() -> dict[str, Any]:
-            nonlocal seen
-            msg = await receive()
+            nonlocal seen, charged
+            if refused:
+                return {"type": "http.disconnect"}
+            try:
+                if self.body_timeout_s:
+                    msg = await asyncio.wait_for(receive(), self.body_timeout_s)
+                else:
+                    msg = await receive()
+            except asyncio.TimeoutError:
+                await refuse(408, "request_timeout", f"The request body stalled for more than "
+                             f"{self.body_timeout_s:g} s.")
             if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
+                n = len(msg.get("body", b""))
+                seen += n
                 if seen > self.max_bytes:
-                    raise _TooLarge()
+                    await refuse(413, "payload_too_large", message)
+                if self.client_bytes is not None and n:
+                    if not self.client_bytes.reserve(client, n):
+                        await refuse(429, "too_many_bytes", "This client already has "
+                                     f"{self.client_bytes.limit:,} bytes of uploads and "
+                                     "unfinished jobs on the server; retry when they finish.",
+                                     [(b"retry-after", b"10")])
+                    charged += n
             return msg
 
-        async def tracking_send(msg: dict[str, Any]) -> None:
+        async def guarded_send(msg: dict[str, Any]) -> None:
             nonlocal started
+            if refused:
+                return  # the error answer went out already
             if msg["type"] == "http.response.start":
                 started = True
             await send(msg)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await _send_error(send, path, 413, "payload_too_large", message,
-                                  [(b"connection", b"close")])
+            await self.app(scope, limited_receive, guarded_send)
+        except _Refused:
+            pass
+        except Exception:
+            if not refused:
+                raise
+        finally:
+            if charged and self.client_bytes is not None:
+                self.client_bytes.release(client, charged)
 
 
 #: paths that never need a key: health, API docs, the web page
@@ -87,6 +183,8 @@ def _needs_key(path: str) -> bool:
 
 def presented_key(scope: Scope) -> str | None:
     """The key from ``Authorization: Bearer``, ``X-API-Key`` or ``?api_key=`` (EventSource)."""
+    if _KEY_SLOT in scope:
+        return scope[_KEY_SLOT]
     for name, value in scope.get("headers", []):
         if name == b"authorization":
             text = value.decode("latin-1")
@@ -99,14 +197,33 @@ def presented_key(scope: Scope) -> str | None:
     return values[0] if values else None
 
 
+_KEY_SLOT = "restora.api_key"
+
+
+def strip_api_key(scope: Scope) -> None:
+    """Remember the presented key in the scope, then drop ``api_key`` from the query string:
+    the server's access log prints the scope's query string, and a key must never be logged."""
+    if scope.get("type") != "http":
+        return
+    key = presented_key(scope)
+    qs = scope.get("query_string", b"")
+    if b"api_key" in qs.lower() or b"api%5fkey" in qs.lower():
+        kept = [(k, v) for k, v in parse_qsl(qs.decode("latin-1"), keep_blank_values=True)
+                if k.lower() != "api_key"]
+        scope["query_string"] = urlencode(kept).encode("latin-1")
+    scope[_KEY_SLOT] = key
+
+
 class ApiKeyMiddleware:
-    """When keys are configured, API routes answer 401 without a valid one."""
+    """When keys are configured, API routes answer 401 without a valid one. ``?api_key=`` is
+    removed from the query string in every case (it must not reach the access log)."""
 
     def __init__(self, app: ASGIApp, keys: list[str]) -> None:
         self.app = app
         self.keys = [k.encode() for k in keys if k]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        strip_api_key(scope)
         if (scope["type"] == "http" and self.keys and scope.get("method") != "OPTIONS"
                 and _needs_key(scope.get("path", "/"))):
             key = presented_key(scope)
@@ -116,4 +233,22 @@ class ApiKeyMiddleware:
                                   "A valid API key is required (Authorization: Bearer <key> or "
                                   "X-API-Key).", [(b"www-authenticate", b"Bearer")])
                 return
+        await self.app(scope, receive, send)
+
+
+class OptionsMiddleware:
+    """Answer every ``OPTIONS`` request itself (204 with ``Allow``), so one that is not a CORS
+    preflight (those the CORS layer outside answers) never reaches the static-file mount."""
+
+    ALLOW = b"GET, POST, DELETE, OPTIONS"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") == "OPTIONS":
+            await send({"type": "http.response.start", "status": 204,
+                        "headers": [(b"allow", self.ALLOW), (b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
         await self.app(scope, receive, send)

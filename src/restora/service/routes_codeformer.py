@@ -19,6 +19,7 @@ from starlette.datastructures import UploadFile
 
 from restora.errors import InputError, InvalidParameter, RestoraError
 from restora.service import params as P
+from restora.service.middleware import client_id
 from restora.service.store import SUCCEEDED
 from restora.service.views import absolute, base_url, check_image, manager, owner, settings
 
@@ -133,7 +134,7 @@ async def process(request: Request) -> JSONResponse:
             items.append((name, await run_in_threadpool(
                 m.submit, "codeformer", api="codeformer", params=job_params,
                 options=enhance_options, input_bytes=data, input_name=name,
-                owner=owner(request)), None))
+                owner=owner(request), client=client_id(request.scope)), None))
     except RestoraError:
         for _, r, _e in items:  # a request-level error (queue full...): withdraw what was sent
             if r is not None:

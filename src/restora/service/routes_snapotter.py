@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from restora.pipeline.options import EnhanceOptions, PhotoOptions
 from restora.errors import InvalidParameter, RestoraError
 from restora.service import params as P
+from restora.service.middleware import client_id
 from restora.service.jobs import is_valid_download_name
 from restora.service.sse import job_events, parse_last_event_id
 from restora.service.views import (JobNotFound, check_image, get_job, manager, owner, settings,
@@ -35,7 +36,8 @@ async def _submit(request: Request, tool: str, model: type[P.BaseModel],
     record = await run_in_threadpool(
         m.submit, tool, api="snapotter", params=values.model_dump(mode="json", by_alias=True),
         options=P.as_options(options, values), input_bytes=data,
-        input_name=file.filename or "image", owner=owner(request), extra_inputs=extra)
+        input_name=file.filename or "image", owner=owner(request),
+        client=client_id(request.scope), extra_inputs=extra)
     return JSONResponse({"jobId": record.id, "async": True}, status_code=202)
 
 

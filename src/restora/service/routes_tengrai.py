@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from restora.errors import InvalidParameter
 from restora.service import params as P
+from restora.service.middleware import client_id
 from restora.service.fetch import BlockedURL, check_url
 from restora.service.views import artwork, base_url, get_job, manager, owner, settings
 from restora.service.webhooks import validate_webhook_url
@@ -46,7 +47,8 @@ async def create_face_refiner(request: Request) -> JSONResponse:
     record = await run_in_threadpool(
         manager(request).submit, "face-refiner", api="tengrai", params=job_params,
         options=P.refiner_options(req, seed_used), input_bytes=None, input_name=name,
-        webhook_url=req.webhook, owner=owner(request))
+        webhook_url=req.webhook, owner=owner(request),
+        client=client_id(request.scope))
     return JSONResponse(artwork(record, base=base_url(request)), status_code=202)
 
 

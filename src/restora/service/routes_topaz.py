@@ -11,6 +11,7 @@ from starlette.datastructures import UploadFile
 
 from restora.errors import InvalidParameter
 from restora.service import params as P
+from restora.service.middleware import client_id
 from restora.service.fetch import BlockedURL, check_url
 from restora.service.finishing import credits_for
 from restora.service.views import check_image, manager, owner, settings
@@ -72,7 +73,8 @@ async def face_recovery(request: Request) -> JSONResponse:
     record = await run_in_threadpool(
         manager(request).submit, "face-recovery", api="topaz", params=job_params,
         options=options, input_bytes=image[1], input_name=image[0],
-        webhook_url=opts.webhook_url, owner=owner(request))
+        webhook_url=opts.webhook_url, owner=owner(request),
+        client=client_id(request.scope))
     body: dict[str, Any] = {"jobId": record.id, "async": True, "process_id": record.id,
                             "status": record.status}
     if opts.output_width and opts.output_height:

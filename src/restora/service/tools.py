@@ -62,11 +62,20 @@ def check_output_pixels(settings: Any, width: int, height: int) -> None:
 # --- shared steps ---------------------------------------------------------------------------
 
 def decode_input(ctx: JobContext, data: bytes | None = None) -> tuple[bytes, Any]:
+    """Decode the job's input (or ``data``) within the input limits. With
+    ``decode_in_subprocess`` (the default) the decoder runs in a child process that cancel and
+    timeout kill at once (:mod:`restora.service.isolate`)."""
     from restora.io import Limits, decode
 
     ctx.progress("decoding", 1)
     raw = data if data is not None else ctx.input_path.read_bytes()
-    image = decode(raw, limits=Limits.from_settings(ctx.settings))
+    limits = Limits.from_settings(ctx.settings)
+    if ctx.settings.decode_in_subprocess:
+        from restora.service.isolate import decode_killable
+
+        image = decode_killable(raw, limits, ctx.cancel)
+    else:
+        image = decode(raw, limits=limits)
     ctx.check_cancel()
     return raw, image
 
@@ -134,6 +143,7 @@ def run_restore_photo(ctx: JobContext) -> dict[str, Any]:
     from restora.pipeline.photo.masks import load_user_mask, mask_png
 
     raw, image = decode_input(ctx)
+    check_output_pixels(ctx.settings, image.width, image.height)
     mask = None
     mask_path = ctx.extra_input("mask")
     if mask_path is not None:

@@ -77,7 +77,7 @@ def check_image(data: bytes, s: ServiceSettings, *, scale: int = 1,
             check_output_pixels(s, ow, oh)
         elif size is not None:
             check_output_pixels(s, *target_size(size[0], size[1], ow, oh))
-    if size is not None and scale > 1:
+    if size is not None and not (output_size and any(output_size)):
         check_output_pixels(s, size[0] * scale, size[1] * scale)
     return fmt
 
