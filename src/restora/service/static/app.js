@@ -1,26 +1,96 @@
-// Restora web page: upload, live progress over SSE, before/after slider, face boxes.
+// Restora web page: batch upload with a queue, live progress over SSE, history, before/after
+// comparison (slider or side by side, zoom and pan), face crops, damage-mask brush, dark mode.
 // Plain JS, no build step and no third-party URL, so the page works offline from the server itself.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { file: null, beforeUrl: null, jobId: null, abort: null, result: null };
+// Formats every browser shows itself; anything else is compared with the server's preview.
+const BROWSER_TYPES = new Set(["image/jpeg", "image/png", "image/webp", "image/gif", "image/avif", "image/bmp"]);
+const CONCURRENT = 2;  // uploads in flight at once; the server queues the rest anyway
 
-// ---- file choice -------------------------------------------------------------------------------
-function setFile(file) {
-  if (!file) return;
-  state.file = file;
-  $("file-name").textContent = `${file.name} (${formatBytes(file.size)})`;
-  $("submit").disabled = false;
-}
+const state = {
+  files: [],          // chosen, not yet submitted
+  entries: [],        // queue rows: {key, file, name, tool, status, percent, stage, jobId, result, error}
+  shown: null,        // the entry or history job shown in the result panel
+  focusedResult: false,
+  historyCursor: null,
+};
+let keySeq = 0;
 
+// ---- small helpers -----------------------------------------------------------------------------
 function formatBytes(n) {
   if (n < 1024) return `${n} B`;
   if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KB`;
   return `${(n / 1024 / 1024).toFixed(1)} MB`;
 }
 
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  Object.entries(props).forEach(([k, v]) => {
+    if (k === "class") node.className = v;
+    else if (k === "dataset") Object.assign(node.dataset, v);
+    else if (k in node && typeof v !== "string") node[k] = v;
+    else node.setAttribute(k, v);
+  });
+  children.flat().forEach((c) => { if (c !== null && c !== undefined) node.append(c); });
+  return node;
+}
+
+function announce(text) {
+  // Clear first so the same sentence twice is still read out.
+  const region = $("announce");
+  region.textContent = "";
+  setTimeout(() => { region.textContent = text; }, 50);
+}
+
+function apiKey() { return $("api-key").value.trim(); }
+function authHeaders() {
+  const key = apiKey();
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+// <img>/<a> cannot send headers: the server also accepts ?api_key= (as for EventSource).
+function authUrl(url) {
+  const key = apiKey();
+  if (!url || !key || !url.startsWith("/")) return url;
+  return `${url}${url.includes("?") ? "&" : "?"}api_key=${encodeURIComponent(key)}`;
+}
+$("api-key").value = localStorage.getItem("restora-api-key") || "";
+$("api-key").addEventListener("change", () => {
+  localStorage.setItem("restora-api-key", $("api-key").value);
+  loadHistory();
+});
+
+// ---- theme ---------------------------------------------------------------------------------------
+function applyTheme(theme) {
+  const dark = theme ? theme === "dark" : matchMedia("(prefers-color-scheme: dark)").matches;
+  document.documentElement.dataset.theme = dark ? "dark" : "light";
+  $("theme").setAttribute("aria-pressed", String(dark));
+}
+$("theme").addEventListener("click", () => {
+  const next = document.documentElement.dataset.theme === "dark" ? "light" : "dark";
+  localStorage.setItem("restora-theme", next);
+  applyTheme(next);
+});
+matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => applyTheme(localStorage.getItem("restora-theme")));
+applyTheme(localStorage.getItem("restora-theme"));
+
+// ---- file choice -------------------------------------------------------------------------------
+function setFiles(list) {
+  const files = Array.from(list || []).filter((f) => f && f.size >= 0);
+  if (!files.length) return;
+  state.files = files;
+  const label = files.length === 1 ? `${files[0].name} (${formatBytes(files[0].size)})`
+    : `${files.length} files (${formatBytes(files.reduce((n, f) => n + f.size, 0))})`;
+  $("file-name").textContent = label;
+  $("submit").disabled = false;
+  $("submit").textContent = files.length === 1 ? "Restore" : `Restore ${files.length} photos`;
+  // A new choice starts a new comparison: the previous result must not look like this one's.
+  clearResult();
+  $("error-panel").hidden = true;
+}
+
 const drop = $("drop");
-$("file").addEventListener("change", (e) => setFile(e.target.files[0]));
+$("file").addEventListener("change", (e) => setFiles(e.target.files));
 drop.addEventListener("keydown", (e) => {
   if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("file").click(); }
 });
@@ -31,118 +101,249 @@ drop.addEventListener("click", (e) => { if (e.target === drop) $("file").click()
 ["dragleave", "drop"].forEach((t) => drop.addEventListener(t, (e) => {
   e.preventDefault(); drop.classList.remove("over");
 }));
-drop.addEventListener("drop", (e) => setFile(e.dataTransfer.files[0]));
+drop.addEventListener("drop", (e) => setFiles(e.dataTransfer.files));
 
 // ---- parameters --------------------------------------------------------------------------------
 function currentTool() {
   return document.querySelector('input[name="tool"]:checked').value;
 }
 
-document.querySelectorAll('input[name="tool"]').forEach((radio) => radio.addEventListener("change", () => {
+function syncControls() {
   document.querySelectorAll(".params").forEach((fs) => { fs.hidden = fs.dataset.tool !== currentTool(); });
-}));
+  // A strength slider is only live while its step is on.
+  document.querySelectorAll("input[data-controls]").forEach((box) => {
+    const slider = box.closest("fieldset").querySelector(`[name="${box.dataset.controls}"]`);
+    slider.disabled = !box.checked;
+    slider.closest("label").classList.toggle("off", !box.checked);
+  });
+  const fidelity = $("fidelity-e");
+  fidelity.disabled = $("model").value === "gfpgan";  // GFPGAN has no fidelity control
+  fidelity.closest("label").classList.toggle("off", fidelity.disabled);
+}
+document.querySelectorAll('input[name="tool"], input[data-controls], #model').forEach((c) => c.addEventListener("change", syncControls));
 
-document.querySelectorAll('input[type="range"][name]').forEach((input) => {
+document.querySelectorAll('input[type="range"]').forEach((input) => {
   const out = document.querySelector(`output[for="${input.id}"]`);
   input.addEventListener("input", () => { if (out) out.textContent = input.value; });
 });
 
+$("reset-settings").addEventListener("click", () => {
+  document.querySelectorAll(".params [name]").forEach((c) => {
+    if (c.type === "checkbox") c.checked = c.defaultChecked;
+    else if (c.tagName === "SELECT") Array.from(c.options).forEach((o) => { o.selected = o.defaultSelected; });
+    else c.value = c.defaultValue;
+    const out = document.querySelector(`output[for="${c.id}"]`);
+    if (out) out.textContent = c.value;
+  });
+  syncControls();
+});
+
 function collectSettings(tool) {
   const settings = {};
-  $(`params-${tool}`).querySelectorAll("[name]").forEach((el) => {
-    if (el.dataset.kind === "bool") settings[el.name] = el.checked;
-    else if (el.dataset.kind === "number") settings[el.name] = Number(el.value);
-    else settings[el.name] = el.value;
+  $(`params-${tool}`).querySelectorAll("[name]").forEach((c) => {
+    const kind = c.dataset.kind;
+    if (kind === "bool") settings[c.name] = c.checked;
+    else if (kind === "number") settings[c.name] = Number(c.value);
+    else if (kind === "optional-int") { if (c.value !== "") settings[c.name] = Number(c.value); }
+    else settings[c.name] = c.value;
   });
   return settings;
 }
 
-function authHeaders() {
-  const key = $("api-key").value.trim();
-  return key ? { Authorization: `Bearer ${key}` } : {};
-}
-$("api-key").value = localStorage.getItem("restora-api-key") || "";
-$("api-key").addEventListener("change", () => localStorage.setItem("restora-api-key", $("api-key").value));
-
-// ---- errors ------------------------------------------------------------------------------------
+// ---- errors and notices ------------------------------------------------------------------------
 function errorInfo(body, fallback) {
+  if (typeof body === "string") return { message: body || fallback, code: null };
   if (!body || typeof body !== "object") return { message: fallback, code: null };
   const err = typeof body.error === "object" && body.error ? body.error : body;
-  let message = err.message || body.message || (typeof body.error === "string" ? body.error : null);
+  let message = err.message || (typeof body.error === "string" ? body.error : null) || body.message;
   if (!message && body.detail) {
     message = Array.isArray(body.detail) ? body.detail.map((d) => d.msg || JSON.stringify(d)).join("; ") : String(body.detail);
   }
   return { message: message || fallback, code: err.code || body.code || null };
 }
 
-function showError(info) {
-  $("progress-panel").hidden = true;
-  $("error-panel").hidden = false;
+// kind: "error" (a failure, with the server's reason) or "cancelled" (what the user asked for).
+function showNotice(kind, info, name) {
+  const panel = $("error-panel");
+  panel.hidden = false;
+  panel.classList.toggle("error", kind === "error");
+  panel.setAttribute("role", kind === "error" ? "alert" : "status");
+  $("error-title").textContent = kind === "error"
+    ? (name ? `${name} could not be processed` : "Something went wrong")
+    : (name ? `${name}: cancelled` : "Cancelled");
   $("error-message").textContent = info.message;
   const hint = $("error-hint");
   const command = (info.message.match(/restora models (?:pull|import)[^`,;\n]*[^`,;.\s]/) || [])[0];
-  if (info.code === "model_not_installed" || command) {
+  if (kind === "error" && (info.code === "model_not_installed" || command)) {
     hint.hidden = false;
     hint.textContent = "";
     hint.append("A model this tool needs is not installed on the server. Install it there with ");
-    const code = document.createElement("code");
-    code.textContent = command || "restora models pull upscale-enhance";
-    hint.append(code, ", then try again.");
+    hint.append(el("code", {}, command || "restora models pull upscale-enhance"), ", then try again.");
   } else {
     hint.hidden = true;
   }
-  $("submit").disabled = !state.file;
+  if (kind === "error") announce(`${$("error-title").textContent}. ${info.message}`);
 }
 
-// ---- submit and progress -----------------------------------------------------------------------
-$("job-form").addEventListener("submit", async (e) => {
-  e.preventDefault();
-  if (!state.file) return;
-  const tool = currentTool();
-  $("submit").disabled = true;
-  $("error-panel").hidden = true;
-  $("result-panel").hidden = true;
-  setProgress(0, "uploading");
-  $("progress-panel").hidden = false;
+// ---- queue -------------------------------------------------------------------------------------
+function queueRow(entry) {
+  const li = el("li", { class: "job", dataset: { key: entry.key } });
+  const thumb = el("img", { class: "thumb", alt: "" });
+  if (entry.file && BROWSER_TYPES.has(entry.file.type)) thumb.src = entry.localUrl;
+  const bar = el("progress", { max: "100", value: "0", "aria-label": `Progress of ${entry.name}` });
+  const status = el("span", { class: "status" }, "waiting");
+  const actions = el("span", { class: "actions" });
+  li.append(thumb, el("span", { class: "job-main" }, el("span", { class: "job-name" }, entry.name), bar, status), actions);
+  entry.row = { li, thumb, bar, status, actions };
+  return li;
+}
 
+function renderEntry(entry) {
+  const { li, bar, status, actions, thumb } = entry.row;
+  li.dataset.status = entry.status;
+  bar.value = entry.percent;
+  const pct = `${Math.round(entry.percent)}%`;
+  status.textContent = {
+    waiting: "waiting", uploading: "uploading…", queued: "queued", processing: `${pct} · ${entry.stage || "working"}`,
+    succeeded: "done", failed: `failed: ${entry.error || ""}`, canceled: "cancelled", cancelling: "cancelling…",
+  }[entry.status] || entry.status;
+  actions.textContent = "";
+  if (["waiting", "uploading", "queued", "processing"].includes(entry.status)) {
+    actions.append(el("button", { type: "button", class: "secondary small-button", onclick: () => cancelEntry(entry) },
+      "Cancel", el("span", { class: "visually-hidden" }, ` ${entry.name}`)));
+  }
+  if (entry.status === "succeeded" && entry.result) {
+    if (!thumb.src && entry.result.previewUrl) thumb.src = authUrl(entry.result.previewUrl);
+    actions.append(
+      el("button", { type: "button", class: "secondary small-button", onclick: () => showEntry(entry) },
+        "View", el("span", { class: "visually-hidden" }, ` ${entry.name}`)),
+      el("a", { class: "button small-button", href: authUrl(entry.result.downloadUrl), download: entry.result.filename || "" },
+        "Download", el("span", { class: "visually-hidden" }, ` ${entry.name}`)));
+  }
+  const done = state.entries.filter((e) => e.status === "succeeded");
+  $("clear-finished").hidden = !state.entries.some((e) => ["succeeded", "failed", "canceled"].includes(e.status));
+  $("download-all").hidden = done.length < 2;
+  $("download-all").textContent = `Download all (${done.length}, zip)`;
+}
+
+$("job-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  if (!state.files.length) return;
+  const tool = currentTool();
+  const settings = collectSettings(tool);
+  $("error-panel").hidden = true;
+  $("progress-panel").hidden = false;
+  state.focusedResult = false;
+  const fresh = state.files.map((file) => ({
+    key: ++keySeq, file, name: file.name, tool, settings, status: "waiting", percent: 0, stage: "",
+    jobId: null, result: null, error: null, localUrl: URL.createObjectURL(file), extra: null,
+  }));
+  state.files = [];
+  $("file").value = "";
+  $("file-name").textContent = "";
+  $("submit").disabled = true;
+  $("submit").textContent = "Restore";
+  fresh.forEach((entry) => { state.entries.push(entry); $("queue").append(queueRow(entry)); renderEntry(entry); });
+  // On a phone the queue is below the form: bring it into view and move focus there.
+  $("queue-title").scrollIntoView({ block: "start", behavior: "instant" });
+  $("queue-title").focus({ preventScroll: true });
+  announce(fresh.length === 1 ? `${fresh[0].name} submitted.` : `${fresh.length} photos queued.`);
+  pump();
+});
+
+function pump() {
+  const running = state.entries.filter((e) => e.status === "uploading").length;
+  const next = state.entries.filter((e) => e.status === "waiting").slice(0, Math.max(0, CONCURRENT - running));
+  next.forEach(submitEntry);
+}
+
+async function submitEntry(entry, extraFields = null) {
+  entry.status = "uploading";
+  renderEntry(entry);
   const form = new FormData();
-  form.append("file", state.file, state.file.name);
-  form.append("settings", JSON.stringify(collectSettings(tool)));
+  form.append("file", entry.file, entry.file.name);
+  form.append("settings", JSON.stringify(entry.settings));
+  Object.entries(entry.extra || extraFields || {}).forEach(([k, v]) => {
+    if (v instanceof Blob) form.append(k, v, `${k}.png`); else form.append(k, v);
+  });
   let response;
   try {
-    response = await fetch(`/api/v1/tools/${tool}`, { method: "POST", body: form, headers: authHeaders() });
+    response = await fetch(`/api/v1/tools/${entry.tool}`, { method: "POST", body: form, headers: authHeaders() });
   } catch (err) {
-    showError({ message: `Could not reach the server: ${err.message}`, code: null });
-    return;
+    return failEntry(entry, { message: `Could not reach the server: ${err.message}`, code: null });
   }
   const body = await response.json().catch(() => null);
   if (!response.ok || !body || !body.jobId) {
-    showError(errorInfo(body, `The server answered ${response.status}.`));
-    return;
+    return failEntry(entry, errorInfo(body, `The server answered ${response.status}.`));
   }
-  state.jobId = body.jobId;
-  if (state.beforeUrl) URL.revokeObjectURL(state.beforeUrl);
-  state.beforeUrl = URL.createObjectURL(state.file);
-  followProgress(body.jobId);
-});
-
-function setProgress(percent, stage) {
-  const p = Math.max(0, Math.min(100, Math.round(percent)));
-  $("progress").value = p;
-  $("percent").textContent = `${p}%`;
-  $("stage").textContent = stage;
+  entry.jobId = body.jobId;
+  if (entry.status === "cancelling") {  // cancelled while uploading
+    cancelEntry(entry);
+  } else {
+    entry.status = "queued";
+  }
+  renderEntry(entry);
+  pump();
+  followProgress(entry);
 }
 
-// SSE over fetch (not EventSource) so an API key header can be sent; reconnects with Last-Event-ID.
-async function followProgress(jobId, lastEventId = null, attempt = 0) {
-  state.abort = new AbortController();
+function failEntry(entry, info) {
+  entry.status = "failed";
+  entry.error = info.message;
+  renderEntry(entry);
+  showNotice("error", info, entry.name);
+  pump();
+  refreshHistorySoon();
+}
+
+async function cancelEntry(entry) {
+  if (!entry.jobId) {
+    if (entry.status === "waiting") { entry.status = "canceled"; renderEntry(entry); return; }
+    entry.status = "cancelling"; renderEntry(entry); return;
+  }
+  entry.status = "cancelling";
+  renderEntry(entry);
+  await fetch(`/api/v1/jobs/${entry.jobId}/cancel`, { method: "POST", headers: authHeaders() }).catch(() => null);
+}
+
+$("download-all").addEventListener("click", async () => {
+  const ids = state.entries.filter((e) => e.status === "succeeded").map((e) => e.jobId);
+  const response = await fetch(`/api/v1/archive.zip?jobs=${ids.join(",")}`, { headers: authHeaders() }).catch(() => null);
+  if (!response || !response.ok) {
+    showNotice("error", errorInfo(response && await response.json().catch(() => null), "The zip could not be made."));
+    return;
+  }
+  const url = URL.createObjectURL(await response.blob());
+  const a = el("a", { href: url, download: "restora-results.zip" });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+});
+
+$("clear-finished").addEventListener("click", () => {
+  state.entries = state.entries.filter((e) => {
+    const over = ["succeeded", "failed", "canceled"].includes(e.status);
+    if (over) e.row.li.remove();
+    return !over;
+  });
+  $("clear-finished").hidden = true;
+  $("download-all").hidden = true;
+  if (!state.entries.length) $("progress-panel").hidden = true;
+  $("drop").focus();
+});
+
+// ---- progress over SSE -------------------------------------------------------------------------
+// fetch (not EventSource) so an API key header can be sent; reconnects with Last-Event-ID.
+async function followProgress(entry, lastEventId = null, attempt = 0) {
   const headers = { Accept: "text/event-stream", ...authHeaders() };
   if (lastEventId) headers["Last-Event-ID"] = lastEventId;
   let finished = false;
+  entry.abort = new AbortController();
   try {
-    const response = await fetch(`/api/v1/jobs/${jobId}/progress`, { headers, signal: state.abort.signal });
+    const response = await fetch(`/api/v1/jobs/${entry.jobId}/progress`, { headers, signal: entry.abort.signal });
     if (!response.ok) {
-      showError(errorInfo(await response.json().catch(() => null), `Progress stream failed (${response.status}).`));
+      failEntry(entry, errorInfo(await response.json().catch(() => null), `Progress stream failed (${response.status}).`));
       return;
     }
     const reader = response.body.getReader();
@@ -160,7 +361,7 @@ async function followProgress(jobId, lastEventId = null, attempt = 0) {
         if (line === "") {
           if (event.data.length) {
             if (event.id) lastEventId = event.id;
-            finished = handleEvent(event.type, event.data.join("\n")) || finished;
+            finished = handleEvent(entry, event.type, event.data.join("\n")) || finished;
           }
           event = { type: "message", data: [], id: null };
         } else if (!line.startsWith(":")) {
@@ -172,117 +373,144 @@ async function followProgress(jobId, lastEventId = null, attempt = 0) {
           else if (field === "id") event.id = val;
         }
       }
-      if (finished) { state.abort.abort(); return; }
+      if (finished) { entry.abort.abort(); return; }
     }
   } catch (err) {
     if (err.name === "AbortError") return;
   }
   if (!finished && attempt < 20) {
-    setTimeout(() => followProgress(jobId, lastEventId, attempt + 1), 500 * Math.min(attempt + 1, 6));
+    setTimeout(() => followProgress(entry, lastEventId, attempt + 1), 500 * Math.min(attempt + 1, 6));
   }
 }
 
-function handleEvent(type, raw) {
+function handleEvent(entry, type, raw) {
   let data;
   try { data = JSON.parse(raw); } catch { return false; }
   if (type === "progress") {
-    setProgress(data.percent ?? 0, data.stage || data.phase || "working");
+    if (entry.status !== "cancelling") entry.status = data.phase === "queued" ? "queued" : "processing";
+    entry.percent = Number(data.percent) || 0;
+    entry.stage = data.stage || data.phase || "";
+    renderEntry(entry);
     return false;
   }
   if (type === "complete") {
-    setProgress(100, "done");
-    showResult(data.result || data);
+    entry.status = "succeeded";
+    entry.percent = 100;
+    entry.result = data.result || data;
+    renderEntry(entry);
+    // The first result of a batch opens by itself; later ones wait in the queue.
+    if (!state.focusedResult) { state.focusedResult = true; showEntry(entry, true); }
+    else announce(`${entry.name} is ready.`);
+    refreshHistorySoon();
     return true;
   }
   if (type === "failed" || type === "cancelled" || type === "canceled") {
-    showError(errorInfo(data.error || data, type === "failed" ? "The job failed." : "The job was cancelled."));
+    const cancelled = type !== "failed" || data.status === "canceled" || data.code === "cancelled";
+    entry.status = cancelled ? "canceled" : "failed";
+    entry.error = cancelled ? null : errorInfo(data, "The job failed.").message;
+    renderEntry(entry);
+    if (cancelled) {
+      showNotice("cancelled", { message: "The job was stopped at your request; nothing was saved." }, entry.name);
+      announce(`${entry.name} cancelled.`);
+    } else {
+      showNotice("error", errorInfo(data, "The job failed."), entry.name);
+    }
+    refreshHistorySoon();
     return true;
   }
   return false;
 }
 
-$("cancel").addEventListener("click", async () => {
-  if (!state.jobId) return;
-  await fetch(`/api/v1/jobs/${state.jobId}/cancel`, { method: "POST", headers: authHeaders() }).catch(() => null);
-  $("stage").textContent = "cancelling…";
-});
-
 // ---- result ------------------------------------------------------------------------------------
-function showResult(result) {
-  state.result = result;
-  $("progress-panel").hidden = true;
+function clearResult() {
+  state.shown = null;
+  $("result-panel").hidden = true;
+  ["after", "before", "side-before", "side-after"].forEach((id) => { $(id).removeAttribute("src"); });
+  $("facts").textContent = "";
+  $("face-strip").textContent = "";
+  $("warnings").textContent = "";
+  $("faces").textContent = "";
+  setMaskEditing(false);
+}
+
+function showEntry(entry, fromJob = false) {
+  // A local file the browser can show is the sharpest "before"; otherwise the server's preview.
+  const local = entry.file && BROWSER_TYPES.has(entry.file.type) ? entry.localUrl : null;
+  showResult(entry.result, { name: entry.name, jobId: entry.jobId, before: local, entry }, fromJob);
+}
+
+function showResult(result, info, moveFocus = true) {
+  state.shown = { result, ...info };
+  history.replaceState(null, "", `?job=${encodeURIComponent(info.jobId)}`);
   $("result-panel").hidden = false;
-  $("submit").disabled = false;
-  const after = $("after");
+  $("result-title").textContent = `Result — ${info.name}`;
+  const serverBefore = authUrl(`/api/v1/jobs/${info.jobId}/input.webp`);
+  const afterUrl = authUrl(result.downloadUrl);
   const before = $("before");
-  after.src = result.downloadUrl;
-  before.onerror = () => { before.onerror = null; before.src = result.previewUrl || result.downloadUrl; };
-  before.onload = drawFaces;
-  before.src = state.beforeUrl;
-  $("download").href = result.downloadUrl;
-  $("download-preview").href = result.previewUrl || result.downloadUrl;
+  before.onerror = () => { before.onerror = null; before.src = serverBefore; $("side-before").src = serverBefore; };
+  before.onload = () => { drawFaces(); buildFaceStrip(); };
+  $("after").onload = () => { applyZoom(); drawFaces(); buildFaceStrip(); };
+  $("after").src = afterUrl;
+  $("side-after").src = afterUrl;
+  before.src = info.before || serverBefore;
+  $("side-before").src = info.before || serverBefore;
+  $("download").href = afterUrl;
+  $("download").setAttribute("download", result.filename || "");
+  $("download-preview").href = authUrl(result.previewUrl || result.downloadUrl);
   $("download-preview").hidden = !result.previewUrl;
   setSlider($("slider").value);
+  renderWarnings(result);
   renderFacts(result);
   drawFaces();
+  setupMask(result, info);
+  const faces = result.facesDetected ?? result.facesEnhanced;
+  announce(`Result ready for ${info.name}.` + (faces !== undefined ? ` ${faces} face${faces === 1 ? "" : "s"} found.` : "")
+    + (result.warnings && result.warnings.length ? ` ${result.warnings.length} warning${result.warnings.length === 1 ? "" : "s"}.` : ""));
+  if (moveFocus) {
+    $("result-title").scrollIntoView({ block: "start", behavior: "instant" });
+    $("result-title").focus({ preventScroll: true });
+  }
 }
 
-function setSlider(value) {
-  $("before-clip").style.clipPath = `inset(0 ${100 - value}% 0 0)`;
-  $("divider").style.left = `${value}%`;
-}
-$("slider").addEventListener("input", (e) => setSlider(e.target.value));
-
-// Dragging on the picture moves the split too (the range input stays the keyboard control).
-$("compare").addEventListener("pointermove", (e) => {
-  if (!(e.buttons & 1)) return;
-  const rect = $("compare").getBoundingClientRect();
-  const v = Math.round(((e.clientX - rect.left) / rect.width) * 100);
-  $("slider").value = Math.max(0, Math.min(100, v));
-  setSlider($("slider").value);
-});
-
-$("zoom").addEventListener("change", (e) => $("viewport").classList.toggle("zoomed", e.target.checked));
-$("show-faces").addEventListener("change", (e) => $("faces").toggleAttribute("hidden", !e.target.checked));
-
-function drawFaces() {
-  const svg = $("faces");
-  const result = state.result;
-  if (!result) return;
-  const before = $("before");
-  // Face boxes are in input-image pixels: size the drawing to the input, stretched over the view.
-  const w = before.naturalWidth || result.originalWidth || result.width;
-  const h = before.naturalHeight || result.originalHeight || result.height;
-  if (!w || !h) return;
-  svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
-  svg.setAttribute("preserveAspectRatio", "none");
-  svg.textContent = "";
-  (result.faces || []).forEach((f, i) => {
-    const rect = document.createElementNS("http://www.w3.org/2000/svg", "rect");
-    rect.setAttribute("x", f.x); rect.setAttribute("y", f.y);
-    rect.setAttribute("width", f.w); rect.setAttribute("height", f.h);
-    rect.dataset.face = String(i);
-    svg.append(rect);
+function renderWarnings(result) {
+  const list = $("warnings");
+  list.textContent = "";
+  const items = [...(result.warnings || [])];
+  // Steps that were asked for but did not run say why (e.g. colorize on a colour photo).
+  Object.entries(result.reports || {}).forEach(([step, report]) => {
+    if (report && report.skipped && report.reason && !items.some((w) => w.includes(report.reason))) {
+      items.push(`${stepLabel(step)} skipped: ${report.reason}`);
+    }
   });
+  if ((result.facesDetected === 0) && !items.length) items.push("No faces were found in this photo, so nothing was changed.");
+  items.forEach((w) => list.append(el("li", {}, w)));
+  list.hidden = !items.length;
 }
+
+const STEP_LABELS = {
+  "scratch-removal": "Scratch removal", scratch_removal: "Scratch removal", denoise: "Denoise",
+  "face-enhancement": "Face enhancement", face_enhancement: "Face enhancement", colorize: "Colorization",
+  colorization: "Colorization",
+};
+function stepLabel(step) { return STEP_LABELS[step] || step; }
 
 function renderFacts(result) {
   const facts = $("facts");
   facts.textContent = "";
   const add = (label, value) => {
     if (value === undefined || value === null || value === "") return;
-    const dt = document.createElement("dt"); dt.textContent = label;
-    const dd = document.createElement("dd"); dd.textContent = value;
-    facts.append(dt, dd);
+    facts.append(el("dt", {}, label), el("dd", {}, String(value)));
   };
   add("Faces detected", result.facesDetected ?? result.facesEnhanced);
   add("Model", result.model);
   add("Why this model", result.reason);
-  if (Array.isArray(result.steps)) add("Steps", result.steps.join(", ") || "none needed");
+  if (Array.isArray(result.steps)) add("Steps", result.steps.map(stepLabel).join(", ") || "none needed");
   if (result.scratchCoverage !== undefined) add("Scratch coverage", `${Number(result.scratchCoverage).toFixed(2)}%`);
   if (result.isGrayscale !== undefined) add("Monochrome", result.isGrayscale ? "yes" : "no");
   if (result.colorized !== undefined) add("Colorized", result.colorized ? "yes" : "no");
-  if (result.width && result.height) add("Size", `${result.width} × ${result.height}`);
+  if (result.originalWidth && result.width) add("Size", `${result.originalWidth} × ${result.originalHeight} → ${result.width} × ${result.height}`);
+  else if (result.width) add("Size", `${result.width} × ${result.height}`);
+  add("Format", result.format ? result.format.toUpperCase() : null);
   if (result.originalSize !== undefined && result.processedSize !== undefined) {
     add("File size", `${formatBytes(result.originalSize)} → ${formatBytes(result.processedSize)}`);
   }
@@ -290,3 +518,350 @@ function renderFacts(result) {
     add("Timings", Object.entries(result.timings).map(([k, v]) => `${k} ${Number(v).toFixed(2)} s`).join(" · "));
   }
 }
+
+// ---- comparison: slider, side by side, zoom and pan ---------------------------------------------
+function setSlider(value) {
+  $("before-clip").style.clipPath = `inset(0 ${100 - value}% 0 0)`;
+  $("divider").style.left = `${value}%`;
+}
+$("slider").addEventListener("input", (e) => setSlider(e.target.value));
+
+document.querySelectorAll('input[name="view"]').forEach((r) => r.addEventListener("change", () => {
+  const mode = document.querySelector('input[name="view"]:checked').value;
+  $("viewport").dataset.mode = mode;
+  $("slider").closest("label").hidden = mode !== "slider";  // the split only exists in slider mode
+  applyZoom();
+}));
+
+function applyZoom() {
+  const zoom = $("zoom").value;
+  const vp = $("viewport");
+  vp.dataset.zoom = zoom;
+  const after = $("after");
+  const w = after.naturalWidth;
+  // "Fit" never enlarges a small image; 100 % and more show real pixels and allow panning.
+  const width = zoom === "fit" ? "" : `${Math.round(w * Number(zoom))}px`;
+  $("compare").style.width = width;
+  document.querySelectorAll("#side img").forEach((img) => { img.style.width = width; });
+  vp.tabIndex = zoom === "fit" ? -1 : 0;  // focusable when scrollable: arrow keys pan
+}
+$("zoom").addEventListener("change", applyZoom);
+
+// One pointer handler for mouse, pen and touch: drag moves the split, or pans when zoomed.
+(() => {
+  const vp = $("viewport");
+  let drag = null;
+  vp.addEventListener("pointerdown", (e) => {
+    if (state.mask && state.mask.editing) return;
+    const onHandle = e.target.closest(".divider");
+    const zoomed = vp.dataset.zoom !== "fit";
+    drag = { pan: zoomed && !onHandle, x: e.clientX, y: e.clientY, left: vp.scrollLeft, top: vp.scrollTop, id: e.pointerId };
+    if (!drag.pan && vp.dataset.mode === "slider") moveSplit(e.clientX);
+    try { vp.setPointerCapture(e.pointerId); } catch { /* pointer already gone */ }
+    e.preventDefault();
+  });
+  vp.addEventListener("pointermove", (e) => {
+    if (!drag || e.pointerId !== drag.id) return;
+    if (drag.pan) {
+      vp.scrollLeft = drag.left - (e.clientX - drag.x);
+      vp.scrollTop = drag.top - (e.clientY - drag.y);
+      const side = $("side");
+      side.querySelectorAll(".pane").forEach((p) => { p.scrollLeft = vp.scrollLeft; });
+    } else if (vp.dataset.mode === "slider") {
+      moveSplit(e.clientX);
+    }
+  });
+  const end = () => { drag = null; };
+  vp.addEventListener("pointerup", end);
+  vp.addEventListener("pointercancel", end);
+})();
+
+function moveSplit(clientX) {
+  const rect = $("compare").getBoundingClientRect();
+  const v = Math.round(((clientX - rect.left) / rect.width) * 100);
+  $("slider").value = Math.max(0, Math.min(100, v));
+  setSlider($("slider").value);
+}
+
+// ---- faces: numbered boxes and before/after crops ------------------------------------------------
+$("show-faces").addEventListener("change", (e) => $("faces").toggleAttribute("hidden", !e.target.checked));
+
+function inputSize(result) {
+  const w = result.originalWidth || result.width;
+  const h = result.originalHeight || result.height;
+  return [w, h];
+}
+
+function drawFaces() {
+  const svg = $("faces");
+  const shown = state.shown;
+  if (!shown) return;
+  const [w, h] = inputSize(shown.result);
+  if (!w || !h) return;
+  // Face boxes are in input-image pixels: draw in those units, stretched over the view.
+  svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  svg.textContent = "";
+  const ns = "http://www.w3.org/2000/svg";
+  (shown.result.faces || []).forEach((f, i) => {
+    const rect = document.createElementNS(ns, "rect");
+    Object.entries({ x: f.x, y: f.y, width: f.w, height: f.h }).forEach(([k, v]) => rect.setAttribute(k, v));
+    rect.dataset.face = String(i + 1);
+    const label = document.createElementNS(ns, "text");
+    label.setAttribute("x", f.x + 2);
+    label.setAttribute("y", Math.max(f.y - 4, 12 * w / 600));
+    label.setAttribute("font-size", String(Math.max(12, w / 40)));
+    label.textContent = String(i + 1);
+    svg.append(rect, label);
+  });
+}
+
+function crop(img, box, scale, size) {
+  const canvas = el("canvas", { width: size, height: size });
+  const ctx = canvas.getContext("2d");
+  const pad = 0.15 * Math.max(box.w, box.h);
+  const side = Math.max(box.w, box.h) + 2 * pad;
+  const cx = box.x + box.w / 2;
+  const cy = box.y + box.h / 2;
+  try {
+    ctx.drawImage(img, (cx - side / 2) * scale.x, (cy - side / 2) * scale.y, side * scale.x, side * scale.y, 0, 0, size, size);
+  } catch { /* image not decoded yet: left blank and redrawn on load */ }
+  return canvas;
+}
+
+const VERDICT = { same: "Same person", uncertain: "Identity uncertain", changed: "Identity changed" };
+
+function buildFaceStrip() {
+  const shown = state.shown;
+  const strip = $("face-strip");
+  strip.textContent = "";
+  const faces = (shown && shown.result.faces) || [];
+  $("face-strip-section").hidden = !faces.length;
+  const before = $("before");
+  const after = $("after");
+  if (!faces.length || !before.naturalWidth || !after.naturalWidth) return;
+  const [w, h] = inputSize(shown.result);
+  const sb = { x: before.naturalWidth / w, y: before.naturalHeight / h };
+  const sa = { x: after.naturalWidth / w, y: after.naturalHeight / h };
+  faces.forEach((f, i) => {
+    const b = crop(before, f, sb, 112);
+    const a = crop(after, f, sa, 112);
+    b.setAttribute("role", "img"); b.setAttribute("aria-label", `Face ${i + 1} before`);
+    a.setAttribute("role", "img"); a.setAttribute("aria-label", `Face ${i + 1} after`);
+    const caption = el("figcaption", {}, el("span", { class: "num" }, String(i + 1)), ` score ${Number(f.score).toFixed(2)}`);
+    if (f.identity && f.identity.verdict) {
+      const verdict = f.identity.verdict;
+      const text = VERDICT[verdict] || verdict;
+      const title = [f.identity.reason, f.identity.distance !== undefined ? `distance ${Number(f.identity.distance).toFixed(3)}` : null,
+        f.identity.model].filter(Boolean).join(" · ");
+      caption.append(" ", el("span", { class: `badge badge-${verdict}`, title }, text));
+    }
+    strip.append(el("li", {}, el("figure", { class: "face" }, el("div", { class: "pair" }, b, a), caption)));
+  });
+}
+
+// ---- damage mask: overlay, paint/erase brush, re-run -----------------------------------------
+state.mask = null;
+
+function setupMask(result, info) {
+  const section = $("mask-section");
+  state.mask = null;
+  setMaskEditing(false);
+  if (!result.maskUrl) { section.hidden = true; return; }
+  section.hidden = false;
+  const canvas = $("mask-canvas");
+  const img = new Image();
+  img.onload = () => {
+    canvas.width = img.naturalWidth;
+    canvas.height = img.naturalHeight;
+    const ctx = canvas.getContext("2d");
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    ctx.drawImage(img, 0, 0);
+    // White-on-black becomes opaque red where damaged, transparent elsewhere.
+    const data = ctx.getImageData(0, 0, canvas.width, canvas.height);
+    for (let i = 0; i < data.data.length; i += 4) {
+      const on = data.data[i] > 127;
+      data.data[i] = 255; data.data[i + 1] = data.data[i + 2] = 48;
+      data.data[i + 3] = on ? 255 : 0;
+    }
+    ctx.putImageData(data, 0, 0);
+    state.mask = { editing: false, info, painted: false };
+  };
+  img.src = authUrl(result.maskUrl);
+  const entry = info.entry;
+  $("mask-rerun").disabled = !(entry && entry.file);
+  $("mask-note").hidden = !!(entry && entry.file);
+  $("mask-note").textContent = "Running again needs the original file: choose it again to re-run from history.";
+}
+
+function setMaskEditing(on) {
+  $("mask-show").checked = on;
+  $("mask-canvas").hidden = !on;
+  $("viewport").classList.toggle("editing", on);
+  if (state.mask) state.mask.editing = on;
+  if (on) { $("slider").value = 100; setSlider(100); }
+}
+$("mask-show").addEventListener("change", (e) => setMaskEditing(e.target.checked));
+$("brush-size").addEventListener("input", (e) => {
+  document.querySelector('output[for="brush-size"]').textContent = e.target.value;
+});
+
+(() => {
+  const canvas = $("mask-canvas");
+  let last = null;
+  const point = (e) => {
+    const r = canvas.getBoundingClientRect();
+    return { x: (e.clientX - r.left) * canvas.width / r.width, y: (e.clientY - r.top) * canvas.height / r.height, k: canvas.width / r.width };
+  };
+  const stroke = (p) => {
+    const ctx = canvas.getContext("2d");
+    const erase = document.querySelector('input[name="brush"]:checked').value === "erase";
+    ctx.globalCompositeOperation = erase ? "destination-out" : "source-over";
+    ctx.strokeStyle = "#ff3030";
+    ctx.lineWidth = Number($("brush-size").value) * p.k;
+    ctx.lineCap = "round";
+    ctx.beginPath();
+    ctx.moveTo((last || p).x, (last || p).y);
+    ctx.lineTo(p.x, p.y);
+    ctx.stroke();
+    last = p;
+    state.mask.painted = true;
+  };
+  canvas.addEventListener("pointerdown", (e) => {
+    if (!state.mask || !state.mask.editing) return;
+    try { canvas.setPointerCapture(e.pointerId); } catch { /* pointer already gone */ }
+    last = null;
+    stroke(point(e));
+    e.preventDefault();
+  });
+  canvas.addEventListener("pointermove", (e) => { if (last && state.mask) stroke(point(e)); });
+  const end = () => { last = null; };
+  canvas.addEventListener("pointerup", end);
+  canvas.addEventListener("pointercancel", end);
+})();
+
+// The mask the server takes: white = repair, black = keep, at the image's size.
+function maskPng() {
+  const src = $("mask-canvas");
+  const out = el("canvas", { width: src.width, height: src.height });
+  const data = src.getContext("2d").getImageData(0, 0, src.width, src.height);
+  for (let i = 0; i < data.data.length; i += 4) {
+    const v = data.data[i + 3] > 127 ? 255 : 0;
+    data.data[i] = data.data[i + 1] = data.data[i + 2] = v;
+    data.data[i + 3] = 255;
+  }
+  out.getContext("2d").putImageData(data, 0, 0);
+  return new Promise((resolve) => out.toBlob(resolve, "image/png"));
+}
+
+$("mask-rerun").addEventListener("click", async () => {
+  const shown = state.shown;
+  if (!shown || !shown.entry || !shown.entry.file) return;
+  const blob = await maskPng();
+  const old = shown.entry;
+  const entry = {
+    key: ++keySeq, file: old.file, name: `${old.name} (your mask)`, tool: old.tool,
+    settings: { ...old.settings, maskMode: $("mask-mode").value }, status: "waiting", percent: 0, stage: "",
+    jobId: null, result: null, error: null, localUrl: old.localUrl, extra: { mask: blob },
+  };
+  state.entries.push(entry);
+  $("queue").append(queueRow(entry));
+  state.focusedResult = false;
+  renderEntry(entry);
+  setMaskEditing(false);
+  $("queue-title").focus();
+  pump();
+});
+
+// ---- history -----------------------------------------------------------------------------------
+let historyTimer = null;
+function refreshHistorySoon() {
+  clearTimeout(historyTimer);
+  historyTimer = setTimeout(loadHistory, 300);
+}
+
+async function loadHistory(more = false) {
+  const params = new URLSearchParams({ limit: "12" });
+  if (more && state.historyCursor) params.set("cursor", state.historyCursor);
+  const response = await fetch(`/api/v1/jobs?${params}`, { headers: authHeaders() }).catch(() => null);
+  if (!response || !response.ok) {
+    $("history-empty").hidden = false;
+    $("history-empty").textContent = response && response.status === 401
+      ? "Enter the API key (above) to see your jobs." : "History is not available.";
+    return;
+  }
+  const body = await response.json();
+  if (!more) $("history").textContent = "";
+  body.jobs.forEach((job) => $("history").append(historyRow(job)));
+  state.historyCursor = body.nextCursor;
+  $("history-more").hidden = !body.nextCursor;
+  $("history-empty").hidden = $("history").children.length > 0;
+  $("history-empty").textContent = "No jobs yet.";
+}
+
+const TOOL_NAMES = { "enhance-faces": "Enhance faces", "restore-photo": "Restore photo" };
+const STATUS_NAMES = { queued: "queued", processing: "processing", succeeded: "done", failed: "failed", canceled: "cancelled" };
+
+function historyRow(job) {
+  const name = job.inputName || job.jobId;
+  const thumb = el("img", { class: "thumb", alt: "", loading: "lazy" });
+  if (job.thumbnailUrl) thumb.src = authUrl(job.thumbnailUrl);
+  const when = job.createdAt ? new Date(job.createdAt).toLocaleString() : "";
+  const status = el("span", { class: `status status-${job.status}` }, STATUS_NAMES[job.status] || job.status);
+  const li = el("li", { class: "job", dataset: { job: job.jobId, status: job.status } }, thumb,
+    el("span", { class: "job-main" }, el("span", { class: "job-name" }, name),
+      el("span", { class: "hint" }, `${TOOL_NAMES[job.tool] || job.tool} · ${when} · `, status),
+      job.error ? el("span", { class: "hint" }, job.error.message || "") : null));
+  const actions = el("span", { class: "actions" });
+  const label = (t) => [t, el("span", { class: "visually-hidden" }, ` ${name}`)];
+  if (job.status === "succeeded" && job.result) {
+    actions.append(
+      el("button", { type: "button", class: "secondary small-button", onclick: () => showResult(job.result, { name, jobId: job.jobId }) }, ...label("Open")),
+      el("a", { class: "button small-button", href: authUrl(job.result.downloadUrl), download: job.result.filename || "" }, ...label("Download")));
+  }
+  actions.append(el("button", { type: "button", class: "secondary small-button", onclick: () => deleteJob(job.jobId, li, name) }, ...label("Delete")));
+  li.append(actions);
+  return li;
+}
+
+async function deleteJob(jobId, li, name) {
+  const response = await fetch(`/api/v1/jobs/${jobId}`, { method: "DELETE", headers: authHeaders() }).catch(() => null);
+  if (!response || (!response.ok && response.status !== 404)) {
+    showNotice("error", errorInfo(response && await response.json().catch(() => null), "The job could not be deleted."), name);
+    return;
+  }
+  const next = li.nextElementSibling || li.previousElementSibling;
+  li.remove();
+  if (state.shown && state.shown.jobId === jobId) { clearResult(); history.replaceState(null, "", location.pathname); }
+  $("history-empty").hidden = $("history").children.length > 0;
+  announce(`${name} deleted.`);
+  (next && next.querySelector("button") || $("history-title")).focus();
+}
+
+$("history-refresh").addEventListener("click", () => loadHistory());
+$("history-more").addEventListener("click", () => loadHistory(true));
+
+// A job id in the URL survives a reload: show its result, or follow it if still running.
+async function openFromUrl() {
+  const jobId = new URLSearchParams(location.search).get("job");
+  if (!jobId) return;
+  const response = await fetch(`/api/v1/jobs/${encodeURIComponent(jobId)}`, { headers: authHeaders() }).catch(() => null);
+  if (!response || !response.ok) {
+    showNotice("error", errorInfo(response && await response.json().catch(() => null), "That job is no longer available."));
+    return;
+  }
+  const job = await response.json();
+  const name = (job.result && job.result.filename) || jobId;
+  if (job.status === "succeeded") { showResult(job.result, { name, jobId }, false); return; }
+  const entry = { key: ++keySeq, file: null, name, tool: job.tool, settings: {}, status: job.status, percent: job.progress.percent,
+    stage: job.progress.stage, jobId, result: null, error: null, localUrl: null };
+  state.entries.push(entry);
+  $("progress-panel").hidden = false;
+  $("queue").append(queueRow(entry));
+  renderEntry(entry);
+  followProgress(entry);
+}
+
+syncControls();
+loadHistory();
+openFromUrl();
