@@ -154,7 +154,7 @@ def test_settings_match_documented_defaults_and_sliders_follow_steps(server: str
     with Page(browser, server, viewport=DESKTOP) as page:
         page.goto(server + "/")
         sent = page.evaluate("collectSettings('enhance-faces')")
-        want = EnhanceSettings().model_dump()
+        want = EnhanceSettings().model_dump(by_alias=True)
         # Every setting of the tool is on the page with the documented default, except the
         # client face boxes and the detector id (API-only) and the seed (empty = random).
         assert sent == {k: v for k, v in want.items() if k not in ("faces", "detector", "seed")}
@@ -166,7 +166,8 @@ def test_settings_match_documented_defaults_and_sliders_follow_steps(server: str
         assert page.evaluate("collectSettings('enhance-faces')")["seed"] == 7
 
         page.check('input[name="tool"][value="restore-photo"]')
-        assert page.evaluate("collectSettings('restore-photo')") == RestoreSettings().model_dump()
+        assert page.evaluate("collectSettings('restore-photo')") == \
+            RestoreSettings().model_dump(by_alias=True)
         assert page.locator("#colorizeStrength").is_disabled()  # colorize is off by default
         assert page.locator("#denoiseStrength").is_enabled()
         page.uncheck('input[name="denoise"]')
@@ -177,7 +178,8 @@ def test_settings_match_documented_defaults_and_sliders_follow_steps(server: str
         assert page.locator("#colorizeStrength").is_enabled()
         shot(page, "settings-restore")
         page.click("#reset-settings")
-        assert page.evaluate("collectSettings('restore-photo')") == RestoreSettings().model_dump()
+        assert page.evaluate("collectSettings('restore-photo')") == \
+            RestoreSettings().model_dump(by_alias=True)
 
 
 def test_batch_queue_zip_history_reload_and_delete(server: str, browser, tmp_path: Path) -> None:
@@ -355,6 +357,11 @@ def test_cancel_is_not_a_failure_and_failure_keeps_the_server_reason(
         assert "went wrong" not in page.locator("#error-panel").inner_text()
         assert page.locator("#error-panel").get_attribute("role") == "status"
         shot(page, "cancelled")
+        # Cancel the rest too (running or waiting): the queue settles without running them.
+        for i in range(1, 3):
+            row = page.locator("#queue li").nth(i)
+            if row.get_by_role("button", name="Cancel").count():
+                row.get_by_role("button", name="Cancel").click()
         wait_done(page, n=4)
 
 

@@ -19,6 +19,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain click help: flags without "<bool>", no boxes, readable when piped or grepped.
+    rich_markup_mode=None,
 )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,46 +46,70 @@ def collect_inputs(inputs: list[Path]) -> list[tuple[Path, Path]]:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary sibling so a crash never leaves a half-written image."""
+    """Write via a temporary sibling so a crash never leaves a half-written image; a write
+    that fails (disk full, permissions changed meanwhile) is one clear error, not a trace."""
+    from restora.cli._checks import OutputNotWritable
+
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputNotWritable(f"cannot write {path}: {exc.strerror or exc}",
+                                path=str(path)) from None
 
 
 def run_batch(jobs: list[tuple[Path, Path]], *, name: str, single: bool, as_json: bool,
               process: Callable[[Path, Path, "Progress"], dict[str, Any]],
               summary: Callable[[dict[str, Any]], list[str]]) -> None:
     """Run ``process`` per image. A bad input file is reported and the batch goes on; model and
-    system errors stop it (they would fail every image). Exit code 1 if any image failed."""
+    system errors stop it (they would fail every image). Exit code 1 if any image failed.
+
+    Results go to stdout, one line each (``--json``: one object per line), whatever the
+    terminal width; progress, warnings and the closing summary go to stderr.
+    """
     from restora.errors import InputError
 
-    failures = 0
+    done = failed = 0
+    t0 = time.perf_counter()
     with Progress(len(jobs), name) as bar:
-        for path, rel in jobs:
-            bar.start(path)
-            try:
-                record = process(path, rel, bar)
-            except InputError as exc:
-                if single:
-                    raise
-                failures += 1
-                typer.echo(f"error[{exc.code}]: {path}: {exc.message}", err=True)
-                if as_json:
-                    typer.echo(json.dumps({"input": str(path), "error": exc.to_dict()}))
+        try:
+            for path, rel in jobs:
+                bar.start(path)
+                try:
+                    record = process(path, rel, bar)
+                except InputError as exc:
+                    if single:
+                        raise
+                    failed += 1
+                    bar.error(f"error[{exc.code}]: {path}: {exc.message}")
+                    if as_json:
+                        bar.result(json.dumps({"input": str(path), "error": exc.to_dict()}))
+                    bar.advance()
+                    continue
+                done += 1
                 bar.advance()
-                continue
-            bar.advance()
-            if as_json:
-                typer.echo(json.dumps(record))
-            else:
-                for line in summary(record):
-                    bar.print(line)
-    if failures:
+                if as_json:
+                    bar.result(json.dumps(record))
+                else:
+                    lines = summary(record)
+                    bar.result(lines[0])
+                    for line in lines[1:]:
+                        bar.error(line)
+        finally:
+            if not single:
+                skipped = len(jobs) - done - failed
+                bar.error(f"{name}: {done} done, {failed} failed, {skipped} skipped "
+                          f"(of {len(jobs)}) in {time.perf_counter() - t0:.1f} s")
+    if failed:
         raise typer.Exit(1)
 
 
 class Progress:
-    """A rich progress bar on stderr (stdout stays clean for --json) when there are several images."""
+    """A rich progress bar on stderr, only for several images and only when stderr is a
+    terminal (a pipe or log file gets plain lines)."""
 
     def __init__(self, total: int, name: str = "restora") -> None:
         self.total = total
@@ -93,14 +119,16 @@ class Progress:
         self._task: Any = None
 
     def __enter__(self) -> Progress:
-        if self.total > 1:
+        if self.total > 1 and sys.stderr.isatty():
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
             from rich.progress import Progress as RichProgress
 
+            # No stdout redirection: results must reach stdout untouched (pipes, --json).
             self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(),
                                      MofNCompleteColumn(), TimeElapsedColumn(),
-                                     console=Console(stderr=True))
+                                     console=Console(stderr=True), redirect_stdout=False,
+                                     redirect_stderr=False, transient=True)
             self._bar.__enter__()
             self._task = self._bar.add_task(self.name, total=self.total)
         return self
@@ -108,6 +136,7 @@ class Progress:
     def __exit__(self, *exc: Any) -> None:
         if self._bar is not None:
             self._bar.__exit__(*exc)
+            self._bar = None
 
     def start(self, path: Path) -> None:
         self._image = path.name
@@ -122,8 +151,19 @@ class Progress:
         if self._bar is not None:
             self._bar.advance(self._task)
 
-    def print(self, line: str) -> None:
-        if self._bar is not None:
-            self._bar.console.print(line, markup=False, highlight=False)
+    def result(self, line: str) -> None:
+        """One result line on stdout (never wrapped, never styled)."""
+        if self._bar is not None and sys.stdout.isatty():
+            # Same terminal as the bar: pause it so the line lands above, not inside, it.
+            self._bar.stop()
+            typer.echo(line)
+            self._bar.start()
         else:
             typer.echo(line)
+
+    def error(self, line: str) -> None:
+        """A diagnostic line on stderr."""
+        if self._bar is not None:
+            self._bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        else:
+            typer.echo(line, err=True)

@@ -79,9 +79,12 @@ def enhance_faces_command(
 
         raise InvalidParameter("output", f"output {output} must be a folder or a .png file")
 
+    from restora.cli._checks import check_output, enhance_needs, require_models
     from restora.models.runtime import Runtime
 
     runtime = Runtime()
+    require_models(runtime, *enhance_needs(options.model, options.detector))
+    check_output(output, file_target=single and output.suffix.lower() == ".png")
     run_batch(jobs, name="enhance-faces", single=single, as_json=as_json,
               process=lambda path, rel, bar: _process(path, rel, output, single, runtime,
                                                       options, bar),
@@ -98,7 +101,6 @@ def _process(path: Path, rel: Path, output: Path, single: bool, runtime: Any,
     t0 = time.perf_counter()
     result = enhance_faces(path, options, runtime=runtime, progress=bar.stage)
     png_path, preview_path = output_paths(rel, output, single)
-    png_path.parent.mkdir(parents=True, exist_ok=True)
     bar.stage("encode", 100.0)
     t_enc = time.perf_counter()
     png = encode(result.image, "png")

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from restora.config import Settings
     from restora.models.registry import Registry
 
-models_app = typer.Typer(name="models", no_args_is_help=True,
+models_app = typer.Typer(name="models", no_args_is_help=True, rich_markup_mode=None,
                          help="List, download, import and verify model files.")
 
 
@@ -96,13 +96,40 @@ def pull(
     specs = {s.id: s for name in names for s in registry.resolve(name)}
     options = DownloadOptions(read_timeout=timeout, retries=retries,
                               progress=False if quiet else None)
+    from restora.errors import DownloadError, OfflineError
+
+    todo = [s for s in specs.values() if not registry.is_installed(s)]
     for spec in specs.values():
         if registry.is_installed(spec):
             typer.echo(f"{spec.id}: already installed at {registry.path(spec)}")
-            continue
-        path = pull_file(registry, spec, offline=settings.offline, options=options,
-                         on_wait=lambda msg: typer.echo(msg, err=True))
+    for i, spec in enumerate(todo):
+        try:
+            path = pull_file(registry, spec, offline=settings.offline, options=options,
+                             on_wait=lambda msg: typer.echo(msg, err=True))
+        except (DownloadError, OfflineError) as exc:
+            # Without network every other download would fail the same way, slowly: stop
+            # here and say how to install the rest by hand.
+            typer.echo(f"error[{exc.code}]: {exc.message}", err=True)
+            typer.echo(manual_install_help(registry, todo[i:], offline=settings.offline),
+                       err=True)
+            raise typer.Exit(1) from None
         typer.echo(f"{spec.id}: installed at {path}")
+
+
+def manual_install_help(registry: Registry, specs: list, *, offline: bool) -> str:
+    """What to do when models cannot be downloaded here: the files to fetch by hand (URL and
+    SHA-256), the import command, and RESTORA_OFFLINE."""
+    lines = ["To install without network access here, download these files on a machine that "
+             "has it:"]
+    for spec in specs:
+        sha = registry.expected_sha256(spec)
+        lines.append(f"  {spec.id}: {spec.urls[0] if spec.urls else '(no URL known)'}"
+                     + (f"  (SHA-256 {sha})" if sha else ""))
+    lines.append("then copy them here and run `restora models import FILE` for each (the "
+                 "SHA-256 identifies the model; add `--id ID` for files without one).")
+    lines.append("RESTORA_OFFLINE=1 is set: Restora will not try the network." if offline else
+                 "Set RESTORA_OFFLINE=1 to make Restora never try the network.")
+    return "\n".join(lines)
 
 
 @models_app.command("import")

@@ -87,9 +87,15 @@ def restore_photo_command(
         if not mask.is_file():
             raise InvalidParameter("mask", f"mask file {mask} does not exist")
 
+    from restora.cli._checks import check_output, face_models_missing, require_models
     from restora.models.runtime import Runtime
 
     runtime = Runtime()
+    if options.colorize:
+        require_models(runtime, [("colorization", None)])
+    check_output(output, file_target=single and output.suffix.lower() in _FORMAT_OF_SUFFIX)
+    if options.face_enhancement and (why := face_models_missing(runtime)):
+        typer.echo(f"warning: {why}", err=True)  # said once, before the first image
     run_batch(jobs, name="restore-photo", single=single, as_json=as_json,
               process=lambda path, rel, bar: _process(path, rel, output, single, runtime,
                                                       options, bar, save_mask, mask),
@@ -118,7 +124,6 @@ def _process(path: Path, rel: Path, output: Path, single: bool, runtime: Any,
     t0 = time.perf_counter()
     result = restore_photo(path, options, runtime=runtime, progress=bar.stage, mask=mask)
     out_path, preview_path, fmt = output_paths(rel, output, single, result.output_format)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     bar.stage("encode", 100.0)
     t_enc = time.perf_counter()
     write_atomic(out_path, encode(result.image, fmt, quality=JPEG_QUALITY))

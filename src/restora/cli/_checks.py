@@ -1,0 +1,109 @@
+"""Checks the per-image commands make before any work: the output is writable, the models the
+job needs are installed (all missing ones named in one message)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from restora.errors import InvalidParameter, ModelNotInstalled, RestoraError
+
+#: restorer choice -> architecture (the pipeline picks among installed models the same way)
+RESTORER_ARCH = {"gfpgan": "gfpgan_v1_clean", "codeformer": "codeformer"}
+
+
+class OutputNotWritable(RestoraError):
+    """The output folder or file cannot be created or written."""
+
+    code = "output_not_writable"
+
+
+def check_output(output: Path, *, file_target: bool) -> None:
+    """Fail with one line, before any image is processed, unless results can be written.
+
+    ``file_target``: ``output`` names the result file itself (one input, an image suffix);
+    otherwise it is a folder, created if missing.
+    """
+    folder = output.parent if file_target else output
+    if file_target and output.is_dir():
+        raise InvalidParameter("output", f"output {output} is a folder, not a file name")
+    if not file_target and output.exists() and not output.is_dir():
+        raise InvalidParameter("output", f"output {output} is an existing file, not a folder "
+                               "(give a folder, or a new file name for a single input)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputNotWritable(f"cannot create output folder {folder}: "
+                                f"{exc.strerror or exc}", path=str(folder)) from None
+    # Permissions alone do not tell (read-only mounts, /proc, root): write and remove a file.
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".restora-", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputNotWritable(f"cannot write into output folder {folder}: "
+                                f"{exc.strerror or exc}", path=str(folder)) from None
+
+
+def _missing(runtime: Any, task: str, arch: str | None = None) -> Any | None:
+    """The default spec for (task, arch) when no such model is installed, else None."""
+    registry = runtime.registry
+    if registry.installed(task, arch):
+        return None
+    return registry.default(task, arch)
+
+
+def require_models(runtime: Any, needs: Iterable[tuple[str, str | None]],
+                   specific: Iterable[str] = ()) -> None:
+    """Raise one :class:`ModelNotInstalled` naming every missing model the job needs.
+
+    ``needs`` are (task, architecture or None) pairs; ``specific`` are model ids asked for by
+    name (``--model``, ``--detector``).
+    """
+    registry = runtime.registry
+    missing = [spec for task, arch in needs if (spec := _missing(runtime, task, arch))]
+    for model_id in specific:
+        spec = registry.get(model_id)
+        if not registry.is_installed(spec):
+            missing.append(spec)
+    if not missing:
+        return
+    if len(missing) == 1:
+        raise runtime.not_installed(missing[0])
+    names = ", ".join(f"'{s.id}' ({s.task})" for s in missing)
+    targets = list(dict.fromkeys(s.bundles[0] if s.bundles else s.id for s in missing))
+    command = f"restora models pull {' '.join(targets)}"
+    raise ModelNotInstalled(
+        f"{len(missing)} models this job needs are not installed: {names}; run `{command}`, "
+        "or install files you already have with `restora models import FILE --id ID`",
+        models=[s.id for s in missing], command=command)
+
+
+def enhance_needs(model: str, detector: str | None) -> tuple[list[tuple[str, str | None]],
+                                                             list[str]]:
+    """(task needs, specific ids) of an enhance-faces job."""
+    needs: list[tuple[str, str | None]] = []
+    specific: list[str] = []
+    if model in RESTORER_ARCH or model == "auto":
+        needs.append(("face-restoration", RESTORER_ARCH.get(model)))
+    else:
+        specific.append(model)
+    if detector and detector != "auto":
+        specific.append(detector)
+    else:
+        needs.append(("face-detection", None))
+    return needs, specific
+
+
+def face_models_missing(runtime: Any) -> str | None:
+    """Why restore-photo cannot enhance faces (a message), or None when it can."""
+    missing = [s for task in ("face-detection", "face-restoration")
+               if (s := _missing(runtime, task))]
+    if not missing:
+        return None
+    targets = list(dict.fromkeys(s.bundles[0] if s.bundles else s.id for s in missing))
+    return (f"no face models installed ({', '.join(s.id for s in missing)}): faces will not "
+            f"be enhanced; run `restora models pull {' '.join(targets)}` to enable it, or pass "
+            "--no-face-enhancement")

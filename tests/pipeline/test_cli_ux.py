@@ -1,0 +1,144 @@
+"""What a person sees in a terminal: one clear line for a bad output, every missing model in
+one message, what to do when models cannot be downloaded, the batch summary, one result per
+line when piped, and flags shown without a type."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, shared_path
+from restora.cli import main
+from tiny_models import write_tiny_manifest
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("RESTORA_MODELS", str(write_tiny_manifest(tmp_path)))
+    monkeypatch.setenv("RESTORA_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def photo(env: Path, name: str = "04.jpg") -> Path:
+    return Path(shutil.copy(shared_path("testdata", "photos", name), env / name))
+
+
+def one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["enhance-faces", "restore-photo"])
+def test_unusable_output_is_one_line_before_any_work(env: Path, command: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    src = photo(env)
+    existing = env / "existing.txt"
+    existing.write_text("x")
+    locked = env / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    cases = {
+        "/proc/restora-out": "output_not_writable",
+        str(existing): "invalid_parameter",
+        str(env / "existing.txt" / "sub"): "output_not_writable",
+    }
+    if os.geteuid() != 0:  # root writes anywhere: a permission case only means something else
+        cases[str(locked / "out")] = "output_not_writable"
+    for target, code in cases.items():
+        assert main([command, str(src), str(src), "-o", target]) == 1
+        captured = capsys.readouterr()
+        line = one_error_line(captured.err)
+        assert line.startswith(f"error[{code}]: ") and target.split("/")[1] in line, line
+        assert captured.out == ""  # nothing was processed
+    locked.chmod(0o700)
+
+
+def test_every_missing_model_in_one_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("RESTORA_HOME", str(tmp_path / "empty-home"))
+    monkeypatch.delenv("RESTORA_MODELS", raising=False)
+    src = Path(shutil.copy(shared_path("testdata", "photos", "04.jpg"), tmp_path / "a.jpg"))
+    assert main(["enhance-faces", str(src), "-o", str(tmp_path / "out")]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith("error[model_not_installed]: 2 models")
+    assert "(face-restoration)" in line and "(face-detection)" in line
+    assert "`restora models pull upscale-enhance" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_restore_photo_without_face_models_says_so_up_front(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("RESTORA_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RESTORA_MODELS", str(write_tiny_manifest(tmp_path, include={"x"})))
+    src = Path(shutil.copy(shared_path("testdata", "photos", "04.jpg"), tmp_path / "a.jpg"))
+    assert main(["restore-photo", str(src), "-o", str(tmp_path / "out"),
+                 "--no-scratch-removal"]) == 0
+    err = capsys.readouterr().err
+    first = err.splitlines()[0]
+    assert first.startswith("warning: no face models installed") and "models pull" in first, err
+    assert main(["restore-photo", str(src), "-o", str(tmp_path / "out2"), "--no-face-enhancement",
+                 "--no-scratch-removal"]) == 0
+    assert "no face models" not in capsys.readouterr().err
+
+
+def test_models_pull_offline_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("RESTORA_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RESTORA_OFFLINE", "1")
+    monkeypatch.delenv("RESTORA_MODELS", raising=False)
+    assert main(["models", "pull", "upscale-enhance"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error[offline]: ") and "Traceback" not in err
+    assert "https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.4.pth" in err
+    assert "restora models import FILE" in err and "RESTORA_OFFLINE" in err
+    for model in ("gfpgan-v1.4", "codeformer", "retinaface-resnet50", "parsenet"):
+        assert f"  {model}: https://" in err
+
+
+def test_piped_batch_one_result_per_line_and_summary(env: Path) -> None:
+    folder = env / "in"
+    folder.mkdir()
+    long_name = "a-rather-long-file-name-that-would-wrap-on-a-narrow-terminal-" * 2 + "x.jpg"
+    shutil.copy(shared_path("testdata", "photos", "04.jpg"), folder / long_name)
+    shutil.copy(shared_path("testdata", "photos", "05.jpg"), folder / "b.jpg")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    proc_env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "40"}
+    for as_json in (False, True):
+        out = env / ("out-json" if as_json else "out")
+        proc = subprocess.run(
+            [sys.executable, "-m", "restora", "enhance-faces", str(folder), "-o", str(out),
+             "--model", "gfpgan", *(["--json"] if as_json else [])],
+            capture_output=True, text=True, env=proc_env, timeout=300)
+        assert proc.returncode == 1, proc.stderr  # one input failed
+        assert "Traceback" not in proc.stderr
+        lines = proc.stdout.splitlines()
+        if as_json:
+            records = [json.loads(line) for line in lines]
+            assert [Path(r["input"]).name for r in records] == sorted(
+                [long_name, "b.jpg", "broken.jpg"])
+            assert sum("error" in r for r in records) == 1
+        else:
+            assert len(lines) == 2, proc.stdout  # one line per result, however long
+            assert any(line.startswith(str(folder / long_name) + " -> ") for line in lines)
+        summary = proc.stderr.strip().splitlines()[-1]
+        assert summary.startswith("enhance-faces: 2 done, 1 failed, 0 skipped (of 3) in "), \
+            proc.stderr
+        assert summary.endswith(" s")
+
+
+def test_help_shows_flags_without_a_type(env: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "restora", "enhance-faces", "--help"],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert proc.returncode == 0
+    assert "<bool>" not in proc.stdout
+    assert "--bg-upscale " in proc.stdout and "--json " in proc.stdout
