@@ -166,8 +166,10 @@ def test_settings_match_documented_defaults_and_sliders_follow_steps(server: str
         assert page.evaluate("collectSettings('enhance-faces')")["seed"] == 7
 
         page.check('input[name="tool"][value="restore-photo"]')
-        assert page.evaluate("collectSettings('restore-photo')") == \
-            RestoreSettings().model_dump(by_alias=True)
+        photo_defaults = RestoreSettings().model_dump(by_alias=True)
+        # maskMode goes with a painted mask: the mask editor's "Use as" choice, same default.
+        assert page.locator("#mask-mode").input_value() == photo_defaults.pop("maskMode")
+        assert page.evaluate("collectSettings('restore-photo')") == photo_defaults
         assert page.locator("#colorizeStrength").is_disabled()  # colorize is off by default
         assert page.locator("#denoiseStrength").is_enabled()
         page.uncheck('input[name="denoise"]')
@@ -178,8 +180,7 @@ def test_settings_match_documented_defaults_and_sliders_follow_steps(server: str
         assert page.locator("#colorizeStrength").is_enabled()
         shot(page, "settings-restore")
         page.click("#reset-settings")
-        assert page.evaluate("collectSettings('restore-photo')") == \
-            RestoreSettings().model_dump(by_alias=True)
+        assert page.evaluate("collectSettings('restore-photo')") == photo_defaults
 
 
 def test_batch_queue_zip_history_reload_and_delete(server: str, browser, tmp_path: Path) -> None:
@@ -435,3 +436,44 @@ def test_dark_mode_follows_system_and_toggle_and_keyboard(server: str, browser) 
         page.keyboard.press("Enter")
         assert page.evaluate("window.pickerOpened")
         assert page.get_attribute("#file", "multiple") is not None
+
+
+def test_damage_mask_overlay_brush_and_rerun(server: str, browser, tmp_path: Path) -> None:
+    photo = shared_path("testdata", "gray", "Einstein01.png")
+    with Page(browser, server, viewport=DESKTOP) as page:
+        page.goto(server + "/")
+        page.check('input[name="tool"][value="restore-photo"]')
+        page.uncheck('input[name="faceEnhancement"]')  # keep the job short
+        page.set_input_files("#file", str(photo))
+        page.click("#submit")
+        wait_done(page)
+        page.wait_for_selector("#mask-section:not([hidden])")
+        # Steps that did not run say why; a step the user turned off is not listed.
+        facts = page.locator("#facts").inner_text()
+        assert "Skipped" in facts and "Denoise: already clean" in facts, facts
+        assert "Face enhancement" not in facts and "Faces enhanced" in facts
+        assert page.locator("#show-faces").is_hidden()  # no face boxes to show
+        page.wait_for_function("state.mask !== null && document.getElementById('mask-canvas').width > 0")
+        page.check("#mask-show")
+        assert page.locator("#mask-canvas").is_visible()
+        # Paint a horizontal stroke across the middle of the photo.
+        box = page.locator("#mask-canvas").bounding_box()
+        y = box["y"] + box["height"] * 0.5
+        page.mouse.move(box["x"] + box["width"] * 0.2, y)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.8, y, steps=8)
+        page.mouse.up()
+        shot(page, "mask-brush")
+        page.select_option("#mask-mode", "add")
+        page.click("#mask-rerun")
+        wait_done(page, n=2)
+        assert page.locator("#queue li").nth(1).get_attribute("data-status") == "succeeded"
+        job = page.evaluate("state.entries[1].jobId")
+        mask_url = page.evaluate("state.entries[1].result.maskUrl")
+    # The server used the painted stroke: the new mask is white along it.
+    snap = httpx.get(f"{server}/api/v1/jobs/{job}").json()
+    assert snap["status"] == "succeeded"
+    mask = np.asarray(PILImage.open(io.BytesIO(httpx.get(server + mask_url).content)).convert("L"))
+    h, w = mask.shape
+    row = mask[h // 2 - 2: h // 2 + 3, int(w * 0.3): int(w * 0.7)]
+    assert row.mean() > 200, row.mean()

@@ -461,6 +461,7 @@ function showResult(result, info, moveFocus = true) {
   setSlider($("slider").value);
   renderWarnings(result);
   renderFacts(result);
+  $("show-faces").closest("label").hidden = !(result.faces && result.faces.length);
   drawFaces();
   setupMask(result, info);
   const faces = result.facesDetected ?? result.facesEnhanced;
@@ -476,15 +477,17 @@ function renderWarnings(result) {
   const list = $("warnings");
   list.textContent = "";
   const items = [...(result.warnings || [])];
-  // Steps that were asked for but did not run say why (e.g. colorize on a colour photo).
-  Object.entries(result.reports || {}).forEach(([step, report]) => {
-    if (report && report.skipped && report.reason && !items.some((w) => w.includes(report.reason))) {
-      items.push(`${stepLabel(step)} skipped: ${report.reason}`);
-    }
-  });
   if ((result.facesDetected === 0) && !items.length) items.push("No faces were found in this photo, so nothing was changed.");
   items.forEach((w) => list.append(el("li", {}, w)));
   list.hidden = !items.length;
+}
+
+// Why a step asked for did not run ("already clean", "already in colour"); steps the user
+// turned off are not news.
+function skippedReasons(result) {
+  return Object.entries(result.reports || {})
+    .filter(([, r]) => r && r.skipped && r.reason && !["turned off", "not requested"].includes(r.reason))
+    .map(([step, r]) => [step, r.reason]);
 }
 
 const STEP_LABELS = {
@@ -501,13 +504,20 @@ function renderFacts(result) {
     if (value === undefined || value === null || value === "") return;
     facts.append(el("dt", {}, label), el("dd", {}, String(value)));
   };
-  add("Faces detected", result.facesDetected ?? result.facesEnhanced);
+  const skipped = Object.fromEntries(skippedReasons(result));
+  if (result.facesDetected !== undefined) add("Faces detected", result.facesDetected);
+  else add("Faces enhanced", result.facesEnhanced);
   add("Model", result.model);
   add("Why this model", result.reason);
   if (Array.isArray(result.steps)) add("Steps", result.steps.map(stepLabel).join(", ") || "none needed");
   if (result.scratchCoverage !== undefined) add("Scratch coverage", `${Number(result.scratchCoverage).toFixed(2)}%`);
   if (result.isGrayscale !== undefined) add("Monochrome", result.isGrayscale ? "yes" : "no");
-  if (result.colorized !== undefined) add("Colorized", result.colorized ? "yes" : "no");
+  if (result.colorized !== undefined) {
+    const why = skipped.colorize || skipped.colorization;
+    add("Colorized", result.colorized ? "yes" : why ? `no: ${why}` : "no");
+  }
+  const notDone = Object.entries(skipped).filter(([step]) => !["colorize", "colorization"].includes(step));
+  if (notDone.length) add("Skipped", notDone.map(([step, why]) => `${stepLabel(step)}: ${why}`).join(" · "));
   if (result.originalWidth && result.width) add("Size", `${result.originalWidth} × ${result.originalHeight} → ${result.width} × ${result.height}`);
   else if (result.width) add("Size", `${result.width} × ${result.height}`);
   add("Format", result.format ? result.format.toUpperCase() : null);
