@@ -196,6 +196,11 @@ def test_batch_queue_zip_history_reload_and_delete(server: str, browser, tmp_pat
         assert page.evaluate("document.activeElement.id") == "queue-title"
         wait_done(page, n=2)
         assert page.locator('#queue li[data-status="succeeded"]').count() == 2
+        # The TIFF's queue thumbnail is the server's browser preview of the upload.
+        tif_thumb = page.locator("#queue li").nth(1).locator("img.thumb")
+        assert "/input.webp" in tif_thumb.get_attribute("src")
+        page.wait_for_function(
+            "document.querySelectorAll('#queue li img.thumb')[1].naturalWidth > 0")
         # The first result opened by itself, announced for screen readers.
         page.wait_for_selector("#result-panel:not([hidden])")
         page.wait_for_function("document.getElementById('announce').textContent.includes('ready')")

@@ -212,8 +212,13 @@ function renderEntry(entry) {
     actions.append(el("button", { type: "button", class: "secondary small-button", onclick: () => cancelEntry(entry) },
       "Cancel", el("span", { class: "visually-hidden" }, ` ${entry.name}`)));
   }
+  if (!thumb.getAttribute("src") && entry.jobId && !entry.thumbTried) {
+    entry.thumbTried = true;
+    // An upload the browser cannot show (TIFF, HEIC, RAW...): the server's preview of it.
+    thumb.onerror = () => { thumb.onerror = null; thumb.removeAttribute("src"); };
+    thumb.src = authUrl(`/api/v1/jobs/${entry.jobId}/input.webp`);
+  }
   if (entry.status === "succeeded" && entry.result) {
-    if (!thumb.src && entry.result.previewUrl) thumb.src = authUrl(entry.result.previewUrl);
     actions.append(
       el("button", { type: "button", class: "secondary small-button", onclick: () => showEntry(entry) },
         "View", el("span", { class: "visually-hidden" }, ` ${entry.name}`)),
