@@ -47,9 +47,9 @@ def test_folder_in_png_and_preview_out_with_json(env: Path) -> None:
         out = decode(Path(r["output"]))
         assert out.format == "png" and (out.width, out.height) == (r["width"], r["height"])
         assert Path(r["preview"]).read_bytes()[8:12] == b"WEBP"
-    assert records[0]["output"] == str(env / "out" / "03.png")
-    assert records[1]["output"] == str(env / "out" / "sub" / "06.png")  # sub-folder kept
-    assert decode(env / "out" / "sub" / "06.png").alpha is not None  # RGBA stays RGBA
+    assert records[0]["output"] == str(env / "out" / "03_enhanced.png")
+    assert records[1]["output"] == str(env / "out" / "sub" / "06_enhanced.png")  # sub-folder kept
+    assert decode(env / "out" / "sub" / "06_enhanced.png").alpha is not None  # RGBA stays RGBA
 
 
 def test_single_file_to_a_png_path_with_codeformer(env: Path) -> None:
@@ -72,7 +72,7 @@ def test_16bit_input_gives_16bit_png(env: Path) -> None:
     cv2.imwrite(str(path), np.ascontiguousarray(rgb[:, :, ::-1]).astype(np.uint16) * 257)
     result = CliRunner().invoke(app, ["enhance-faces", str(path), "-o", str(env / "o"), "--model", "gfpgan"])
     assert result.exit_code == 0, result.output
-    out = decode(env / "o" / "deep.png")
+    out = decode(env / "o" / "deep_enhanced.png")
     assert out.pixels.dtype == np.uint16 and out.bit_depth == 16
 
 
@@ -100,7 +100,7 @@ def test_a_bad_file_in_a_batch_does_not_stop_the_others(env: Path) -> None:
     assert result.exit_code == 1
     records = json_lines(result.stdout)
     assert records[0]["facesDetected"] == 1 and records[1]["error"]["code"] == "unsupported_format"
-    assert (env / "o" / "a.png").is_file() and not (env / "o" / "b.png").exists()
+    assert (env / "o" / "a_enhanced.png").is_file() and not (env / "o" / "b_enhanced.png").exists()
 
 
 def test_installed_console_script(env: Path) -> None:

@@ -32,9 +32,10 @@ def test_folder_run_keeps_formats_and_writes_previews(restora_home: Path, tmp_pa
     assert len(records) == 2
     by_name = {Path(r["input"]).name: r for r in records}
     assert by_name["03.jpg"]["format"] == "jpeg" and by_name["06.png"]["format"] == "png"
-    jpg, png = out / "a" / "03.jpg", out / "b" / "06.png"
+    jpg, png = out / "a" / "03_restored.jpg", out / "b" / "06_restored.png"
     assert Path(by_name["03.jpg"]["output"]) == jpg and Path(by_name["06.png"]["output"]) == png
-    assert (out / "a" / "03.preview.webp").is_file() and (out / "b" / "06.preview.webp").is_file()
+    assert (out / "a" / "03_restored.preview.webp").is_file()
+    assert (out / "b" / "06_restored.preview.webp").is_file()
     assert decode(jpg).format == "jpeg"
     restored = decode(png)
     assert restored.format == "png" and restored.alpha is not None  # 06.png is RGBA

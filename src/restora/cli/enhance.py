@@ -1,8 +1,8 @@
 """CLI: ``restora enhance-faces INPUT... [-o OUT] [options]``.
 
-Inputs are files or folders (searched recursively for image files). Each result is written as
-``OUT/<stem>.png`` plus ``OUT/<stem>.preview.webp``; files found in a folder keep their sub-folder
-under OUT. With a single input and ``-o something.png`` the result goes exactly there. Heavy
+Inputs are files or folders (searched recursively for image files). Each result is named by
+:func:`restora.io.output_for`, the rule the service uses too: ``OUT/<stem>_enhanced.png`` plus
+``OUT/<stem>_enhanced.preview.webp``; files found in a folder keep their sub-folder under OUT. With a single input and ``-o something.png`` the result goes exactly there. Heavy
 imports (torch, cv2) happen inside the command.
 """
 
@@ -35,10 +35,13 @@ def register(app: typer.Typer) -> None:
 
 def output_paths(rel: Path, output: Path, single: bool) -> tuple[Path, Path]:
     """(PNG path, preview path) for one result."""
+    from restora.io import output_for
+
     if single and output.suffix.lower() == ".png":
         return output, output.with_name(output.stem + ".preview.webp")
-    png = output / rel.with_name(rel.name + ".png")
-    return png, png.with_name(rel.name + ".preview.webp")
+    name = output_for("enhance-faces", rel.name, "png").filename
+    png = output / rel.parent / name
+    return png, png.with_name(png.stem + ".preview.webp")
 
 
 def enhance_faces_command(

@@ -1,9 +1,9 @@
 """CLI: ``restora restore-photo INPUT... [-o OUT] [options]``.
 
-Inputs are files or folders (searched recursively). Each result keeps its input's format by the
-rule of :func:`restora.io.output_format_for` (JPEG -> JPEG, PNG -> PNG, WebP -> WebP, anything
-else -> PNG, which keeps 16-bit depth and alpha) and is written as ``OUT/<stem>.<ext>`` plus
-``OUT/<stem>.preview.webp``. With a single input file and ``-o name.png|.jpg|.webp`` the result
+Inputs are files or folders (searched recursively). Each result is named and typed by
+:func:`restora.io.output_for`, the rule the service uses too: it keeps its input's format (JPEG ->
+JPEG, PNG -> PNG, WebP -> WebP, anything else -> PNG, which keeps 16-bit depth and alpha) and is
+written as ``OUT/<stem>_restored.<ext>`` plus ``OUT/<stem>_restored.preview.webp``. With a single input file and ``-o name.png|.jpg|.webp`` the result
 goes exactly there, in that format.
 """
 
@@ -17,7 +17,6 @@ import typer
 
 from restora.pipeline.options import PhotoOptions, default, help_text, parse
 
-_SUFFIX = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
 _FORMAT_OF_SUFFIX = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 JPEG_QUALITY = 95
 
@@ -37,11 +36,14 @@ def register(app: typer.Typer) -> None:
 
 def output_paths(rel: Path, output: Path, single: bool, fmt: str) -> tuple[Path, Path, str]:
     """(result path, preview path, format) for one result."""
+    from restora.io import output_for
+
     explicit = _FORMAT_OF_SUFFIX.get(output.suffix.lower())
     if single and explicit is not None:
         return output, output.with_name(output.stem + ".preview.webp"), explicit
-    path = output / rel.with_name(rel.name + _SUFFIX[fmt])
-    return path, path.with_name(rel.name + ".preview.webp"), fmt
+    out = output_for("restore-photo", rel.name, fmt)
+    path = output / rel.parent / out.filename
+    return path, path.with_name(path.stem + ".preview.webp"), out.format
 
 
 def restore_photo_command(
@@ -64,7 +66,7 @@ def restore_photo_command(
                                      help="Damage mask image for a single input (white = repair)."),
     mask_mode: str = typer.Option(_d("mask_mode"), "--mask-mode", help=_h("mask_mode")),
     save_mask: bool = typer.Option(False, "--save-mask",
-                                   help="Also write <stem>.mask.png (white = repaired)."),
+                                   help="Also write <result stem>.mask.png (white = repaired)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
 ) -> None:
     """Repair old photos (scratches, dust, noise, faces; optional colour) in their own format."""
@@ -110,7 +112,7 @@ def _summary(record: dict[str, Any]) -> list[str]:
 
 
 def mask_path_for(out_path: Path) -> Path:
-    """``<stem>.mask.png`` beside the result."""
+    """``<result stem>.mask.png`` beside the result."""
     return out_path.with_name(out_path.stem + ".mask.png")
 
 
