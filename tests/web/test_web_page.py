@@ -210,7 +210,7 @@ def test_batch_queue_zip_history_reload_and_delete(server: str, browser, tmp_pat
         with page.expect_download() as dl:
             page.click("#download-all")
         names = zipfile.ZipFile(dl.value.path()).namelist()
-        assert sorted(names) == ["01_enhanced.jpg", "group_enhanced.png"], names
+        assert sorted(names) == ["01_enhanced.png", "group_enhanced.png"], names
 
         # The TIFF's "before" is the server's browser preview, not the result compared with itself.
         page.locator("#queue li").nth(1).get_by_role("button", name="View").click()
@@ -224,9 +224,13 @@ def test_batch_queue_zip_history_reload_and_delete(server: str, browser, tmp_pat
 
         # History: newest first, with thumbnails; the URL's job survives a reload.
         page.wait_for_function("document.querySelectorAll('#history li').length >= 2")
-        first = page.locator("#history li").first
-        assert first.get_attribute("data-job") == tif_job
-        assert "group.tif" in first.inner_text() and "done" in first.inner_text()
+        # (Both uploads ran at once, so either may be the newer one.)
+        ids = page.evaluate("[...document.querySelectorAll('#history li')].map(li => li.dataset.job)")
+        jobs = {j["jobId"]: j for j in httpx.get(f"{server}/api/v1/jobs").json()["jobs"]}
+        assert tif_job in ids[:2] and ids == sorted(ids, key=lambda i: jobs[i]["createdAt"],
+                                                     reverse=True)
+        row = page.locator(f'#history li[data-job="{tif_job}"]')
+        assert "group.tif" in row.inner_text() and "done" in row.inner_text()
         page.wait_for_function(
             "document.querySelector('#history li img.thumb').naturalWidth > 0")
         page.reload()
