@@ -41,36 +41,46 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    home = tmp_path_factory.mktemp("home")
-    manifest = write_tiny_manifest(tmp_path_factory.mktemp("manifest"))
+from contextlib import contextmanager
+
+
+@contextmanager
+def run_server(home: Path, manifest: Path, **extra_env: str):
+    """`restora serve` as a subprocess on a free port; yields its base URL."""
     port = _free_port()
     env = {**os.environ, "RESTORA_HOME": str(home), "RESTORA_MODELS": str(manifest),
-           "RESTORA_WORKERS": "1", "PYTHONPATH": str(REPO / "src")}
+           "RESTORA_WORKERS": "1", "PYTHONPATH": str(REPO / "src"), **extra_env}
     log = open(home / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "restora.cli", "serve", "--host", "127.0.0.1",
                              "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {(home / 'server.log').read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        raise RuntimeError("server did not start within 60 s")
-    yield base
-    proc.terminate()
     try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited: {(home / 'server.log').read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        else:
+            raise RuntimeError("server did not start within 60 s")
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    manifest = write_tiny_manifest(tmp_path_factory.mktemp("manifest"))
+    with run_server(tmp_path_factory.mktemp("home"), manifest) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
@@ -486,3 +496,36 @@ def test_damage_mask_overlay_brush_and_rerun(server: str, browser, tmp_path: Pat
     h, w = mask.shape
     row = mask[h // 2 - 2: h // 2 + 3, int(w * 0.3): int(w * 0.7)]
     assert row.mean() > 200, row.mean()
+
+
+def test_api_key_server_history_is_per_key_and_images_load(browser, tmp_path: Path) -> None:
+    photo = shared_path("testdata", "photos", "04.jpg")
+    home = tmp_path / "home"
+    home.mkdir()
+    manifest = write_tiny_manifest(tmp_path)
+    with run_server(home, manifest, RESTORA_API_KEYS="key-one,key-two") as base:
+        with httpx.Client(base_url=base, headers={"X-API-Key": "key-two"}) as other:
+            r = other.post("/api/v1/tools/enhance-faces",
+                           files={"file": ("other.jpg", photo.read_bytes(), "image/jpeg")})
+            assert r.status_code == 202
+        with Page(browser, base, viewport=DESKTOP) as page:
+            page.goto(base + "/")
+            page.wait_for_selector("#history-empty:not([hidden])")
+            assert "API key" in page.locator("#history-empty").inner_text()
+            page.click(".apikey summary")
+            page.fill("#api-key", "key-one")
+            page.locator("#api-key").dispatch_event("change")
+            page.set_input_files("#file", str(photo))
+            page.click("#submit")
+            wait_done(page)
+            assert page.locator("#queue li").get_attribute("data-status") == "succeeded"
+            # Images and downloads carry the key (an <img> cannot send a header).
+            page.wait_for_function("document.getElementById('after').naturalWidth > 0 && "
+                                   "document.getElementById('before').naturalWidth > 0")
+            assert "api_key=" in page.locator("#download").get_attribute("href")
+            # History shows this key's job only, not key-two's.
+            page.wait_for_function("document.querySelectorAll('#history li').length == 1")
+            assert "04.jpg" in page.locator("#history li").inner_text()
+            page.wait_for_function(
+                "document.querySelector('#history li img.thumb').naturalWidth > 0")
+            shot(page, "api-key")
