@@ -432,6 +432,21 @@ def test_dark_mode_follows_system_and_toggle_and_keyboard(server: str, browser) 
         bg = page.evaluate("getComputedStyle(document.body).backgroundColor")
         assert bg == "rgb(21, 23, 27)", bg
         assert page.get_attribute("#theme", "aria-pressed") == "true"
+        # A result in dark colours, opened by its address (a job submitted over the API).
+        photo = shared_path("testdata", "photos", "05.jpg")
+        job = httpx.post(f"{server}/api/v1/tools/enhance-faces",
+                         files={"file": ("05.jpg", photo.read_bytes(), "image/jpeg")}).json()["jobId"]
+        deadline = time.monotonic() + JOB_TIMEOUT_MS / 1000
+        while httpx.get(f"{server}/api/v1/jobs/{job}").json()["status"] != "succeeded":
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        page.goto(f"{server}/?job={job}")
+        page.wait_for_function("document.getElementById('after').naturalWidth > 0")
+        panel = page.evaluate("getComputedStyle(document.getElementById('result-panel'))"
+                              ".backgroundColor")
+        assert panel == "rgb(31, 34, 39)", panel
+        assert "job=" in page.url
+        assert page.locator("#result-title").inner_text() == "Result — 05.jpg"
         shot(page, "dark")
         page.click("#theme")
         assert page.evaluate("getComputedStyle(document.body).backgroundColor") == \

@@ -817,8 +817,11 @@ async function loadHistory(more = false) {
 const TOOL_NAMES = { "enhance-faces": "Enhance faces", "restore-photo": "Restore photo" };
 const STATUS_NAMES = { queued: "queued", processing: "processing", succeeded: "done", failed: "failed", canceled: "cancelled" };
 
+const historyNames = new Map();  // jobId -> the uploaded file's name, from the history list
+
 function historyRow(job) {
   const name = job.inputName || job.jobId;
+  historyNames.set(job.jobId, name);
   const thumb = el("img", { class: "thumb", alt: "", loading: "lazy" });
   if (job.thumbnailUrl) thumb.src = authUrl(job.thumbnailUrl);
   const when = job.createdAt ? new Date(job.createdAt).toLocaleString() : "";
@@ -866,7 +869,7 @@ async function openFromUrl() {
     return;
   }
   const job = await response.json();
-  const name = (job.result && job.result.filename) || jobId;
+  const name = historyNames.get(jobId) || (job.result && job.result.filename) || jobId;
   if (job.status === "succeeded") { showResult(job.result, { name, jobId }, false); return; }
   const entry = { key: ++keySeq, file: null, name, tool: job.tool, settings: {}, status: job.status, percent: job.progress.percent,
     stage: job.progress.stage, jobId, result: null, error: null, localUrl: null };
@@ -878,5 +881,4 @@ async function openFromUrl() {
 }
 
 syncControls();
-loadHistory();
-openFromUrl();
+loadHistory().then(openFromUrl);
