@@ -36,20 +36,30 @@ def _golden(name: str) -> tuple[dict, np.lib.npyio.NpzFile]:
 def test_tiny_gfpgan_loads_once_and_reproduces_golden(runtime: Runtime) -> None:
     net = runtime.load("tiny-gfpgan")
     assert runtime.load("tiny-gfpgan") is net  # cached: the same object
-    assert not net.training
-    assert all(not p.requires_grad for p in net.parameters())
+    assert not net.module.training
+    assert all(not p.requires_grad for p in net.module.parameters())
     meta, z = _golden("gfpgan_v1.4")
     with torch.no_grad():
-        out = net(torch.from_numpy(z["input"]), return_rgb=False, randomize_noise=False)[0]
+        out = net.module(torch.from_numpy(z["input"]), return_rgb=False,
+                         randomize_noise=False)[0]
     assert np.abs(out.numpy() - z["output"]).max() <= meta["recommended_atol"]
+    # The descriptor's graph takes the noise as inputs: the stored maps give the golden too.
+    stored = [n.numpy() for n in net.module.stylegan_decoder.stored_noise()]
+    via_graph = net.run([z["input"], *stored])[0]
+    assert np.abs(np.asarray(via_graph) - z["output"]).max() <= meta["recommended_atol"]
 
 
 def test_tiny_parsenet_and_upscalers_reproduce_goldens(runtime: Runtime) -> None:
     meta, z = _golden("parsenet")
+    parser = runtime.load("tiny-parsenet")
     with torch.no_grad():
-        mask, img = runtime.load("tiny-parsenet")(torch.from_numpy(z["input"]))
+        mask, img = parser.module(torch.from_numpy(z["input"]))
     assert np.abs(mask.numpy() - z["out_mask"]).max() <= meta["recommended_atol"]
     assert np.abs(img.numpy() - z["out_img"]).max() <= meta["recommended_atol"]
+    # the descriptor returns the main output (the mask logits), as numpy for numpy input
+    logits = parser(z["input"])
+    assert isinstance(logits, np.ndarray)
+    assert np.abs(logits - z["out_mask"]).max() <= meta["recommended_atol"]
     for model_id, name in (("tiny-realesrgan-x2", "rrdbnet_s2"),
                            ("tiny-realesrgan-x4", "rrdbnet_s4")):
         meta, z = _golden(name)
@@ -61,7 +71,7 @@ def test_tiny_parsenet_and_upscalers_reproduce_goldens(runtime: Runtime) -> None
 def test_tiny_codeformer_loads_strictly(runtime: Runtime) -> None:
     net = runtime.load("tiny-codeformer")
     expected = load_state_dict(conf("codeformer.tiny.pth"))
-    got = net.state_dict()
+    got = net.module.state_dict()
     assert set(got) == set(expected)
     key = next(iter(expected))
     assert torch.equal(got[key], expected[key])
@@ -127,7 +137,9 @@ def test_half_precision_runtime_converts_weights(tmp_path: Path) -> None:
     rt = Runtime(Settings(home=tmp_path / "home", models=write_tiny_manifest(tmp_path)),
                  device="cpu", dtype="bfloat16")
     net = rt.load("tiny-realesrgan-x2")
-    assert {p.dtype for p in net.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in net.module.parameters()} == {torch.bfloat16}
+    out = net(np.random.default_rng(0).random((1, 3, 8, 8), dtype=np.float32))
+    assert out.dtype == np.float32 and out.shape == (1, 3, 16, 16)
 
 
 def test_missing_builtin_model_names_bundle_and_commands(tmp_path: Path) -> None:
@@ -205,7 +217,7 @@ def test_checkpoint_nesting_and_prefix(tmp_path: Path) -> None:
     torch.save({"params": {"module." + k: v for k, v in sd.items()}}, both)
     rt = Runtime(_manifest(tmp_path, path=str(both), nesting="params", strip_prefix="module."),
                  device="cpu")
-    assert torch.equal(rt.load("m").state_dict()["conv_first.weight"], sd["conv_first.weight"])
+    assert torch.equal(rt.load("m").module.state_dict()["conv_first.weight"], sd["conv_first.weight"])
 
 
 class _Payload:

@@ -17,7 +17,8 @@ from restora.errors import Cancelled, InvalidParameter, ModelNotInstalled, Unkno
 from restora.io import Image, decode
 from restora.models.runtime import Runtime
 from restora.pipeline.enhance import enhance_faces
-from restora.pipeline.restore import Restorer, restore_faces
+from restora.models.nets import wrap
+from restora.pipeline.restore import restore_faces
 from tiny_models import write_tiny_manifest
 
 ALL = None
@@ -110,7 +111,7 @@ def test_codeformer_honours_fidelity(runtime: Runtime) -> None:
 
 
 def test_batches_give_the_same_faces_as_one_at_a_time(runtime: Runtime) -> None:
-    restorer = Restorer(net=runtime.load("tiny-codeformer"), kind="codeformer", input_size=512)
+    restorer = runtime.load("tiny-codeformer")
     rng = np.random.default_rng(1)
     crops = [rng.random((512, 512, 3), dtype=np.float32) for _ in range(2)]
     together = restore_faces(crops, restorer, fidelity=0.5, batch_size=2)
@@ -132,7 +133,7 @@ def test_identity_restorer_through_the_whole_pipeline(runtime: Runtime) -> None:
     src = photo("02.png")
     smooth = cv2.GaussianBlur(src.pixels, (0, 0), 2.0)
     img = src.with_pixels(smooth, src.alpha)
-    ident = Restorer(net=Identity(), kind="custom", input_size=512)
+    ident = wrap(Identity(), "face-restoration")
     result = enhance_faces(img, runtime=runtime, restorer=ident, strength=1.0)
     assert result.faces_detected == 4
     diff = np.abs(result.image.pixels.astype(np.int32) - smooth).max(axis=2)

@@ -38,6 +38,10 @@ ARCHITECTURES: dict[str, str] = {
     "lama": "restora.models.arch.lama:LaMa",
 }
 
+#: User-facing face-restorer families (``model=gfpgan|codeformer``) -> their architecture; the
+#: one table the pipeline, service and CLI read (descriptors report the same name as ``kind``).
+RESTORER_FAMILIES: dict[str, str] = {"gfpgan": "gfpgan_v1_clean", "codeformer": "codeformer"}
+
 NESTINGS = ("params_ema", "params", "model_state", "state_dict")
 LOADERS = ("torch", "lightning", "torchscript")
 RECORDED_HASHES = "recorded-hashes.json"

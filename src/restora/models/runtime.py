@@ -15,6 +15,7 @@ from restora.config import Settings
 from restora.errors import (CheckpointError, InvalidParameter, ModelError, ModelNotInstalled,
                             RestoraError)
 from restora.models.checkpoint import load_into, load_state_dict
+from restora.models.nets import Network, describe
 from restora.models.registry import ARCHITECTURES, ModelSpec, Registry
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ class Runtime:
             if self.threads < 1:
                 raise InvalidParameter("threads", "threads must be at least 1")
             torch.set_num_threads(self.threads)
-        self._models: dict[str, Any] = {}
+        self._models: dict[str, Network] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -104,8 +105,9 @@ class Runtime:
         with self._guard:
             return list(self._models)
 
-    def load(self, model_id: str) -> Any:
-        """The ready network for ``model_id`` (eval mode, on this runtime's device), cached."""
+    def load(self, model_id: str) -> Network:
+        """The descriptor of ``model_id`` (see :mod:`restora.models.nets`), loaded once and
+        cached: its ``module`` is in eval mode on this runtime's device."""
         with self._guard:
             if model_id in self._models:
                 return self._models[model_id]
@@ -114,7 +116,8 @@ class Runtime:
             with self._guard:
                 if model_id in self._models:
                     return self._models[model_id]
-            model = self._build(self.registry.get(model_id))
+            spec = self.registry.get(model_id)
+            model = describe(spec, self._build(spec), device=self.device, dtype=self.dtype)
             with self._guard:
                 self._models[model_id] = model
             return model

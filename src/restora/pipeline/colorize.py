@@ -25,6 +25,7 @@ from restora.io.image import Image
 if TYPE_CHECKING:
     import torch
 
+    from restora.models.nets import Network
     from restora.models.runtime import Runtime
 
 TASK = "colorization"
@@ -39,13 +40,10 @@ def colorize(image: Image, *, runtime: Runtime, model_id: str | None = None,
     checkpoints). A missing model raises :class:`~restora.errors.ModelNotInstalled`, even at
     strength 0, so a job never reports colorization it could not have done.
     """
-    from restora.models.arch.ddcolor import input_size as model_input_size
-
     strength = _check_strength(strength)
     mid = model_id or runtime.registry.default(TASK).id
     net = runtime.load(mid)
-    size = _check_size(input_size if input_size is not None
-                       else model_input_size(runtime.registry.get(mid).hparams))
+    size = _check_size(input_size if input_size is not None else (net.input_size or 512))
     report: dict[str, Any] = {"model": mid, "strength": strength, "inputSize": size}
     if strength == 0.0:
         return image.with_pixels(image.pixels.copy(), _copy(image.alpha)), report
@@ -84,14 +82,10 @@ def model_input(rgb: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(grey.transpose(2, 0, 1)[None])
 
 
-def predict_ab(net: torch.nn.Module, x: np.ndarray) -> torch.Tensor:
-    """Run the network on the host array ``x``; returns the 1 x 2 x S x S a/b on the CPU, float32."""
-    import torch
-
-    param = next(net.parameters())
-    with torch.inference_mode():
-        ab = net(torch.from_numpy(x).to(device=param.device, dtype=param.dtype))
-    return ab.float().cpu()
+def predict_ab(net: Network, x: np.ndarray) -> np.ndarray:
+    """Run the colorizer descriptor on the host array ``x``; returns the 1 x 2 x S x S a/b,
+    float32, on the host."""
+    return np.asarray(net(x), np.float32)
 
 
 def compose(lab: np.ndarray, ab: torch.Tensor | np.ndarray, strength: float = 1.0) -> np.ndarray:

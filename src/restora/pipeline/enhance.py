@@ -22,10 +22,12 @@ from restora.pipeline import detect as det
 from restora.pipeline._timing import Stages
 from restora.pipeline.options import EnhanceOptions, with_overrides
 from restora.pipeline.align import AlignedFace, align_face, compose, invert, scale_map
+from restora.models.nets import FaceParser, FaceRestorer, Upscaler
+from restora.models.registry import RESTORER_FAMILIES
 from restora.pipeline.paste import PasteFace, is_grayscale, parse_to_mask, paste_faces, to_luminance
-from restora.pipeline.restore import Restorer, load_restorer, parse_faces, restore_faces
+from restora.pipeline.restore import load_restorer, parse_faces, restore_faces
 from restora.pipeline.results import EnhanceResult, Face
-from restora.pipeline.upscale import (Upscaler, find_upscaler, load_upscaler, resize, upscale_pixels,
+from restora.pipeline.upscale import (find_upscaler, load_upscaler, resize, upscale_pixels,
                                       upscale_rgb)
 
 if TYPE_CHECKING:
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
 STAGE_WEIGHTS = {"decode": 3.0, "detect": 6.0, "align": 2.0, "restore": 55.0, "upscale": 12.0,
                  "paste": 22.0}  # paste includes the ParseNet masks
 
-MODEL_ARCH = {"gfpgan": "gfpgan_v1_clean", "codeformer": "codeformer"}
+MODEL_ARCH = RESTORER_FAMILIES
 
 # ``auto``: a face is "severely degraded" when it is small in the input (the 512 crop enlarges it
 # more than 4x: FFHQ eyes are 126 px apart at 512) or its aligned crop carries little detail.
@@ -61,7 +63,7 @@ def enhance_faces(
     runtime: Runtime | None = None,
     progress: Callable[[str, float], None] | None = None,
     cancel: threading.Event | None = None,
-    restorer: Restorer | None = None,
+    restorer: FaceRestorer | None = None,
     **overrides: Any,
 ) -> EnhanceResult:
     """Restore every face of ``image`` and return the new image with a report.
@@ -117,7 +119,7 @@ def enhance_faces(
                 restorer, result.reason = _choose_restorer(runtime, model, pixels, dets)
             else:
                 result.reason = "restorer supplied by the caller"
-            aligned = [align_face(pixels, d.landmarks, restorer.input_size) for d in dets]
+            aligned = [align_face(pixels, d.landmarks, restorer.input_size or 512) for d in dets]
             crops = [_as_float(a.crop) for a in aligned]
         result.model, result.model_kind = restorer.model_id, (
             restorer.kind if restorer.kind in MODEL_ARCH else None)
@@ -206,7 +208,8 @@ def _find_faces(runtime: Runtime, pixels: np.ndarray, *, faces: Sequence[dict] |
         boxes = det.parse_boxes(faces, width, height)
         try:
             spec = _detector_spec(runtime, detector)
-            net, thr = runtime.load(spec.id), det.sensitivity_to_threshold(sensitivity, spec.arch)
+            net = runtime.load(spec.id)
+            thr = det.sensitivity_to_threshold(sensitivity, net.kind)
         except ModelNotInstalled:
             if detector:
                 raise
@@ -219,8 +222,9 @@ def _find_faces(runtime: Runtime, pixels: np.ndarray, *, faces: Sequence[dict] |
                             "landmarks: landmarks were estimated from the box proportions")
     else:
         spec = _detector_spec(runtime, detector)
-        thr = det.sensitivity_to_threshold(sensitivity, spec.arch)
-        dets = det.detect_faces(runtime.load(spec.id), pixels, conf_threshold=thr)
+        net = runtime.load(spec.id)
+        thr = det.sensitivity_to_threshold(sensitivity, net.kind)
+        dets = det.detect_faces(net, pixels, conf_threshold=thr)
         dets, small = det.drop_small(dets)
         if small:
             warnings.append(f"{small} face(s) skipped: eyes closer than {det.MIN_EYE_DISTANCE:g} px")
@@ -257,7 +261,7 @@ def face_stats(pixels: np.ndarray, dets: Sequence[det.Detection]) -> list[FaceSt
 
 
 def _choose_restorer(runtime: Runtime, model: str, pixels: np.ndarray,
-                     dets: Sequence[det.Detection]) -> tuple[Restorer, str]:
+                     dets: Sequence[det.Detection]) -> tuple[FaceRestorer, str]:
     """The restorer for ``model`` and a sentence saying why (for ``auto``)."""
     reg = runtime.registry
     if model in MODEL_ARCH:
@@ -302,10 +306,10 @@ def _masks(runtime: Runtime, restored: Sequence[np.ndarray], cancel: threading.E
     parsers = runtime.registry.installed("face-parsing")
     if not parsers:
         return [None] * len(restored), "square"
-    spec = parsers[0]
-    in_size = int(dict(spec.hparams).get("in_size", 512))
-    maps = parse_faces(runtime.load(spec.id), restored, device=str(runtime.device),
-                       dtype=runtime.dtype, in_size=in_size, cancel=cancel)
+    parser = runtime.load(parsers[0].id)
+    if not isinstance(parser, FaceParser):
+        raise InvalidParameter("model", f"model '{parser.model_id}' is not a face parser")
+    maps = parse_faces(parser, restored, cancel=cancel)
     return [parse_to_mask(m, size) for m in maps], "parsenet"
 
 

@@ -7,12 +7,12 @@ context on every side, and only its interior is kept, so there are no seams.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from restora.errors import Cancelled
+from restora.errors import Cancelled, InvalidParameter
+from restora.models.nets import Upscaler, facts
 
 if TYPE_CHECKING:
     from restora.models.registry import ModelSpec
@@ -20,23 +20,6 @@ if TYPE_CHECKING:
 
 TILE = 256  # input pixels per tile side
 TILE_PAD = 16  # context on each side, discarded after the network
-
-
-@dataclass
-class Upscaler:
-    """A loaded super-resolution network and its native factor."""
-
-    net: Any
-    scale: int
-    model_id: str
-    device: str = "cpu"
-    dtype: Any = None
-
-
-def spec_scale(spec: ModelSpec) -> int:
-    """Native factor of an upscale model from its hparams (RRDBNet ``scale``, SRVGG ``upscale``)."""
-    hp = dict(spec.hparams)
-    return int(hp.get("scale", hp.get("upscale", 4)))
 
 
 def find_upscaler(runtime: Runtime, scale: int) -> ModelSpec | None:
@@ -47,14 +30,18 @@ def find_upscaler(runtime: Runtime, scale: int) -> ModelSpec | None:
     if not installed:
         return None
     for spec in installed:
-        if spec_scale(spec) == scale:
+        if facts(spec).scale == scale:
             return spec
     return installed[0]
 
 
 def load_upscaler(runtime: Runtime, spec: ModelSpec) -> Upscaler:
-    return Upscaler(net=runtime.load(spec.id), scale=spec_scale(spec), model_id=spec.id,
-                    device=str(runtime.device), dtype=runtime.dtype)
+    """The upscaler descriptor for ``spec`` (loaded once per runtime)."""
+    net = runtime.load(spec.id)
+    if not isinstance(net, Upscaler):
+        raise InvalidParameter("upscaler", f"model '{spec.id}' is a {spec.task} model, not an "
+                               "upscaler")
+    return net
 
 
 def resize(arr: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -71,39 +58,28 @@ def resize(arr: np.ndarray, width: int, height: int) -> np.ndarray:
     return out
 
 
-def _multiple(net: Any) -> int:
-    """Input sides must be multiples of this (RRDBNet pixel-unshuffles at scale 2 and 1)."""
-    return int(getattr(net, "unshuffle", 1) or 1)
-
-
 def super_resolve(up: Upscaler, rgb: np.ndarray, *, tile: int = TILE, pad: int = TILE_PAD,
                   cancel: threading.Event | None = None) -> np.ndarray:
     """Run the network over float32 RGB [0, 1] in overlapping tiles; returns H*s x W*s x 3."""
-    import torch
-    import torch.nn.functional as F
-
     h, w = rgb.shape[:2]
     s = up.scale
     out = np.empty((h * s, w * s, 3), np.float32)
-    device = torch.device(up.device)
-    dtype = up.dtype or torch.float32
-    mult = _multiple(up.net)
-    with torch.inference_mode():
-        for y0 in range(0, h, tile):
-            for x0 in range(0, w, tile):
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled("The job was cancelled.")
-                y1, x1 = min(h, y0 + tile), min(w, x0 + tile)
-                py0, px0 = max(0, y0 - pad), max(0, x0 - pad)
-                py1, px1 = min(h, y1 + pad), min(w, x1 + pad)
-                patch = torch.from_numpy(np.ascontiguousarray(rgb[py0:py1, px0:px1].transpose(2, 0, 1)))
-                x = patch[None].to(device=device, dtype=dtype)
-                eh, ew = (-x.shape[2]) % mult, (-x.shape[3]) % mult
-                if eh or ew:
-                    x = F.pad(x, (0, ew, 0, eh), mode="replicate")
-                y = up.net(x).float().clamp_(0.0, 1.0)[0].permute(1, 2, 0).cpu().numpy()
-                oy, ox = (y0 - py0) * s, (x0 - px0) * s
-                out[y0 * s:y1 * s, x0 * s:x1 * s] = y[oy:oy + (y1 - y0) * s, ox:ox + (x1 - x0) * s]
+    mult = up.multiple
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("The job was cancelled.")
+            y1, x1 = min(h, y0 + tile), min(w, x0 + tile)
+            py0, px0 = max(0, y0 - pad), max(0, x0 - pad)
+            py1, px1 = min(h, y1 + pad), min(w, x1 + pad)
+            patch = rgb[py0:py1, px0:px1]
+            eh, ew = (-patch.shape[0]) % mult, (-patch.shape[1]) % mult
+            if eh or ew:  # edge replicate up to the network's multiple
+                patch = np.pad(patch, ((0, eh), (0, ew), (0, 0)), mode="edge")
+            x = np.ascontiguousarray(patch.transpose(2, 0, 1)[None], dtype=np.float32)
+            y = np.clip(up(x)[0], 0.0, 1.0).transpose(1, 2, 0)
+            oy, ox = (y0 - py0) * s, (x0 - px0) * s
+            out[y0 * s:y1 * s, x0 * s:x1 * s] = y[oy:oy + (y1 - y0) * s, ox:ox + (x1 - x0) * s]
     return out
 
 

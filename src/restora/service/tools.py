@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from restora.errors import InvalidParameter, OutputTooLarge, RestoraError, UnknownModel
+from restora.models.registry import RESTORER_FAMILIES
 from restora.pipeline.options import EnhanceOptions, PhotoOptions
 from restora.service.jobs import JobContext, Tool
 
-_RESTORER_ARCH = {"gfpgan": "gfpgan_v1_clean", "codeformer": "codeformer"}
+_RESTORER_ARCH = RESTORER_FAMILIES
 
 
 # --- preflight: a missing model is a 503 at submission, not a failed job later ----------------

@@ -114,7 +114,7 @@ class FuseSFTBlock(nn.Module):
         return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.LeakyReLU(0.2),
                              nn.Conv2d(out_ch, out_ch, 3, padding=1))
 
-    def forward(self, enc_feat: Tensor, dec_feat: Tensor, w: float = 1.0) -> Tensor:
+    def forward(self, enc_feat: Tensor, dec_feat: Tensor, w: float | Tensor = 1.0) -> Tensor:
         feat = self.encode_enc(torch.cat([enc_feat, dec_feat], dim=1))
         scale, shift = self.scale(feat), self.shift(feat)
         return dec_feat + w * (dec_feat * scale + shift)
@@ -149,11 +149,14 @@ class CodeFormer(VQAutoEncoder):
             {size: FuseSFTBlock(self.channels[size], self.channels[size], norm_groups)
              for size in self.connect_list})
 
-    def forward(self, x: Tensor, w: float = 0.0, detach_16: bool = True, code_only: bool = False,
+    def forward(self, x: Tensor, w: float | Tensor = 0.0, detach_16: bool = True,
+                code_only: bool = False,
                 adain: bool = False) -> tuple[Tensor, Tensor, Tensor] | tuple[Tensor, Tensor]:
         """Returns (image, logits (B, H*W, codebook), lq_feat); ``code_only``: the last two.
 
         ``w`` in [0, 1] trades quality (0: codebook only) for fidelity (1: strong encoder fusion).
+        A tensor ``w`` (the exported graphs' input) always runs the fusion: ``w = 0`` then adds
+        exact zeros, so no branch depends on the data.
         """
         taps = {FUSE_ENCODER_BLOCK[size] for size in self.connect_list}
         enc_feats: dict[str, Tensor] = {}
@@ -173,8 +176,9 @@ class CodeFormer(VQAutoEncoder):
         if code_only:
             return logits, lq_feat
 
-        # Top-1 of the softmax as the reference does (ties resolve the same way).
-        top_idx = torch.topk(F.softmax(logits, dim=2), 1, dim=2).indices
+        # The reference takes the top-1 of the softmax; softmax is monotonic, so the argmax of
+        # the logits is the same code, and it exports as one ArgMax + Gather.
+        top_idx = logits.argmax(dim=2)
         quant_feat = self.quantize.get_codebook_feat(top_idx, (b, h, w_lat, c))
         if detach_16:
             quant_feat = quant_feat.detach()
@@ -187,7 +191,7 @@ class CodeFormer(VQAutoEncoder):
         x = quant_feat
         for i, block in enumerate(self.generator.blocks):
             x = block(x)
-            if i in fuse_after and w > 0:
+            if i in fuse_after and (isinstance(w, Tensor) or w > 0):
                 size = str(x.shape[-1])
                 x = self.fuse_convs_dict[size](enc_feats[size].detach(), x, w)
         return x, logits, lq_feat

@@ -54,11 +54,14 @@ class StyleGAN2GeneratorCSFT(StyleGAN2GeneratorClean):
         self.sft_half = sft_half
 
     def forward(self, style: Tensor, conditions: list[Tensor], input_is_latent: bool = False,
-                randomize_noise: bool = True,
-                generator: torch.Generator | None = None) -> Tensor:
+                randomize_noise: bool = True, generator: torch.Generator | None = None,
+                noise: list[Tensor] | None = None) -> Tensor:
         latent = self.latent_from(style, input_is_latent)
-        noise: list[Tensor | None] = ([None] * self.num_layers if randomize_noise
-                                      else list(self.stored_noise()))
+        maps: list[Tensor | None]
+        if noise is not None:
+            maps = list(noise)
+        else:
+            maps = [None] * self.num_layers if randomize_noise else list(self.stored_noise())
 
         def sft(step: int, feat: Tensor) -> Tensor:
             i = 2 * step + 1
@@ -71,7 +74,7 @@ class StyleGAN2GeneratorCSFT(StyleGAN2GeneratorClean):
             same, rest = torch.split(feat, feat.size(1) // 2, dim=1)
             return torch.cat([same, rest * scale + shift], dim=1)
 
-        return self.synthesize(latent, noise, generator, sft)
+        return self.synthesize(latent, maps, generator, sft)
 
 
 class GFPGANv1Clean(nn.Module):
@@ -148,11 +151,12 @@ class GFPGANv1Clean(nn.Module):
 
     def forward(self, x: Tensor, return_latents: bool = False, return_rgb: bool = True,
                 randomize_noise: bool = True, generator: torch.Generator | None = None,
-                **kwargs: Any) -> tuple[Tensor, list[Tensor]]:
+                noise: list[Tensor] | None = None, **kwargs: Any) -> tuple[Tensor, list[Tensor]]:
         """Restore ``x``; returns (image, intermediate RGB images when ``return_rgb``).
 
         ``randomize_noise=True`` draws per-call noise (from ``generator`` when given; it must be on
-        the input's device); ``False`` uses the stored noise buffers. ``return_latents`` and extra
+        the input's device); ``False`` uses the stored noise buffers. ``noise`` (one N x 1 x r x r
+        map per StyleGAN layer, in execution order) overrides both: the exportable form. ``return_latents`` and extra
         keywords such as the restorer's ``weight`` have no effect, as in the reference.
         """
         del return_latents, kwargs
@@ -177,5 +181,6 @@ class GFPGANv1Clean(nn.Module):
                 out_rgbs.append(self.toRGB[i](feat))
 
         image = self.stylegan_decoder(style_code, conditions, input_is_latent=self.input_is_latent,
-                                      randomize_noise=randomize_noise, generator=generator)
+                                      randomize_noise=randomize_noise, generator=generator,
+                                      noise=noise)
         return image, out_rgbs

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -229,16 +230,25 @@ class RetinaFace(nn.Module):
         Row: x1, y1, x2, y2, score, then (x, y) of image-left eye, image-right eye, nose,
         image-left mouth corner, image-right mouth corner, in input pixels.
         """
+        param = next(self.parameters())
+        x = torch.from_numpy(self.prepare(image_rgb)).to(device=param.device, dtype=param.dtype)
+        return self.decode(list(self(x)), image_rgb.shape[0], image_rgb.shape[1],
+                           conf_threshold, nms_threshold)
+
+    @staticmethod
+    def prepare(image_rgb: np.ndarray) -> np.ndarray:
+        """The network input for an RGB uint8 image: 1 x 3 x H x W float32 BGR minus the mean."""
         if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
             raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {image_rgb.dtype} {image_rgb.shape}")
-        param = next(self.parameters())
-        height, width = image_rgb.shape[:2]
-        bgr = np.ascontiguousarray(image_rgb[:, :, ::-1])
-        x = torch.from_numpy(bgr).to(param.device).permute(2, 0, 1).unsqueeze(0).float()
-        x = x - torch.tensor(MEAN_BGR, device=param.device).view(1, 3, 1, 1)
-        loc, conf, landms = self(x.to(param.dtype))
+        bgr = image_rgb[:, :, ::-1].astype(np.float32)
+        bgr -= np.asarray(MEAN_BGR, np.float32)
+        return np.ascontiguousarray(bgr.transpose(2, 0, 1)[None])
+
+    def decode(self, outputs: Sequence[Any], height: int, width: int, conf_threshold: float,
+               nms_threshold: float = 0.4) -> np.ndarray:
+        """Rows (see :meth:`detect`) from the network outputs (loc, conf, landms) of one image."""
         # decode on CPU in float32: it is cheap and matches the reference arithmetic
-        loc, conf, landms = (t[0].float().cpu() for t in (loc, conf, landms))
+        loc, conf, landms = (torch.as_tensor(t)[0].float().cpu() for t in outputs)
         priors = self.priors(height, width)
         scale = torch.tensor([width, height], dtype=torch.float32)
         boxes = decode_boxes(loc, priors) * scale.repeat(2)

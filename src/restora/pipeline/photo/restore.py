@@ -25,6 +25,7 @@ import numpy as np
 from restora.errors import ModelNotInstalled, RestoraError
 from restora.io.decode import as_image
 from restora.io.image import Image
+from restora.models.registry import RESTORER_FAMILIES
 from restora.pipeline._timing import Stages
 from restora.pipeline.options import PhotoOptions, with_overrides
 from restora.pipeline.photo.denoise import NoiseEstimate, estimate_noise, filter_strengths
@@ -215,7 +216,8 @@ def _enhance_faces(img: Image, runtime: Runtime, fidelity: float, mono: MonoRepo
                    cancel: threading.Event | None) -> Image:
     from restora.pipeline.enhance import enhance_faces
 
-    model = "codeformer" if runtime.registry.installed("face-restoration", "codeformer") else "auto"
+    model = ("codeformer" if runtime.registry.installed(
+        "face-restoration", RESTORER_FAMILIES["codeformer"]) else "auto")
     try:
         out = enhance_faces(img, runtime=runtime, model=model, strength=FACE_STRENGTH,
                             fidelity=fidelity, cancel=cancel,

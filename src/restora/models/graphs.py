@@ -1,0 +1,47 @@
+"""Graphs: descriptor networks as modules whose inputs and outputs are plain tensors.
+
+These are what every engine runs (torch directly; ONNX Runtime and OpenVINO after export), so
+options that change the computation (GFPGAN's noise, CodeFormer's ``w``) are inputs, never
+Python values baked in at export time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+
+class FirstOutput(nn.Module):
+    """``module(x)``, keeping only the first output when it returns several (unused outputs
+    are pruned from exported graphs)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.net = module
+
+    def forward(self, x: Tensor) -> Any:
+        out = self.net(x)
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+
+class GFPGANGraph(nn.Module):
+    """``(x, noise0, ..., noiseK) -> image``: GFPGAN with its StyleGAN noise maps as inputs."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.net = module
+
+    def forward(self, x: Tensor, *noise: Tensor) -> Tensor:
+        return self.net(x, return_rgb=False, randomize_noise=False, noise=list(noise))[0]
+
+
+class CodeFormerGraph(nn.Module):
+    """``(x, w) -> image``: CodeFormer with the fidelity weight as a 1-element input."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.net = module
+
+    def forward(self, x: Tensor, w: Tensor) -> Tensor:
+        return self.net(x, w=w.to(x.dtype), adain=True)[0]

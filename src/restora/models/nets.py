@@ -1,0 +1,403 @@
+"""Model descriptors: what a loaded network does, what it takes, and one way to call it.
+
+:meth:`Runtime.load <restora.models.runtime.Runtime.load>` returns one of these per model. A
+descriptor carries the facts pipelines need (task, input size or multiple-of rule, scale,
+precisions it may run in) and a single ``__call__`` that takes the network's input as a numpy
+array or a torch tensor (NCHW, the network's own value range) and returns its main output as
+the same kind of object. Pipelines never look at architecture names or hyper-parameters.
+
+Behind ``__call__`` sits an engine (:mod:`restora.models.engines`): torch eager by default, or an
+exported graph (ONNX Runtime, OpenVINO). Engines run a *graph*: a module whose inputs and outputs
+are plain tensors (GFPGAN's noise maps and CodeFormer's fidelity ``w`` are inputs), so the same
+call gives the same numbers whichever engine runs it.
+
+Adding a network: write the module in ``models/arch``, register it in
+``registry.ARCHITECTURES``, and add a descriptor class here (subclass the task's class, set the
+facts in ``_configure`` and the graph in ``graph``) plus a line in :data:`DESCRIPTORS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from restora.models.registry import ModelSpec
+
+if TYPE_CHECKING:
+    import torch
+
+    from restora.models.engines import Engine
+
+Array = Any  # np.ndarray | torch.Tensor
+
+ALL_DTYPES = ("float32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One graph input: name and shape (``None`` for a free dimension, 'B' is the batch)."""
+
+    name: str
+    shape: tuple[int | None, ...]
+
+
+class Network:
+    """A loaded network. Subclasses fix the task and the call convention."""
+
+    task: ClassVar[str] = ""
+    #: user-facing family name ("gfpgan", "codeformer", ...); the arch name by default
+    family: ClassVar[str | None] = None
+    #: precisions the network may run in without leaving its documented bound
+    dtypes: ClassVar[tuple[str, ...]] = ALL_DTYPES
+
+    def __init__(self, spec: ModelSpec, module: Any, *, device: str = "cpu",
+                 dtype: Any = None) -> None:
+        self.spec = spec
+        self.module = module
+        self.device = str(device)
+        self.dtype = dtype
+        #: fixed square input side, or None when any size works
+        self.input_size: int | None = None
+        #: input sides must be multiples of this
+        self.multiple = 1
+        #: output side / input side
+        self.scale = 1
+        self._configure(dict(spec.hparams))
+        self.engine: Engine | None = None
+
+    # --- facts ---------------------------------------------------------------------------------
+
+    @property
+    def model_id(self) -> str:
+        return self.spec.id
+
+    @property
+    def kind(self) -> str:
+        return self.family or self.spec.arch
+
+    def _configure(self, hparams: dict[str, Any]) -> None:
+        """Set ``input_size``, ``multiple`` and ``scale`` from the spec's hyper-parameters."""
+
+    def inputs(self, batch: int | None = None, height: int | None = None,
+               width: int | None = None) -> list[InputSpec]:
+        """The graph's inputs for a batch of ``height`` x ``width`` images (None = free)."""
+        h = self.input_size if self.input_size is not None else height
+        w = self.input_size if self.input_size is not None else width
+        return [InputSpec("x", (batch, 3, h, w))]
+
+    def graph(self) -> torch.nn.Module:
+        """The tensor-in, tensor-out module the engines run (the network itself by default)."""
+        return self.module
+
+    @property
+    def engine_name(self) -> str:
+        return self.engine.name if self.engine is not None else "torch"
+
+    @property
+    def precision(self) -> str:
+        return self.engine.precision if self.engine is not None else _short(self.dtype)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.model_id!r}, task={self.task!r}, "
+                f"input_size={self.input_size}, multiple={self.multiple}, scale={self.scale}, "
+                f"engine={self.engine_name!r}, precision={self.precision!r})")
+
+    # --- running -------------------------------------------------------------------------------
+
+    def run(self, inputs: Sequence[Array]) -> list[Array]:
+        """All graph outputs for ``inputs`` (numpy or tensors); the engine's own output type."""
+        if self.engine is None:
+            from restora.models.engines import TorchEngine
+
+            self.engine = TorchEngine(self.graph(), self.device, self.dtype)
+        return self.engine.run(list(inputs))
+
+    def __call__(self, x: Array, **kwargs: Any) -> Array:
+        """The main output for input ``x`` (NCHW), as a numpy array if ``x`` is one, else a
+        tensor."""
+        out = self.run([x, *self.extra_inputs(x, **kwargs)])[0]
+        return _like(out, x)
+
+    def extra_inputs(self, x: Array, **kwargs: Any) -> list[Array]:
+        """Graph inputs after ``x`` (noise maps, weights) for one call."""
+        if kwargs:
+            raise TypeError(f"{type(self).__name__} takes no options, got {sorted(kwargs)}")
+        return []
+
+
+# --- face restoration ---------------------------------------------------------------------------
+
+class FaceRestorer(Network):
+    """Aligned face crop -> restored crop; RGB NCHW in [-1, 1] at ``input_size``."""
+
+    task = "face-restoration"
+
+    def _configure(self, hparams: dict[str, Any]) -> None:
+        self.input_size = 512
+
+    def __call__(self, x: Array, *, fidelity: float = 0.5,
+                 generator: torch.Generator | None = None) -> Array:
+        """``fidelity`` is CodeFormer's w (ignored by others); ``generator`` seeds GFPGAN's
+        noise (it must live on the runtime's device)."""
+        out = self.run([x, *self.extra_inputs(x, fidelity=fidelity, generator=generator)])[0]
+        return _like(out, x)
+
+    def extra_inputs(self, x: Array, **kwargs: Any) -> list[Array]:
+        return []
+
+    def graph(self) -> torch.nn.Module:
+        from restora.models.graphs import FirstOutput
+
+        return FirstOutput(self.module)
+
+
+class GFPGANRestorer(FaceRestorer):
+    """GFPGAN v1.3/v1.4. The StyleGAN noise is a graph input, drawn here: one map per layer in
+    execution order from ``generator`` (so a seed gives the same output on every engine)."""
+
+    family = "gfpgan"
+
+    def _configure(self, hparams: dict[str, Any]) -> None:
+        from restora.models.arch.gfpgan import input_size
+
+        self.input_size = int(input_size(hparams))
+
+    def noise_sides(self) -> list[int]:
+        return [int(n.shape[-1]) for n in self.module.stylegan_decoder.stored_noise()]
+
+    def inputs(self, batch: int | None = None, height: int | None = None,
+               width: int | None = None) -> list[InputSpec]:
+        return [*super().inputs(batch), *(InputSpec(f"noise{i}", (batch, 1, s, s))
+                                          for i, s in enumerate(self.noise_sides()))]
+
+    def extra_inputs(self, x: Array, *, fidelity: float = 0.5,
+                     generator: torch.Generator | None = None, **_: Any) -> list[Array]:
+        import torch
+
+        b = int(x.shape[0])
+        dev = generator.device if generator is not None else torch.device(self.device)
+        dtype = self.dtype if self.dtype is not None else torch.float32
+        return [torch.randn((b, 1, s, s), generator=generator, device=dev, dtype=dtype)
+                for s in self.noise_sides()]
+
+    def graph(self) -> torch.nn.Module:
+        from restora.models.graphs import GFPGANGraph
+
+        return GFPGANGraph(self.module)
+
+
+class CodeFormerRestorer(FaceRestorer):
+    """CodeFormer; the fidelity weight ``w`` is a graph input (a 1-element float tensor).
+    Codebook codes flip in half precision, so it runs in float32 only."""
+
+    family = "codeformer"
+    dtypes = ("float32",)
+
+    def _configure(self, hparams: dict[str, Any]) -> None:
+        from restora.models.arch.codeformer import input_size
+
+        self.input_size = int(input_size(hparams))
+
+    def inputs(self, batch: int | None = None, height: int | None = None,
+               width: int | None = None) -> list[InputSpec]:
+        return [*super().inputs(batch), InputSpec("w", (1,))]
+
+    def extra_inputs(self, x: Array, *, fidelity: float = 0.5, **_: Any) -> list[Array]:
+        return [np.array([float(fidelity)], np.float32)]
+
+    def graph(self) -> torch.nn.Module:
+        from restora.models.graphs import CodeFormerGraph
+
+        return CodeFormerGraph(self.module)
+
+
+# --- face parsing -------------------------------------------------------------------------------
+
+class FaceParser(Network):
+    """Face crop RGB NCHW in [-1, 1] at ``input_size`` -> class logits (N, classes, S, S)."""
+
+    task = "face-parsing"
+
+    def _configure(self, hparams: dict[str, Any]) -> None:
+        self.input_size = int(hparams.get("in_size", 512))
+        self.classes = int(hparams.get("parsing_ch", 19))
+
+    def graph(self) -> torch.nn.Module:
+        from restora.models.graphs import FirstOutput
+
+        return FirstOutput(self.module)
+
+
+class ParseNetParser(FaceParser):
+    family = "parsenet"
+
+
+# --- upscaling ----------------------------------------------------------------------------------
+
+class Upscaler(Network):
+    """RGB NCHW in [0, 1], any size that is a multiple of ``multiple`` -> ``scale`` x larger."""
+
+    task = "upscale"
+
+    def _configure(self, hparams: dict[str, Any]) -> None:
+        self.scale = int(hparams.get("scale", hparams.get("upscale", 4)))
+
+
+class RRDBNetUpscaler(Upscaler):
+    family = "rrdbnet"
+
+    def _configure(self, hparams: dict[str, Any]) -> None:
+        self.scale = int(hparams.get("scale", 4))
+        # scale 2 and 1 pixel-unshuffle the input by 2 and 4
+        self.multiple = {4: 1, 2: 2, 1: 4}.get(self.scale, 1)
+
+
+class SRVGGUpscaler(Upscaler):
+    family = "srvgg"
+
+    def _configure(self, hparams: dict[str, Any]) -> None:
+        self.scale = int(hparams.get("upscale", 4))
+
+
+# --- face detection -----------------------------------------------------------------------------
+
+class FaceDetector(Network):
+    """``detect(rgb uint8 H x W x 3, conf_threshold, nms_threshold) -> (N, 15) float32`` rows
+    ``[x1, y1, x2, y2, score, 5 x (x, y)]``; ``__call__`` on an image is ``detect``."""
+
+    task = "face-detection"
+    #: confidence threshold at sensitivity 0.5 (the detector's usual setting)
+    mid_threshold: ClassVar[float] = 0.6
+
+    def detect(self, image_rgb: np.ndarray, conf_threshold: float | None = None,
+               nms_threshold: float = 0.4) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, x: Array, conf_threshold: float | None = None,  # type: ignore[override]
+                 nms_threshold: float = 0.4) -> np.ndarray:
+        return self.detect(x, conf_threshold, nms_threshold)
+
+
+class RetinaFaceDetector(FaceDetector):
+    """RetinaFace: the engine runs the convolutional body (BGR mean-subtracted NCHW -> loc,
+    softmaxed conf, landmarks); priors, decoding and NMS run here in float32 numpy/torch."""
+
+    family = "retinaface"
+    mid_threshold = 0.8
+
+    def detect(self, image_rgb: np.ndarray, conf_threshold: float | None = None,
+               nms_threshold: float = 0.4) -> np.ndarray:
+        net = self.module
+        x = net.prepare(image_rgb)
+        outs = self.run([x])
+        return net.decode(outs, image_rgb.shape[0], image_rgb.shape[1],
+                          self.mid_threshold if conf_threshold is None else conf_threshold,
+                          nms_threshold)
+
+
+class YuNetDetector(FaceDetector):
+    """YuNet runs through OpenCV's own ONNX engine on the CPU (no torch graph)."""
+
+    family = "yunet"
+    dtypes = ("float32",)
+    mid_threshold = 0.6
+
+    def detect(self, image_rgb: np.ndarray, conf_threshold: float | None = None,
+               nms_threshold: float = 0.4) -> np.ndarray:
+        del nms_threshold  # fixed at construction (the model's own setting)
+        return self.module.detect(image_rgb, conf_threshold)
+
+    @property
+    def engine_name(self) -> str:
+        return "opencv"
+
+    @property
+    def precision(self) -> str:
+        return "fp32"
+
+
+# --- colorization -------------------------------------------------------------------------------
+
+class Colorizer(Network):
+    """Grey RGB NCHW in [0, 1] at ``input_size`` (a multiple of 32) -> Lab a/b (N, 2, S, S)."""
+
+    task = "colorization"
+
+    def _configure(self, hparams: dict[str, Any]) -> None:
+        from restora.models.arch.ddcolor import input_size
+
+        self.input_size = int(input_size(hparams))
+        self.multiple = 32
+
+    def inputs(self, batch: int | None = None, height: int | None = None,
+               width: int | None = None) -> list[InputSpec]:
+        # the inference size may be overridden per call (a multiple of 32)
+        return [InputSpec("x", (batch, 3, height, width))]
+
+
+class DDColorColorizer(Colorizer):
+    family = "ddcolor"
+
+
+#: arch -> descriptor class. A new network adds one line (and its arch in ARCHITECTURES).
+DESCRIPTORS: dict[str, type[Network]] = {
+    "gfpgan_v1_clean": GFPGANRestorer,
+    "codeformer": CodeFormerRestorer,
+    "parsenet": ParseNetParser,
+    "rrdbnet": RRDBNetUpscaler,
+    "srvgg": SRVGGUpscaler,
+    "retinaface": RetinaFaceDetector,
+    "yunet": YuNetDetector,
+    "ddcolor": DDColorColorizer,
+}
+
+#: task -> descriptor class for an architecture without its own (called as ``module(x)``).
+TASK_DESCRIPTORS: dict[str, type[Network]] = {
+    "face-restoration": FaceRestorer,
+    "face-parsing": FaceParser,
+    "upscale": Upscaler,
+    "colorization": Colorizer,
+}
+
+
+def describe(spec: ModelSpec, module: Any, *, device: str = "cpu", dtype: Any = None) -> Network:
+    """The descriptor for ``module`` built from ``spec`` (engine chosen later by the Runtime)."""
+    cls = DESCRIPTORS.get(spec.arch) or TASK_DESCRIPTORS.get(spec.task, Network)
+    return cls(spec, module, device=device, dtype=dtype)
+
+
+def facts(spec: ModelSpec) -> Network:
+    """The descriptor of ``spec`` without loading anything (task, sizes, scale, dtypes), e.g. to
+    choose among installed models; calling it fails."""
+    return describe(spec, None)
+
+
+def wrap(module: Any, task: str, *, model_id: str = "custom", arch: str = "custom",
+         hparams: dict[str, Any] | None = None, device: str = "cpu", dtype: Any = None
+         ) -> Network:
+    """A descriptor for a module built outside the registry (tests, custom pipelines)."""
+    spec = ModelSpec(id=model_id, task=task, arch=arch, hparams=dict(hparams or {}))
+    return describe(spec, module, device=device, dtype=dtype)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+def _short(dtype: Any) -> str:
+    name = str(dtype or "float32").removeprefix("torch.")
+    return {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get(name, name)
+
+
+def _like(out: Array, x: Array) -> Array:
+    """``out`` as the same kind of object as ``x`` (numpy float32 array or torch tensor)."""
+    if isinstance(x, np.ndarray):
+        if isinstance(out, np.ndarray):
+            return out
+        return out.detach().float().cpu().numpy()
+    if isinstance(out, np.ndarray):
+        import torch
+
+        return torch.from_numpy(out).to(x.device)
+    return out

@@ -1,0 +1,229 @@
+"""Engines: ONNX Runtime and OpenVINO against torch float32 on the tiny conformance weights,
+the on-disk export cache, RESTORA_ENGINE and the fallback when a package is missing.
+
+Exports are cached in one folder for the whole module, so each tiny graph is exported once.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import shared_path
+from tiny_models import write_tiny_manifest
+
+from restora.config import Settings
+from restora.models.engines import ExportCache, policy_for
+from restora.models.runtime import Runtime
+
+FAST = ("onnxruntime", "openvino")
+NETS = ("tiny-gfpgan", "tiny-codeformer", "tiny-parsenet", "tiny-realesrgan-x2",
+        "retinaface-mobilenet0.25-facelibcfg")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("engines")
+    return write_tiny_manifest(tmp), tmp / "engine-cache"
+
+
+def make(setup: tuple[Path, Path], engine: str, home: Path | None = None, **kw: object
+         ) -> Runtime:
+    manifest, cache = setup
+    settings = Settings(home=home or cache.parent / "home", models=manifest, engine_cache=cache,
+                        **kw)
+    return Runtime(settings, device="cpu", engine=engine)
+
+
+def faces(size: int, n: int = 2) -> np.ndarray:
+    """Real low-quality aligned faces, resized to ``size``: N x 3 x S x S in [-1, 1]."""
+    names = sorted(p for p in shared_path("testdata", "faces").iterdir() if p.suffix == ".png")
+    out = []
+    for p in names[:n]:
+        rgb = cv2.imread(str(p))[:, :, ::-1].astype(np.float32) / 255.0
+        rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+        out.append(rgb.transpose(2, 0, 1) * 2.0 - 1.0)
+    return np.ascontiguousarray(np.stack(out), dtype=np.float32)
+
+
+def outputs(rt: Runtime, model_id: str) -> list[np.ndarray]:
+    """The network's outputs on real inputs (seeded noise for GFPGAN, two w for CodeFormer)."""
+    net = rt.load(model_id)
+    if net.task == "face-detection":
+        photo = cv2.imread(str(shared_path("conformance", "retinaface_photo_03.png")))
+        x = net.module.prepare(np.ascontiguousarray(photo[:, :, ::-1]))
+        return [np.asarray(o, np.float32) if isinstance(o, np.ndarray) else o.float().numpy()
+                for o in net.run([x])]
+    if net.task == "upscale":
+        rgb = (faces(48, 1) + 1.0) / 2.0
+        return [net(rgb)]
+    x = faces(net.input_size)
+    if net.kind == "gfpgan":
+        return [net(x, generator=torch.Generator().manual_seed(7))]
+    if net.kind == "codeformer":
+        return [net(x, fidelity=0.0), net(x, fidelity=0.7)]
+    return [net(x)]
+
+
+@pytest.mark.parametrize("engine", FAST)
+def test_each_engine_matches_torch_within_the_task_bound(setup: tuple[Path, Path],
+                                                         engine: str) -> None:
+    ref_rt, rt = make(setup, "torch"), make(setup, engine)
+    for model_id in NETS:
+        net = rt.load(model_id)
+        got, ref = outputs(rt, model_id), outputs(ref_rt, model_id)
+        assert net.engine_name == engine and net.precision == "fp32", model_id
+        policy = policy_for(net.task)
+        if net.task == "face-detection":
+            ok, measure = policy.check(ref, got)
+        else:  # each output on its own (CodeFormer: two fidelities)
+            checks = [policy.check([r], [g]) for r, g in zip(ref, got)]
+            ok, measure = all(c[0] for c in checks), "; ".join(c[1] for c in checks)
+        assert ok, f"{model_id} on {engine}: {measure} ({policy.bound})"
+    # the detector finds the same face to within a pixel
+    photo = np.ascontiguousarray(
+        cv2.imread(str(shared_path("conformance", "retinaface_photo_03.png")))[:, :, ::-1])
+    a = ref_rt.load("retinaface-mobilenet0.25-facelibcfg").detect(photo, 0.8)
+    b = rt.load("retinaface-mobilenet0.25-facelibcfg").detect(photo, 0.8)
+    assert a.shape == b.shape == (1, 15) and np.abs(a - b).max() < 1.0
+
+
+def test_seeded_gfpgan_is_reproducible_on_every_engine(setup: tuple[Path, Path]) -> None:
+    runs = {e: outputs(make(setup, e), "tiny-gfpgan")[0] for e in ("torch", *FAST)}
+    again = outputs(make(setup, "openvino"), "tiny-gfpgan")[0]
+    assert np.array_equal(runs["openvino"], again)
+    for engine in FAST:
+        assert policy_for("face-restoration").check([runs["torch"]], [runs[engine]])[0]
+
+
+def test_auto_picks_a_verified_engine_and_caches_the_verdict(setup: tuple[Path, Path]) -> None:
+    rt = make(setup, "auto")
+    net = rt.load("tiny-realesrgan-x2")
+    rgb = (faces(48, 1) + 1.0) / 2.0
+    out = net(rgb)
+    assert net.engine_name in FAST and net.precision in ("fp32", "bf16")
+    ref = make(setup, "torch").load("tiny-realesrgan-x2")(rgb)
+    assert policy_for("upscale").check([ref], [out])[0]
+    cache_root = setup[1]
+    metas = [json.loads(p.read_text()) for p in cache_root.rglob("meta.json")]
+    chosen = [m for m in metas if m["key"]["model_id"] == "tiny-realesrgan-x2"
+              and m["key"]["engine"] == net.engine_name
+              and m["key"]["precision"] == net.precision]
+    assert chosen and chosen[0]["ok"] and "measure" in chosen[0]
+    # a rejected candidate (if any) is remembered with its measurement, not retried
+    for m in metas:
+        assert m["ok"] or "outside" in m["reason"] or "export failed" in m["reason"]
+
+
+def test_export_cache_hit_invalidation_and_corrupt_rebuild(setup: tuple[Path, Path],
+                                                           tmp_path: Path) -> None:
+    manifest, cache_root = setup
+    rt = make(setup, "onnxruntime")
+    rt.load("tiny-realesrgan-x2")(np.zeros((1, 3, 16, 16), np.float32))
+    entries = [p.parent for p in cache_root.rglob("meta.json")
+               if json.loads(p.read_text())["key"]["model_id"] == "tiny-realesrgan-x2"
+               and json.loads(p.read_text())["key"]["engine"] == "onnxruntime"]
+    assert len(entries) == 1
+    folder = entries[0]
+    graph = folder / "graph.onnx"
+    stamp = graph.stat().st_mtime_ns
+
+    # hit: another process (runtime) loads the cached graph without exporting again
+    make(setup, "onnxruntime").load("tiny-realesrgan-x2")(np.zeros((1, 3, 16, 16), np.float32))
+    assert graph.stat().st_mtime_ns == stamp
+
+    # a different engine version in the entry (written by another release): rebuilt
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["key"]["engine_version"] = "0.0.1"
+    (folder / "meta.json").write_text(json.dumps(meta))
+    make(setup, "onnxruntime").load("tiny-realesrgan-x2")(np.zeros((1, 3, 16, 16), np.float32))
+    assert graph.stat().st_mtime_ns != stamp
+    stamp = graph.stat().st_mtime_ns
+
+    # corrupt files: truncated (size check) and same-size garbage (fails to load): rebuilt
+    for corrupt in ("truncate", "garbage"):
+        size = graph.stat().st_size
+        if corrupt == "truncate":
+            graph.write_bytes(graph.read_bytes()[: size // 2])
+        else:
+            graph.write_bytes(b"\x00garbage" * (size // 8) + b"\x00" * (size % 8))
+        net = make(setup, "onnxruntime").load("tiny-realesrgan-x2")
+        out = net(np.full((1, 3, 16, 16), 0.5, np.float32))
+        assert net.engine_name == "onnxruntime" and out.shape == (1, 3, 32, 32)
+        assert graph.stat().st_mtime_ns != stamp
+        stamp = graph.stat().st_mtime_ns
+
+    # a different model file (same id, other weights): another hash, another entry
+    other = tmp_path / "x2-copy.pth"
+    state = torch.load(shared_path("conformance", "rrdbnet_s2.tiny.pth"), weights_only=True)
+    torch.save({k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}, other)
+    entries_before = set(cache_root.rglob("meta.json"))
+    cache = ExportCache(cache_root)
+    assert cache.model_hash(other) != cache.model_hash(
+        shared_path("conformance", "rrdbnet_s2.tiny.pth"))
+    data = json.loads(manifest.read_text())
+    for e in data["models"]:
+        if e["id"] == "tiny-realesrgan-x2":
+            e["path"] = str(other)
+    other_manifest = tmp_path / "models.json"
+    other_manifest.write_text(json.dumps(data))
+    rt2 = Runtime(Settings(home=tmp_path / "home", models=other_manifest,
+                           engine_cache=cache_root), device="cpu", engine="onnxruntime")
+    rt2.load("tiny-realesrgan-x2")(np.zeros((1, 3, 16, 16), np.float32))
+    assert len(set(cache_root.rglob("meta.json")) - entries_before) == 1
+
+
+def test_restora_engine_is_honoured_and_reported(setup: tuple[Path, Path],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from restora.pipeline.enhance import enhance_faces
+    from restora.io import decode
+
+    manifest, cache = setup
+    monkeypatch.setenv("RESTORA_ENGINE", "onnxruntime")
+    monkeypatch.setenv("RESTORA_MODELS", str(manifest))
+    monkeypatch.setenv("RESTORA_ENGINE_CACHE", str(cache))
+    monkeypatch.setenv("RESTORA_HOME", str(cache.parent / "home-env"))
+    rt = Runtime(device="cpu")
+    assert rt.engines.choice == "onnxruntime"
+    result = enhance_faces(decode(shared_path("testdata", "photos", "03.jpg")), runtime=rt,
+                           model="codeformer")
+    report = result.to_dict()
+    assert report["engine"] == "onnxruntime" and report["precision"] == "fp32"
+    assert report["engines"]["tiny-codeformer"] == "onnxruntime/fp32"
+    assert report["engines"]["tiny-parsenet"] == "onnxruntime/fp32"
+
+
+def test_missing_engine_package_falls_back_to_torch_with_a_warning(
+        setup: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` raises ImportError
+    rt = make(setup, "openvino")
+    net = rt.load("tiny-realesrgan-x2")
+    with pytest.warns(RuntimeWarning, match="openvino package is not installed"):
+        out = net(np.zeros((1, 3, 16, 16), np.float32))
+    assert net.engine_name == "torch" and out.shape == (1, 3, 32, 32)
+    assert any("openvino" in n for n in rt.engines.notes)
+
+
+def test_unknown_engine_is_a_clear_error(setup: tuple[Path, Path]) -> None:
+    from restora.errors import InvalidParameter
+
+    with pytest.raises(InvalidParameter, match="unknown engine"):
+        make(setup, "tensorrt")
+
+
+def test_cache_folder_keys_differ_by_every_field(tmp_path: Path) -> None:
+    cache = ExportCache(tmp_path)
+    key = {"model": "a" * 64, "model_id": "m", "engine": "openvino", "engine_version": "1",
+           "precision": "fp32", "shape": "x:?x3x?x?", "format": 1, "torch": "2"}
+    folders = {cache.folder(key)}
+    for field, value in (("model", "b" * 64), ("engine", "onnxruntime"),
+                         ("engine_version", "2"), ("precision", "bf16"), ("shape", "x:1x3x8x8")):
+        folders.add(cache.folder({**key, field: value}))
+    assert len(folders) == 6
+    shutil.rmtree(tmp_path, ignore_errors=True)
