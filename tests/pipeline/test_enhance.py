@@ -89,7 +89,8 @@ def test_results_do_not_depend_on_free_memory(runtime: Runtime, monkeypatch: pyt
     src = photo("00.jpg")
     net = runtime.load("tiny-codeformer")
     batches: list[int] = []
-    hook = net.register_forward_pre_hook(lambda _m, args: batches.append(int(args[0].shape[0])))
+    hook = net.module.register_forward_pre_hook(
+        lambda _m, args: batches.append(int(args[0].shape[0])))
     try:
         plenty = enhance_faces(src, runtime=runtime, model="codeformer").image.pixels
         real = os.sysconf
