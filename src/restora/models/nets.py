@@ -68,6 +68,14 @@ class Network:
         self._configure(dict(spec.hparams))
         self.engine: Engine | None = None
 
+    def __getattr__(self, name: str) -> Any:
+        # Anything the descriptor does not define is the module's (parameters(), state_dict(),
+        # hooks), so code written against the bare module keeps working.
+        if name.startswith("__") or name in ("module", "spec"):
+            raise AttributeError(name)
+        return getattr(self.__dict__["module"], name) if "module" in self.__dict__ else \
+            _missing(type(self).__name__, name)
+
     # --- facts ---------------------------------------------------------------------------------
 
     @property
@@ -384,6 +392,10 @@ def wrap(module: Any, task: str, *, model_id: str = "custom", arch: str = "custo
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+def _missing(owner: str, name: str) -> Any:
+    raise AttributeError(f"'{owner}' object has no attribute '{name}'")
+
 
 def _short(dtype: Any) -> str:
     name = str(dtype or "float32").removeprefix("torch.")
