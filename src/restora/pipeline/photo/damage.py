@@ -44,6 +44,13 @@ def _installed(runtime: Runtime | None, task: str) -> str | None:
 def detect_damage(pixels: np.ndarray, noise_sigma: float, runtime: Runtime | None
                   ) -> tuple[np.ndarray, dict[str, Any]]:
     """(H x W bool damage mask, report) by the learned detector if installed, else classical."""
+    mask, report, _ = _detect(pixels, noise_sigma, runtime)
+    return mask, report
+
+
+def _detect(pixels: np.ndarray, noise_sigma: float, runtime: Runtime | None
+            ) -> tuple[np.ndarray, dict[str, Any], tuple[np.ndarray, np.ndarray] | None]:
+    """detect_damage plus the classical fold masks (bright, dark), which get their own fill."""
     model_id = _installed(runtime, DETECTION_TASK)
     if model_id is not None:
         assert runtime is not None
@@ -54,9 +61,16 @@ def detect_damage(pixels: np.ndarray, noise_sigma: float, runtime: Runtime | Non
         prob = scratch_probability(model, rgb8, runtime.device, runtime.dtype)
         mask = probability_to_mask(prob, pixels.shape[0], pixels.shape[1])
         return mask, {"detector": "learned", "model": model_id,
-                      "networkSize": list(prob.shape)}
+                      "networkSize": list(prob.shape)}, None
+    from restora.pipeline.photo.regions import (detect_folds_by_polarity, detect_missing_areas,
+                                                drop_frame_lines)
+
     found = detect_in_bands(pixels, noise_sigma)
-    return found.mask, {"detector": "classical", **found.to_dict()}
+    missing, n_missing = detect_missing_areas(pixels)
+    bright, dark, n_folds = detect_folds_by_polarity(pixels, noise_sigma)
+    mask = drop_frame_lines(found.mask) | missing | bright | dark
+    return mask, {"detector": "classical", **found.to_dict(), "missingAreas": n_missing,
+                  "folds": n_folds}, (bright, dark)
 
 
 def repair_damage(pixels: np.ndarray, noise_sigma: float, runtime: Runtime | None, *,
@@ -66,8 +80,9 @@ def repair_damage(pixels: np.ndarray, noise_sigma: float, runtime: Runtime | Non
     """Detect (unless the user's mask replaces it), then fill; see the module docstring."""
     report: dict[str, Any] = {}
     mask = np.zeros(pixels.shape[:2], bool)
+    folds = None
     if detect and (user_mask is None or mask_mode == "add"):
-        mask, report = detect_damage(pixels, noise_sigma, runtime)
+        mask, report, folds = _detect(pixels, noise_sigma, runtime)
     if user_mask is not None:
         report["userMask"] = {"mode": mask_mode, "pixels": int(user_mask.sum())}
         if not report.get("detector"):
@@ -79,6 +94,17 @@ def repair_damage(pixels: np.ndarray, noise_sigma: float, runtime: Runtime | Non
         return DamageRepair(pixels, mask, 0.0, {
             **report, "skipped": True,
             "reason": "no damage found" if user_mask is None else "the given mask is empty"})
+    fill_mask = mask
+    if folds is not None and (folds[0].any() or folds[1].any()):
+        from restora.pipeline.photo.regions import flatten_folds
+
+        # fold pixels get the ridge removal (scratches crossing them go with the ridge); the
+        # user's mask is filled like the rest
+        only_fold = folds[0] | folds[1]
+        if user_mask is not None:
+            only_fold &= ~user_mask
+        pixels = flatten_folds(pixels, folds[0] & only_fold, folds[1] & only_fold)
+        fill_mask = mask & ~only_fold
     lama_id = _installed(runtime, INPAINTING_TASK)
     inpaint = None
     if lama_id is not None:
@@ -90,11 +116,15 @@ def repair_damage(pixels: np.ndarray, noise_sigma: float, runtime: Runtime | Non
         def inpaint(rgb8: np.ndarray, holes: np.ndarray) -> np.ndarray:
             return lama_inpaint(model, rgb8, holes, runtime.device, runtime.dtype)
 
-    filled = fill_damage(pixels, mask, inpaint=inpaint,
+    filled = fill_damage(pixels, fill_mask, inpaint=inpaint,
                          progress=None if progress is None else
                          (lambda f: progress(0.3 + 0.7 * f)))
+    if fill_mask is not mask:
+        filled.mask |= mask & ~fill_mask
     warnings: list[str] = []
     fill_report = dict(filled.report)
+    if fill_mask is not mask:
+        fill_report["folds"] = "ridge removed (grey opening/closing)"
     if lama_id is not None:
         fill_report["model"] = lama_id
     elif filled.wide_regions:

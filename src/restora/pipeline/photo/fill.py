@@ -33,7 +33,7 @@ import numpy as np
 
 from restora.pipeline.photo.inpaint import inpaint_tiled
 
-THIN_WIDTH = 7  # px: regions that vanish under an erosion with this disc are thin
+THIN_WIDTH = 9  # px: regions that vanish under an erosion with this disc are thin
 LAMA_SIDE = 512  # longest side of what LaMa sees
 MIN_CONTEXT = 48  # px of real pixels around a region, at least
 FEATHER = 3  # px of seam outside a wide region

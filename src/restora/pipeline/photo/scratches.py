@@ -34,7 +34,8 @@ NOISE_FACTOR = 4.0  # a defect must stand this many noise sigmas above its backg
 RARITY = 3.0  # ... and this many times the local 85th percentile of thin-structure contrast
 RARITY_PERCENTILE = 85.0
 EDGE_RATIO = 1.2  # contrast must exceed the local range of the background beside it
-DUST_CONTRAST = 2.0 * MIN_CONTRAST
+DUST_CONTRAST = 25.0  # dust specks are compact: a fainter one is still unmistakable
+CRACK_RUN = 3.0  # a thin, rare, contrasted component this many line lengths across is a crack
 # Sizes for a ~1000 px photo; scaled with the long side so that a scan at 4000 px behaves alike.
 _REF_SIDE = 1000
 _DISCS = (5, 7)  # top-hat disc diameters (the scales): defects up to ~5 px across
@@ -129,6 +130,7 @@ def _detect(luma: np.ndarray, noise_sigma: float, scale: float) -> ScratchReport
         cand = np.zeros((h, w), bool)
         weak = np.zeros((h, w), bool)  # thin and contrasted only: where a scratch may continue
         strong = np.zeros((h, w), bool)  # passes the tests with a margin: dust must be this
+        dust_floor = max(DUST_CONTRAST, NOISE_FACTOR * noise_sigma)
         for disc in _DISCS:
             se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(disc * scale),) * 2)
             th = cv2.morphologyEx(img, cv2.MORPH_TOPHAT, se)
@@ -137,7 +139,7 @@ def _detect(luma: np.ndarray, noise_sigma: float, scale: float) -> ScratchReport
             rarity = local_percentile(th, block, RARITY_PERCENTILE, stride)
             cand |= (th > floor) & (th > RARITY * rarity) & (th > EDGE_RATIO * flatness)
             weak |= (th > floor) & (th > WEAK * RARITY * rarity) & (th > WEAK * EDGE_RATIO * flatness)
-            strong |= ((th > DUST_CONTRAST) & (th > 2 * RARITY * rarity)
+            strong |= ((th > dust_floor) & (th > 2 * RARITY * rarity)
                        & (th > 2 * EDGE_RATIO * flatness))
         c8 = cand.astype(np.uint8)
         keep = cand & _straight_runs(c8, lines_kernels)
@@ -149,6 +151,10 @@ def _detect(luma: np.ndarray, noise_sigma: float, scale: float) -> ScratchReport
         # Short straight bits are what clean photos are made of (eyelids, chin shadows, fingers);
         # a scratch is long. Compact specks are judged as dust below instead.
         keep = _long_components(keep, MIN_RUN * line_len)
+        # crack networks branch and wander, so they fail the straight-run test: keep long,
+        # thin components of candidates whatever their shape
+        keep |= _thin_long_components(cand, CRACK_RUN * line_len, 3.0 * scale)
+        c8 = (cand | strong).astype(np.uint8)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(c8, connectivity=8)
         # Dust: small compact components of strong contrast.
         area = stats[:, cv2.CC_STAT_AREA]
@@ -210,6 +216,18 @@ def _long_components(mask: np.ndarray, length: float) -> np.ndarray:
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     extent = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
     ok = extent >= length
+    ok[0] = False
+    return ok[labels]
+
+
+def _thin_long_components(mask: np.ndarray, length: float, width: float) -> np.ndarray:
+    """Components spanning ``length`` or more whose mean width (area / span) is under
+    ``width`` px."""
+    import cv2
+
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    extent = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
+    ok = (extent >= length) & (stats[:, cv2.CC_STAT_AREA] <= width * 2.0 * extent)
     ok[0] = False
     return ok[labels]
 
