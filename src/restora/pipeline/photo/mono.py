@@ -35,24 +35,33 @@ class MonoReport:
                 "toneHue": None if self.tone_hue is None else round(self.tone_hue, 1)}
 
 
-def lab_small(rgb: np.ndarray) -> np.ndarray:
-    """CIELAB of an RGB uint8/uint16 image as N x 3 float32, computed on a small copy."""
+def lab_small(rgb: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
+    """CIELAB of an RGB uint8/uint16 image as N x 3 float32, computed on a small copy; pixels
+    whose small-copy cell touches ``exclude`` (H x W bool) are left out."""
     import cv2
 
     h, w = rgb.shape[:2]
     scale = _ANALYSIS_SIDE / max(h, w)
     small = rgb
+    keep = None if exclude is None else ~exclude
     if scale < 1.0:
-        small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
-                           interpolation=cv2.INTER_AREA)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        if exclude is not None:
+            keep = cv2.resize(exclude.astype(np.float32), size, interpolation=cv2.INTER_AREA) == 0
     peak = 65535.0 if rgb.dtype == np.uint16 else 255.0
     lab = cv2.cvtColor(small.astype(np.float32) / peak, cv2.COLOR_RGB2Lab)
+    if keep is not None and keep.sum() >= 64:  # nothing sensible to measure otherwise
+        return lab[keep]
     return lab.reshape(-1, 3)
 
 
-def detect_monochrome(rgb: np.ndarray) -> MonoReport:
-    """Whether ``rgb`` is a black-and-white photo, possibly toned; see the module docstring."""
-    lab = lab_small(rgb).astype(np.float64)
+def detect_monochrome(rgb: np.ndarray, exclude: np.ndarray | None = None) -> MonoReport:
+    """Whether ``rgb`` is a black-and-white photo, possibly toned; see the module docstring.
+
+    ``exclude`` (H x W bool) leaves damaged pixels out: the paper showing through a tear or a
+    crack has its own tint and would make a toned print look like a colour photo."""
+    lab = lab_small(rgb, exclude).astype(np.float64)
     ab = lab[:, 1:]
     chroma = np.hypot(ab[:, 0], ab[:, 1])
     chroma_p99 = float(np.percentile(chroma, 99))

@@ -126,7 +126,8 @@ def restore_photo(
         noise = estimate_noise(img.pixels)
     result.is_grayscale = mono.is_monochrome
     result.reports["analysis"] = {**mono.to_dict(), "noiseSigma": round(noise.luma, 2),
-                                  "chromaNoiseSigma": round(noise.chroma, 2)}
+                                  "chromaNoiseSigma": round(noise.chroma, 2),
+                                  "flatPatchSigma": round(noise.flat, 2)}
     pixels = img.pixels
 
     result.mask = np.zeros((img.height, img.width), bool)
@@ -138,6 +139,12 @@ def restore_photo(
                                        mask_mode=opts.mask_mode)
     else:
         result.reports["scratch-removal"] = {"skipped": True, "reason": "turned off"}
+
+    if result.mask.any():
+        # measured again without the damage: exposed paper has its own tint
+        mono = detect_monochrome(img.pixels, exclude=result.mask)
+        result.is_grayscale = mono.is_monochrome
+        result.reports["analysis"].update({**mono.to_dict(), "damageExcluded": True})
 
     if opts.denoise:
         with stages.stage("denoise"):
