@@ -145,7 +145,7 @@ def test_cli_mask_and_save_mask(restora_home: Path, tmp_path: Path,
                "--mask-mode", "replace", "--save-mask", "--no-face-enhancement", "--json"])
     assert rc == 0
     record = json.loads(capsys.readouterr().out.splitlines()[-1])
-    saved = out / "photo_restored.mask.png"
+    saved = out / "photo.mask.png"  # <stem>.mask.png beside photo_restored.png
     assert record["mask"] == str(saved) and saved.is_file()
     written = np.asarray(PILImage.open(saved)) == 255
     assert written[user].all() and not (written & ~_near(user)).any()

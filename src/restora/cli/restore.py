@@ -66,7 +66,7 @@ def restore_photo_command(
                                      help="Damage mask image for a single input (white = repair)."),
     mask_mode: str = typer.Option(_d("mask_mode"), "--mask-mode", help=_h("mask_mode")),
     save_mask: bool = typer.Option(False, "--save-mask",
-                                   help="Also write <result stem>.mask.png (white = repaired)."),
+                                   help="Also write <stem>.mask.png (white = repaired)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
 ) -> None:
     """Repair old photos (scratches, dust, noise, faces; optional colour) in their own format."""
@@ -111,9 +111,12 @@ def _summary(record: dict[str, Any]) -> list[str]:
             *(f"warning: {w}" for w in record["warnings"])]
 
 
-def mask_path_for(out_path: Path) -> Path:
-    """``<result stem>.mask.png`` beside the result."""
-    return out_path.with_name(out_path.stem + ".mask.png")
+def mask_path_for(out_path: Path, rel: Path, output: Path, single: bool) -> Path:
+    """``<stem>.mask.png`` beside the result: the input's stem (``photo.jpg`` ->
+    ``photo.mask.png``), or the stem of an explicit ``-o name.ext``."""
+    if single and output.suffix.lower() in _FORMAT_OF_SUFFIX:
+        return output.with_name(output.stem + ".mask.png")
+    return out_path.with_name(rel.name + ".mask.png")
 
 
 def _process(path: Path, rel: Path, output: Path, single: bool, runtime: Any,
@@ -136,8 +139,9 @@ def _process(path: Path, rel: Path, output: Path, single: bool, runtime: Any,
         from restora.pipeline.photo.masks import mask_png
 
         assert result.mask is not None
-        write_atomic(mask_path_for(out_path), mask_png(result.mask))
-        record["mask"] = str(mask_path_for(out_path))
+        mask_file = mask_path_for(out_path, rel, output, single)
+        write_atomic(mask_file, mask_png(result.mask))
+        record["mask"] = str(mask_file)
     record["timings"]["encode"] = round(time.perf_counter() - t_enc, 4)
     record["seconds"] = round(time.perf_counter() - t0, 3)
     return record
