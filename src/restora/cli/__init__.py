@@ -1,7 +1,7 @@
 """The ``restora`` command line.
 
 Each area registers its own sub-commands (``models``, ``enhance-faces``, ``restore-photo``,
-``serve``); heavy imports (torch, cv2) happen inside the commands so ``--help`` stays fast.
+``serve``, ``worker``); heavy imports (torch, cv2) happen inside the commands so ``--help`` stays fast.
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ def _root(
 
 
 def _register() -> None:
-    from restora.cli import enhance, models, restore, serve
+    from restora.cli import enhance, models, restore, serve, worker
 
-    for module in (models, enhance, restore, serve):
+    for module in (models, enhance, restore, serve, worker):
         module.register(app)
 
 

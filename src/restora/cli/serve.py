@@ -15,7 +15,10 @@ def serve(
                                           help="Jobs run at once (default RESTORA_WORKERS or 1)."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
 ) -> None:
-    """Serve every tool over HTTP (SnapOtter, CodeFormer, Tengrai and Topaz-style APIs)."""
+    """Serve every tool over HTTP (SnapOtter, CodeFormer, Tengrai and Topaz-style APIs).
+
+    Embedded by default (jobs run in this process); with RESTORA_DATABASE_URL and
+    RESTORA_QUEUE_URL set this is an API node and `restora worker` processes run the jobs."""
     import uvicorn
 
     from restora.service.app import create_app
@@ -24,6 +27,9 @@ def serve(
     overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items()
                  if v is not None}
     settings = ServiceSettings(**overrides)
+    from restora.service import logs
+
+    logs.configure(settings.log_format, node=f"api:{settings.port}")
     app = create_app(settings)
     typer.echo(f"restora: serving on http://{settings.host}:{settings.port} "
                f"(home {settings.home})", err=True)

@@ -20,7 +20,9 @@ from restora.service.middleware import (ApiKeyMiddleware, BodyLimitMiddleware, C
 from restora.service.queue import JobQueue
 from restora.service.settings import ServiceSettings
 from restora.service.store import JobStore
-from restora.service.views import artwork, snapshot
+from restora.service.metrics import Metrics
+from restora.service.notify import LocalNotifier, Notifier
+from restora.service.views import webhook_payloads
 from restora.service.webhooks import WebhookDispatcher
 
 log = logging.getLogger("restora.service")
@@ -67,23 +69,33 @@ def create_app(settings: ServiceSettings | None = None, *, tools: dict[str, Tool
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from restora.service.tools import default_tools
 
+        distributed = settings.distributed
         rt = runtime
         if runtime is RUNTIME_FROM_SETTINGS:
-            rt = await run_in_threadpool(_make_runtime, settings)
+            # API nodes of a cluster run no jobs: no models (they live on the workers)
+            rt = None if distributed else await run_in_threadpool(_make_runtime, settings)
         settings.service_dir.mkdir(parents=True, exist_ok=True)
-        store = JobStore(settings.effective_database_url)
+        store = await run_in_threadpool(JobStore, settings.effective_database_url)
         all_tools = {**default_tools(), **(tools or {})}
-        manager = JobManager(settings, store, all_tools, rt, queue=queue)
-        hooks = WebhookDispatcher(settings, store, {
-            "tengrai": lambda r: artwork(r, base=settings.public_url),
-            "snapotter": lambda r: snapshot(r, settings),
-            "topaz": lambda r: snapshot(r, settings)})
+        metrics = Metrics(store)
+        notifier: Notifier = LocalNotifier()
+        job_queue = queue
+        if distributed:
+            from restora.service.distributed import DramatiqQueue
+            from restora.service.notify import RedisNotifier
+
+            notifier = RedisNotifier(settings.queue_url or "")
+            job_queue = queue or DramatiqQueue(settings, store)
+        manager = JobManager(settings, store, all_tools, rt, queue=job_queue, notifier=notifier,
+                             metrics=metrics, distributed=distributed)
+        hooks = WebhookDispatcher(settings, store, webhook_payloads(settings),
+                                  poll_s=1.0 if distributed else 60.0)
         manager.client_bytes = app.state.client_bytes
-        manager.final_hooks.append(hooks.on_final)
         app.state.runtime = rt
         app.state.store = store
         app.state.manager = manager
         app.state.webhooks = hooks
+        app.state.metrics = metrics
         recovered = manager.start()
         hooks.start()
         if settings.preload and rt is not None:
@@ -104,12 +116,12 @@ def create_app(settings: ServiceSettings | None = None, *, tools: dict[str, Tool
     app.state.settings = settings
     errors.install(app)
 
-    from restora.service import (routes_codeformer, routes_history, routes_snapotter,
-                                 routes_tengrai, routes_topaz)
+    from restora.service import (routes_codeformer, routes_history, routes_ops,
+                                 routes_snapotter, routes_tengrai, routes_topaz)
 
     # face-recovery is registered before the generic SnapOtter tool routes
-    for module in (routes_topaz, routes_history, routes_snapotter, routes_codeformer,
-                   routes_tengrai):
+    for module in (routes_ops, routes_topaz, routes_history, routes_snapotter,
+                   routes_codeformer, routes_tengrai):
         app.include_router(module.router)
 
     if STATIC_DIR.is_dir():

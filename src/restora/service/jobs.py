@@ -23,8 +23,12 @@ from pydantic import BaseModel
 from restora.errors import Cancelled, RestoraError
 from restora.pipeline.options import parse
 from restora.service import history
+from restora.service.logs import log_job_id
+from restora.service.metrics import Metrics
+from restora.service.notify import LocalNotifier, Notifier
 from restora.service.queue import InProcessQueue, JobQueue
 from restora.service.settings import ServiceSettings
+from restora.service.storage import LocalFolderStorage, ResultStorage
 from restora.service.store import (CANCELED, FAILED, PROCESSING, SUCCEEDED, JobRecord,
                                    JobStore)
 
@@ -130,53 +134,77 @@ FinalHook = Callable[[JobRecord], None]
 
 
 class JobManager:
-    """Owns the store, the queue and the job folders; the routes talk only to this."""
+    """Owns the store, the queue and the result storage; the routes talk only to this.
+
+    Embedded (default): an :class:`InProcessQueue` runs jobs in this process. Distributed
+    (``queue`` is the Dramatiq queue, see :mod:`restora.service.distributed`): this node only
+    accepts and streams; workers claim jobs under a lease, and every node's reaper fails jobs
+    that passed the time limit and resubmits jobs whose worker died.
+    """
 
     def __init__(self, settings: ServiceSettings, store: JobStore, tools: dict[str, Tool],
-                 runtime: Any, *, queue: JobQueue | None = None) -> None:
+                 runtime: Any, *, queue: JobQueue | None = None,
+                 notifier: Notifier | None = None, storage: ResultStorage | None = None,
+                 metrics: Metrics | None = None, distributed: bool = False) -> None:
         self.settings = settings
         self.store = store
         self.tools = tools
         self.runtime = runtime
+        self.storage: ResultStorage = storage or LocalFolderStorage(settings.jobs_dir)
         self.jobs_dir = settings.jobs_dir
-        self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self.final_hooks: list[FinalHook] = []
         #: per-client byte budget shared with the upload middleware (set by the app); each
         #: unfinished job holds its input's size against its client until it ends
         self.client_bytes: Any = None
         self._held: dict[str, tuple[str, int]] = {}
         self._held_lock = threading.Lock()
+        self.metrics = metrics or Metrics(store)
+        self.notifier: Notifier = notifier or LocalNotifier()
+        store.on_event.append(self.notifier.publish)
+        self.distributed = distributed
         history.ensure_schema(store.engine)
         self.queue: JobQueue = queue or InProcessQueue(
             self._execute, workers=settings.effective_workers, depth=settings.queue_depth,
             timeout_s=settings.job_timeout_s, on_timeout=self._timed_out)
         self._stop = threading.Event()
-        self._janitor: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._resubmitted: dict[str, float] = {}
 
     # --- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> dict[str, list[str]]:
-        """Recover jobs left by a previous process, then start workers and the janitor."""
-        requeue, failed = self.store.recover()
-        for job_id in failed:
-            self._notify_final(job_id)
+        """Embedded: recover jobs left by a previous process, then start workers. Both: start
+        the janitor (and, distributed, the reaper)."""
+        requeue: list[str] = []
+        failed: list[str] = []
+        self.notifier.start()
+        if not self.distributed:
+            requeue, failed = self.store.recover()
+            for job_id in failed:
+                self._notify_final(job_id)
         self.queue.start()
         for job_id in requeue:
             self.queue.submit(job_id)
         self.cleanup()
-        self._janitor = threading.Thread(target=self._janitor_loop, name="restora-janitor",
-                                         daemon=True)
-        self._janitor.start()
+        self._spawn(self._janitor_loop, "restora-janitor")
+        if self.distributed:
+            self._spawn(self._reaper_loop, "restora-reaper")
         return {"requeued": requeue, "failed": failed}
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
 
     def stop(self) -> None:
         self._stop.set()
         self.queue.stop()
+        self.notifier.stop()
 
     # --- accepting ------------------------------------------------------------------------------
 
     def job_dir(self, job_id: str) -> Path:
-        return self.jobs_dir / job_id
+        return self.storage.job_dir(job_id)
 
     def preflight(self, tool: str, options: BaseModel) -> None:
         t = self.tools[tool]
@@ -207,7 +235,7 @@ class JobManager:
         (d / "output").mkdir()
         name = safe_filename(input_name)
         if input_bytes is not None:
-            (d / "input" / name).write_bytes(input_bytes)
+            self.storage.save(job_id, "input", name, input_bytes)
         if extra_inputs:
             (d / EXTRA_DIR).mkdir()
             for key, data in extra_inputs.items():
@@ -227,7 +255,8 @@ class JobManager:
         return record
 
     def cancel(self, job_id: str) -> JobRecord | None:
-        """Cancel a queued or running job; finished jobs are returned unchanged."""
+        """Cancel a queued or running job; finished jobs are returned unchanged. A job running
+        on another machine learns it at its next lease renewal (its lease is gone)."""
         record = self.store.get(job_id)
         if record is None or record.is_final:
             return record
@@ -241,14 +270,22 @@ class JobManager:
     # --- running --------------------------------------------------------------------------------
 
     def _execute(self, job_id: str, cancel: threading.Event) -> None:
-        record = self.store.get(job_id)
-        if record is None or not self.store.start(job_id):
+        """Embedded worker thread: take a queued job and run it."""
+        record = self.store.claim(job_id, worker_id=None, lease_s=None, expired_ok=False)
+        if record is None:
             return  # cancelled (or removed) while waiting
-        record = self.store.get(job_id)
-        assert record is not None
+        self.run_claimed(record, cancel)
+
+    def run_claimed(self, record: JobRecord, cancel: threading.Event,
+                    worker_id: str | None = None) -> bool:
+        """Run a job this process has claimed and finish it (compare-and-set on ``worker_id``).
+        Returns whether this run wrote the final state."""
+        job_id = record.id
         tool = self.tools.get(record.tool)
         d = self.job_dir(job_id)
         status, result, error = FAILED, None, None
+        t0 = time.monotonic()
+        token = log_job_id.set(job_id)
         try:
             if tool is None:
                 raise RestoraError(f"tool '{record.tool}' is not available on this server",
@@ -258,7 +295,9 @@ class JobManager:
                              input_path=d / "input" / record.input_name,
                              output_dir=d / "output", settings=self.settings,
                              runtime=self.runtime, cancel=cancel,
-                             _report=lambda s, p: self._report(job_id, cancel, s, p))
+                             _report=lambda s, p: self._report(job_id, cancel, s, p, worker_id))
+            ctx.output_dir.mkdir(parents=True, exist_ok=True)
+            log.info("job started (%s, attempt %d)", record.tool, record.attempts)
             result = tool.run(ctx)
             ctx.check_cancel()  # a result that arrives after cancel/timeout is discarded
             status = SUCCEEDED
@@ -269,14 +308,23 @@ class JobManager:
         except MemoryError:
             error = {"code": "out_of_memory", "message": "The job ran out of memory."}
         except Exception as exc:  # a bug in a tool must fail the job, not the worker
-            log.exception("job %s failed", job_id)
+            log.exception("job failed")
             error = {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
-        if self.store.finish(job_id, status, result=result, error=error,
-                             from_statuses=(PROCESSING,)):
-            self._notify_final(job_id)
+        try:
+            won = self.store.finish(job_id, status, result=result, error=error,
+                                    from_statuses=(PROCESSING,), worker_id=worker_id)
+            if won:
+                self.metrics.job_done(record.tool, status, time.monotonic() - t0,
+                                      (error or {}).get("code"))
+                log.info("job %s in %.2f s", status, time.monotonic() - t0)
+                self._notify_final(job_id)
+            return won
+        finally:
+            log_job_id.reset(token)
 
-    def _report(self, job_id: str, cancel: threading.Event, stage: str, percent: float) -> None:
-        if not self.store.progress(job_id, stage, percent):
+    def _report(self, job_id: str, cancel: threading.Event, stage: str, percent: float,
+                worker_id: str | None = None) -> None:
+        if not self.store.progress(job_id, stage, percent, worker_id=worker_id):
             cancel.set()  # the job was finished elsewhere (cancel, timeout): stop working
 
     def _timed_out(self, job_id: str) -> None:
@@ -284,6 +332,8 @@ class JobManager:
         if self.store.finish(job_id, FAILED, from_statuses=(PROCESSING,),
                              error={"code": "timeout",
                                     "message": f"The job ran longer than {limit:g} s."}):
+            log.warning("job %s failed: over the %g s limit", job_id, limit)
+            self.metrics.failures.labels("timeout").inc()
             self._notify_final(job_id)
 
     def _release(self, record: JobRecord) -> None:
@@ -297,6 +347,29 @@ class JobManager:
             d = self.job_dir(record.id)
             shutil.rmtree(d / "input", ignore_errors=True)
             shutil.rmtree(d / EXTRA_DIR, ignore_errors=True)
+
+    def reap(self, now: float | None = None) -> None:
+        """Any node, any number of times (compare-and-set makes it safe): fail jobs past the
+        time limit even if their worker hangs, and resubmit jobs whose lease ran out long ago
+        (their worker died and the engine's redelivery did not claim them)."""
+        now = now or time.time()
+        s = self.settings
+        for job_id in self.store.overdue(s.job_timeout_s, now):
+            self._timed_out(job_id)
+        for job_id in self.store.orphaned(s.lease_s + 2 * s.queue_heartbeat_s, now):
+            if now - self._resubmitted.get(job_id, 0.0) > s.queue_heartbeat_s:
+                self._resubmitted[job_id] = now
+                log.warning("job %s: lease expired, resubmitting", job_id)
+                self.queue.submit(job_id)
+        if len(self._resubmitted) > 10_000:
+            self._resubmitted.clear()
+
+    def _reaper_loop(self) -> None:
+        while not self._stop.wait(self.settings.reaper_interval_s):
+            try:
+                self.reap()
+            except Exception:
+                log.exception("reaper failed")
 
     def _notify_final(self, job_id: str) -> None:
         record = self.store.get(job_id)
@@ -326,7 +399,7 @@ class JobManager:
         record = self.store.get(job_id)
         if record is not None and not record.is_final:
             self.cancel(job_id)
-        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+        self.storage.delete(job_id)
         self.store.delete(job_id)
         history.forget(self.store, job_id)
 

@@ -88,7 +88,7 @@ async def job_progress(request: Request, job_id: str,
     start = parse_last_event_id(last_event_id if last_event_id is not None else lastEventId)
     stream = job_events(m.store, job_id, last_event_id=start,
                         heartbeat_s=settings(request).sse_heartbeat_s,
-                        is_disconnected=request.is_disconnected)
+                        is_disconnected=request.is_disconnected, notifier=m.notifier)
     return StreamingResponse(stream, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

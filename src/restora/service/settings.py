@@ -80,6 +80,27 @@ class ServiceSettings(Settings):
     webhook_backoff_s: float = Field(default=2.0, gt=0, description="First retry delay; doubles.")
     webhook_timeout_s: float = Field(default=10.0, gt=0)
 
+    # scale-out (docs/deployment.md): set both to run API nodes and `restora worker` nodes
+    queue_url: str | None = Field(
+        default=None, description="redis:// URL of the task engine (Dramatiq); set = distributed.")
+    queue_name: str = Field(default="restora", min_length=1, max_length=100,
+                            description="Dramatiq queue the workers consume (e.g. 'gpu').")
+    storage_dir: Path | None = Field(
+        default=None, description="Result storage folder (a shared mount with several nodes).")
+    lease_s: float = Field(default=10.0, gt=0,
+                           description="A running job's lease; its worker renews it every third.")
+    queue_heartbeat_s: float = Field(
+        default=15.0, gt=0, description="Silence after which Dramatiq requeues a worker's jobs.")
+    max_attempts: int = Field(default=3, ge=1,
+                              description="Runs of one job (after worker deaths) before failing.")
+    reaper_interval_s: float = Field(default=2.0, gt=0,
+                                     description="How often nodes look for overdue jobs.")
+    hang_grace_s: float = Field(
+        default=30.0, gt=0, description="A worker whose stopped job keeps running this long "
+        "after timeout/cancel exits so its supervisor restarts it.")
+    log_format: str = Field(default="text", pattern="^(text|json)$",
+                            description="text, or json (one object per line, with jobId).")
+
     _split_lists = field_validator("api_keys", "cors_origins", mode="before")(_split)
 
     @property
@@ -88,7 +109,11 @@ class ServiceSettings(Settings):
 
     @property
     def jobs_dir(self) -> Path:
-        return self.service_dir / "jobs"
+        return self.storage_dir or self.service_dir / "jobs"
+
+    @property
+    def distributed(self) -> bool:
+        return bool(self.queue_url)
 
     @property
     def effective_database_url(self) -> str:

@@ -190,3 +190,11 @@ def artwork(record: JobRecord, now: float | None = None, base: str | None = None
         body["error"] = record.error.get("message")
         body["errorCode"] = record.error.get("code")
     return body
+
+
+def webhook_payloads(s: ServiceSettings) -> dict[str, Any]:
+    """The JSON ``data`` of a finished job's webhook, per API style (API nodes and workers
+    build the same outbox rows)."""
+    return {"tengrai": lambda r: artwork(r, base=s.public_url),
+            "snapotter": lambda r: snapshot(r, s),
+            "topaz": lambda r: snapshot(r, s)}

@@ -1,8 +1,11 @@
 """Signed webhooks (Standard Webhooks), delivered once per final job status with retries.
 
-A delivery is written to the store (unique per job and final status) before the first attempt,
-so a restart resumes pending deliveries and a status is never announced twice. Attempts go
-through :mod:`restora.service.fetch`: HTTPS to public addresses only, no redirects.
+The delivery is an *outbox* row written by the store in the same transaction as the job's final
+state (unique per job and final status), whichever node or worker finishes the job, so a crash
+can neither lose the announcement nor make it twice. Senders run on the API nodes; each attempt
+is claimed with a compare-and-set (``JobStore.claim_delivery``), so with several nodes exactly
+one sends it, and failures are retried with exponential backoff. Attempts go through
+:mod:`restora.service.fetch`: HTTPS to public addresses only, no redirects.
 """
 
 from __future__ import annotations
@@ -65,19 +68,45 @@ def validate_webhook_url(url: str, settings: ServiceSettings, *, field: str = "w
     return url
 
 
+def outbox_builder(payloads: dict[str, PayloadFn], bare: tuple[str, ...] = ("tengrai",)
+                   ) -> Callable[[JobRecord], tuple[str, str] | None]:
+    """The store's outbox hook: (url, JSON body) of a finished job's webhook, if it has one."""
+
+    def build(record: JobRecord) -> tuple[str, str] | None:
+        if not record.webhook_url or not record.is_final:
+            return None
+        make = payloads.get(record.api)
+        data = make(record) if make else {"id": record.id, "status": record.status}
+        # Tengrai: "the server will POST the final artwork result": the body is the artwork
+        # itself (type and time travel only in the signed headers). Others get an envelope.
+        body = data if record.api in bare else {
+            "type": f"job.{record.status}", "timestamp": _iso_now(), "data": data}
+        return record.webhook_url, json.dumps(body, separators=(",", ":"))
+
+    return build
+
+
 class WebhookDispatcher:
-    """Background sender: one thread, pending deliveries ordered by their next attempt."""
+    """Background sender: one thread, pending deliveries ordered by their next attempt.
+
+    ``poll_s`` bounds how long a delivery written by another process (a worker) waits; in one
+    process the store wakes the sender at once."""
 
     def __init__(self, settings: ServiceSettings, store: JobStore,
-                 payloads: dict[str, PayloadFn], bare: tuple[str, ...] = ("tengrai",)) -> None:
+                 payloads: dict[str, PayloadFn], bare: tuple[str, ...] = ("tengrai",), *,
+                 poll_s: float = 60.0, sender_id: str | None = None) -> None:
         self.settings = settings
         self.bare = bare
         self.store = store
         self.payloads = payloads
         self.webhook = Webhook(load_secret(settings))
+        self.poll_s = poll_s
+        self.sender_id = sender_id or f"sender-{uuid.uuid4().hex[:12]}"
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        store.outbox = outbox_builder(payloads, bare)
+        store.on_outbox.append(self._wake.set)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="restora-webhooks", daemon=True)
@@ -89,21 +118,6 @@ class WebhookDispatcher:
         if self._thread is not None:
             self._thread.join(2.0)
 
-    def on_final(self, record: JobRecord) -> None:
-        """Final-status hook: record one delivery for (job, status) if the job has a webhook."""
-        if not record.webhook_url or not record.is_final:
-            return
-        build = self.payloads.get(record.api)
-        data = build(record) if build else {"id": record.id, "status": record.status}
-        # Tengrai: "the server will POST the final artwork result": the body is the artwork
-        # itself (type and time travel only in the signed headers). Others get an envelope.
-        body = data if record.api in self.bare else {
-            "type": f"job.{record.status}", "timestamp": _iso_now(), "data": data}
-        msg_id = f"msg_{uuid.uuid4().hex}"
-        if self.store.add_delivery(msg_id, record.id, record.status, record.webhook_url,
-                                   json.dumps(body, separators=(",", ":"))):
-            self._wake.set()
-
     def sign(self, msg_id: str, timestamp: datetime, payload: str) -> dict[str, str]:
         return {"webhook-id": msg_id,
                 "webhook-timestamp": str(int(timestamp.timestamp())),
@@ -112,7 +126,7 @@ class WebhookDispatcher:
     def _loop(self) -> None:
         while not self._stop.is_set():
             now = time.time()
-            next_due = now + 60.0
+            next_due = now + self.poll_s
             try:
                 for d in self.store.pending_deliveries():
                     if self._stop.is_set():
@@ -120,11 +134,13 @@ class WebhookDispatcher:
                     if d.next_attempt_at > now:
                         next_due = min(next_due, d.next_attempt_at)
                         continue
-                    self._attempt(d.id, d.url, d.payload, d.attempts)
+                    claim_s = self.settings.webhook_timeout_s + 30.0
+                    if self.store.claim_delivery(d.id, self.sender_id, claim_s):
+                        self._attempt(d.id, d.url, d.payload, d.attempts)
                     next_due = min(next_due, time.time())
             except Exception:
                 log.exception("webhook loop error")
-            self._wake.wait(max(0.05, min(next_due - time.time(), 60.0)))
+            self._wake.wait(max(0.05, min(next_due - time.time(), self.poll_s)))
             self._wake.clear()
 
     def _attempt(self, delivery_id: str, url: str, payload: str, attempts: int) -> None:
