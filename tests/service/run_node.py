@@ -1,4 +1,7 @@
-"""One cluster node in its own process: ``python run_node.py api|worker PORT STEP_S``.
+"""One cluster node in its own process: ``python run_node.py api|worker|model-worker PORT STEP_S``.
+
+``model-worker`` runs the real tools on a real Runtime (models from ``RESTORA_MODELS``, e.g. the
+tiny test manifest), exactly as ``restora worker``.
 
 Settings come from the environment (RESTORA_DATABASE_URL, RESTORA_QUEUE_URL, RESTORA_HOME,
 RESTORA_STORAGE_DIR, ...) exactly like ``restora serve`` / ``restora worker``; only the face
@@ -29,6 +32,10 @@ def main() -> None:
         logs.configure(settings.log_format, node=f"api:{port}")
         app = create_app(settings, tools=tools, runtime=None)
         uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    elif role == "model-worker":
+        from restora.service.worker import run_worker
+
+        run_worker(settings, threads=1, health_port=port)
     else:
         from restora.service.worker import run_worker
 

@@ -57,7 +57,7 @@ class Cluster:
             "RESTORA_HOME": str(tmp / "home"), "RESTORA_STORAGE_DIR": str(tmp / "storage"),
             "RESTORA_DATABASE_URL": db_url, "RESTORA_QUEUE_URL": queue_url,
             "RESTORA_LEASE_S": "2", "RESTORA_QUEUE_HEARTBEAT_S": "3",
-            "RESTORA_REAPER_INTERVAL_S": "0.5", "RESTORA_JOB_TIMEOUT_S": "25",
+            "RESTORA_REAPER_INTERVAL_S": "0.5", "RESTORA_JOB_TIMEOUT_S": "300",
             "RESTORA_SSE_HEARTBEAT_S": "1", "RESTORA_QUEUE_DEPTH": "500",
             "RESTORA_PRELOAD": "false", "RESTORA_ALLOW_LOOPBACK_WEBHOOKS": "true",
             "RESTORA_WEBHOOK_BACKOFF_S": "0.2",
@@ -93,8 +93,8 @@ class Cluster:
         self.apis.append(node)
         return node
 
-    def start_worker(self) -> Node:
-        node = self._start("worker")
+    def start_worker(self, role: str = "worker") -> Node:
+        node = self._start(role)
         self.workers.append(node)
         return node
 
@@ -323,13 +323,13 @@ def test_timeout_is_enforced_when_the_worker_hangs(cluster):
     frozen = c.worker_of(job_id)
     frozen.kill(signal.SIGSTOP)
     try:
-        # simulate a job that has run for longer than the limit (25 s) without waiting for it
+        # simulate a job that has run for longer than the limit (300 s) without waiting for it
         with store.engine.begin() as conn:
             from sqlalchemy import update
 
             from restora.service.store import jobs
             conn.execute(update(jobs).where(jobs.c.id == job_id)
-                         .values(started_at=time.time() - 60))
+                         .values(started_at=time.time() - 1000))
         record = wait_for(lambda: (r := store.get(job_id)).is_final and r, timeout=30)
         assert record.status == "failed" and record.error["code"] == "timeout"
     finally:
@@ -358,3 +358,40 @@ def test_health_readiness_and_metrics(cluster):
     logs = "".join(n.log.read_text() for n in c.workers)
     lines = [json.loads(x) for x in logs.splitlines() if x.startswith("{")]
     assert any(x.get("jobId") and "job succeeded" in x["msg"] for x in lines)
+
+
+def test_a_worker_with_real_tiny_models_runs_enhance_faces(cluster, tmp_path):
+    """The real face pipeline in a worker process (tiny conformance models, loaded once at the
+    worker's start), submitted and streamed through an API node that has no models."""
+    from conftest import shared_path
+    from tiny_models import write_tiny_manifest
+
+    c, _ = cluster
+    photo = (shared_path("testdata", "photos") / "03.jpg").read_bytes()
+    manifest = write_tiny_manifest(tmp_path)
+    for w in c.workers:  # only the model worker may take this job
+        w.kill(signal.SIGTERM)
+    c.workers.clear()
+    c.env.update(RESTORA_MODELS=str(manifest), RESTORA_DEVICE="cpu", RESTORA_THREADS="2",
+                 RESTORA_PRELOAD="true")
+    try:
+        worker = c.start_worker("model-worker")
+    finally:
+        for k in ("RESTORA_MODELS", "RESTORA_DEVICE", "RESTORA_THREADS"):
+            c.env.pop(k, None)
+        c.env["RESTORA_PRELOAD"] = "false"
+    a = c.apis[0]
+    r = httpx.post(a.url + "/api/v1/tools/enhance-faces", timeout=30,
+                   files={"file": ("03.jpg", photo, "image/jpeg")},
+                   data={"settings": json.dumps({"model": "gfpgan", "seed": 1})})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["jobId"]
+    frames = stream(c.apis[-1], job_id, last_id=0)
+    assert frames[-1][1] == "complete", frames[-1]
+    record = c.store.get(job_id)
+    assert record.status == "succeeded" and record.result["facesDetected"] >= 1
+    assert record.worker_id.split(":")[1] == str(worker.proc.pid)
+    out = httpx.get(a.url + record.result["downloadUrl"], timeout=30)
+    assert out.status_code == 200 and out.content[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = httpx.get(worker.url + "/metrics").text
+    assert "restora_model_load_seconds_count" in metrics

@@ -125,12 +125,16 @@ class BodyLimitMiddleware:
             refused = True
             raise _Refused()
 
+        body_done = False
+
         async def limited_receive() -> dict[str, Any]:
-            nonlocal seen, charged
+            nonlocal seen, charged, body_done
             if refused:
                 return {"type": "http.disconnect"}
             try:
-                if self.body_timeout_s:
+                # Only the body has a deadline: after it, receive() waits for the client to
+                # disconnect (a streaming response such as SSE listens for that for minutes).
+                if self.body_timeout_s and not body_done:
                     msg = await asyncio.wait_for(receive(), self.body_timeout_s)
                 else:
                     msg = await receive()
@@ -138,6 +142,7 @@ class BodyLimitMiddleware:
                 await refuse(408, "request_timeout", f"The request body stalled for more than "
                              f"{self.body_timeout_s:g} s.")
             if msg["type"] == "http.request":
+                body_done = not msg.get("more_body", False)
                 n = len(msg.get("body", b""))
                 seen += n
                 if seen > self.max_bytes:
