@@ -340,3 +340,26 @@ def test_builtin_entries_bundle_and_full_size_strict_layouts(tmp_path: Path) -> 
         official = [(e[key], e["shape"]) for e in _conf(f"{name}.keys.json")["keys"]]
         prefix = spec.strip_prefix or ""
         assert [(prefix + k, list(v.shape)) for k, v in sd.items()] == official
+
+
+def test_runtime_returns_typed_descriptors_and_keeps_lama_in_float32(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from restora.models.nets import LaMaInpainter, ScratchUNetSegmenter, facts
+    from tiny_models import tiny_photo_repair_entries, write_tiny_manifest
+
+    manifest = write_tiny_manifest(tmp_path, include=set(), extra=tiny_photo_repair_entries())
+    monkeypatch.setenv("RESTORA_MODELS", str(manifest))
+    monkeypatch.setenv("RESTORA_HOME", str(tmp_path / "home"))
+    registry = Registry.from_settings(Settings())
+    seg, inp = facts(registry.get("bopbtl-scratch")), facts(registry.get("lama-big"))
+    assert (seg.task, seg.multiple, seg.kind) == ("damage-segmentation", 16, "bopbtl-unet")
+    assert (inp.task, inp.multiple, inp.kind, inp.dtypes) == ("inpainting", 8, "lama",
+                                                               ("float32",))
+    rt = Runtime(Settings(), device="cpu", dtype="float16")
+    lama, unet = rt.load("tiny-lama"), rt.load("tiny-scratch-unet")
+    assert isinstance(lama, LaMaInpainter) and isinstance(unet, ScratchUNetSegmenter)
+    assert next(lama.module.parameters()).dtype == torch.float32  # FFTs: no half on CPU
+    z = np.load(shared_path("conformance", "photo", "lama.tiny.npz"))
+    pred = lama(z["sq256_input"])  # numpy in, numpy out
+    assert isinstance(pred, np.ndarray)
+    assert float(np.abs(pred - z["sq256_predicted_image"]).max()) <= 3e-5

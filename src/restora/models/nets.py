@@ -350,6 +350,50 @@ class DDColorColorizer(Colorizer):
     family = "ddcolor"
 
 
+# --- old-photo repair ---------------------------------------------------------------------------
+
+class DamageSegmenter(Network):
+    """Grey N x 1 x H x W in [-1, 1], sides multiples of 16 -> scratch logits N x 1 x H x W
+    (sigmoid >= 0.4 is damage); the reference runs it with the shorter side 256."""
+
+    task = "damage-segmentation"
+
+    def _configure(self, hparams: dict[str, Any]) -> None:
+        self.multiple = 2 ** int(hparams.get("depth", 4))
+        self.reference_side = 256
+
+    def inputs(self, batch: int | None = None, height: int | None = None,
+               width: int | None = None) -> list[InputSpec]:
+        return [InputSpec("x", (batch, int(self.spec.hparams.get("in_channels", 1)), height,
+                                width))]
+
+
+class ScratchUNetSegmenter(DamageSegmenter):
+    family = "bopbtl-unet"
+
+
+class Inpainter(Network):
+    """N x 4 x H x W = [RGB x (1 - mask), mask], RGB in [0, 1], mask 1 = hole, sides multiples
+    of 8 -> the predicted RGB N x 3 x H x W in [0, 1] (composite it into the holes yourself)."""
+
+    task = "inpainting"
+    #: the spectral transform's FFTs: half precision is unsupported on CPU and restricted to
+    #: power-of-two sizes on CUDA
+    dtypes = ("float32",)
+
+    def _configure(self, hparams: dict[str, Any]) -> None:
+        self.multiple = 2 ** int(hparams.get("n_downsampling", 3))
+
+    def inputs(self, batch: int | None = None, height: int | None = None,
+               width: int | None = None) -> list[InputSpec]:
+        return [InputSpec("x", (batch, int(self.spec.hparams.get("input_nc", 4)), height,
+                                width))]
+
+
+class LaMaInpainter(Inpainter):
+    family = "lama"
+
+
 #: arch -> descriptor class. A new network adds one line (and its arch in ARCHITECTURES).
 DESCRIPTORS: dict[str, type[Network]] = {
     "gfpgan_v1_clean": GFPGANRestorer,
@@ -360,6 +404,8 @@ DESCRIPTORS: dict[str, type[Network]] = {
     "retinaface": RetinaFaceDetector,
     "yunet": YuNetDetector,
     "ddcolor": DDColorColorizer,
+    "scratch_unet": ScratchUNetSegmenter,
+    "lama": LaMaInpainter,
 }
 
 #: task -> descriptor class for an architecture without its own (called as ``module(x)``).
@@ -368,6 +414,8 @@ TASK_DESCRIPTORS: dict[str, type[Network]] = {
     "face-parsing": FaceParser,
     "upscale": Upscaler,
     "colorization": Colorizer,
+    "damage-segmentation": DamageSegmenter,
+    "inpainting": Inpainter,
 }
 
 

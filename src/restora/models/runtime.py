@@ -117,7 +117,8 @@ class Runtime:
                 if model_id in self._models:
                     return self._models[model_id]
             spec = self.registry.get(model_id)
-            model = describe(spec, self._build(spec), device=self.device, dtype=self.dtype)
+            dtype = self._dtype_for(spec)
+            model = describe(spec, self._build(spec, dtype), device=self.device, dtype=dtype)
             with self._guard:
                 self._models[model_id] = model
             return model
@@ -127,7 +128,16 @@ class Runtime:
         with self._guard:
             self._models.pop(model_id, None)
 
-    def _build(self, spec: ModelSpec) -> Any:
+    def _dtype_for(self, spec: ModelSpec) -> Any:
+        """This runtime's dtype, or float32 for a network that cannot run in it (LaMa's FFTs)."""
+        import torch
+
+        from restora.models.nets import facts
+
+        name = str(self.dtype).removeprefix("torch.")
+        return self.dtype if name in facts(spec).dtypes else torch.float32
+
+    def _build(self, spec: ModelSpec, dtype: Any = None) -> Any:
         path = self.registry.path(spec)
         if not path.is_file():
             raise self.not_installed(spec)
@@ -139,7 +149,8 @@ class Runtime:
         state = load_state_dict(path, spec.nesting, spec.strip_prefix, loader=spec.loader)
         model = _construct(cls, spec)
         load_into(model, state, name=f"checkpoint of model '{spec.id}' ({path.name})")
-        model = model.to(device=torch.device(self.device), dtype=self.dtype).eval()
+        model = model.to(device=torch.device(self.device),
+                         dtype=dtype if dtype is not None else self.dtype).eval()
         for p in model.parameters():
             p.requires_grad_(False)
         return model

@@ -58,7 +58,7 @@ def _detect(pixels: np.ndarray, noise_sigma: float, runtime: Runtime | None
 
         model = runtime.load(model_id)
         rgb8 = pixels if pixels.dtype == np.uint8 else np.round(pixels / 257.0).astype(np.uint8)
-        prob = scratch_probability(model, rgb8, runtime.device, runtime.dtype)
+        prob = scratch_probability(model, rgb8, runtime.device, model.dtype)
         mask = probability_to_mask(prob, pixels.shape[0], pixels.shape[1])
         return mask, {"detector": "learned", "model": model_id,
                       "networkSize": list(prob.shape)}, None
@@ -114,7 +114,7 @@ def repair_damage(pixels: np.ndarray, noise_sigma: float, runtime: Runtime | Non
         model = runtime.load(lama_id)
 
         def inpaint(rgb8: np.ndarray, holes: np.ndarray) -> np.ndarray:
-            return lama_inpaint(model, rgb8, holes, runtime.device, runtime.dtype)
+            return lama_inpaint(model, rgb8, holes, runtime.device, model.dtype)
 
     filled = fill_damage(pixels, fill_mask, inpaint=inpaint,
                          progress=None if progress is None else
