@@ -325,6 +325,21 @@ def test_comparison_labels_drag_touch_side_by_side_zoom_pan_and_face_strip(
         page.mouse.up()
         assert page.evaluate("document.getElementById('viewport').scrollLeft") > 100
         shot(page, "compare-zoom")
+        # Side by side at 400 %: each pane keeps its own image, and both pan together.
+        page.check('input[name="view"][value="side"]')
+        pane = page.locator("#side .pane").first.bounding_box()
+        page.mouse.move(pane["x"] + pane["width"] * 0.8, pane["y"] + 100)
+        page.mouse.down()
+        page.mouse.move(pane["x"] + pane["width"] * 0.2, pane["y"] + 60, steps=4)
+        page.mouse.up()
+        lefts = page.evaluate("[...document.querySelectorAll('#side .pane')].map(p => p.scrollLeft)")
+        assert lefts[0] > 50 and lefts[0] == lefts[1], lefts
+        boxes = [page.locator("#side .pane").nth(i).bounding_box() for i in (0, 1)]
+        assert boxes[0]["x"] + boxes[0]["width"] <= boxes[1]["x"] + 1  # panes do not overlap
+        assert page.locator("#side figcaption").first.is_visible()
+        caption = page.locator("#side figcaption").first.bounding_box()
+        assert caption["y"] >= page.locator("#viewport").bounding_box()["y"] - 1  # labels stay
+        shot(page, "compare-side-zoom")
 
 
 def test_small_image_not_stretched_warnings_shown_and_stale_result_cleared(

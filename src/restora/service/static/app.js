@@ -6,7 +6,7 @@
 const $ = (id) => document.getElementById(id);
 // Formats every browser shows itself; anything else is compared with the server's preview.
 const BROWSER_TYPES = new Set(["image/jpeg", "image/png", "image/webp", "image/gif", "image/avif", "image/bmp"]);
-const CONCURRENT = 2;  // uploads in flight at once; the server queues the rest anyway
+const CONCURRENT = 3;  // jobs in flight at once (see pump)
 
 const state = {
   files: [],          // chosen, not yet submitted
@@ -256,9 +256,11 @@ $("job-form").addEventListener("submit", (e) => {
   pump();
 });
 
+// Jobs in flight (uploading, queued or running) are capped, so a big batch never overruns the
+// server's queue or upload budget; the rest wait here and start as earlier ones finish.
 function pump() {
-  const running = state.entries.filter((e) => e.status === "uploading").length;
-  const next = state.entries.filter((e) => e.status === "waiting").slice(0, Math.max(0, CONCURRENT - running));
+  const active = state.entries.filter((e) => ["uploading", "queued", "processing", "cancelling"].includes(e.status)).length;
+  const next = state.entries.filter((e) => e.status === "waiting").slice(0, Math.max(0, CONCURRENT - active));
   next.forEach(submitEntry);
 }
 
@@ -407,6 +409,7 @@ function handleEvent(entry, type, raw) {
     if (!state.focusedResult) { state.focusedResult = true; showEntry(entry, true); }
     else announce(`${entry.name} is ready.`);
     refreshHistorySoon();
+    pump();
     return true;
   }
   if (type === "failed" || type === "cancelled" || type === "canceled") {
@@ -421,6 +424,7 @@ function handleEvent(entry, type, raw) {
       showNotice("error", errorInfo(data, "The job failed."), entry.name);
     }
     refreshHistorySoon();
+    pump();
     return true;
   }
   return false;
@@ -544,6 +548,7 @@ $("slider").addEventListener("input", (e) => setSlider(e.target.value));
 document.querySelectorAll('input[name="view"]').forEach((r) => r.addEventListener("change", () => {
   const mode = document.querySelector('input[name="view"]:checked').value;
   $("viewport").dataset.mode = mode;
+  if (mode === "side") { $("viewport").scrollTop = 0; $("viewport").scrollLeft = 0; }  // panes pan instead
   $("slider").closest("label").hidden = mode !== "slider";  // the split only exists in slider mode
   applyZoom();
 }));
@@ -570,7 +575,9 @@ $("zoom").addEventListener("change", applyZoom);
     if (state.mask && state.mask.editing) return;
     const onHandle = e.target.closest(".divider");
     const zoomed = vp.dataset.zoom !== "fit";
-    drag = { pan: zoomed && !onHandle, x: e.clientX, y: e.clientY, left: vp.scrollLeft, top: vp.scrollTop, id: e.pointerId };
+    // Side by side: both panes pan together; the slider view scrolls the viewport itself.
+    const scroller = vp.dataset.mode === "side" ? document.querySelector("#side .pane") : vp;
+    drag = { pan: zoomed && !onHandle, x: e.clientX, y: e.clientY, left: scroller.scrollLeft, top: scroller.scrollTop, id: e.pointerId };
     if (!drag.pan && vp.dataset.mode === "slider") moveSplit(e.clientX);
     try { vp.setPointerCapture(e.pointerId); } catch { /* pointer already gone */ }
     e.preventDefault();
@@ -578,10 +585,11 @@ $("zoom").addEventListener("change", applyZoom);
   vp.addEventListener("pointermove", (e) => {
     if (!drag || e.pointerId !== drag.id) return;
     if (drag.pan) {
-      vp.scrollLeft = drag.left - (e.clientX - drag.x);
-      vp.scrollTop = drag.top - (e.clientY - drag.y);
-      const side = $("side");
-      side.querySelectorAll(".pane").forEach((p) => { p.scrollLeft = vp.scrollLeft; });
+      const targets = vp.dataset.mode === "side" ? document.querySelectorAll("#side .pane") : [vp];
+      targets.forEach((t) => {
+        t.scrollLeft = drag.left - (e.clientX - drag.x);
+        t.scrollTop = drag.top - (e.clientY - drag.y);
+      });
     } else if (vp.dataset.mode === "slider") {
       moveSplit(e.clientX);
     }
