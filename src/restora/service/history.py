@@ -1,9 +1,8 @@
 """Job history: who submitted each job, and the newest-first, paginated list per API key.
 
-Ownership lives in its own table (``job_owners``) next to the store's ``jobs`` table rather than
-in a new ``jobs`` column, so databases created before it need no migration (``create_all``
-adds the table) and the store's own schema stays as it is. The owner is a hash of the API key
-the job was submitted with (``""`` when the server has no keys), never the key itself.
+Ownership lives in its own table (``job_owners``, created by migration 0002) next to the store's
+``jobs`` table, so the store's own rows stay as they are. The owner is a hash of the API key the
+job was submitted with (``""`` when the server has no keys), never the key itself.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from typing import Any
 
 from sqlalchemy import Column, Float, MetaData, String, and_, delete, insert, or_, select
 from sqlalchemy import Table
-from sqlalchemy.engine import Engine
 
 from restora.errors import InvalidParameter
 from restora.service.store import JobRecord, JobStore, _record, jobs
@@ -39,10 +37,6 @@ def owner_of_key(key: str | None) -> str:
     if not key:
         return ""
     return hashlib.sha256(key.encode()).hexdigest()[:32]
-
-
-def ensure_schema(engine: Engine) -> None:
-    history_metadata.create_all(engine)
 
 
 def record_owner(store: JobStore, job_id: str, owner: str, created_at: float) -> None:

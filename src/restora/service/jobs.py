@@ -162,7 +162,6 @@ class JobManager:
         self.notifier: Notifier = notifier or LocalNotifier()
         store.on_event.append(self.notifier.publish)
         self.distributed = distributed
-        history.ensure_schema(store.engine)
         self.queue: JobQueue = queue or InProcessQueue(
             self._execute, workers=settings.effective_workers, depth=settings.queue_depth,
             timeout_s=settings.job_timeout_s, on_timeout=self._timed_out)

@@ -60,29 +60,26 @@ async def delete_job(request: Request, job_id: str) -> Response:
     return Response(status_code=204)
 
 
-def _input_preview(job_dir: Path, input_name: str, s: Any) -> Path:
+def _input_preview(storage: Any, job_id: str, input_name: str, s: Any) -> Path:
+    """The cached preview, made on first request from the stored input (or fetched source)."""
     from restora.io import Limits, decode, make_preview
 
-    cached = job_dir / "input-preview.webp"
-    if cached.is_file():
+    cached = storage.path(job_id, "preview", "input.webp")
+    if cached is not None:
         return cached
-    source = job_dir / "input" / input_name
-    if not source.is_file():
-        source = job_dir / "output" / "source.bin"  # fetched by URL (Tengrai)
-    if not source.is_file():
-        raise JobNotFound("This job has no stored input.")
+    source = (storage.path(job_id, "input", input_name)
+              or storage.path(job_id, "output", "source.bin"))  # fetched by URL (Tengrai)
+    if source is None:
+        raise JobNotFound("This job's input is no longer stored.", jobId=job_id)
     image = decode(source.read_bytes(), limits=Limits.from_settings(s))
-    tmp = cached.with_name(cached.name + ".part")
-    tmp.write_bytes(make_preview(image, INPUT_PREVIEW_SIDE))
-    tmp.replace(cached)
-    return cached
+    return storage.save(job_id, "preview", "input.webp", make_preview(image, INPUT_PREVIEW_SIDE))
 
 
 @router.get("/api/v1/jobs/{job_id}/input.webp", summary="Browser preview of the job's input")
 async def input_preview(request: Request, job_id: str) -> FileResponse:
     record = await _own_job(request, job_id)
     m = manager(request)
-    path = await run_in_threadpool(_input_preview, m.job_dir(record.id), record.input_name,
+    path = await run_in_threadpool(_input_preview, m.storage, record.id, record.input_name,
                                    settings(request))
     return FileResponse(path, media_type="image/webp",
                         headers={"Cache-Control": "private, max-age=86400"})
@@ -114,8 +111,8 @@ async def archive(request: Request, jobs: str = Query(..., description="job ids,
         if record.status != SUCCEEDED or not record.result:
             continue  # a failed or unfinished job has nothing to download
         name = str(record.result.get("filename") or "")
-        path = m.job_dir(record.id) / "output" / name
-        if not name or not path.is_file():
+        path = m.storage.path(record.id, "output", name) if name else None
+        if path is None:
             continue
         unique, n = name, 1
         while unique in used:  # two inputs with the same name: keep both results
