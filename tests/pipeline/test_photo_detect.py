@@ -171,3 +171,37 @@ def test_monochrome_is_measured_on_undamaged_pixels(restora_home: Path) -> None:
     result = restore_photo(Image(damaged), runtime=Runtime(Settings(), device="cpu"),
                            face_enhancement=False, denoise=False)
     assert result.is_grayscale and result.reports["analysis"]["damageExcluded"]
+
+
+def test_eyes_and_lips_are_protected_when_a_face_detector_is_installed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Specks on the eyes (catchlight-like) and a short line on the lips stay; the same specks on
+    the cheeks are judged as without protection (real YuNet landmarks)."""
+    from restora.pipeline import detect as det
+    from tiny_models import write_tiny_manifest
+
+    monkeypatch.setenv("RESTORA_MODELS", str(write_tiny_manifest(tmp_path, include={
+        "yunet-2026may"})))
+    monkeypatch.setenv("RESTORA_HOME", str(tmp_path / "home"))
+    rt = Runtime(Settings(), device="cpu")
+    clean = load("photos/03.jpg")
+    net = rt.load("yunet-2026may")
+    face = max(det.detect_faces(net, clean, conf_threshold=0.6), key=lambda f: f.area)
+    lm = face.landmarks
+    d = face.eye_distance
+    damaged = clean.copy()
+    specks = [lm[0], lm[1], lm[0] + (0, 0.5 * d), lm[1] + (0, 0.5 * d)]  # eyes, then cheeks
+    for p in specks:
+        cv2.circle(damaged, (int(p[0]), int(p[1])), 1, (250, 250, 250), -1)
+    m = (lm[3] + lm[4]) / 2
+    cv2.line(damaged, (int(lm[3][0]), int(m[1])), (int(lm[4][0]), int(m[1])), (20, 20, 20), 1)
+    found, report = detect_damage(damaged, estimate_noise(damaged).luma, rt)
+    assert report["facesProtected"] >= 1
+    near = lambda p: found[int(p[1]) - 2:int(p[1]) + 3, int(p[0]) - 2:int(p[0]) + 3].any()  # noqa: E731
+    assert not near(specks[0]) and not near(specks[1])  # catchlight-like: content
+    assert not found[int(m[1]) - 1:int(m[1]) + 2, int(lm[3][0]):int(lm[4][0])].any()  # lip line
+    bare, _ = detect_damage(damaged, estimate_noise(damaged).luma, None)  # no detector
+    near_bare = lambda p: bare[int(p[1]) - 2:int(p[1]) + 3, int(p[0]) - 2:int(p[0]) + 3].any()  # noqa: E731
+    print("without protection:", [near_bare(p) for p in specks], "with:", [near(p) for p in specks])
+    assert near_bare(specks[0]) or near_bare(specks[1])  # ... which detection alone takes as dust
+    assert [near(p) for p in specks[2:]] == [near_bare(p) for p in specks[2:]]  # cheeks unchanged

@@ -68,9 +68,57 @@ def _detect(pixels: np.ndarray, noise_sigma: float, runtime: Runtime | None
     found = detect_in_bands(pixels, noise_sigma)
     missing, n_missing = detect_missing_areas(pixels)
     bright, dark, n_folds = detect_folds_by_polarity(pixels, noise_sigma)
-    mask = drop_frame_lines(found.mask) | missing | bright | dark
+    thin, faces = protect_face_features(drop_frame_lines(found.mask), pixels, runtime)
+    mask = thin | missing | bright | dark
     return mask, {"detector": "classical", **found.to_dict(), "missingAreas": n_missing,
-                  "folds": n_folds}, (bright, dark)
+                  "folds": n_folds, "facesProtected": faces}, (bright, dark)
+
+
+#: protected zones around the 5 landmarks, in eye distances: (centre offset up, half width,
+#: half height) for each eye (with its lids, brow and catchlight) and the mouth (the lips)
+_EYE_ZONE = (0.12, 0.36, 0.30)
+_MOUTH_ZONE = (0.0, 0.62, 0.26)
+PROTECTED_SHARE = 0.5  # a defect with at least this share inside the zones is taken as content
+
+
+def protect_face_features(mask: np.ndarray, pixels: np.ndarray, runtime: Runtime | None
+                          ) -> tuple[np.ndarray, int | None]:
+    """Drop thin-defect components of ``mask`` that lie mostly on eyes or lips (catchlights, a
+    lip line, lashes), found from the 5 landmarks of an installed face detector. A scratch that
+    crosses a face has most of its length outside the zones and stays. Returns (mask, faces
+    used), faces None when no face detector is installed."""
+    import cv2
+
+    if runtime is None or not mask.any():
+        return mask, None
+    installed = runtime.registry.installed("face-detection")
+    if not installed:
+        return mask, None
+    from restora.pipeline import detect as det
+
+    net = runtime.load(installed[0].id)
+    faces = det.detect_faces(net, pixels, conf_threshold=det.sensitivity_to_threshold(
+        0.5, net.kind))
+    if not faces:
+        return mask, 0
+    zone = np.zeros(mask.shape, np.uint8)
+    for f in faces:
+        lm = f.landmarks
+        d = max(f.eye_distance, 1.0)
+        up, hw, hh = _EYE_ZONE
+        for eye in lm[:2]:
+            cv2.ellipse(zone, (int(eye[0]), int(eye[1] - up * d)), (int(hw * d), int(hh * d)),
+                        0, 0, 360, 1, -1)
+        mouth = (lm[3] + lm[4]) / 2
+        ang = float(np.degrees(np.arctan2(lm[4][1] - lm[3][1], lm[4][0] - lm[3][0])))
+        up, hw, hh = _MOUTH_ZONE
+        cv2.ellipse(zone, (int(mouth[0]), int(mouth[1] - up * d)), (int(hw * d), int(hh * d)),
+                    ang, 0, 360, 1, -1)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    inside = np.bincount(labels[zone > 0], minlength=n)
+    drop = inside >= PROTECTED_SHARE * stats[:, cv2.CC_STAT_AREA]
+    drop[0] = False
+    return (mask & ~drop[labels]) if drop.any() else mask, len(faces)
 
 
 def repair_damage(pixels: np.ndarray, noise_sigma: float, runtime: Runtime | None, *,
