@@ -324,6 +324,12 @@ def test_comparison_labels_drag_touch_side_by_side_zoom_pan_and_face_strip(
         page.mouse.move(vp["x"] + vp["width"] * 0.3, vp["y"] + 60, steps=4)
         page.mouse.up()
         assert page.evaluate("document.getElementById('viewport').scrollLeft") > 100
+        # Keyboard: the zoomed view takes focus and the arrow keys pan it.
+        page.focus("#viewport")
+        before_keys = page.evaluate("document.getElementById('viewport').scrollLeft")
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function(
+            f"document.getElementById('viewport').scrollLeft > {before_keys}")
         shot(page, "compare-zoom")
         # Side by side at 400 %: each pane keeps its own image, and both pan together.
         page.check('input[name="view"][value="side"]')
