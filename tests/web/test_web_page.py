@@ -404,6 +404,10 @@ def test_cancel_is_not_a_failure_and_failure_keeps_the_server_reason(
             if row.get_by_role("button", name="Cancel").count():
                 row.get_by_role("button", name="Cancel").click()
         wait_done(page, n=4)
+        # "Clear finished" empties the queue and hands focus back to the drop zone.
+        page.click("#clear-finished")
+        assert page.locator("#queue li").count() == 0 and page.locator("#progress-panel").is_hidden()
+        assert page.evaluate("document.activeElement.id") == "drop"
 
 
 def test_missing_model_is_explained(server: str, browser) -> None:
