@@ -124,6 +124,10 @@ def create_app(settings: ServiceSettings | None = None, *, tools: dict[str, Tool
                    routes_codeformer, routes_tengrai):
         app.include_router(module.router)
 
+    from restora.service import openapi
+
+    openapi.install(app)
+
     if STATIC_DIR.is_dir():
         from fastapi.staticfiles import StaticFiles
 
