@@ -52,6 +52,12 @@ def is_valid_download_name(name: str) -> bool:
 EXTRA_DIR = "extra"  # per job: extra uploads beside input/ (a name the input's own cannot take)
 
 
+def _is_out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(k in text for k in ("can't allocate memory", "insufficient memory",
+                                   "out of memory", "failed to allocate"))
+
+
 def new_job_id() -> str:
     """122 random bits from the OS: job ids double as unguessable download capabilities."""
     return str(uuid.uuid4())
@@ -305,10 +311,15 @@ class JobManager:
         except RestoraError as exc:
             error = {**exc.to_dict(), "httpStatus": exc.http_status}
         except MemoryError:
-            error = {"code": "out_of_memory", "message": "The job ran out of memory."}
+            error = {"code": "out_of_memory", "message": "The job ran out of memory.",
+                     "httpStatus": 503}
         except Exception as exc:  # a bug in a tool must fail the job, not the worker
-            log.exception("job failed")
-            error = {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
+            if _is_out_of_memory(exc):  # torch and OpenCV report failed allocations this way
+                error = {"code": "out_of_memory", "message": "The job ran out of memory.",
+                         "httpStatus": 503}
+            else:
+                log.exception("job failed")
+                error = {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
         try:
             won = self.store.finish(job_id, status, result=result, error=error,
                                     from_statuses=(PROCESSING,), worker_id=worker_id)

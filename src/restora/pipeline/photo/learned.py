@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 ScaleMode = Literal["full_size", "scale_256"]
 SCRATCH_THRESHOLD = 0.4
 SCRATCH_SIDE = 256  # the reference runs the U-Net with this shorter side
+#: Longest side of the U-Net's working image. The reference's rule (shorter side 256) makes a
+#: 4000 x 1 photo a 256 x 1,024,000 network input (gigabytes); beyond this side (aspect ratios
+#: over 16:1) both sides shrink together instead. Ordinary photos are unaffected.
+MAX_SCRATCH_SIDE = 4096
 LAMA_MODULO = 8
 
 
@@ -37,15 +41,25 @@ def scratch_transform_size(height: int, width: int, mode: ScaleMode) -> tuple[in
     if mode == "full_size":
         return _round16(height), _round16(width)
     if width < height:
-        return _round16(height / width * 256), _round16(256)
-    return _round16(256), _round16(width / height * 256)
+        return _bounded(_round16(height / width * 256), _round16(256))
+    return _bounded(_round16(256), _round16(width / height * 256))
+
+
+def _bounded(h: int, w: int) -> tuple[int, int]:
+    """(h, w) shrunk together so the longest side is at most MAX_SCRATCH_SIDE (multiples of 16,
+    at least 16)."""
+    longest = max(h, w)
+    if longest <= MAX_SCRATCH_SIDE:
+        return h, w
+    f = MAX_SCRATCH_SIDE / longest
+    return max(16, int(h * f) // 16 * 16), max(16, int(w * f) // 16 * 16)
 
 
 def scratch_network_size(height: int, width: int) -> tuple[int, int]:
     """(h, w) after the reference ``scale_tensor``: shorter side 256, longer side by ratio."""
     if height < width:
-        return 256, _round16(width / height * 256)
-    return _round16(height / width * 256), 256
+        return _bounded(256, _round16(width / height * 256))
+    return _bounded(_round16(height / width * 256), 256)
 
 
 def scratch_preprocess(rgb: np.ndarray, mode: ScaleMode = "scale_256"
