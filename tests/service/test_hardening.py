@@ -113,7 +113,7 @@ def test_cancel_during_decode_frees_the_worker(tmp_path):
         # A never produced anything, and its input was deleted at once
         assert c.get(f"/api/v1/jobs/{a}").json()["status"] == "canceled"
         assert not (srv.manager.job_dir(a) / "input").exists()
-        assert srv.manager.queue.running() == 0
+        wait_for(lambda: srv.manager.queue.running() == 0)
 
 
 def test_timeout_during_decode_frees_the_worker(tmp_path):
