@@ -9,6 +9,8 @@ nodes as separate processes (tests/service/run_node.py). Each job is a real face
 posterizing stand-in doing ``--job-s`` seconds of banded work, so the numbers measure the
 orchestration (queue, claims, leases, store, SSE fan-out) around a fixed amount of work, not a
 network. On a machine with fewer cores than workers, jobs/minute stops scaling at the core count.
+The killable decode child (``RESTORA_DECODE_IN_SUBPROCESS``) is off unless
+``--decode-in-subprocess``: at this job size its per-job process start would be what is measured.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ def main() -> None:
     ap.add_argument("--job-s", type=float, default=0.5, help="work per job (seconds)")
     ap.add_argument("--clients", type=int, default=200)
     ap.add_argument("--workers", default="1,2,4")
+    ap.add_argument("--decode-in-subprocess", action="store_true")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="restora-scale-"))
     with postgres_server() as pg, redis_server() as redis_url:
@@ -107,6 +110,7 @@ def main() -> None:
                "RESTORA_HOME": str(tmp / "home"), "RESTORA_STORAGE_DIR": str(tmp / "storage"),
                "RESTORA_DATABASE_URL": db, "RESTORA_QUEUE_URL": redis_url,
                "RESTORA_QUEUE_DEPTH": "100000", "RESTORA_PRELOAD": "false",
+               "RESTORA_DECODE_IN_SUBPROCESS": str(args.decode_in_subprocess).lower(),
                "RESTORA_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
         step = args.job_s / 20
         store = JobStore(db)

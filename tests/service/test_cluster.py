@@ -62,7 +62,10 @@ class Cluster:
             "RESTORA_PRELOAD": "false", "RESTORA_ALLOW_LOOPBACK_WEBHOOKS": "true",
             "RESTORA_WEBHOOK_BACKOFF_S": "0.2",
             "RESTORA_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-            "RESTORA_LOG_FORMAT": "json"}
+            "RESTORA_LOG_FORMAT": "json",
+            # the killable decode child costs seconds per job on a loaded 2-core machine and
+            # is tested on its own (test_hardening); here it would only slow every job
+            "RESTORA_DECODE_IN_SUBPROCESS": "false"}
         self.env.pop("RESTORA_MODELS", None)
         self.apis: list[Node] = []
         self.workers: list[Node] = []
