@@ -342,6 +342,14 @@ def test_timeout_is_enforced_when_the_worker_hangs(cluster):
     assert store.get(job_id).error["code"] == "timeout"
 
 
+def test_synchronous_codeformer_route_waits_for_a_remote_worker(cluster):
+    c, _ = cluster
+    r = httpx.post(c.apis[1].url + "/api/process", timeout=60,
+                   files={"image": ("a.png", png_bytes(40, 32, 9), "image/png")})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "success" and r.json()["count"] == 1
+
+
 def test_health_readiness_and_metrics(cluster):
     c, _ = cluster
     api, worker = c.apis[0], c.workers[0]

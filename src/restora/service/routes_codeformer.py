@@ -6,7 +6,6 @@ waits for its jobs; the client sees one synchronous answer.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import time
@@ -144,16 +143,25 @@ async def process(request: Request) -> JSONResponse:
     deadline = time.monotonic() + s.sync_timeout_s
     done: dict[str, Any] = {}
     for r in records:
-        while True:
-            rec = await run_in_threadpool(m.store.get, r.id)
-            if rec is not None and rec.is_final:
-                done[r.id] = rec
-                break
-            if time.monotonic() > deadline or await request.is_disconnected():
-                for x in records:
-                    await run_in_threadpool(m.cancel, x.id)
-                raise RestoraError("Processing took too long.", code="timeout", http_status=504)
-            await asyncio.sleep(0.1)
+        # Wait on the job's notifications (any node's worker may run it), reading the store only
+        # when woken; subscribing before the first read loses no wake-up.
+        sub = m.notifier.subscribe(r.id)
+        try:
+            check = True
+            while True:
+                if check:
+                    rec = await run_in_threadpool(m.store.get, r.id)
+                    if rec is not None and rec.is_final:
+                        done[r.id] = rec
+                        break
+                if time.monotonic() > deadline or await request.is_disconnected():
+                    for x in records:
+                        await run_in_threadpool(m.cancel, x.id)
+                    raise RestoraError("Processing took too long.", code="timeout",
+                                       http_status=504)
+                check = await sub.wait(min(1.0, max(0.05, deadline - time.monotonic())))
+        finally:
+            m.notifier.unsubscribe(r.id, sub)
     base = base_url(request)
     results: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
