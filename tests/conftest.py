@@ -8,6 +8,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The suite runs networks on torch eager unless a test picks an engine: goldens are torch float32
+# numbers, and exporting graphs into every test's fresh RESTORA_HOME would cost minutes. The
+# engines themselves are tested against torch in tests/models/test_engines.py. (CI may set
+# RESTORA_ENGINE=auto to run everything on the fast engines.)
+os.environ.setdefault("RESTORA_ENGINE", "torch")
 SHARED = Path(os.environ.get("RESTORA_SHARED", REPO.parent / "shared")).resolve()
 
 

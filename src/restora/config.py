@@ -7,6 +7,7 @@ behind the caller's back after construction.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,6 +24,12 @@ class Settings(BaseSettings):
     offline: bool = Field(default=False, description="Never touch the network for models.")
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N or mps.")
     threads: int | None = Field(default=None, ge=1, description="torch intra-op threads.")
+    engine: Literal["auto", "torch", "onnxruntime", "openvino"] = Field(
+        default="auto", description="Inference engine on the CPU: auto picks the fastest one "
+        "that reproduces torch float32 within the task's bound (docs/engines.md).")
+    engine_cache: Path | None = Field(default=None, description="Where exported graphs are "
+                                      "cached (default: home/engines).")
+    torch_compile: bool = Field(default=False, description="torch.compile the torch engine.")
 
     # Input limits: checked from the header before any pixel is decoded.
     max_bytes: int = Field(default=50_000_000, ge=1)
@@ -33,3 +40,7 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.home / "models"
+
+    @property
+    def engines_dir(self) -> Path:
+        return self.engine_cache if self.engine_cache is not None else self.home / "engines"

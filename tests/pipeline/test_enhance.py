@@ -286,3 +286,36 @@ def test_tiled_upscaling_has_no_seams(runtime: Runtime) -> None:
         tiled = super_resolve(up, rgb, tile=32, pad=16)
         assert whole.shape == (101 * scale, 77 * scale, 3)
         assert np.abs(whole - tiled).max() < 0.5 / 255
+
+
+def test_upscaling_streams_tiles_into_the_output(runtime: Runtime) -> None:
+    """Peak numpy memory of a network upscale is the output plus a few tiles: never a float
+    copy of the image or the canvas (which would be 4 bytes per channel of the output)."""
+    import tracemalloc
+
+    from restora.pipeline.upscale import find_upscaler, load_upscaler, upscale_pixels
+
+    up = load_upscaler(runtime, find_upscaler(runtime, 2))
+    src = cv2.resize(photo("03.jpg").pixels, (1200, 900), interpolation=cv2.INTER_AREA)
+    upscale_pixels(src[:40, :40], 2, up)  # engine built before measuring
+    tracemalloc.start()
+    try:
+        out = upscale_pixels(src, 2, up)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out.shape == (1800, 2400, 3) and out.dtype == np.uint8
+    from restora.pipeline.upscale import TILE, TILE_PAD
+
+    float_tile = (TILE + 2 * TILE_PAD) ** 2 * 2**2 * 3 * 4  # one super-resolved tile in float
+    float_canvas = out.size * 4
+    assert peak < out.nbytes + 6 * float_tile < float_canvas, peak
+    # background enhancement at scale 1 keeps the input size, also streamed
+    same = upscale_pixels(src, 1, up)
+    assert same.shape == src.shape and same.dtype == np.uint8
+    # the per-tile result equals super-resolving the whole image at once, then rounding
+    from restora.pipeline.upscale import super_resolve, to_dtype
+
+    small = src[:101, :77]
+    whole = to_dtype(super_resolve(up, small.astype(np.float32) / 255.0, tile=1000), np.uint8)
+    assert np.abs(upscale_pixels(small, 2, up).astype(int) - whole).max() <= 1

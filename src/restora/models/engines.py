@@ -1,15 +1,46 @@
-"""Engines: what runs a descriptor's graph.
+"""Engines: what runs a descriptor's graph (torch, ONNX Runtime, OpenVINO), and which one.
 
-An engine takes the graph inputs (numpy arrays or torch tensors) and returns all graph
-outputs. :class:`TorchEngine` runs the module eagerly on the runtime's device.
+Every engine takes the graph inputs (numpy arrays or torch tensors) and returns all graph
+outputs. :class:`TorchEngine` runs the module eagerly (optionally ``torch.compile``\\ d);
+:class:`OnnxRuntimeEngine` and :class:`OpenVINOEngine` run a graph exported from our own module
+on first use and cached on disk (:class:`ExportCache`), keyed by the model file's SHA-256, the
+engine, its version, the graph's input shapes and the precision. Nothing is exported at import.
+
+Choice (``RESTORA_ENGINE``): ``torch``, ``onnxruntime`` or ``openvino`` force one engine (a
+missing package falls back to torch with a warning); ``auto`` (the default) tries, on the CPU,
+the candidates of the task's :data:`POLICIES` in order (fastest first, as measured by
+``benchmarks/engines.py``) and keeps the first whose output on a fixed probe input stays within
+the task's bound of torch float32. The verdict is cached with the graph, so each process pays
+only for loading it. On CUDA/MPS ``auto`` is torch, in the task's GPU precision when the
+network allows it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from restora.models.nets import InputSpec, Network
+
+log = logging.getLogger("restora.engines")
+
+ENGINES = ("auto", "torch", "onnxruntime", "openvino")
+#: Bumped whenever the way graphs are exported changes (invalidates every cache entry).
+EXPORT_FORMAT = 1
+ONNX_OPSET = 17
 
 
 class Engine(Protocol):
@@ -21,19 +52,113 @@ class Engine(Protocol):
     def run(self, inputs: Sequence[Any]) -> list[Any]: ...
 
 
+# --- per-task precision policy and tolerances ---------------------------------------------------
+
+@dataclass(frozen=True)
+class Policy:
+    """How close to torch float32 a task's output must stay, and what ``auto`` tries (in order).
+
+    ``bound`` is the sentence the docs print; ``check(ref, got)`` returns (within, measurement).
+    """
+
+    bound: str
+    check: Callable[[list[np.ndarray], list[np.ndarray]], tuple[bool, str]]
+    cpu: tuple[tuple[str, str], ...]  # (engine, precision), fastest first
+    gpu: str = "fp32"  # torch precision on CUDA (if the network allows it)
+
+
+def psnr(ref: np.ndarray, got: np.ndarray, peak: float) -> float:
+    mse = float(np.mean((ref.astype(np.float64) - got.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0.0 else 10.0 * np.log10(peak * peak / mse)
+
+
+def _psnr_check(peak: float, lo: float, hi: float, min_db: float
+                ) -> Callable[[list[np.ndarray], list[np.ndarray]], tuple[bool, str]]:
+    def check(ref: list[np.ndarray], got: list[np.ndarray]) -> tuple[bool, str]:
+        db = psnr(np.clip(ref[0], lo, hi), np.clip(got[0], lo, hi), peak)
+        return db >= min_db, f"PSNR {db:.1f} dB"
+    return check
+
+
+def class_map_check(ref: list[np.ndarray], got: list[np.ndarray]) -> tuple[bool, str]:
+    """Parsing bound: every pixel whose argmax class changes lies on a class boundary of the
+    float32 map (a 4-neighbour has another class), so no mask edge moves by more than 1 px."""
+    a, b = ref[0].argmax(axis=1), got[0].argmax(axis=1)
+    changed = a != b
+    edge = np.zeros_like(changed)
+    edge[:, 1:, :] |= a[:, 1:, :] != a[:, :-1, :]
+    edge[:, :-1, :] |= a[:, 1:, :] != a[:, :-1, :]
+    edge[:, :, 1:] |= a[:, :, 1:] != a[:, :, :-1]
+    edge[:, :, :-1] |= a[:, :, 1:] != a[:, :, :-1]
+    off_edge = int((changed & ~edge).sum())
+    return off_edge == 0, f"{int(changed.sum())} class changes, {off_edge} off a boundary"
+
+
+#: RetinaFace regressions: centres move by loc * 0.1 * prior (<= 512 px) and sizes by
+#: exp(loc * 0.2) * size (<= 640 px at the working size), so |d| <= 0.005 keeps boxes and
+#: landmarks within 0.26 px and 0.64 px; scores within 0.005.
+DETECTION_MAX_ABS = 0.005
+
+
+def detection_check(ref: list[np.ndarray], got: list[np.ndarray]) -> tuple[bool, str]:
+    worst = max(float(np.abs(r.astype(np.float64) - g).max()) for r, g in zip(ref, got))
+    return worst <= DETECTION_MAX_ABS, f"max |d| {worst:.2e}"
+
+
+def colour_check(ref: list[np.ndarray], got: list[np.ndarray]) -> tuple[bool, str]:
+    worst = float(np.abs(ref[0].astype(np.float64) - got[0]).max())
+    return worst <= 1.0, f"max |d ab| {worst:.3f}"
+
+
+_FAST_FP32 = (("openvino", "fp32"), ("onnxruntime", "fp32"))
+_FAST_ANY = (("openvino", "bf16"), *_FAST_FP32)
+
+POLICIES: dict[str, Policy] = {
+    # Restored faces: PSNR >= 50 dB against torch float32 (outputs in [-1, 1], peak 2).
+    # OpenVINO bf16 gives ~41 dB on GFPGAN and flips CodeFormer codes: float32 only.
+    "face-restoration": Policy("PSNR >= 50 dB vs torch fp32 (clipped to [-1, 1])",
+                               _psnr_check(2.0, -1.0, 1.0, 50.0), _FAST_FP32, gpu="fp16"),
+    "upscale": Policy("PSNR >= 50 dB vs torch fp32 (clipped to [0, 1])",
+                      _psnr_check(1.0, 0.0, 1.0, 50.0), _FAST_ANY, gpu="fp16"),
+    "face-parsing": Policy("argmax classes change only on class boundaries (masks move <= 1 px)",
+                           class_map_check, _FAST_ANY, gpu="fp16"),
+    "face-detection": Policy(f"raw regressions and scores within {DETECTION_MAX_ABS} "
+                             "(boxes and landmarks move < 1 px)", detection_check, _FAST_ANY,
+                             gpu="fp16"),
+    "colorization": Policy("Lab a/b within 1.0 of torch fp32", colour_check, _FAST_FP32),
+}
+#: Tasks without their own policy (new networks) use float32 engines and a 50 dB bound on [0,1].
+DEFAULT_POLICY = Policy("PSNR >= 50 dB vs torch fp32 (clipped to [0, 1])",
+                        _psnr_check(1.0, 0.0, 1.0, 50.0), _FAST_FP32)
+
+
+def policy_for(task: str) -> Policy:
+    return POLICIES.get(task, DEFAULT_POLICY)
+
+
+# --- torch --------------------------------------------------------------------------------------
+
+_TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
 class TorchEngine:
-    """The module itself, eager, under ``inference_mode`` on the runtime's device and dtype."""
+    """The module itself, eager (or compiled), under ``inference_mode`` on the device."""
 
     name = "torch"
 
-    def __init__(self, graph: Any, device: str = "cpu", dtype: Any = None) -> None:
+    def __init__(self, graph: Any, device: str = "cpu", dtype: Any = None, *,
+                 compile: bool = False) -> None:
         import torch
 
-        self.graph = graph
         self.device = torch.device(device)
         self.dtype = dtype if dtype is not None else torch.float32
         self.precision = {torch.float32: "fp32", torch.float16: "fp16",
                           torch.bfloat16: "bf16"}[self.dtype]
+        self.graph = torch.compile(graph, dynamic=True) if compile else graph
+        if compile:
+            self.name = "torch-compile"
+        # pinned host memory makes host -> GPU copies asynchronous
+        self._pin = self.device.type == "cuda"
 
     def run(self, inputs: Sequence[Any]) -> list[Any]:
         import torch
@@ -42,11 +167,422 @@ class TorchEngine:
         for value in inputs:
             t = torch.from_numpy(np.ascontiguousarray(value)) if isinstance(value, np.ndarray) \
                 else value
+            if self._pin and t.device.type == "cpu":
+                t = t.pin_memory()
             if t.is_floating_point():
-                t = t.to(device=self.device, dtype=self.dtype)
+                t = t.to(device=self.device, dtype=self.dtype, non_blocking=True)
             else:
-                t = t.to(device=self.device)
+                t = t.to(device=self.device, non_blocking=True)
             tensors.append(t)
         with torch.inference_mode():
             out = self.graph(*tensors)
         return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+# --- exported engines ---------------------------------------------------------------------------
+
+def _numpy_inputs(inputs: Sequence[Any]) -> list[np.ndarray]:
+    out = []
+    for value in inputs:
+        if not isinstance(value, np.ndarray):
+            value = value.detach().float().cpu().numpy()
+        out.append(np.ascontiguousarray(value, dtype=np.float32))
+    return out
+
+
+class OnnxRuntimeEngine:
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path: Path, names: Sequence[str], threads: int,
+                 precision: str = "fp32") -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(str(onnx_path), opts,
+                                            providers=["CPUExecutionProvider"])
+        self.names = list(names)
+        self.precision = precision
+
+    def run(self, inputs: Sequence[Any]) -> list[Any]:
+        feed = dict(zip(self.names, _numpy_inputs(inputs)))
+        return list(self.session.run(None, feed))
+
+
+class OpenVINOEngine:
+    name = "openvino"
+
+    def __init__(self, xml_path: Path, names: Sequence[str], threads: int,
+                 precision: str = "fp32") -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        config = {"INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16",
+                                               "fp16": "f16"}[precision],
+                  "INFERENCE_NUM_THREADS": int(threads), "NUM_STREAMS": 1,
+                  "PERFORMANCE_HINT": "LATENCY"}
+        self.compiled = core.compile_model(core.read_model(str(xml_path)), "CPU", config)
+        self.names = list(names)
+        self.precision = precision
+
+    def run(self, inputs: Sequence[Any]) -> list[Any]:
+        # one infer request per call: a compiled model is shared by threads, a request is not
+        request = self.compiled.create_infer_request()
+        request.infer(dict(zip(self.names, _numpy_inputs(inputs))))
+        return [np.array(request.get_output_tensor(i).data, copy=True)
+                for i in range(len(self.compiled.outputs))]
+
+
+class OneAtATime:
+    """Runs a graph exported for batch 1 on a batch, one item after the other."""
+
+    def __init__(self, inner: Engine) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.precision = inner.precision
+
+    def run(self, inputs: Sequence[Any]) -> list[Any]:
+        arrays = _numpy_inputs(inputs)
+        n = arrays[0].shape[0]
+        if n == 1:
+            return self.inner.run(arrays)
+        parts = [self.inner.run([a[i:i + 1] for a in arrays]) for i in range(n)]
+        return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+
+def package_version(engine: str) -> str | None:
+    """The installed version of an engine's package, or None when it cannot be imported."""
+    try:
+        if engine == "onnxruntime":
+            import onnxruntime
+
+            return str(onnxruntime.__version__)
+        if engine == "openvino":
+            import openvino
+
+            return str(openvino.__version__).split("-")[0]
+    except ImportError:
+        return None
+    return None
+
+
+def bf16_supported() -> bool:
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+# --- the on-disk cache of exported graphs -------------------------------------------------------
+
+class ExportCache:
+    """Exported graphs under ``root``, one folder per (model hash, engine, engine version,
+    shape, precision) with a ``meta.json`` recording the key, the files' sizes and the verdict
+    of the accuracy check. A folder whose files do not match its meta (truncated, edited, a
+    crash mid-write) or that fails to load is deleted and rebuilt."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def model_hash(self, path: Path) -> str:
+        """SHA-256 of a model file, remembered per (path, size, mtime) so it is read once."""
+        st = path.stat()
+        memo_path = self.root / "hashes.json"
+        key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+        try:
+            memo = json.loads(memo_path.read_text())
+        except (OSError, ValueError):
+            memo = {}
+        if isinstance(memo, dict) and isinstance(memo.get(key), str):
+            return memo[key]
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        digest = h.hexdigest()
+        memo = memo if isinstance(memo, dict) else {}
+        memo[key] = digest
+        self.root.mkdir(parents=True, exist_ok=True)
+        _atomic_write(memo_path, json.dumps(memo, indent=1))
+        return digest
+
+    def folder(self, key: dict[str, Any]) -> Path:
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+        return self.root / key["model"][:16] / f"{key['engine']}-{key['precision']}-{digest}"
+
+    def read(self, folder: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+        """The meta of a complete entry for ``key``; None (and the folder removed) otherwise."""
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+            if meta.get("key") != key:
+                raise ValueError("key mismatch")
+            for name, size in meta.get("files", {}).items():
+                if (folder / name).stat().st_size != size:
+                    raise ValueError(f"{name} has the wrong size")
+            return meta
+        except FileNotFoundError:
+            if folder.exists():
+                self.discard(folder, "no meta.json")
+            return None
+        except (OSError, ValueError, AttributeError) as exc:
+            self.discard(folder, str(exc))
+            return None
+
+    def write(self, folder: Path, key: dict[str, Any], meta: dict[str, Any]) -> None:
+        files = {p.name: p.stat().st_size for p in folder.iterdir()
+                 if p.is_file() and p.name != "meta.json"}
+        _atomic_write(folder / "meta.json", json.dumps({**meta, "key": key, "files": files},
+                                                       indent=1))
+
+    def discard(self, folder: Path, why: str) -> None:
+        log.warning("engine cache entry %s is unusable (%s): rebuilding it", folder, why)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def lock(self, folder: Path) -> Any:
+        from filelock import FileLock
+
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(folder) + ".lock")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+# --- export -------------------------------------------------------------------------------------
+
+def shape_signature(specs: Sequence[InputSpec]) -> str:
+    return ",".join(f"{s.name}:" + "x".join("?" if d is None else str(d) for d in s.shape)
+                    for s in specs)
+
+
+def probe_inputs(net: Network, specs: Sequence[InputSpec]) -> list[np.ndarray]:
+    """A fixed input for export and the accuracy check: a smooth random image in the
+    network's range (free sizes become ``net.probe_size``), standard normal noise maps, and
+    the documented default for scalar weights."""
+    rng = np.random.default_rng(20240611)
+    out = []
+    for i, spec in enumerate(specs):
+        shape = [d if d is not None else (2 if j == 0 else net.probe_size)
+                 for j, d in enumerate(spec.shape)]
+        if i == 0:
+            out.append(net.probe_image(rng, shape))
+        elif spec.shape == (1,):
+            out.append(np.array([0.5], np.float32))
+        else:
+            out.append(rng.standard_normal(shape).astype(np.float32))
+    return out
+
+
+def export_onnx(net: Network, specs: Sequence[InputSpec], example: Sequence[np.ndarray],
+                path: Path) -> None:
+    """Export ``net.graph()`` in float32 with every free dimension dynamic."""
+    import torch
+
+    graph = net.graph().float().eval()
+    names = [s.name for s in specs]
+    dynamic = {s.name: {j: f"{s.name}_d{j}" for j, d in enumerate(s.shape) if d is None}
+               for s in specs}
+    dynamic = {k: v for k, v in dynamic.items() if v}
+    args = tuple(torch.from_numpy(a) for a in example)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.inference_mode(False), torch.no_grad():
+            try:
+                # The TorchScript exporter: ~10x faster to export than the dynamo one here.
+                torch.onnx.export(graph, args, str(path), input_names=names,
+                                  output_names=None, dynamic_axes=dynamic,
+                                  opset_version=ONNX_OPSET, dynamo=False)
+            except Exception as exc:  # noqa: BLE001 - removed or failing: try torch.export
+                log.info("TorchScript ONNX export of %s failed (%s); trying dynamo",
+                         net.model_id, exc)
+                torch.onnx.export(graph, args, str(path), input_names=names,
+                                  dynamo=True, external_data=False)
+
+
+# --- choosing an engine -------------------------------------------------------------------------
+
+class EngineUnavailable(Exception):
+    """This engine cannot run this network here (package missing, export failed, too far)."""
+
+
+@dataclass
+class EngineFactory:
+    """Builds the engine for a descriptor on its first call (the Runtime holds one)."""
+
+    choice: str = "auto"
+    cache_dir: Path | None = None
+    threads: int = 1
+    torch_compile: bool = False
+    model_path: Callable[[Network], Path | None] = lambda net: None
+
+    def __post_init__(self) -> None:
+        if self.choice not in ENGINES:
+            from restora.errors import InvalidParameter
+
+            raise InvalidParameter("engine", f"unknown engine '{self.choice}'; use "
+                                   f"{', '.join(ENGINES)}")
+        self._warned: set[str] = set()
+        self._lock = threading.Lock()
+        self.notes: list[str] = []
+
+    def torch(self, net: Network, dtype: Any = None) -> TorchEngine:
+        return TorchEngine(net.graph(), net.device, net.dtype if dtype is None else dtype,
+                           compile=self.torch_compile)
+
+    def build(self, net: Network) -> Engine:
+        if net.device != "cpu" or not net.exportable:
+            return self._gpu_torch(net) if net.device.startswith("cuda") else self.torch(net)
+        if self.choice == "torch":
+            return self.torch(net)
+        policy = policy_for(net.task)
+        if self.choice == "auto":
+            candidates = [c for c in policy.cpu if _precision_allowed(net, c[1])]
+        else:
+            candidates = [(self.choice, "fp32")]
+        for engine, precision in candidates:
+            try:
+                return self.exported(net, engine, precision, verify=self.choice == "auto")
+            except EngineUnavailable as exc:
+                if self.choice != "auto" or "not installed" in str(exc):
+                    self._warn(engine, f"{exc}; running {net.model_id} on torch")
+                else:
+                    log.info("%s/%s not used for %s: %s", engine, precision, net.model_id, exc)
+        return self.torch(net)
+
+    def _gpu_torch(self, net: Network) -> TorchEngine:
+        import torch
+
+        want = policy_for(net.task).gpu if self.choice == "auto" else "fp32"
+        if want != "fp32" and _TORCH_DTYPES[want] in net.dtypes and net.dtype == torch.float32:
+            dtype = getattr(torch, _TORCH_DTYPES[want])
+            graph = net.graph().to(dtype)  # a converted copy would double GPU memory: convert
+            return TorchEngine(graph, net.device, dtype, compile=self.torch_compile)
+        return self.torch(net)
+
+    def _warn(self, engine: str, message: str) -> None:
+        with self._lock:
+            if engine in self._warned:
+                return
+            self._warned.add(engine)
+            self.notes.append(message)
+        log.warning(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    def exported(self, net: Network, engine: str, precision: str, *,
+                 verify: bool = True) -> Engine:
+        """The cached (or newly exported) graph of ``net`` on ``engine`` at ``precision``."""
+        version = package_version(engine)
+        if version is None:
+            raise EngineUnavailable(f"the {engine} package is not installed "
+                                    f"(pip install 'restora[fast]')")
+        if engine == "openvino" and precision == "bf16" and not bf16_supported():
+            raise EngineUnavailable("this CPU has no bf16 support")
+        model_file = self.model_path(net)
+        if model_file is None or self.cache_dir is None:
+            raise EngineUnavailable("the model has no file to key the export cache on")
+        cache = ExportCache(self.cache_dir)
+        specs = net.inputs()
+        key = {"model": cache.model_hash(model_file), "model_id": net.model_id,
+               "engine": engine, "engine_version": version, "precision": precision,
+               "shape": shape_signature(specs), "format": EXPORT_FORMAT,
+               "torch": _torch_version()}
+        folder = cache.folder(key)
+        with cache.lock(folder):
+            meta = cache.read(folder, key)
+            if meta is None:
+                meta = self._build_entry(net, engine, precision, specs, folder, cache, key,
+                                         verify)
+            if not meta.get("ok", False):
+                raise EngineUnavailable(meta.get("reason", "rejected earlier"))
+            if verify and "measure" not in meta:
+                meta = self._verify(net, engine, precision, specs, folder, cache, key, meta)
+                if not meta["ok"]:
+                    raise EngineUnavailable(meta["reason"])
+            try:
+                return self._open(engine, folder, specs, precision)
+            except Exception as exc:  # noqa: BLE001 - a corrupt file: rebuild once
+                cache.discard(folder, f"{engine} cannot load it: {exc}")
+                meta = self._build_entry(net, engine, precision, specs, folder, cache, key,
+                                         verify)
+                if not meta.get("ok", False):
+                    raise EngineUnavailable(meta.get("reason", "rejected")) from exc
+                return self._open(engine, folder, specs, precision)
+
+    def _open(self, engine: str, folder: Path, specs: Sequence[InputSpec], precision: str
+              ) -> Engine:
+        names = [s.name for s in specs]
+        opened: Engine
+        if engine == "onnxruntime":
+            opened = OnnxRuntimeEngine(folder / "graph.onnx", names, self.threads, precision)
+        else:
+            opened = OpenVINOEngine(folder / "graph.xml", names, self.threads, precision)
+        if all(s.shape and s.shape[0] == 1 for s in specs) and len(specs[0].shape) == 4:
+            opened = OneAtATime(opened)
+        return opened
+
+    def _build_entry(self, net: Network, engine: str, precision: str,
+                     specs: Sequence[InputSpec], folder: Path, cache: ExportCache,
+                     key: dict[str, Any], verify: bool) -> dict[str, Any]:
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".build-"))
+        try:
+            example = probe_inputs(net, specs)
+            log.info("exporting %s for %s/%s (once per model file and version)",
+                     net.model_id, engine, precision)
+            try:
+                export_onnx(net, specs, example, tmp / "graph.onnx")
+                if engine == "openvino":
+                    import openvino as ov
+
+                    ov.save_model(ov.convert_model(str(tmp / "graph.onnx")),
+                                  str(tmp / "graph.xml"), compress_to_fp16=False)
+                    (tmp / "graph.onnx").unlink()
+                meta: dict[str, Any] = {"ok": True}
+            except Exception as exc:  # noqa: BLE001 - an exporter limitation: remember it
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir()
+                meta = {"ok": False, "reason": f"export failed: {type(exc).__name__}: "
+                                               f"{str(exc)[:300]}"}
+            os.replace(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        cache.write(folder, key, meta)
+        if meta["ok"] and verify:
+            meta = self._verify(net, engine, precision, specs, folder, cache, key, meta)
+        return meta
+
+    def _verify(self, net: Network, engine: str, precision: str, specs: Sequence[InputSpec],
+                folder: Path, cache: ExportCache, key: dict[str, Any], meta: dict[str, Any]
+                ) -> dict[str, Any]:
+        """Run the probe on torch float32 and on the engine; record the task's verdict."""
+        example = probe_inputs(net, specs)
+        ref = [np.asarray(_to_numpy(o)) for o in self.torch(net).run(example)]
+        got = self._open(engine, folder, specs, precision).run(example)
+        policy = policy_for(net.task)
+        ok, measure = policy.check(ref, got)
+        meta = {**meta, "ok": bool(ok), "measure": measure, "bound": policy.bound}
+        if not ok:
+            meta["reason"] = f"outside the {net.task} bound ({measure}; {policy.bound})"
+        cache.write(folder, key, meta)
+        return meta
+
+
+def _precision_allowed(net: Network, precision: str) -> bool:
+    return _TORCH_DTYPES[precision] in net.dtypes
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    return value.detach().float().cpu().numpy()
+
+
+def _torch_version() -> str:
+    import torch
+
+    return str(torch.__version__)

@@ -45,3 +45,14 @@ class CodeFormerGraph(nn.Module):
 
     def forward(self, x: Tensor, w: Tensor) -> Tensor:
         return self.net(x, w=w.to(x.dtype), adain=True)[0]
+
+
+class Outputs(nn.Module):
+    """``module(x)`` with its outputs as a tuple of tensors (detectors: loc, conf, landms)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.net = module
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        return tuple(self.net(x))

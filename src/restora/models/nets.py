@@ -18,6 +18,7 @@ facts in ``_configure`` and the graph in ``graph``) plus a line in :data:`DESCRI
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -29,7 +30,7 @@ from restora.models.registry import ModelSpec
 if TYPE_CHECKING:
     import torch
 
-    from restora.models.engines import Engine
+    from restora.models.engines import Engine, EngineFactory
 
 Array = Any  # np.ndarray | torch.Tensor
 
@@ -52,6 +53,10 @@ class Network:
     family: ClassVar[str | None] = None
     #: precisions the network may run in without leaving its documented bound
     dtypes: ClassVar[tuple[str, ...]] = ALL_DTYPES
+    #: value range of the image input (for the export/accuracy probe)
+    input_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
+    #: side used for free input dimensions when exporting and checking accuracy
+    probe_size: ClassVar[int] = 64
 
     def __init__(self, spec: ModelSpec, module: Any, *, device: str = "cpu",
                  dtype: Any = None) -> None:
@@ -67,6 +72,9 @@ class Network:
         self.scale = 1
         self._configure(dict(spec.hparams))
         self.engine: Engine | None = None
+        #: builds the engine on the first call (set by the Runtime; None = torch eager)
+        self.engine_factory: EngineFactory | None = None
+        self._engine_lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
         # Anything the descriptor does not define is the module's (parameters(), state_dict(),
@@ -101,6 +109,29 @@ class Network:
         return self.module
 
     @property
+    def exportable(self) -> bool:
+        """Whether the exported engines can run it (a torch module)."""
+        import torch
+
+        return isinstance(self.module, torch.nn.Module)
+
+    def probe_image(self, rng: np.random.Generator, shape: Sequence[int]) -> np.ndarray:
+        """A smooth, face-like-statistics random image in ``input_range`` (export/accuracy
+        probe): a few random low-frequency waves per channel plus mild noise."""
+        n, c, h, w = shape
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        img = np.empty(shape, np.float32)
+        for i in range(n):
+            for ch in range(c):
+                f = rng.uniform(0.5, 4.0, 4) * (2 * np.pi / max(h, w))
+                p = rng.uniform(0, 2 * np.pi, 2)
+                img[i, ch] = (0.5 + 0.3 * np.sin(f[0] * xx + f[1] * yy + p[0])
+                              * np.cos(f[2] * xx - f[3] * yy + p[1]))
+        img += rng.normal(0.0, 0.03, shape).astype(np.float32)
+        lo, hi = self.input_range
+        return (np.clip(img, 0.0, 1.0) * (hi - lo) + lo).astype(np.float32)
+
+    @property
     def engine_name(self) -> str:
         return self.engine.name if self.engine is not None else "torch"
 
@@ -117,11 +148,20 @@ class Network:
 
     def run(self, inputs: Sequence[Array]) -> list[Array]:
         """All graph outputs for ``inputs`` (numpy or tensors); the engine's own output type."""
-        if self.engine is None:
-            from restora.models.engines import TorchEngine
+        engine = self.engine
+        if engine is None:
+            with self._engine_lock:  # one build (export) per descriptor, others wait
+                if self.engine is None:
+                    self.engine = self._make_engine()
+                engine = self.engine
+        return engine.run(list(inputs))
 
-            self.engine = TorchEngine(self.graph(), self.device, self.dtype)
-        return self.engine.run(list(inputs))
+    def _make_engine(self) -> Engine:
+        if self.engine_factory is not None:
+            return self.engine_factory.build(self)
+        from restora.models.engines import TorchEngine
+
+        return TorchEngine(self.graph(), self.device, self.dtype)
 
     def __call__(self, x: Array, **kwargs: Any) -> Array:
         """The main output for input ``x`` (NCHW), as a numpy array if ``x`` is one, else a
@@ -142,6 +182,7 @@ class FaceRestorer(Network):
     """Aligned face crop -> restored crop; RGB NCHW in [-1, 1] at ``input_size``."""
 
     task = "face-restoration"
+    input_range = (-1.0, 1.0)
 
     def _configure(self, hparams: dict[str, Any]) -> None:
         self.input_size = 512
@@ -178,8 +219,10 @@ class GFPGANRestorer(FaceRestorer):
 
     def inputs(self, batch: int | None = None, height: int | None = None,
                width: int | None = None) -> list[InputSpec]:
-        return [*super().inputs(batch), *(InputSpec(f"noise{i}", (batch, 1, s, s))
-                                          for i, s in enumerate(self.noise_sides()))]
+        # Exported one face at a time: the modulated convolution's weights depend on the batch,
+        # which the TorchScript exporter cannot make dynamic (engines loop over the faces).
+        return [*super().inputs(1), *(InputSpec(f"noise{i}", (1, 1, s, s))
+                                      for i, s in enumerate(self.noise_sides()))]
 
     def extra_inputs(self, x: Array, *, fidelity: float = 0.5,
                      generator: torch.Generator | None = None, **_: Any) -> list[Array]:
@@ -228,6 +271,7 @@ class FaceParser(Network):
     """Face crop RGB NCHW in [-1, 1] at ``input_size`` -> class logits (N, classes, S, S)."""
 
     task = "face-parsing"
+    input_range = (-1.0, 1.0)
 
     def _configure(self, hparams: dict[str, Any]) -> None:
         self.input_size = int(hparams.get("in_size", 512))
@@ -249,6 +293,10 @@ class Upscaler(Network):
     """RGB NCHW in [0, 1], any size that is a multiple of ``multiple`` -> ``scale`` x larger."""
 
     task = "upscale"
+
+    def inputs(self, batch: int | None = None, height: int | None = None,
+               width: int | None = None) -> list[InputSpec]:
+        return [InputSpec("x", (1, 3, height, width))]  # one tile at a time
 
     def _configure(self, hparams: dict[str, Any]) -> None:
         self.scale = int(hparams.get("scale", hparams.get("upscale", 4)))
@@ -279,6 +327,11 @@ class FaceDetector(Network):
     task = "face-detection"
     #: confidence threshold at sensitivity 0.5 (the detector's usual setting)
     mid_threshold: ClassVar[float] = 0.6
+    probe_size = 320
+
+    def inputs(self, batch: int | None = None, height: int | None = None,
+               width: int | None = None) -> list[InputSpec]:
+        return [InputSpec("x", (1, 3, height, width))]
 
     def detect(self, image_rgb: np.ndarray, conf_threshold: float | None = None,
                nms_threshold: float = 0.4) -> np.ndarray:
@@ -295,6 +348,12 @@ class RetinaFaceDetector(FaceDetector):
 
     family = "retinaface"
     mid_threshold = 0.8
+    input_range = (-123.0, 151.0)  # BGR minus the mean
+
+    def graph(self) -> torch.nn.Module:
+        from restora.models.graphs import Outputs
+
+        return Outputs(self.module)
 
     def detect(self, image_rgb: np.ndarray, conf_threshold: float | None = None,
                nms_threshold: float = 0.4) -> np.ndarray:
@@ -319,6 +378,10 @@ class YuNetDetector(FaceDetector):
         return self.module.detect(image_rgb, conf_threshold)
 
     @property
+    def exportable(self) -> bool:
+        return False
+
+    @property
     def engine_name(self) -> str:
         return "opencv"
 
@@ -340,10 +403,14 @@ class Colorizer(Network):
         self.input_size = int(input_size(hparams))
         self.multiple = 32
 
+    @property
+    def probe_size(self) -> int:  # type: ignore[override]
+        return self.input_size or 512
+
     def inputs(self, batch: int | None = None, height: int | None = None,
                width: int | None = None) -> list[InputSpec]:
         # the inference size may be overridden per call (a multiple of 32)
-        return [InputSpec("x", (batch, 3, height, width))]
+        return [InputSpec("x", (1, 3, height, width))]
 
 
 class DDColorColorizer(Colorizer):

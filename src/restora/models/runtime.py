@@ -15,6 +15,7 @@ from restora.config import Settings
 from restora.errors import (CheckpointError, InvalidParameter, ModelError, ModelNotInstalled,
                             RestoraError)
 from restora.models.checkpoint import load_into, load_state_dict
+from restora.models.engines import EngineFactory
 from restora.models.nets import Network, describe
 from restora.models.registry import ARCHITECTURES, ModelSpec, Registry
 
@@ -79,7 +80,8 @@ class Runtime:
     """Owns device choice, dtype, torch threads and one loaded copy of each network."""
 
     def __init__(self, settings: Settings | None = None, *, device: str | None = None,
-                 dtype: Any = None, threads: int | None = None) -> None:
+                 dtype: Any = None, threads: int | None = None,
+                 engine: str | None = None) -> None:
         import torch
 
         self.settings = settings if settings is not None else Settings()
@@ -91,12 +93,20 @@ class Runtime:
             if self.threads < 1:
                 raise InvalidParameter("threads", "threads must be at least 1")
             torch.set_num_threads(self.threads)
+        self.engines = EngineFactory(
+            choice=(engine or self.settings.engine).strip().lower(),
+            cache_dir=self.settings.engines_dir,
+            threads=self.threads or torch.get_num_threads(),
+            torch_compile=self.settings.torch_compile,
+            model_path=lambda net: self.registry.path(net.spec) if net.spec.id in
+            {s.id for s in self.registry.all()} else None)
         self._models: dict[str, Network] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"Runtime(device={self.device!r}, dtype={self.dtype}, loaded={self.loaded()})"
+        return (f"Runtime(device={self.device!r}, dtype={self.dtype}, "
+                f"engine={self.engines.choice!r}, loaded={self.loaded()})")
 
     def spec(self, model_id: str) -> ModelSpec:
         return self.registry.get(model_id)
@@ -119,6 +129,7 @@ class Runtime:
             spec = self.registry.get(model_id)
             dtype = self._dtype_for(spec)
             model = describe(spec, self._build(spec, dtype), device=self.device, dtype=dtype)
+            model.engine_factory = self.engines
             with self._guard:
                 self._models[model_id] = model
             return model

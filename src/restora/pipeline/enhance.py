@@ -22,7 +22,7 @@ from restora.pipeline import detect as det
 from restora.pipeline._timing import Stages
 from restora.pipeline.options import EnhanceOptions, with_overrides
 from restora.pipeline.align import AlignedFace, align_face, compose, invert, scale_map
-from restora.models.nets import FaceParser, FaceRestorer, Upscaler
+from restora.models.nets import FaceParser, FaceRestorer, Network, Upscaler
 from restora.models.registry import RESTORER_FAMILIES
 from restora.pipeline.paste import PasteFace, is_grayscale, parse_to_mask, paste_faces, to_luminance
 from restora.pipeline.restore import load_restorer, parse_faces, restore_faces
@@ -39,6 +39,8 @@ STAGE_WEIGHTS = {"decode": 3.0, "detect": 6.0, "align": 2.0, "restore": 55.0, "u
                  "paste": 22.0}  # paste includes the ParseNet masks
 
 MODEL_ARCH = RESTORER_FAMILIES
+#: A stage estimated to take at least this long is announced (log + warning).
+LONG_STAGE_SECONDS = 60.0
 
 # ``auto``: a face is "severely degraded" when it is small in the input (the 512 crop enlarges it
 # more than 4x: FFHQ eyes are 126 px apart at 512) or its aligned crop carries little detail.
@@ -85,6 +87,7 @@ def enhance_faces(
     bg_upscale, face_upsample = opts.bg_upscale, opts.face_upsample
     stages = Stages(STAGE_WEIGHTS, progress, cancel)
     warnings: list[str] = []
+    used: list[Network] = []  # the networks that ran, for the engine report
 
     with stages.stage("decode"):
         img = as_image(image, runtime.settings if runtime is not None else None)
@@ -98,7 +101,8 @@ def enhance_faces(
     with stages.stage("detect"):
         dets, source = _find_faces(runtime, pixels, faces=opts.face_dicts(),
                                    detector=opts.detector, sensitivity=opts.sensitivity,
-                                   only_center_face=opts.only_center_face, warnings=warnings)
+                                   only_center_face=opts.only_center_face, warnings=warnings,
+                                   used=used)
     found = [_to_face(d, img.width, img.height) for d in dets]
     result = EnhanceResult(image=img, faces=found, faces_detected=len(found), scale=upscale,
                            landmark_source=source, warnings=warnings)
@@ -123,6 +127,7 @@ def enhance_faces(
             crops = [_as_float(a.crop) for a in aligned]
         result.model, result.model_kind = restorer.model_id, (
             restorer.kind if restorer.kind in MODEL_ARCH else None)
+        used.append(restorer)
         with stages.stage("restore"):
             restored = restore_faces(
                 crops, restorer, fidelity=fidelity, seed=opts.seed, cancel=cancel,
@@ -131,11 +136,14 @@ def enhance_faces(
                 restored = [to_luminance(f) for f in restored]
 
     with stages.stage("upscale"):
-        canvas, alpha, result.upscaler = _background(img, upscale, bg_upscale, up, cancel)
+        canvas, alpha, result.upscaler = _background(img, upscale, bg_upscale, up, cancel,
+                                                     _tile_clock(stages, result))
+        if up is not None:
+            used.append(up)
 
     with stages.stage("paste"):
         if restored:
-            masks, result.mask = _masks(runtime, restored, cancel)
+            masks, result.mask = _masks(runtime, restored, cancel, used)
             square = masks[0] is None or restorer.kind != "gfpgan"
             items = _paste_items(aligned, restored, masks, square, upscale, up, face_upsample,
                                  cancel)
@@ -144,6 +152,9 @@ def enhance_faces(
             canvas = pixels.copy()
     result.image = img.with_pixels(canvas, alpha)
     result.timings = dict(stages.timings)
+    result.engines = {n.model_id: f"{n.engine_name}/{n.precision}" for n in used}
+    if restored and restorer is not None:
+        result.engine, result.precision = restorer.engine_name, restorer.precision
     stages.done()
     return result
 
@@ -164,19 +175,43 @@ def _upscaler(runtime: Runtime, upscale: int, bg_upscale: bool, warnings: list[s
     return None
 
 
+def _tile_clock(stages: Stages, result: EnhanceResult) -> Callable[[int, int], None]:
+    """Progress per upscale tile, and an estimate of the whole stage from the second tile (the
+    first may include building the engine): kept in ``result.estimates`` and, when long,
+    logged and added to the warnings."""
+    import logging
+    import time
+
+    marks: list[float] = []
+
+    def on_tile(done: int, total: int) -> None:
+        stages.report("upscale", done / total)
+        marks.append(time.perf_counter())
+        if done == 2 and total > 2:
+            eta = (marks[1] - marks[0]) * total
+            result.estimates["upscale"] = round(eta, 1)
+            if eta >= LONG_STAGE_SECONDS:
+                note = (f"background upscaling runs {total} tiles: about {eta / 60:.0f} min "
+                        "on this machine")
+                logging.getLogger("restora.pipeline").warning(note)
+                result.warnings.append(note)
+    return on_tile
+
+
 def _background(img: Image, upscale: int, bg_upscale: bool, up: Upscaler | None,
-                cancel: threading.Event | None) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+                cancel: threading.Event | None,
+                on_tile: Callable[[int, int], None] | None = None
+                ) -> tuple[np.ndarray, np.ndarray | None, str | None]:
     """(pixels, alpha, upscaler name) of the canvas the faces are pasted into."""
     pixels, alpha = img.pixels, img.alpha
     if upscale > 1:
-        canvas = upscale_pixels(pixels, upscale, up, cancel=cancel)
+        canvas = upscale_pixels(pixels, upscale, up, cancel=cancel, on_tile=on_tile)
         if alpha is not None:
             alpha = resize(alpha, img.width * upscale, img.height * upscale)
         return canvas, alpha, (up.model_id if up is not None else "lanczos")
     if bg_upscale and up is not None:
-        # background enhancement at scale 1: super-resolve, then area-average back down
-        canvas = upscale_pixels(pixels, up.scale, up, cancel=cancel)
-        return resize(canvas, img.width, img.height), alpha, up.model_id
+        # background enhancement at scale 1: super-resolve, area-averaged back down per tile
+        return upscale_pixels(pixels, 1, up, cancel=cancel, on_tile=on_tile), alpha, up.model_id
     return pixels, alpha, None
 
 
@@ -201,7 +236,8 @@ def _detector_spec(runtime: Runtime, detector: str | None) -> ModelSpec:
 
 def _find_faces(runtime: Runtime, pixels: np.ndarray, *, faces: Sequence[dict] | None,
                 detector: str | None, sensitivity: float, only_center_face: bool,
-                warnings: list[str]) -> tuple[list[det.Detection], str]:
+                warnings: list[str], used: list[Network] | None = None
+                ) -> tuple[list[det.Detection], str]:
     height, width = pixels.shape[:2]
     max_faces = runtime.settings.max_faces
     if faces is not None:
@@ -214,6 +250,8 @@ def _find_faces(runtime: Runtime, pixels: np.ndarray, *, faces: Sequence[dict] |
             if detector:
                 raise
             net, thr = None, det.LOOSE_THRESHOLD
+        if net is not None and used is not None:
+            used.append(net)
         dets, sources = det.detections_for_boxes(net, pixels, boxes,
                                                  conf_threshold=min(thr, det.LOOSE_THRESHOLD))
         source = sources[0] if sources and len(set(sources)) == 1 else ("mixed" if sources else "box")
@@ -223,6 +261,8 @@ def _find_faces(runtime: Runtime, pixels: np.ndarray, *, faces: Sequence[dict] |
     else:
         spec = _detector_spec(runtime, detector)
         net = runtime.load(spec.id)
+        if used is not None:
+            used.append(net)
         thr = det.sensitivity_to_threshold(sensitivity, net.kind)
         dets = det.detect_faces(net, pixels, conf_threshold=thr)
         dets, small = det.drop_small(dets)
@@ -295,8 +335,8 @@ def _choose_restorer(runtime: Runtime, model: str, pixels: np.ndarray,
     return load_restorer(runtime, kinds[kind][0]), f"auto: {kind}, {why}"
 
 
-def _masks(runtime: Runtime, restored: Sequence[np.ndarray], cancel: threading.Event | None
-           ) -> tuple[list[np.ndarray | None], str]:
+def _masks(runtime: Runtime, restored: Sequence[np.ndarray], cancel: threading.Event | None,
+           used: list[Network] | None = None) -> tuple[list[np.ndarray | None], str]:
     """ParseNet face masks in crop space, or None per face (square mask only) without a parser.
 
     How they combine with the feathered square is the restorer's reference rule (see
@@ -310,6 +350,8 @@ def _masks(runtime: Runtime, restored: Sequence[np.ndarray], cancel: threading.E
     if not isinstance(parser, FaceParser):
         raise InvalidParameter("model", f"model '{parser.model_id}' is not a face parser")
     maps = parse_faces(parser, restored, cancel=cancel)
+    if used is not None:
+        used.append(parser)
     return [parse_to_mask(m, size) for m in maps], "parsenet"
 
 

@@ -46,9 +46,14 @@ class EnhanceResult:
     mask: str | None = None  # "parsenet" or "square" when faces were pasted
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     warnings: list[str] = field(default_factory=list)
+    engine: str | None = None  # engine of the restorer ("openvino", "onnxruntime", "torch")
+    precision: str | None = None  # its precision ("fp32", "bf16", "fp16")
+    engines: dict[str, str] = field(default_factory=dict)  # model id -> "engine/precision"
+    estimates: dict[str, float] = field(default_factory=dict)  # stage -> estimated seconds
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict in the seeds' field names (``facesDetected``, ``faces``, ...)."""
+        """JSON-ready dict in the seeds' field names (``facesDetected``, ``faces``, ...);
+        ``engine``, ``precision`` and ``engines`` are extensions (docs/engines.md)."""
         return {
             "facesDetected": self.faces_detected,
             "faces": [f.to_dict() for f in self.faces],
@@ -61,6 +66,10 @@ class EnhanceResult:
             "mask": self.mask,
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "warnings": list(self.warnings),
+            "engine": self.engine,
+            "precision": self.precision,
+            "engines": dict(self.engines),
+            "estimates": dict(self.estimates),
             "width": self.image.width,
             "height": self.image.height,
         }

@@ -7,6 +7,7 @@ context on every side, and only its interior is kept, so there are no seams.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -62,9 +63,35 @@ def super_resolve(up: Upscaler, rgb: np.ndarray, *, tile: int = TILE, pad: int =
                   cancel: threading.Event | None = None) -> np.ndarray:
     """Run the network over float32 RGB [0, 1] in overlapping tiles; returns H*s x W*s x 3."""
     h, w = rgb.shape[:2]
-    s = up.scale
-    out = np.empty((h * s, w * s, 3), np.float32)
-    mult = up.multiple
+    out = np.empty((h * up.scale, w * up.scale, 3), np.float32)
+    super_resolve_into(up, rgb, out, tile=tile, pad=pad, cancel=cancel)
+    return out
+
+
+def super_resolve_into(up: Upscaler, src: np.ndarray, out: np.ndarray, *, tile: int = TILE,
+                       pad: int = TILE_PAD, cancel: threading.Event | None = None,
+                       on_tile: Callable[[int, int], None] | None = None) -> None:
+    """Stream the network over ``src`` (H x W x 3 uint8, uint16 or float32 [0, 1]) into ``out``
+    (H*f x W*f x 3, any of those dtypes), one overlapping tile at a time.
+
+    Only tiles are ever in float: each is converted from ``src``, run, resized from the
+    network's factor ``s`` to the output factor ``f`` when they differ (area averaging when
+    shrinking, exact per tile for the integer ratios used; Lanczos when enlarging, whose support
+    the tile's margin covers), cropped to its interior and rounded into ``out``. So memory is
+    the input, the output and a few tiles, whatever the image size. ``on_tile(done, total)``
+    reports progress.
+    """
+    import cv2
+
+    h, w = src.shape[:2]
+    f = out.shape[0] / h
+    if out.shape[:2] != (round(h * f), round(w * f)) or f * w != out.shape[1]:
+        raise ValueError(f"output {out.shape[:2]} is not an integer-ratio enlargement of {h}x{w}")
+    s, mult = up.scale, up.multiple
+    src_top = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(src.dtype, 1.0)
+    out_top = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(out.dtype, None)
+    total = ((h + tile - 1) // tile) * ((w + tile - 1) // tile)
+    done = 0
     for y0 in range(0, h, tile):
         for x0 in range(0, w, tile):
             if cancel is not None and cancel.is_set():
@@ -72,15 +99,29 @@ def super_resolve(up: Upscaler, rgb: np.ndarray, *, tile: int = TILE, pad: int =
             y1, x1 = min(h, y0 + tile), min(w, x0 + tile)
             py0, px0 = max(0, y0 - pad), max(0, x0 - pad)
             py1, px1 = min(h, y1 + pad), min(w, x1 + pad)
-            patch = rgb[py0:py1, px0:px1]
+            patch = src[py0:py1, px0:px1]
             eh, ew = (-patch.shape[0]) % mult, (-patch.shape[1]) % mult
             if eh or ew:  # edge replicate up to the network's multiple
                 patch = np.pad(patch, ((0, eh), (0, ew), (0, 0)), mode="edge")
-            x = np.ascontiguousarray(patch.transpose(2, 0, 1)[None], dtype=np.float32)
-            y = np.clip(up(x)[0], 0.0, 1.0).transpose(1, 2, 0)
-            oy, ox = (y0 - py0) * s, (x0 - px0) * s
-            out[y0 * s:y1 * s, x0 * s:x1 * s] = y[oy:oy + (y1 - y0) * s, ox:ox + (x1 - x0) * s]
-    return out
+            x = patch.transpose(2, 0, 1)[None].astype(np.float32)
+            if src_top != 1.0:
+                x *= np.float32(1.0 / src_top)
+            y = np.clip(up(np.ascontiguousarray(x))[0], 0.0, 1.0).transpose(1, 2, 0)
+            y = y[:(py1 - py0) * s, :(px1 - px0) * s]  # drop the multiple-of padding
+            if f != s:
+                size = (round((px1 - px0) * f), round((py1 - py0) * f))
+                y = cv2.resize(np.ascontiguousarray(y), size, interpolation=cv2.INTER_AREA
+                               if f < s else cv2.INTER_LANCZOS4)
+            oy, ox = round((y0 - py0) * f), round((x0 - px0) * f)
+            ty0, ty1, tx0, tx1 = round(y0 * f), round(y1 * f), round(x0 * f), round(x1 * f)
+            piece = y[oy:oy + ty1 - ty0, ox:ox + tx1 - tx0]
+            if out_top is None:
+                out[ty0:ty1, tx0:tx1] = np.clip(piece, 0.0, 1.0)
+            else:
+                out[ty0:ty1, tx0:tx1] = np.clip(np.rint(piece * np.float32(out_top)), 0, out_top)
+            done += 1
+            if on_tile is not None:
+                on_tile(done, total)
 
 
 def upscale_rgb(rgb: np.ndarray, scale: float, up: Upscaler | None, *, out_size: tuple[int, int] | None = None,
@@ -101,15 +142,18 @@ def to_dtype(rgb: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def upscale_pixels(pixels: np.ndarray, scale: int, up: Upscaler | None, *,
-                   cancel: threading.Event | None = None) -> np.ndarray:
-    """uint8/uint16 RGB enlarged by the integer ``scale`` (keeps the dtype).
+                   cancel: threading.Event | None = None,
+                   on_tile: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """uint8/uint16 RGB enlarged by the integer ``scale`` >= 1 (keeps the dtype).
 
-    Lanczos runs directly on the integer data; the network runs in float.
+    Lanczos runs directly on the integer data. The network streams tiles into the integer
+    output (:func:`super_resolve_into`): no float copy of the image or the canvas exists. At
+    ``scale`` 1 the network's result is area-averaged back to the input size (background
+    enhancement).
     """
     h, w = pixels.shape[:2]
     if up is None:
         return resize(pixels, w * scale, h * scale)
-    top = 65535.0 if pixels.dtype == np.uint16 else 255.0
-    rgb = pixels.astype(np.float32) * np.float32(1.0 / top)
-    return to_dtype(upscale_rgb(rgb, scale, up, out_size=(w * scale, h * scale), cancel=cancel),
-                    pixels.dtype)
+    out = np.empty((h * scale, w * scale, 3), pixels.dtype)
+    super_resolve_into(up, pixels, out, cancel=cancel, on_tile=on_tile)
+    return out

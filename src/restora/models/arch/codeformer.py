@@ -158,12 +158,14 @@ class CodeFormer(VQAutoEncoder):
         A tensor ``w`` (the exported graphs' input) always runs the fusion: ``w = 0`` then adds
         exact zeros, so no branch depends on the data.
         """
-        taps = {FUSE_ENCODER_BLOCK[size] for size in self.connect_list}
+        # resolutions by block index (not read from tensor shapes, which are traced values
+        # when exporting)
+        taps = {FUSE_ENCODER_BLOCK[size]: size for size in self.connect_list}
         enc_feats: dict[str, Tensor] = {}
         for i, block in enumerate(self.encoder.blocks):
             x = block(x)
             if i in taps:
-                enc_feats[str(x.shape[-1])] = x
+                enc_feats[taps[i]] = x
         lq_feat = x
 
         b, c, h, w_lat = lq_feat.shape
@@ -187,11 +189,11 @@ class CodeFormer(VQAutoEncoder):
             quant_feat = adaptive_instance_normalization(quant_feat.float(),
                                                          lq_feat.float()).to(lq_feat.dtype)
 
-        fuse_after = {FUSE_GENERATOR_BLOCK[size] for size in self.connect_list}
+        fuse_after = {FUSE_GENERATOR_BLOCK[size]: size for size in self.connect_list}
         x = quant_feat
         for i, block in enumerate(self.generator.blocks):
             x = block(x)
             if i in fuse_after and (isinstance(w, Tensor) or w > 0):
-                size = str(x.shape[-1])
+                size = fuse_after[i]
                 x = self.fuse_convs_dict[size](enc_feats[size].detach(), x, w)
         return x, logits, lq_feat
