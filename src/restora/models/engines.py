@@ -532,8 +532,8 @@ class EngineFactory:
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".build-"))
         try:
             example = probe_inputs(net, specs)
-            log.info("exporting %s for %s/%s (once per model file and version)",
-                     net.model_id, engine, precision)
+            log.warning("exporting %s for %s/%s: once per model file and engine version, "
+                        "this first run takes longer", net.model_id, engine, precision)
             try:
                 export_onnx(net, specs, example, tmp / "graph.onnx")
                 if engine == "openvino":

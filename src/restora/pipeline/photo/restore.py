@@ -238,7 +238,9 @@ def _enhance_faces(img: Image, runtime: Runtime, fidelity: float, mono: MonoRepo
         return img
     result.faces_enhanced = out.faces_detected if out.model else 0
     report: dict[str, Any] = {"facesDetected": out.faces_detected, "model": out.model,
-                              "fidelity": fidelity, "strength": FACE_STRENGTH}
+                              "fidelity": fidelity, "strength": FACE_STRENGTH,
+                              "engine": out.engine, "precision": out.precision,
+                              "engines": dict(out.engines)}
     result.warnings.extend(out.warnings)
     if not result.faces_enhanced:
         result.reports["face-enhancement"] = {**report, "skipped": True,
