@@ -110,6 +110,14 @@ def colour_check(ref: list[np.ndarray], got: list[np.ndarray]) -> tuple[bool, st
     return worst <= 1.0, f"max |d ab| {worst:.3f}"
 
 
+def _max_abs_check(limit: float
+                   ) -> Callable[[list[np.ndarray], list[np.ndarray]], tuple[bool, str]]:
+    def check(ref: list[np.ndarray], got: list[np.ndarray]) -> tuple[bool, str]:
+        worst = float(np.abs(ref[0].astype(np.float64) - got[0]).max())
+        return worst <= limit, f"max |d| {worst:.2e}"
+    return check
+
+
 _FAST_FP32 = (("openvino", "fp32"), ("onnxruntime", "fp32"))
 _FAST_ANY = (("openvino", "bf16"), *_FAST_FP32)
 
@@ -126,6 +134,12 @@ POLICIES: dict[str, Policy] = {
                              "(boxes and landmarks move < 1 px)", detection_check, _FAST_ANY,
                              gpu="fp16"),
     "colorization": Policy("Lab a/b within 1.0 of torch fp32", colour_check, _FAST_FP32),
+    # Scratch logits: the damage threshold is sigmoid 0.4 (logit -0.405); 0.05 moves the
+    # probability by < 0.0125, so only pixels already within a hair of the threshold can flip.
+    "damage-segmentation": Policy("logits within 0.05 of torch fp32", _max_abs_check(0.05),
+                                  _FAST_FP32),
+    # LaMa's spectral blocks (rfft2/irfft2) do not export with the TorchScript exporter: torch.
+    "inpainting": Policy("torch only (FFT layers)", _max_abs_check(0.0), ()),
 }
 #: Tasks without their own policy (new networks) use float32 engines and a 50 dB bound on [0,1].
 DEFAULT_POLICY = Policy("PSNR >= 50 dB vs torch fp32 (clipped to [0, 1])",
