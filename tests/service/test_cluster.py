@@ -96,8 +96,8 @@ class Cluster:
         self.apis.append(node)
         return node
 
-    def start_worker(self, role: str = "worker") -> Node:
-        node = self._start(role)
+    def start_worker(self, role: str = "worker", step_s: float = STEP_S) -> Node:
+        node = self._start(role, step_s)
         self.workers.append(node)
         return node
 
@@ -369,6 +369,27 @@ def test_health_readiness_and_metrics(cluster):
     logs = "".join(n.log.read_text() for n in c.workers)
     lines = [json.loads(x) for x in logs.splitlines() if x.startswith("{")]
     assert any(x.get("jobId") and "job succeeded" in x["msg"] for x in lines)
+
+
+def test_a_worker_whose_stopped_job_keeps_running_exits_for_a_restart(cluster):
+    """A job that ignores its cancel (here: 3 s bands between checks) past hang_grace_s makes
+    its worker exit with status 75, so a supervisor starts a clean process."""
+    c, _ = cluster
+    for w in c.workers:
+        w.kill(signal.SIGTERM)
+    c.workers.clear()
+    c.env["RESTORA_HANG_GRACE_S"] = "0.5"
+    try:
+        slow = c.start_worker(step_s=3.0)
+    finally:
+        c.env.pop("RESTORA_HANG_GRACE_S")
+    job_id = submit(c.apis[0], seed=606)
+    wait_for(lambda: c.store.get(job_id).status == "processing", timeout=60, interval=0.02)
+    assert httpx.post(f"{c.apis[1].url}/api/v1/jobs/{job_id}/cancel").json()["status"] == \
+        "canceled"
+    assert slow.proc.wait(60) == 75
+    c.workers.remove(slow)
+    assert finals(c, job_id) == ["failed"] and c.store.get(job_id).status == "canceled"
 
 
 def test_a_worker_with_real_tiny_models_runs_enhance_faces(cluster, tmp_path):
