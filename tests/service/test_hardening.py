@@ -284,3 +284,19 @@ def test_options_answered_by_cors_not_static(c):
         assert "POST" in r.headers["allow"]
         r = c.options(path, headers={"Origin": "https://app.example"})
         assert r.status_code == 204 and r.headers["access-control-allow-origin"] == "*"
+
+
+def test_only_small_simple_inputs_decode_in_process():
+    from restora.io import Limits
+    from restora.service.tools import _quick_to_decode
+
+    limits = Limits()
+    assert _quick_to_decode(png_bytes(64, 48), limits)
+    assert not _quick_to_decode(big_flat_png(2000, 1500), limits)  # 3 MP: the killable child
+    many_scans = io.BytesIO()
+    PILImage.new("RGB", (64, 48)).save(many_scans, "JPEG", progressive=True)
+    data = many_scans.getvalue()
+    sos = data.index(b"\xff\xda")
+    # the same scan repeated: a small JPEG whose decode work is scans x pixels
+    hostile = data[:sos] + data[sos:-2] * 40 + b"\xff\xd9"
+    assert not _quick_to_decode(hostile, limits)
