@@ -103,6 +103,71 @@ def test_results_do_not_depend_on_free_memory(runtime: Runtime, monkeypatch: pyt
     assert np.array_equal(plenty, scarce)
 
 
+def test_each_model_detects_with_its_reference_rule(runtime: Runtime) -> None:
+    """GFPGAN: the photo's own resolution, RetinaFace at 0.97 (GFPGANer); CodeFormer: 640 px,
+    0.8 (its inference). On the small photos 01 and 05, enlarged to 640 px, RetinaFace finds one
+    false face more; at native resolution it finds the 4 and 1 faces YuNet finds."""
+    for name, gfpgan, codeformer in (("01.jpg", 4, 5), ("05.jpg", 1, 2)):
+        src = photo(name)
+        g = enhance_faces(src, runtime=runtime, model="gfpgan", strength=0.0)
+        c = enhance_faces(src, runtime=runtime, model="codeformer", strength=0.0)
+        assert (g.faces_detected, c.faces_detected) == (gfpgan, codeformer), name
+        assert all(f.score > 0.97 for f in g.faces)
+
+
+THIN_SCRIPT = """
+import io, resource, sys
+import numpy as np
+from PIL import Image as PILImage
+from restora.config import Settings
+from restora.models.runtime import Runtime
+from restora.pipeline.enhance import enhance_faces
+
+def peak_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+def encoded(w, h, orientation):
+    buf = io.BytesIO()
+    pixels = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    exif = PILImage.Exif()
+    exif[0x0112] = orientation
+    PILImage.fromarray(pixels).save(buf, "JPEG", exif=exif.tobytes())
+    return buf.getvalue()
+
+manifest, home, photo = sys.argv[1:4]
+runtime = Runtime(Settings(models=manifest, home=home), device="cpu")
+detectors = ("retinaface-mobilenet0.25-facelibcfg", "yunet-2026may")
+for model in ("gfpgan", "codeformer"):  # warm-up: loads every network, a normal photo at 640
+    for detector in detectors:
+        enhance_faces(photo, runtime=runtime, model=model, detector=detector, seed=0)
+base = peak_mib()
+for w, h, orientation in ((4000, 1, 1), (400, 1, 1), (300, 1, 6), (4000, 3, 1), (2, 3000, 1)):
+    for model in ("gfpgan", "codeformer"):
+        for detector in detectors:
+            r = enhance_faces(encoded(w, h, orientation), runtime=runtime, model=model,
+                              detector=detector)
+            size = (r.image.width, r.image.height)
+            assert size == ((h, w) if orientation == 6 else (w, h)), size
+print(round(peak_mib() - base, 1))
+"""
+
+
+def test_thin_images_do_not_amplify_memory(tmp_path: Path) -> None:
+    """4000 x 1, 400 x 1, 300 x 1 rotated by EXIF, ...: the short-side rule enlarged them to
+    gigabytes for the detector; now the peak RSS does not grow past a normal photo's."""
+    import subprocess
+    import sys
+
+    manifest = write_tiny_manifest(tmp_path)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"))
+    out = subprocess.run([sys.executable, "-c", THIN_SCRIPT, str(manifest), str(tmp_path / "home"),
+                          str(shared_path("testdata", "photos", "02.png"))],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    growth = float(out.stdout.strip().splitlines()[-1])
+    assert growth < 100, f"peak RSS grew by {growth} MiB on thin images"
+
+
 def test_codeformer_honours_fidelity(runtime: Runtime) -> None:
     src = photo("04.jpg")
     r0 = enhance_faces(src, runtime=runtime, model="codeformer", fidelity=0.0)

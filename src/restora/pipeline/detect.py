@@ -1,4 +1,4 @@
-"""Face detection at a fixed working size, mapped back exactly, plus the face-selection rules.
+"""Face detection at a bounded working size, mapped back exactly, plus the face-selection rules.
 
 Detectors (RetinaFace, YuNet) come from the Runtime and expose
 ``detect(rgb_uint8, conf_threshold, nms_threshold) -> (N, 15)`` rows
@@ -16,8 +16,12 @@ import numpy as np
 
 from restora.errors import InvalidParameter
 
-#: Short side the detector sees; images are scaled up or down to it (as CodeFormer's inference).
+#: Short side the detector sees under CodeFormer's rule (scaled up or down to it).
 WORKING_SIZE = 640
+#: Bounds on the detector's working image under every rule: its longest side and its area. The
+#: short-side rule alone turns a 4000 x 1 image into a 2.56 M x 640 one (gigabytes).
+MAX_WORKING_SIDE = 4096
+MAX_WORKING_PIXELS = 4 * 2**20
 #: Faces whose eyes are closer than this (input pixels) are too small to restore.
 MIN_EYE_DISTANCE = 5.0
 NMS_IOU = 0.4
@@ -27,6 +31,22 @@ MID_THRESHOLD = {"retinaface": 0.8, "yunet": 0.6}
 #: Thresholds at sensitivity 0 (only sure faces) and 1 (everything plausible).
 STRICT_THRESHOLD = 0.97
 LOOSE_THRESHOLD = 0.3
+
+
+@dataclass(frozen=True)
+class DetectionRule:
+    """How a restorer's reference pipeline detects faces (geometry and RetinaFace threshold)."""
+
+    name: str
+    working_size: int | None  # short side the detector sees; None: the image's own resolution
+    retinaface_threshold: float  # RetinaFace's confidence threshold at sensitivity 0.5
+
+
+#: CodeFormer's inference: short side resized to 640, RetinaFace at 0.8. GFPGANer (facexlib):
+#: the image's own resolution, RetinaFace at 0.97. Both within the working-image bounds above.
+CODEFORMER_RULE = DetectionRule("codeformer", WORKING_SIZE, 0.8)
+GFPGAN_RULE = DetectionRule("gfpgan", None, 0.97)
+RULES = {"codeformer": CODEFORMER_RULE, "gfpgan": GFPGAN_RULE}
 
 #: Landmark positions relative to a detector box (x, y as fractions of w, h), a frontal face.
 #: Used when a client supplies a box and no detector finds landmarks inside it: means of the
@@ -63,17 +83,21 @@ class Detection:
         return (x1 + x2) / 2.0, (y1 + y2) / 2.0
 
 
-def sensitivity_to_threshold(sensitivity: float, arch: str = "retinaface") -> float:
+def sensitivity_to_threshold(sensitivity: float, arch: str = "retinaface",
+                             rule: DetectionRule = CODEFORMER_RULE) -> float:
     """Map ``sensitivity`` in [0, 1] to a detector confidence threshold (strictly decreasing).
 
-    Piecewise linear through three points: 0 -> 0.97, 0.5 -> the detector's usual threshold
-    (RetinaFace 0.8, YuNet 0.6), 1 -> 0.3. Higher sensitivity finds more (and less sure) faces.
+    Piecewise linear through three points: 0 -> 0.97, 0.5 -> the usual threshold (RetinaFace:
+    the rule's, 0.8 for CodeFormer, 0.97 for GFPGAN; YuNet 0.6), 1 -> 0.3. Where the usual
+    threshold is already 0.97 (GFPGAN), sensitivity 0 asks for 0.99. Higher sensitivity finds
+    more (and less sure) faces.
     """
     if not 0.0 <= sensitivity <= 1.0:
         raise InvalidParameter("sensitivity", f"sensitivity must be between 0 and 1, got {sensitivity}")
-    mid = MID_THRESHOLD.get(arch, 0.6)
+    mid = rule.retinaface_threshold if arch == "retinaface" else MID_THRESHOLD.get(arch, 0.6)
+    strict = max(STRICT_THRESHOLD, mid + 0.02)
     if sensitivity <= 0.5:
-        return STRICT_THRESHOLD + (mid - STRICT_THRESHOLD) * (sensitivity / 0.5)
+        return strict + (mid - strict) * (sensitivity / 0.5)
     return mid + (LOOSE_THRESHOLD - mid) * ((sensitivity - 0.5) / 0.5)
 
 
@@ -84,20 +108,38 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
     return ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
 
 
-def resize_for_detection(rgb: np.ndarray, working_size: int = WORKING_SIZE
-                         ) -> tuple[np.ndarray, float, float]:
-    """Resize so the short side is ``working_size``; returns (image, sx, sy) with sx = new_w / w.
+def working_scale(height: int, width: int, working_size: int | None = WORKING_SIZE) -> float:
+    """The factor the detector's working image is resized by.
 
-    Shrinking uses INTER_AREA, enlarging INTER_LINEAR (as CodeFormer's inference). The per-axis
-    factors are the exact ones after rounding the new size, so mapping back is exact.
+    ``working_size`` (the short side; None keeps the image's resolution), then bounded so the
+    longest side is at most ``MAX_WORKING_SIDE`` and the area at most ``MAX_WORKING_PIXELS``:
+    thin images (4000 x 1, or 300 x 1 rotated by EXIF) would otherwise be enlarged hundreds of
+    times. Images already within the bounds are never shrunk by them.
+    """
+    scale = 1.0 if working_size is None else working_size / min(height, width)
+    return min(scale, MAX_WORKING_SIDE / max(height, width),
+               (MAX_WORKING_PIXELS / (float(height) * float(width))) ** 0.5)
+
+
+def resize_for_detection(rgb: np.ndarray, working_size: int | None = WORKING_SIZE
+                         ) -> tuple[np.ndarray, float, float]:
+    """Resize for the detector (see :func:`working_scale`); returns (image, sx, sy), sx = new_w / w.
+
+    The new size is truncated as the references do (``int(w * scale)``), so the detector sees
+    the reference's working image. Shrinking uses INTER_AREA, enlarging INTER_LINEAR (as
+    CodeFormer's inference). Mapping back divides by the exact per-axis factors of the sizes
+    actually used, not by ``scale`` (the references' single factor is off by up to a working
+    pixel along the long side after truncation: 0.2-1.3 input pixels on the test photos).
     """
     import cv2
 
     h, w = rgb.shape[:2]
-    scale = working_size / min(h, w)
+    scale = working_scale(h, w, working_size)
     if abs(scale - 1.0) < 1e-9:
         return rgb, 1.0, 1.0
-    nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
+    nw, nh = max(1, int(w * scale)), max(1, int(h * scale))
+    if (nw, nh) == (w, h):
+        return rgb, 1.0, 1.0
     interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
     return cv2.resize(rgb, (nw, nh), interpolation=interp), nw / w, nh / h
 
@@ -116,10 +158,17 @@ def rows_to_detections(rows: np.ndarray, sx: float = 1.0, sy: float = 1.0) -> li
     return out
 
 
+#: A face needs more than this many working pixels across; thinner images are not run.
+MIN_DETECT_SIDE = 8
+
+
 def detect_faces(detector: FaceDetector, pixels: np.ndarray, *, conf_threshold: float,
-                 working_size: int = WORKING_SIZE) -> list[Detection]:
-    """All faces above ``conf_threshold``, detected at ``working_size``, in input coordinates."""
+                 working_size: int | None = WORKING_SIZE) -> list[Detection]:
+    """All faces above ``conf_threshold``, detected at ``working_size`` (None: the image's own
+    resolution), within the working-image bounds, in input coordinates."""
     small, sx, sy = resize_for_detection(to_uint8(pixels), working_size)
+    if min(small.shape[:2]) < MIN_DETECT_SIDE:
+        return []
     # threshold positional: RetinaFace calls it conf_threshold, YuNet score_threshold
     rows = detector.detect(np.ascontiguousarray(small), conf_threshold)
     return rows_to_detections(rows, sx, sy)

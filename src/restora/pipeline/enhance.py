@@ -99,8 +99,10 @@ def enhance_faces(
         runtime.registry.get(model)  # unknown ids fail now, even on an image without faces
     pixels = img.pixels
     with stages.stage("detect"):
+        rule = _detection_rule(runtime, model, restorer)
         dets, source = _find_faces(runtime, pixels, faces=opts.face_dicts(),
-                                   detector=opts.detector, sensitivity=opts.sensitivity,
+                                   detector=opts.detector, rule=rule,
+                                   sensitivity=opts.sensitivity,
                                    only_center_face=opts.only_center_face, warnings=warnings,
                                    used=used)
     found = [_to_face(d, img.width, img.height) for d in dets]
@@ -234,9 +236,22 @@ def _detector_spec(runtime: Runtime, detector: str | None) -> ModelSpec:
     raise runtime.not_installed(reg.default("face-detection"))
 
 
+def _detection_rule(runtime: Runtime, model: str, restorer: FaceRestorer | None
+                    ) -> det.DetectionRule:
+    """The reference detection rule of the restorer asked for: GFPGAN's for GFPGAN models,
+    CodeFormer's otherwise (and for ``auto``, which chooses the restorer from the detections)."""
+    kind = model
+    if restorer is not None:
+        kind = restorer.kind
+    elif model not in MODEL_ARCH and model != "auto":
+        arch = runtime.registry.get(model).arch
+        kind = next((k for k, a in MODEL_ARCH.items() if a == arch), "custom")
+    return det.RULES.get(kind, det.CODEFORMER_RULE)
+
+
 def _find_faces(runtime: Runtime, pixels: np.ndarray, *, faces: Sequence[dict] | None,
-                detector: str | None, sensitivity: float, only_center_face: bool,
-                warnings: list[str], used: list[Network] | None = None
+                detector: str | None, rule: det.DetectionRule, sensitivity: float,
+                only_center_face: bool, warnings: list[str], used: list[Network] | None = None
                 ) -> tuple[list[det.Detection], str]:
     height, width = pixels.shape[:2]
     max_faces = runtime.settings.max_faces
@@ -245,7 +260,7 @@ def _find_faces(runtime: Runtime, pixels: np.ndarray, *, faces: Sequence[dict] |
         try:
             spec = _detector_spec(runtime, detector)
             net = runtime.load(spec.id)
-            thr = det.sensitivity_to_threshold(sensitivity, net.kind)
+            thr = det.sensitivity_to_threshold(sensitivity, net.kind, rule)
         except ModelNotInstalled:
             if detector:
                 raise
@@ -263,8 +278,8 @@ def _find_faces(runtime: Runtime, pixels: np.ndarray, *, faces: Sequence[dict] |
         net = runtime.load(spec.id)
         if used is not None:
             used.append(net)
-        thr = det.sensitivity_to_threshold(sensitivity, net.kind)
-        dets = det.detect_faces(net, pixels, conf_threshold=thr)
+        thr = det.sensitivity_to_threshold(sensitivity, net.kind, rule)
+        dets = det.detect_faces(net, pixels, conf_threshold=thr, working_size=rule.working_size)
         dets, small = det.drop_small(dets)
         if small:
             warnings.append(f"{small} face(s) skipped: eyes closer than {det.MIN_EYE_DISTANCE:g} px")
