@@ -196,3 +196,55 @@ def test_16bit_png_exif_orientation_applied() -> None:
     img = decode(encode(Image(pixels=src, bit_depth=16, exif=exif.tobytes()), "png"))
     assert img.bit_depth == 16 and img.size == (48, 64)
     np.testing.assert_array_equal(img.pixels, np.rot90(src, k=-1))
+
+
+def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, payload) of every chunk, checking each CRC (a valid file or an assertion error)."""
+    import struct
+    import zlib
+
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks, pos = [], 8
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind, payload = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
+        assert zlib.crc32(kind + payload) == crc, kind
+        chunks.append((kind, payload))
+        pos += 12 + length
+    assert chunks[0][0] == b"IHDR" and chunks[-1][0] == b"IEND"
+    return chunks
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+@pytest.mark.parametrize("with_alpha", [False, True])
+def test_fast_png_default_is_valid_and_lossless(depth: int, with_alpha: bool) -> None:
+    """The default PNG writer (run-length deflate, for speed) on a real photo: a valid file
+    (chunk CRCs, one zlib stream of the exact filtered size) that decodes to the same pixels,
+    16-bit and alpha included."""
+    import zlib
+
+    from conftest import shared_path
+
+    photo = decode(shared_path("testdata", "photos", "06.png"))  # RGBA
+    pixels = photo.pixels if depth == 8 else photo.pixels.astype(np.uint16) * 257 + 3
+    alpha = None
+    if with_alpha:
+        alpha = photo.alpha if depth == 8 else photo.alpha.astype(np.uint16) * 257
+    data = encode(Image(pixels=pixels, alpha=alpha, bit_depth=depth), "png")
+    chunks = _png_chunks(data)
+    ihdr = chunks[0][1]
+    channels = 4 if with_alpha else 3
+    assert (ihdr[8], ihdr[9]) == (depth, 6 if with_alpha else 2)
+    raw = zlib.decompress(b"".join(p for k, p in chunks if k == b"IDAT"))
+    h, w = pixels.shape[:2]
+    assert len(raw) == h * (1 + w * channels * depth // 8)
+    back = decode(data)
+    assert back.bit_depth == depth
+    np.testing.assert_array_equal(back.pixels, pixels)
+    if with_alpha:
+        np.testing.assert_array_equal(back.alpha, alpha)
+    else:
+        assert back.alpha is None
+    with PILImage.open(io.BytesIO(data)) as im:
+        im.verify()
