@@ -6,10 +6,26 @@ Prints per-stage times, the sum of the restorer's forward passes, the ratio end-
     .venv/bin/python benchmarks/enhance_faces.py [--model gfpgan|codeformer|both] [--no-parsenet]
         [--runs 3] [--threads N] [--photo PATH]
     .venv/bin/python benchmarks/enhance_faces.py --paste-only   # paste-back vs full-canvas method
+    .venv/bin/python benchmarks/enhance_faces.py --reference [--runs 5]
+
+``--reference`` compares Restora with a re-implementation (written here, from reading the
+reference code) of each reference pipeline's rules on the same networks and weights:
+GFPGANer (facexlib FaceRestoreHelper: detection at the image's own resolution, RetinaFace 0.97,
+one forward per face, ParseNet mask alone, full-canvas float64 paste, uint8 truncation) and
+CodeFormer's inference script (short side enlarged to 640 for detection, RetinaFace 0.8, one
+forward per face, min(ParseNet, eroded square) on the full canvas). It prints, per model, the
+landmark gap (max and mean distance between matched faces' landmarks, in input pixels, and the
+face counts) on every test photo and aligned face with both real detectors, the PSNR of the two
+outputs over the faces' footprints on photo 06 and three 512 px aligned faces (GFPGAN's noise
+injection is switched to its stored noise in both, so only the pipelines differ), and the cost:
+the median over ``--runs`` (at least 5) paired runs of reference time / Restora time on photo 03
+(end to end from decoded pixels: detection, networks, masks, paste). CodeFormer's script also
+enlarges inputs whose short side is under 512 px before everything; that step is left out so
+both outputs have the input's size.
 
 Random weights are written once into a temporary folder and registered through a model manifest,
 so the networks load through the Runtime exactly as official files would. The detector is the
-real RetinaFace MobileNet-0.25 from ../shared/conformance.
+real RetinaFace MobileNet-0.25 from ../shared/conformance (and YuNet from ../shared/models).
 """
 
 from __future__ import annotations
@@ -55,6 +71,9 @@ def write_random_models(folder: Path, with_parsenet: bool) -> Path:
     entries.append({"id": "bench-retinaface", "task": "face-detection", "arch": "retinaface",
                     "path": str(SHARED / "conformance" / "retinaface_mobilenet0.25_facelibcfg.pth"),
                     "hparams": {"network_name": "mobile0.25"}, "default": True, "license": "MIT"})
+    entries.append({"id": "bench-yunet", "task": "face-detection", "arch": "yunet",
+                    "path": str(SHARED / "models" / "face_detection_yunet_2026may.onnx"),
+                    "hparams": {}, "license": "MIT"})
     manifest = folder / "models.json"
     manifest.write_text(json.dumps({"models": entries}))
     return manifest
@@ -165,6 +184,255 @@ def paste_compare(photo: Path, scale: int = 4, repeats: int = 3) -> dict[str, An
     return {"canvas": f"{big.shape[1]}x{big.shape[0]}", "faces": len(items), **timings}
 
 
+# --- the reference pipelines' rules, re-implemented for comparison --------------------------
+
+#: facexlib's BGR border fill for crops, and its ParseNet class -> mask table (255 = face).
+REF_BORDER_BGR = (135, 133, 132)
+REF_PARSE_FACE = [0, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 0, 255, 0, 0, 0]
+
+
+class StoredNoise:
+    """GFPGAN called with its stored noise whatever the caller asks (comparisons without luck)."""
+
+    def __init__(self, net: Any) -> None:
+        self.net = net
+
+    def __call__(self, x: Any, **kwargs: Any) -> Any:
+        kwargs["randomize_noise"] = False
+        kwargs.pop("generator", None)
+        return self.net(x, **kwargs)
+
+
+def reference_detect(detector: Any, bgr: Any, kind: str, yunet: bool = False) -> Any:
+    """Rows (N, 15) in input pixels as the reference helper finds them.
+
+    GFPGANer: ``get_face_landmarks_5(eye_dist_threshold=5)``: the image itself, threshold 0.97,
+    eye distance from landmarks 0 and 1. CodeFormer: ``resize=640``: scale = max(1, 640 / short
+    side), size truncated, INTER_LINEAR, default threshold 0.8, all columns divided by the one
+    scale, and the eye distance taken from columns 6-9 (an eye's y against the other's x).
+    YuNet (no reference uses it) gets its usual 0.6 under either geometry.
+    """
+    import cv2
+    import numpy as np
+
+    rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+    if kind == "gfpgan":
+        rows = detector.detect(rgb, 0.6 if yunet else 0.97)
+        keep = [r for r in rows if np.linalg.norm([r[5] - r[7], r[6] - r[8]]) >= 5]
+    else:
+        h, w = rgb.shape[:2]
+        scale = max(1.0, 640 / min(h, w))
+        small = rgb if scale == 1.0 else cv2.resize(rgb, (int(w * scale), int(h * scale)),
+                                                    interpolation=cv2.INTER_LINEAR)
+        rows = detector.detect(np.ascontiguousarray(small), 0.6 if yunet else 0.8) / scale
+        keep = [r for r in rows if np.linalg.norm([r[6] - r[8], r[7] - r[9]]) >= 5]
+    return np.array(keep, np.float64).reshape(-1, 15)
+
+
+def _to_tensor(bgr_uint8: Any) -> Any:
+    """img2tensor(bgr / 255, bgr2rgb=True) then normalise to [-1, 1], batch of one."""
+    import numpy as np
+    import torch
+
+    rgb = bgr_uint8[:, :, ::-1].astype(np.float32) / 255.0
+    return (torch.from_numpy(rgb.transpose(2, 0, 1).copy()) - 0.5).div(0.5).unsqueeze(0)
+
+
+def _to_bgr_uint8(t: Any) -> Any:
+    """tensor2img(min_max=(-1, 1), rgb2bgr=True): clamp, to [0, 1], * 255, round, uint8."""
+    import numpy as np
+
+    x = ((t.squeeze(0).float().clamp(-1, 1) + 1) / 2).cpu().numpy().transpose(1, 2, 0)
+    return (x[:, :, ::-1] * 255.0).round().astype(np.uint8)
+
+
+def reference_enhance(kind: str, bgr: Any, detector: Any, net: Any, parsenet: Any,
+                      fidelity: float = 0.5, yunet: bool = False) -> tuple[Any, Any, list[Any]]:
+    """One image through the reference pipeline at upscale 1: (output BGR uint8, detection rows,
+    crop -> image matrices)."""
+    import cv2
+    import numpy as np
+    import torch
+
+    from restora.pipeline.align import FFHQ_TEMPLATE_512
+
+    h, w = bgr.shape[:2]
+    rows = reference_detect(detector, bgr, kind, yunet)
+    # the background "upsampled" to scale 1 (LANCZOS4 for GFPGANer, LINEAR for CodeFormer)
+    canvas = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_LANCZOS4 if kind == "gfpgan"
+                        else cv2.INTER_LINEAR).astype(np.float64)
+    inverses = []
+    for row in rows:
+        lm = row[5:15].reshape(5, 2)
+        matrix = cv2.estimateAffinePartial2D(lm, FFHQ_TEMPLATE_512.astype(np.float64),
+                                             method=cv2.LMEDS)[0]
+        crop = cv2.warpAffine(bgr, matrix, (512, 512), borderMode=cv2.BORDER_CONSTANT,
+                              borderValue=REF_BORDER_BGR)
+        with torch.inference_mode():  # one face per forward, as both references
+            if kind == "gfpgan":
+                out = net(_to_tensor(crop), return_rgb=False)[0]
+            else:
+                out = net(_to_tensor(crop), w=fidelity, adain=True)[0]
+        face = _to_bgr_uint8(out)
+        inverse = cv2.invertAffineTransform(matrix)
+        inverses.append(inverse)
+        inv_face = cv2.warpAffine(face, inverse, (w, h))
+        with torch.inference_mode():
+            classes = parsenet(_to_tensor(cv2.resize(face, (512, 512), interpolation=cv2.INTER_LINEAR)))[0]
+        classes = classes.argmax(dim=1).squeeze().cpu().numpy()
+        parse = np.zeros(classes.shape)
+        for idx, value in enumerate(REF_PARSE_FACE):
+            parse[classes == idx] = value
+        parse = cv2.GaussianBlur(parse, (101, 101), 11)
+        parse = cv2.GaussianBlur(parse, (101, 101), 11)
+        parse[:10, :], parse[-10:, :], parse[:, :10], parse[:, -10:] = 0, 0, 0, 0
+        parse = cv2.resize(parse / 255.0, (512, 512))
+        parse = cv2.warpAffine(parse, inverse, (w, h), flags=3)[:, :, None]
+        if kind == "gfpgan":  # ParseNet mask alone
+            soft, pasted = parse, inv_face
+        else:  # always the eroded square, then the smaller of it and the ParseNet mask
+            inv_mask = cv2.warpAffine(np.ones((512, 512), np.float32), inverse, (w, h))
+            eroded = cv2.erode(inv_mask, np.ones((2, 2), np.uint8))
+            pasted = eroded[:, :, None] * inv_face
+            edge = int(eroded.sum() ** 0.5) // 20
+            center = cv2.erode(eroded, np.ones((2 * edge, 2 * edge), np.uint8))
+            square = cv2.GaussianBlur(center, (2 * edge + 1, 2 * edge + 1), 0)[:, :, None]
+            soft = np.where(parse < square, parse, square)
+        canvas = soft * pasted + (1 - soft) * canvas
+    return canvas.astype(np.uint8), rows, inverses
+
+
+def landmark_gap(ours: Any, theirs: Any) -> list[float]:
+    """Per reference face, the largest landmark distance to the nearest of our faces (px)."""
+    import numpy as np
+
+    gaps = []
+    for lm in theirs:
+        if len(ours) == 0:
+            break
+        dist = np.linalg.norm(np.asarray(ours) - lm[None], axis=2)  # faces x 5
+        gaps.append(float(dist[np.argmin(dist.mean(axis=1))].max()))
+    return gaps
+
+
+def footprints(matrices: list[Any], h: int, w: int) -> Any:
+    import cv2
+    import numpy as np
+
+    region = np.zeros((h, w), bool)
+    for m in matrices:
+        region |= cv2.warpAffine(np.ones((512, 512), np.uint8), m, (w, h), flags=cv2.INTER_NEAREST) > 0
+    return region
+
+
+def psnr(a: Any, b: Any, region: Any) -> float:
+    import numpy as np
+
+    diff = a.astype(np.float64)[region] - b.astype(np.float64)[region]
+    mse = float((diff ** 2).mean())
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+#: Where the outputs are compared: a photo with two faces and three aligned faces whose crops
+#: overhang the image (the edge-frame case).
+PSNR_IMAGES = [SHARED / "testdata" / "photos" / "06.png"] + [
+    SHARED / "testdata" / "faces" / n for n in ("0143.png", "0368.png", "Solvay_conference_1927_0018.png")]
+
+
+def _log(rows: list[Any]) -> list[Any]:
+    """Print the previous row to stderr (progress of a long run), return the list to append to."""
+    if rows:
+        print(json.dumps(rows[-1]), file=sys.stderr)
+    return rows
+
+
+def reference_compare(runtime: Any, runs: int) -> dict[str, Any]:
+    """Landmark gaps, face-region PSNR and paired cost ratios against the reference rules."""
+    import numpy as np
+
+    from restora.io import decode
+    from restora.pipeline.align import estimate_matrix, invert
+    from restora.pipeline.enhance import enhance_faces
+    from restora.pipeline.restore import Restorer
+
+    photos = sorted((SHARED / "testdata" / "photos").iterdir())
+    faces = sorted((SHARED / "testdata" / "faces").iterdir())
+    detectors = {"retinaface": "bench-retinaface", "yunet": "bench-yunet"}
+    parsenet = runtime.load("bench-parsenet")
+    report: dict[str, Any] = {"landmarks": [], "psnr": [], "cost": []}
+    for kind in ("gfpgan", "codeformer"):
+        model = f"bench-{kind}"
+        net = runtime.load(model)
+        # 1. landmark gap: detection only (strength 0 skips the networks)
+        for det_name, det_id in detectors.items():
+            detector = runtime.load(det_id)
+            gaps, counts = [], []
+            for path in photos + faces:
+                img = decode(path)
+                bgr = np.ascontiguousarray(img.pixels[:, :, ::-1])
+                mine = enhance_faces(img, runtime=runtime, model=model, detector=det_id, strength=0.0)
+                ours = [np.array(f.landmarks) for f in mine.faces]
+                theirs = reference_detect(detector, bgr, kind, yunet=det_name == "yunet")
+                counts.append((path.name, len(ours), len(theirs)))
+                gaps += landmark_gap(ours, theirs[:, 5:15].reshape(-1, 5, 2))
+            differ = [c for c in counts if c[1] != c[2]]
+            _log(report["landmarks"]).append({
+                "model": kind, "detector": det_name, "faces": sum(c[2] for c in counts),
+                "max_gap_px": round(max(gaps), 3), "mean_gap_px": round(float(np.mean(gaps)), 3),
+                "count_differs": differ})
+        # 2. PSNR over the faces' footprints, RetinaFace, noise fixed in both
+        restorer = Restorer(net=StoredNoise(net) if kind == "gfpgan" else net, kind=kind,
+                            input_size=512, model_id=model)
+        detector = runtime.load("bench-retinaface")
+        for path in PSNR_IMAGES:
+            img = decode(path)
+            bgr = np.ascontiguousarray(img.pixels[:, :, ::-1])
+            mine = enhance_faces(img, runtime=runtime, model=model, restorer=restorer,
+                                 detector="bench-retinaface")
+            ref_bgr, rows, inverses = reference_enhance(kind, bgr, detector,
+                                                        StoredNoise(net) if kind == "gfpgan" else net,
+                                                        parsenet)
+            h, w = bgr.shape[:2]
+            ours_m = [invert(estimate_matrix(np.array(f.landmarks, np.float32))) for f in mine.faces]
+            region = footprints(inverses + ours_m, h, w)
+            _log(report["psnr"]).append({"model": kind, "image": path.name, "faces": [len(mine.faces), len(rows)],
+                                   "psnr_db": round(psnr(mine.image.pixels, ref_bgr[:, :, ::-1], region), 2),
+                                   "region_px": int(region.sum())})
+        # 3. cost: paired runs on photo 03 (1 face), reference method vs Restora
+        path = SHARED / "testdata" / "photos" / "03.jpg"
+        img = decode(path)
+        bgr = np.ascontiguousarray(img.pixels[:, :, ::-1])
+        ratios, ours_s, ref_s = [], [], []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            enhance_faces(img, runtime=runtime, model=model, detector="bench-retinaface", seed=0)
+            t1 = time.perf_counter()
+            reference_enhance(kind, bgr, detector, net, parsenet)
+            t2 = time.perf_counter()
+            ours_s.append(t1 - t0)
+            ref_s.append(t2 - t1)
+            ratios.append((t2 - t1) / (t1 - t0))
+        _log(report["cost"]).append({"model": kind, "image": path.name, "runs": runs,
+                               "reference_over_restora": round(statistics.median(ratios), 3),
+                               "ratios": [round(r, 3) for r in ratios],
+                               "restora_median_s": round(statistics.median(ours_s), 2),
+                               "reference_median_s": round(statistics.median(ref_s), 2)})
+    return report
+
+
+def print_reference(ref: dict[str, Any]) -> None:
+    for r in ref["landmarks"]:
+        print(f"{r['model']} / {r['detector']}: landmark gap to the reference rule max "
+              f"{r['max_gap_px']} px, mean {r['mean_gap_px']} px over {r['faces']} faces; face "
+              f"counts differ (image, ours, reference): {r['count_differs'] or 'nowhere'}")
+    for r in ref["psnr"]:
+        print(f"{r['model']} {r['image']}: faces {r['faces'][0]}/{r['faces'][1]}, face-region "
+              f"PSNR to the reference {r['psnr_db']} dB over {r['region_px']} px")
+    for r in ref["cost"]:
+        print(f"{r['model']} {r['image']}: reference method / Restora = {r['reference_over_restora']} "
+              f"(median of {r['runs']} paired runs; {r['ratios']})")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=("gfpgan", "codeformer", "both"), default="both")
@@ -174,6 +442,8 @@ def main() -> int:
     parser.add_argument("--photo", type=Path, default=SHARED / "testdata" / "photos" / "00.jpg")
     parser.add_argument("--paste-only", action="store_true",
                         help="only compare paste-back on a 4x canvas with the full-canvas method")
+    parser.add_argument("--reference", action="store_true",
+                        help="agreement and cost against the reference pipelines' rules")
     args = parser.parse_args()
     if args.paste_only:
         print(json.dumps(paste_compare(SHARED / "testdata" / "photos" / "02.png")))
@@ -193,6 +463,11 @@ def main() -> int:
         manifest = write_random_models(folder, not args.no_parsenet)
         print(f"wrote random full-size checkpoints in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         runtime = Runtime(Settings(models=manifest, home=folder / "home"), device="cpu")
+        if args.reference:
+            ref = reference_compare(runtime, max(args.runs, 5))
+            print_reference(ref)
+            print(json.dumps(ref))
+            return 0
         photo = args.photo.read_bytes()
         report = {"photo": str(args.photo), "torch_threads": torch.get_num_threads(),
                   "results": [bench(k, runtime, photo, args.runs) for k in kinds]}

@@ -155,8 +155,11 @@ def test_working_image_is_bounded(shape: tuple[int, int], working_size: int | No
 
 def test_rules_per_model() -> None:
     """CodeFormer's rule: 640 px, RetinaFace 0.8. GFPGAN's: own resolution, RetinaFace 0.97."""
-    assert det.RULES["codeformer"].working_size == 640
+    assert det.RULES["codeformer"].working_size == 640 and det.RULES["codeformer"].enlarge_only
     assert det.RULES["gfpgan"].working_size is None
+    # CodeFormer's: small photos enlarged to 640, larger ones keep their size
+    assert det.working_scale(189, 248, 640, enlarge_only=True) == pytest.approx(640 / 189)
+    assert det.working_scale(645, 1204, 640, enlarge_only=True) == 1.0
     gfp = det.GFPGAN_RULE
     assert det.sensitivity_to_threshold(0.5, "retinaface", gfp) == pytest.approx(0.97)
     assert det.sensitivity_to_threshold(0.5, "yunet", gfp) == pytest.approx(0.6)

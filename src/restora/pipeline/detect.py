@@ -40,11 +40,13 @@ class DetectionRule:
     name: str
     working_size: int | None  # short side the detector sees; None: the image's own resolution
     retinaface_threshold: float  # RetinaFace's confidence threshold at sensitivity 0.5
+    enlarge_only: bool = False  # images whose short side exceeds working_size keep their size
 
 
-#: CodeFormer's inference: short side resized to 640, RetinaFace at 0.8. GFPGANer (facexlib):
-#: the image's own resolution, RetinaFace at 0.97. Both within the working-image bounds above.
-CODEFORMER_RULE = DetectionRule("codeformer", WORKING_SIZE, 0.8)
+#: CodeFormer's inference: short side enlarged to 640 when smaller (larger images keep their
+#: resolution), RetinaFace at 0.8. GFPGANer (facexlib): the image's own resolution, RetinaFace
+#: at 0.97. Both within the working-image bounds above.
+CODEFORMER_RULE = DetectionRule("codeformer", WORKING_SIZE, 0.8, enlarge_only=True)
 GFPGAN_RULE = DetectionRule("gfpgan", None, 0.97)
 RULES = {"codeformer": CODEFORMER_RULE, "gfpgan": GFPGAN_RULE}
 
@@ -108,21 +110,25 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
     return ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
 
 
-def working_scale(height: int, width: int, working_size: int | None = WORKING_SIZE) -> float:
+def working_scale(height: int, width: int, working_size: int | None = WORKING_SIZE,
+                  enlarge_only: bool = False) -> float:
     """The factor the detector's working image is resized by.
 
-    ``working_size`` (the short side; None keeps the image's resolution), then bounded so the
+    ``working_size`` (the short side; None keeps the image's resolution; with ``enlarge_only``
+    larger images keep theirs), then bounded so the
     longest side is at most ``MAX_WORKING_SIDE`` and the area at most ``MAX_WORKING_PIXELS``:
     thin images (4000 x 1, or 300 x 1 rotated by EXIF) would otherwise be enlarged hundreds of
     times. Images already within the bounds are never shrunk by them.
     """
     scale = 1.0 if working_size is None else working_size / min(height, width)
+    if enlarge_only:
+        scale = max(scale, 1.0)
     return min(scale, MAX_WORKING_SIDE / max(height, width),
                (MAX_WORKING_PIXELS / (float(height) * float(width))) ** 0.5)
 
 
-def resize_for_detection(rgb: np.ndarray, working_size: int | None = WORKING_SIZE
-                         ) -> tuple[np.ndarray, float, float]:
+def resize_for_detection(rgb: np.ndarray, working_size: int | None = WORKING_SIZE,
+                         enlarge_only: bool = False) -> tuple[np.ndarray, float, float]:
     """Resize for the detector (see :func:`working_scale`); returns (image, sx, sy), sx = new_w / w.
 
     The new size is truncated as the references do (``int(w * scale)``), so the detector sees
@@ -134,7 +140,7 @@ def resize_for_detection(rgb: np.ndarray, working_size: int | None = WORKING_SIZ
     import cv2
 
     h, w = rgb.shape[:2]
-    scale = working_scale(h, w, working_size)
+    scale = working_scale(h, w, working_size, enlarge_only)
     if abs(scale - 1.0) < 1e-9:
         return rgb, 1.0, 1.0
     nw, nh = max(1, int(w * scale)), max(1, int(h * scale))
@@ -163,10 +169,11 @@ MIN_DETECT_SIDE = 8
 
 
 def detect_faces(detector: FaceDetector, pixels: np.ndarray, *, conf_threshold: float,
-                 working_size: int | None = WORKING_SIZE) -> list[Detection]:
+                 working_size: int | None = WORKING_SIZE, enlarge_only: bool = False
+                 ) -> list[Detection]:
     """All faces above ``conf_threshold``, detected at ``working_size`` (None: the image's own
     resolution), within the working-image bounds, in input coordinates."""
-    small, sx, sy = resize_for_detection(to_uint8(pixels), working_size)
+    small, sx, sy = resize_for_detection(to_uint8(pixels), working_size, enlarge_only)
     if min(small.shape[:2]) < MIN_DETECT_SIDE:
         return []
     # threshold positional: RetinaFace calls it conf_threshold, YuNet score_threshold

@@ -279,7 +279,8 @@ def _find_faces(runtime: Runtime, pixels: np.ndarray, *, faces: Sequence[dict] |
         if used is not None:
             used.append(net)
         thr = det.sensitivity_to_threshold(sensitivity, net.kind, rule)
-        dets = det.detect_faces(net, pixels, conf_threshold=thr, working_size=rule.working_size)
+        dets = det.detect_faces(net, pixels, conf_threshold=thr, working_size=rule.working_size,
+                                enlarge_only=rule.enlarge_only)
         dets, small = det.drop_small(dets)
         if small:
             warnings.append(f"{small} face(s) skipped: eyes closer than {det.MIN_EYE_DISTANCE:g} px")
