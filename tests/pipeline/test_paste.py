@@ -138,7 +138,9 @@ def test_upscaled_canvas_geometry(yunet: YuNet) -> None:
     items = [PasteFace(face=i.face, mask=i.mask, matrix=compose(scale_map(2.0), i.matrix))
              for i in identity_items(rgb, yunet)]
     out = paste_faces(big, items, upscale=2)
-    assert inner(np.abs(out.astype(np.int32) - big).max(axis=2)).max() <= 3
+    # bicubic in, bicubic out at 2x: a few pixels of the chin reach 4 levels (a 0.25 px error
+    # gives 10)
+    assert inner(np.abs(out.astype(np.int32) - big).max(axis=2)).max() <= 4
 
 
 def reference_square(matrix: np.ndarray, n: int, h: int, w: int, upscale: int = 1) -> np.ndarray:
