@@ -163,7 +163,7 @@ def paste_compare(photo: Path, scale: int = 4, repeats: int = 3) -> dict[str, An
     from restora.models.arch.yunet import YuNet
     from restora.pipeline.align import align_face, compose, invert, scale_map
     from restora.pipeline.detect import detect_faces
-    from restora.pipeline.paste import PasteFace, paste_faces, square_mask
+    from restora.pipeline.paste import PasteFace, paste_faces
 
     rgb = np.ascontiguousarray(cv2.imread(str(photo))[:, :, ::-1])
     big = cv2.resize(rgb, (rgb.shape[1] * scale, rgb.shape[0] * scale), interpolation=cv2.INTER_LANCZOS4)
@@ -171,7 +171,7 @@ def paste_compare(photo: Path, scale: int = 4, repeats: int = 3) -> dict[str, An
     items = []
     for d in detect_faces(yunet, rgb, conf_threshold=0.6):
         a = align_face(rgb, d.landmarks, 512)
-        items.append(PasteFace(face=a.crop.astype(np.float32) / 255.0, mask=square_mask(512),
+        items.append(PasteFace(face=a.crop.astype(np.float32) / 255.0, mask=None,
                                matrix=compose(scale_map(float(scale)), invert(a.matrix))))
     timings = {}
     for name, fn in (("region_float32", lambda: paste_faces(big, items)),
@@ -192,16 +192,21 @@ REF_BORDER_BGR = (135, 133, 132)
 REF_PARSE_FACE = [0, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 0, 255, 0, 0, 0]
 
 
-class StoredNoise:
-    """GFPGAN called with its stored noise whatever the caller asks (comparisons without luck)."""
+def stored_noise(restorer: Any) -> Any:
+    """A copy of a GFPGAN descriptor whose noise inputs are its stored noise maps (comparisons
+    without luck); other restorers are returned as they are."""
+    import copy
 
-    def __init__(self, net: Any) -> None:
-        self.net = net
+    if restorer.kind != "gfpgan":
+        return restorer
+    fixed = copy.copy(restorer)
+    maps = restorer.module.stylegan_decoder.stored_noise()
 
-    def __call__(self, x: Any, **kwargs: Any) -> Any:
-        kwargs["randomize_noise"] = False
-        kwargs.pop("generator", None)
-        return self.net(x, **kwargs)
+    def extra_inputs(x: Any, **_: Any) -> list[Any]:
+        return [m.to(restorer.device).expand(int(x.shape[0]), -1, -1, -1) for m in maps]
+
+    fixed.extra_inputs = extra_inputs
+    return fixed
 
 
 def reference_detect(detector: Any, bgr: Any, kind: str, yunet: bool = False) -> Any:
@@ -250,13 +255,15 @@ def _to_bgr_uint8(t: Any) -> Any:
 def reference_enhance(kind: str, bgr: Any, detector: Any, net: Any, parsenet: Any,
                       fidelity: float = 0.5, yunet: bool = False) -> tuple[Any, Any, list[Any]]:
     """One image through the reference pipeline at upscale 1: (output BGR uint8, detection rows,
-    crop -> image matrices)."""
+    crop -> image matrices). ``net`` and ``parsenet`` are the runtime's descriptors (the same
+    networks and weights as Restora's run); crops are at the restorer's input size."""
     import cv2
     import numpy as np
     import torch
 
-    from restora.pipeline.align import FFHQ_TEMPLATE_512
+    from restora.pipeline.align import face_template
 
+    n = int(net.input_size or 512)
     h, w = bgr.shape[:2]
     rows = reference_detect(detector, bgr, kind, yunet)
     # the background "upsampled" to scale 1 (LANCZOS4 for GFPGANer, LINEAR for CodeFormer)
@@ -265,34 +272,30 @@ def reference_enhance(kind: str, bgr: Any, detector: Any, net: Any, parsenet: An
     inverses = []
     for row in rows:
         lm = row[5:15].reshape(5, 2)
-        matrix = cv2.estimateAffinePartial2D(lm, FFHQ_TEMPLATE_512.astype(np.float64),
+        matrix = cv2.estimateAffinePartial2D(lm, face_template(n).astype(np.float64),
                                              method=cv2.LMEDS)[0]
-        crop = cv2.warpAffine(bgr, matrix, (512, 512), borderMode=cv2.BORDER_CONSTANT,
+        crop = cv2.warpAffine(bgr, matrix, (n, n), borderMode=cv2.BORDER_CONSTANT,
                               borderValue=REF_BORDER_BGR)
         with torch.inference_mode():  # one face per forward, as both references
-            if kind == "gfpgan":
-                out = net(_to_tensor(crop), return_rgb=False)[0]
-            else:
-                out = net(_to_tensor(crop), w=fidelity, adain=True)[0]
-        face = _to_bgr_uint8(out)
+            face = _to_bgr_uint8(net(_to_tensor(crop), fidelity=fidelity))
+            size = int(parsenet.input_size or 512)
+            logits = parsenet(_to_tensor(cv2.resize(face, (size, size), interpolation=cv2.INTER_LINEAR)))
         inverse = cv2.invertAffineTransform(matrix)
         inverses.append(inverse)
         inv_face = cv2.warpAffine(face, inverse, (w, h))
-        with torch.inference_mode():
-            classes = parsenet(_to_tensor(cv2.resize(face, (512, 512), interpolation=cv2.INTER_LINEAR)))[0]
-        classes = classes.argmax(dim=1).squeeze().cpu().numpy()
+        classes = logits.argmax(dim=1).squeeze().cpu().numpy()
         parse = np.zeros(classes.shape)
         for idx, value in enumerate(REF_PARSE_FACE):
             parse[classes == idx] = value
         parse = cv2.GaussianBlur(parse, (101, 101), 11)
         parse = cv2.GaussianBlur(parse, (101, 101), 11)
         parse[:10, :], parse[-10:, :], parse[:, :10], parse[:, -10:] = 0, 0, 0, 0
-        parse = cv2.resize(parse / 255.0, (512, 512))
+        parse = cv2.resize(parse / 255.0, (n, n))
         parse = cv2.warpAffine(parse, inverse, (w, h), flags=3)[:, :, None]
         if kind == "gfpgan":  # ParseNet mask alone
             soft, pasted = parse, inv_face
         else:  # always the eroded square, then the smaller of it and the ParseNet mask
-            inv_mask = cv2.warpAffine(np.ones((512, 512), np.float32), inverse, (w, h))
+            inv_mask = cv2.warpAffine(np.ones((n, n), np.float32), inverse, (w, h))
             eroded = cv2.erode(inv_mask, np.ones((2, 2), np.uint8))
             pasted = eroded[:, :, None] * inv_face
             edge = int(eroded.sum() ** 0.5) // 20
@@ -316,13 +319,13 @@ def landmark_gap(ours: Any, theirs: Any) -> list[float]:
     return gaps
 
 
-def footprints(matrices: list[Any], h: int, w: int) -> Any:
+def footprints(matrices: list[Any], n: int, h: int, w: int) -> Any:
     import cv2
     import numpy as np
 
     region = np.zeros((h, w), bool)
     for m in matrices:
-        region |= cv2.warpAffine(np.ones((512, 512), np.uint8), m, (w, h), flags=cv2.INTER_NEAREST) > 0
+        region |= cv2.warpAffine(np.ones((n, n), np.uint8), m, (w, h), flags=cv2.INTER_NEAREST) > 0
     return region
 
 
@@ -360,7 +363,6 @@ def reference_compare(runtime: Any, runs: int) -> dict[str, Any]:
     from restora.io import decode
     from restora.pipeline.align import estimate_matrix, invert
     from restora.pipeline.enhance import enhance_faces
-    from restora.pipeline.restore import Restorer
 
     photos = sorted((SHARED / "testdata" / "photos").iterdir())
     faces = sorted((SHARED / "testdata" / "faces").iterdir())
@@ -388,20 +390,19 @@ def reference_compare(runtime: Any, runs: int) -> dict[str, Any]:
                 "max_gap_px": round(max(gaps), 3), "mean_gap_px": round(float(np.mean(gaps)), 3),
                 "count_differs": differ})
         # 2. PSNR over the faces' footprints, RetinaFace, noise fixed in both
-        restorer = Restorer(net=StoredNoise(net) if kind == "gfpgan" else net, kind=kind,
-                            input_size=512, model_id=model)
+        fixed = stored_noise(net)
+        n = int(net.input_size or 512)
         detector = runtime.load("bench-retinaface")
         for path in PSNR_IMAGES:
             img = decode(path)
             bgr = np.ascontiguousarray(img.pixels[:, :, ::-1])
-            mine = enhance_faces(img, runtime=runtime, model=model, restorer=restorer,
+            mine = enhance_faces(img, runtime=runtime, model=model, restorer=fixed,
                                  detector="bench-retinaface", strength=1.0)
-            ref_bgr, rows, inverses = reference_enhance(kind, bgr, detector,
-                                                        StoredNoise(net) if kind == "gfpgan" else net,
-                                                        parsenet)
+            ref_bgr, rows, inverses = reference_enhance(kind, bgr, detector, fixed, parsenet)
             h, w = bgr.shape[:2]
-            ours_m = [invert(estimate_matrix(np.array(f.landmarks, np.float32))) for f in mine.faces]
-            region = footprints(inverses + ours_m, h, w)
+            ours_m = [invert(estimate_matrix(np.array(f.landmarks, np.float32), n))
+                      for f in mine.faces]
+            region = footprints(inverses + ours_m, n, h, w)
             _log(report["psnr"]).append({"model": kind, "image": path.name, "faces": [len(mine.faces), len(rows)],
                                    "psnr_db": round(psnr(mine.image.pixels, ref_bgr[:, :, ::-1], region), 2),
                                    "psnr_smoothed_db": round(psnr(mine.image.pixels, ref_bgr[:, :, ::-1],
