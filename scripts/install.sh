@@ -7,7 +7,7 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip
 # CPU torch first: pinning it here keeps pip from pulling the CUDA build and its packages.
 .venv/bin/python -m pip install -q "torch==${RESTORA_TORCH_VERSION:-2.13.0}"
-.venv/bin/python -m pip install -q -e '.[test,fast]'
+.venv/bin/python -m pip install -q -e '.[test,fast,identity]'
 # Chromium for the web page end-to-end test (Debian packages; skipped when present or not root).
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -212,9 +212,12 @@ def test_identity_restorer_through_the_whole_pipeline(runtime: Runtime) -> None:
 
 
 def test_auto_picks_by_face_and_says_why(runtime: Runtime) -> None:
-    small = enhance_faces(photo("04.jpg"), runtime=runtime, seed=0)  # 22 px between the eyes
+    # the first choice per face (identity off: no further candidates are tried)
+    small = enhance_faces(photo("04.jpg"), runtime=runtime, seed=0, identity=False)  # 22 px
     assert small.model_kind == "codeformer" and "degraded" in small.reason
-    large = enhance_faces(photo("03.jpg"), runtime=runtime, seed=0)  # 47 px, detailed
+    assert small.faces[0].restoration["model"] == "tiny-codeformer"
+    assert small.faces[0].identity.verdict == "unknown"
+    large = enhance_faces(photo("03.jpg"), runtime=runtime, seed=0, identity=False)  # 47 px
     assert large.model_kind == "gfpgan" and large.reason.startswith("auto: gfpgan")
 
 

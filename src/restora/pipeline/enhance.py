@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,8 +24,10 @@ from restora.pipeline.options import EnhanceOptions, with_overrides
 from restora.pipeline.align import AlignedFace, align_face, compose, invert, scale_map
 from restora.models.nets import FaceParser, FaceRestorer, Network, Upscaler
 from restora.models.registry import RESTORER_FAMILIES
-from restora.pipeline.paste import PasteFace, is_grayscale, parse_to_mask, paste_faces, to_luminance
-from restora.pipeline.restore import load_restorer, parse_faces, restore_faces
+from restora.pipeline.paste import PasteFace, parse_to_mask, paste_faces
+from restora.pipeline import choose
+from restora.pipeline.identity import Identity, IdentityChecker, load_checker, match_references
+from restora.pipeline.restore import load_restorer, parse_faces
 from restora.pipeline.results import EnhanceResult, Face
 from restora.pipeline.upscale import (find_upscaler, load_upscaler, resize, upscale_pixels,
                                       upscale_rgb)
@@ -33,6 +35,8 @@ from restora.pipeline.upscale import (find_upscaler, load_upscaler, resize, upsc
 if TYPE_CHECKING:
     from restora.models.registry import ModelSpec
     from restora.models.runtime import Runtime
+
+ImageInput = Image | bytes | str | Path
 
 #: Share of the progress bar per stage (in execution order).
 STAGE_WEIGHTS = {"decode": 3.0, "detect": 6.0, "align": 2.0, "restore": 55.0, "upscale": 12.0,
@@ -65,7 +69,8 @@ def enhance_faces(
     runtime: Runtime | None = None,
     progress: Callable[[str, float], None] | None = None,
     cancel: threading.Event | None = None,
-    restorer: FaceRestorer | None = None,
+    restorer: FaceRestorer | Sequence[FaceRestorer] | None = None,
+    reference: ImageInput | Sequence[ImageInput] | None = None,
     **overrides: Any,
 ) -> EnhanceResult:
     """Restore every face of ``image`` and return the new image with a report.
@@ -79,12 +84,21 @@ def enhance_faces(
     enlarges the whole image (Real-ESRGAN when installed, else Lanczos); ``bg_upscale`` also runs
     Real-ESRGAN on the background at scale 1; ``face_upsample`` upsamples restored faces before
     pasting. ``faces`` skips detection and uses the given boxes. ``restorer`` injects an already
-    loaded network (tests, custom pipelines). Raises :class:`~restora.errors.Cancelled` when
-    ``cancel`` is set.
+    loaded network (tests, custom pipelines); a sequence of them is a ladder that ``auto``'s
+    identity rule climbs.
+
+    Identity (docs/enhance-faces.md, "Identity"): with a ``face-recognition`` model installed
+    (or ``identity_model``) every face reports the descriptor distance between input and result
+    and a verdict; ``identity=False`` skips the check. ``reference``: photos of people (input
+    data like ``image``, so not an option: Images, bytes or paths); the main face of each (widest
+    eyes) is one identity, matching faces are restored with the candidate closest to their
+    reference, and ``only_reference_faces`` leaves the other faces untouched.
+    Raises :class:`~restora.errors.Cancelled` when ``cancel`` is set.
     """
     opts = with_overrides(EnhanceOptions, options, overrides)
     model, strength, fidelity, upscale = opts.model, opts.strength, opts.fidelity, opts.upscale
     bg_upscale, face_upsample = opts.bg_upscale, opts.face_upsample
+    identity, only_reference_faces = opts.identity, opts.only_reference_faces
     stages = Stages(STAGE_WEIGHTS, progress, cancel)
     warnings: list[str] = []
     used: list[Network] = []  # the networks that ran, for the engine report
@@ -113,29 +127,55 @@ def enhance_faces(
     if face_upsample and upscale == 1:
         warnings.append("face_upsample has no effect at upscale 1")
 
-    restored: list[np.ndarray] = []
-    aligned: list[AlignedFace] = []
-    if not dets:
-        result.reason = "no faces detected"
-    elif strength == 0.0:
-        result.reason = "strength 0: faces left unchanged"
-    else:
-        with stages.stage("align"):
-            if restorer is None:
-                restorer, result.reason = _choose_restorer(runtime, model, pixels, dets)
-            else:
-                result.reason = "restorer supplied by the caller"
-            aligned = [align_face(pixels, d.landmarks, restorer.input_size or 512) for d in dets]
-            crops = [_as_float(a.crop) for a in aligned]
-        result.model, result.model_kind = restorer.model_id, (
-            restorer.kind if restorer.kind in MODEL_ARCH else None)
-        used.append(restorer)
+    outcomes: list[choose.FaceOutcome] = []
+    with stages.stage("align"):
+        refs = _as_list(reference)
+        checker = None
+        if (identity and dets) or refs:
+            checker = load_checker(runtime, opts.identity_model)
+            if checker is None and refs:
+                raise runtime.not_installed(runtime.registry.default("face-recognition"))
+        result.identity_model = checker.model_id if checker is not None else None
+        if checker is not None:
+            used.append(checker.net)
+        ref_desc, result.references = (_describe_references(runtime, checker, refs, opts.detector)
+                                       if refs and checker is not None else (None, []))
+        matches: dict[int, tuple[int, float]] = {}
+        if ref_desc is not None and dets and checker is not None:
+            in_desc = checker.describe(choose.input_crops(pixels, dets))
+            for i, j, d in match_references(in_desc, ref_desc, checker):
+                matches[i] = (j, d)
+                result.references[j].update(face=i, distance=round(d, 4))
+        if not dets:
+            result.reason = "no faces detected"
+        elif strength == 0.0:
+            result.reason = "strength 0: faces left unchanged"
+        elif only_reference_faces and not matches:
+            result.reason = ("no face matches a reference photo: faces left unchanged"
+                             if refs else "onlyReferenceFaces without a reference photo")
+        else:
+            plan = _plan(runtime, model, pixels, dets, fidelity, restorer, matches,
+                         only_reference_faces)
+    if result.reason is None:
         with stages.stage("restore"):
-            restored = restore_faces(
-                crops, restorer, fidelity=fidelity, seed=opts.seed, cancel=cancel,
-                on_batch=lambda done, total: stages.report("restore", done / total))
-            if is_grayscale(pixels):
-                restored = [to_luminance(f) for f in restored]
+            outcomes = choose.run_plan(
+                pixels, dets, plan, checker=checker if identity or refs else None,
+                references=ref_desc, matches=matches, strength=strength, seed=opts.seed,
+                cancel=cancel, on_progress=lambda f: stages.report("restore", f))
+        ran = list({id(o.candidate.restorer): o.candidate.restorer
+                    for o in outcomes if o.candidate is not None}.values())
+        used.extend(ran)
+        result.model = "+".join(str(r.model_id) for r in ran) or None
+        kinds = {r.kind for r in ran}
+        result.model_kind = (next(iter(kinds)) if len(kinds) == 1 and kinds <= set(MODEL_ARCH)
+                             else ("mixed" if len(kinds) > 1 else None))
+        result.reason = _summary(plan, outcomes)
+    result.faces = [_report(f, outcomes[i] if outcomes else None, checker, identity,
+                            strength, i in matches, only_reference_faces)
+                    for i, f in enumerate(found)]
+    done = [o for o in outcomes if o.restored and o.face is not None]
+    aligned = [o.aligned for o in done if o.aligned is not None]
+    restored = [o.face for o in done if o.face is not None]
 
     with stages.stage("upscale"):
         canvas, alpha, result.upscaler = _background(img, upscale, bg_upscale, up, cancel,
@@ -146,7 +186,10 @@ def enhance_faces(
     with stages.stage("paste"):
         if restored:
             masks, result.mask = _masks(runtime, restored, cancel, used)
-            square = masks[0] is None or restorer.kind != "gfpgan"
+            # GFPGAN's reference pastes with the ParseNet mask alone, CodeFormer with min(mask,
+            # square): per face, as faces may come from different restorers
+            square = [m is None or o.candidate is None or o.candidate.restorer.kind != "gfpgan"
+                      for m, o in zip(masks, done)]
             items = _paste_items(aligned, restored, masks, square, upscale, up, face_upsample,
                                  cancel)
             canvas = paste_faces(canvas, items, strength, upscale=upscale)
@@ -215,11 +258,6 @@ def _background(img: Image, upscale: int, bg_upscale: bool, up: Upscaler | None,
         # background enhancement at scale 1: super-resolve, area-averaged back down per tile
         return upscale_pixels(pixels, 1, up, cancel=cancel, on_tile=on_tile), alpha, up.model_id
     return pixels, alpha, None
-
-
-def _as_float(crop: np.ndarray) -> np.ndarray:
-    top = 65535.0 if crop.dtype == np.uint16 else 255.0
-    return crop.astype(np.float32) * np.float32(1.0 / top)
 
 
 def _detector_spec(runtime: Runtime, detector: str | None) -> ModelSpec:
@@ -316,39 +354,141 @@ def face_stats(pixels: np.ndarray, dets: Sequence[det.Detection]) -> list[FaceSt
     return out
 
 
-def _choose_restorer(runtime: Runtime, model: str, pixels: np.ndarray,
-                     dets: Sequence[det.Detection]) -> tuple[FaceRestorer, str]:
-    """The restorer for ``model`` and a sentence saying why (for ``auto``)."""
+def _kinds(runtime: Runtime) -> dict[str, FaceRestorer]:
+    """The installed GFPGAN and CodeFormer restorers (task default first), loaded."""
     reg = runtime.registry
-    if model in MODEL_ARCH:
-        installed = reg.installed("face-restoration", MODEL_ARCH[model])
-        spec = installed[0] if installed else reg.default("face-restoration", arch=MODEL_ARCH[model])
-        return load_restorer(runtime, spec), f"{model} requested"
-    if model != "auto":
-        spec = reg.get(model)
-        if spec.task != "face-restoration":
-            raise InvalidParameter("model", f"model '{model}' is a {spec.task} model, not a face "
-                                   "restorer")
-        return load_restorer(runtime, spec), f"model '{model}' requested"
-
-    kinds = {k: reg.installed("face-restoration", arch) for k, arch in MODEL_ARCH.items()}
-    available = [k for k, specs in kinds.items() if specs]
-    if not available:
+    out = {}
+    for kind, arch in MODEL_ARCH.items():
+        specs = reg.installed("face-restoration", arch)
+        if specs:
+            out[kind] = load_restorer(runtime, specs[0])
+    if not out:
         raise runtime.not_installed(reg.default("face-restoration", arch=MODEL_ARCH["gfpgan"]))
-    if len(available) == 1:
-        only = available[0]
-        return load_restorer(runtime, kinds[only][0]), f"auto: {only} (the only face restorer installed)"
-    stats = face_stats(pixels, dets)
-    bad = sum(s.degraded for s in stats)
-    if 2 * bad >= len(stats):
-        kind = "codeformer"
-        why = (f"{bad} of {len(stats)} face(s) severely degraded (inter-eye distance under "
-               f"{AUTO_MIN_EYE_DISTANCE:g} px or Laplacian variance under {AUTO_MIN_SHARPNESS:g})")
+    return out
+
+
+def _plan(runtime: Runtime, model: str, pixels: np.ndarray, dets: Sequence[det.Detection],
+          fidelity: float, restorer: FaceRestorer | Sequence[FaceRestorer] | None,
+          matches: dict[int, tuple[int, float]], only_reference: bool) -> choose.Plan:
+    """Each face's candidates and the reason for the first one (docs: ``auto``)."""
+    n = len(dets)
+    restore = [not only_reference or i in matches for i in range(n)]
+    if restorer is not None:
+        ladder = [choose.Candidate(r, fidelity) for r in
+                  (restorer if isinstance(restorer, Sequence) else [restorer])]
+        why = "restorer supplied by the caller" if len(ladder) == 1 else \
+            f"auto over {len(ladder)} restorers supplied by the caller"
+        return choose.Plan([list(ladder)] * n, [why] * n, len(ladder) > 1, restore)
+    reg = runtime.registry
+    if model != "auto":
+        if model in MODEL_ARCH:
+            installed = reg.installed("face-restoration", MODEL_ARCH[model])
+            spec = installed[0] if installed else reg.default("face-restoration",
+                                                              arch=MODEL_ARCH[model])
+            why = f"{model} requested"
+        else:
+            spec = reg.get(model)
+            if spec.task != "face-restoration":
+                raise InvalidParameter("model", f"model '{model}' is a {spec.task} model, not a "
+                                       "face restorer")
+            why = f"model '{model}' requested"
+        first = choose.Candidate(load_restorer(runtime, spec), fidelity)
+        ladders = [choose.reference_ladder(first) if i in matches else [first] for i in range(n)]
+        return choose.Plan(ladders, [why] * n, False, restore)
+
+    kinds = _kinds(runtime)
+    if len(kinds) == 1:
+        only = next(iter(kinds))
+        ladder = choose.auto_ladder(only, kinds, fidelity)
+        return choose.Plan([ladder] * n, [f"auto: {only} (the only face restorer installed)"] * n,
+                           True, restore)
+    ladders, reasons = [], []
+    for s in face_stats(pixels, dets):
+        if s.degraded:
+            first = "codeformer"
+            why = (f"auto: codeformer, face severely degraded (eyes {s.eye_distance:.0f} px apart,"
+                   f" detail {s.sharpness:.1f}; limits {AUTO_MIN_EYE_DISTANCE:g} px, "
+                   f"{AUTO_MIN_SHARPNESS:g})")
+        else:
+            first = "gfpgan"
+            why = (f"auto: gfpgan, face large and detailed enough for identity-preserving "
+                   f"restoration (eyes {s.eye_distance:.0f} px apart, detail {s.sharpness:.1f})")
+        ladders.append(choose.auto_ladder(first, kinds, fidelity))
+        reasons.append(why)
+    return choose.Plan(ladders, reasons, True, restore)
+
+
+def _summary(plan: choose.Plan, outcomes: Sequence[choose.FaceOutcome]) -> str:
+    """One sentence for the whole image (the per-face reasons are in each face's report)."""
+    reasons = [o.reason for o in outcomes if o.reason]
+    if not reasons:
+        return "no face restored"
+    if len(set(reasons)) == 1:
+        return reasons[0]
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        if o.candidate is not None:
+            label = choose._label(o.candidate)
+            counts[label] = counts.get(label, 0) + 1
+    return ("per face (see faces[].restoration): "
+            + ", ".join(f"{k} for {v} face(s)" for k, v in counts.items()))
+
+
+def _report(face: Face, outcome: choose.FaceOutcome | None, checker: IdentityChecker | None,
+            identity: bool, strength: float, matched: bool, only_reference: bool) -> Face:
+    """The face with its identity, restoration choice and reference match filled in."""
+    if outcome is not None and outcome.restored and outcome.identity is not None:
+        ident = outcome.identity
+        if not identity and not matched:
+            ident = Identity("unknown", None, None, "identity check turned off")
+        return replace(face, identity=ident, restoration=outcome.restoration(),
+                       reference=outcome.reference, restored=True)
+    if strength == 0.0:
+        why = "not restored (strength 0)"
+    elif only_reference and not matched:
+        why = "not restored: no reference photo matches this face"
     else:
-        kind = "gfpgan"
-        why = (f"{len(stats) - bad} of {len(stats)} face(s) large and detailed enough for "
-               "identity-preserving restoration")
-    return load_restorer(runtime, kinds[kind][0]), f"auto: {kind}, {why}"
+        why = "not restored"
+    model = checker.model_id if checker is not None else None
+    ident = Identity("same", 0.0, model, why)
+    return replace(face, identity=ident, restored=False)
+
+
+def _as_list(reference: ImageInput | Sequence[ImageInput] | None) -> list[ImageInput]:
+    if reference is None:
+        return []
+    if isinstance(reference, (Image, bytes, str, Path)):
+        return [reference]
+    return list(reference)
+
+
+def _describe_references(runtime: Runtime, checker: IdentityChecker, refs: Sequence[ImageInput],
+                         detector: str | None) -> tuple[np.ndarray, list[dict]]:
+    """One descriptor per reference photo (its face with the widest eyes) and the report."""
+    from restora.errors import RestoraError
+
+    spec = _detector_spec(runtime, detector)
+    net = runtime.load(spec.id)
+    thr = det.sensitivity_to_threshold(0.5, net.kind)
+    crops, report = [], []
+    for j, ref in enumerate(refs):
+        name = ref.name if isinstance(ref, Path) else (ref if isinstance(ref, str) else None)
+        try:
+            ref_img = as_image(ref, runtime.settings)
+        except RestoraError as exc:
+            raise InvalidParameter("reference", f"reference {j + 1}: {exc.message}") from None
+        # the face with the widest eyes: box areas let a loose false positive win
+        found = sorted(det.detect_faces(net, ref_img.pixels, conf_threshold=thr),
+                       key=lambda d: -d.eye_distance)[:1]
+        if not found:
+            raise InvalidParameter("reference", f"reference {j + 1}"
+                                   + (f" ({Path(name).name})" if name else "")
+                                   + ": no face found in the reference photo")
+        crops.append(choose.input_crops(ref_img.pixels, found)[0])
+        report.append({"index": j, "name": Path(name).name if name else None,
+                       "eyeDistance": round(found[0].eye_distance, 1), "face": None,
+                       "distance": None})
+    return checker.describe(crops), report
 
 
 def _masks(runtime: Runtime, restored: Sequence[np.ndarray], cancel: threading.Event | None,
@@ -358,7 +498,6 @@ def _masks(runtime: Runtime, restored: Sequence[np.ndarray], cancel: threading.E
     How they combine with the feathered square is the restorer's reference rule (see
     ``enhance_faces``): GFPGAN pastes with the ParseNet mask alone, CodeFormer with the minimum.
     """
-    size = restored[0].shape[0]
     parsers = runtime.registry.installed("face-parsing")
     if not parsers:
         return [None] * len(restored), "square"
@@ -368,17 +507,18 @@ def _masks(runtime: Runtime, restored: Sequence[np.ndarray], cancel: threading.E
     maps = parse_faces(parser, restored, cancel=cancel)
     if used is not None:
         used.append(parser)
-    return [parse_to_mask(m, size) for m in maps], "parsenet"
+    # each face at its own crop size: faces may come from restorers of different input sizes
+    return [parse_to_mask(m, f.shape[0]) for m, f in zip(maps, restored)], "parsenet"
 
 
 def _paste_items(aligned: Sequence[AlignedFace], restored: Sequence[np.ndarray],
-                 masks: Sequence[np.ndarray | None], square: bool, upscale: int,
+                 masks: Sequence[np.ndarray | None], square: Sequence[bool], upscale: int,
                  up: Upscaler | None, face_upsample: bool, cancel: threading.Event | None
                  ) -> list[PasteFace]:
     """Crop -> canvas matrices (through the upscale), optionally with upsampled faces."""
     items = []
     to_canvas = scale_map(float(upscale))
-    for a, face, mask in zip(aligned, restored, masks):
+    for a, face, mask, sq in zip(aligned, restored, masks, square):
         matrix = compose(to_canvas, invert(a.matrix))
         if face_upsample and upscale > 1:
             n = face.shape[0] * upscale
@@ -386,5 +526,5 @@ def _paste_items(aligned: Sequence[AlignedFace], restored: Sequence[np.ndarray],
             mask = None if mask is None else resize(mask, n, n)
             # upsampled crop index -> crop index is the inverse of scale_map(upscale)
             matrix = compose(matrix, invert(scale_map(float(upscale))))
-        items.append(PasteFace(face=face, mask=mask, matrix=matrix, square=square))
+        items.append(PasteFace(face=face, mask=mask, matrix=matrix, square=sq))
     return items

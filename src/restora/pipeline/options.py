@@ -67,6 +67,12 @@ class EnhanceOptions(BaseModel):
                              description="Seed for GFPGAN's noise (None: random).")
     faces: list[FaceBox] | None = Field(
         default=None, max_length=256, description="Client face boxes; skips detection.")
+    identity: bool = Field(default=True, description="Measure each face's identity (input vs "
+                           "result) with the face-recognition model; auto uses it.")
+    identity_model: str | None = Field(default=None, min_length=1, max_length=100,
+                                       description="Face-recognition model id (None: default).")
+    only_reference_faces: bool = Field(default=False, description="Restore only the faces that "
+                                       "match a reference photo.")
 
     @field_validator("detector")
     @classmethod

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from restora.io.image import Image
+from restora.pipeline.identity import Identity
 
 
 @dataclass(frozen=True)
@@ -23,11 +24,18 @@ class Face:
     h: int
     score: float
     landmarks: tuple[tuple[float, float], ...]
+    identity: Identity | None = None  # input face vs pasted face (docs/enhance-faces.md)
+    restoration: dict[str, Any] | None = None  # model, fidelity, reason, candidates tried
+    reference: dict[str, Any] | None = None  # matched reference photo: index, distances
+    restored: bool = True
 
     def to_dict(self) -> dict[str, Any]:
+        ident = self.identity or Identity("unknown", reason="no identity check ran")
         return {"x": self.x, "y": self.y, "w": self.w, "h": self.h,
                 "score": round(float(self.score), 4),
-                "landmarks": [[round(float(px), 2), round(float(py), 2)] for px, py in self.landmarks]}
+                "landmarks": [[round(float(px), 2), round(float(py), 2)] for px, py in self.landmarks],
+                "identity": ident.to_dict(), "restored": self.restored,
+                "restoration": self.restoration, "reference": self.reference}
 
 
 @dataclass
@@ -44,6 +52,8 @@ class EnhanceResult:
     scale: int = 1
     landmark_source: str = "detector"  # "detector", "box" (client boxes) or "mixed"
     mask: str | None = None  # "parsenet" or "square" when faces were pasted
+    identity_model: str | None = None  # face-recognition model id behind faces[].identity
+    references: list[dict[str, Any]] = field(default_factory=list)  # reference photos, matches
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     warnings: list[str] = field(default_factory=list)
     engine: str | None = None  # engine of the restorer ("openvino", "onnxruntime", "torch")
@@ -64,6 +74,8 @@ class EnhanceResult:
             "scale": self.scale,
             "landmarkSource": self.landmark_source,
             "mask": self.mask,
+            "identityModel": self.identity_model,
+            "references": [dict(r) for r in self.references],
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "warnings": list(self.warnings),
             "engine": self.engine,
