@@ -133,3 +133,30 @@ def test_a_missing_model_stops_the_batch(env: Path, monkeypatch: pytest.MonkeyPa
     assert main(["enhance-faces", str(src), "-o", str(env / "o")]) == 1
     err = capsys.readouterr().err
     assert err.count("error[model_not_installed]") == 1 and "restora models pull" in err
+
+
+def test_reference_photos_and_identity_in_json(env: Path) -> None:
+    photo06 = shared_path("testdata", "photos", "06.png")
+    result = CliRunner().invoke(app, [
+        "enhance-faces", str(photo06), "-o", str(env / "out"), "--model", "gfpgan", "--seed", "0",
+        "--reference", str(shared_path("testdata", "photos", "05.jpg")),
+        "--reference", str(shared_path("testdata", "gray", "Hepburn01.png")),
+        "--only-reference-faces", "--json"])
+    assert result.exit_code == 0, result.output
+    record = json_lines(result.stdout)[0]
+    assert record["identityModel"] == "dlib-resnet"
+    refs = record["references"]
+    assert [r["name"] for r in refs] == ["05.jpg", "Hepburn01.png"]
+    left = min(range(2), key=lambda i: record["faces"][i]["x"])
+    assert refs[0]["face"] == left and refs[1]["face"] is None  # Hepburn is not in 06
+    assert [f["restored"] for f in record["faces"]] == [i == left for i in range(2)]
+    for face in record["faces"]:
+        assert face["identity"]["verdict"] in ("same", "uncertain", "changed", "unknown")
+        assert face["identity"]["model"] == "dlib-resnet"
+
+
+def test_missing_reference_photo_is_one_line_error(env: Path) -> None:
+    result = CliRunner().invoke(app, ["enhance-faces", str(shared_path("testdata", "photos", "03.jpg")),
+                                      "-o", str(env / "out"), "--reference", str(env / "nope.jpg")])
+    assert result.exit_code != 0
+    assert "reference" in result.output and "Traceback" not in result.output

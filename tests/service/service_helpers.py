@@ -35,7 +35,7 @@ def make_enhancer(step_s: float = 0.0, steps: int = 10) -> Callable[..., Enhance
     """An enhancer that posterizes the image in ``steps`` bands, ``step_s`` seconds each."""
 
     def enhance(ctx: JobContext, image: Any, options: EnhanceOptions, *, lo: float = 5,
-                hi: float = 90) -> EnhanceResult:
+                hi: float = 90, reference: list[Any] | None = None) -> EnhanceResult:
         progress = ctx.sub_progress(lo, hi)
         pixels = image.pixels.copy()
         shift = 5 if pixels.dtype == np.uint8 else 13

@@ -26,7 +26,8 @@ def _recording_enhancer():
     inner = make_enhancer(step_s=0.02)
 
     def enhance(ctx, image, options, **kwargs):
-        CALLS.append({"tool": ctx.job.tool, **options.model_dump()})
+        CALLS.append({"tool": ctx.job.tool, **options.model_dump(),
+                      "references": [(r.width, r.height) for r in kwargs.get("reference") or []]})
         return inner(ctx, image, options, **kwargs)
 
     return enhance
@@ -182,10 +183,9 @@ def test_topaz_strength_defaults_to_one_and_new_fields_accepted(env):
     snap = _final(c, r.json()["jobId"])
     assert snap["status"] == "succeeded", snap
     assert CALLS[-1]["strength"] == 1.0
-    ref = snap["result"]["reference"]
-    # fetched and validated, and the result says plainly that it was not used
-    assert ref["used"] is False and (ref["width"], ref["height"]) == (40, 30) and ref["reason"]
-    assert any("reference_uri" in w for w in snap["result"]["warnings"])
+    # fetched, decoded and handed to the face pipeline (tests/service/test_identity_api.py
+    # shows the real pipeline matching faces to it)
+    assert CALLS[-1]["references"] == [(40, 30)]
 
 
 def test_topaz_reference_uri_is_ssrf_checked_and_must_be_an_image(env):

@@ -62,6 +62,17 @@ def enhance_faces_command(
                                       help=_h("sensitivity")),
     detector: Optional[str] = typer.Option(_d("detector"), "--detector", help=_h("detector")),
     seed: Optional[int] = typer.Option(_d("seed"), "--seed", help=_h("seed")),
+    reference: Optional[list[Path]] = typer.Option(  # noqa: UP007 - typer needs Optional
+        None, "--reference", metavar="FILE",
+        help="Reference photo of a person (repeatable): matching faces are restored closest to "
+             "it."),
+    only_reference_faces: bool = typer.Option(_d("only_reference_faces"),
+                                              "--only-reference-faces",
+                                              help=_h("only_reference_faces")),
+    identity: bool = typer.Option(_d("identity"), "--identity/--no-identity",
+                                  help=_h("identity")),
+    identity_model: Optional[str] = typer.Option(_d("identity_model"), "--identity-model",
+                                                 help=_h("identity_model")),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
 ) -> None:
     """Restore the faces in photos (GFPGAN v1.4 / CodeFormer) and write PNG + WebP preview."""
@@ -70,7 +81,9 @@ def enhance_faces_command(
     options = parse(EnhanceOptions, dict(
         model=model, strength=strength, fidelity=fidelity, upscale=upscale,
         bg_upscale=bg_upscale, face_upsample=face_upsample, only_center_face=only_center_face,
-        sensitivity=sensitivity, detector=detector, seed=seed))
+        sensitivity=sensitivity, detector=detector, seed=seed,
+        only_reference_faces=only_reference_faces, identity=identity,
+        identity_model=identity_model))
     jobs = collect_inputs(inputs)
     single = len(jobs) == 1 and not inputs[0].is_dir()
     if output.suffix.lower() == ".png" and not single:
@@ -88,21 +101,25 @@ def enhance_faces_command(
     runtime = Runtime()
     require_models(runtime, *enhance_needs(options.model, options.detector))
     check_output(output, file_target=single and output.suffix.lower() == ".png")
+    refs = _read_references(reference or [], runtime)
+    if refs:  # matching faces to references needs a face-recognition model
+        require_models(runtime, [("face-recognition", None)])
     run_batch(jobs, name="enhance-faces", single=single, as_json=as_json,
               process=lambda path, rel, bar: _process(path, rel, output, single, runtime,
-                                                      options, bar),
+                                                      options, bar, refs),
               summary=lambda r: [f"{r['input']} -> {r['output']} ({r['facesDetected']} face(s), "
                                  f"{r['model'] or 'no model'}, {r['seconds']:.1f} s)"])
 
 
 def _process(path: Path, rel: Path, output: Path, single: bool, runtime: Any,
-             options: EnhanceOptions, bar: Progress) -> dict[str, Any]:
+             options: EnhanceOptions, bar: Progress, refs: list[Any]) -> dict[str, Any]:
     from restora.cli._batch import write_atomic
     from restora.io import encode, make_preview
     from restora.pipeline.enhance import enhance_faces
 
     t0 = time.perf_counter()
-    result = enhance_faces(path, options, runtime=runtime, progress=bar.stage)
+    result = enhance_faces(path, options, runtime=runtime, progress=bar.stage,
+                           reference=refs or None)
     png_path, preview_path = output_paths(rel, output, single)
     bar.stage("encode", 100.0)
     t_enc = time.perf_counter()
@@ -115,3 +132,21 @@ def _process(path: Path, rel: Path, output: Path, single: bool, runtime: Any,
     record["timings"]["encode"] = round(time.perf_counter() - t_enc, 4)
     record["seconds"] = round(time.perf_counter() - t0, 3)
     return record
+
+
+def _read_references(paths: list[Path], runtime: Any) -> list[Any]:
+    """Check that every reference photo decodes before the batch starts (a bad one stops it);
+    the paths go to the pipeline so results name them."""
+    from restora.errors import InvalidParameter, RestoraError
+    from restora.io.decode import as_image
+
+    refs = []
+    for p in paths:
+        if not p.is_file():
+            raise InvalidParameter("reference", f"reference photo {p} does not exist")
+        try:
+            as_image(p, runtime.settings)
+            refs.append(p)
+        except RestoraError as exc:
+            raise InvalidParameter("reference", f"reference photo {p}: {exc.message}") from None
+    return refs

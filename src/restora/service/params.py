@@ -36,6 +36,8 @@ class EnhanceSettings(EnhanceOptions):
 
     model_config = _SEED
     model: Literal["auto", "gfpgan", "codeformer"] = "auto"
+    #: reference photo URL(s) (``referenceUrl``): request data, not a pipeline option
+    reference_url: str | list[str] | None = Field(default=None, max_length=8)
 
 
 class RestoreSettings(PhotoOptions):
@@ -55,12 +57,16 @@ class CodeFormerSettings(BaseModel):
     background_enhance: bool = False
     face_upsample: bool = False
     return_base64: bool = False
+    only_reference_faces: bool = False  # Restora extension (reference photos)
+    reference_url: str | list[str] | None = None
 
     def options(self) -> EnhanceOptions:
         return parse(EnhanceOptions, {
             "model": "codeformer", "fidelity": self.fidelity, "upscale": self.upscale,
-            "bg_upscale": self.background_enhance, "face_upsample": self.face_upsample},
-            names={"bgUpscale": "background_enhance", "faceUpsample": "face_upsample"})
+            "bg_upscale": self.background_enhance, "face_upsample": self.face_upsample,
+            "only_reference_faces": self.only_reference_faces},
+            names={"bgUpscale": "background_enhance", "faceUpsample": "face_upsample",
+                   "onlyReferenceFaces": "only_reference_faces"})
 
 
 class RefinerRequest(BaseModel):
@@ -76,6 +82,8 @@ class RefinerRequest(BaseModel):
     seed: int | None = Field(default=None, ge=1, le=2147483647)
     webhook: str | None = Field(default=None, max_length=4096)
     outputFormat: Literal["auto", "png", "webp"] = "auto"
+    referenceUrl: str | list[str] | None = None  # Restora extension (reference photos)
+    onlyReferenceFaces: bool = False
 
 
 class FaceRecoverySettings(BaseModel):
@@ -93,7 +101,8 @@ class FaceRecoverySettings(BaseModel):
     iai_packed_metadata: str | None = Field(default=None, max_length=1_000_000)
     input_width: int | None = Field(default=None, ge=1, le=1_000_000)
     input_height: int | None = Field(default=None, ge=1, le=1_000_000)
-    reference_uri: str | None = Field(default=None, min_length=1, max_length=4096)
+    reference_uri: list[str] | None = Field(default=None, max_length=8)  # repeatable
+    only_reference_faces: bool = False  # Restora extension
     output_width: int | None = Field(default=None, ge=1, le=32000)
     output_height: int | None = Field(default=None, ge=1, le=32000)
     output_format: Literal["auto", "jpeg", "jpg", "png", "webp"] = "auto"
@@ -102,7 +111,9 @@ class FaceRecoverySettings(BaseModel):
     def options(self, faces: list[dict[str, float]] | None) -> EnhanceOptions:
         """Topaz ``creativity`` is the inverse of CodeFormer's fidelity."""
         return parse(EnhanceOptions, {"strength": self.strength, "fidelity": 1.0 - self.creativity,
-                                      "faces": faces, "seed": self.seed})
+                                      "faces": faces, "seed": self.seed,
+                                      "only_reference_faces": self.only_reference_faces},
+                     names={"onlyReferenceFaces": "only_reference_faces"})
 
 
 #: Tengrai's documented model values -> Restora restorer kinds (docs/service.md).
@@ -115,7 +126,8 @@ def refiner_options(req: RefinerRequest, seed_used: int) -> EnhanceOptions:
     names map onto Restora's restorers."""
     model = TENGRAI_MODELS.get(req.model or "auto", req.model or "auto")
     return parse(EnhanceOptions, {"model": model, "strength": 0.2 * req.denoising,
-                                  "seed": seed_used})
+                                  "seed": seed_used,
+                                  "only_reference_faces": req.onlyReferenceFaces})
 
 
 def as_options(model: type[O], settings: BaseModel) -> O:

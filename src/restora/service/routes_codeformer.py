@@ -19,6 +19,7 @@ from starlette.datastructures import UploadFile
 from restora.errors import InputError, InvalidParameter, RestoraError
 from restora.service import params as P
 from restora.service.middleware import client_id
+from restora.service.references import check_references, url_list
 from restora.service.store import SUCCEEDED
 from restora.service.views import absolute, base_url, check_image, manager, owner, settings
 
@@ -26,7 +27,8 @@ router = APIRouter(tags=["CodeFormer Space"])
 
 _BOOL = {"true": True, "1": True, "yes": True, "on": True,
          "false": False, "0": False, "no": False, "off": False}
-_OPTIONS = ("fidelity", "upscale", "background_enhance", "face_upsample", "return_base64")
+_OPTIONS = ("fidelity", "upscale", "background_enhance", "face_upsample", "return_base64",
+            "only_reference_faces")
 
 
 def device_name(runtime: Any) -> str:
@@ -43,7 +45,7 @@ def _coerce_form(values: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, raw in values.items():
         text = raw.strip().lower()
-        if key in ("background_enhance", "face_upsample", "return_base64"):
+        if key in ("background_enhance", "face_upsample", "return_base64", "only_reference_faces"):
             if text not in _BOOL:
                 raise InvalidParameter(key, f"{key} must be true or false.")
             out[key] = _BOOL[text]
@@ -72,22 +74,34 @@ def _b64(value: Any, field: str) -> bytes:
         raise InvalidParameter(field, f"{field} is not valid base64.") from None
 
 
-async def _read_inputs(request: Request) -> tuple[list[tuple[str, bytes]], dict[str, Any]]:
+async def _read_inputs(request: Request
+                      ) -> tuple[list[tuple[str, bytes]], dict[str, Any], list[bytes]]:
+    """(images, options, reference photo bytes) from a multipart form or a JSON body."""
     ctype = request.headers.get("content-type", "")
     images: list[tuple[str, bytes]] = []
+    references: list[bytes] = []
     if ctype.startswith("multipart/form-data"):
         form = await request.form()
         options: dict[str, str] = {}
+        urls: list[str] = []
         for key, value in form.multi_items():
             if isinstance(value, UploadFile):
+                if key == "reference":
+                    references.append(await value.read())
+                    continue
                 if key not in ("image", "images"):
                     raise InvalidParameter(key, f"Unknown file field '{key}'; use 'image'.")
                 images.append((value.filename or f"image{len(images)}", await value.read()))
+            elif key == "reference_url":
+                urls.append(value)
             elif key in _OPTIONS:
                 options[key] = value
             else:
                 raise InvalidParameter(key, f"Unknown field '{key}'.")
-        return images, _coerce_form(options)
+        coerced = _coerce_form(options)
+        if urls:
+            coerced["reference_url"] = urls
+        return images, coerced, references
     try:
         body = await request.json()
     except ValueError:
@@ -102,8 +116,13 @@ async def _read_inputs(request: Request) -> tuple[list[tuple[str, bytes]], dict[
             raise InvalidParameter("images_base64", "images_base64 must be a list.")
         for i, item in enumerate(items):
             images.append((f"image{i}", _b64(item, f"images_base64[{i}]")))
+    if "reference_base64" in body:
+        items = body.pop("reference_base64")
+        for i, item in enumerate([items] if isinstance(items, str) else items
+                                 if isinstance(items, list) else [None]):
+            references.append(_b64(item, f"reference_base64[{i}]"))
     body.pop("filename", None)
-    return images, body
+    return images, body, references
 
 
 @router.post("/api/process", summary="Restore faces with CodeFormer (synchronous)")
@@ -112,13 +131,16 @@ async def process(request: Request) -> JSONResponse:
     request fails only when every image does. ``image_url`` is absolute (``public_url`` or the
     request's base URL) so a page on another origin can use it."""
     s = settings(request)
-    images, raw_options = await _read_inputs(request)
+    images, raw_options, reference = await _read_inputs(request)
     if not images:
         raise InvalidParameter("image", "No image was sent ('image' file or image_base64).")
     options = P.validate(P.CodeFormerSettings, raw_options)
     enhance_options = options.options()
+    refs = await check_references(s, request.app.state.runtime, reference,
+                                  url_list(options.reference_url, "reference_url"),
+                                  url_field="reference_url")
     m = manager(request)
-    job_params = options.model_dump(mode="json")
+    job_params = {**options.model_dump(mode="json"), **refs.params()}
     # per item: a submitted job, or the error that stopped it before submission
     items: list[tuple[str, Any, RestoraError | None]] = []
     try:
@@ -133,7 +155,8 @@ async def process(request: Request) -> JSONResponse:
             items.append((name, await run_in_threadpool(
                 m.submit, "codeformer", api="codeformer", params=job_params,
                 options=enhance_options, input_bytes=data, input_name=name,
-                owner=owner(request), client=client_id(request.scope)), None))
+                owner=owner(request), client=client_id(request.scope),
+                extra_inputs=refs.extra_inputs()), None))
     except RestoraError:
         for _, r, _e in items:  # a request-level error (queue full...): withdraw what was sent
             if r is not None:

@@ -13,6 +13,7 @@ from restora.errors import InvalidParameter, RestoraError
 from restora.service import params as P
 from restora.service.middleware import client_id
 from restora.service.jobs import is_valid_download_name
+from restora.service.references import check_references, url_list
 from restora.service.sse import job_events, parse_last_event_id
 from restora.service.views import (JobNotFound, check_image, get_job, manager, owner, settings,
                                    snapshot)
@@ -27,14 +28,20 @@ _MEDIA = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp":
 async def _submit(request: Request, tool: str, model: type[P.BaseModel],
                   options: type[P.BaseModel], file: UploadFile,
                   settings_raw: str | None, extra: dict[str, bytes] | None = None,
-                  overrides: dict[str, Any] | None = None) -> JSONResponse:
+                  overrides: dict[str, Any] | None = None,
+                  reference: list[UploadFile] | None = None) -> JSONResponse:
     s = settings(request)
     values = P.validate(model, {**P.parse_settings_json(settings_raw), **(overrides or {})})
     data = await file.read()
     check_image(data, s, scale=int(getattr(values, "upscale", 1) or 1))
+    refs = await check_references(
+        s, request.app.state.runtime, [await f.read() for f in reference or []],
+        url_list(getattr(values, "reference_url", None), "referenceUrl"))
+    extra = {**(extra or {}), **refs.extra_inputs()}
     m = manager(request)
     record = await run_in_threadpool(
-        m.submit, tool, api="snapotter", params=values.model_dump(mode="json", by_alias=True),
+        m.submit, tool, api="snapotter",
+        params={**values.model_dump(mode="json", by_alias=True), **refs.params()},
         options=P.as_options(options, values), input_bytes=data,
         input_name=file.filename or "image", owner=owner(request),
         client=client_id(request.scope), extra_inputs=extra)
@@ -45,10 +52,12 @@ async def _submit(request: Request, tool: str, model: type[P.BaseModel],
              summary="Restore faces (GFPGAN / CodeFormer) as an async job")
 async def enhance_faces(request: Request, file: UploadFile = File(...),
                         settings: str | None = Form(None),
-                        clientJobId: str | None = Form(None)) -> JSONResponse:
-    """Multipart ``file`` plus ``settings`` JSON (see docs/service.md); 202 ``{jobId, async}``."""
+                        clientJobId: str | None = Form(None),
+                        reference: list[UploadFile] | None = File(None)) -> JSONResponse:
+    """Multipart ``file`` plus ``settings`` JSON (see docs/service.md) and optional
+    ``reference`` photos (repeatable; or ``referenceUrl`` in settings); 202 ``{jobId, async}``."""
     return await _submit(request, "enhance-faces", P.EnhanceSettings, EnhanceOptions, file,
-                         settings)
+                         settings, reference=reference)
 
 
 @router.post("/api/v1/tools/restore-photo", status_code=202,

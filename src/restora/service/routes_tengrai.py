@@ -15,6 +15,7 @@ from restora.errors import InvalidParameter
 from restora.service import params as P
 from restora.service.middleware import client_id
 from restora.service.fetch import BlockedURL, check_url
+from restora.service.references import check_references, url_list
 from restora.service.views import artwork, base_url, get_job, manager, owner, settings
 from restora.service.webhooks import validate_webhook_url
 
@@ -37,12 +38,14 @@ async def create_face_refiner(request: Request) -> JSONResponse:
         await run_in_threadpool(check_url, req.imageUrl, allow_loopback=s.allow_loopback_fetch)
     except BlockedURL as exc:
         raise BlockedURL(f"imageUrl: {exc.message}", field="imageUrl") from None
+    refs = await check_references(s, request.app.state.runtime, [],
+                                  url_list(req.referenceUrl, "referenceUrl"))
     if req.webhook:
         await run_in_threadpool(validate_webhook_url, req.webhook, s, field="webhook")
     seed = req.seed if req.seed is not None else secrets.randbelow(2147483647) + 1
     seed_used = P.refiner_seed(seed)
     job_params: dict[str, Any] = {**req.model_dump(mode="json"), "seed": seed,
-                                  "seedUsed": seed_used}
+                                  "seedUsed": seed_used, **refs.params()}
     name = PurePosixPath(urlsplit(req.imageUrl).path).name or "image"
     record = await run_in_threadpool(
         manager(request).submit, "face-refiner", api="tengrai", params=job_params,

@@ -12,8 +12,8 @@ from starlette.datastructures import UploadFile
 from restora.errors import InvalidParameter
 from restora.service import params as P
 from restora.service.middleware import client_id
-from restora.service.fetch import BlockedURL, check_url
 from restora.service.finishing import credits_for
+from restora.service.references import check_references
 from restora.service.views import check_image, manager, owner, settings
 from restora.service.webhooks import validate_webhook_url
 
@@ -26,7 +26,7 @@ _INTS = ("seed", "output_width", "output_height", "input_width", "input_height")
 
 def _coerce(key: str, raw: str) -> Any:
     text = raw.strip()
-    if key == "grain":
+    if key in ("grain", "only_reference_faces"):
         if text.lower() not in _BOOL:
             raise InvalidParameter(key, f"{key} must be true or false.")
         return _BOOL[text.lower()]
@@ -48,24 +48,27 @@ async def face_recovery(request: Request) -> JSONResponse:
     form = await request.form()
     image: tuple[str, bytes] | None = None
     values: dict[str, Any] = {}
+    reference: list[bytes] = []
     for key, value in form.multi_items():
         if isinstance(value, UploadFile):
+            if key == "reference":  # Restora extension: a reference upload
+                reference.append(await value.read())
+                continue
             if key not in ("image", "file"):
                 raise InvalidParameter(key, f"Unknown file field '{key}'; use 'image'.")
             image = (value.filename or "image", await value.read())
+        elif key == "reference_uri":  # repeatable: one identity per photo
+            values.setdefault(key, []).append(value.strip())
         else:
             values[key] = _coerce(key, value)
     if image is None:
         raise InvalidParameter("image", "No image was sent (multipart field 'image').")
     opts = P.validate(P.FaceRecoverySettings, values)
     check_image(image[1], s, output_size=(opts.output_width, opts.output_height))
-    if opts.reference_uri:
-        try:
-            await run_in_threadpool(check_url, opts.reference_uri,
-                                    allow_loopback=s.allow_loopback_fetch)
-        except BlockedURL as exc:
-            raise BlockedURL(f"reference_uri: {exc.message}", field="reference_uri") from None
-    job_params = opts.model_dump(mode="json", exclude={"iai_packed_metadata"})
+    refs = await check_references(s, request.app.state.runtime, reference,
+                                  list(opts.reference_uri or []), url_field="reference_uri")
+    job_params = {**opts.model_dump(mode="json", exclude={"iai_packed_metadata"}),
+                  **refs.params()}
     faces = P.parse_faces(opts.iai_packed_metadata) if opts.iai_packed_metadata else None
     options = opts.options(faces)
     if opts.webhook_url:
@@ -74,7 +77,8 @@ async def face_recovery(request: Request) -> JSONResponse:
         manager(request).submit, "face-recovery", api="topaz", params=job_params,
         options=options, input_bytes=image[1], input_name=image[0],
         webhook_url=opts.webhook_url, owner=owner(request),
-        client=client_id(request.scope))
+        client=client_id(request.scope),
+        extra_inputs=refs.extra_inputs())
     body: dict[str, Any] = {"jobId": record.id, "async": True, "process_id": record.id,
                             "status": record.status}
     if opts.output_width and opts.output_height:

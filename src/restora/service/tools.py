@@ -14,6 +14,7 @@ from restora.errors import InvalidParameter, OutputTooLarge, RestoraError, Unkno
 from restora.models.registry import RESTORER_FAMILIES
 from restora.pipeline.options import EnhanceOptions, PhotoOptions
 from restora.service.jobs import JobContext, Tool
+from restora.service.references import reference_kwargs
 
 _RESTORER_ARCH = RESTORER_FAMILIES
 
@@ -119,18 +120,21 @@ def write_result(ctx: JobContext, image: Any, source_format: str,
             "width": image.width, "height": image.height}
 
 
-#: ``enhance(ctx, image, options: EnhanceOptions, *, lo, hi) -> EnhanceResult``; tools take it
+#: ``enhance(ctx, image, options: EnhanceOptions, *, lo, hi, reference=None) -> EnhanceResult``
+#: (``reference`` only when the job has reference photos); tools take it
 #: as a parameter so their own logic (fetch, grain, resize, credits) runs with any enhancer.
 EnhanceFn = Callable[..., Any]
 
 
 def pipeline_enhance(ctx: JobContext, image: Any, options: EnhanceOptions, *, lo: float = 5,
-                     hi: float = 90) -> Any:
-    """The real face pipeline on the shared Runtime, progress mapped onto lo..hi percent."""
+                     hi: float = 90, reference: list[Any] | None = None) -> Any:
+    """The real face pipeline on the shared Runtime, progress mapped onto lo..hi percent;
+    ``reference``: the job's decoded reference photos (see :mod:`restora.service.references`)."""
     from restora.pipeline.enhance import enhance_faces
 
     return enhance_faces(image, options, runtime=ctx.runtime,
-                         progress=ctx.sub_progress(lo, hi), cancel=ctx.cancel)
+                         progress=ctx.sub_progress(lo, hi), cancel=ctx.cancel,
+                         reference=reference)
 
 
 def _source_size(image: Any) -> dict[str, int]:
@@ -153,7 +157,7 @@ def run_enhance_faces(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) ->
     raw, image = decode_input(ctx)
     up = int(ctx.options.upscale)
     check_output_pixels(ctx.settings, image.width * up, image.height * up)
-    result = enhance(ctx, image, ctx.options)
+    result = enhance(ctx, image, ctx.options, **reference_kwargs(ctx))
     out = write_result(ctx, result.image, image.format)
     return {**_face_fields(result), **out, "originalSize": len(raw), **_source_size(image)}
 
@@ -196,7 +200,7 @@ def run_codeformer(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) -> di
     raw, image = decode_input(ctx)
     up = int(ctx.options.upscale)
     check_output_pixels(ctx.settings, image.width * up, image.height * up)
-    result = enhance(ctx, image, ctx.options)
+    result = enhance(ctx, image, ctx.options, **reference_kwargs(ctx))
     out = write_result(ctx, result.image, image.format, "png")
     return {**_face_fields(result), **out, "originalSize": len(raw), **_source_size(image)}
 
@@ -221,7 +225,7 @@ def run_face_refiner(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) -> 
     ctx.input_path.parent.mkdir(parents=True, exist_ok=True)
     ctx.input_path.write_bytes(content)
     raw, image = decode_input(ctx, content)
-    result = enhance(ctx, image, ctx.options)
+    result = enhance(ctx, image, ctx.options, **reference_kwargs(ctx))
     # Tengrai: "auto (the default) uses the server default (webp ...)".
     fmt = p.get("outputFormat", "auto")
     out = write_result(ctx, result.image, image.format, "webp" if fmt == "auto" else fmt)
@@ -231,29 +235,10 @@ def run_face_refiner(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) -> 
 
 # --- Topaz face recovery --------------------------------------------------------------------
 
-def fetch_reference(ctx: JobContext) -> tuple[Any, dict[str, Any]]:
-    """Fetch and decode ``reference_uri`` (SSRF-safe, within the input limits).
-
-    Returns the decoded reference for the pipeline and the result's ``reference`` report.
-    Reference-guided restoration is not implemented yet, so the report says it was not used
-    (never a silent ignore); the decoded image is what that feature will take.
-    """
-    url = ctx.params.get("reference_uri")
-    if not url:
-        return None, {}
-    ctx.progress("fetching", 1)
-    _, ref = decode_input(ctx, _fetch(ctx, url))
-    report = {"uri": url, "width": ref.width, "height": ref.height, "used": False,
-              "reason": "reference-guided restoration is not available on this server yet; "
-                        "the reference was fetched and validated only"}
-    return ref, report
-
-
 def run_face_recovery(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) -> dict[str, Any]:
     from restora.service import finishing
 
     p = ctx.params
-    reference, ref_report = fetch_reference(ctx)
     raw, image = decode_input(ctx)
     warnings: list[str] = []
     declared = (p.get("input_width"), p.get("input_height"))
@@ -263,7 +248,7 @@ def run_face_recovery(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) ->
     width, height = finishing.target_size(image.width, image.height, p.get("output_width"),
                                           p.get("output_height"))
     check_output_pixels(ctx.settings, width, height)
-    result = enhance(ctx, image, ctx.options, hi=80)
+    result = enhance(ctx, image, ctx.options, hi=80, **reference_kwargs(ctx))
     img = result.image
     if (width, height) != (img.width, img.height):
         ctx.progress("resizing", 82)
@@ -277,11 +262,7 @@ def run_face_recovery(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) ->
     out = write_result(ctx, img, image.format, p.get("output_format", "auto"))
     credits = finishing.credits_for(img.width, img.height)
     fields = _face_fields(result)
-    if ref_report:
-        fields["reference"] = ref_report
-        warnings.append("reference_uri was fetched but not used: " + ref_report["reason"])
     fields["warnings"] = list(fields.get("warnings", [])) + warnings
-    del reference  # handed to the pipeline once reference-guided restoration exists
     return {**fields, **out, "originalSize": len(raw),
             **_source_size(image), "credits": credits,
             "outputMegapixels": round(img.width * img.height / 1e6, 4)}

@@ -1,0 +1,130 @@
+"""Reference photos and per-face identity through every face API (real HTTP, real pipeline)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from conftest import shared_path
+from service_helpers import http_fixture_server, live_server, make_settings, png_bytes, wait_for
+from tiny_models import write_tiny_manifest
+
+from restora.service.app import RUNTIME_FROM_SETTINGS
+from restora.service.tools import default_tools
+
+PRIVATE = ("http://127.0.0.1:1/ref.jpg", "http://10.1.2.3/ref.jpg", "http://169.254.169.254/",
+           "http://192.168.0.10/ref.png", "http://[::1]/ref.png")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    photos = shared_path("testdata", "photos")
+    tmp = tmp_path_factory.mktemp("identity-api")
+    settings = make_settings(tmp / "home", models=write_tiny_manifest(tmp), device="cpu",
+                             threads=2, allow_loopback_fetch=True)
+    served = {"/05.jpg": (photos / "05.jpg").read_bytes()}
+
+    def handler(req):
+        body = served.get(req.path, b"")
+        req.send_response(200 if body else 404)
+        req.send_header("Content-Length", str(len(body)))
+        req.end_headers()
+        req.wfile.write(body)
+
+    with http_fixture_server(handler) as base, \
+            live_server(settings, tools=default_tools(), runtime=RUNTIME_FROM_SETTINGS) as srv, \
+            httpx.Client(base_url=srv.url, timeout=60) as client:
+        yield client, photos, base
+
+
+def _final(c, job_id):
+    return wait_for(lambda: (s := c.get(f"/api/v1/jobs/{job_id}").json())["status"]
+                    in ("succeeded", "failed", "canceled") and s, timeout=180, interval=0.1)
+
+
+def _left(faces):
+    return min(range(len(faces)), key=lambda i: faces[i]["x"])
+
+
+def test_reference_urls_blocked_for_private_addresses_like_image_url(tmp_path):
+    with live_server(make_settings(tmp_path / "home")) as srv, \
+            httpx.Client(base_url=srv.url, timeout=10) as c:
+        img = png_bytes()
+        for url in PRIVATE:
+            r = c.post("/api/v1/tools/face-recovery", files={"image": ("a.png", img, "image/png")},
+                       data={"reference_uri": url})
+            assert r.status_code == 400, (url, r.text)
+            assert r.json()["message"].startswith("reference_uri:"), r.text
+            r = c.post("/api/v1/tools/enhance-faces", files={"file": ("a.png", img, "image/png")},
+                       data={"settings": json.dumps({"referenceUrl": [url]})})
+            assert r.status_code == 400 and "referenceUrl" in r.text, (url, r.text)
+            r = c.post("/v2/artworks/face-refiner",
+                       json={"imageUrl": "http://93.184.215.14/a.png", "referenceUrl": url})
+            assert r.status_code == 400 and r.json()["message"].startswith("referenceUrl:")
+            r = c.post("/api/process", files={"image": ("a.png", img, "image/png")},
+                       data={"reference_url": url})
+            assert r.status_code == 400 and "reference_url" in r.text, (url, r.text)
+
+
+def test_topaz_reference_uri_is_used_and_input_size_checked(env):
+    c, photos, base = env
+    src = (photos / "06.png").read_bytes()
+    r = c.post("/api/v1/tools/face-recovery",
+               files={"image": ("06.png", src, "image/png")},
+               data={"reference_uri": f"{base}/05.jpg", "only_reference_faces": "true",
+                     "input_width": "726", "input_height": "838", "seed": "1"})
+    assert r.status_code == 202, r.text
+    snap = _final(c, r.json()["jobId"])
+    assert snap["status"] == "succeeded", snap
+    res = snap["result"]
+    left = _left(res["faces"])
+    assert res["identityModel"] == "dlib-resnet"
+    assert res["references"][0]["face"] == left and res["references"][0]["distance"] < 0.55
+    assert [f["restored"] for f in res["faces"]] == [i == left for i in range(2)]
+    assert res["faces"][left]["reference"]["index"] == 0
+    for face in res["faces"]:
+        assert face["identity"]["verdict"] in ("same", "uncertain", "changed", "unknown")
+    bad = c.post("/api/v1/tools/face-recovery", files={"image": ("06.png", src, "image/png")},
+                 data={"input_width": "700"})
+    snap = _final(c, bad.json()["jobId"])
+    assert snap["status"] == "failed" and snap["error"]["code"] == "invalid_parameter"
+    assert "726" in snap["error"]["message"]
+
+
+def test_snapotter_reference_upload_and_codeformer_space(env):
+    c, photos, _ = env
+    src = (photos / "06.png").read_bytes()
+    ref = (photos / "05.jpg").read_bytes()
+    r = c.post("/api/v1/tools/enhance-faces",
+               files=[("file", ("06.png", src, "image/png")),
+                      ("reference", ("05.jpg", ref, "image/jpeg"))],
+               data={"settings": json.dumps({"model": "gfpgan", "seed": 2,
+                                             "onlyReferenceFaces": True})})
+    assert r.status_code == 202, r.text
+    res = _final(c, r.json()["jobId"])["result"]
+    left = _left(res["faces"])
+    assert res["references"][0]["face"] == left
+    assert [f["restored"] for f in res["faces"]] == [i == left for i in range(2)]
+    # CodeFormer Space: a reference upload; the job's own result has the match
+    r = c.post("/api/process", files=[("image", ("06.png", src, "image/png")),
+                                      ("reference", ("05.jpg", ref, "image/jpeg"))],
+               data={"upscale": "1", "only_reference_faces": "true"})
+    assert r.status_code == 200, r.text
+    job_id = r.json()["results"][0]["image_url"].split("/")[4]
+    res = c.get(f"/api/v1/jobs/{job_id}").json()["result"]
+    assert res["references"][0]["face"] == _left(res["faces"])
+    tried = res["faces"][_left(res["faces"])]["restoration"]["tried"]
+    assert len(tried) == 3 and all("referenceDistance" in t for t in tried)
+
+
+def test_a_reference_without_a_face_fails_the_job_clearly(env):
+    c, photos, _ = env
+    r = c.post("/api/v1/tools/enhance-faces",
+               files=[("file", ("03.jpg", (photos / "03.jpg").read_bytes(), "image/jpeg")),
+                      ("reference", ("noise.png", png_bytes(), "image/png"))])
+    assert r.status_code == 202, r.text
+    snap = _final(c, r.json()["jobId"])
+    assert snap["status"] == "failed" and snap["error"]["code"] == "invalid_parameter"
+    assert "no face" in snap["error"]["message"]
