@@ -12,13 +12,15 @@ from tiny_models import tiny_manifest_entries, write_tiny_manifest
 
 from restora.config import Settings
 from restora.errors import UnknownModel
-from restora.models.registry import ARCHITECTURES, TASKS, ManifestError, ModelSpec, Registry
+from restora.models.registry import (ARCHITECTURES, FILE_ARCHS, TASKS, ManifestError, ModelSpec,
+                                     Registry)
 
 BUILTIN_IDS = {
     "gfpgan-v1.4", "gfpgan-v1.3", "codeformer", "retinaface-resnet50", "retinaface-mobilenet0.25",
     "yunet", "parsenet", "realesrgan-x2plus", "realesrgan-x4plus", "realesr-general-x4v3",
     "ddcolor-modelscope", "ddcolor-artistic", "ddcolor-paper", "ddcolor-paper-tiny",
     "bopbtl-scratch", "lama-big", "lama-big-ckpt",
+    "dlib-resnet", "sface",
 }
 
 
@@ -34,6 +36,7 @@ def test_builtin_ids_tasks_and_defaults(builtin: Registry) -> None:
     assert builtin.default("face-parsing").id == "parsenet"
     assert builtin.default("upscale").id == "realesrgan-x2plus"
     assert builtin.default("colorization").id == "ddcolor-modelscope"
+    assert builtin.default("face-recognition").id == "dlib-resnet"
     assert builtin.default("face-restoration", arch="codeformer").id == "codeformer"
     assert builtin.default("upscale", arch="srvgg").id == "realesr-general-x4v3"
     for task in TASKS:  # exactly one explicit default per task
@@ -140,6 +143,8 @@ def test_architectures_table() -> None:
         "ddcolor": "restora.models.arch.ddcolor:DDColor",
         "scratch_unet": "restora.models.arch.scratch_unet:ScratchUNet",
         "lama": "restora.models.arch.lama:LaMa",
+        "dlib_resnet": "restora.models.arch.dlibface:DlibFaceDescriptor",
+        "sface": "restora.models.arch.sface:SFace",
     }
 
 
@@ -324,7 +329,7 @@ def test_every_builtin_builds_the_official_layout(builtin: Registry) -> None:
 
     ddcolor = json.loads(shared_path("conformance", "ddcolor", "keys.json").read_text())
     for spec in builtin.all():
-        if spec.arch == "yunet":  # ONNX, no torch layout
+        if spec.arch in FILE_ARCHS:  # ONNX or dlib files: no torch layout
             continue
         source = KEYS_FILES[spec.id]
         if spec.arch == "ddcolor":
@@ -337,3 +342,17 @@ def test_every_builtin_builds_the_official_layout(builtin: Registry) -> None:
             net = architecture_class(spec.arch)(**spec.hparams)
         ours = {k: tuple(v.shape) for k, v in net.state_dict().items()}
         assert ours == official, spec.id
+
+
+def test_dlib_descriptor_comes_from_the_identity_extra(builtin: Registry) -> None:
+    from restora.models.download import sha256_file
+
+    spec = builtin.get("dlib-resnet")
+    assert spec.task == "face-recognition" and spec.package == "restora[identity]"
+    assert not spec.urls and spec.commercial_use and "CC0" in spec.license
+    path = builtin.path(spec)  # inside the installed face-recognition-models package
+    assert path.is_file(), "run `pip install -e '.[identity]'` (scripts/install.sh does)"
+    assert path.stat().st_size == spec.size and sha256_file(path) == spec.sha256
+    assert (path.parent / spec.hparams["shape_predictor"]).is_file()
+    sface = builtin.get("sface")
+    assert sface.arch == "sface" and sface.license == "Apache-2.0" and sface.urls
