@@ -81,12 +81,11 @@ async def check_references(s: ServiceSettings, runtime: Any, uploads: list[bytes
 
 
 def job_references(ctx: Any) -> list[Any]:
-    """The job's reference photos decoded within the input limits: uploads, then the URLs
-    fetched SSRF-safe (every hop checked again). A bad one fails the job with its own error."""
-    from restora.io import Limits, decode
+    """The job's reference photos decoded like the input: uploads, then the URLs fetched
+    SSRF-safe (every hop checked again). A bad one fails the job with its own error."""
     from restora.service.fetch import fetch
+    from restora.service.tools import decode_input
 
-    limits = Limits.from_settings(ctx.settings)
     raw: list[bytes] = []
     i = 0
     while (path := ctx.extra_input(f"{UPLOAD_PREFIX}{i}")) is not None:
@@ -98,9 +97,8 @@ def job_references(ctx: Any) -> list[Any]:
         raw.append(fetch(url, max_bytes=min(s.fetch_max_bytes, s.max_bytes),
                          timeout_s=s.fetch_timeout_s, max_redirects=s.fetch_max_redirects,
                          allow_loopback=s.allow_loopback_fetch).content)
-    images = [decode(data, limits=limits) for data in raw]
-    ctx.check_cancel()
-    return images
+    # the same decode as the input: within its limits, in a killable child when configured
+    return [decode_input(ctx, data)[1] for data in raw]
 
 
 def reference_kwargs(ctx: Any) -> dict[str, Any]:
