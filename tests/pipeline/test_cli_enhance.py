@@ -155,8 +155,16 @@ def test_reference_photos_and_identity_in_json(env: Path) -> None:
         assert face["identity"]["model"] == "dlib-resnet"
 
 
-def test_missing_reference_photo_is_one_line_error(env: Path) -> None:
-    result = CliRunner().invoke(app, ["enhance-faces", str(shared_path("testdata", "photos", "03.jpg")),
-                                      "-o", str(env / "out"), "--reference", str(env / "nope.jpg")])
-    assert result.exit_code != 0
-    assert "reference" in result.output and "Traceback" not in result.output
+def test_bad_reference_photo_is_one_line_error(env: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    photo = str(shared_path("testdata", "photos", "03.jpg"))
+    assert main(["enhance-faces", photo, "-o", str(env / "out"), "--reference",
+                 str(env / "nope.jpg")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error[invalid_parameter]: reference photo")
+    (env / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    assert main(["enhance-faces", photo, "-o", str(env / "out"), "--reference",
+                 str(env / "broken.png")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "broken.png" in err[0]
+    assert not (env / "out").exists()  # nothing ran

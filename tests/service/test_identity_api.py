@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -106,9 +107,10 @@ def test_snapotter_reference_upload_and_codeformer_space(env):
     # CodeFormer Space: a reference upload; the job's own result has the match
     r = c.post("/api/process", files=[("image", ("06.png", src, "image/png")),
                                       ("reference", ("05.jpg", ref, "image/jpeg"))],
-               data={"upscale": "1", "only_reference_faces": "true"})
+               data={"upscale": "1", "only_reference_faces": "true"},
+               timeout=600)  # synchronous: three CodeFormer forwards for the matched face
     assert r.status_code == 200, r.text
-    job_id = r.json()["results"][0]["image_url"].split("/")[4]
+    job_id = urlsplit(r.json()["results"][0]["image_url"]).path.split("/")[4]
     res = c.get(f"/api/v1/jobs/{job_id}").json()["result"]
     assert res["references"][0]["face"] == _left(res["faces"])
     tried = res["faces"][_left(res["faces"])]["restoration"]["tried"]

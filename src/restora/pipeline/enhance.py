@@ -26,7 +26,8 @@ from restora.models.nets import FaceParser, FaceRestorer, Network, Upscaler
 from restora.models.registry import RESTORER_FAMILIES
 from restora.pipeline.paste import PasteFace, parse_to_mask, paste_faces
 from restora.pipeline import choose
-from restora.pipeline.identity import Identity, IdentityChecker, load_checker, match_references
+from restora.pipeline.identity import (MAX_REFERENCES, Identity, IdentityChecker, load_checker,
+                                       match_references)
 from restora.pipeline.restore import load_restorer, parse_faces
 from restora.pipeline.results import EnhanceResult, Face
 from restora.pipeline.upscale import (find_upscaler, load_upscaler, resize, upscale_pixels,
@@ -130,6 +131,9 @@ def enhance_faces(
     outcomes: list[choose.FaceOutcome] = []
     with stages.stage("align"):
         refs = _as_list(reference)
+        if len(refs) > MAX_REFERENCES:
+            raise InvalidParameter("reference", f"at most {MAX_REFERENCES} reference photos, "
+                                   f"got {len(refs)}")
         checker = None
         if (identity and dets) or refs:
             checker = load_checker(runtime, opts.identity_model)

@@ -54,6 +54,9 @@ MIN_DETAIL = 2.0
 
 VERDICTS = ("same", "uncertain", "changed", "unknown")
 
+#: Reference photos one call may take (each is decoded, detected and described).
+MAX_REFERENCES = 8
+
 
 @dataclass(frozen=True)
 class Identity:

@@ -15,11 +15,10 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from restora.errors import InvalidParameter, RestoraError
+from restora.pipeline.identity import MAX_REFERENCES
 from restora.service.fetch import BlockedURL, check_url
 from restora.service.settings import ServiceSettings
 
-#: Reference photos one request may carry (uploads and URLs together).
-MAX_REFERENCES = 8
 #: Job params key holding the (vetted) reference URLs; uploads are extra inputs ``reference-N``.
 URLS_PARAM = "referenceUrls"
 UPLOAD_PREFIX = "reference-"
