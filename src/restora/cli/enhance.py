@@ -99,11 +99,11 @@ def enhance_faces_command(
     from restora.models.runtime import Runtime
 
     runtime = Runtime()
+    refs = _read_references(reference or [], runtime)  # a bad one stops before any output
     require_models(runtime, *enhance_needs(options.model, options.detector))
-    check_output(output, file_target=single and output.suffix.lower() == ".png")
-    refs = _read_references(reference or [], runtime)
     if refs:  # matching faces to references needs a face-recognition model
         require_models(runtime, [("face-recognition", None)])
+    check_output(output, file_target=single and output.suffix.lower() == ".png")
     run_batch(jobs, name="enhance-faces", single=single, as_json=as_json,
               process=lambda path, rel, bar: _process(path, rel, output, single, runtime,
                                                       options, bar, refs),
