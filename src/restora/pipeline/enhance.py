@@ -202,8 +202,9 @@ def enhance_faces(
     result.image = img.with_pixels(canvas, alpha)
     result.timings = dict(stages.timings)
     result.engines = {n.model_id: f"{n.engine_name}/{n.precision}" for n in used}
-    if restored and restorer is not None:
-        result.engine, result.precision = restorer.engine_name, restorer.precision
+    first = next((o.candidate.restorer for o in done if o.candidate is not None), None)
+    if first is not None:  # the (first) restorer's engine; every network's is in ``engines``
+        result.engine, result.precision = first.engine_name, first.precision
     stages.done()
     return result
 
