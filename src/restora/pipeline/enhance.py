@@ -279,11 +279,14 @@ def _detector_spec(runtime: Runtime, detector: str | None) -> ModelSpec:
     raise runtime.not_installed(reg.default("face-detection"))
 
 
-def _detection_rule(runtime: Runtime, model: str, restorer: FaceRestorer | None
+def _detection_rule(runtime: Runtime, model: str,
+                    restorer: FaceRestorer | Sequence[FaceRestorer] | None
                     ) -> det.DetectionRule:
     """The reference detection rule of the restorer asked for: GFPGAN's for GFPGAN models,
     CodeFormer's otherwise (and for ``auto``, which chooses the restorer from the detections)."""
     kind = model
+    if isinstance(restorer, Sequence):  # a ladder for auto: the first rung's rule
+        restorer = restorer[0] if restorer else None
     if restorer is not None:
         kind = restorer.kind
     elif model not in MODEL_ARCH and model != "auto":
