@@ -166,8 +166,11 @@ def test_settings_match_documented_defaults_and_sliders_follow_steps(server: str
         sent = page.evaluate("collectSettings('enhance-faces')")
         want = EnhanceSettings().model_dump(by_alias=True)
         # Every setting of the tool is on the page with the documented default, except the
-        # client face boxes and the detector id (API-only) and the seed (empty = random).
-        assert sent == {k: v for k, v in want.items() if k not in ("faces", "detector", "seed")}
+        # client face boxes, the detector and identity-model ids (API-only), the seed (empty =
+        # random) and referenceUrl (the page uploads reference photos as files instead).
+        api_only = ("faces", "detector", "seed", "identityModel", "referenceUrl")
+        assert sent == {k: v for k, v in want.items() if k not in api_only}
+        assert page.locator("#reference").get_attribute("multiple") is not None
         page.select_option("#model", "gfpgan")
         assert page.locator("#fidelity-e").is_disabled()  # GFPGAN has no fidelity
         page.select_option("#model", "codeformer")

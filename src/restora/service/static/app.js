@@ -242,6 +242,7 @@ $("job-form").addEventListener("submit", (e) => {
   const fresh = state.files.map((file) => ({
     key: ++keySeq, file, name: file.name, tool, settings, status: "waiting", percent: 0, stage: "",
     jobId: null, result: null, error: null, localUrl: URL.createObjectURL(file), extra: null,
+    references: tool === "enhance-faces" ? [...$("reference").files] : [],
   }));
   state.files = [];
   $("file").value = "";
@@ -270,6 +271,7 @@ async function submitEntry(entry, extraFields = null) {
   const form = new FormData();
   form.append("file", entry.file, entry.file.name);
   form.append("settings", JSON.stringify(entry.settings));
+  (entry.references || []).forEach((ref) => form.append("reference", ref, ref.name));
   Object.entries(entry.extra || extraFields || {}).forEach(([k, v]) => {
     if (v instanceof Blob) form.append(k, v, `${k}.png`); else form.append(k, v);
   });
