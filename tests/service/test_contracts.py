@@ -270,3 +270,24 @@ def test_codeformer_public_url_setting(tmp_path):
                                          "upscale": 1})
         url = r.json()["results"][0]["image_url"]
         assert url.startswith("https://restora.example/base/api/v1/download/")
+
+
+def test_model_is_a_seed_value_when_faces_used_different_restorers() -> None:
+    """``auto`` may restore faces with different restorers; ``model`` stays in the seed's enum
+    (the restorer of most faces) and ``modelKind`` says "mixed"."""
+    from restora.io.image import Image
+    from restora.pipeline.results import EnhanceResult, Face
+    from restora.service.tools import _face_fields
+
+    def face(kind: str, model: str) -> Face:
+        return Face(0, 0, 10, 10, 0.9, ((1.0, 1.0),) * 5,
+                    restoration={"model": model, "kind": kind, "fidelity": None})
+
+    result = EnhanceResult(image=Image(np.zeros((8, 8, 3), np.uint8)),
+                           faces=[face("gfpgan", "gfpgan-v1.4"), face("codeformer", "codeformer"),
+                                  face("gfpgan", "gfpgan-v1.4")],
+                           faces_detected=3, model="gfpgan-v1.4+codeformer", model_kind="mixed")
+    d = _face_fields(result)
+    assert d["model"] == "gfpgan"
+    assert d["modelKind"] == "mixed"
+    assert d["modelId"] == "gfpgan-v1.4+codeformer"

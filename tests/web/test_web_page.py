@@ -307,6 +307,13 @@ def test_comparison_labels_drag_touch_side_by_side_zoom_pan_and_face_strip(
             const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
             let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i + 3]; return s > 0; })""")
         assert all(drawn) and len(drawn) == 2 * faces
+        # One identity badge per face, from the result's verdict (the dlib model is installed).
+        verdicts = page.evaluate("state.shown.result.faces.map(f => f.identity && f.identity.verdict)")
+        assert all(verdicts), verdicts
+        badges = page.locator("#face-strip .badge")
+        assert badges.count() == faces
+        assert [c.split()[-1] for c in badges.evaluate_all("bs => bs.map(b => b.className)")] == \
+            [f"badge-{v}" for v in verdicts]
         shot(page, "compare-slider")
 
         # Side by side, labelled.

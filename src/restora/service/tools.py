@@ -7,6 +7,7 @@ starts without torch; the first job pays the import once.
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -142,6 +143,10 @@ def _source_size(image: Any) -> dict[str, int]:
     return {"originalWidth": image.width, "originalHeight": image.height}
 
 
+#: the SnapOtter document's values of ``model`` in an enhance-faces result
+SEED_MODELS = ("codeformer", "gfpgan")
+
+
 # --- SnapOtter ------------------------------------------------------------------------------
 
 def _face_fields(result: Any) -> dict[str, Any]:
@@ -150,6 +155,13 @@ def _face_fields(result: Any) -> dict[str, Any]:
     d = result.to_dict()
     d["modelId"] = d.get("model")
     d["model"] = d.get("modelKind")
+    if d["model"] not in SEED_MODELS:
+        # Faces restored by different restorers (auto, references): the seed's enum has no
+        # "mixed", so ``model`` is the restorer of most faces; ``modelKind`` keeps "mixed".
+        kinds = Counter(f["restoration"]["kind"] for f in d.get("faces", [])
+                        if f.get("restoration") and f["restoration"].get("kind") in SEED_MODELS)
+        if kinds:
+            d["model"] = kinds.most_common(1)[0][0]
     return d
 
 
