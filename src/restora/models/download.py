@@ -144,13 +144,9 @@ def _download(registry: Registry, spec: ModelSpec, dest: Path, opts: DownloadOpt
 
     expected = registry.expected_sha256(spec)
     partial = partial_path(dest)
-    timeout = httpx.Timeout(connect=opts.connect_timeout, read=opts.read_timeout,
-                            write=opts.read_timeout, pool=opts.connect_timeout)
     errors: list[str] = []
     mismatch: ChecksumMismatch | None = None
-    with httpx.Client(timeout=timeout, follow_redirects=True,
-                      headers={"User-Agent": f"restora/{__version__}"}) as client, \
-            _progress(opts) as progress:
+    with _client(opts) as client, _progress(opts) as progress:
         task = progress.add_task(spec.id, total=spec.size)
         for url in spec.urls:
             try:
@@ -196,13 +192,9 @@ def _download_member(registry: Registry, spec: ModelSpec, dest: Path,
     archive = archive_partial_path(registry, spec)
     archive.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(dest)
-    timeout = httpx.Timeout(connect=opts.connect_timeout, read=opts.read_timeout,
-                            write=opts.read_timeout, pool=opts.connect_timeout)
     errors: list[str] = []
     mismatch: ChecksumMismatch | None = None
-    with httpx.Client(timeout=timeout, follow_redirects=True,
-                      headers={"User-Agent": f"restora/{__version__}"}) as client, \
-            _progress(opts) as progress:
+    with _client(opts) as client, _progress(opts) as progress:
         task = progress.add_task(f"{spec.id} (archive)", total=spec.archive_size)
         for url in spec.urls:
             try:
@@ -385,6 +377,16 @@ def _describe(exc: BaseException) -> str:
     if name in ("_Fatal", "_Transient"):
         return text
     return f"{name}: {text}" if text else name
+
+
+def _client(opts: DownloadOptions) -> httpx.Client:
+    """The HTTP client of every model download (timeouts from ``opts``, redirects followed)."""
+    import httpx
+
+    timeout = httpx.Timeout(connect=opts.connect_timeout, read=opts.read_timeout,
+                            write=opts.read_timeout, pool=opts.connect_timeout)
+    return httpx.Client(timeout=timeout, follow_redirects=True,
+                        headers={"User-Agent": f"restora/{__version__}"})
 
 
 def _progress(opts: DownloadOptions) -> Progress:
