@@ -21,8 +21,10 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from real_servers import free_port, postgres_server, redis_server
+from restora.service.catalog import worker_models
 from restora.service.store import JobStore
 from service_helpers import http_fixture_server, png_bytes, wait_for
 
@@ -61,6 +63,9 @@ class Cluster:
             "RESTORA_SSE_HEARTBEAT_S": "1", "RESTORA_QUEUE_DEPTH": "500",
             "RESTORA_PRELOAD": "false", "RESTORA_ALLOW_LOOPBACK_WEBHOOKS": "true",
             "RESTORA_WEBHOOK_BACKOFF_S": "0.2",
+            # workers re-advertise their models every second: a killed worker's advert is
+            # stale after 3 s (the model test below waits for that)
+            "RESTORA_ADVERT_INTERVAL_S": "1",
             "RESTORA_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
             "RESTORA_LOG_FORMAT": "json",
             # the killable decode child costs seconds per job on a loaded 2-core machine and
@@ -416,6 +421,22 @@ def test_a_worker_with_real_tiny_models_runs_enhance_faces(cluster, tmp_path):
             c.env.pop(k, None)
         c.env["RESTORA_PRELOAD"] = "false"
     a = c.apis[0]
+
+    def only_the_model_worker_advertises() -> bool:
+        with c.store.engine.connect() as conn:
+            rows = conn.execute(select(worker_models.c.worker_id).where(
+                worker_models.c.seen_at >= time.time() - 3.0)).all()
+        return [r[0].split(":")[1] for r in rows] == [str(worker.proc.pid)]
+
+    wait_for(only_the_model_worker_advertises, timeout=60)
+    # a detector no worker has: refused by the API node (which has no models itself), no job
+    r = httpx.post(a.url + "/api/v1/tools/enhance-faces", timeout=30,
+                   files={"file": ("03.jpg", photo, "image/jpeg")},
+                   data={"settings": json.dumps({"model": "gfpgan",
+                                                 "detector": "retinaface-resnet50"})})
+    assert r.status_code == 503, r.text
+    assert r.json()["code"] == "model_not_installed", r.text
+    assert "no worker has model 'retinaface-resnet50'" in r.text
     r = httpx.post(a.url + "/api/v1/tools/enhance-faces", timeout=30,
                    files={"file": ("03.jpg", photo, "image/jpeg")},
                    data={"settings": json.dumps({"model": "gfpgan", "seed": 1})})

@@ -98,7 +98,7 @@ def test_overdue_and_orphaned(store):
     time.sleep(0.3)
     assert store.overdue(0.2) == ["j5"] and store.overdue(60) == []
     assert store.orphaned(0.1) == ["j5"] and store.orphaned(60) == []
-    assert current(store.engine) == "0002"  # head: 0002 adds job_owners
+    assert current(store.engine) == "0003"  # head: 0003 adds worker_models
 
 
 def test_a_pre_migration_sqlite_database_is_adopted(tmp_path):
@@ -129,7 +129,7 @@ def test_a_pre_migration_sqlite_database_is_adopted(tmp_path):
         old = s.get("old")
         assert old.status == "queued" and old.options == {} and old.worker_id is None
         assert s.claim("old", worker_id="w", lease_s=5).worker_id == "w"
-        assert current(s.engine) == "0002"
+        assert current(s.engine) == "0003"
         assert "job_owners" in sqlalchemy.inspect(s.engine).get_table_names()
     finally:
         s.close()

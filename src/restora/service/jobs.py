@@ -151,11 +151,14 @@ class JobManager:
     def __init__(self, settings: ServiceSettings, store: JobStore, tools: dict[str, Tool],
                  runtime: Any, *, queue: JobQueue | None = None,
                  notifier: Notifier | None = None, storage: ResultStorage | None = None,
-                 metrics: Metrics | None = None, distributed: bool = False) -> None:
+                 metrics: Metrics | None = None, distributed: bool = False,
+                 catalog: Any = None) -> None:
         self.settings = settings
         self.store = store
         self.tools = tools
         self.runtime = runtime
+        #: an API node's view of the workers' models (:mod:`restora.service.catalog`)
+        self.catalog = catalog
         self.storage: ResultStorage = storage or LocalFolderStorage(settings.jobs_dir)
         self.jobs_dir = settings.jobs_dir
         self.final_hooks: list[FinalHook] = []
@@ -213,8 +216,13 @@ class JobManager:
 
     def preflight(self, tool: str, options: BaseModel) -> None:
         t = self.tools[tool]
-        if t.preflight is not None and self.runtime is not None:
-            t.preflight(self.runtime, options)
+        if t.preflight is None:
+            return
+        models = self.runtime
+        if models is None and self.catalog is not None:
+            models = self.catalog.current()
+        if models is not None:
+            t.preflight(models, options)
 
     def submit(self, tool: str, *, api: str, params: dict[str, Any], options: BaseModel,
                input_bytes: bytes | None, input_name: str = "image",

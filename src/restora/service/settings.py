@@ -95,6 +95,9 @@ class ServiceSettings(Settings):
                               description="Runs of one job (after worker deaths) before failing.")
     reaper_interval_s: float = Field(default=2.0, gt=0,
                                      description="How often nodes look for overdue jobs.")
+    advert_interval_s: float = Field(
+        default=10.0, gt=0, description="How often a worker re-advertises its installed models "
+        "(an API node ignores adverts older than three intervals).")
     hang_grace_s: float = Field(
         default=30.0, gt=0, description="A worker whose stopped job keeps running this long "
         "after timeout/cancel exits so its supervisor restarts it.")

@@ -131,6 +131,11 @@ def run_worker(settings: ServiceSettings, *, threads: int = 1, tools: dict | Non
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
+    from restora.service.catalog import advertise, installed_models, withdraw
+
+    models = installed_models(runtime)
+    advertise(store, worker_id, models)
+    advertised = time.monotonic()
     worker.start()
     log.info("worker %s consuming '%s' with %d thread(s)", worker_id, settings.queue_name,
              threads)
@@ -141,8 +146,18 @@ def run_worker(settings: ServiceSettings, *, threads: int = 1, tools: dict | Non
                 log.critical("jobs %s ignore their stop for %g s; exiting so the supervisor "
                              "starts a clean worker", ", ".join(hung), settings.hang_grace_s)
                 os._exit(EXIT_HUNG)
+            if time.monotonic() - advertised >= settings.advert_interval_s:
+                advertised = time.monotonic()
+                try:  # a model pulled or deleted while the worker runs shows up here
+                    advertise(store, worker_id, installed_models(runtime))
+                except Exception as exc:  # the store may be briefly away; the next try repeats
+                    log.warning("could not advertise models: %s", exc)
     finally:
         log.info("worker %s stopping", worker_id)
+        try:
+            withdraw(store, worker_id)
+        except Exception as exc:
+            log.warning("could not withdraw the model advert: %s", exc)
         worker.stop(timeout=int(settings.hang_grace_s * 1000))
         manager.stop()
         broker.close()
