@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from restora.errors import ModelError, ModelNotInstalled, UnknownModel
+from restora.errors import InvalidParameter, ModelError, ModelNotInstalled, UnknownModel
 
 if TYPE_CHECKING:
     from restora.config import Settings
@@ -621,6 +621,21 @@ class Registry:
             f"`restora models import FILE --id {spec.id}`",
             model=spec.id, bundle=spec.bundles[0] if spec.bundles else None,
             command=f"restora models pull {target}")
+
+    def pick(self, task: str, model_id: str | None, *, param: str) -> ModelSpec | None:
+        """The model a job uses for ``task``: ``model_id`` when given (it must be a ``task``
+        model and installed; ``param`` names the option in the error), else the installed
+        default; None when none is installed."""
+        if model_id:
+            spec = self.get(model_id)
+            if spec.task != task:
+                raise InvalidParameter(param, f"model '{model_id}' is a {spec.task} model, not "
+                                       f"a {task} model")
+            if not self.is_installed(spec):
+                raise self.not_installed(spec)
+            return spec
+        installed = self.installed(task)
+        return installed[0] if installed else None
 
     def expected_sha256(self, spec: ModelSpec) -> str | None:
         """The published hash, else the one recorded at the first download or import."""

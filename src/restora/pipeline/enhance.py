@@ -266,17 +266,10 @@ def _background(img: Image, upscale: int, bg_upscale: bool, up: Upscaler | None,
 
 
 def _detector_spec(runtime: Runtime, detector: str | None) -> ModelSpec:
-    reg = runtime.registry
-    if detector:
-        spec = reg.get(detector)
-        if spec.task != "face-detection":
-            raise InvalidParameter("detector", f"model '{detector}' is a {spec.task} model, "
-                                   "not a face detector")
-        return spec
-    installed = reg.installed("face-detection")
-    if installed:
-        return installed[0]
-    raise runtime.not_installed(reg.default("face-detection"))
+    spec = runtime.registry.pick("face-detection", detector, param="detector")
+    if spec is None:
+        raise runtime.not_installed(runtime.registry.default("face-detection"))
+    return spec
 
 
 def _detection_rule(runtime: Runtime, model: str,

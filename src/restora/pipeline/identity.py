@@ -138,17 +138,7 @@ def unjudgeable(eye_distance: float, detail: float) -> str | None:
 def recognizer_spec(runtime: Runtime, model: str | None = None) -> ModelSpec | None:
     """The face-recognition model to use: ``model`` if given (must be one), else the installed
     default; None when none is installed."""
-    reg = runtime.registry
-    if model:
-        spec = reg.get(model)
-        if spec.task != "face-recognition":
-            raise InvalidParameter("identity_model", f"model '{model}' is a {spec.task} model, "
-                                   "not a face-recognition model")
-        if not reg.is_installed(spec):
-            raise runtime.not_installed(spec)
-        return spec
-    installed = reg.installed("face-recognition")
-    return installed[0] if installed else None
+    return runtime.registry.pick("face-recognition", model, param="identity_model")
 
 
 def load_checker(runtime: Runtime, model: str | None = None) -> IdentityChecker | None:
