@@ -10,7 +10,8 @@ outline. The tests (on a copy of at most ``WORK_SIDE`` px):
    ``UNIFORM_STD`` (skies and walls are gradients; paper is not), mean luma over ``MIN_LUMA``;
 4. sharp: on at least ``SHARP_SHARE`` of its outline (the image border excluded), the pixels
    4-7 px outside differ by more than ``EDGE_CONTRAST`` levels (a torn edge, not a soft
-   transition);
+   transition), measured after a median filter that removes thin lines (scratches fencing in
+   a flat patch are not its outline);
 5. a clipped white region (mean luma over ``CLIPPED``) counts only when it touches the image
    border (the scanner lid behind a torn corner), never inside (a blown-out collar or sky).
 
@@ -35,6 +36,7 @@ MIN_LUMA = 140.0
 CLIPPED = 250.0
 EDGE_CONTRAST = 25.0
 SHARP_SHARE = 0.6
+OUTLINE_MEDIAN = 9  # px: lines up to 4 px wide vanish from the outline test
 FOLD_SPAN = 0.55
 FOLD_COVER = 0.6
 FOLD_MIN = 5.0  # levels on the line (median)
@@ -76,6 +78,10 @@ def detect_missing_areas(pixels: np.ndarray) -> tuple[np.ndarray, int]:
     mean = cv2.blur(luma, (7, 7))
     std = np.sqrt(np.maximum(cv2.blur(luma * luma, (7, 7)) - mean * mean, 0))
     flat = (std < FLAT_STD).astype(np.uint8)
+    # the outline is judged without thin lines: two scratches crossing a light, flat patch (a
+    # neck) give it a sharp border that a torn edge has and the patch has not
+    wide = cv2.medianBlur(np.clip(luma, 0, 255).astype(np.uint8), OUTLINE_MEDIAN).astype(
+        np.float32)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(flat, connectivity=8)
     out = np.zeros((sh, sw), bool)
     found = 0
@@ -103,7 +109,7 @@ def detect_missing_areas(pixels: np.ndarray) -> tuple[np.ndarray, int]:
         inside = (yy + y0 > 2) & (yy + y0 < sh - 3) & (xx + x0 > 2) & (xx + x0 < sw - 3)
         if inside.sum() < 8:
             continue
-        diff = np.abs(luma[y0:y1, x0:x1][yy[inside], xx[inside]] - level)
+        diff = np.abs(wide[y0:y1, x0:x1][yy[inside], xx[inside]] - level)
         if float((diff > EDGE_CONTRAST).mean()) < SHARP_SHARE:
             continue
         # the rim the flat test left out: pixels near the region of (nearly) its colour, then
