@@ -53,7 +53,7 @@ MIN_RUN = 2.0  # a scratch spans at least this many line lengths (30 px at 1000 
 # tests, for at most FOLLOW_STEPS line lengths.
 SEED_LENGTH = 5.0
 WEAK = 0.3
-FOLLOW_STEPS = 2.0
+FOLLOW_STEPS = 8.0
 # Crack networks: followed NETWORK_FOLLOW px (at 1000 px) through thin pixels passing the WEAK
 # tests; kept where the skeleton is TORTUOSITY x the span (a straight line has 1).
 NETWORK_FOLLOW = 40
