@@ -205,3 +205,36 @@ def test_eyes_and_lips_are_protected_when_a_face_detector_is_installed(
     print("without protection:", [near_bare(p) for p in specks], "with:", [near(p) for p in specks])
     assert near_bare(specks[0]) or near_bare(specks[1])  # ... which detection alone takes as dust
     assert [near(p) for p in specks[2:]] == [near_bare(p) for p in specks[2:]]  # cheeks unchanged
+
+
+def _generator():
+    """The benchmark's own damage generator (``benchmarks/damage.py``), seeded."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "damage.py"
+    spec = importlib.util.spec_from_file_location("damage_benchmark", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_scratches_fencing_a_flat_patch_are_not_a_missing_area() -> None:
+    # the benchmark's scratches on Hepburn (seed 5000): two of them fence in her light, flat
+    # neck, which used to read as a missing area (its outline looked sharp: the scratches)
+    gen = _generator()
+    damaged, _ = gen.draw_scratches(load("gray/Hepburn01.png"), np.random.default_rng(5000))
+    found, n = detect_missing_areas(damaged)
+    assert n == 0 and not found.any()  # was 1 area of 2402 px
+
+
+@pytest.mark.parametrize("rel,seed,floor", [("photos/04.jpg", 2001, 0.35),
+                                            ("photos/06.png", 3001, 0.75)])
+def test_branched_crack_networks_are_found_as_a_whole(rel: str, seed: int, floor: float) -> None:
+    # the benchmark's crack networks: they fail the tests in pieces (dense at forks, crossing
+    # edges) and are followed and kept as networks; measured 0.43 and 0.82 (were 0.19, 0.62)
+    gen = _generator()
+    damaged, truth = gen.draw_cracks(load(rel), np.random.default_rng(seed))
+    found, _ = detect_damage(damaged, estimate_noise(damaged).luma, None)
+    print(f"{rel}: crack recall {recall(found, truth):.2f}")
+    assert recall(found, truth) > floor
