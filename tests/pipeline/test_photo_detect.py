@@ -238,3 +238,12 @@ def test_branched_crack_networks_are_found_as_a_whole(rel: str, seed: int, floor
     found, _ = detect_damage(damaged, estimate_noise(damaged).luma, None)
     print(f"{rel}: crack recall {recall(found, truth):.2f}")
     assert recall(found, truth) > floor
+
+
+def test_a_thin_line_with_unequal_flanks_is_an_edge_not_a_scratch() -> None:
+    # 00.jpg's door frame: a lit moulding (~150), a 1 px shadowed slit (~62), then the wall
+    # (~235): thin lines whose two sides differ, the profile of an edge. They were flagged
+    # (85 px); a scratch lies on what it crosses, so its flanks match.
+    px = load("photos/00.jpg")
+    found, _ = detect_damage(px, estimate_noise(px).luma, None)
+    assert not found[0:50, 236:250].any()
