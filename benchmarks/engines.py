@@ -37,6 +37,7 @@ from restora.config import Settings
 #: benchmark name -> (registry id of the full-size network, batch, free side or None)
 NETS: dict[str, tuple[str, int, int | None]] = {
     "gfpgan-512-b1": ("gfpgan-v1.4", 1, None),
+    "gfpgan-512-b4": ("gfpgan-v1.4", 4, None),
     "codeformer-512": ("codeformer", 1, None),
     "parsenet-512": ("parsenet", 1, None),
     "retinaface-r50-640": ("retinaface-resnet50", 1, 640),
