@@ -14,7 +14,7 @@ and eyelids (edges again). The tests, per polarity (bright and dark defects):
    with the defect's contrast;
 5. shape: what survives an opening with a straight line element (12 orientations) and spans
    at least two line lengths is a scratch; small compact blobs that pass tests 2-4 with a 2x
-   margin are dust;
+   margin somewhere and a 1.5x margin over 70 % of their area are dust;
 6. continuation: long scratches are followed (hysteresis) through short stretches where they
    cross an edge or texture, along thin straight pixels that pass relaxed tests;
 7. networks: everything found is also followed a short way through thin pixels passing the
@@ -43,6 +43,8 @@ RARITY = 3.0  # ... and this many times the local 85th percentile of thin-struct
 RARITY_PERCENTILE = 85.0
 EDGE_RATIO = 1.2  # contrast must exceed the local range of the background beside it
 DUST_CONTRAST = 25.0  # dust specks are compact: a fainter one is still unmistakable
+DUST_FIRM = 1.5  # ... and pass tests 2-4 with this margin over DUST_SHARE of their area
+DUST_SHARE = 0.7
 CRACK_RUN = 3.0  # a thin, rare, contrasted component this many line lengths across is a crack
 # Sizes for a ~1000 px photo; scaled with the long side so that a scan at 4000 px behaves alike.
 _REF_SIDE = 1000
@@ -146,6 +148,7 @@ def _detect(luma: np.ndarray, noise_sigma: float, scale: float) -> ScratchReport
     for img in (luma, 255.0 - luma):  # bright defects, then dark ones
         cand = np.zeros((h, w), bool)
         weak = np.zeros((h, w), bool)  # thin and contrasted only: where a scratch may continue
+        firm = np.zeros((h, w), bool)  # passes with a smaller margin: most of a speck must
         strong = np.zeros((h, w), bool)  # passes the tests with a margin: dust must be this
         dust_floor = max(DUST_CONTRAST, NOISE_FACTOR * noise_sigma)
         for disc in _DISCS:
@@ -158,6 +161,8 @@ def _detect(luma: np.ndarray, noise_sigma: float, scale: float) -> ScratchReport
             weak |= (th > floor) & (th > WEAK * RARITY * rarity) & (th > WEAK * EDGE_RATIO * flatness)
             strong |= ((th > dust_floor) & (th > 2 * RARITY * rarity)
                        & (th > 2 * EDGE_RATIO * flatness))
+            firm |= ((th > dust_floor) & (th > DUST_FIRM * RARITY * rarity)
+                     & (th > DUST_FIRM * EDGE_RATIO * flatness))
         c8 = cand.astype(np.uint8)
         keep = cand & _straight_runs(c8, lines_kernels)
         # A scratch crossing an edge or a busy patch fails the rarity/edge tests there; follow it
@@ -184,8 +189,12 @@ def _detect(luma: np.ndarray, noise_sigma: float, scale: float) -> ScratchReport
         # Dust: small compact components of strong contrast.
         area = stats[:, cv2.CC_STAT_AREA]
         extent = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
+        # a speck sits on top of the picture: it passes with a margin somewhere and with a
+        # smaller one over most of its area (a pupil in a tiny face stands out at its centre
+        # only: lids and lashes lie beside it)
         peak = np.zeros(n, bool)
         peak[np.unique(labels[strong])] = True
+        peak &= np.bincount(labels[firm], minlength=n) >= DUST_SHARE * area
         dust_area = _DUST_AREA * scale * scale
         dust = (area <= dust_area) & (extent * extent <= 2.5 * area + 4) & peak
         dust[0] = False
