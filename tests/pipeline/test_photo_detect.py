@@ -247,3 +247,14 @@ def test_a_thin_line_with_unequal_flanks_is_an_edge_not_a_scratch() -> None:
     px = load("photos/00.jpg")
     found, _ = detect_damage(px, estimate_noise(px).luma, None)
     assert not found[0:50, 236:250].any()
+
+
+def test_specks_standing_out_at_one_pixel_only_are_not_dust() -> None:
+    # 01.jpg (248 px): a pupil (80-110 levels darker than the eye white, lids and lashes beside
+    # it) and a crease between fingers passed the dust tests at a pixel or two and were taken
+    # as specks; a speck on the print stands out over most of its area. (The other pupil of
+    # the front face still passes: 14 px.)
+    px = load("photos/01.jpg")
+    found, _ = detect_damage(px, estimate_noise(px).luma, None)
+    assert not found[66:74, 64:72].any() and not found[117:125, 13:20].any()
+    assert 100 * found.mean() <= 0.3  # measured 0.28 % (was 0.33 %)

@@ -55,20 +55,20 @@ def tiny_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, include: set[s
 
 # --- never harm a good photo -------------------------------------------------------------------
 
-@pytest.mark.parametrize("rel", ["photos/02.png", "photos/06.png", "photos/03.jpg",
-                                 "photos/04.jpg", "photos/05.jpg", "faces/0240.png",
-                                 "gray/Einstein01.png", "gray/169_John_Lennon_00.png"])
+@pytest.mark.parametrize("rel", ["photos/01.jpg", "photos/02.png", "photos/06.png",
+                                 "photos/03.jpg", "photos/04.jpg", "photos/05.jpg",
+                                 "faces/0240.png", "gray/Einstein01.png",
+                                 "gray/169_John_Lennon_00.png"])
 def test_clean_photo_survives_the_full_default_pipeline(rel: str, bare_runtime: Runtime) -> None:
     image = photo(rel)
     result = restore_photo(image, runtime=bare_runtime)
     score = ssim_rgb(result.image.pixels, image.pixels)
     print(f"{rel}: SSIM {score:.4f}, coverage {result.scratch_coverage:.3f} %")
-    # measured SSIM / coverage: 02 0.9975 / 0.13 %, 06 1.0000 / 0.00 %, 03 0.9976 / 0.22 %,
-    # 04 0.9953 / 0.16 %, 05 0.9926 / 0.17 %, faces/0240 1.0000 / 0.00 %, Einstein 1.0000 /
-    # 0.00 %, Lennon 0.9983 / 0.06 %. (Not here: the 491 px / 248 px web JPEGs 00 and 01,
-    # 0.9848 / 0.45 % and 0.9898 / 0.33 %: their lanyards and fingers are scratch-sized.)
+    # measured coverage (the limit is 0.3 %): 01 0.28 %, 02 0.14 %, 06 0.00 %,
+    # 03 0.01 %, 04 0.14 %, 05 0.04 %, faces/0240 0.00 %, Einstein 0.00 %, Lennon 0.04 %.
+    # (Not here: the 491 px web JPEG 00, 0.37 %: its lanyards are scratch-sized bright lines.)
     assert score >= 0.99
-    assert result.scratch_coverage < 0.5
+    assert result.scratch_coverage <= 0.3
     assert result.reports["denoise"]["skipped"]  # these photos are clean
     assert "denoise" not in result.steps
     face = result.reports["face-enhancement"]

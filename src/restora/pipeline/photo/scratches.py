@@ -26,7 +26,7 @@ and eyelids (edges again). The tests, per polarity (bright and dark defects):
    half its contrast is the profile of an edge (a door frame, a moulding, a sharpening halo
    along a contour) and is dropped.
 
-Measured on ../shared/testdata: 0.00-0.40 % of the area flagged on the 10 clean photos (the
+Measured on ../shared/testdata: 0.00-0.37 % of the area flagged on the 10 clean photos (the
 most on the 491 px web JPEG 00.jpg, whose lanyards are real thin bright lines).
 """
 
