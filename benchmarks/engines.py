@@ -9,7 +9,7 @@ what a shared 2-core machine pays. Deviation is the task's bound measurement aga
 (PSNR, class changes off boundaries, max |d|; see docs/engines.md).
 
     python benchmarks/engines.py                      # every network, 5 rounds, 2 threads
-    python benchmarks/engines.py --nets rrdbnet-x2 parsenet --rounds 7 --compile
+    python benchmarks/engines.py --nets rrdbnet-x2-256 parsenet-512 --rounds 7 --compile --fp16
 
 Prints ratios, never bare seconds.
 """
@@ -68,7 +68,14 @@ def cpu_seconds(fn: Any) -> float:
     return time.process_time() - t0
 
 
-def run(names: list[str], rounds: int, threads: int, compile_: bool) -> None:
+def fp16_supported() -> bool:
+    import openvino as ov
+
+    return "FP16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def run(names: list[str], rounds: int, threads: int, compile_: bool, fp16: bool = False
+        ) -> None:
     torch.set_num_threads(threads)
     print(f"torch {torch.__version__}, onnxruntime {package_version('onnxruntime')}, "
           f"openvino {package_version('openvino')}, {threads} threads, median of {rounds} "
@@ -86,10 +93,15 @@ def run(names: list[str], rounds: int, threads: int, compile_: bool) -> None:
             candidates: dict[str, Any] = {}
             if compile_:
                 candidates["torch-compile fp32"] = TorchEngine(net.graph(), "cpu", compile=True)
-            for engine, precision in (("onnxruntime", "fp32"), ("openvino", "fp32"),
-                                      ("openvino", "bf16")):
-                if precision == "bf16" and (package_version("openvino") is None
-                                            or not bf16_supported()):
+            tried = [("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")]
+            if fp16:
+                tried.append(("openvino", "fp16"))
+            for engine, precision in tried:
+                if precision != "fp32" and package_version("openvino") is None:
+                    continue
+                if precision == "bf16" and not bf16_supported():
+                    continue
+                if precision == "fp16" and not fp16_supported():
                     continue
                 try:
                     candidates[f"{engine} {precision}"] = factory.exported(
@@ -119,10 +131,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--fp16", action="store_true",
+                        help="also time OpenVINO fp16 (CPUs that report FP16, e.g. AVX512-FP16)")
     args = parser.parse_args()
     if args.rounds < 5:
         parser.error("at least 5 paired rounds (the machine is noisy)")
-    run(args.nets, args.rounds, args.threads, args.compile)
+    run(args.nets, args.rounds, args.threads, args.compile, args.fp16)
 
 
 if __name__ == "__main__":

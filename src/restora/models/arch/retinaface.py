@@ -249,13 +249,15 @@ class RetinaFace(nn.Module):
         """Rows (see :meth:`detect`) from the network outputs (loc, conf, landms) of one image."""
         # decode on CPU in float32: it is cheap and matches the reference arithmetic
         loc, conf, landms = (torch.as_tensor(t)[0].float().cpu() for t in outputs)
-        priors = self.priors(height, width)
-        scale = torch.tensor([width, height], dtype=torch.float32)
-        boxes = decode_boxes(loc, priors) * scale.repeat(2)
-        points = decode_landmarks(landms, priors) * scale.repeat(5)
         scores = conf[:, 1]
+        # Threshold first, then decode only the kept anchors: the arithmetic is per anchor, so
+        # the rows are the same, and a photo at its own resolution has ~10^5 anchors.
         keep = torch.nonzero(scores > conf_threshold).flatten()
-        boxes, points, scores = boxes[keep], points[keep], scores[keep]
+        priors = self.priors(height, width)[keep]
+        scale = torch.tensor([width, height], dtype=torch.float32)
+        boxes = decode_boxes(loc[keep], priors) * scale.repeat(2)
+        points = decode_landmarks(landms[keep], priors) * scale.repeat(5)
+        scores = scores[keep]
         order = torch.sort(scores, descending=True, stable=True).indices
         boxes, points, scores = boxes[order], points[order], scores[order]
         kept = nms(boxes, scores, nms_threshold)
