@@ -68,6 +68,12 @@ NETWORK_FOLLOW = 40
 STRAIGHT_ELONGATION = 5.0
 FLANK_ASYMMETRY = 0.5
 TORTUOSITY = 2.5
+# Colour: damage never makes the picture more colourful (exposed paper or base is near neutral
+# or paper-tinted, dirt and emulsion loss move the channels together); a defect whose chroma
+# exceeds its surroundings' by more than CHROMA_GAIN x its luma contrast (and CHROMA_FLOOR
+# levels) is a coloured object: a lanyard, a pen, a ribbon.
+CHROMA_GAIN = 0.33
+CHROMA_FLOOR = 12.0
 _BLOB = 4  # weak pixels in blobs this wide are texture, not a crack to follow
 _BAND_PIXELS = 4_000_000  # detection runs on bands of about this many pixels (bounded memory)
 
@@ -395,12 +401,54 @@ def detect_in_bands(pixels: np.ndarray, noise_sigma: float = 0.0,
     for y in range(0, h, rows):
         y0, y1 = max(0, y - margin), min(h, y + rows + margin)
         # scale is fixed by the whole photo so that every band uses the same sizes
-        part = _detect(luminance(pixels[y0:y1]), noise_sigma, scale)
+        band = pixels[y0:y1]
+        part = _detect(luminance(band), noise_sigma, scale)
+        part.mask &= ~_colourful(part.mask, band, scale)
         mask[y:min(h, y + rows)] = part.mask[y - y0:y - y0 + min(rows, h - y)]
         dust += part.dust_specks
     coverage = 100.0 * float(mask.mean()) if mask.size else 0.0
     return ScratchReport(mask=mask, coverage=coverage, scratch_pixels=int(mask.sum()),
                          dust_specks=dust)
+
+
+def _colourful(mask: np.ndarray, pixels: np.ndarray, scale: float) -> np.ndarray:
+    """Components of ``mask`` more colourful than the ring around them: the median chroma
+    (max - min channel) of their pixels exceeds the ring's by more than CHROMA_GAIN x the
+    difference of their median lumas and by CHROMA_FLOOR levels. Damage (exposed paper or base,
+    dirt, emulsion loss) moves the channels together or towards the paper's tint, so it never
+    adds colour; a bright green lanyard on a dark shirt or a gold pen on a lapel does."""
+    import cv2
+
+    n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    if n <= 1 or pixels.ndim != 3 or pixels.shape[2] < 3:
+        return np.zeros_like(mask)
+    k = 1.0 / 257.0 if pixels.dtype == np.uint16 else 1.0
+    chroma = (pixels.max(axis=2).astype(np.float32) - pixels.min(axis=2)) * np.float32(k)
+    luma = luminance(pixels)
+    r = _odd(2 * max(1.0, scale))  # the ring: r px beside the component, rim pixel skipped
+    ring_labels = cv2.dilate(labels.astype(np.float32), np.ones((2 * r + 1,) * 2, np.uint8))
+    near = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    ring = ~near & (ring_labels > 0)
+    inside = labels > 0
+    lab_in, lab_ring = labels[inside], ring_labels[ring].astype(np.int64)
+    gain = _medians(lab_in, chroma[inside], n) - _medians(lab_ring, chroma[ring], n)
+    contrast = np.abs(_medians(lab_in, luma[inside], n) - _medians(lab_ring, luma[ring], n))
+    has_ring = np.bincount(lab_ring, minlength=n) > 0
+    drop = has_ring & (gain > CHROMA_GAIN * contrast) & (gain > CHROMA_FLOOR)
+    drop[0] = False
+    return drop[labels]
+
+
+def _medians(lab: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Median of ``values`` per label 0..n-1 (NaN where a label has none)."""
+    order = np.lexsort((values, lab))
+    lab_s, val_s = lab[order], values[order]
+    first = np.searchsorted(lab_s, np.arange(n))
+    count = np.bincount(lab_s, minlength=n)
+    out = np.full(n, np.nan, np.float64)
+    has = count > 0
+    out[has] = val_s[first[has] + count[has] // 2]
+    return out
 
 
 def luminance(pixels: np.ndarray) -> np.ndarray:
