@@ -121,6 +121,45 @@ def test_auto_picks_a_verified_engine_and_caches_the_verdict(setup: tuple[Path, 
         assert m["ok"] or "outside" in m["reason"] or "export failed" in m["reason"]
 
 
+def test_auto_parses_restored_faces_in_one_batch_within_the_parsing_bound(
+        setup: tuple[Path, Path]) -> None:
+    """What enhance-faces does with ParseNet under ``auto``: the restored crops of several real
+    faces go through the exported parser in one call, and the class maps (hence the soft masks)
+    stay within the face-parsing bound of torch fp32."""
+    from restora.pipeline.paste import parse_to_mask
+    from restora.pipeline.restore import parse_faces, restore_faces
+
+    rt, ref = make(setup, "auto"), make(setup, "torch")
+    restorer = ref.load("tiny-gfpgan")
+    crops = [np.ascontiguousarray((f.transpose(1, 2, 0) + 1.0) / 2.0)
+             for f in faces(restorer.input_size, 3)]
+    restored = restore_faces(crops, restorer, seed=0)
+    parser, parser_ref = rt.load("tiny-parsenet"), ref.load("tiny-parsenet")
+    calls: list[int] = []
+    inner = parser.run
+
+    def counted(inputs: list) -> list:
+        calls.append(int(inputs[0].shape[0]))
+        return inner(inputs)
+
+    parser.run = counted  # type: ignore[method-assign]
+    got = parse_faces(parser, restored)
+    want = parse_faces(parser_ref, restored)
+    assert calls == [3]
+    assert parser.engine_name in FAST and parser.precision == "fp32"
+    # the bound itself, on the logits of the same batch
+    size = parser.input_size
+    x = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_LINEAR)
+                  if f.shape[0] != size else f for f in restored]).transpose(0, 3, 1, 2)
+    x = np.ascontiguousarray(x * 2.0 - 1.0, dtype=np.float32)
+    ok, measure = policy_for("face-parsing").check([parser_ref(x)], [inner([x])[0]])
+    assert ok, measure
+    for a, b, face in zip(got, want, restored):
+        ma, mb = parse_to_mask(a, face.shape[0]), parse_to_mask(b, face.shape[0])
+        # classes change only on boundaries: the double-blurred masks barely move
+        assert float(np.abs(ma - mb).max()) <= 0.05
+
+
 def test_export_cache_hit_invalidation_and_corrupt_rebuild(setup: tuple[Path, Path],
                                                            tmp_path: Path) -> None:
     manifest, cache_root = setup
