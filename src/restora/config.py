@@ -36,6 +36,14 @@ class Settings(BaseSettings):
     max_pixels: int = Field(default=50_000_000, ge=1)
     max_frames: int = Field(default=1000, ge=1)
     max_faces: int = Field(default=64, ge=1, description="Faces restored per image, largest first.")
+    # 100 MP lets a 24 MP photo be upscaled x2 (96 MP, measured under 4 GiB peak: see
+    # benchmarks/memory.py); x4 of it (384 MP) is refused up front unless this is raised.
+    max_output_pixels: int = Field(
+        default=100_000_000, ge=1, description="Largest result (width x height after "
+        "upscaling or output_width/height); larger requests are refused before any work.")
+    long_job_s: float = Field(
+        default=60.0, ge=0, description="A job estimated to take at least this long is "
+        "announced up front (CLI line, progress event and result 'estimate'.long).")
 
     @property
     def models_dir(self) -> Path:

@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 import typer
 
@@ -45,15 +45,21 @@ def collect_inputs(inputs: list[Path]) -> list[tuple[Path, Path]]:
     return unique
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
     """Write via a temporary sibling so a crash never leaves a half-written image; a write
-    that fails (disk full, permissions changed meanwhile) is one clear error, not a trace."""
+    that fails (disk full, permissions changed meanwhile) is one clear error, not a trace.
+    ``data`` is the bytes or a function writing them into the open file (an encoder that
+    streams, so a large image is never held encoded in memory)."""
     from restora.cli._checks import OutputNotWritable
 
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
+        if callable(data):
+            with open(tmp, "wb") as fh:
+                data(fh)
+        else:
+            tmp.write_bytes(data)
         tmp.replace(path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -115,6 +121,7 @@ class Progress:
         self.total = total
         self.name = name
         self._image = ""
+        self._announced = False
         self._bar: Any = None
         self._task: Any = None
 
@@ -140,7 +147,17 @@ class Progress:
 
     def start(self, path: Path) -> None:
         self._image = path.name
+        self._announced = False
         self.stage("start", 0.0)
+
+    def estimate(self, info: dict[str, Any]) -> None:
+        """Pipeline estimate callback: the first long estimate of an image is one stderr line
+        ('photo.jpg: this will take about 7 min (380 upscale tiles, 4 face(s))')."""
+        from restora.pipeline._timing import estimate_text
+
+        if info.get("long") and not self._announced:
+            self._announced = True
+            self.error(f"{self._image}: {estimate_text(info)}")
 
     def stage(self, stage: str, percent: float) -> None:
         """Pipeline progress callback: shows the current image and stage."""

@@ -114,19 +114,18 @@ def enhance_faces_command(
 def _process(path: Path, rel: Path, output: Path, single: bool, runtime: Any,
              options: EnhanceOptions, bar: Progress, refs: list[Any]) -> dict[str, Any]:
     from restora.cli._batch import write_atomic
-    from restora.io import encode, make_preview
+    from restora.io import make_preview
+    from restora.io.encode import encode_to
     from restora.pipeline.enhance import enhance_faces
 
     t0 = time.perf_counter()
     result = enhance_faces(path, options, runtime=runtime, progress=bar.stage,
-                           reference=refs or None)
+                           reference=refs or None, on_estimate=bar.estimate)
     png_path, preview_path = output_paths(rel, output, single)
     bar.stage("encode", 100.0)
     t_enc = time.perf_counter()
-    png = encode(result.image, "png")
-    preview = make_preview(result.image)
-    write_atomic(png_path, png)
-    write_atomic(preview_path, preview)
+    write_atomic(png_path, lambda fh: encode_to(fh, result.image, "png"))
+    write_atomic(preview_path, make_preview(result.image))
     record = {"input": str(path), **result.to_dict(), "output": str(png_path),
               "preview": str(preview_path)}
     record["timings"]["encode"] = round(time.perf_counter() - t_enc, 4)

@@ -123,15 +123,17 @@ def _process(path: Path, rel: Path, output: Path, single: bool, runtime: Any,
              options: PhotoOptions, bar: Any, save_mask: bool = False,
              mask: Path | None = None) -> dict[str, Any]:
     from restora.cli._batch import write_atomic
-    from restora.io import encode, make_preview
+    from restora.io import make_preview
+    from restora.io.encode import encode_to
     from restora.pipeline.photo import restore_photo
 
     t0 = time.perf_counter()
-    result = restore_photo(path, options, runtime=runtime, progress=bar.stage, mask=mask)
+    result = restore_photo(path, options, runtime=runtime, progress=bar.stage, mask=mask,
+                           on_estimate=bar.estimate)
     out_path, preview_path, fmt = output_paths(rel, output, single, result.output_format)
     bar.stage("encode", 100.0)
     t_enc = time.perf_counter()
-    write_atomic(out_path, encode(result.image, fmt, quality=JPEG_QUALITY))
+    write_atomic(out_path, lambda fh: encode_to(fh, result.image, fmt, quality=JPEG_QUALITY))
     write_atomic(preview_path, make_preview(result.image))
     record = {"input": str(path), **result.to_dict(), "format": fmt, "output": str(out_path),
               "preview": str(preview_path)}

@@ -19,7 +19,9 @@ a 2.5 MP photo it writes in 0.19 CPU-s against 0.82 s at zlib level 6 (Pillow's 
 file is 3 % smaller there; on the smaller test photos files are 3-15 % larger
 (``benchmarks/encode.py``). Lossless either way; no new dependency.
 
-Depth and alpha: PNG keeps 16 bits and alpha. JPEG and WebP are 8-bit; 16-bit samples are
+PNG is written by our streaming writer (:mod:`restora.io.png`, same bytes as a standard
+encoder, no copy of the image: upscaled results reach hundreds of megapixels). Depth and
+alpha: PNG keeps 16 bits and alpha. JPEG and WebP are 8-bit; 16-bit samples are
 rounded to nearest. JPEG has no alpha, so transparent images are composited onto white (what a
 viewer shows for a transparent background on paper). JPEG at quality >= 90 uses 4:4:4 chroma so
 restored detail is not blurred by subsampling.
@@ -28,10 +30,9 @@ restored detail is not blurred by subsampling.
 from __future__ import annotations
 
 import io
-import struct
 import zlib
 from pathlib import PurePath
-from typing import Literal, NamedTuple
+from typing import BinaryIO, Literal, NamedTuple
 
 import numpy as np
 from PIL import Image as PILImage
@@ -39,6 +40,7 @@ from PIL import Image as PILImage
 from restora.errors import InvalidParameter
 from restora.io.color import is_srgb, srgb_profile_bytes
 from restora.io.image import Image
+from restora.io.png import write_png
 
 OutputFormat = Literal["png", "jpeg", "webp"]
 _WRITABLE: tuple[str, ...] = ("png", "jpeg", "webp")
@@ -106,6 +108,17 @@ def _output_icc(image: Image) -> bytes | None:
 
 def encode(image: Image, fmt: str = "png", *, quality: int = 95) -> bytes:
     """Encode ``image`` as ``png``, ``jpeg`` or ``webp`` bytes (``quality`` 1-100 for lossy)."""
+    out = io.BytesIO()
+    encode_to(out, image, fmt, quality=quality)
+    return out.getvalue()
+
+
+def encode_to(fh: BinaryIO, image: Image, fmt: str = "png", *, quality: int = 95) -> None:
+    """Encode ``image`` into the binary file ``fh`` (see :func:`encode`).
+
+    PNG streams band by band (:mod:`restora.io.png`): no copy of the image is made, so a large
+    upscaled result costs only its own array; JPEG and WebP go through Pillow (one copy).
+    """
     fmt = fmt.lower()
     fmt = "jpeg" if fmt == "jpg" else fmt
     if fmt not in _WRITABLE:
@@ -114,11 +127,12 @@ def encode(image: Image, fmt: str = "png", *, quality: int = 95) -> bytes:
         raise InvalidParameter("quality", f"Quality must be between 1 and 100, not {quality}.")
     icc = _output_icc(image)
     exif = image.exif or None
-    if fmt == "png" and image.pixels.dtype == np.uint16:
-        return _png16(image, icc, exif)
+    if fmt == "png":
+        write_png(fh, image.pixels, image.alpha, icc=icc, exif=exif, level=PNG_LEVEL,
+                  strategy=PNG_STRATEGY)
+        return
     rgb = to_8bit(image.pixels)
     alpha = to_8bit(image.alpha) if image.alpha is not None else None
-    out = io.BytesIO()
     kwargs: dict = {}
     if icc:
         kwargs["icc_profile"] = icc
@@ -128,22 +142,31 @@ def encode(image: Image, fmt: str = "png", *, quality: int = 95) -> bytes:
         if alpha is not None:
             a = alpha.astype(np.float32)[..., None] / 255.0
             rgb = np.rint(rgb * a + 255.0 * (1.0 - a)).astype(np.uint8)
-        PILImage.fromarray(rgb, "RGB").save(out, "JPEG", quality=int(quality), optimize=True,
+        PILImage.fromarray(rgb, "RGB").save(fh, "JPEG", quality=int(quality), optimize=True,
                                             subsampling=0 if quality >= 90 else 2, **kwargs)
     else:
-        pil = _pil_rgba(rgb, alpha)
-        if fmt == "png":
-            pil.save(out, "PNG", compress_level=PNG_LEVEL, compress_type=PNG_STRATEGY, **kwargs)
-        else:
-            pil.save(out, "WEBP", quality=int(quality), method=4, **kwargs)
-    return out.getvalue()
+        _pil_rgba(rgb, alpha).save(fh, "WEBP", quality=int(quality), method=4, **kwargs)
 
 
 def make_preview(image: Image, longest: int = 1024) -> bytes:
-    """A WebP preview whose longest side is at most ``longest`` (no metadata, alpha kept)."""
+    """A WebP preview whose longest side is at most ``longest`` (no metadata, alpha kept).
+
+    A large image is first area-averaged to twice the preview size on its own array (no
+    full-size copy, no 16 -> 8-bit copy of the whole image), then resized with Lanczos.
+    """
     if longest < 1:
         raise InvalidParameter("longest", f"Preview size must be at least 1 pixel, not {longest}.")
-    pil = _pil_rgba(to_8bit(image.pixels), to_8bit(image.alpha) if image.alpha is not None else None)
+    pixels, alpha = image.pixels, image.alpha
+    big = max(pixels.shape[:2])
+    if big > 2 * longest:
+        import cv2
+
+        f = 2 * longest / big
+        size = (max(1, round(pixels.shape[1] * f)), max(1, round(pixels.shape[0] * f)))
+        pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+        if alpha is not None:
+            alpha = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
+    pil = _pil_rgba(to_8bit(pixels), to_8bit(alpha) if alpha is not None else None)
     scale = longest / max(pil.size)
     if scale < 1.0:
         size = (max(1, round(pil.width * scale)), max(1, round(pil.height * scale)))
@@ -157,29 +180,3 @@ def _pil_rgba(rgb: np.ndarray, alpha: np.ndarray | None) -> PILImage.Image:
     if alpha is None:
         return PILImage.fromarray(np.ascontiguousarray(rgb), "RGB")
     return PILImage.fromarray(np.dstack([rgb, alpha]), "RGBA")
-
-
-def _chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-
-def _png16(image: Image, icc: bytes | None, exif: bytes | None) -> bytes:
-    """16-bit PNG via OpenCV (Pillow has no 16-bit RGB), then iCCP/eXIf spliced after IHDR."""
-    import cv2  # heavy import, only for 16-bit output
-
-    bgr = image.pixels[..., ::-1]
-    if image.alpha is not None:
-        bgr = np.dstack([bgr, image.alpha.astype(np.uint16)])
-    params = [cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL, cv2.IMWRITE_PNG_STRATEGY,
-              cv2.IMWRITE_PNG_STRATEGY_RLE]
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(bgr), params)
-    if not ok:
-        raise RuntimeError("OpenCV failed to encode a 16-bit PNG")
-    png = buf.tobytes()
-    extra = b""
-    if icc:
-        extra += _chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(icc))
-    if exif:
-        extra += _chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
-    end_of_ihdr = 8 + 4 + 4 + 13 + 4
-    return png[:end_of_ihdr] + extra + png[end_of_ihdr:]

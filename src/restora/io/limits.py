@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from restora.errors import CorruptImage, FileTooLarge, ImageTooLarge, TooManyFrames
+from restora.errors import (CorruptImage, FileTooLarge, ImageTooLarge, OutputTooLarge,
+                            TooManyFrames)
 
 if TYPE_CHECKING:
     from restora.config import Settings
@@ -13,16 +14,27 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Limits:
-    """Maximum input size: file bytes, pixels of the largest frame, and frame count."""
+    """Maximum input size: file bytes, pixels of the largest frame, and frame count; and the
+    largest result (``max_output_pixels``)."""
 
     max_bytes: int = 50_000_000
     max_pixels: int = 50_000_000
     max_frames: int = 1000
+    max_output_pixels: int = 100_000_000
 
     @classmethod
     def from_settings(cls, settings: "Settings") -> "Limits":
         return cls(max_bytes=settings.max_bytes, max_pixels=settings.max_pixels,
-                   max_frames=settings.max_frames)
+                   max_frames=settings.max_frames,
+                   max_output_pixels=settings.max_output_pixels)
+
+    def check_output(self, width: int, height: int) -> None:
+        """Refuse a result of ``width`` x ``height`` over ``max_output_pixels`` (413)."""
+        if width * height > self.max_output_pixels:
+            raise OutputTooLarge(
+                f"The result would be {width}x{height} ({width * height:,} pixels), more than "
+                f"the {self.max_output_pixels:,}-pixel output limit (RESTORA_MAX_OUTPUT_PIXELS).",
+                width=width, height=height, limit=self.max_output_pixels)
 
     def check_bytes(self, n: int) -> None:
         if n > self.max_bytes:

@@ -19,7 +19,7 @@ from restora.errors import InvalidParameter, ModelNotInstalled
 from restora.io.decode import as_image
 from restora.io.image import Image
 from restora.pipeline import detect as det
-from restora.pipeline._timing import Stages
+from restora.pipeline._timing import EstimateFn, Stages, estimate_text
 from restora.pipeline.options import EnhanceOptions, with_overrides
 from restora.pipeline.align import AlignedFace, align_face, compose, invert, scale_map
 from restora.models.nets import FaceParser, FaceRestorer, Network, Upscaler
@@ -30,8 +30,8 @@ from restora.pipeline.identity import (MAX_REFERENCES, Identity, IdentityChecker
                                        match_references)
 from restora.pipeline.restore import load_restorer, parse_faces
 from restora.pipeline.results import EnhanceResult, Face
-from restora.pipeline.upscale import (find_upscaler, load_upscaler, resize, upscale_pixels,
-                                      upscale_rgb)
+from restora.pipeline.upscale import (TileRun, find_upscaler, load_upscaler, resize,
+                                      start_upscale, upscale_rgb)
 
 if TYPE_CHECKING:
     from restora.models.registry import ModelSpec
@@ -44,8 +44,13 @@ STAGE_WEIGHTS = {"decode": 3.0, "detect": 6.0, "align": 2.0, "restore": 55.0, "u
                  "paste": 22.0}  # paste includes the ParseNet masks
 
 MODEL_ARCH = RESTORER_FAMILIES
-#: A stage estimated to take at least this long is announced (log + warning).
-LONG_STAGE_SECONDS = 60.0
+#: Nominal seconds per face (restorer forward plus its ParseNet mask) for the up-front estimate,
+#: until the first faces are measured: CPU (2 threads, full-size GFPGAN/CodeFormer + ParseNet)
+#: and GPU. Upscale tiles are always measured (the first tiles run before the faces).
+NOMINAL_FACE_SECONDS = {"cpu": 3.0, "gpu": 0.15}
+#: Upscale tiles run before the faces to time them for the estimate (the first may include
+#: building the engine, so its cost is not used when a second one ran).
+CALIBRATION_TILES = 2
 
 # ``auto``: a face is "severely degraded" when it is small in the input (the 512 crop enlarges it
 # more than 4x: FFHQ eyes are 126 px apart at 512) or its aligned crop carries little detail.
@@ -72,6 +77,7 @@ def enhance_faces(
     cancel: threading.Event | None = None,
     restorer: FaceRestorer | Sequence[FaceRestorer] | None = None,
     reference: ImageInput | Sequence[ImageInput] | None = None,
+    on_estimate: EstimateFn | None = None,
     **overrides: Any,
 ) -> EnhanceResult:
     """Restore every face of ``image`` and return the new image with a report.
@@ -94,13 +100,20 @@ def enhance_faces(
     data like ``image``, so not an option: Images, bytes or paths); the main face of each (widest
     eyes) is one identity, matching faces are restored with the candidate closest to their
     reference, and ``only_reference_faces`` leaves the other faces untouched.
+
+    Large photos: a result over ``max_output_pixels`` is refused (:class:`OutputTooLarge`)
+    right after decoding. Upscaling streams tiles into the integer output and faces are pasted
+    into it in place (no full-size float or second copy). Before the faces are restored, the
+    first upscale tiles are run and timed, and ``on_estimate`` receives the job's estimated
+    duration (see :meth:`restora.pipeline._timing.Stages.estimate`); it is updated as faces and
+    tiles complete, and the first one is the result's ``estimate``.
     Raises :class:`~restora.errors.Cancelled` when ``cancel`` is set.
     """
     opts = with_overrides(EnhanceOptions, options, overrides)
     model, strength, fidelity, upscale = opts.model, opts.strength, opts.fidelity, opts.upscale
     bg_upscale, face_upsample = opts.bg_upscale, opts.face_upsample
     identity, only_reference_faces = opts.identity, opts.only_reference_faces
-    stages = Stages(STAGE_WEIGHTS, progress, cancel)
+    stages = Stages(STAGE_WEIGHTS, progress, cancel, on_estimate=on_estimate)
     warnings: list[str] = []
     used: list[Network] = []  # the networks that ran, for the engine report
 
@@ -110,6 +123,11 @@ def enhance_faces(
         from restora.models.runtime import Runtime
 
         runtime = Runtime()
+    from restora.io.limits import Limits
+
+    Limits.from_settings(runtime.settings).check_output(img.width * upscale,
+                                                        img.height * upscale)
+    stages.long_s = runtime.settings.long_job_s
     if model != "auto" and model not in MODEL_ARCH and restorer is None:
         runtime.registry.get(model)  # unknown ids fail now, even on an image without faces
     pixels = img.pixels
@@ -160,12 +178,23 @@ def enhance_faces(
         else:
             plan = _plan(runtime, model, pixels, dets, fidelity, restorer, matches,
                          only_reference_faces)
+    n_faces = sum(plan.restore) if result.reason is None else 0
+    tiles = start_upscale(pixels, upscale, up) if up is not None else None
+    if tiles is not None:
+        with stages.stage("upscale", report=False):  # timed now, for the estimate
+            for _ in range(min(CALIBRATION_TILES, tiles.total)):
+                stages.check()
+                tiles.step()
+    clock = _Clock(stages, tiles, n_faces, NOMINAL_FACE_SECONDS[
+        "cpu" if runtime.device == "cpu" else "gpu"])
+    clock.announce()
     if result.reason is None:
         with stages.stage("restore"):
+            clock.start_restore()
             outcomes = choose.run_plan(
                 pixels, dets, plan, checker=checker if identity or refs else None,
                 references=ref_desc, matches=matches, strength=strength, seed=opts.seed,
-                cancel=cancel, on_progress=lambda f: stages.report("restore", f))
+                cancel=cancel, on_progress=clock.on_restore)
         ran = list({id(o.candidate.restorer): o.candidate.restorer
                     for o in outcomes if o.candidate is not None}.values())
         used.extend(ran)
@@ -182,10 +211,12 @@ def enhance_faces(
     restored = [o.face for o in done if o.face is not None]
 
     with stages.stage("upscale"):
-        canvas, alpha, result.upscaler = _background(img, upscale, bg_upscale, up, cancel,
-                                                     _tile_clock(stages, result))
+        canvas, alpha, result.upscaler = _background(img, upscale, bg_upscale, up, tiles,
+                                                     cancel, clock.on_tile)
         if up is not None:
             used.append(up)
+        if canvas is pixels and restored:
+            canvas = pixels.copy()  # faces are pasted in place: never into the input's pixels
 
     with stages.stage("paste"):
         if restored:
@@ -196,10 +227,14 @@ def enhance_faces(
                       for m, o in zip(masks, done)]
             items = _paste_items(aligned, restored, masks, square, upscale, up, face_upsample,
                                  cancel)
-            canvas = paste_faces(canvas, items, strength, upscale=upscale)
+            canvas = paste_faces(canvas, items, strength, upscale=upscale, out=canvas)
+            clock.masks_done()
         elif canvas is pixels:
             canvas = pixels.copy()
     result.image = img.with_pixels(canvas, alpha)
+    result.estimate = stages.first_estimate
+    if result.estimate is not None and result.estimate["long"]:
+        warnings.append(estimate_text(result.estimate))
     result.timings = dict(stages.timings)
     result.engines = {n.model_id: f"{n.engine_name}/{n.precision}" for n in used}
     first = next((o.candidate.restorer for o in done if o.candidate is not None), None)
@@ -225,43 +260,79 @@ def _upscaler(runtime: Runtime, upscale: int, bg_upscale: bool, warnings: list[s
     return None
 
 
-def _tile_clock(stages: Stages, result: EnhanceResult) -> Callable[[int, int], None]:
-    """Progress per upscale tile, and an estimate of the whole stage from the second tile (the
-    first may include building the engine): kept in ``result.estimates`` and, when long,
-    logged and added to the warnings."""
-    import logging
-    import time
+class _Clock:
+    """The job's estimate: upscale tiles left x measured seconds per tile, plus faces (restore)
+    and masks left x seconds per face (nominal until the first faces are measured)."""
 
-    marks: list[float] = []
+    def __init__(self, stages: Stages, tiles: TileRun | None, faces: int,
+                 nominal_face_s: float) -> None:
+        import time
 
-    def on_tile(done: int, total: int) -> None:
-        stages.report("upscale", done / total)
-        marks.append(time.perf_counter())
-        if done == 2 and total > 2:
-            eta = (marks[1] - marks[0]) * total
-            result.estimates["upscale"] = round(eta, 1)
-            if eta >= LONG_STAGE_SECONDS:
-                note = (f"background upscaling runs {total} tiles: about {eta / 60:.0f} min "
-                        "on this machine")
-                logging.getLogger("restora.pipeline").warning(note)
-                result.warnings.append(note)
-    return on_tile
+        self.stages, self.tiles = stages, tiles
+        self.faces_left = self.masks_left = faces
+        self.faces = faces
+        self.face_s = nominal_face_s
+        self.face_basis = "nominal"
+        self._now = time.perf_counter
+        self._restore_start = self._last = self._now()
+
+    def announce(self, force: bool = False) -> None:
+        work: dict[str, int] = {}
+        basis: dict[str, str] = {}
+        remaining = 0.0
+        if self.tiles is not None and not self.tiles.finished:
+            left = self.tiles.total - self.tiles.done
+            work["upscaleTiles"] = left
+            basis["upscaleTiles"] = "measured"
+            remaining += left * (self.tiles.tile_seconds() or 0.0)
+        if self.faces_left or self.masks_left:
+            work["faces"] = max(self.faces_left, self.masks_left)
+            basis["faces"] = self.face_basis
+            # a face's mask (ParseNet) costs about what its restorer does (issue #15)
+            remaining += (self.faces_left + self.masks_left) * self.face_s / 2
+        self.stages.estimate(remaining, work, ",".join(f"{k}:{v}" for k, v in basis.items())
+                             or "measured", force=force)
+        self._last = self._now()
+
+    def start_restore(self) -> None:
+        self._restore_start = self._now()
+
+    def on_restore(self, fraction: float) -> None:
+        """Restore progress (after each group of faces): the measured cost per face replaces
+        the nominal one."""
+        self.stages.report("restore", fraction)
+        done = max(1, round(fraction * self.faces))
+        self.face_s = 2 * (self._now() - self._restore_start) / done  # restore + its mask
+        self.face_basis = "measured"
+        self.faces_left = max(0, self.faces - done)
+        self.announce()
+
+    def on_tile(self, done: int, total: int) -> None:
+        """Upscale progress per tile; the estimate is refreshed every 10 s."""
+        self.stages.report("upscale", done / total)
+        if self._now() - self._last >= 10.0:
+            self.announce()
+
+    def masks_done(self) -> None:
+        self.masks_left = 0
 
 
 def _background(img: Image, upscale: int, bg_upscale: bool, up: Upscaler | None,
-                cancel: threading.Event | None,
+                tiles: TileRun | None, cancel: threading.Event | None,
                 on_tile: Callable[[int, int], None] | None = None
                 ) -> tuple[np.ndarray, np.ndarray | None, str | None]:
-    """(pixels, alpha, upscaler name) of the canvas the faces are pasted into."""
+    """(pixels, alpha, upscaler name) of the canvas the faces are pasted into; ``tiles`` is
+    the network's run over the image (already started for the estimate)."""
     pixels, alpha = img.pixels, img.alpha
     if upscale > 1:
-        canvas = upscale_pixels(pixels, upscale, up, cancel=cancel, on_tile=on_tile)
+        canvas = (tiles.run(cancel=cancel, on_tile=on_tile) if tiles is not None
+                  else resize(pixels, img.width * upscale, img.height * upscale))
         if alpha is not None:
             alpha = resize(alpha, img.width * upscale, img.height * upscale)
         return canvas, alpha, (up.model_id if up is not None else "lanczos")
-    if bg_upscale and up is not None:
-        # background enhancement at scale 1: super-resolve, area-averaged back down per tile
-        return upscale_pixels(pixels, 1, up, cancel=cancel, on_tile=on_tile), alpha, up.model_id
+    if bg_upscale and tiles is not None and up is not None:
+        # background enhancement at scale 1: super-resolved, area-averaged back down per tile
+        return tiles.run(cancel=cancel, on_tile=on_tile), alpha, up.model_id
     return pixels, alpha, None
 
 

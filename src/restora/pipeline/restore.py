@@ -22,8 +22,10 @@ if TYPE_CHECKING:
 #: Peak activation memory per 512 x 512 face in one float32 forward pass, measured on CPU with the
 #: full-size networks (RSS growth from batch 1 to 2, rounded up); scales with the crop's area.
 BYTES_PER_FACE_512 = {"gfpgan": 640 * 2**20, "codeformer": 600 * 2**20, "parsenet": 600 * 2**20}
-#: Memory a batch may use on CPU (fixed: results must not depend on the memory free).
-CPU_BATCH_BUDGET = 3 * 2**30
+#: Memory a batch may use on CPU (fixed: results must not depend on the memory free). 1.5 GiB
+#: (two 512 faces per forward): with 3 GiB a 24 MP enhance-faces peaked at 4.25 GiB before any
+#: upscaling (benchmarks/memory.py); on CPU larger batches barely change the cost per face.
+CPU_BATCH_BUDGET = 3 * 2**29
 
 
 def load_restorer(runtime: Runtime, spec: ModelSpec) -> FaceRestorer:
@@ -43,7 +45,7 @@ def max_batch(restorer: FaceRestorer) -> int:
 def batch_for(kind: str, size: int, device: str) -> int:
     """Batch size for ``kind`` at ``size`` x ``size`` that fits the device's memory budget.
 
-    The budget depends only on the device (3 GiB on CPU, 40 % of a GPU's total memory), never
+    The budget depends only on the device (1.5 GiB on CPU, 40 % of a GPU's total memory), never
     on the memory free at the moment: batch composition changes floating-point results (and
     which noise GFPGAN draws), so a free-memory rule made repeated runs differ by a grey level.
     """

@@ -59,11 +59,13 @@ class EnhanceResult:
     engine: str | None = None  # engine of the restorer ("openvino", "onnxruntime", "torch")
     precision: str | None = None  # its precision ("fp32", "bf16", "fp16")
     engines: dict[str, str] = field(default_factory=dict)  # model id -> "engine/precision"
-    estimates: dict[str, float] = field(default_factory=dict)  # stage -> estimated seconds
+    #: the up-front estimate of the job's duration (Stages.estimate: seconds, long, work, ...)
+    estimate: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict in the seeds' field names (``facesDetected``, ``faces``, ...);
-        ``engine``, ``precision`` and ``engines`` are extensions (docs/engines.md)."""
+        ``engine``, ``precision`` and ``engines`` are extensions (docs/engines.md), as are
+        ``estimate`` and ``estimatedSeconds`` (the up-front duration estimate)."""
         return {
             "facesDetected": self.faces_detected,
             "faces": [f.to_dict() for f in self.faces],
@@ -81,7 +83,8 @@ class EnhanceResult:
             "engine": self.engine,
             "precision": self.precision,
             "engines": dict(self.engines),
-            "estimates": dict(self.estimates),
+            "estimate": dict(self.estimate) if self.estimate is not None else None,
+            "estimatedSeconds": self.estimate["seconds"] if self.estimate is not None else None,
             "width": self.image.width,
             "height": self.image.height,
         }

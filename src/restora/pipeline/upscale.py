@@ -68,60 +68,132 @@ def super_resolve(up: Upscaler, rgb: np.ndarray, *, tile: int = TILE, pad: int =
     return out
 
 
+def tile_count(height: int, width: int, tile: int = TILE) -> int:
+    """Network forwards :func:`super_resolve_into` makes for a ``height`` x ``width`` input."""
+    return ((height + tile - 1) // tile) * ((width + tile - 1) // tile)
+
+
+class TileRun:
+    """One streamed super-resolution of ``src`` into ``out``, a tile per :meth:`step`.
+
+    ``src`` is H x W x 3 uint8, uint16 or float32 [0, 1]; ``out`` H*f x W*f x 3 of any of
+    those dtypes. Only tiles are ever in float: each is converted from ``src``, run, resized
+    from the network's factor ``s`` to the output factor ``f`` when they differ (area averaging
+    when shrinking, exact per tile for the integer ratios used; Lanczos when enlarging, whose
+    support the tile's margin covers), cropped to its interior and rounded into ``out``. So
+    memory is the input, the output and a few tiles, whatever the image size. Stepping lets a
+    pipeline run the first tiles early to time them (the estimate) and the rest later.
+
+    ``out`` may be None with an integer ``scale``: the output (``src``'s dtype) is then
+    allocated only by :meth:`run`, and tiles stepped before are kept aside until then, so
+    a pipeline can time tiles before its faces without holding the canvas during them.
+    """
+
+    def __init__(self, up: Upscaler, src: np.ndarray, out: np.ndarray | None = None, *,
+                 scale: int | None = None, tile: int = TILE, pad: int = TILE_PAD) -> None:
+        h, w = src.shape[:2]
+        if out is None:
+            if scale is None:
+                raise ValueError("TileRun needs an output array or a scale")
+            shape: tuple[int, ...] = (h * scale, w * scale, 3)
+        else:
+            shape = out.shape
+        f = shape[0] / h
+        if shape[:2] != (round(h * f), round(w * f)) or f * w != shape[1]:
+            raise ValueError(f"output {shape[:2]} is not an integer-ratio enlargement of "
+                             f"{h}x{w}")
+        self.up, self.src, self.out, self.f = up, src, out, f
+        self.shape, self.dtype = shape, (out.dtype if out is not None else src.dtype)
+        #: tiles run before ``out`` existed: (y0, y1, x0, x1, pixels)
+        self._pending: list[tuple[int, int, int, int, np.ndarray]] = []
+        self.tile, self.pad = tile, pad
+        self.origins = [(y0, x0) for y0 in range(0, h, tile) for x0 in range(0, w, tile)]
+        self.total = len(self.origins)
+        self.done = 0
+        #: seconds each finished tile took (the first may include building the engine)
+        self.seconds: list[float] = []
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.total
+
+    def tile_seconds(self) -> float | None:
+        """Measured cost of one tile: the median of those after the first (which may include
+        the engine's export), or the first alone; None before any tile ran."""
+        if not self.seconds:
+            return None
+        later = sorted(self.seconds[1:]) or self.seconds
+        return later[len(later) // 2]
+
+    def step(self) -> None:
+        """Run the next tile into ``out``."""
+        import time
+
+        import cv2
+
+        t0 = time.perf_counter()
+        src, f, pad = self.src, self.f, self.pad
+        h, w = src.shape[:2]
+        s, mult = self.up.scale, self.up.multiple
+        src_top = _TOP.get(src.dtype, 1.0)
+        out_top = _TOP.get(self.dtype)
+        y0, x0 = self.origins[self.done]
+        y1, x1 = min(h, y0 + self.tile), min(w, x0 + self.tile)
+        py0, px0 = max(0, y0 - pad), max(0, x0 - pad)
+        py1, px1 = min(h, y1 + pad), min(w, x1 + pad)
+        patch = src[py0:py1, px0:px1]
+        eh, ew = (-patch.shape[0]) % mult, (-patch.shape[1]) % mult
+        if eh or ew:  # edge replicate up to the network's multiple
+            patch = np.pad(patch, ((0, eh), (0, ew), (0, 0)), mode="edge")
+        x = patch.transpose(2, 0, 1)[None].astype(np.float32)
+        if src_top != 1.0:
+            x *= np.float32(1.0 / src_top)
+        y = np.clip(self.up(np.ascontiguousarray(x))[0], 0.0, 1.0).transpose(1, 2, 0)
+        y = y[:(py1 - py0) * s, :(px1 - px0) * s]  # drop the multiple-of padding
+        if f != s:
+            size = (round((px1 - px0) * f), round((py1 - py0) * f))
+            y = cv2.resize(np.ascontiguousarray(y), size, interpolation=cv2.INTER_AREA
+                           if f < s else cv2.INTER_LANCZOS4)
+        oy, ox = round((y0 - py0) * f), round((x0 - px0) * f)
+        ty0, ty1, tx0, tx1 = round(y0 * f), round(y1 * f), round(x0 * f), round(x1 * f)
+        piece = y[oy:oy + ty1 - ty0, ox:ox + tx1 - tx0]
+        if out_top is None:
+            piece = np.clip(piece, 0.0, 1.0)
+        else:
+            piece = np.clip(np.rint(piece * np.float32(out_top)), 0, out_top)
+        if self.out is not None:
+            self.out[ty0:ty1, tx0:tx1] = piece
+        else:
+            self._pending.append((ty0, ty1, tx0, tx1, piece.astype(self.dtype)))
+        self.done += 1
+        self.seconds.append(time.perf_counter() - t0)
+
+    def run(self, *, cancel: threading.Event | None = None,
+            on_tile: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Run the remaining tiles (``on_tile(done, total)`` after each); returns ``out``."""
+        if self.out is None:
+            self.out = np.empty(self.shape, self.dtype)
+            for ty0, ty1, tx0, tx1, piece in self._pending:
+                self.out[ty0:ty1, tx0:tx1] = piece
+            self._pending.clear()
+        while not self.finished:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("The job was cancelled.")
+            self.step()
+            if on_tile is not None:
+                on_tile(self.done, self.total)
+        return self.out
+
+
+_TOP = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
 def super_resolve_into(up: Upscaler, src: np.ndarray, out: np.ndarray, *, tile: int = TILE,
                        pad: int = TILE_PAD, cancel: threading.Event | None = None,
                        on_tile: Callable[[int, int], None] | None = None) -> None:
-    """Stream the network over ``src`` (H x W x 3 uint8, uint16 or float32 [0, 1]) into ``out``
-    (H*f x W*f x 3, any of those dtypes), one overlapping tile at a time.
-
-    Only tiles are ever in float: each is converted from ``src``, run, resized from the
-    network's factor ``s`` to the output factor ``f`` when they differ (area averaging when
-    shrinking, exact per tile for the integer ratios used; Lanczos when enlarging, whose support
-    the tile's margin covers), cropped to its interior and rounded into ``out``. So memory is
-    the input, the output and a few tiles, whatever the image size. ``on_tile(done, total)``
-    reports progress.
-    """
-    import cv2
-
-    h, w = src.shape[:2]
-    f = out.shape[0] / h
-    if out.shape[:2] != (round(h * f), round(w * f)) or f * w != out.shape[1]:
-        raise ValueError(f"output {out.shape[:2]} is not an integer-ratio enlargement of {h}x{w}")
-    s, mult = up.scale, up.multiple
-    src_top = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(src.dtype, 1.0)
-    out_top = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(out.dtype, None)
-    total = ((h + tile - 1) // tile) * ((w + tile - 1) // tile)
-    done = 0
-    for y0 in range(0, h, tile):
-        for x0 in range(0, w, tile):
-            if cancel is not None and cancel.is_set():
-                raise Cancelled("The job was cancelled.")
-            y1, x1 = min(h, y0 + tile), min(w, x0 + tile)
-            py0, px0 = max(0, y0 - pad), max(0, x0 - pad)
-            py1, px1 = min(h, y1 + pad), min(w, x1 + pad)
-            patch = src[py0:py1, px0:px1]
-            eh, ew = (-patch.shape[0]) % mult, (-patch.shape[1]) % mult
-            if eh or ew:  # edge replicate up to the network's multiple
-                patch = np.pad(patch, ((0, eh), (0, ew), (0, 0)), mode="edge")
-            x = patch.transpose(2, 0, 1)[None].astype(np.float32)
-            if src_top != 1.0:
-                x *= np.float32(1.0 / src_top)
-            y = np.clip(up(np.ascontiguousarray(x))[0], 0.0, 1.0).transpose(1, 2, 0)
-            y = y[:(py1 - py0) * s, :(px1 - px0) * s]  # drop the multiple-of padding
-            if f != s:
-                size = (round((px1 - px0) * f), round((py1 - py0) * f))
-                y = cv2.resize(np.ascontiguousarray(y), size, interpolation=cv2.INTER_AREA
-                               if f < s else cv2.INTER_LANCZOS4)
-            oy, ox = round((y0 - py0) * f), round((x0 - px0) * f)
-            ty0, ty1, tx0, tx1 = round(y0 * f), round(y1 * f), round(x0 * f), round(x1 * f)
-            piece = y[oy:oy + ty1 - ty0, ox:ox + tx1 - tx0]
-            if out_top is None:
-                out[ty0:ty1, tx0:tx1] = np.clip(piece, 0.0, 1.0)
-            else:
-                out[ty0:ty1, tx0:tx1] = np.clip(np.rint(piece * np.float32(out_top)), 0, out_top)
-            done += 1
-            if on_tile is not None:
-                on_tile(done, total)
+    """Stream the network over ``src`` into ``out`` one overlapping tile at a time (see
+    :class:`TileRun`); ``on_tile(done, total)`` reports progress."""
+    TileRun(up, src, out, tile=tile, pad=pad).run(cancel=cancel, on_tile=on_tile)
 
 
 def upscale_rgb(rgb: np.ndarray, scale: float, up: Upscaler | None, *, out_size: tuple[int, int] | None = None,
@@ -141,6 +213,13 @@ def to_dtype(rgb: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.clip(np.rint(rgb * top), 0.0, top).astype(dtype)
 
 
+def start_upscale(pixels: np.ndarray, scale: int, up: Upscaler) -> TileRun:
+    """The tile run that enlarges uint8/uint16 ``pixels`` by the integer ``scale`` >= 1 into a
+    new array of the same dtype (scale 1: super-resolved, area-averaged back per tile),
+    allocated when the run starts (:meth:`TileRun.run`)."""
+    return TileRun(up, pixels, scale=scale)
+
+
 def upscale_pixels(pixels: np.ndarray, scale: int, up: Upscaler | None, *,
                    cancel: threading.Event | None = None,
                    on_tile: Callable[[int, int], None] | None = None) -> np.ndarray:
@@ -154,6 +233,4 @@ def upscale_pixels(pixels: np.ndarray, scale: int, up: Upscaler | None, *,
     h, w = pixels.shape[:2]
     if up is None:
         return resize(pixels, w * scale, h * scale)
-    out = np.empty((h * scale, w * scale, 3), pixels.dtype)
-    super_resolve_into(up, pixels, out, cancel=cancel, on_tile=on_tile)
-    return out
+    return start_upscale(pixels, scale, up).run(cancel=cancel, on_tile=on_tile)

@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 from pydantic import BaseModel
 
@@ -74,8 +74,10 @@ class JobContext:
     settings: ServiceSettings
     runtime: Any
     cancel: threading.Event
-    _report: Callable[[str, float], None]
+    _report: Callable[..., None]
     _last: tuple[str, float, float] = field(default=("", -1.0, 0.0))
+    #: the pipeline's latest duration estimate, sent with every progress frame after it came
+    _estimate: dict[str, Any] | None = None
 
     @property
     def params(self) -> dict[str, Any]:
@@ -96,7 +98,16 @@ class JobContext:
         now = time.monotonic()
         if stage != last_stage or percent - last_pct >= 1.0 or now - last_t >= 0.5:
             self._last = (stage, percent, now)
-            self._report(stage, percent)
+            self._report(stage, percent, self._estimate)
+
+    def estimate(self, info: dict[str, Any]) -> None:
+        """The pipeline's estimate of the job's duration (``on_estimate``): sent at once in a
+        progress frame (``estimate`` field) and with every frame after it."""
+        self.check_cancel()
+        self._estimate = dict(info)
+        stage, percent, _ = self._last
+        self._last = (stage, percent, time.monotonic())
+        self._report(stage or "processing", max(percent, 0.0), self._estimate)
 
     def sub_progress(self, lo: float, hi: float) -> Callable[[str, float], None]:
         """A ``progress(stage, percent)`` for a sub-step that maps its 0-100 onto lo..hi."""
@@ -104,10 +115,16 @@ class JobContext:
             self.progress(stage, lo + (hi - lo) * max(0.0, min(100.0, float(percent))) / 100.0)
         return report
 
-    def write_output(self, name: str, data: bytes) -> Path:
+    def write_output(self, name: str, data: bytes | Callable[[BinaryIO], None]) -> Path:
+        """Write an output file atomically: ``data`` is its bytes or a function writing them
+        into the open file (a streaming encoder: no encoded copy in memory)."""
         path = self.output_dir / name
         tmp = path.with_name(path.name + ".part")
-        tmp.write_bytes(data)
+        if callable(data):
+            with open(tmp, "wb") as fh:
+                data(fh)
+        else:
+            tmp.write_bytes(data)
         tmp.replace(path)
         return path
 
@@ -308,7 +325,8 @@ class JobManager:
                              input_path=d / "input" / record.input_name,
                              output_dir=d / "output", settings=self.settings,
                              runtime=self.runtime, cancel=cancel,
-                             _report=lambda s, p: self._report(job_id, cancel, s, p, worker_id))
+                             _report=lambda s, p, e=None: self._report(job_id, cancel, s, p,
+                                                                       worker_id, e))
             ctx.output_dir.mkdir(parents=True, exist_ok=True)
             log.info("job started (%s, attempt %d)", record.tool, record.attempts)
             result = tool.run(ctx)
@@ -341,8 +359,9 @@ class JobManager:
             log_job_id.reset(token)
 
     def _report(self, job_id: str, cancel: threading.Event, stage: str, percent: float,
-                worker_id: str | None = None) -> None:
-        if not self.store.progress(job_id, stage, percent, worker_id=worker_id):
+                worker_id: str | None = None, estimate: dict[str, Any] | None = None) -> None:
+        if not self.store.progress(job_id, stage, percent, worker_id=worker_id,
+                                   estimate=estimate):
             cancel.set()  # the job was finished elsewhere (cancel, timeout): stop working
 
     def _timed_out(self, job_id: str) -> None:

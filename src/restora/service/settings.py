@@ -33,9 +33,6 @@ class ServiceSettings(Settings):
         default=None, description="SQLAlchemy URL of the job store; default SQLite under home.")
     max_upload_bytes: int = Field(default=60_000_000, ge=1,
                                   description="Largest request body; larger gives 413.")
-    max_output_pixels: int | None = Field(
-        default=None, ge=1, description="Largest result (width x height after upscale or "
-        "output_width/height); default max_pixels. Larger requests are refused with 413.")
     max_client_bytes: int = Field(
         default=200_000_000, ge=1, description="Per client (API key or IP): bytes of request "
         "bodies being received plus inputs of its unfinished jobs; more gives 429.")
@@ -124,7 +121,8 @@ class ServiceSettings(Settings):
 
     @property
     def output_pixel_limit(self) -> int:
-        return self.max_output_pixels or self.max_pixels
+        """``max_output_pixels`` (a core setting: the library and CLI refuse the same)."""
+        return self.max_output_pixels
 
     @property
     def effective_workers(self) -> int:

@@ -293,8 +293,9 @@ class JobStore:
         return "cancel" if flag else "ok"
 
     def progress(self, job_id: str, stage: str, percent: float, *,
-                 worker_id: str | None = None) -> bool:
-        """Record a progress frame, only while the job is still processing (by ``worker_id``)."""
+                 worker_id: str | None = None, estimate: dict[str, Any] | None = None) -> bool:
+        """Record a progress frame, only while the job is still processing (by ``worker_id``);
+        ``estimate``: the pipeline's duration estimate, added to the frame (an extension)."""
         percent = float(max(0.0, min(100.0, percent)))
         appended: list[JobEvent] = []
         cond = [jobs.c.id == job_id, jobs.c.status == PROCESSING]
@@ -303,9 +304,11 @@ class JobStore:
         with self.engine.begin() as conn:
             res = conn.execute(update(jobs).where(*cond).values(stage=stage, percent=percent))
             if res.rowcount:
-                self._append(conn, job_id, "progress",
-                             {"jobId": job_id, "phase": "processing", "stage": stage,
-                              "percent": round(percent, 2)}, time.time(), appended)
+                data: dict[str, Any] = {"jobId": job_id, "phase": "processing",
+                                        "stage": stage, "percent": round(percent, 2)}
+                if estimate is not None:
+                    data["estimate"] = estimate
+                self._append(conn, job_id, "progress", data, time.time(), appended)
         self._publish(appended)
         return bool(appended)
 

@@ -108,16 +108,16 @@ def write_result(ctx: JobContext, image: Any, source_format: str,
                  fmt: str | None = None) -> dict[str, Any]:
     """Encode the result (format and name by :func:`restora.io.output_for`) and its WebP
     preview into the job folder; return the URL fields."""
-    from restora.io import encode, make_preview, output_for
+    from restora.io import encode_to, make_preview, output_for
 
     ctx.progress("encoding", 95)
     fmt, filename = output_for(ctx.job.tool, ctx.job.input_name, source_format, fmt)
-    data = encode(image, fmt)
-    ctx.write_output(filename, data)
+    # streamed into the file: a large result is never held encoded in memory
+    path = ctx.write_output(filename, lambda fh: encode_to(fh, image, fmt))
     ctx.write_output("preview.webp", make_preview(image))
     return {"jobId": ctx.job_id, "filename": filename, "format": fmt,
             "downloadUrl": ctx.download_url(filename),
-            "previewUrl": ctx.download_url("preview.webp"), "processedSize": len(data),
+            "previewUrl": ctx.download_url("preview.webp"), "processedSize": path.stat().st_size,
             "width": image.width, "height": image.height}
 
 
@@ -135,7 +135,7 @@ def pipeline_enhance(ctx: JobContext, image: Any, options: EnhanceOptions, *, lo
 
     return enhance_faces(image, options, runtime=ctx.runtime,
                          progress=ctx.sub_progress(lo, hi), cancel=ctx.cancel,
-                         reference=reference)
+                         reference=reference, on_estimate=ctx.estimate)
 
 
 def _source_size(image: Any) -> dict[str, int]:
@@ -192,7 +192,8 @@ def run_restore_photo(ctx: JobContext) -> dict[str, Any]:
                                    reason=exc.code) from None
         mask = load_user_mask(mask_image, image.height, image.width)
     result = restore_photo(image, ctx.options, runtime=ctx.runtime, mask=mask,
-                           progress=ctx.sub_progress(5, 90), cancel=ctx.cancel)
+                           progress=ctx.sub_progress(5, 90), cancel=ctx.cancel,
+                           on_estimate=ctx.estimate)
     out = write_result(ctx, result.image, image.format)
     # the final damage mask beside the output (white = repaired), for the page's mask editor
     stem = Path(ctx.job.input_name).stem or "image"

@@ -85,6 +85,7 @@ def restore_photo(
     mask: MaskSource | None = None,
     progress: Callable[[str, float], None] | None = None,
     cancel: threading.Event | None = None,
+    on_estimate: Callable[[dict[str, Any]], None] | None = None,
     **overrides: Any,
 ) -> RestoreResult:
     """Repair scratches, noise and faces of an old photo and optionally colourize it.
@@ -100,6 +101,7 @@ def restore_photo(
     ``mask`` (white = damaged; an array, an image or its bytes/path) is the user's damage mask:
     ``mask_mode='replace'`` repairs exactly it (no detection), ``'add'`` repairs it and whatever
     detection finds. A given mask is repaired even with ``scratch_removal=False``.
+    ``on_estimate`` receives the face step's duration estimate (see ``enhance_faces``).
     """
     opts = with_overrides(PhotoOptions, options, overrides)
     fidelity, colorize = opts.fidelity, opts.colorize
@@ -157,7 +159,8 @@ def restore_photo(
     if opts.face_enhancement:
         with stages.stage("face-enhancement"):
             runtime = runtime or _new_runtime()
-            current = _enhance_faces(current, runtime, fidelity, mono, result, stages, cancel)
+            current = _enhance_faces(current, runtime, fidelity, mono, result, stages, cancel,
+                                     on_estimate)
     else:
         result.reports["face-enhancement"] = {"skipped": True, "reason": "turned off"}
 
@@ -220,14 +223,15 @@ def _denoise(pixels: np.ndarray, noise: NoiseEstimate, strength: float,
 
 def _enhance_faces(img: Image, runtime: Runtime, fidelity: float, mono: MonoReport,
                    result: RestoreResult, stages: Stages,
-                   cancel: threading.Event | None) -> Image:
+                   cancel: threading.Event | None,
+                   on_estimate: Callable[[dict[str, Any]], None] | None = None) -> Image:
     from restora.pipeline.enhance import enhance_faces
 
     model = ("codeformer" if runtime.registry.installed(
         "face-restoration", RESTORER_FAMILIES["codeformer"]) else "auto")
     try:
         out = enhance_faces(img, runtime=runtime, model=model, strength=FACE_STRENGTH,
-                            fidelity=fidelity, cancel=cancel,
+                            fidelity=fidelity, cancel=cancel, on_estimate=on_estimate,
                             progress=lambda _s, pct: stages.report("face-enhancement", pct / 100))
     except ModelNotInstalled as exc:
         command = exc.details.get("command") or "restora models pull <bundle>"
