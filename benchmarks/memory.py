@@ -247,6 +247,9 @@ def main() -> None:
         env = {**os.environ, "RESTORA_HOME": str(folder / "home"),
                "RESTORA_MODELS": str(manifest), "RESTORA_ENGINE": args.engine,
                "RESTORA_OFFLINE": "1", "RESTORA_THREADS": "2",
+               # x4 of 24 MP is 384 MP: over the default output limit (100 MP), raised here
+               # to measure it
+               "RESTORA_MAX_OUTPUT_PIXELS": "400000000",
                "PYTHONPATH": os.pathsep.join([str(REPO / "src"),
                                               os.environ.get("PYTHONPATH", "")])}
         faces = (f"full-size random weights: {', '.join(FULL)}" if args.full_faces else
