@@ -57,7 +57,7 @@ def test_output_pixels_capped_at_submission(c):
     assert r.json()["code"] == "output_too_large" and r.json()["status"] == 413
     # one side given: the other follows the input's aspect ratio, and is checked too
     r = c.post("/api/v1/tools/face-recovery", files={"image": ("t.png", small, "image/png")},
-               data={"output_width": "9000"})
+               data={"output_width": "12000"})  # 144 MP
     assert r.status_code == 413 and r.json()["code"] == "output_too_large"
     # CodeFormer: a 7000 x 7000 PNG of a few KB, upscale 2 = 196 MP
     tall = big_flat_png(7000, 7000)
