@@ -26,7 +26,7 @@ from tiny_models import write_tiny_manifest
 
 from restora.config import Settings
 from restora.errors import OutputTooLarge
-from restora.io import decode, encode, encode_to
+from restora.io import decode, encode_to
 from restora.io.image import Image
 from restora.io.png import BAND, write_png
 from restora.models.runtime import Runtime
