@@ -10,26 +10,8 @@ import time
 import pytest
 import sqlalchemy
 
-from real_servers import postgres_server
 from restora.service.migrations import current
 from restora.service.store import FAILED, SUCCEEDED, JobStore
-
-
-@pytest.fixture(scope="module")
-def pg():
-    with postgres_server() as server:
-        yield server
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    else:
-        url = request.getfixturevalue("pg").create_db()
-    s = JobStore(url)
-    yield s
-    s.close()
 
 
 def test_one_of_many_claimers_wins(store):

@@ -6,33 +6,16 @@ import time
 
 import pytest
 
-from real_servers import postgres_server
 from restora.config import Settings
 from restora.errors import ModelNotInstalled
 from restora.models.registry import Registry
 from restora.pipeline.options import EnhanceOptions, PhotoOptions
 from restora.service.catalog import ClusterCatalog, advertise, withdraw
-from restora.service.store import JobStore
 from restora.service.tools import preflight_faces, preflight_photo
 
 GFPGAN = {"id": "gfpgan-v1.4", "task": "face-restoration", "arch": "gfpgan_v1_clean"}
 RETINA = {"id": "retinaface-resnet50", "task": "face-detection", "arch": "retinaface"}
 CUSTOM_DET = {"id": "my-yunet", "task": "face-detection", "arch": "yunet"}
-
-
-@pytest.fixture(scope="module")
-def pg():
-    with postgres_server() as server:
-        yield server
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    url = (f"sqlite:///{tmp_path / 'jobs.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("pg").create_db())
-    s = JobStore(url)
-    yield s
-    s.close()
 
 
 @pytest.fixture
