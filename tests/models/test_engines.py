@@ -266,3 +266,24 @@ def test_cache_folder_keys_differ_by_every_field(tmp_path: Path) -> None:
         folders.add(cache.folder({**key, field: value}))
     assert len(folders) == 6
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_auto_tries_bf16_first_only_on_cpus_with_amx(tmp_path):
+    """bf16 was slower than fp32 on the AVX-512-BF16 machine here, many times faster with AMX:
+    the order follows the CPU, and each candidate still has to pass the task's bound."""
+    from restora.models.engines import EngineFactory, cpu_candidates, cpu_has_amx, policy_for
+
+    parsing = policy_for("face-parsing").cpu
+    assert cpu_candidates(parsing, amx=False) == list(parsing)
+    assert cpu_candidates(parsing, amx=True) == [("openvino", "bf16"), ("openvino", "fp32"),
+                                                  ("onnxruntime", "fp32")]
+    restoring = policy_for("face-restoration").cpu  # no bf16 candidate: unchanged with AMX
+    assert cpu_candidates(restoring, amx=True) == list(restoring)
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    assert cpu_has_amx(info)
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16\n")
+    assert not cpu_has_amx(info)
+    assert not cpu_has_amx(tmp_path / "missing")
+    assert EngineFactory().amx == cpu_has_amx()

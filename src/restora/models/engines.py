@@ -26,7 +26,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -119,9 +119,9 @@ def _max_abs_check(limit: float
 
 
 _FAST_FP32 = (("openvino", "fp32"), ("onnxruntime", "fp32"))
-# OpenVINO bf16 is tried after the fp32 engines: on the 2-core benchmark machine it cost more
-# CPU than OpenVINO fp32 (RRDBNet x2 tile: 2.05x vs 3.16x over torch) and sat on the 50 dB edge.
-# It is still the documented fallback order where fp32 engines are unavailable or rejected.
+# OpenVINO bf16 is tried after the fp32 engines: on the 2-core benchmark machine (AVX-512 BF16,
+# no AMX) it cost more CPU than OpenVINO fp32 on every network (0.6-0.8x of it) and sat on the
+# 50 dB edge. On CPUs with AMX, cpu_candidates() tries it first (see docs/engines.md).
 _FAST_ANY = (*_FAST_FP32, ("openvino", "bf16"))
 
 POLICIES: dict[str, Policy] = {
@@ -291,6 +291,30 @@ def bf16_supported() -> bool:
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
+def cpu_has_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """True on CPUs with AMX tile units (Sapphire Rapids and later), where bf16 matrix work
+    runs several times faster than fp32; False where this cannot be read (not Linux)."""
+    try:
+        with cpuinfo.open(encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "amx_bf16" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+def cpu_candidates(candidates: Sequence[tuple[str, str]], amx: bool
+                   ) -> list[tuple[str, str]]:
+    """``auto``'s order on this CPU: the policy's (fp32 engines first) without AMX; with AMX,
+    the bf16 candidates first, since there they are the fastest (the probe still has to pass
+    the task's bound, else the next candidate is tried)."""
+    if not amx:
+        return list(candidates)
+    return ([c for c in candidates if c[1] == "bf16"]
+            + [c for c in candidates if c[1] != "bf16"])
+
+
 # --- the on-disk cache of exported graphs -------------------------------------------------------
 
 class ExportCache:
@@ -436,6 +460,8 @@ class EngineFactory:
     threads: int = 1
     torch_compile: bool = False
     model_path: Callable[[Network], Path | None] = lambda net: None
+    #: whether this CPU has AMX (bf16 candidates first); read from /proc/cpuinfo by default
+    amx: bool = field(default_factory=cpu_has_amx)
 
     def __post_init__(self) -> None:
         if self.choice not in ENGINES:
@@ -458,7 +484,8 @@ class EngineFactory:
             return self.torch(net)
         policy = policy_for(net.task)
         if self.choice == "auto":
-            candidates = [c for c in policy.cpu if _precision_allowed(net, c[1])]
+            candidates = [c for c in cpu_candidates(policy.cpu, self.amx)
+                          if _precision_allowed(net, c[1])]
         else:
             candidates = [(self.choice, "fp32")]
         for engine, precision in candidates:
