@@ -147,6 +147,18 @@ def test_encode_rejects_bad_parameters() -> None:
         encode(img, "jpeg", quality=0)
 
 
+def test_a_side_longer_than_the_format_holds_is_a_clear_error() -> None:
+    from restora.errors import OutputTooLarge
+
+    wide = Image(pixels=np.zeros((1, 16_384, 3), np.uint8))
+    with pytest.raises(OutputTooLarge) as exc:
+        encode(wide, "webp")
+    assert exc.value.http_status == 413 and exc.value.details["limit"] == 16_383
+    assert len(encode(wide, "jpeg")) > 0 and len(encode(wide, "png")) > 0
+    edge = Image(pixels=np.zeros((1, 16_383, 3), np.uint8))
+    assert PILImage.open(io.BytesIO(encode(edge, "webp"))).size == (16_383, 1)
+
+
 def test_float_helpers_keep_depth() -> None:
     src = gradient(dtype=np.uint16)
     img = Image(pixels=src, bit_depth=16, alpha=np.full((48, 64), 65535, np.uint16))

@@ -269,3 +269,18 @@ def test_web_page_mounted_at_root_when_present(c):
     assert c.get("/api/health").json()["status"] == "online"
     r = c.get("/api/v1/unknown")
     assert r.status_code == 404 and r.json()["code"] == "not_found"
+
+
+def test_a_result_wider_than_its_format_allows_fails_before_any_work(c):
+    """WebP stores at most 16383 px per side: a 17000 px wide WebP result is refused by the job
+    before the faces run (one clear error, not Pillow's at the end); as PNG the size is fine."""
+    r = c.post("/api/v1/tools/face-recovery",
+               files={"image": ("t.png", png_bytes(64, 8), "image/png")},
+               data={"output_width": "17000", "output_format": "webp"})
+    assert r.status_code == 202, r.text
+    job = r.json()["jobId"]
+    snap = wait_for(lambda: (s := c.get(f"/api/v1/jobs/{job}").json())["status"]
+                    in ("succeeded", "failed") and s)
+    assert snap["status"] == "failed", snap
+    assert snap["error"]["code"] == "output_too_large", snap
+    assert "16,383" in snap["error"]["message"] and "PNG" in snap["error"]["message"]

@@ -10,6 +10,7 @@ import time
 import pytest
 import sqlalchemy
 
+from store_fixtures import pg, store  # noqa: F401 - fixtures
 from restora.service.migrations import current
 from restora.service.store import FAILED, SUCCEEDED, JobStore
 

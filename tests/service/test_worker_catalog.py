@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from store_fixtures import pg, store  # noqa: F401 - fixtures
 from restora.config import Settings
 from restora.errors import ModelNotInstalled
 from restora.models.registry import Registry

@@ -37,7 +37,7 @@ from typing import BinaryIO, Literal, NamedTuple
 import numpy as np
 from PIL import Image as PILImage
 
-from restora.errors import InvalidParameter
+from restora.errors import InvalidParameter, OutputTooLarge
 from restora.io.color import is_srgb, srgb_profile_bytes
 from restora.io.image import Image
 from restora.io.png import write_png
@@ -57,6 +57,22 @@ def output_format_for(source_format: str) -> OutputFormat:
     if fmt in ("jpeg", "webp"):
         return fmt  # type: ignore[return-value]
     return "png"
+
+
+#: the longest side each format can store (WebP: 14-bit sizes; JPEG: 16-bit; PNG: 2^31 - 1)
+MAX_SIDE: dict[str, int] = {"png": 2**31 - 1, "jpeg": 65_535, "webp": 16_383}
+
+
+def check_encodable(fmt: str, width: int, height: int) -> None:
+    """Refuse (413 ``output_too_large``) a result the format cannot hold, before any work is
+    spent on it: a WebP side over 16383 px or a JPEG side over 65535 px."""
+    fmt = "jpeg" if fmt.lower() == "jpg" else fmt.lower()
+    limit = MAX_SIDE.get(fmt)
+    if limit is not None and max(width, height) > limit:
+        raise OutputTooLarge(
+            f"The result would be {width}x{height}, but {fmt.upper()} stores at most {limit:,} "
+            "pixels per side; ask for PNG, or a smaller size.", width=width, height=height,
+            format=fmt, limit=limit)
 
 
 #: file extension written for each output format
@@ -125,6 +141,7 @@ def encode_to(fh: BinaryIO, image: Image, fmt: str = "png", *, quality: int = 95
         raise InvalidParameter("format", f"Output format must be one of png, jpeg or webp, not {fmt!r}.")
     if not 1 <= int(quality) <= 100:
         raise InvalidParameter("quality", f"Quality must be between 1 and 100, not {quality}.")
+    check_encodable(fmt, image.width, image.height)
     icc = _output_icc(image)
     exif = image.exif or None
     if fmt == "png":

@@ -62,6 +62,17 @@ def check_output_pixels(settings: Any, width: int, height: int) -> None:
             f"{limit:,}-pixel output limit.", width=width, height=height, limit=limit)
 
 
+def check_result_size(ctx: JobContext, source_format: str, width: int, height: int,
+                      fmt: str | None = None) -> None:
+    """Before any work: the result fits the output-pixel limit and the format it will be
+    written in (:func:`write_result` picks the same format)."""
+    from restora.io import check_encodable, output_for
+
+    check_output_pixels(ctx.settings, width, height)
+    check_encodable(output_for(ctx.job.tool, ctx.job.input_name, source_format, fmt).format,
+                    width, height)
+
+
 # --- shared steps ---------------------------------------------------------------------------
 
 #: inputs up to this many pixels (few JPEG scans) decode in-process: milliseconds of work, less
@@ -168,7 +179,7 @@ def _face_fields(result: Any) -> dict[str, Any]:
 def run_enhance_faces(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) -> dict[str, Any]:
     raw, image = decode_input(ctx)
     up = int(ctx.options.upscale)
-    check_output_pixels(ctx.settings, image.width * up, image.height * up)
+    check_result_size(ctx, image.format, image.width * up, image.height * up)
     result = enhance(ctx, image, ctx.options, **reference_kwargs(ctx))
     out = write_result(ctx, result.image, image.format)
     return {**_face_fields(result), **out, "originalSize": len(raw), **_source_size(image)}
@@ -181,7 +192,7 @@ def run_restore_photo(ctx: JobContext) -> dict[str, Any]:
     from restora.pipeline.photo.masks import load_user_mask, mask_png
 
     raw, image = decode_input(ctx)
-    check_output_pixels(ctx.settings, image.width, image.height)
+    check_result_size(ctx, image.format, image.width, image.height)
     mask = None
     mask_path = ctx.extra_input("mask")
     if mask_path is not None:
@@ -238,10 +249,13 @@ def run_face_refiner(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) -> 
     ctx.input_path.parent.mkdir(parents=True, exist_ok=True)
     ctx.input_path.write_bytes(content)
     raw, image = decode_input(ctx, content)
-    result = enhance(ctx, image, ctx.options, **reference_kwargs(ctx))
     # Tengrai: "auto (the default) uses the server default (webp ...)".
     fmt = p.get("outputFormat", "auto")
-    out = write_result(ctx, result.image, image.format, "webp" if fmt == "auto" else fmt)
+    fmt = "webp" if fmt == "auto" else fmt
+    up = int(ctx.options.upscale)
+    check_result_size(ctx, image.format, image.width * up, image.height * up, fmt)
+    result = enhance(ctx, image, ctx.options, **reference_kwargs(ctx))
+    out = write_result(ctx, result.image, image.format, fmt)
     return {**_face_fields(result), **out, "originalSize": len(raw),
             **_source_size(image), "seedUsed": p["seedUsed"]}
 
@@ -260,7 +274,7 @@ def run_face_recovery(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) ->
                         f"decoded image ({image.width}x{image.height}); the image's size is used")
     width, height = finishing.target_size(image.width, image.height, p.get("output_width"),
                                           p.get("output_height"))
-    check_output_pixels(ctx.settings, width, height)
+    check_result_size(ctx, image.format, width, height, p.get("output_format", "auto"))
     result = enhance(ctx, image, ctx.options, hi=80, **reference_kwargs(ctx))
     img = result.image
     if (width, height) != (img.width, img.height):

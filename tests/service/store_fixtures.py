@@ -1,5 +1,6 @@
-"""Store fixtures shared by the service tests: one real PostgreSQL per test module, and a
-``store`` parametrised over SQLite and that PostgreSQL."""
+"""Store fixtures shared by service test modules (import them: ``from store_fixtures import pg,
+store``): one real PostgreSQL per test module, and a ``store`` parametrised over SQLite and
+that PostgreSQL. Not a conftest.py: tests import ``conftest`` (the top one) by name."""
 
 from __future__ import annotations
 
