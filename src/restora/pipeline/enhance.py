@@ -459,10 +459,7 @@ def _plan(runtime: Runtime, model: str, pixels: np.ndarray, dets: Sequence[det.D
                                                               arch=MODEL_ARCH[model])
             why = f"{model} requested"
         else:
-            spec = reg.get(model)
-            if spec.task != "face-restoration":
-                raise InvalidParameter("model", f"model '{model}' is a {spec.task} model, not a "
-                                       "face restorer")
+            spec = reg.pick("face-restoration", model, param="model")
             why = f"model '{model}' requested"
         first = choose.Candidate(load_restorer(runtime, spec), fidelity)
         ladders = [choose.reference_ladder(first) if i in matches else [first] for i in range(n)]

@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import Column, Float, MetaData, String, Table, Text, delete, insert, select, update
 
-from restora.errors import ModelNotInstalled
+from restora.errors import ModelNotInstalled, UnknownModel
 from restora.models.registry import ModelSpec, Registry
 from restora.service.store import JobStore
 
@@ -91,7 +91,7 @@ class AdvertisedRegistry:
         if model_id in self._entries:
             try:
                 return self._registry.get(model_id)
-            except Exception:
+            except UnknownModel:
                 return self._entries[model_id]
         return self._registry.get(model_id)
 
@@ -105,21 +105,24 @@ class AdvertisedRegistry:
         return [e for e in self._entries.values()
                 if e.task == task and (arch is None or e.arch == arch)]
 
-
-class WorkerModels:
-    """What a preflight sees on an API node: ``registry`` and ``not_installed`` like a Runtime."""
-
-    def __init__(self, registry: AdvertisedRegistry, home: Registry) -> None:
-        self.registry = registry
-        self._home = home
+    # the same choice rule as a local registry, over what the workers have
+    pick = Registry.pick
 
     def not_installed(self, spec: ModelSpec) -> ModelNotInstalled:
-        home = self._home.not_installed(spec)
+        home = self._registry.not_installed(spec)
         how = f": run `{home.details['command']}` on a worker" if home.details.get("command") \
             else f" ({home.message})"
         return ModelNotInstalled(
             f"no worker has model '{spec.id}' installed{how} (workers read the shared models "
             "folder, see docs/deployment.md)", **home.details)
+
+
+class WorkerModels:
+    """What a preflight sees on an API node: ``registry`` and ``not_installed`` like a Runtime."""
+
+    def __init__(self, registry: AdvertisedRegistry) -> None:
+        self.registry = registry
+        self.not_installed = registry.not_installed
 
 
 class ClusterCatalog:
@@ -156,5 +159,4 @@ class ClusterCatalog:
         for (text,) in rows:
             for entry in json.loads(text):
                 merged.setdefault(entry["id"], entry)
-        return WorkerModels(AdvertisedRegistry(self.registry, list(merged.values())),
-                            self.registry)
+        return WorkerModels(AdvertisedRegistry(self.registry, list(merged.values())))

@@ -120,10 +120,5 @@ class ServiceSettings(Settings):
         return self.database_url or f"sqlite:///{self.service_dir / 'jobs.db'}"
 
     @property
-    def output_pixel_limit(self) -> int:
-        """``max_output_pixels`` (a core setting: the library and CLI refuse the same)."""
-        return self.max_output_pixels
-
-    @property
     def effective_workers(self) -> int:
         return self.workers or 1

@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
-from restora.errors import InvalidParameter, OutputTooLarge, RestoraError, UnknownModel
+from restora.errors import InvalidParameter, RestoraError, UnknownModel
 from restora.models.registry import RESTORER_FAMILIES
 from restora.pipeline.options import EnhanceOptions, PhotoOptions
 from restora.service.jobs import JobContext, Tool
@@ -35,14 +35,9 @@ def preflight_faces(runtime: Any, options: EnhanceOptions) -> None:
     detector = options.detector
     if detector:
         try:
-            spec = runtime.registry.get(detector)
+            runtime.registry.pick("face-detection", detector, param="detector")
         except UnknownModel as exc:
             raise InvalidParameter("detector", f"detector: {exc.message}") from None
-        if spec.task != "face-detection":
-            raise InvalidParameter("detector", f"'{detector}' is a {spec.task} model, not a "
-                                   "face detector.")
-        if not runtime.registry.is_installed(spec):
-            raise runtime.not_installed(spec)
     elif not options.faces:
         _require(runtime, "face-detection")
 
@@ -55,11 +50,9 @@ def preflight_photo(runtime: Any, options: PhotoOptions) -> None:
 
 def check_output_pixels(settings: Any, width: int, height: int) -> None:
     """Refuse a result larger than ``max_output_pixels`` (413) before any work is spent on it."""
-    limit = settings.output_pixel_limit
-    if width * height > limit:
-        raise OutputTooLarge(
-            f"The result would be {width}x{height} ({width * height:,} pixels), more than the "
-            f"{limit:,}-pixel output limit.", width=width, height=height, limit=limit)
+    from restora.io import Limits
+
+    Limits.from_settings(settings).check_output(width, height)
 
 
 def check_result_size(ctx: JobContext, source_format: str, width: int, height: int,
