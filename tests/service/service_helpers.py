@@ -124,6 +124,20 @@ def live_server(settings: ServiceSettings, *, tools: dict | None = None,
         thread.join(10)
 
 
+def serve_files(served: dict[str, bytes]) -> Callable[[BaseHTTPRequestHandler], None]:
+    """An :func:`http_fixture_server` handler answering each path in ``served`` with its bytes
+    (200) and any other path with an empty 404."""
+
+    def handler(req: BaseHTTPRequestHandler) -> None:
+        body = served.get(req.path, b"")
+        req.send_response(200 if body else 404)
+        req.send_header("Content-Length", str(len(body)))
+        req.end_headers()
+        req.wfile.write(body)
+
+    return handler
+
+
 @contextmanager
 def http_fixture_server(handler: Callable[[BaseHTTPRequestHandler], None]) -> Iterator[str]:
     """A tiny threaded HTTP server whose GET/POST are answered by ``handler(request)``."""

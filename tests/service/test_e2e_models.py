@@ -14,7 +14,7 @@ import pytest
 from PIL import Image as PILImage
 
 from conftest import shared_path
-from service_helpers import http_fixture_server, live_server, make_settings, wait_for
+from service_helpers import http_fixture_server, live_server, make_settings, serve_files, wait_for
 from tiny_models import write_tiny_manifest
 
 from restora.service.app import RUNTIME_FROM_SETTINGS
@@ -29,15 +29,7 @@ def env(tmp_path_factory):
     settings = make_settings(tmp / "home", models=manifest, device="cpu", threads=2,
                              allow_loopback_fetch=True)
     served = {"/04.jpg": (photos / "04.jpg").read_bytes()}
-
-    def handler(req):
-        body = served.get(req.path, b"")
-        req.send_response(200 if body else 404)
-        req.send_header("Content-Length", str(len(body)))
-        req.end_headers()
-        req.wfile.write(body)
-
-    with http_fixture_server(handler) as img_base, \
+    with http_fixture_server(serve_files(served)) as img_base, \
             live_server(settings, tools=default_tools(),
                         runtime=RUNTIME_FROM_SETTINGS) as srv, \
             httpx.Client(base_url=srv.url, timeout=60) as client:

@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from conftest import shared_path
-from service_helpers import http_fixture_server, live_server, make_settings, png_bytes, wait_for
+from service_helpers import (http_fixture_server, live_server, make_settings, png_bytes,
+                             serve_files, wait_for)
 from tiny_models import write_tiny_manifest
 
 from restora.service.app import RUNTIME_FROM_SETTINGS
@@ -26,15 +27,7 @@ def env(tmp_path_factory):
     settings = make_settings(tmp / "home", models=write_tiny_manifest(tmp), device="cpu",
                              threads=2, allow_loopback_fetch=True)
     served = {"/05.jpg": (photos / "05.jpg").read_bytes()}
-
-    def handler(req):
-        body = served.get(req.path, b"")
-        req.send_response(200 if body else 404)
-        req.send_header("Content-Length", str(len(body)))
-        req.end_headers()
-        req.wfile.write(body)
-
-    with http_fixture_server(handler) as base, \
+    with http_fixture_server(serve_files(served)) as base, \
             live_server(settings, tools=default_tools(), runtime=RUNTIME_FROM_SETTINGS) as srv, \
             httpx.Client(base_url=srv.url, timeout=60) as client:
         yield client, photos, base
