@@ -335,14 +335,7 @@ def _one_sided(mask: np.ndarray, luma: np.ndarray, ratio: float, gap: float) -> 
     a, b = side(1.0), side(-1.0)
     r = np.abs(a - b) / np.maximum(np.abs(luma[ys, xs] - 0.5 * (a + b)), 1.0)
     good = np.isfinite(r)
-    lab_g, r_g = lab[good], r[good]
-    order = np.lexsort((r_g, lab_g))
-    lab_s, r_s = lab_g[order], r_g[order]
-    first = np.searchsorted(lab_s, np.arange(n))
-    count = np.bincount(lab_s, minlength=n)
-    med = np.full(n, 0.0)
-    has = count > 0
-    med[has] = r_s[first[has] + count[has] // 2]
+    med = _medians(lab[good], r[good], n)  # NaN (never > ratio) where no flank was sampled
     drop = elongated & (med > ratio)
     drop[0] = False
     return drop[labels]
