@@ -6,9 +6,12 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import typer
+
+if TYPE_CHECKING:
+    from restora.io.files import Payload
 
 #: Extensions picked up when scanning folders (explicit files are content-sniffed whatever
 #: their name).
@@ -45,24 +48,16 @@ def collect_inputs(inputs: list[Path]) -> list[tuple[Path, Path]]:
     return unique
 
 
-def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
-    """Write via a temporary sibling so a crash never leaves a half-written image; a write
-    that fails (disk full, permissions changed meanwhile) is one clear error, not a trace.
-    ``data`` is the bytes or a function writing them into the open file (an encoder that
-    streams, so a large image is never held encoded in memory)."""
+def write_atomic(path: Path, data: Payload) -> None:
+    """:func:`restora.io.files.write_atomic` into ``path`` (creating its folder); a write that
+    fails (disk full, permissions changed meanwhile) is one clear error, not a trace."""
     from restora.cli._checks import OutputNotWritable
+    from restora.io.files import write_atomic as write
 
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        if callable(data):
-            with open(tmp, "wb") as fh:
-                data(fh)
-        else:
-            tmp.write_bytes(data)
-        tmp.replace(path)
+        write(path, data)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise OutputNotWritable(f"cannot write {path}: {exc.strerror or exc}",
                                 path=str(path)) from None
 

@@ -16,11 +16,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, Callable
 
 from pydantic import BaseModel
 
 from restora.errors import Cancelled, RestoraError
+from restora.io.files import Payload, write_atomic
 from restora.pipeline.options import parse
 from restora.service import history
 from restora.service.logs import log_job_id
@@ -115,18 +116,10 @@ class JobContext:
             self.progress(stage, lo + (hi - lo) * max(0.0, min(100.0, float(percent))) / 100.0)
         return report
 
-    def write_output(self, name: str, data: bytes | Callable[[BinaryIO], None]) -> Path:
+    def write_output(self, name: str, data: Payload) -> Path:
         """Write an output file atomically: ``data`` is its bytes or a function writing them
         into the open file (a streaming encoder: no encoded copy in memory)."""
-        path = self.output_dir / name
-        tmp = path.with_name(path.name + ".part")
-        if callable(data):
-            with open(tmp, "wb") as fh:
-                data(fh)
-        else:
-            tmp.write_bytes(data)
-        tmp.replace(path)
-        return path
+        return write_atomic(self.output_dir / name, data)
 
     def download_url(self, name: str) -> str:
         return f"/api/v1/download/{self.job.id}/{name}"

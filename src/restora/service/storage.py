@@ -12,6 +12,8 @@ import shutil
 from pathlib import Path
 from typing import Protocol
 
+from restora.io.files import write_atomic
+
 
 class ResultStorage(Protocol):
     def job_dir(self, job_id: str) -> Path:
@@ -42,10 +44,7 @@ class LocalFolderStorage:
     def save(self, job_id: str, area: str, name: str, data: bytes) -> Path:
         path = self.job_dir(job_id) / area / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".part")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-        return path
+        return write_atomic(path, data)
 
     def path(self, job_id: str, area: str, name: str) -> Path | None:
         path = self.job_dir(job_id) / area / name
