@@ -10,10 +10,12 @@ import pytest
 
 from conftest import shared_path
 from restora.config import Settings
+from restora.models import nets
 from restora.models.runtime import Runtime
 from restora.pipeline import detect as det
 from tiny_models import write_tiny_manifest
 
+RETINA, YUNET = "retinaface-mobilenet0.25-facelibcfg", "yunet-2026may"
 PHOTOS = ["00.jpg", "01.jpg", "02.png", "03.jpg", "04.jpg", "05.jpg", "06.png"]
 
 
@@ -52,7 +54,7 @@ def test_yunet_counts_on_every_photo(runtime: Runtime) -> None:
     counts = []
     for name in PHOTOS:
         rgb = photo(name)
-        dets = det.detect_faces(net, rgb, conf_threshold=det.sensitivity_to_threshold(0.5, "yunet"))
+        dets = det.detect_faces(net, rgb, conf_threshold=det.sensitivity_to_threshold(0.5, net))
         assert_plausible(dets, rgb)
         counts.append(len(dets))
     assert counts == [4, 4, 4, 1, 1, 1, 2]
@@ -60,7 +62,7 @@ def test_yunet_counts_on_every_photo(runtime: Runtime) -> None:
 
 def test_retinaface_counts_and_geometry(runtime: Runtime) -> None:
     net = runtime.load("retinaface-mobilenet0.25-facelibcfg")
-    thr = det.sensitivity_to_threshold(0.5, "retinaface")
+    thr = det.sensitivity_to_threshold(0.5, net)
     assert thr == pytest.approx(0.8)
     for name, expected in (("02.png", 4), ("00.jpg", 4), ("03.jpg", 1)):
         rgb = photo(name)
@@ -153,7 +155,7 @@ def test_working_image_is_bounded(shape: tuple[int, int], working_size: int | No
         np.testing.assert_allclose(found[0].box, (0, 0, w, h), rtol=1e-5)
 
 
-def test_rules_per_model() -> None:
+def test_rules_per_model(runtime: Runtime) -> None:
     """CodeFormer's rule: 640 px, RetinaFace 0.8. GFPGAN's: own resolution, RetinaFace 0.97."""
     assert det.RULES["codeformer"].working_size == 640 and det.RULES["codeformer"].enlarge_only
     assert det.RULES["gfpgan"].working_size is None
@@ -161,9 +163,10 @@ def test_rules_per_model() -> None:
     assert det.working_scale(189, 248, 640, enlarge_only=True) == pytest.approx(640 / 189)
     assert det.working_scale(645, 1204, 640, enlarge_only=True) == 1.0
     gfp = det.GFPGAN_RULE
-    assert det.sensitivity_to_threshold(0.5, "retinaface", gfp) == pytest.approx(0.97)
-    assert det.sensitivity_to_threshold(0.5, "yunet", gfp) == pytest.approx(0.6)
-    values = [det.sensitivity_to_threshold(s, "retinaface", gfp) for s in np.linspace(0, 1, 41)]
+    retina, yunet = runtime.load(RETINA), runtime.load(YUNET)
+    assert det.sensitivity_to_threshold(0.5, retina, gfp) == pytest.approx(0.97)
+    assert det.sensitivity_to_threshold(0.5, yunet, gfp) == pytest.approx(0.6)
+    values = [det.sensitivity_to_threshold(s, retina, gfp) for s in np.linspace(0, 1, 41)]
     assert all(a > b for a, b in zip(values, values[1:]))
     # within the bounds the image keeps its resolution; a 6000 x 4000 photo is shrunk to 4 MP
     assert det.working_scale(645, 1204, None) == 1.0
@@ -203,23 +206,40 @@ def test_16bit_input_is_detected_like_8bit(runtime: Runtime) -> None:
     np.testing.assert_allclose(a[0].landmarks, b[0].landmarks, atol=1e-4)
 
 
-def test_sensitivity_rule_is_monotonic() -> None:
-    for arch in ("retinaface", "yunet", "other"):
-        values = [det.sensitivity_to_threshold(s, arch) for s in np.linspace(0, 1, 41)]
+def test_sensitivity_rule_is_monotonic(runtime: Runtime) -> None:
+    # the two shipped detectors and one with the generic detector facts
+    for net in (runtime.load(RETINA), runtime.load(YUNET), nets.FaceDetector):
+        values = [det.sensitivity_to_threshold(s, net) for s in np.linspace(0, 1, 41)]
         assert all(a > b for a, b in zip(values, values[1:]))
         assert values[0] == pytest.approx(det.STRICT_THRESHOLD)
         assert values[-1] == pytest.approx(det.LOOSE_THRESHOLD)
-    assert det.sensitivity_to_threshold(0.5, "yunet") == pytest.approx(0.6)
     from restora.errors import InvalidParameter
 
     with pytest.raises(InvalidParameter):
-        det.sensitivity_to_threshold(1.5)
+        det.sensitivity_to_threshold(1.5, runtime.load(YUNET))
+
+
+def test_threshold_follows_the_loaded_descriptor(runtime: Runtime) -> None:
+    """At sensitivity 0.5 each detector gets its descriptor's own usual threshold; only the
+    reference restorers' detector (RetinaFace) takes the restorer rule's threshold instead."""
+    retina, yunet = runtime.load(RETINA), runtime.load(YUNET)
+    assert (retina.mid_threshold, yunet.mid_threshold) == (0.8, 0.6)
+    assert det.sensitivity_to_threshold(0.5, yunet) == pytest.approx(yunet.mid_threshold)
+    assert det.sensitivity_to_threshold(0.5, retina) == pytest.approx(retina.mid_threshold)
+    for rule in (det.CODEFORMER_RULE, det.GFPGAN_RULE):
+        assert det.sensitivity_to_threshold(0.5, retina, rule) == pytest.approx(rule.reference_threshold)
+        assert det.sensitivity_to_threshold(0.5, yunet, rule) == pytest.approx(yunet.mid_threshold)
+
+    class StricterYuNet(nets.YuNetDetector):  # same family name, another usual threshold
+        mid_threshold = 0.7
+
+    assert det.sensitivity_to_threshold(0.5, StricterYuNet, det.GFPGAN_RULE) == pytest.approx(0.7)
 
 
 def test_higher_sensitivity_never_finds_fewer_faces(runtime: Runtime) -> None:
-    net = runtime.load("retinaface-mobilenet0.25-facelibcfg")
+    net = runtime.load(RETINA)
     rgb = photo("01.jpg")
-    counts = [len(det.detect_faces(net, rgb, conf_threshold=det.sensitivity_to_threshold(s)))
+    counts = [len(det.detect_faces(net, rgb, conf_threshold=det.sensitivity_to_threshold(s, net)))
               for s in (0.0, 0.5, 1.0)]
     assert counts == sorted(counts) and counts[0] >= 1
 

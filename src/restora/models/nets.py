@@ -327,6 +327,9 @@ class FaceDetector(Network):
     task = "face-detection"
     #: confidence threshold at sensitivity 0.5 (the detector's usual setting)
     mid_threshold: ClassVar[float] = 0.6
+    #: the detector the reference restorers were written for: their pipeline's own threshold
+    #: (``pipeline.detect.DetectionRule``) replaces ``mid_threshold``
+    follows_reference_rule: ClassVar[bool] = False
     probe_size = 320
 
     def inputs(self, batch: int | None = None, height: int | None = None,
@@ -348,6 +351,7 @@ class RetinaFaceDetector(FaceDetector):
 
     family = "retinaface"
     mid_threshold = 0.8
+    follows_reference_rule = True
     input_range = (-123.0, 151.0)  # BGR minus the mean
 
     def graph(self) -> torch.nn.Module:

@@ -26,8 +26,6 @@ MAX_WORKING_PIXELS = 4 * 2**20
 MIN_EYE_DISTANCE = 5.0
 NMS_IOU = 0.4
 
-#: Per detector architecture, the confidence threshold at sensitivity 0.5 (its usual setting).
-MID_THRESHOLD = {"retinaface": 0.8, "yunet": 0.6}
 #: Thresholds at sensitivity 0 (only sure faces) and 1 (everything plausible).
 STRICT_THRESHOLD = 0.97
 LOOSE_THRESHOLD = 0.3
@@ -35,11 +33,12 @@ LOOSE_THRESHOLD = 0.3
 
 @dataclass(frozen=True)
 class DetectionRule:
-    """How a restorer's reference pipeline detects faces (geometry and RetinaFace threshold)."""
+    """How a restorer's reference pipeline detects faces (geometry, and the threshold of the
+    detector it was written for: a descriptor's ``follows_reference_rule``)."""
 
     name: str
     working_size: int | None  # short side the detector sees; None: the image's own resolution
-    retinaface_threshold: float  # RetinaFace's confidence threshold at sensitivity 0.5
+    reference_threshold: float  # the reference detector's confidence threshold at sensitivity 0.5
     enlarge_only: bool = False  # images whose short side exceeds working_size keep their size
 
 
@@ -60,6 +59,13 @@ BOX_LANDMARKS = np.array([[0.27, 0.39], [0.73, 0.39], [0.50, 0.59], [0.30, 0.74]
 class FaceDetector(Protocol):
     def detect(self, image_rgb: np.ndarray, conf_threshold: float = ...,
                nms_threshold: float = ...) -> np.ndarray: ...
+
+
+class ThresholdFacts(Protocol):
+    """What the sensitivity rule reads from a detector descriptor (``models.nets.FaceDetector``)."""
+
+    mid_threshold: float  # its usual confidence threshold (sensitivity 0.5)
+    follows_reference_rule: bool  # a restorer's DetectionRule threshold replaces mid_threshold
 
 
 @dataclass(frozen=True)
@@ -85,18 +91,19 @@ class Detection:
         return (x1 + x2) / 2.0, (y1 + y2) / 2.0
 
 
-def sensitivity_to_threshold(sensitivity: float, arch: str = "retinaface",
+def sensitivity_to_threshold(sensitivity: float, detector: ThresholdFacts,
                              rule: DetectionRule = CODEFORMER_RULE) -> float:
-    """Map ``sensitivity`` in [0, 1] to a detector confidence threshold (strictly decreasing).
+    """Map ``sensitivity`` in [0, 1] to ``detector``'s confidence threshold (strictly decreasing).
 
-    Piecewise linear through three points: 0 -> 0.97, 0.5 -> the usual threshold (RetinaFace:
-    the rule's, 0.8 for CodeFormer, 0.97 for GFPGAN; YuNet 0.6), 1 -> 0.3. Where the usual
-    threshold is already 0.97 (GFPGAN), sensitivity 0 asks for 0.99. Higher sensitivity finds
-    more (and less sure) faces.
+    Piecewise linear through three points: 0 -> 0.97, 0.5 -> the detector's usual threshold,
+    1 -> 0.3. The usual threshold is the descriptor's ``mid_threshold`` (YuNet 0.6), or for the
+    detector the references were written for (RetinaFace) the ``rule``'s: 0.8 for CodeFormer,
+    0.97 for GFPGAN. Where it is already 0.97 (GFPGAN), sensitivity 0 asks for 0.99. Higher
+    sensitivity finds more (and less sure) faces.
     """
     if not 0.0 <= sensitivity <= 1.0:
         raise InvalidParameter("sensitivity", f"sensitivity must be between 0 and 1, got {sensitivity}")
-    mid = rule.retinaface_threshold if arch == "retinaface" else MID_THRESHOLD.get(arch, 0.6)
+    mid = rule.reference_threshold if detector.follows_reference_rule else detector.mid_threshold
     strict = max(STRICT_THRESHOLD, mid + 0.02)
     if sensitivity <= 0.5:
         return strict + (mid - strict) * (sensitivity / 0.5)

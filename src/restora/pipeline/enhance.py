@@ -370,7 +370,7 @@ def _find_faces(runtime: Runtime, pixels: np.ndarray, *, faces: Sequence[dict] |
         try:
             spec = _detector_spec(runtime, detector)
             net = runtime.load(spec.id)
-            thr = det.sensitivity_to_threshold(sensitivity, net.kind, rule)
+            thr = det.sensitivity_to_threshold(sensitivity, net, rule)
         except ModelNotInstalled:
             if detector:
                 raise
@@ -388,7 +388,7 @@ def _find_faces(runtime: Runtime, pixels: np.ndarray, *, faces: Sequence[dict] |
         net = runtime.load(spec.id)
         if used is not None:
             used.append(net)
-        thr = det.sensitivity_to_threshold(sensitivity, net.kind, rule)
+        thr = det.sensitivity_to_threshold(sensitivity, net, rule)
         dets = det.detect_faces(net, pixels, conf_threshold=thr, working_size=rule.working_size,
                                 enlarge_only=rule.enlarge_only)
         dets, small = det.drop_small(dets)
@@ -538,7 +538,7 @@ def _describe_references(runtime: Runtime, checker: IdentityChecker, refs: Seque
 
     spec = _detector_spec(runtime, detector)
     net = runtime.load(spec.id)
-    thr = det.sensitivity_to_threshold(0.5, net.kind)
+    thr = det.sensitivity_to_threshold(0.5, net)
     crops, report = [], []
     for j, ref in enumerate(refs):
         name = ref.name if isinstance(ref, Path) else (ref if isinstance(ref, str) else None)

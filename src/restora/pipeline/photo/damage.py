@@ -98,7 +98,7 @@ def protect_face_features(mask: np.ndarray, pixels: np.ndarray, runtime: Runtime
 
     net = runtime.load(installed[0].id)
     faces = det.detect_faces(net, pixels, conf_threshold=det.sensitivity_to_threshold(
-        0.5, net.kind))
+        0.5, net))
     if not faces:
         return mask, 0
     zone = np.zeros(mask.shape, np.uint8)
