@@ -271,15 +271,46 @@ def test_web_page_mounted_at_root_when_present(c):
     assert r.status_code == 404 and r.json()["code"] == "not_found"
 
 
-def test_a_result_wider_than_its_format_allows_fails_before_any_work(c):
-    """WebP stores at most 16383 px per side: a 17000 px wide WebP result is refused by the job
-    before the faces run (one clear error, not Pillow's at the end); as PNG the size is fine."""
-    r = c.post("/api/v1/tools/face-recovery",
-               files={"image": ("t.png", png_bytes(64, 8), "image/png")},
-               data={"output_width": "17000", "output_format": "webp"})
-    assert r.status_code == 202, r.text
-    job = r.json()["jobId"]
-    snap = wait_for(lambda: (s := c.get(f"/api/v1/jobs/{job}").json())["status"]
+def _recovery_ids(c) -> set[str]:
+    return {j["jobId"] for j in c.get("/api/v1/jobs", params={"tool": "face-recovery",
+                                                              "limit": 100}).json()["jobs"]}
+
+
+def _webp_bytes(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    PILImage.fromarray(np.full((height, width, 3), 128, np.uint8)).save(buf, "WEBP")
+    return buf.getvalue()
+
+
+def test_a_result_wider_than_its_format_allows_is_refused_at_submission(c):
+    """WebP stores at most 16383 px per side: a 17000 px wide WebP result is answered 413
+    ``output_too_large`` by the submission itself (the header gives the input's size), with
+    the message the job would fail with, and no job is created. The format may be asked for
+    (``output_format``) or follow the input (``auto`` on a WebP keeps WebP)."""
+    before = _recovery_ids(c)
+    for name, data, form in (
+            ("t.png", png_bytes(64, 8), {"output_width": "17000", "output_format": "webp"}),
+            ("t.webp", _webp_bytes(64, 8), {"output_width": "17000"})):
+        r = c.post("/api/v1/tools/face-recovery", files={"image": (name, data, "image/png")},
+                   data=form)
+        assert r.status_code == 413, r.text
+        body = r.json()
+        assert body["code"] == "output_too_large" and body["status"] == 413, body
+        assert "16,383" in body["message"] and "PNG" in body["message"], body
+    assert _recovery_ids(c) == before
+
+
+def test_a_job_past_the_submission_check_still_fails_before_any_work(srv, c):
+    """The job repeats the check when it starts: a job submitted without the API's check (an
+    older node, a row written by another version) fails with the same error."""
+    from restora.service import params as P
+
+    opts = P.validate(P.FaceRecoverySettings, {"output_width": 17000, "output_format": "webp"})
+    record = srv.manager.submit("face-recovery", api="topaz",
+                                params=opts.model_dump(mode="json", exclude={"iai_packed_metadata"}),
+                                options=opts.options(None), input_bytes=png_bytes(64, 8),
+                                input_name="t.png")
+    snap = wait_for(lambda: (s := c.get(f"/api/v1/jobs/{record.id}").json())["status"]
                     in ("succeeded", "failed") and s)
     assert snap["status"] == "failed", snap
     assert snap["error"]["code"] == "output_too_large", snap

@@ -33,7 +33,8 @@ async def _submit(request: Request, tool: str, model: type[P.BaseModel],
     s = settings(request)
     values = P.validate(model, {**P.parse_settings_json(settings_raw), **(overrides or {})})
     data = await file.read()
-    check_image(data, s, scale=int(getattr(values, "upscale", 1) or 1))
+    check_image(data, s, scale=int(getattr(values, "upscale", 1) or 1), tool=tool,
+                input_name=file.filename or "image")
     refs = await check_references(
         s, request.app.state.runtime, [await f.read() for f in reference or []],
         url_list(getattr(values, "reference_url", None), "referenceUrl"))

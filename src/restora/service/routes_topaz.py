@@ -64,7 +64,8 @@ async def face_recovery(request: Request) -> JSONResponse:
     if image is None:
         raise InvalidParameter("image", "No image was sent (multipart field 'image').")
     opts = P.validate(P.FaceRecoverySettings, values)
-    check_image(image[1], s, output_size=(opts.output_width, opts.output_height))
+    check_image(image[1], s, output_size=(opts.output_width, opts.output_height),
+                tool="face-recovery", input_name=image[0], output_format=opts.output_format)
     refs = await check_references(s, request.app.state.runtime, reference,
                                   list(opts.reference_uri or []), url_field="reference_uri")
     job_params = {**opts.model_dump(mode="json", exclude={"iai_packed_metadata"}),

@@ -55,15 +55,23 @@ def check_output_pixels(settings: Any, width: int, height: int) -> None:
     Limits.from_settings(settings).check_output(width, height)
 
 
-def check_result_size(ctx: JobContext, source_format: str, width: int, height: int,
-                      fmt: str | None = None) -> None:
-    """Before any work: the result fits the output-pixel limit and the format it will be
-    written in (:func:`write_result` picks the same format)."""
+def check_result(settings: Any, tool: str, input_name: str | None, source_format: str,
+                 width: int, height: int, fmt: str | None = None) -> None:
+    """The result fits the output-pixel limit and the format it will be written in
+    (:func:`write_result` picks the same format), else 413 ``output_too_large``. Run at
+    submission when the input's header gives its size (``views.check_image``) and again when
+    the job starts (a job submitted past the API, or a size only decoding reveals)."""
     from restora.io import check_encodable, output_for
 
-    check_output_pixels(ctx.settings, width, height)
-    check_encodable(output_for(ctx.job.tool, ctx.job.input_name, source_format, fmt).format,
-                    width, height)
+    check_output_pixels(settings, width, height)
+    check_encodable(output_for(tool, input_name, source_format, fmt).format, width, height)
+
+
+def check_result_size(ctx: JobContext, source_format: str, width: int, height: int,
+                      fmt: str | None = None) -> None:
+    """:func:`check_result` for the job's tool and input, before any work."""
+    check_result(ctx.settings, ctx.job.tool, ctx.job.input_name, source_format, width, height,
+                 fmt)
 
 
 # --- shared steps ---------------------------------------------------------------------------

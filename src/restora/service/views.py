@@ -51,16 +51,21 @@ class JobNotFound(RestoraError):
 
 
 def check_image(data: bytes, s: ServiceSettings, *, scale: int = 1,
-                output_size: tuple[int | None, int | None] | None = None) -> str:
+                output_size: tuple[int | None, int | None] | None = None,
+                tool: str | None = None, input_name: str | None = None,
+                output_format: str | None = None) -> str:
     """Reject empty, oversized or non-image uploads before a job is created; returns format.
 
     The header is read (no pixel decoded) so inputs over the pixel or frame limits, and results
     over the output-pixel limit (``scale`` x the input, or ``output_size`` with one side
-    optional), are refused at once with 413 instead of failing minutes later in a job.
+    optional), are refused at once with 413 instead of failing minutes later in a job. With
+    ``tool`` (the job's), the result must also fit the format it will be written in
+    (``output_format`` or the tool's rule: a WebP side is at most 16383 px), by the same check
+    the job runs when it starts (:func:`restora.service.tools.check_result`).
     """
     from restora.io import Limits, probe_size, sniff_format
     from restora.service.finishing import target_size
-    from restora.service.tools import check_output_pixels
+    from restora.service.tools import check_output_pixels, check_result
 
     if not data:
         raise EmptyFile("The uploaded file is empty.")
@@ -71,14 +76,20 @@ def check_image(data: bytes, s: ServiceSettings, *, scale: int = 1,
     if fmt is None:
         raise UnsupportedFormat("The file is not an image in a supported format.")
     size = probe_size(data, limits=Limits.from_settings(s))
+    result: tuple[int, int] | None = None
     if output_size is not None and any(output_size):
         ow, oh = output_size
         if ow and oh:
-            check_output_pixels(s, ow, oh)
+            result = ow, oh
         elif size is not None:
-            check_output_pixels(s, *target_size(size[0], size[1], ow, oh))
-    if size is not None and not (output_size and any(output_size)):
-        check_output_pixels(s, size[0] * scale, size[1] * scale)
+            result = target_size(size[0], size[1], ow, oh)
+    elif size is not None:
+        result = size[0] * scale, size[1] * scale
+    if result is not None:
+        if tool is None:
+            check_output_pixels(s, *result)
+        else:
+            check_result(s, tool, input_name, fmt, *result, output_format)
     return fmt
 
 
