@@ -29,6 +29,8 @@ from restora.service.settings import ServiceSettings
 from restora.service.tools import default_tools
 
 REPO = Path(__file__).resolve().parents[2]
+#: how long :func:`live_server` waits for uvicorn to report it started
+SERVER_START_TIMEOUT_S = 60.0
 
 
 def make_enhancer(step_s: float = 0.0, steps: int = 10) -> Callable[..., EnhanceResult]:
@@ -112,10 +114,15 @@ def live_server(settings: ServiceSettings, *, tools: dict | None = None,
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
+    # generous: the whole suite on 2 shared cores can take tens of seconds to start the app
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
     while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("server did not start")
+        if not thread.is_alive():
+            raise RuntimeError(f"the test server thread for 127.0.0.1:{settings.port} ended "
+                               "before uvicorn reported it started (see its log above)")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"uvicorn did not report started on 127.0.0.1:{settings.port} "
+                               f"within {SERVER_START_TIMEOUT_S:g} s")
         time.sleep(0.02)
     try:
         yield LiveServer(f"http://127.0.0.1:{settings.port}", app, settings)
