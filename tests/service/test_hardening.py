@@ -133,13 +133,17 @@ def test_timeout_during_decode_frees_the_worker(tmp_path):
 
 # --- bytes held ----------------------------------------------------------------------------
 
-def test_failed_jobs_inputs_deleted_at_once(c, srv):
+def test_failed_jobs_keep_their_input_and_a_damaged_one_previews_as_an_error(c, srv):
+    """A failed job's input stays until retention (docs/service.md); when the input is what
+    failed, its history preview is the decode's clear 4xx, never a trace."""
     broken = png_bytes(64, 48)[:-40] + b"\x00" * 40  # valid header, damaged data
     job = c.post("/api/v1/tools/enhance-faces",
                  files={"file": ("x.png", broken, "image/png")}).json()["jobId"]
     snap = _final(c, job)
     assert snap["status"] == "failed"
-    assert not (srv.manager.job_dir(job) / "input").exists()
+    assert (srv.manager.job_dir(job) / "input" / "x.png").read_bytes() == broken
+    r = c.get(f"/api/v1/jobs/{job}/input.webp")
+    assert r.status_code == 422 and r.json()["code"] == "corrupt_image", r.text
     ok = c.post("/api/v1/tools/enhance-faces",
                 files={"file": ("y.png", png_bytes(), "image/png")}).json()["jobId"]
     assert _final(c, ok)["status"] == "succeeded"

@@ -4,6 +4,7 @@ input preview for formats a browser cannot show, and the zip of several results.
 from __future__ import annotations
 
 import io
+import time
 import zipfile
 
 import httpx
@@ -103,3 +104,37 @@ def test_input_preview_makes_tiff_viewable_and_zip_bundles_results(server):
         assert c.get("/api/v1/archive.zip", params={"jobs": ""}).status_code == 400
     with _client(server, "bob-key") as bob:
         assert bob.get(f"/api/v1/jobs/{tif}/input.webp").status_code == 404
+
+
+def test_a_failed_jobs_input_preview_answers_until_retention_removes_it(tmp_path):
+    """A failed job keeps its input (and extra uploads) as long as a result is kept, so its
+    history entry shows the input and the user could send it again; the janitor removes it
+    with the job after ``result_ttl_s``. (A cancelled job's input still goes at once.)"""
+    settings = make_settings(tmp_path / "home")
+    with live_server(settings, tools=service_tools()) as srv, \
+            httpx.Client(base_url=srv.url, timeout=30) as c:
+        # the mask's aspect ratio is not the photo's: found when the job starts, so it fails
+        r = c.post("/api/v1/tools/restore-photo",
+                   files={"file": ("old.png", png_bytes(64, 48), "image/png"),
+                          "mask": ("m.png", png_bytes(10, 50), "image/png")})
+        assert r.status_code == 202, r.text
+        job = r.json()["jobId"]
+        snap = wait_for(lambda: (s := c.get(f"/api/v1/jobs/{job}").json())["status"]
+                        in ("succeeded", "failed", "canceled") and s)
+        assert snap["status"] == "failed" and snap["error"]["code"] == "invalid_parameter", snap
+        job_dir = srv.manager.job_dir(job)
+        assert (job_dir / "input" / "old.png").read_bytes() == png_bytes(64, 48)
+        assert (job_dir / "extra" / "mask").is_file()
+
+        preview = c.get(f"/api/v1/jobs/{job}/input.webp")
+        assert preview.status_code == 200, preview.text
+        assert preview.headers["content-type"] == "image/webp"
+        assert PILImage.open(io.BytesIO(preview.content)).size == (64, 48)
+        listed = {j["jobId"]: j for j in c.get("/api/v1/jobs").json()["jobs"]}
+        assert listed[job]["status"] == "failed" and listed[job]["inputName"] == "old.png"
+
+        # retention: the janitor's pass once result_ttl_s has gone by removes job and input
+        assert srv.manager.cleanup(now=time.time() + settings.result_ttl_s + 1) == [job]
+        gone = c.get(f"/api/v1/jobs/{job}/input.webp")
+        assert gone.status_code == 404 and gone.json()["code"] == "job_not_found"
+        assert not job_dir.exists()

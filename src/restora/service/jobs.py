@@ -367,13 +367,15 @@ class JobManager:
             self._notify_final(job_id)
 
     def _release(self, record: JobRecord) -> None:
-        """A job ended: its client's bytes are free again, and a failed or cancelled job's
-        inputs are deleted at once (only a result is worth keeping until the TTL)."""
+        """A job ended: its client's bytes are free again, and a cancelled job's inputs are
+        deleted at once. A failed job's inputs stay as long as a result would (``cleanup``
+        removes them after the TTL): its history entry shows the input and the user may
+        send it again."""
         with self._held_lock:
             held = self._held.pop(record.id, None)
         if held is not None and self.client_bytes is not None:
             self.client_bytes.release(*held)
-        if record.status in (FAILED, CANCELED):
+        if record.status == CANCELED:
             d = self.job_dir(record.id)
             shutil.rmtree(d / "input", ignore_errors=True)
             shutil.rmtree(d / EXTRA_DIR, ignore_errors=True)

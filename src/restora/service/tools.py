@@ -246,7 +246,7 @@ def run_face_refiner(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) -> 
     p = ctx.params
     ctx.progress("fetching", 0)
     content = _fetch(ctx, p["imageUrl"])
-    # Kept with the job's input (never downloadable); a failed job's input is deleted at once.
+    # Kept with the job's input (never downloadable), for as long as the job is retained.
     ctx.input_path.parent.mkdir(parents=True, exist_ok=True)
     ctx.input_path.write_bytes(content)
     raw, image = decode_input(ctx, content)
