@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 
@@ -23,7 +24,9 @@ def test_a_streaming_writer_writes_into_the_open_file(tmp_path):
 
     def writer(fh):
         # while it writes, the target does not exist yet: only the hidden temporary does
-        assert not target.exists() and temp_name(target).exists()
+        assert not target.exists()
+        (temp,) = os.listdir(tmp_path)
+        assert temp.startswith(".big.bin.") and temp.endswith(".tmp")
         for chunk in chunks:
             fh.write(chunk)
 
@@ -54,3 +57,37 @@ def test_a_missing_folder_is_an_os_error_and_leaves_nothing(tmp_path):
     with pytest.raises(FileNotFoundError):
         write_atomic(tmp_path / "absent" / "x.png", b"data")
     assert os.listdir(tmp_path) == []
+
+
+def test_the_temporary_is_a_hidden_sibling_told_apart_per_writer(tmp_path):
+    target = tmp_path / "meta.json"
+    assert temp_name(target, "ab12") == tmp_path / ".meta.json.ab12.tmp"
+    assert temp_name(target) != temp_name(target)  # a fresh token per call
+
+
+def test_concurrent_writers_of_one_path_each_write_their_own_whole_file(tmp_path):
+    # Two processes sharing a cache may write the same small file at the same moment: both
+    # must be inside their writer at once, and the result must be one writer's whole output.
+    target = tmp_path / "hashes.json"
+    both_writing = threading.Barrier(2, timeout=30)
+    payloads = {name: name.encode() * 50_000 for name in ("first", "second")}
+    errors: list[BaseException] = []
+
+    def write(name: str) -> None:
+        def writer(fh):
+            fh.write(payloads[name][:1000])
+            both_writing.wait()  # the other writer has its temporary open now too
+            fh.write(payloads[name][1000:])
+        try:
+            write_atomic(target, writer)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(name,)) for name in payloads]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert target.read_bytes() in payloads.values()
+    assert os.listdir(tmp_path) == ["hashes.json"]

@@ -169,6 +169,8 @@ def test_export_cache_hit_invalidation_and_corrupt_rebuild(setup: tuple[Path, Pa
                if json.loads(p.read_text())["key"]["model_id"] == "tiny-realesrgan-x2"
                and json.loads(p.read_text())["key"]["engine"] == "onnxruntime"]
     assert len(entries) == 1
+    # meta.json and hashes.json went through write_atomic: no hidden temporary is left behind
+    assert [p for p in cache_root.rglob(".*")] == []
     folder = entries[0]
     graph = folder / "graph.onnx"
     stamp = graph.stat().st_mtime_ns

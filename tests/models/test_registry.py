@@ -301,6 +301,8 @@ def test_recorded_hashes_roundtrip(builtin: Registry) -> None:
     gf = builtin.get("gfpgan-v1.4")
     builtin.record_sha256(gf, "ef" * 32)
     assert builtin.expected_sha256(gf) == gf.sha256
+    # written in one replace: no temporary file is left next to it
+    assert not [p.name for p in builtin.models_dir.iterdir() if p.name.endswith(".tmp")]
 
 
 KEYS_FILES = {

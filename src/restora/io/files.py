@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -12,10 +13,12 @@ from typing import BinaryIO
 Payload = bytes | Callable[[BinaryIO], None]
 
 
-def temp_name(path: Path) -> Path:
+def temp_name(path: Path, token: str | None = None) -> Path:
     """The sibling a write of ``path`` goes through: hidden, so folder scans skip it, and in the
-    same directory, so the final rename stays on one file system (atomic)."""
-    return path.with_name(f".{path.name}.tmp")
+    same directory, so the final rename stays on one file system (atomic). ``token`` (random
+    unless given) tells concurrent writers of one path apart, so neither writes into the
+    other's temporary file."""
+    return path.with_name(f".{path.name}.{token or secrets.token_hex(6)}.tmp")
 
 
 def write_atomic(path: str | os.PathLike[str], data: Payload) -> Path:
@@ -23,16 +26,19 @@ def write_atomic(path: str | os.PathLike[str], data: Payload) -> Path:
 
     Readers see the old file or the whole new one, never a part. If writing raises (disk full,
     an encoder error, a cancelled job), the temporary file is removed, ``path`` is left as it
-    was and the exception propagates unchanged. The parent folder must exist.
+    was and the exception propagates unchanged. The parent folder must exist. Several writers
+    of one path at once (processes sharing a cache) each write their own temporary file: the
+    last replace wins and the file is always one writer's whole output.
     """
     path = Path(path)
     tmp = temp_name(path)
     try:
-        if callable(data):
-            with open(tmp, "wb") as fh:
+        # "x": exclusive create, so a clash of tokens is an error rather than a shared file
+        with open(tmp, "xb") as fh:
+            if callable(data):
                 data(fh)
-        else:
-            tmp.write_bytes(data)
+            else:
+                fh.write(data)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -388,10 +388,9 @@ class ExportCache:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    from restora.io.files import write_atomic  # here: restora.io loads the image codecs
+
+    write_atomic(path, text.encode("utf-8"))
 
 
 # --- export -------------------------------------------------------------------------------------

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -656,6 +654,8 @@ class Registry:
         """Remember ``digest`` for ``spec``'s file (atomic, safe across processes)."""
         from filelock import FileLock
 
+        from restora.io.files import write_atomic  # here: restora.io loads the image codecs
+
         self.models_dir.mkdir(parents=True, exist_ok=True)
         target = self.models_dir / RECORDED_HASHES
         lock_dir = self.models_dir / ".locks"
@@ -663,10 +663,7 @@ class Registry:
         with FileLock(str(lock_dir / (RECORDED_HASHES + ".lock"))):
             data = self.recorded_hashes()
             data[spec.filename] = digest
-            fd, tmp = tempfile.mkstemp(dir=self.models_dir, prefix=".recorded-", suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(dict(sorted(data.items())), fh, indent=2)
-            os.replace(tmp, target)
+            write_atomic(target, json.dumps(dict(sorted(data.items())), indent=2).encode())
 
     def _hint(self, name: str) -> str:
         hint = difflib.get_close_matches(name, [*self._specs, *self._bundles], n=1)
