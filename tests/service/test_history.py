@@ -138,3 +138,52 @@ def test_a_failed_jobs_input_preview_answers_until_retention_removes_it(tmp_path
         gone = c.get(f"/api/v1/jobs/{job}/input.webp")
         assert gone.status_code == 404 and gone.json()["code"] == "job_not_found"
         assert not job_dir.exists()
+
+
+def _ended(c: httpx.Client, job: str) -> dict:
+    return wait_for(lambda: (s := c.get(f"/api/v1/jobs/{job}").json())["status"]
+                    in ("succeeded", "failed", "canceled") and s)
+
+
+def test_a_failed_job_is_sent_again_as_a_new_job_with_its_input_and_options(server):
+    """POST /api/v1/jobs/{id}/retry: the failed job's stored input, mask, tool, options and
+    request params go into a new job (through the normal submission); the failed job stays.
+    A finished job answers 409 not_retryable; an unknown or another key's job 404."""
+    photo, mask = png_bytes(64, 48, seed=5), png_bytes(10, 50, seed=6)
+    with _client(server, "alice-key") as c:
+        r = c.post("/api/v1/tools/restore-photo",
+                   files={"file": ("old.png", photo, "image/png"),
+                          "mask": ("m.png", mask, "image/png")},
+                   data={"settings": '{"denoise": false}'})
+        assert r.status_code == 202, r.text
+        failed = r.json()["jobId"]
+        assert _ended(c, failed)["status"] == "failed"
+
+        r = c.post(f"/api/v1/jobs/{failed}/retry")
+        assert r.status_code == 202, r.text
+        body = r.json()
+        again = body["jobId"]
+        assert again != failed and body["retryOf"] == failed and body["tool"] == "restore-photo"
+        old, new = server.manager.store.get(failed), server.manager.store.get(again)
+        assert (new.tool, new.api, new.options, new.params, new.input_name) == \
+            (old.tool, old.api, old.options, old.params, old.input_name)
+        assert new.options["denoise"] is False
+        new_dir = server.manager.job_dir(again)
+        assert (new_dir / "input" / "old.png").read_bytes() == photo
+        assert (new_dir / "extra" / "mask").read_bytes() == mask
+        # the same input and mask fail the same way, in a job of their own
+        snap = _ended(c, again)
+        assert snap["status"] == "failed" and snap["error"]["code"] == "invalid_parameter"
+        listed = [j["jobId"] for j in c.get("/api/v1/jobs", params={"limit": 100}).json()["jobs"]]
+        assert listed.index(again) < listed.index(failed)  # both kept, the new one first
+
+        done = _submit(c, png_bytes(32, 32, seed=7), "fine.png")
+        r = c.post(f"/api/v1/jobs/{done}/retry")
+        assert r.status_code == 409 and r.json()["code"] == "not_retryable", r.text
+        assert "succeeded" in r.json()["error"]
+
+        r = c.post("/api/v1/jobs/00000000-0000-4000-8000-000000000000/retry")
+        assert r.status_code == 404 and r.json()["code"] == "job_not_found"
+    with _client(server, "bob-key") as bob:  # another key's job does not exist for bob
+        r = bob.post(f"/api/v1/jobs/{failed}/retry")
+        assert r.status_code == 404 and r.json()["code"] == "job_not_found"

@@ -420,6 +420,52 @@ def test_cancel_is_not_a_failure_and_failure_keeps_the_server_reason(
         assert page.evaluate("document.activeElement.id") == "drop"
 
 
+def test_try_again_sends_a_failed_history_job_as_a_new_job(server: str, browser) -> None:
+    # A realistic failure: the mask's aspect ratio is not the photo's, found when the job starts.
+    buf = io.BytesIO()
+    PILImage.new("L", (10, 50), 255).save(buf, "PNG")
+    photo = shared_path("testdata", "gray", "Einstein01.png")
+    r = httpx.post(f"{server}/api/v1/tools/restore-photo", timeout=60,
+                   files={"file": ("einstein.png", photo.read_bytes(), "image/png"),
+                          "mask": ("mask.png", buf.getvalue(), "image/png")},
+                   data={"settings": json.dumps({"faceEnhancement": False})})
+    assert r.status_code == 202, r.text
+    failed = r.json()["jobId"]
+    deadline = time.monotonic() + JOB_TIMEOUT_MS / 1000
+    while httpx.get(f"{server}/api/v1/jobs/{failed}").json()["status"] in ("queued", "processing"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert httpx.get(f"{server}/api/v1/jobs/{failed}").json()["status"] == "failed"
+    with Page(browser, server, viewport=DESKTOP) as page:
+        page.goto(server + "/")
+        row = page.locator(f'#history li[data-job="{failed}"]')
+        row.wait_for()
+        assert row.get_attribute("data-status") == "failed"
+        # no result: the thumbnail is the server's preview of the input it kept
+        page.wait_for_function(
+            f"document.querySelector('#history li[data-job=\"{failed}\"] img.thumb')"
+            ".naturalWidth > 0")
+        # only a failed job offers it
+        assert page.locator('#history li[data-status="succeeded"]').get_by_role(
+            "button", name="Try again").count() == 0
+        row.get_by_role("button", name="Try again einstein.png").click()
+        page.wait_for_function("state.entries.length == 1 && state.entries[0].jobId !== null")
+        again = page.evaluate("state.entries[0].jobId")
+        assert again != failed
+        assert page.evaluate("document.activeElement.id") == "queue-title"
+        wait_done(page)  # the new job ran (and failed the same way: the same mask)
+        assert page.locator("#queue li").first.get_attribute("data-status") == "failed"
+        assert "the mask is 10 x 50" in page.locator("#error-message").inner_text()
+        # the history lists the new job (newest first) and still the failed one
+        page.wait_for_function(
+            "([a, f]) => { const ids = [...document.querySelectorAll('#history li')]"
+            ".map((li) => li.dataset.job); return ids.includes(a) && ids.includes(f)"
+            " && ids.indexOf(a) < ids.indexOf(f); }", arg=[again, failed])
+        shot(page, "try-again")
+    snap = httpx.get(f"{server}/api/v1/jobs/{again}").json()
+    assert snap["tool"] == "restore-photo" and snap["status"] == "failed"
+
+
 def test_missing_model_is_explained(server: str, browser) -> None:
     photo = shared_path("testdata", "gray", "Einstein01.png")
     with Page(browser, server) as page:

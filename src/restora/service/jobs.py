@@ -130,6 +130,13 @@ class JobContext:
         return path if path.is_file() else None
 
 
+class NotRetryable(RestoraError):
+    """Only a failed job, whose input is still stored, can be sent again."""
+
+    code = "not_retryable"
+    http_status = 409
+
+
 ToolFn = Callable[[JobContext], dict[str, Any]]
 PreflightFn = Callable[[Any, Any], None]
 
@@ -234,7 +241,8 @@ class JobManager:
         if models is not None:
             t.preflight(models, options)
 
-    def submit(self, tool: str, *, api: str, params: dict[str, Any], options: BaseModel,
+    def submit(self, tool: str, *, api: str, params: dict[str, Any],
+               options: BaseModel | dict[str, Any],
                input_bytes: bytes | None, input_name: str = "image",
                webhook_url: str | None = None, owner: str = "",
                extra_inputs: dict[str, bytes] | None = None,
@@ -276,6 +284,32 @@ class JobManager:
                 self._held[job_id] = (client, size)
         self.queue.submit(job_id)
         return record
+
+    def stored_inputs(self, record: JobRecord) -> tuple[bytes | None, dict[str, bytes]]:
+        """What a failed job was sent: its input (None when the job fetches it from the
+        ``imageUrl`` in its params) and its extra uploads (mask, reference photos), kept until
+        retention (see :meth:`_release`), so the same request can be submitted again.
+
+        Raises :class:`NotRetryable` (409) for a job that did not fail: a cancelled job's
+        inputs are deleted at once, and a finished or running one has nothing to try again."""
+        if record.status != FAILED:
+            why = {CANCELED: "a cancelled job's input is deleted when it is cancelled",
+                   SUCCEEDED: "its result is ready"}.get(record.status, "it has not ended yet")
+            raise NotRetryable(f"Only a failed job can be tried again; this one is "
+                               f"{record.status} ({why}).", jobId=record.id,
+                               status=record.status)
+        path = self.storage.path(record.id, "input", record.input_name)
+        if path is not None:
+            data: bytes | None = path.read_bytes()
+        elif record.params.get("imageUrl"):
+            data = None  # fetched by URL (Tengrai): the new job fetches it again, SSRF-checked
+        else:
+            raise NotRetryable("This job's input is no longer stored; send the file again.",
+                               jobId=record.id, status=record.status)
+        extra_dir = self.job_dir(record.id) / EXTRA_DIR
+        extra = ({p.name: p.read_bytes() for p in sorted(extra_dir.iterdir()) if p.is_file()}
+                 if extra_dir.is_dir() else {})
+        return data, extra
 
     def cancel(self, job_id: str) -> JobRecord | None:
         """Cancel a queued or running job; finished jobs are returned unchanged. A job running

@@ -5,6 +5,7 @@
 * ``GET /api/v1/jobs/{jobId}/input.webp`` is a browser-viewable preview of the uploaded input,
   so a before/after comparison works for TIFF, HEIC, RAW, PSD, EXR... inputs.
 * ``GET /api/v1/archive.zip?jobs=a,b`` bundles the results of several jobs in one download.
+* ``POST /api/v1/jobs/{jobId}/retry`` sends a failed job's stored input again as a new job.
 """
 
 from __future__ import annotations
@@ -15,13 +16,17 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from restora.errors import InvalidParameter
+from restora.errors import InvalidParameter, RestoraError
 from restora.service import history
+from restora.service.fetch import check_url
+from restora.service.middleware import client_id
 from restora.service.store import SUCCEEDED
-from restora.service.views import JobNotFound, get_job, manager, owner, settings, snapshot
+from restora.service.webhooks import validate_webhook_url
+from restora.service.views import (JobNotFound, check_image, get_job, manager, owner, settings,
+                                   snapshot)
 
 router = APIRouter(tags=["History"])
 
@@ -58,6 +63,46 @@ async def delete_job(request: Request, job_id: str) -> Response:
     await _own_job(request, job_id)
     await run_in_threadpool(manager(request).delete, job_id)
     return Response(status_code=204)
+
+
+@router.post("/api/v1/jobs/{job_id}/retry", status_code=202,
+             summary="Send a failed job's input again, as a new job")
+async def retry_job(request: Request, job_id: str) -> JSONResponse:
+    """The failed job's stored input and extra uploads, with its tool, options and request
+    params, submitted as a new job through the same checks as an upload (input limits, the
+    client's byte budget, queue capacity, models); the failed job stays in the history."""
+    record = await _own_job(request, job_id)
+    m = manager(request)
+    s = settings(request)
+    data, extra = await run_in_threadpool(m.stored_inputs, record)
+    p = record.params
+    if data is not None:
+        # the limits in force now; the result's format limits are checked when the job starts
+        check_image(data, s, scale=int(record.options.get("upscale") or 1),
+                    output_size=(p.get("output_width"), p.get("output_height")))
+    else:  # an input fetched by URL: vetted again like a new imageUrl (DNS may have changed)
+        await run_in_threadpool(check_url, p["imageUrl"], allow_loopback=s.allow_loopback_fetch)
+    if record.webhook_url:
+        await run_in_threadpool(validate_webhook_url, record.webhook_url, s)
+    client = client_id(request.scope)
+    size = len(data or b"") + sum(len(v) for v in extra.values())
+    budget = m.client_bytes
+    # what the upload middleware does for a request body: hold the bytes while submitting
+    if budget is not None and size and not budget.reserve(client, size):
+        raise RestoraError(f"This client already has {budget.limit:,} bytes of uploads and "
+                           "unfinished jobs on the server; retry when they finish.",
+                           code="too_many_bytes", http_status=429, retry_after=10)
+    try:
+        new = await run_in_threadpool(
+            m.submit, record.tool, api=record.api, params=record.params,
+            options=record.options, input_bytes=data, input_name=record.input_name,
+            webhook_url=record.webhook_url, owner=owner(request), client=client,
+            extra_inputs=extra or None)
+    finally:
+        if budget is not None and size:
+            budget.release(client, size)
+    return JSONResponse({"jobId": new.id, "async": True, "status": new.status,
+                         "tool": new.tool, "retryOf": record.id}, status_code=202)
 
 
 def _input_preview(storage: Any, job_id: str, input_name: str, s: Any) -> Path:

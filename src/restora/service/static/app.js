@@ -834,6 +834,11 @@ function historyRow(job) {
   historyNames.set(job.jobId, name);
   const thumb = el("img", { class: "thumb", alt: "", loading: "lazy" });
   if (job.thumbnailUrl) thumb.src = authUrl(job.thumbnailUrl);
+  else if (job.status === "failed") {
+    // No result to show: the server's preview of the input it kept (gone after retention).
+    thumb.onerror = () => { thumb.onerror = null; thumb.removeAttribute("src"); };
+    thumb.src = authUrl(`/api/v1/jobs/${job.jobId}/input.webp`);
+  }
   const when = job.createdAt ? new Date(job.createdAt).toLocaleString() : "";
   const status = el("span", { class: `status status-${job.status}` }, STATUS_NAMES[job.status] || job.status);
   const li = el("li", { class: "job", dataset: { job: job.jobId, status: job.status } }, thumb,
@@ -847,9 +852,39 @@ function historyRow(job) {
       el("button", { type: "button", class: "secondary small-button", onclick: () => showResult(job.result, { name, jobId: job.jobId }) }, ...label("Open")),
       el("a", { class: "button small-button", href: authUrl(job.result.downloadUrl), download: job.result.filename || "" }, ...label("Download")));
   }
+  if (job.status === "failed") {
+    // The server kept a failed job's input (until retention): it sends it again itself.
+    actions.append(el("button", { type: "button", class: "secondary small-button", onclick: (e) => retryJob(job, name, e.currentTarget) }, ...label("Try again")));
+  }
   actions.append(el("button", { type: "button", class: "secondary small-button", onclick: () => deleteJob(job.jobId, li, name) }, ...label("Delete")));
   li.append(actions);
   return li;
+}
+
+// A failed job sent again with the same tool, settings and input: a new job in the queue; the
+// failed one stays in the history.
+async function retryJob(job, name, button) {
+  button.disabled = true;
+  const response = await fetch(`/api/v1/jobs/${encodeURIComponent(job.jobId)}/retry`, { method: "POST", headers: authHeaders() }).catch(() => null);
+  const body = response ? await response.json().catch(() => null) : null;
+  button.disabled = false;
+  if (!response || !response.ok || !body || !body.jobId) {
+    showNotice("error", errorInfo(body, response ? `The server answered ${response.status}.` : "Could not reach the server."), name);
+    return;
+  }
+  $("error-panel").hidden = true;
+  state.focusedResult = false;
+  const entry = { key: ++keySeq, file: null, name, tool: job.tool, settings: {}, status: body.status || "queued", percent: 0,
+    stage: "", jobId: body.jobId, result: null, error: null, localUrl: null };
+  state.entries.push(entry);
+  $("progress-panel").hidden = false;
+  $("queue").append(queueRow(entry));
+  renderEntry(entry);
+  $("queue-title").scrollIntoView({ block: "start", behavior: "instant" });
+  $("queue-title").focus({ preventScroll: true });
+  announce(`${name} sent again.`);
+  refreshHistorySoon();
+  followProgress(entry);
 }
 
 async function deleteJob(jobId, li, name) {
