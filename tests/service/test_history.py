@@ -187,3 +187,37 @@ def test_a_failed_job_is_sent_again_as_a_new_job_with_its_input_and_options(serv
     with _client(server, "bob-key") as bob:  # another key's job does not exist for bob
         r = bob.post(f"/api/v1/jobs/{failed}/retry")
         assert r.status_code == 404 and r.json()["code"] == "job_not_found"
+
+
+def test_a_retry_is_charged_to_the_clients_byte_budget_like_an_upload(tmp_path):
+    """The retried input counts against ``max_client_bytes`` as an upload would: with another
+    unfinished job holding most of the budget, the retry is 429 too_many_bytes (nothing is
+    created); once that job ends (cancelled here), the same retry is accepted."""
+    photo, mask = png_bytes(64, 48, seed=5), png_bytes(10, 50, seed=6)
+    big = png_bytes(120, 100, seed=8)
+    limit = 40_000
+    assert len(big) + len(photo) + len(mask) > limit > len(big) + 2_000  # room for multipart
+    settings = make_settings(tmp_path / "home", workers=1, max_client_bytes=limit)
+    with live_server(settings, tools=service_tools(step_s=0.5, steps=120)) as srv, \
+            httpx.Client(base_url=srv.url, timeout=30) as c:
+        r = c.post("/api/v1/tools/restore-photo",
+                   files={"file": ("old.png", photo, "image/png"),
+                          "mask": ("m.png", mask, "image/png")})
+        assert r.status_code == 202, r.text
+        failed = r.json()["jobId"]
+        assert _ended(c, failed)["status"] == "failed"
+
+        r = c.post("/api/v1/tools/enhance-faces", files={"file": ("big.png", big, "image/png")})
+        assert r.status_code == 202, r.text
+        slow = r.json()["jobId"]  # a minute of (fake) work: its input is held until it ends
+        before = {j["jobId"] for j in c.get("/api/v1/jobs", params={"limit": 100}).json()["jobs"]}
+        refused = c.post(f"/api/v1/jobs/{failed}/retry")
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["code"] == "too_many_bytes" and refused.headers["retry-after"]
+        after = {j["jobId"] for j in c.get("/api/v1/jobs", params={"limit": 100}).json()["jobs"]}
+        assert after == before  # no job was created
+
+        assert c.post(f"/api/v1/jobs/{slow}/cancel").json()["status"] == "canceled"
+        r = c.post(f"/api/v1/jobs/{failed}/retry")
+        assert r.status_code == 202, r.text
+        assert _ended(c, r.json()["jobId"])["status"] == "failed"  # the same mask, again
