@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from restora.models.engines import (EngineFactory, EngineUnavailable, TorchEngine,
-                                    bf16_supported, package_version, policy_for, probe_inputs)
+                                    bf16_supported, package_version, policy_for, probe_inputs,
+                                    quantizer_version)
 from restora.models.nets import Network, describe
 from restora.models.registry import Registry
 from restora.models.runtime import architecture_class
@@ -96,6 +97,8 @@ def run(names: list[str], rounds: int, threads: int, compile_: bool, fp16: bool 
             tried = [("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")]
             if fp16:
                 tried.append(("openvino", "fp16"))
+            if net.int8_calibration and quantizer_version() is not None:
+                tried.append(("openvino", "int8"))
             for engine, precision in tried:
                 if precision != "fp32" and package_version("openvino") is None:
                     continue
@@ -119,7 +122,7 @@ def run(names: list[str], rounds: int, threads: int, compile_: bool, fp16: bool 
             for k, eng in candidates.items():
                 got = [np.asarray(o if isinstance(o, np.ndarray) else o.float().numpy())
                        for o in eng.run(x)]
-                _, measure = policy.check(ref, got)
+                _, measure = policy.check_for(k.split()[-1])(ref, got)
                 print(f"{name:20s} {k:20s} ratio {statistics.median(ratios[k]):5.2f}x  "
                       f"(min {min(ratios[k]):.2f}, max {max(ratios[k]):.2f})  {measure}")
             sys.stdout.flush()

@@ -277,8 +277,8 @@ def test_auto_tries_bf16_first_only_on_cpus_with_amx(tmp_path):
 
     parsing = policy_for("face-parsing").cpu
     assert cpu_candidates(parsing, amx=False) == list(parsing)
-    assert cpu_candidates(parsing, amx=True) == [("openvino", "bf16"), ("openvino", "fp32"),
-                                                  ("onnxruntime", "fp32")]
+    assert cpu_candidates(parsing, amx=True) == [("openvino", "int8"), ("openvino", "bf16"),
+                                                  ("openvino", "fp32"), ("onnxruntime", "fp32")]
     restoring = policy_for("face-restoration").cpu  # no bf16 candidate: unchanged with AMX
     assert cpu_candidates(restoring, amx=True) == list(restoring)
 
@@ -289,3 +289,77 @@ def test_auto_tries_bf16_first_only_on_cpus_with_amx(tmp_path):
     assert not cpu_has_amx(info)
     assert not cpu_has_amx(tmp_path / "missing")
     assert EngineFactory().amx == cpu_has_amx()
+
+
+def _edge_map(size: int = 128) -> np.ndarray:
+    """A parsing map: skin (1) in a centred disc, background (0) around it."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    return np.where((yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2, 1, 0)
+
+
+def _logits(classes: np.ndarray) -> list[np.ndarray]:
+    one_hot = np.stack([classes == k for k in range(19)]).astype(np.float32)
+    return [one_hot[None]]
+
+
+def test_paste_mask_bound_allows_a_1px_edge_move_and_refuses_a_flipped_patch() -> None:
+    from restora.models.engines import paste_mask_check
+
+    ref = _edge_map()
+    assert paste_mask_check(_logits(ref), _logits(ref))[0]
+    moved = np.roll(ref, 1, axis=1)  # every mask edge one pixel to the right
+    ok, measure = paste_mask_check(_logits(ref), _logits(moved))
+    assert ok, measure
+    blob = ref.copy()
+    blob[4:24, 4:24] = 1  # a 20 px patch of background parsed as skin
+    ok, measure = paste_mask_check(_logits(ref), _logits(blob))
+    assert not ok and "paste mask max |d|" in measure
+    assert not paste_mask_check(_logits(ref), _logits(moved), 0.5)[0]  # int8's stricter share
+    inner = ref.copy()
+    inner[60:68, 60:68] = 2  # skin -> nose inside the face: the paste mask does not change
+    assert paste_mask_check(_logits(ref), _logits(inner)) == (True, paste_mask_check(
+        _logits(ref), _logits(ref))[1])
+
+
+def test_parser_probe_and_int8_calibration_are_the_aligned_face(setup: tuple[Path, Path]
+                                                                ) -> None:
+    from restora.models.nets import probe_face
+
+    parser = make(setup, "torch").load("tiny-parsenet")
+    s = parser.input_size
+    face = probe_face(s, s)
+    x = parser.probe_image(np.random.default_rng(0), (2, 3, s, s))
+    assert x.shape == (2, 3, s, s) and x.min() >= -1.0 and x.max() <= 1.0
+    np.testing.assert_allclose(x[0], face.transpose(2, 0, 1) * 2.0 - 1.0, atol=1e-6)
+    np.testing.assert_allclose(x[1], x[0][:, :, ::-1], atol=1e-6)  # the mirrored face
+    calib = parser.calibration_inputs()
+    assert len(calib) >= 4 and all(c.shape == (1, 3, s, s) for c in calib)
+    assert all(not np.allclose(a, b, atol=1e-3) for i, a in enumerate(calib) for b in calib[:i])
+    restorer = make(setup, "torch").load("tiny-gfpgan")
+    assert not restorer.int8_calibration
+
+
+def test_auto_tries_int8_for_the_parser_and_keeps_it_only_within_the_bound(
+        setup: tuple[Path, Path]) -> None:
+    """int8 is the parser's first candidate: the graph is really quantized (FakeQuantize
+    layers, NNCF version in the cache key), its verdict is the paste-mask bound measured on the
+    probe face, and the engine auto returns is int8 exactly when that verdict passed."""
+    pytest.importorskip("nncf")
+    manifest, cache_root = setup
+    parser = make(setup, "auto").load("tiny-parsenet")
+    parser(parser.probe_image(np.random.default_rng(0), (1, 3, parser.input_size,
+                                                         parser.input_size)))
+    metas = [json.loads(p.read_text()) for p in cache_root.rglob("meta.json")]
+    int8 = [m for m in metas if m["key"]["model_id"] == "tiny-parsenet"
+            and m["key"]["precision"] == "int8"]
+    assert len(int8) == 1 and int8[0]["key"]["nncf"]
+    meta = int8[0]
+    assert "paste mask max |d|" in meta["measure"]
+    margin = float(meta["measure"].rsplit(" ", 1)[1])
+    assert meta["ok"] == (margin >= 0.0) and "0.5 x the 1 px envelope" in meta["measure"]
+    assert (parser.precision == "int8") == meta["ok"]
+    if not meta["ok"]:
+        assert parser.precision == "fp32" and parser.engine_name in FAST
+    folder = next(p.parent for p in cache_root.rglob("meta.json")
+                  if json.loads(p.read_text()) == meta)
+    assert "FakeQuantize" in (folder / "graph.xml").read_text()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -35,6 +36,22 @@ if TYPE_CHECKING:
 Array = Any  # np.ndarray | torch.Tensor
 
 ALL_DTYPES = ("float32", "float16", "bfloat16")
+
+#: samples/astronaut.jpg's face aligned as the pipeline aligns (scripts/make_probe_face.py)
+PROBE_FACE = Path(__file__).parent / "data" / "probe_face.png"
+
+
+def probe_face(height: int, width: int) -> np.ndarray:
+    """The aligned probe face, RGB float32 in [0, 1], resized to ``height`` x ``width``."""
+    import cv2
+
+    bgr = cv2.imread(str(PROBE_FACE), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise FileNotFoundError(f"the probe face is missing: {PROBE_FACE}")
+    rgb = bgr[:, :, ::-1].astype(np.float32) / 255.0
+    if rgb.shape[:2] != (height, width):
+        rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(rgb)
 
 
 @dataclass(frozen=True)
@@ -57,6 +74,8 @@ class Network:
     input_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
     #: side used for free input dimensions when exporting and checking accuracy
     probe_size: ClassVar[int] = 64
+    #: whether ``calibration_inputs`` exists, so ``auto`` may try an int8 graph
+    int8_calibration: ClassVar[bool] = False
 
     def __init__(self, spec: ModelSpec, module: Any, *, device: str = "cpu",
                  dtype: Any = None) -> None:
@@ -114,6 +133,10 @@ class Network:
         import torch
 
         return isinstance(self.module, torch.nn.Module)
+
+    def calibration_inputs(self) -> list[np.ndarray]:
+        """Input batches for int8 calibration (only where ``int8_calibration``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no int8 calibration inputs")
 
     def probe_image(self, rng: np.random.Generator, shape: Sequence[int]) -> np.ndarray:
         """A smooth, face-like-statistics random image in ``input_range`` (export/accuracy
@@ -272,6 +295,30 @@ class FaceParser(Network):
 
     task = "face-parsing"
     input_range = (-1.0, 1.0)
+    int8_calibration = True
+
+    def probe_image(self, rng: np.random.Generator, shape: Sequence[int]) -> np.ndarray:
+        """The aligned probe face (mirrored for odd items): a parser's verdict is about a face."""
+        n, _, h, w = shape
+        face = probe_face(h, w)
+        items = [face if i % 2 == 0 else face[:, ::-1] for i in range(n)]
+        return self._to_input(np.stack(items))
+
+    def calibration_inputs(self) -> list[np.ndarray]:
+        """int8 calibration batches (1 x 3 x S x S): the probe face, mirrored, darker, brighter,
+        grey and softened, so activation ranges cover the photos a parser meets."""
+        import cv2
+
+        s = self.input_size or 512
+        face = probe_face(s, s)
+        grey = np.repeat(face.mean(axis=2, keepdims=True), 3, axis=2)
+        variants = [face, face[:, ::-1], face * 0.7, np.clip(face * 1.25, 0.0, 1.0), grey,
+                    cv2.GaussianBlur(face, (0, 0), 2.0)]
+        return [self._to_input(v[None]) for v in variants]
+
+    def _to_input(self, rgb: np.ndarray) -> np.ndarray:
+        lo, hi = self.input_range
+        return np.ascontiguousarray(rgb.transpose(0, 3, 1, 2) * (hi - lo) + lo, dtype=np.float32)
 
     def _configure(self, hparams: dict[str, Any]) -> None:
         self.input_size = int(hparams.get("in_size", 512))

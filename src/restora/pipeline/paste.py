@@ -14,11 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from restora.models.parsing import PARSE_FACE_CLASSES, parse_to_mask  # noqa: F401 - re-exported
 from restora.pipeline.align import compose
-
-#: facelib's ParseNet class -> face-mask table: 0 background, 14 neck, 16 cloth, 17 hair and
-#: 18 hat are outside the face; every other class (skin, brows, eyes, ears, nose, mouth, ...) is in.
-PARSE_FACE_CLASSES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15)
 
 #: Luma weights (Rec. 601, as OpenCV's RGB2GRAY) used to keep grayscale photos grayscale.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -120,31 +117,6 @@ def _square_source(matrix: np.ndarray, size: int, box: tuple[int, int, int, int]
     kx, ky = (2 * max(1, int(round(edge / g))) + 1 for g in (fx, fy))
     m = cv2.GaussianBlur(m, (kx, ky), 0)
     return m, to_coarse
-
-
-def parse_to_mask(classes: np.ndarray, size: int) -> np.ndarray:
-    """Soft face mask from a ParseNet argmax map (blurred twice, border cleared), at ``size``.
-
-    Blur and border widths follow facelib at 512 (101 px kernel, sigma 11, 10 px border) and scale
-    with the parsing resolution.
-    """
-    import cv2
-
-    res = classes.shape[0]
-    k = res / 512.0
-    mask = np.isin(classes, PARSE_FACE_CLASSES).astype(np.float32)
-    ksize = max(3, int(round(101 * k)) | 1)
-    sigma = 11.0 * k
-    mask = cv2.GaussianBlur(mask, (ksize, ksize), sigma)
-    mask = cv2.GaussianBlur(mask, (ksize, ksize), sigma)
-    border = max(1, int(round(10 * k)))
-    mask[:border] = 0.0
-    mask[-border:] = 0.0
-    mask[:, :border] = 0.0
-    mask[:, -border:] = 0.0
-    if res != size:
-        mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_LINEAR)
-    return mask
 
 
 def to_luminance(face: np.ndarray) -> np.ndarray:

