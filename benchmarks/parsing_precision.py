@@ -168,9 +168,10 @@ def train(steps: int, faces: np.ndarray, labels: np.ndarray, out: Path, seed: in
 
 def engines_for(net: Any, onnx_path: Path, calib: list[np.ndarray], threads: int
                 ) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    import openvino as ov
+    from restora.models.engines import bf16_supported, telemetry_off
 
-    from restora.models.engines import bf16_supported
+    telemetry_off()
+    import openvino as ov
 
     core = ov.Core()
     model = core.read_model(str(onnx_path))

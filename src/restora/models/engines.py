@@ -265,8 +265,7 @@ class OpenVINOEngine:
 
     def __init__(self, xml_path: Path, names: Sequence[str], threads: int,
                  precision: str = "fp32") -> None:
-        import openvino as ov
-
+        ov = _openvino()
         core = ov.Core()
         # int8 graphs carry their quantization in the graph; the rest of it stays f32
         config = {"INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16", "fp16": "f16",
@@ -302,6 +301,47 @@ class OneAtATime:
         return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
 
 
+class _NoSender:
+    def send(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def force_shutdown(self, timeout: float = 1.0) -> None:
+        pass
+
+
+def telemetry_off() -> None:
+    """Keep OpenVINO's and NNCF's usage telemetry off in this process.
+
+    Without a consent file both send events to Google Analytics by default (``import openvino``,
+    every ``convert_model``, every ``nncf.quantize``), each from a forked copy of the process,
+    and write a client id under ``~/intel``; Restora promises that nothing leaves the machine.
+    Their shared ``openvino_telemetry.Telemetry`` is a process-wide singleton: installing a
+    consent-less instance first (not initialised, so it reads no consent file and writes
+    nothing) makes every later ``Telemetry(...)`` call return it. Idempotent; a no-op when the
+    package is absent or was already initialised by someone else (then its own consent rules
+    apply)."""
+    try:
+        from openvino_telemetry import main as telemetry
+    except ImportError:
+        return
+    meta = type(telemetry.Telemetry)
+    slot = f"_{meta.__name__}__single_instance"
+    if getattr(telemetry.Telemetry, slot, "missing") is not None:
+        return  # already made (by us or by a tool), or the package changed its singleton
+    quiet = object.__new__(telemetry.Telemetry)
+    quiet.consent = False
+    quiet.sender = _NoSender()
+    setattr(telemetry.Telemetry, slot, quiet)
+
+
+def _openvino() -> Any:
+    """The ``openvino`` module, imported with its telemetry off."""
+    telemetry_off()
+    import openvino
+
+    return openvino
+
+
 def package_version(engine: str) -> str | None:
     """The installed version of an engine's package, or None when it cannot be imported."""
     try:
@@ -310,17 +350,14 @@ def package_version(engine: str) -> str | None:
 
             return str(onnxruntime.__version__)
         if engine == "openvino":
-            import openvino
-
-            return str(openvino.__version__).split("-")[0]
+            return str(_openvino().__version__).split("-")[0]
     except ImportError:
         return None
     return None
 
 
 def bf16_supported() -> bool:
-    import openvino as ov
-
+    ov = _openvino()
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
@@ -621,9 +658,9 @@ class EngineFactory:
             try:
                 export_onnx(net, specs, example, tmp / "graph.onnx")
                 if engine == "openvino":
-                    import openvino as ov
-
-                    model = ov.convert_model(str(tmp / "graph.onnx"))
+                    # the runtime's ONNX reader: the same graph as the converter (max |d| 0)
+                    # without the converter tool's telemetry
+                    model = _openvino().Core().read_model(str(tmp / "graph.onnx"))
                     if precision == "int8":
                         model = quantize_int8(net, model)
                     ov.save_model(model, str(tmp / "graph.xml"), compress_to_fp16=False)
@@ -666,6 +703,7 @@ def _precision_allowed(net: Network, precision: str) -> bool:
 
 def quantizer_version() -> str | None:
     """NNCF's version (the int8 quantizer), or None when it cannot be imported."""
+    telemetry_off()
     try:
         import nncf
     except ImportError:
@@ -676,6 +714,7 @@ def quantizer_version() -> str | None:
 def quantize_int8(net: Network, model: Any) -> Any:
     """Post-training int8 quantization of an OpenVINO model with NNCF, calibrated on the
     network's own calibration inputs (real faces for face networks)."""
+    telemetry_off()
     import nncf
 
     samples = net.calibration_inputs()
