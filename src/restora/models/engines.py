@@ -663,7 +663,7 @@ class EngineFactory:
                     model = _openvino().Core().read_model(str(tmp / "graph.onnx"))
                     if precision == "int8":
                         model = quantize_int8(net, model)
-                    ov.save_model(model, str(tmp / "graph.xml"), compress_to_fp16=False)
+                    _openvino().save_model(model, str(tmp / "graph.xml"), compress_to_fp16=False)
                     (tmp / "graph.onnx").unlink()
                 meta: dict[str, Any] = {"ok": True}
             except Exception as exc:  # noqa: BLE001 - an exporter limitation: remember it
