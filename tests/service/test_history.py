@@ -189,6 +189,37 @@ def test_a_failed_job_is_sent_again_as_a_new_job_with_its_input_and_options(serv
         assert r.status_code == 404 and r.json()["code"] == "job_not_found"
 
 
+def test_a_retry_is_refused_at_the_request_when_its_result_cannot_be_written(server):
+    """A retry passes the submission's result check (the job's tool, input name, upscale,
+    output size and format, from its record): a failed job asking for a 17000 px wide WebP is
+    answered 413 ``output_too_large`` with the message the job failed with, and no job is
+    created. The failed job is submitted past the API, whose check would refuse it."""
+    from restora.service import params as P
+    from restora.service.history import owner_of_key
+
+    opts = P.validate(P.FaceRecoverySettings, {"output_width": 17000, "output_format": "webp"})
+    with _client(server, "alice-key") as c:
+        record = server.manager.submit(
+            "face-recovery", api="topaz",
+            params=opts.model_dump(mode="json", exclude={"iai_packed_metadata"}),
+            options=opts.options(None), input_bytes=png_bytes(64, 8), input_name="t.png",
+            owner=owner_of_key("alice-key"))
+        failed = _ended(c, record.id)
+        assert failed["status"] == "failed" and failed["error"]["code"] == "output_too_large"
+
+        def ids() -> set[str]:
+            return {j["jobId"] for j in c.get("/api/v1/jobs", params={"limit": 100}).json()["jobs"]}
+
+        before = ids()
+        assert record.id in before
+        r = c.post(f"/api/v1/jobs/{record.id}/retry")
+        assert r.status_code == 413, r.text
+        body = r.json()
+        assert body["code"] == "output_too_large", body
+        assert body["error"] == failed["error"]["message"], body  # the job's own words
+        assert ids() == before
+
+
 def test_a_retry_is_charged_to_the_clients_byte_budget_like_an_upload(tmp_path):
     """The retried input counts against ``max_client_bytes`` as an upload would: with another
     unfinished job holding most of the budget, the retry is 429 too_many_bytes (nothing is

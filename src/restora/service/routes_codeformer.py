@@ -21,7 +21,7 @@ from restora.service import params as P
 from restora.service.middleware import client_id
 from restora.service.references import check_references, url_list
 from restora.service.store import SUCCEEDED
-from restora.service.views import absolute, base_url, check_image, manager, owner, settings
+from restora.service.views import absolute, base_url, check_job_image, manager, owner, settings
 
 router = APIRouter(tags=["CodeFormer Space"])
 
@@ -141,12 +141,13 @@ async def process(request: Request) -> JSONResponse:
                                   url_field="reference_url")
     m = manager(request)
     job_params = {**options.model_dump(mode="json"), **refs.params()}
+    checked_options = enhance_options.model_dump(mode="json")
     # per item: a submitted job, or the error that stopped it before submission
     items: list[tuple[str, Any, RestoraError | None]] = []
     try:
         for name, data in images:
             try:
-                check_image(data, s, scale=enhance_options.upscale)
+                check_job_image(data, s, "codeformer", name, job_params, checked_options)
             except InputError as exc:
                 if len(images) == 1:
                     raise

@@ -25,8 +25,8 @@ from restora.service.fetch import check_url
 from restora.service.middleware import client_id
 from restora.service.store import SUCCEEDED
 from restora.service.webhooks import validate_webhook_url
-from restora.service.views import (JobNotFound, check_image, get_job, manager, owner, settings,
-                                   snapshot)
+from restora.service.views import (JobNotFound, check_job_image, get_job, manager, owner,
+                                   settings, snapshot)
 
 router = APIRouter(tags=["History"])
 
@@ -75,13 +75,11 @@ async def retry_job(request: Request, job_id: str) -> JSONResponse:
     m = manager(request)
     s = settings(request)
     data, extra = await run_in_threadpool(m.stored_inputs, record)
-    p = record.params
-    if data is not None:
-        # the limits in force now; the result's format limits are checked when the job starts
-        check_image(data, s, scale=int(record.options.get("upscale") or 1),
-                    output_size=(p.get("output_width"), p.get("output_height")))
+    if data is not None:  # against the limits in force now, as an upload would be
+        check_job_image(data, s, record.tool, record.input_name, record.params, record.options)
     else:  # an input fetched by URL: vetted again like a new imageUrl (DNS may have changed)
-        await run_in_threadpool(check_url, p["imageUrl"], allow_loopback=s.allow_loopback_fetch)
+        await run_in_threadpool(check_url, record.params["imageUrl"],
+                                allow_loopback=s.allow_loopback_fetch)
     if record.webhook_url:
         await run_in_threadpool(validate_webhook_url, record.webhook_url, s)
     client = client_id(request.scope)

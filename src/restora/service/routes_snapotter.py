@@ -15,8 +15,8 @@ from restora.service.middleware import client_id
 from restora.service.jobs import is_valid_download_name
 from restora.service.references import check_references, url_list
 from restora.service.sse import job_events, parse_last_event_id
-from restora.service.views import (JobNotFound, check_image, get_job, manager, owner, settings,
-                                   snapshot)
+from restora.service.views import (JobNotFound, check_image, check_job_image, get_job, manager,
+                                   owner, settings, snapshot)
 
 settings_of = settings  # the route parameter named ``settings`` shadows it inside routes
 
@@ -33,8 +33,10 @@ async def _submit(request: Request, tool: str, model: type[P.BaseModel],
     s = settings(request)
     values = P.validate(model, {**P.parse_settings_json(settings_raw), **(overrides or {})})
     data = await file.read()
-    check_image(data, s, scale=int(getattr(values, "upscale", 1) or 1), tool=tool,
-                input_name=file.filename or "image")
+    job_options = P.as_options(options, values)
+    check_job_image(data, s, tool, file.filename or "image",
+                    values.model_dump(mode="json", by_alias=True),
+                    job_options.model_dump(mode="json"))
     refs = await check_references(
         s, request.app.state.runtime, [await f.read() for f in reference or []],
         url_list(getattr(values, "reference_url", None), "referenceUrl"))
@@ -43,7 +45,7 @@ async def _submit(request: Request, tool: str, model: type[P.BaseModel],
     record = await run_in_threadpool(
         m.submit, tool, api="snapotter",
         params={**values.model_dump(mode="json", by_alias=True), **refs.params()},
-        options=P.as_options(options, values), input_bytes=data,
+        options=job_options, input_bytes=data,
         input_name=file.filename or "image", owner=owner(request),
         client=client_id(request.scope), extra_inputs=extra)
     return JSONResponse({"jobId": record.id, "async": True}, status_code=202)

@@ -14,7 +14,7 @@ from restora.service import params as P
 from restora.service.middleware import client_id
 from restora.service.finishing import credits_for
 from restora.service.references import check_references
-from restora.service.views import check_image, manager, owner, settings
+from restora.service.views import check_job_image, manager, owner, settings
 from restora.service.webhooks import validate_webhook_url
 
 router = APIRouter(tags=["Topaz"])
@@ -64,14 +64,14 @@ async def face_recovery(request: Request) -> JSONResponse:
     if image is None:
         raise InvalidParameter("image", "No image was sent (multipart field 'image').")
     opts = P.validate(P.FaceRecoverySettings, values)
-    check_image(image[1], s, output_size=(opts.output_width, opts.output_height),
-                tool="face-recovery", input_name=image[0], output_format=opts.output_format)
-    refs = await check_references(s, request.app.state.runtime, reference,
-                                  list(opts.reference_uri or []), url_field="reference_uri")
-    job_params = {**opts.model_dump(mode="json", exclude={"iai_packed_metadata"}),
-                  **refs.params()}
     faces = P.parse_faces(opts.iai_packed_metadata) if opts.iai_packed_metadata else None
     options = opts.options(faces)
+    request_params = opts.model_dump(mode="json", exclude={"iai_packed_metadata"})
+    check_job_image(image[1], s, "face-recovery", image[0], request_params,
+                    options.model_dump(mode="json"))
+    refs = await check_references(s, request.app.state.runtime, reference,
+                                  list(opts.reference_uri or []), url_field="reference_uri")
+    job_params = {**request_params, **refs.params()}
     if opts.webhook_url:
         await run_in_threadpool(validate_webhook_url, opts.webhook_url, s, field="webhook_url")
     record = await run_in_threadpool(

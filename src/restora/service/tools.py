@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from restora.errors import InvalidParameter, RestoraError, UnknownModel
 from restora.models.registry import RESTORER_FAMILIES
@@ -65,6 +65,21 @@ def check_result(settings: Any, tool: str, input_name: str | None, source_format
 
     check_output_pixels(settings, width, height)
     check_encodable(output_for(tool, input_name, source_format, fmt).format, width, height)
+
+
+def requested_format(tool: str, params: Mapping[str, Any]) -> str | None:
+    """The output format a job's request ``params`` fix for ``tool`` (None: the tool's rule,
+    :func:`restora.io.output_for`). The job writes its result in it and the submission checks
+    the result against it, so both read it here."""
+    if tool == "codeformer":
+        return "png"  # the CodeFormer Space always answers PNG
+    if tool == "face-refiner":
+        # Tengrai: "auto (the default) uses the server default (webp ...)".
+        fmt = params.get("outputFormat", "auto")
+        return "webp" if fmt == "auto" else fmt
+    if tool == "face-recovery":
+        return params.get("output_format", "auto")
+    return None
 
 
 def check_result_size(ctx: JobContext, source_format: str, width: int, height: int,
@@ -224,9 +239,10 @@ def run_restore_photo(ctx: JobContext) -> dict[str, Any]:
 def run_codeformer(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) -> dict[str, Any]:
     raw, image = decode_input(ctx)
     up = int(ctx.options.upscale)
-    check_output_pixels(ctx.settings, image.width * up, image.height * up)
+    fmt = requested_format("codeformer", ctx.params)
+    check_result_size(ctx, image.format, image.width * up, image.height * up, fmt)
     result = enhance(ctx, image, ctx.options, **reference_kwargs(ctx))
-    out = write_result(ctx, result.image, image.format, "png")
+    out = write_result(ctx, result.image, image.format, fmt)
     return {**_face_fields(result), **out, "originalSize": len(raw), **_source_size(image)}
 
 
@@ -250,9 +266,7 @@ def run_face_refiner(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) -> 
     ctx.input_path.parent.mkdir(parents=True, exist_ok=True)
     ctx.input_path.write_bytes(content)
     raw, image = decode_input(ctx, content)
-    # Tengrai: "auto (the default) uses the server default (webp ...)".
-    fmt = p.get("outputFormat", "auto")
-    fmt = "webp" if fmt == "auto" else fmt
+    fmt = requested_format("face-refiner", p)
     up = int(ctx.options.upscale)
     check_result_size(ctx, image.format, image.width * up, image.height * up, fmt)
     result = enhance(ctx, image, ctx.options, **reference_kwargs(ctx))
@@ -275,7 +289,8 @@ def run_face_recovery(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) ->
                         f"decoded image ({image.width}x{image.height}); the image's size is used")
     width, height = finishing.target_size(image.width, image.height, p.get("output_width"),
                                           p.get("output_height"))
-    check_result_size(ctx, image.format, width, height, p.get("output_format", "auto"))
+    fmt = requested_format("face-recovery", p)
+    check_result_size(ctx, image.format, width, height, fmt)
     result = enhance(ctx, image, ctx.options, hi=80, **reference_kwargs(ctx))
     img = result.image
     if (width, height) != (img.width, img.height):
@@ -287,7 +302,7 @@ def run_face_recovery(ctx: JobContext, enhance: EnhanceFn = pipeline_enhance) ->
         img = img.with_pixels(finishing.add_grain(
             img.pixels, model=p["grain_model"], density=p["grain_density"],
             size=p["grain_size"], strength=p["grain_strength"], seed=p["seed"]), img.alpha)
-    out = write_result(ctx, img, image.format, p.get("output_format", "auto"))
+    out = write_result(ctx, img, image.format, fmt)
     credits = finishing.credits_for(img.width, img.height)
     fields = _face_fields(result)
     fields["warnings"] = list(fields.get("warnings", [])) + warnings

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Mapping
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
@@ -91,6 +91,19 @@ def check_image(data: bytes, s: ServiceSettings, *, scale: int = 1,
         else:
             check_result(s, tool, input_name, fmt, *result, output_format)
     return fmt
+
+
+def check_job_image(data: bytes, s: ServiceSettings, tool: str, input_name: str | None,
+                    params: Mapping[str, Any], options: Mapping[str, Any]) -> str:
+    """:func:`check_image` for a job as its record stores it (request ``params``, pipeline
+    ``options`` as JSON): the upscale, output size and format the job reads when it starts, so
+    an upload and a retry of the same job are checked alike."""
+    from restora.service.tools import requested_format
+
+    return check_image(data, s, scale=int(options.get("upscale") or 1),
+                       output_size=(params.get("output_width"), params.get("output_height")),
+                       tool=tool, input_name=input_name,
+                       output_format=requested_format(tool, params))
 
 
 async def get_job(m: JobManager, job_id: str, api: str | None = None) -> JobRecord:
