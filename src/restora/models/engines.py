@@ -68,6 +68,11 @@ class Policy:
     #: a stricter check for int8 graphs, whose error depends on the input more than a float
     #: engine's does (one probe must stand for every photo); None = ``check``
     check_int8: Callable[[list[np.ndarray], list[np.ndarray]], tuple[bool, str]] | None = None
+    #: for an int8 graph outside ``check_int8``: the least paste scale (parsing pixels per
+    #: output pixel) from which it keeps the bound stated in output pixels, or None (parsers:
+    #: :func:`paste_mask_scale`); such a graph parses the faces pasted that small
+    int8_scale: Callable[[list[np.ndarray], list[np.ndarray]], tuple[int | None, str]] | None \
+        = None
 
     def check_for(self, precision: str
                   ) -> Callable[[list[np.ndarray], list[np.ndarray]], tuple[bool, str]]:
@@ -88,11 +93,39 @@ def _psnr_check(peak: float, lo: float, hi: float, min_db: float
 
 
 def _shifted(a: np.ndarray, axis: int, step: int) -> np.ndarray:
-    """``a`` moved one pixel along ``axis``, the vacated edge row kept (nothing wraps round)."""
+    """``a`` moved ``step`` pixels along ``axis``, the vacated rows repeating the edge row
+    (nothing wraps round)."""
     out = np.roll(a, step, axis=axis)
+    n = abs(step)
     edge: list[Any] = [slice(None), slice(None)]
-    edge[axis] = 0 if step > 0 else -1
-    out[tuple(edge)] = a[tuple(edge)]
+    fill: list[Any] = [slice(None), slice(None)]
+    edge[axis], fill[axis] = (slice(0, 1), slice(0, n)) if step > 0 else (slice(-1, None),
+                                                                             slice(-n, None))
+    out[tuple(fill)] = a[tuple(edge)]
+    return out
+
+
+def mask_envelope(classes: np.ndarray, px: int) -> float:
+    """The largest change of the soft paste mask that moving the face mask ``px`` pixels (up,
+    down, left or right) makes: what a ``px`` pixel edge error costs the paste."""
+    from restora.models.parsing import parse_to_mask
+
+    size = classes.shape[0]
+    base = parse_to_mask(classes, size)
+    return max(float(np.abs(parse_to_mask(_shifted(classes, axis, step), size) - base).max())
+               for axis in (0, 1) for step in (px, -px))
+
+
+def _mask_deviations(ref: list[np.ndarray], got: list[np.ndarray]
+                     ) -> list[tuple[np.ndarray, float]]:
+    """Per batch item: torch fp32's class map and the paste mask max |d| of the engine's."""
+    from restora.models.parsing import parse_to_mask
+
+    out = []
+    for r, g in zip(ref[0], got[0]):
+        a, b = r.argmax(axis=0), g.argmax(axis=0)
+        d = float(np.abs(parse_to_mask(b, b.shape[0]) - parse_to_mask(a, a.shape[0])).max())
+        out.append((a, d))
     return out
 
 
@@ -103,18 +136,39 @@ def paste_mask_check(ref: list[np.ndarray], got: list[np.ndarray], share: float 
     fp32 face mask by one pixel (up, down, left or right) changes it, for every item of the
     batch. So a pasted pixel moves no further towards the original or the restored face than a
     1 px mask edge move would move it."""
-    from restora.models.parsing import parse_to_mask
-
     worst, margin = 0.0, float("inf")
-    for r, g in zip(ref[0], got[0]):
-        a, b = r.argmax(axis=0), g.argmax(axis=0)
-        base = parse_to_mask(a, a.shape[0])
-        envelope = max(float(np.abs(parse_to_mask(_shifted(a, axis, step), a.shape[0])
-                                    - base).max()) for axis in (0, 1) for step in (1, -1))
-        d = float(np.abs(parse_to_mask(b, b.shape[0]) - base).max())
-        worst, margin = max(worst, d), min(margin, share * envelope - d)
+    for a, d in _mask_deviations(ref, got):
+        worst, margin = max(worst, d), min(margin, share * mask_envelope(a, 1) - d)
     return margin >= 0.0, (f"paste mask max |d| {worst:.4f}, least margin to "
                            f"{share:g} x the 1 px envelope {margin:+.4f}")
+
+
+#: The coarsest paste considered for a coarse parser: 8 parsing pixels per output pixel (a face
+#: pasted 64 px wide from a 512 px parse).
+MAX_PARSE_SCALE = 8
+
+
+def paste_mask_scale(ref: list[np.ndarray], got: list[np.ndarray], share: float = 1.0
+                     ) -> tuple[int | None, str]:
+    """The least ``k`` (parsing pixels per output pixel) at which the engine's paste mask stays
+    within ``share`` times the ``k`` px envelope, for every item and every coarser scale up to
+    :data:`MAX_PARSE_SCALE`; None when there is none.
+
+    A face pasted at ``k`` parsing pixels per output pixel moves its mask edge by one output
+    pixel when the parsing map moves ``k`` pixels, so such an engine keeps the bound, stated in
+    output pixels, for faces pasted at that scale or smaller."""
+    items = [(a, d, [mask_envelope(a, px) for px in range(1, MAX_PARSE_SCALE + 1)])
+             for a, d in _mask_deviations(ref, got)]
+    least: int | None = None
+    for k in range(MAX_PARSE_SCALE, 0, -1):
+        if not all(d <= share * env[j] for _, d, env in items
+                   for j in range(k - 1, MAX_PARSE_SCALE)):
+            break
+        least = k
+    worst = max((d for _, d, _ in items), default=0.0)
+    at = "none" if least is None else f"{least} parse px per output px"
+    return least, (f"paste mask max |d| {worst:.4f}; within {share:g} x the k px envelope "
+                   f"from k = {at}")
 
 
 #: int8 parsers must keep the probe face within half the envelope: on a ParseNet trained here
@@ -164,7 +218,8 @@ POLICIES: dict[str, Policy] = {
     "face-parsing": Policy("the paste mask moves no more than a 1 px move of the fp32 face "
                            "mask would move it (int8: half that, on the probe face)",
                            paste_mask_check, (("openvino", "int8"), *_FAST_ANY), gpu="fp16",
-                           check_int8=lambda r, g: paste_mask_check(r, g, INT8_PARSING_SHARE)),
+                           check_int8=lambda r, g: paste_mask_check(r, g, INT8_PARSING_SHARE),
+                           int8_scale=lambda r, g: paste_mask_scale(r, g, INT8_PARSING_SHARE)),
     "face-detection": Policy(f"raw regressions and scores within {DETECTION_MAX_ABS} "
                              "(boxes and landmarks move < 1 px)", detection_check, _FAST_ANY,
                              gpu="fp16"),
@@ -282,6 +337,27 @@ class OpenVINOEngine:
         request.infer(dict(zip(self.names, _numpy_inputs(inputs))))
         return [np.array(request.get_output_tensor(i).data, copy=True)
                 for i in range(len(self.compiled.outputs))]
+
+
+class Deferred:
+    """An engine opened on its first run (a graph the process may never need)."""
+
+    def __init__(self, name: str, precision: str, opener: Callable[[], Engine]) -> None:
+        self.name, self.precision = name, precision
+        self._opener = opener
+        self._inner: Engine | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def opened(self) -> bool:
+        return self._inner is not None
+
+    def run(self, inputs: Sequence[Any]) -> list[Any]:
+        if self._inner is None:
+            with self._lock:
+                if self._inner is None:
+                    self._inner = self._opener()
+        return self._inner.run(inputs)
 
 
 class OneAtATime:
@@ -589,6 +665,30 @@ class EngineFactory:
     def exported(self, net: Network, engine: str, precision: str, *,
                  verify: bool = True) -> Engine:
         """The cached (or newly exported) graph of ``net`` on ``engine`` at ``precision``."""
+        return self._load(net, engine, precision, verify, lambda meta: bool(meta["ok"]))[0]
+
+    def coarse(self, net: Network) -> tuple[Engine, int] | None:
+        """The int8 graph ``auto`` refused at 1 px but which keeps the task's bound for outputs
+        pasted at ``k`` or more parsing pixels per output pixel, with that ``k``; None where
+        there is none (another engine choice, no such policy, int8 kept or refused outright)."""
+        if self.choice != "auto" or net.device != "cpu" or not net.exportable:
+            return None
+        if policy_for(net.task).int8_scale is None or not _precision_allowed(net, "int8"):
+            return None
+        def usable(meta: dict[str, Any]) -> bool:
+            return not meta["ok"] and meta.get("scale") is not None
+
+        try:
+            # opened when a face first needs it: many photos have no face pasted that small
+            deferred, meta = self._load(net, "openvino", "int8", True, usable, open_graph=False)
+        except EngineUnavailable as exc:
+            log.info("no coarse int8 graph for %s: %s", net.model_id, exc)
+            return None
+        return deferred, int(meta["scale"])
+
+    def _load(self, net: Network, engine: str, precision: str, verify: bool,
+              usable: Callable[[dict[str, Any]], bool], open_graph: bool = True
+              ) -> tuple[Engine, dict[str, Any]]:
         version = package_version(engine)
         if version is None:
             raise EngineUnavailable(f"the {engine} package is not installed "
@@ -618,21 +718,24 @@ class EngineFactory:
             if meta is None:
                 meta = self._build_entry(net, engine, precision, specs, folder, cache, key,
                                          verify)
-            if not meta.get("ok", False):
+            if not meta.get("ok", False) and "measure" not in meta:  # the export itself failed
                 raise EngineUnavailable(meta.get("reason", "rejected earlier"))
-            if verify and "measure" not in meta:
+            if verify and ("measure" not in meta or _wants_scale(net, precision, meta)):
                 meta = self._verify(net, engine, precision, specs, folder, cache, key, meta)
-                if not meta["ok"]:
-                    raise EngineUnavailable(meta["reason"])
+            if not usable(meta):
+                raise EngineUnavailable(meta.get("reason", "rejected earlier"))
+            if not open_graph:
+                return Deferred(engine, precision, lambda: self._load(
+                    net, engine, precision, verify, usable)[0]), meta
             try:
-                return self._open(engine, folder, specs, precision)
+                return self._open(engine, folder, specs, precision), meta
             except Exception as exc:  # noqa: BLE001 - a corrupt file: rebuild once
                 cache.discard(folder, f"{engine} cannot load it: {exc}")
                 meta = self._build_entry(net, engine, precision, specs, folder, cache, key,
                                          verify)
-                if not meta.get("ok", False):
+                if not meta.get("ok", False) and "measure" not in meta or not usable(meta):
                     raise EngineUnavailable(meta.get("reason", "rejected")) from exc
-                return self._open(engine, folder, specs, precision)
+                return self._open(engine, folder, specs, precision), meta
 
     def _open(self, engine: str, folder: Path, specs: Sequence[InputSpec], precision: str
               ) -> Engine:
@@ -691,8 +794,16 @@ class EngineFactory:
         meta = {**meta, "ok": bool(ok), "measure": measure, "bound": policy.bound}
         if not ok:
             meta["reason"] = f"outside the {net.task} bound ({measure}; {policy.bound})"
+        if precision == "int8" and policy.int8_scale is not None:
+            meta["scale"], meta["scale_measure"] = policy.int8_scale(ref, got)
         cache.write(folder, key, meta)
         return meta
+
+
+def _wants_scale(net: Network, precision: str, meta: dict[str, Any]) -> bool:
+    """An int8 verdict cached before coarse graphs existed: measure its scale too."""
+    return (precision == "int8" and policy_for(net.task).int8_scale is not None
+            and "scale" not in meta)
 
 
 def _precision_allowed(net: Network, precision: str) -> bool:

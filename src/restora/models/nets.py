@@ -291,11 +291,52 @@ class CodeFormerRestorer(FaceRestorer):
 # --- face parsing -------------------------------------------------------------------------------
 
 class FaceParser(Network):
-    """Face crop RGB NCHW in [-1, 1] at ``input_size`` -> class logits (N, classes, S, S)."""
+    """Face crop RGB NCHW in [-1, 1] at ``input_size`` -> class logits (N, classes, S, S).
+
+    Under ``auto`` a parser may also hold a *coarse* graph (int8) that keeps the paste bound only
+    for faces pasted small: at ``coarse_from`` or more parsing pixels per output pixel, where a
+    one-pixel edge move in the output is several pixels of the parsing map. Callers pass each
+    face's ``px_per_output`` and the descriptor picks (see ``engines.paste_mask_scale``).
+    """
 
     task = "face-parsing"
     input_range = (-1.0, 1.0)
     int8_calibration = True
+    #: (engine, least parsing px per output px), None, or not looked up yet (False)
+    _coarse: tuple[Engine, int] | None | bool = False
+
+    def __call__(self, x: Array, *, px_per_output: float = 1.0) -> Array:  # type: ignore[override]
+        """Class logits for ``x``; faces pasted at ``px_per_output`` parsing pixels per output
+        pixel (or more) run on the coarse graph where there is one for that scale."""
+        return _like(self.run([x], px_per_output=px_per_output)[0], x)
+
+    def run(self, inputs: Sequence[Array], *, px_per_output: float = 1.0) -> list[Array]:
+        coarse = self.coarse
+        if coarse is not None and px_per_output >= coarse[1]:
+            return coarse[0].run(list(inputs))
+        return super().run(inputs)
+
+    @property
+    def coarse(self) -> tuple[Engine, int] | None:
+        """The coarse graph and the least parsing px per output px it is used from, if any."""
+        if self._coarse is False:
+            with self._engine_lock:
+                if self._coarse is False:
+                    factory = self.engine_factory
+                    self._coarse = factory.coarse(self) if factory is not None else None
+        return self._coarse or None
+
+    @property
+    def coarse_from(self) -> int | None:
+        """Parsing pixels per output pixel from which faces are parsed by the coarse graph."""
+        coarse = self.coarse
+        return None if coarse is None else coarse[1]
+
+    @property
+    def precision(self) -> str:
+        exact = super().precision
+        coarse = self._coarse or None
+        return exact if coarse is None else f"{exact}+{coarse[0].precision}"
 
     def probe_image(self, rng: np.random.Generator, shape: Sequence[int]) -> np.ndarray:
         """The aligned probe face (mirrored for odd items): a parser's verdict is about a face."""

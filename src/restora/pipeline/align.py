@@ -155,3 +155,9 @@ def compose(*matrices: np.ndarray) -> np.ndarray:
     for m in matrices:
         out = out @ to_3x3(m)
     return out[:2]
+
+
+def scale_of(matrix: np.ndarray) -> float:
+    """How many target pixels one source pixel spans under a 2 x 3 affine ``matrix`` (the
+    geometric mean of its two axes)."""
+    return float(np.sqrt(abs(np.linalg.det(np.asarray(matrix, np.float64)[:, :2]))))

@@ -21,7 +21,8 @@ from restora.io.image import Image
 from restora.pipeline import detect as det
 from restora.pipeline._timing import EstimateFn, Stages, estimate_text
 from restora.pipeline.options import EnhanceOptions, with_overrides
-from restora.pipeline.align import AlignedFace, align_face, compose, invert, scale_map
+from restora.pipeline.align import (AlignedFace, align_face, compose, invert, scale_map,
+                                    scale_of)
 from restora.models.nets import FaceParser, FaceRestorer, Network, Upscaler
 from restora.models.registry import RESTORER_FAMILIES
 from restora.pipeline.paste import PasteFace, parse_to_mask, paste_faces
@@ -220,7 +221,8 @@ def enhance_faces(
 
     with stages.stage("paste"):
         if restored:
-            masks, result.mask = _masks(runtime, restored, cancel, used)
+            masks, result.mask = _masks(runtime, restored, cancel, used,
+                                        [a.matrix for a in aligned], upscale)
             # GFPGAN's reference pastes with the ParseNet mask alone, CodeFormer with min(mask,
             # square): per face, as faces may come from different restorers
             square = [m is None or o.candidate is None or o.candidate.restorer.kind != "gfpgan"
@@ -561,11 +563,14 @@ def _describe_references(runtime: Runtime, checker: IdentityChecker, refs: Seque
 
 
 def _masks(runtime: Runtime, restored: Sequence[np.ndarray], cancel: threading.Event | None,
-           used: list[Network] | None = None) -> tuple[list[np.ndarray | None], str]:
+           used: list[Network] | None = None, to_crop: Sequence[np.ndarray] | None = None,
+           upscale: int = 1) -> tuple[list[np.ndarray | None], str]:
     """ParseNet face masks in crop space, or None per face (square mask only) without a parser.
 
     How they combine with the feathered square is the restorer's reference rule (see
     ``enhance_faces``): GFPGAN pastes with the ParseNet mask alone, CodeFormer with the minimum.
+    ``to_crop`` (input -> crop matrices) and ``upscale`` say how small each face is pasted, which
+    lets the parser use its coarse graph for small faces.
     """
     parsers = runtime.registry.installed("face-parsing")
     if not parsers:
@@ -573,7 +578,12 @@ def _masks(runtime: Runtime, restored: Sequence[np.ndarray], cancel: threading.E
     parser = runtime.load(parsers[0].id)
     if not isinstance(parser, FaceParser):
         raise InvalidParameter("model", f"model '{parser.model_id}' is not a face parser")
-    maps = parse_faces(parser, restored, cancel=cancel)
+    scales = None
+    if to_crop is not None:
+        size = parser.input_size or 512
+        # crop px per input px x parse px per crop px / output px per input px
+        scales = [scale_of(m) * size / f.shape[0] / upscale for m, f in zip(to_crop, restored)]
+    maps = parse_faces(parser, restored, px_per_output=scales, cancel=cancel)
     if used is not None:
         used.append(parser)
     # each face at its own crop size: faces may come from restorers of different input sizes

@@ -97,21 +97,37 @@ def restore_faces(crops: Sequence[np.ndarray], restorer: FaceRestorer, *, fideli
 
 
 def parse_faces(parser: FaceParser, faces: Sequence[np.ndarray], *,
-                batch_size: int | None = None,
+                px_per_output: Sequence[float] | None = None, batch_size: int | None = None,
                 cancel: threading.Event | None = None) -> list[np.ndarray]:
-    """Argmax class maps (S x S int64, S the parser's input size) for restored crops in [0, 1]."""
+    """Argmax class maps (S x S int64, S the parser's input size) for restored crops in [0, 1].
+
+    ``px_per_output`` is, per face, how many parsing pixels one pixel of the output holds where
+    the face is pasted (small faces: several); the parser runs faces pasted small enough on its
+    coarse graph when it has one (:class:`~restora.models.nets.FaceParser`).
+    """
     import cv2
 
     in_size = parser.input_size or 512
-    maps: list[np.ndarray] = []
+    scales = list(px_per_output) if px_per_output is not None else [1.0] * len(faces)
+    if len(scales) != len(faces):
+        raise ValueError("px_per_output needs one scale per face")
+    coarse_from = parser.coarse_from
+    # faces that share a graph are batched together; the maps come back in the faces' order
+    groups = [[i for i, k in enumerate(scales) if (coarse_from is not None and k >= coarse_from)
+               == coarse] for coarse in (False, True)]
+    maps: list[np.ndarray | None] = [None] * len(faces)
     batch_size = batch_size or batch_for("parsenet", in_size, parser.device)
-    for start in range(0, len(faces), batch_size):
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("The job was cancelled.")
-        batch = [f if f.shape[0] == in_size else
-                 cv2.resize(f, (in_size, in_size), interpolation=cv2.INTER_LINEAR)
-                 for f in faces[start:start + batch_size]]
-        x = np.stack(batch).transpose(0, 3, 1, 2) * np.float32(2.0) - np.float32(1.0)
-        logits = parser(np.ascontiguousarray(x, dtype=np.float32))
-        maps.extend(logits.argmax(axis=1).astype(np.int64))
-    return maps
+    for group in groups:
+        for start in range(0, len(group), batch_size):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("The job was cancelled.")
+            idx = group[start:start + batch_size]
+            batch = [faces[i] if faces[i].shape[0] == in_size else
+                     cv2.resize(faces[i], (in_size, in_size), interpolation=cv2.INTER_LINEAR)
+                     for i in idx]
+            x = np.stack(batch).transpose(0, 3, 1, 2) * np.float32(2.0) - np.float32(1.0)
+            logits = parser(np.ascontiguousarray(x, dtype=np.float32),
+                            px_per_output=min(scales[i] for i in idx))
+            for i, m in zip(idx, logits.argmax(axis=1).astype(np.int64)):
+                maps[i] = m
+    return [m for m in maps if m is not None]
