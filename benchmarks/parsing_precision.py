@@ -12,14 +12,19 @@ For each precision it prints the median over >= 5 paired rounds of torch eager f
 engine CPU seconds, and on held-out faces (never used to train or calibrate; each also
 mirrored) the runtime's face-parsing bound (``engines.paste_mask_check``): the paste mask's
 max |d| against torch fp32, next to the largest change a 1 px move of the fp32 face mask makes
-(the "1 px envelope"), per crop; and the verdict ``auto`` reaches on the probe face.
+(the "1 px envelope"), per crop; and the verdict ``auto`` reaches on the probe face. Then, per
+precision, the least paste scale k (parsing pixels per output pixel) at which each held-out
+crop stays within the k px envelope (``engines.paste_mask_scale``: a small face's coarse graph),
+the k the probe face gives, and how small the faces of the test photos are pasted at upscale 1,
+2 and 4 (how many would use a coarse graph from that k).
 
     PYTHONPATH=src python benchmarks/parsing_precision.py --train 250 --save surrogate.pth
     PYTHONPATH=src python benchmarks/parsing_precision.py --weights surrogate.pth
     PYTHONPATH=src python benchmarks/parsing_precision.py --weights parsing_parsenet.pth
 
 int8 needs NNCF (``pip install nncf``; post-training quantization of the OpenVINO graph,
-calibrated on the training faces); without it that row is skipped.
+calibrated as ``auto`` calibrates it, on the probe face's variants, and with ``--calib N`` also
+on N training faces); without it that row is skipped.
 """
 
 from __future__ import annotations
@@ -217,8 +222,8 @@ def engines_for(net: Any, onnx_path: Path, calib: list[np.ndarray], threads: int
 def measure(weights: Path, faces: np.ndarray, rounds: int, threads: int, calib_n: int) -> None:
     import torch
 
-    from restora.models.engines import (TorchEngine, export_onnx, paste_mask_check,
-                                        paste_mask_scale, policy_for)
+    from restora.models.engines import (INT8_PARSING_SHARE, TorchEngine, export_onnx,
+                                        paste_mask_check, paste_mask_scale, policy_for)
     from restora.models.nets import describe
     torch.set_num_threads(threads)
     held = [to_input(f) for f in faces[-HELD_OUT:]] + [to_input(f[:, ::-1]) for f in faces[-HELD_OUT:]]
@@ -264,12 +269,15 @@ def measure(weights: Path, faces: np.ndarray, rounds: int, threads: int, calib_n
                   f"{worst[1]}; probe face ({precision} rule): {'kept' if ok else 'rejected'}, "
                   f"{measure}")
             line = f"  {'':34s} held out, least parse px per output px within: {_ks(least)}"
-            if precision == "int8" and policy.int8_scale is not None and not ok:
-                k, _ = policy.int8_scale(probe_ref, out)
+            if precision != "fp32":
+                # the coarse rule (engines.Policy.coarse): the probe within the k px envelope;
+                # int8 at its stricter half share, for comparison (auto does not use it coarse)
+                share = INT8_PARSING_SHARE if precision == "int8" else 1.0
+                k, _ = paste_mask_scale(probe_ref, out, share)
                 probe_scales[name] = k
                 inside = sum(v is not None and (k is not None and v <= k) for v in least)
-                line += (f"; probe verdict (half share): coarse from k = {k}, held-out crops "
-                         f"within at k: {inside}/{len(least)}")
+                line += (f"; probe within ({share:g} x envelope) from k = {k}, held-out crops "
+                         f"within at that k: {inside}/{len(least)}")
             print(line)
     scales = paste_scales()
     for up in (1, 2, 4):

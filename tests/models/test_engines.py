@@ -146,7 +146,7 @@ def test_auto_parses_restored_faces_in_one_batch_within_the_parsing_bound(
     got = parse_faces(parser, restored)
     want = parse_faces(parser_ref, restored)
     assert calls == [3]
-    # faces pasted at 1 parse px per output px (the default): the exact graph, never int8's
+    # no paste scales given: the exact graph, never a coarse one
     assert parser.engine_name in FAST and parser.precision.split("+")[0] == "fp32"
     # the bound itself, on the logits of the same batch
     size = parser.input_size
@@ -358,12 +358,9 @@ def test_auto_tries_int8_for_the_parser_and_keeps_it_only_within_the_bound(
     assert "paste mask max |d|" in meta["measure"]
     margin = float(meta["measure"].rsplit(" ", 1)[1])
     assert meta["ok"] == (margin >= 0.0) and "0.5 x the 1 px envelope" in meta["measure"]
-    assert (parser.precision == "int8") == meta["ok"]
-    assert "scale" in meta and "k px envelope" in meta["scale_measure"]
-    if not meta["ok"]:  # exact fp32, plus the int8 graph for small faces where it has a scale
-        coarse = "+int8" if meta["scale"] is not None else ""
-        assert parser.precision == f"fp32{coarse}" and parser.engine_name in FAST
-        assert parser.coarse_from == meta["scale"]
+    assert parser.precision.split("+")[0] == ("int8" if meta["ok"] else "fp32")
+    if not meta["ok"]:
+        assert parser.engine_name in FAST
     folder = next(p.parent for p in cache_root.rglob("meta.json")
                   if json.loads(p.read_text()) == meta)
     assert "FakeQuantize" in (folder / "graph.xml").read_text()
@@ -390,41 +387,53 @@ def test_paste_mask_scale_is_the_least_output_scale_whose_envelope_covers_the_er
     assert scale is None and "from k = none" in measure
 
 
-def _int8_meta(cache: Path) -> tuple[Path, dict]:
+def _meta(cache: Path, precision: str) -> tuple[Path, dict]:
     path = next(p for p in cache.rglob("meta.json")
                 if json.loads(p.read_text())["key"]["model_id"] == "tiny-parsenet"
-                and json.loads(p.read_text())["key"]["precision"] == "int8")
+                and json.loads(p.read_text())["key"]["precision"] == precision)
     return path, json.loads(path.read_text())
 
 
-def test_small_faces_parse_on_the_coarse_int8_graph_and_the_rest_on_the_exact_one(
+def _needs_bf16() -> None:
+    from restora.models.engines import bf16_supported
+
+    if not bf16_supported():
+        pytest.skip("this CPU has no bf16 (the coarse parsing graph is OpenVINO bf16)")
+
+
+def test_small_faces_parse_on_the_coarse_graph_and_the_rest_on_the_exact_one(
         setup: tuple[Path, Path], tmp_path: Path) -> None:
-    """Where the int8 verdict gives a scale k, inputs pasted at k or more parsing pixels per
-    output pixel run on the int8 graph and the others on the exact graph; ``parse_faces`` sends
-    each face to its graph and keeps the faces' order; an explicit engine never uses int8."""
-    pytest.importorskip("nncf")
+    """The coarse (bf16) graph's verdict records its scale k and its probe time; where it is
+    faster than the exact graph, inputs pasted at k or more parsing pixels per output pixel run
+    on it (opened on first need) and the others on the exact graph; ``parse_faces`` sends each
+    face to its graph and keeps the faces' order; an explicit engine never uses it."""
+    _needs_bf16()
     from restora.models.engines import OpenVINOEngine
     from restora.pipeline.restore import parse_faces
 
     manifest, cache_root = setup
     first = make(setup, "auto").load("tiny-parsenet")
     x = faces(first.input_size, 2)
-    first(x)  # the int8 entry exists and carries its verdict
+    first(x)  # builds the exact graph and the coarse candidate's entry, with their verdicts
+    path, meta = _meta(cache_root, "bf16")
+    assert "k px envelope" in meta["scale_measure"] and meta["cpu_s"] > 0
+    assert "scale" in meta and (first.coarse is None) == (
+        meta["scale"] is None or meta["cpu_s"] > 0.8 * first.engine.probe_cpu_s)
     cache = tmp_path / "cache"
     shutil.copytree(cache_root, cache)
-    path, meta = _int8_meta(cache)
-    path.write_text(json.dumps({**meta, "ok": False, "scale": 2}))
+    path, meta = _meta(cache, "bf16")
+    path.write_text(json.dumps({**meta, "scale": 2, "cpu_s": 0.0}))
     rt = Runtime(Settings(home=tmp_path / "home", models=manifest, engine_cache=cache),
                  device="cpu", engine="auto")
     parser = rt.load("tiny-parsenet")
-    int8 = OpenVINOEngine(path.parent / "graph.xml", ["x"], 1, "int8").run([x])[0]
+    coarse = OpenVINOEngine(path.parent / "graph.xml", ["x"], 1, "bf16").run([x])[0]
     exact = parser.run([x])[0]
-    assert not np.allclose(int8, exact, atol=1e-3)  # the two graphs really differ
+    assert not np.allclose(coarse, exact, atol=1e-3)  # the two graphs really differ
     np.testing.assert_array_equal(parser(x, px_per_output=1.9), exact)
     assert not parser.coarse[0].opened  # loaded only once a face is pasted small enough
-    np.testing.assert_array_equal(parser(x, px_per_output=2.0), int8)
+    np.testing.assert_array_equal(parser(x, px_per_output=2.0), coarse)
     assert parser.coarse[0].opened
-    assert parser.coarse_from == 2 and parser.precision == "fp32+int8"
+    assert parser.coarse_from == 2 and parser.precision == "fp32+bf16"
     crops = [np.ascontiguousarray((f.transpose(1, 2, 0) + 1.0) / 2.0) for f in x]
     maps = parse_faces(parser, crops, px_per_output=[3.0, 1.0])
     np.testing.assert_array_equal(maps[0], parser(x[:1], px_per_output=3.0)[0].argmax(0))
@@ -433,24 +442,31 @@ def test_small_faces_parse_on_the_coarse_int8_graph_and_the_rest_on_the_exact_on
                      device="cpu", engine="openvino").load("tiny-parsenet")
     assert forced.coarse is None
     np.testing.assert_array_equal(forced(x, px_per_output=8.0), exact)
+    # a coarse graph no faster than the exact one is not used
+    path.write_text(json.dumps({**meta, "scale": 2, "cpu_s": 1e6}))
+    slow = Runtime(Settings(home=tmp_path / "home", models=manifest, engine_cache=cache),
+                   device="cpu", engine="auto").load("tiny-parsenet")
+    assert slow.coarse is None
+    np.testing.assert_array_equal(slow(x, px_per_output=8.0), exact)
 
 
-def test_an_int8_verdict_without_a_scale_is_measured_again(setup: tuple[Path, Path],
+def test_a_verdict_without_scale_or_time_is_measured_again(setup: tuple[Path, Path],
                                                            tmp_path: Path) -> None:
-    """Verdicts cached before coarse graphs existed get their scale on the next load (the graph
-    is not exported again)."""
-    pytest.importorskip("nncf")
+    """Verdicts cached before coarse graphs existed get their scale and probe time on the next
+    load (the graph is not exported again)."""
+    _needs_bf16()
     manifest, cache_root = setup
     make(setup, "auto").load("tiny-parsenet")(faces(64, 1))
     cache = tmp_path / "cache"
     shutil.copytree(cache_root, cache)
-    path, meta = _int8_meta(cache)
+    path, meta = _meta(cache, "bf16")
     graph_mtime = (path.parent / "graph.xml").stat().st_mtime_ns
-    old = {k: v for k, v in meta.items() if k not in ("scale", "scale_measure")}
+    old = {k: v for k, v in meta.items() if k not in ("scale", "scale_measure", "cpu_s")}
     path.write_text(json.dumps(old))
     parser = Runtime(Settings(home=tmp_path / "home", models=manifest, engine_cache=cache),
                      device="cpu", engine="auto").load("tiny-parsenet")
     parser(faces(parser.input_size, 1))
-    _, again = _int8_meta(cache)
+    _, again = _meta(cache, "bf16")
     assert again["scale"] == meta["scale"] and again["measure"] == meta["measure"]
+    assert again["cpu_s"] > 0
     assert (path.parent / "graph.xml").stat().st_mtime_ns == graph_mtime

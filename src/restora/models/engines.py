@@ -68,10 +68,11 @@ class Policy:
     #: a stricter check for int8 graphs, whose error depends on the input more than a float
     #: engine's does (one probe must stand for every photo); None = ``check``
     check_int8: Callable[[list[np.ndarray], list[np.ndarray]], tuple[bool, str]] | None = None
-    #: for an int8 graph outside ``check_int8``: the least paste scale (parsing pixels per
-    #: output pixel) from which it keeps the bound stated in output pixels, or None (parsers:
-    #: :func:`paste_mask_scale`); such a graph parses the faces pasted that small
-    int8_scale: Callable[[list[np.ndarray], list[np.ndarray]], tuple[int | None, str]] | None \
+    #: (engine, precision) graphs that may serve outputs pasted small (parsers' faces), each
+    #: kept from the least paste scale (parsing pixels per output pixel) at which
+    #: ``scale_check`` finds it within the bound stated in output pixels, where it is faster
+    coarse: tuple[tuple[str, str], ...] = ()
+    scale_check: Callable[[list[np.ndarray], list[np.ndarray]], tuple[int | None, str]] | None \
         = None
 
     def check_for(self, precision: str
@@ -219,7 +220,9 @@ POLICIES: dict[str, Policy] = {
                            "mask would move it (int8: half that, on the probe face)",
                            paste_mask_check, (("openvino", "int8"), *_FAST_ANY), gpu="fp16",
                            check_int8=lambda r, g: paste_mask_check(r, g, INT8_PARSING_SHARE),
-                           int8_scale=lambda r, g: paste_mask_scale(r, g, INT8_PARSING_SHARE)),
+                           # bf16 for small faces; not int8: on a trained surrogate int8 flips
+                           # whole regions of some faces that no scale covers (docs/engines.md)
+                           coarse=(("openvino", "bf16"),), scale_check=paste_mask_scale),
     "face-detection": Policy(f"raw regressions and scores within {DETECTION_MAX_ABS} "
                              "(boxes and landmarks move < 1 px)", detection_check, _FAST_ANY,
                              gpu="fp16"),
@@ -667,24 +670,35 @@ class EngineFactory:
         """The cached (or newly exported) graph of ``net`` on ``engine`` at ``precision``."""
         return self._load(net, engine, precision, verify, lambda meta: bool(meta["ok"]))[0]
 
-    def coarse(self, net: Network) -> tuple[Engine, int] | None:
-        """The int8 graph ``auto`` refused at 1 px but which keeps the task's bound for outputs
-        pasted at ``k`` or more parsing pixels per output pixel, with that ``k``; None where
-        there is none (another engine choice, no such policy, int8 kept or refused outright)."""
+    def coarse(self, net: Network, exact: Engine) -> tuple[Engine, int] | None:
+        """A graph the task's policy allows for outputs pasted small, with the least parsing
+        pixels per output pixel from which it keeps the bound, where its probe ran in at most
+        :data:`COARSE_SPEED` of ``exact``'s CPU time; None where there is none."""
+        policy = policy_for(net.task)
         if self.choice != "auto" or net.device != "cpu" or not net.exportable:
             return None
-        if policy_for(net.task).int8_scale is None or not _precision_allowed(net, "int8"):
+        exact_s = getattr(exact, "probe_cpu_s", None)
+        if not policy.coarse or exact_s is None:
             return None
-        def usable(meta: dict[str, Any]) -> bool:
-            return not meta["ok"] and meta.get("scale") is not None
+        for engine, precision in policy.coarse:
+            if (engine, precision) == (exact.name, exact.precision) or \
+                    not _precision_allowed(net, precision):
+                continue
 
-        try:
-            # opened when a face first needs it: many photos have no face pasted that small
-            deferred, meta = self._load(net, "openvino", "int8", True, usable, open_graph=False)
-        except EngineUnavailable as exc:
-            log.info("no coarse int8 graph for %s: %s", net.model_id, exc)
-            return None
-        return deferred, int(meta["scale"])
+            def usable(meta: dict[str, Any]) -> bool:
+                return (meta.get("scale") is not None and meta.get("cpu_s") is not None
+                        and meta["cpu_s"] <= COARSE_SPEED * exact_s)
+
+            try:
+                # opened when a face first needs it: many photos have no face pasted that small
+                deferred, meta = self._load(net, engine, precision, True, usable,
+                                            open_graph=False)
+            except EngineUnavailable as exc:
+                log.info("no coarse %s/%s graph for %s: %s", engine, precision, net.model_id,
+                         exc)
+                continue
+            return deferred, int(meta["scale"])
+        return None
 
     def _load(self, net: Network, engine: str, precision: str, verify: bool,
               usable: Callable[[dict[str, Any]], bool], open_graph: bool = True
@@ -720,22 +734,25 @@ class EngineFactory:
                                          verify)
             if not meta.get("ok", False) and "measure" not in meta:  # the export itself failed
                 raise EngineUnavailable(meta.get("reason", "rejected earlier"))
-            if verify and ("measure" not in meta or _wants_scale(net, precision, meta)):
+            if verify and ("measure" not in meta
+                           or _wants_scale(net, engine, precision, meta)):
                 meta = self._verify(net, engine, precision, specs, folder, cache, key, meta)
             if not usable(meta):
-                raise EngineUnavailable(meta.get("reason", "rejected earlier"))
+                raise EngineUnavailable(meta.get("reason", "not usable here"))
             if not open_graph:
                 return Deferred(engine, precision, lambda: self._load(
                     net, engine, precision, verify, usable)[0]), meta
             try:
-                return self._open(engine, folder, specs, precision), meta
+                opened = self._open(engine, folder, specs, precision)
             except Exception as exc:  # noqa: BLE001 - a corrupt file: rebuild once
                 cache.discard(folder, f"{engine} cannot load it: {exc}")
                 meta = self._build_entry(net, engine, precision, specs, folder, cache, key,
                                          verify)
                 if not meta.get("ok", False) and "measure" not in meta or not usable(meta):
                     raise EngineUnavailable(meta.get("reason", "rejected")) from exc
-                return self._open(engine, folder, specs, precision), meta
+                opened = self._open(engine, folder, specs, precision)
+            opened.probe_cpu_s = meta.get("cpu_s")  # type: ignore[union-attr]
+            return opened, meta
 
     def _open(self, engine: str, folder: Path, specs: Sequence[InputSpec], precision: str
               ) -> Engine:
@@ -788,22 +805,43 @@ class EngineFactory:
         """Run the probe on torch float32 and on the engine; record the task's verdict."""
         example = probe_inputs(net, specs)
         ref = [np.asarray(_to_numpy(o)) for o in self.torch(net).run(example)]
-        got = self._open(engine, folder, specs, precision).run(example)
+        engine_run = self._open(engine, folder, specs, precision)
+        got = engine_run.run(example)
         policy = policy_for(net.task)
         ok, measure = policy.check_for(precision)(ref, got)
         meta = {**meta, "ok": bool(ok), "measure": measure, "bound": policy.bound}
         if not ok:
             meta["reason"] = f"outside the {net.task} bound ({measure}; {policy.bound})"
-        if precision == "int8" and policy.int8_scale is not None:
-            meta["scale"], meta["scale_measure"] = policy.int8_scale(ref, got)
+        if policy.coarse:  # coarse graphs must be faster than the exact one: time both
+            meta["cpu_s"] = _probe_cpu_s(engine_run, example)
+        if (engine, precision) in policy.coarse and policy.scale_check is not None:
+            meta["scale"], meta["scale_measure"] = policy.scale_check(ref, got)
         cache.write(folder, key, meta)
         return meta
 
 
-def _wants_scale(net: Network, precision: str, meta: dict[str, Any]) -> bool:
-    """An int8 verdict cached before coarse graphs existed: measure its scale too."""
-    return (precision == "int8" and policy_for(net.task).int8_scale is not None
-            and "scale" not in meta)
+def _wants_scale(net: Network, engine: str, precision: str, meta: dict[str, Any]) -> bool:
+    """A verdict cached before coarse graphs existed: measure its scale and time too."""
+    policy = policy_for(net.task)
+    return bool(policy.coarse) and ("cpu_s" not in meta or (
+        (engine, precision) in policy.coarse and "scale" not in meta))
+
+
+#: a coarse graph is used only where its probe costs at most this share of the exact graph's CPU
+COARSE_SPEED = 0.8
+
+
+def _probe_cpu_s(engine: Engine, example: Sequence[np.ndarray]) -> float:
+    """Process CPU seconds of the quicker of two runs on the probe (the verdict's run before
+    them warmed the engine up)."""
+    import time
+
+    best = float("inf")
+    for _ in range(2):
+        t0 = time.process_time()
+        engine.run(example)
+        best = min(best, time.process_time() - t0)
+    return round(best, 4)
 
 
 def _precision_allowed(net: Network, precision: str) -> bool:

@@ -171,13 +171,17 @@ class Network:
 
     def run(self, inputs: Sequence[Array]) -> list[Array]:
         """All graph outputs for ``inputs`` (numpy or tensors); the engine's own output type."""
+        return self.built_engine().run(list(inputs))
+
+    def built_engine(self) -> Engine:
+        """The engine, built (exported, checked) on first use."""
         engine = self.engine
         if engine is None:
             with self._engine_lock:  # one build (export) per descriptor, others wait
                 if self.engine is None:
                     self.engine = self._make_engine()
                 engine = self.engine
-        return engine.run(list(inputs))
+        return engine
 
     def _make_engine(self) -> Engine:
         if self.engine_factory is not None:
@@ -293,10 +297,11 @@ class CodeFormerRestorer(FaceRestorer):
 class FaceParser(Network):
     """Face crop RGB NCHW in [-1, 1] at ``input_size`` -> class logits (N, classes, S, S).
 
-    Under ``auto`` a parser may also hold a *coarse* graph (int8) that keeps the paste bound only
-    for faces pasted small: at ``coarse_from`` or more parsing pixels per output pixel, where a
-    one-pixel edge move in the output is several pixels of the parsing map. Callers pass each
-    face's ``px_per_output`` and the descriptor picks (see ``engines.paste_mask_scale``).
+    Under ``auto`` a parser may also hold a faster *coarse* graph (bf16) that keeps the paste
+    bound only for faces pasted small: at ``coarse_from`` or more parsing pixels per output
+    pixel, where a one-pixel edge move in the output is several pixels of the parsing map.
+    Callers pass each face's ``px_per_output`` and the descriptor picks (see
+    ``engines.paste_mask_scale``).
     """
 
     task = "face-parsing"
@@ -305,14 +310,17 @@ class FaceParser(Network):
     #: (engine, least parsing px per output px), None, or not looked up yet (False)
     _coarse: tuple[Engine, int] | None | bool = False
 
-    def __call__(self, x: Array, *, px_per_output: float = 1.0) -> Array:  # type: ignore[override]
+    def __call__(self, x: Array, *,  # type: ignore[override]
+                 px_per_output: float | None = None) -> Array:
         """Class logits for ``x``; faces pasted at ``px_per_output`` parsing pixels per output
-        pixel (or more) run on the coarse graph where there is one for that scale."""
+        pixel (or more) run on the coarse graph where there is one for that scale (None: the
+        scale is unknown, the exact graph)."""
         return _like(self.run([x], px_per_output=px_per_output)[0], x)
 
-    def run(self, inputs: Sequence[Array], *, px_per_output: float = 1.0) -> list[Array]:
+    def run(self, inputs: Sequence[Array], *, px_per_output: float | None = None
+            ) -> list[Array]:
         coarse = self.coarse
-        if coarse is not None and px_per_output >= coarse[1]:
+        if coarse is not None and px_per_output is not None and px_per_output >= coarse[1]:
             return coarse[0].run(list(inputs))
         return super().run(inputs)
 
@@ -320,10 +328,11 @@ class FaceParser(Network):
     def coarse(self) -> tuple[Engine, int] | None:
         """The coarse graph and the least parsing px per output px it is used from, if any."""
         if self._coarse is False:
+            exact = self.built_engine()  # what the coarse graph must beat
             with self._engine_lock:
                 if self._coarse is False:
                     factory = self.engine_factory
-                    self._coarse = factory.coarse(self) if factory is not None else None
+                    self._coarse = factory.coarse(self, exact) if factory is not None else None
         return self._coarse or None
 
     @property
