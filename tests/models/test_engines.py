@@ -434,6 +434,8 @@ def test_small_faces_parse_on_the_coarse_graph_and_the_rest_on_the_exact_one(
     np.testing.assert_array_equal(parser(x, px_per_output=2.0), coarse)
     assert parser.coarse[0].opened
     assert parser.coarse_from == 2 and parser.precision == "fp32+bf16"
+    assert [parser.precision_for(ks) for ks in ([3.0, 1.0], [2.0], [1.0, None])] == [
+        "fp32+bf16", "bf16", "fp32"]  # what a job with faces at these scales ran
     crops = [np.ascontiguousarray((f.transpose(1, 2, 0) + 1.0) / 2.0) for f in x]
     maps = parse_faces(parser, crops, px_per_output=[3.0, 1.0])
     np.testing.assert_array_equal(maps[0], parser(x[:1], px_per_output=3.0)[0].argmax(0))

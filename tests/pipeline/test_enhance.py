@@ -429,8 +429,11 @@ def test_small_faces_get_the_coarse_parser_and_large_pastes_the_exact_one(tmp_pa
         meta_path.write_text(json.dumps({**meta, "scale": scale, "cpu_s": 0.0}))
         verdicts[name] = cache
     small = {name: run(cache, 1) for name, cache in verdicts.items()}
+    # some faces of 00.jpg reach 1 parse px per output px, some do not: both graphs ran
     assert small["coarse"].engines["tiny-parsenet"].endswith("/fp32+bf16")
     assert small["exact"].engines["tiny-parsenet"].endswith("/fp32")
     assert not np.array_equal(small["coarse"].image.pixels, small["exact"].image.pixels)
     large = {name: run(cache, 2) for name, cache in verdicts.items()}
     np.testing.assert_array_equal(large["coarse"].image.pixels, large["exact"].image.pixels)
+    # the report says what this job ran: no face reached the coarse graph's scale
+    assert large["coarse"].engines["tiny-parsenet"].endswith("/fp32")

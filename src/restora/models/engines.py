@@ -48,6 +48,7 @@ class Engine(Protocol):
 
     name: str
     precision: str
+    probe_cpu_s: float | None
 
     def run(self, inputs: Sequence[Any]) -> list[Any]: ...
 
@@ -252,6 +253,8 @@ class TorchEngine:
     """The module itself, eager (or compiled), under ``inference_mode`` on the device."""
 
     name = "torch"
+    #: CPU seconds of the accuracy probe (from the cache's verdict), None if not timed
+    probe_cpu_s: float | None = None
 
     def __init__(self, graph: Any, device: str = "cpu", dtype: Any = None, *,
                  compile: bool = False) -> None:
@@ -299,6 +302,8 @@ def _numpy_inputs(inputs: Sequence[Any]) -> list[np.ndarray]:
 
 class OnnxRuntimeEngine:
     name = "onnxruntime"
+    #: CPU seconds of the accuracy probe (from the cache's verdict), None if not timed
+    probe_cpu_s: float | None = None
 
     def __init__(self, onnx_path: Path, names: Sequence[str], threads: int,
                  precision: str = "fp32") -> None:
@@ -320,6 +325,8 @@ class OnnxRuntimeEngine:
 
 class OpenVINOEngine:
     name = "openvino"
+    #: CPU seconds of the accuracy probe (from the cache's verdict), None if not timed
+    probe_cpu_s: float | None = None
 
     def __init__(self, xml_path: Path, names: Sequence[str], threads: int,
                  precision: str = "fp32") -> None:
@@ -345,6 +352,8 @@ class OpenVINOEngine:
 class Deferred:
     """An engine opened on its first run (a graph the process may never need)."""
 
+    probe_cpu_s: float | None = None
+
     def __init__(self, name: str, precision: str, opener: Callable[[], Engine]) -> None:
         self.name, self.precision = name, precision
         self._opener = opener
@@ -365,6 +374,8 @@ class Deferred:
 
 class OneAtATime:
     """Runs a graph exported for batch 1 on a batch, one item after the other."""
+
+    probe_cpu_s: float | None = None
 
     def __init__(self, inner: Engine) -> None:
         self.inner = inner
@@ -677,7 +688,7 @@ class EngineFactory:
         policy = policy_for(net.task)
         if self.choice != "auto" or net.device != "cpu" or not net.exportable:
             return None
-        exact_s = getattr(exact, "probe_cpu_s", None)
+        exact_s = exact.probe_cpu_s
         if not policy.coarse or exact_s is None:
             return None
         for engine, precision in policy.coarse:
@@ -735,7 +746,7 @@ class EngineFactory:
             if not meta.get("ok", False) and "measure" not in meta:  # the export itself failed
                 raise EngineUnavailable(meta.get("reason", "rejected earlier"))
             if verify and ("measure" not in meta
-                           or _wants_scale(net, engine, precision, meta)):
+                           or _wants_remeasure(net, engine, precision, meta)):
                 meta = self._verify(net, engine, precision, specs, folder, cache, key, meta)
             if not usable(meta):
                 raise EngineUnavailable(meta.get("reason", "not usable here"))
@@ -751,7 +762,7 @@ class EngineFactory:
                 if not meta.get("ok", False) and "measure" not in meta or not usable(meta):
                     raise EngineUnavailable(meta.get("reason", "rejected")) from exc
                 opened = self._open(engine, folder, specs, precision)
-            opened.probe_cpu_s = meta.get("cpu_s")  # type: ignore[union-attr]
+            opened.probe_cpu_s = meta.get("cpu_s")
             return opened, meta
 
     def _open(self, engine: str, folder: Path, specs: Sequence[InputSpec], precision: str
@@ -820,7 +831,7 @@ class EngineFactory:
         return meta
 
 
-def _wants_scale(net: Network, engine: str, precision: str, meta: dict[str, Any]) -> bool:
+def _wants_remeasure(net: Network, engine: str, precision: str, meta: dict[str, Any]) -> bool:
     """A verdict cached before coarse graphs existed: measure its scale and time too."""
     policy = policy_for(net.task)
     return bool(policy.coarse) and ("cpu_s" not in meta or (

@@ -343,9 +343,20 @@ class FaceParser(Network):
 
     @property
     def precision(self) -> str:
+        """The exact graph's precision, ``+`` the coarse graph's where there is one."""
+        return self.precision_for(None)
+
+    def precision_for(self, px_per_output: Sequence[float | None] | None) -> str:
+        """The precisions that parse faces pasted at these scales (None: at any scale)."""
         exact = super().precision
         coarse = self._coarse or None
-        return exact if coarse is None else f"{exact}+{coarse[0].precision}"
+        if coarse is None:
+            return exact
+        if px_per_output is None:
+            return f"{exact}+{coarse[0].precision}"
+        small = [k is not None and k >= coarse[1] for k in px_per_output]
+        return "+".join(p for p, used in ((exact, not all(small)),
+                                          (coarse[0].precision, any(small))) if used)
 
     def probe_image(self, rng: np.random.Generator, shape: Sequence[int]) -> np.ndarray:
         """The aligned probe face (mirrored for odd items): a parser's verdict is about a face."""

@@ -117,6 +117,7 @@ def enhance_faces(
     stages = Stages(STAGE_WEIGHTS, progress, cancel, on_estimate=on_estimate)
     warnings: list[str] = []
     used: list[Network] = []  # the networks that ran, for the engine report
+    labels: dict[str, str] = {}  # engine/precision as this job used it, where that differs
 
     with stages.stage("decode"):
         img = as_image(image, runtime.settings if runtime is not None else None)
@@ -222,7 +223,7 @@ def enhance_faces(
     with stages.stage("paste"):
         if restored:
             masks, result.mask = _masks(runtime, restored, cancel, used,
-                                        [a.matrix for a in aligned], upscale)
+                                        [a.matrix for a in aligned], upscale, labels)
             # GFPGAN's reference pastes with the ParseNet mask alone, CodeFormer with min(mask,
             # square): per face, as faces may come from different restorers
             square = [m is None or o.candidate is None or o.candidate.restorer.kind != "gfpgan"
@@ -238,7 +239,8 @@ def enhance_faces(
     if result.estimate is not None and result.estimate["long"]:
         warnings.append(estimate_text(result.estimate))
     result.timings = dict(stages.timings)
-    result.engines = {n.model_id: f"{n.engine_name}/{n.precision}" for n in used}
+    result.engines = {n.model_id: labels.get(n.model_id, f"{n.engine_name}/{n.precision}")
+                      for n in used}
     first = next((o.candidate.restorer for o in done if o.candidate is not None), None)
     if first is not None:  # the (first) restorer's engine; every network's is in ``engines``
         result.engine, result.precision = first.engine_name, first.precision
@@ -564,13 +566,15 @@ def _describe_references(runtime: Runtime, checker: IdentityChecker, refs: Seque
 
 def _masks(runtime: Runtime, restored: Sequence[np.ndarray], cancel: threading.Event | None,
            used: list[Network] | None = None, to_crop: Sequence[np.ndarray] | None = None,
-           upscale: int = 1) -> tuple[list[np.ndarray | None], str]:
+           upscale: int = 1, labels: dict[str, str] | None = None
+           ) -> tuple[list[np.ndarray | None], str]:
     """ParseNet face masks in crop space, or None per face (square mask only) without a parser.
 
     How they combine with the feathered square is the restorer's reference rule (see
     ``enhance_faces``): GFPGAN pastes with the ParseNet mask alone, CodeFormer with the minimum.
     ``to_crop`` (input -> crop matrices) and ``upscale`` say how small each face is pasted, which
-    lets the parser use its coarse graph for small faces.
+    lets the parser use its coarse graph for small faces; ``labels`` receives the parser's
+    engine/precision as this job used it.
     """
     parsers = runtime.registry.installed("face-parsing")
     if not parsers:
@@ -586,6 +590,8 @@ def _masks(runtime: Runtime, restored: Sequence[np.ndarray], cancel: threading.E
     maps = parse_faces(parser, restored, px_per_output=scales, cancel=cancel)
     if used is not None:
         used.append(parser)
+    if labels is not None:
+        labels[parser.model_id] = f"{parser.engine_name}/{parser.precision_for(scales)}"
     # each face at its own crop size: faces may come from restorers of different input sizes
     return [parse_to_mask(m, f.shape[0]) for m, f in zip(maps, restored)], "parsenet"
 
