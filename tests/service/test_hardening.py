@@ -218,12 +218,18 @@ def test_slow_headers_are_cut_off(tmp_path):
                     break
             except socket.timeout:
                 pass
+            except OSError:  # a reset (unread bytes in the server's buffer) is a close too
+                closed = True
+                break
         s.close()
         assert closed, "the server kept a trickling request open"
         # an idle connection that never sends anything is closed as well
         s = _raw(settings.port)
         s.settimeout(20)
-        assert s.recv(1) == b""
+        try:
+            assert s.recv(1) == b""
+        except ConnectionResetError:
+            pass
         s.close()
         # normal requests are unaffected
         assert httpx.get(srv.url + "/api/health").status_code == 200
