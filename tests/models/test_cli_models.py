@@ -149,3 +149,101 @@ def test_pull_already_installed(capsys: pytest.CaptureFixture[str], importable: 
     rc, out, _ = run(capsys, "models", "pull", "x2-small", "tiny-parsenet")
     assert rc == 0
     assert "x2-small: already installed" in out and "tiny-parsenet: already installed" in out
+
+
+# --- restora models engines ---------------------------------------------------------------------
+
+@pytest.fixture
+def auto_engine(restora_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """RESTORA_ENGINE=auto (the suite defaults to torch) and the home's engine cache folder."""
+    monkeypatch.setenv("RESTORA_ENGINE", "auto")
+    return restora_home / "engines"
+
+
+def test_engines_prepare_then_list(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                   auto_engine: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a parser (exact graph + coarse candidates), an upscaler, and YuNet (OpenCV: not exported)
+    monkeypatch.setenv("RESTORA_MODELS", str(write_tiny_manifest(
+        tmp_path, include={"tiny-parsenet", "tiny-realesrgan-x2", "yunet-2026may"})))
+    rc, out, err = run(capsys, "models", "engines", "--prepare", "--json")
+    assert rc == 0, err
+    data = json.loads(out)  # progress lines went to stderr: stdout is only the JSON
+    assert data["engineCache"] == str(auto_engine)
+    assert set(data["prepared"]) == {"tiny-parsenet", "tiny-realesrgan-x2"}
+    assert data["failed"] == {}
+    assert data["prepared"]["tiny-parsenet"].split("/")[0] in ("openvino", "onnxruntime")
+    assert "tiny-parsenet: " + data["prepared"]["tiny-parsenet"] in err
+    assert "tiny-realesrgan-x2: " + data["prepared"]["tiny-realesrgan-x2"] in err
+    assert "yunet-2026may" not in err
+    entries = data["engines"]
+    assert {e["modelId"] for e in entries} == {"tiny-parsenet", "tiny-realesrgan-x2"}
+    assert [e["modelId"] for e in entries] == sorted(e["modelId"] for e in entries)
+    for e in entries:
+        assert e["verdict"] in ("kept", "refused", "export failed", "not checked")
+        assert {"engine", "engineVersion", "precision", "measure", "scale",
+                "cpuSeconds"} <= set(e)
+        assert (Path(e["path"]) / "meta.json").is_file()
+        assert Path(e["path"]).parent.parent == auto_engine
+    assert any(e["verdict"] == "kept" for e in entries)
+    # what each model runs on is a kept entry in the cache
+    for model_id, chosen in data["prepared"].items():
+        engine, precision = chosen.split("/")
+        for p in precision.split("+"):
+            assert any(e["modelId"] == model_id and e["engine"] == engine and
+                       e["precision"] == p and e["verdict"] == "kept" for e in entries)
+    parser = [e for e in entries if e["modelId"] == "tiny-parsenet"]
+    assert all(e["cpuSeconds"] is not None for e in parser if e["verdict"] != "export failed")
+    assert len(list(auto_engine.glob("*/*/meta.json"))) == len(entries)
+
+    # a second run without --prepare lists the same entries, exporting nothing
+    rc, out, err = run(capsys, "models", "engines", "--json")
+    assert rc == 0 and "prepared" not in json.loads(out)
+    assert json.loads(out)["engines"] == entries
+    rc, out, _ = run(capsys, "models", "engines")
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["model", "engine", "precision", "verdict", "scale", "cpu_s",
+                                "measure"]
+    assert len(lines) == 1 + len(entries)
+    for line, e in zip(lines[1:], entries):
+        assert line.split()[:3] == [e["modelId"], e["engine"], e["precision"]]
+        assert e["verdict"] in line and (e["measure"] or e["reason"]) in line
+
+
+def test_engines_prepare_reports_a_broken_model_and_goes_on(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, auto_engine: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    good = json.loads(shared_path("conformance", "rrdbnet_s4.tiny.json").read_text())
+    broken = tmp_path / "broken_x4.pth"
+    data = shared_path("conformance", "rrdbnet_s4.tiny.pth").read_bytes()
+    broken.write_bytes(data[:len(data) // 2])  # a download cut off halfway
+    monkeypatch.setenv("RESTORA_MODELS", str(write_tiny_manifest(
+        tmp_path, include={"tiny-realesrgan-x2"}, extra=[
+            {"id": "broken-x4", "task": "upscale", "arch": "rrdbnet", "path": str(broken),
+             "hparams": good["constructor_kwargs"], "license": "test",
+             "commercial_use": True}])))
+    rc, out, err = run(capsys, "models", "engines", "--prepare")
+    assert rc == 1
+    errors = [line for line in err.splitlines() if line.startswith("broken-x4:")]
+    assert len(errors) == 1 and "error" in errors[0]
+    assert "Traceback" not in err and "broken-x4" not in out
+    assert "tiny-realesrgan-x2: " in out  # the others were still prepared
+    assert any(line.startswith("tiny-realesrgan-x2 ") for line in out.splitlines())
+    assert list(auto_engine.glob("*/*/meta.json"))
+
+
+def test_engines_empty_cache(capsys: pytest.CaptureFixture[str], restora_home: Path) -> None:
+    rc, out, _ = run(capsys, "models", "engines")
+    assert rc == 0 and len(out.splitlines()) == 1
+    assert "no exported engines" in out and "restora models engines --prepare" in out
+    rc, out, _ = run(capsys, "models", "engines", "--json")
+    assert rc == 0 and json.loads(out)["engines"] == []
+
+
+def test_engines_bad_setting_is_one_line(capsys: pytest.CaptureFixture[str],
+                                         restora_home: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RESTORA_ENGINE", "fastest")
+    rc, _, err = run(capsys, "models", "engines", "--prepare")
+    assert rc == 1 and err.startswith("error[invalid_settings]: RESTORA_ENGINE")
+    assert len(err.splitlines()) == 1

@@ -1,4 +1,4 @@
-"""CLI: ``restora models list|pull|import|verify|path``.
+"""CLI: ``restora models list|pull|import|verify|path|engines``.
 
 Only the registry (plain data) is imported at module level; httpx, rich and torch load inside the
 commands that need them.
@@ -184,3 +184,141 @@ def path(
     """Print the models folder, or where a model's file is (or will be)."""
     _, registry = _registry()
     typer.echo(str(registry.path(registry.get(model_id)) if model_id else registry.models_dir))
+
+
+def _verdict(meta: dict) -> str:
+    """What the accuracy check decided for a cache entry (see ``EngineFactory._verify``)."""
+    if "measure" in meta:
+        return "kept" if meta.get("ok") else "refused"
+    return "not checked" if meta.get("ok") else "export failed"
+
+
+def engine_entries(root: Path) -> tuple[list[dict], list[str]]:
+    """The export cache's entries under ``root`` (one row each, sorted by model id, engine,
+    precision) and the folders whose ``meta.json`` could not be read. Reads only: an
+    unreadable entry is rebuilt by the engine factory when a network next needs it."""
+    rows, unreadable = [], []
+    for meta_path in sorted(root.glob("*/*/meta.json")) if root.is_dir() else []:
+        if meta_path.parent.name.startswith("."):  # an export still being built
+            continue
+        try:
+            meta = json.loads(meta_path.read_text())
+            key = meta["key"]
+            row = {"modelId": str(key["model_id"]), "engine": str(key["engine"]),
+                   "engineVersion": key.get("engine_version"),
+                   "precision": str(key["precision"]), "verdict": _verdict(meta),
+                   "measure": meta.get("measure"), "reason": meta.get("reason"),
+                   "bound": meta.get("bound"), "scale": meta.get("scale"),
+                   "scaleMeasure": meta.get("scale_measure"), "cpuSeconds": meta.get("cpu_s"),
+                   "shape": key.get("shape"), "torch": key.get("torch"),
+                   "modelSha256": key.get("model"), "path": str(meta_path.parent)}
+        except (OSError, ValueError, KeyError, TypeError):
+            unreadable.append(str(meta_path.parent))
+            continue
+        rows.append(row)
+    rows.sort(key=lambda r: (r["modelId"], r["engine"], r["precision"]))
+    return rows, unreadable
+
+
+def _prepare(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
+    """Build the engine (and a parser's coarse graph) of every installed model with a torch
+    module, printing ``id: engine/precision`` and one line per failure; returns
+    {id: "engine/precision"} and {id: error}."""
+    import warnings
+
+    from restora.errors import RestoraError
+    from restora.models.nets import FaceParser
+    from restora.models.registry import FILE_ARCHS
+    from restora.models.runtime import Runtime
+
+    runtime = Runtime(settings)
+    typer.echo(f"preparing engines (RESTORA_ENGINE={runtime.engines.choice}, device "
+               f"{runtime.device}, cache {settings.engines_dir})")
+    specs = [s for s in runtime.registry.all() if runtime.registry.is_installed(s)]
+    prepared: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    for spec in specs:
+        if spec.arch in FILE_ARCHS:  # run by OpenCV or dlib from the file: nothing to export
+            continue
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                net = runtime.load(spec.id)
+                if not net.exportable:
+                    runtime.unload(spec.id)
+                    continue
+                net.built_engine()
+                if isinstance(net, FaceParser):
+                    net.coarse  # noqa: B018 - builds (and checks) the coarse graph
+            for warning in caught:
+                typer.echo(f"  note: {warning.message}", err=True)
+            prepared[spec.id] = f"{net.engine_name}/{net.precision}"
+            typer.echo(f"{spec.id}: {prepared[spec.id]}")
+        except RestoraError as exc:
+            failed[spec.id] = f"error[{exc.code}]: {exc.message}"
+        except Exception as exc:  # noqa: BLE001 - one line per model, then the next one
+            failed[spec.id] = f"error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        finally:
+            runtime.unload(spec.id)  # one network in memory at a time
+        if spec.id in failed:
+            typer.echo(f"{spec.id}: {failed[spec.id]}", err=True)
+    if not specs:
+        typer.echo("no models installed")
+    return prepared, failed
+
+
+@models_app.command("engines")
+def engines(
+    prepare: bool = typer.Option(False, "--prepare", help="First export and check the engine "
+                                 "of every installed model (the deploy step: the first request "
+                                 "then pays no export)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """List the export cache: each model's engine, precision and accuracy verdict."""
+    from pydantic import ValidationError
+
+    from restora.config import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # e.g. RESTORA_ENGINE=bogus: one line, not a traceback
+        problems = "; ".join(f"RESTORA_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
+                             for e in exc.errors())
+        typer.echo(f"error[invalid_settings]: {problems}", err=True)
+        raise typer.Exit(1) from None
+    prepared: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    if prepare:
+        import contextlib
+        import sys
+
+        # --json: stdout carries only the JSON (exporters print progress bars to stdout)
+        with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+            prepared, failed = _prepare(settings)
+    rows, unreadable = engine_entries(settings.engines_dir)
+    for folder in unreadable:
+        typer.echo(f"unreadable cache entry (rebuilt when next needed): {folder}", err=True)
+    if as_json:
+        out: dict = {"engines": rows, "engineCache": str(settings.engines_dir)}
+        if prepare:
+            out.update(prepared=prepared, failed=failed)
+        typer.echo(json.dumps(out, indent=2))
+    elif not rows:
+        typer.echo(f"no exported engines in {settings.engines_dir}" + (
+            f" (RESTORA_ENGINE={settings.engine}: only auto, onnxruntime and openvino export)"
+            if prepare else "; run `restora models engines --prepare` to build them now "
+            "(otherwise each model exports on its first use)"))
+    else:
+        header = ("model", "engine", "precision", "verdict", "scale", "cpu_s", "measure")
+        table = [header] + [
+            (r["modelId"], r["engine"], r["precision"], r["verdict"],
+             "-" if r["scale"] is None else str(r["scale"]),
+             "-" if r["cpuSeconds"] is None else f"{r['cpuSeconds']:g}",
+             r["measure"] or r["reason"] or "")
+            for r in rows]
+        widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+        for row in table:
+            typer.echo(("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  "
+                        + row[-1]).rstrip())
+    if failed:
+        raise typer.Exit(1)
