@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -52,3 +52,10 @@ class Settings(BaseSettings):
     @property
     def engines_dir(self) -> Path:
         return self.engine_cache if self.engine_cache is not None else self.home / "engines"
+
+
+def settings_error_line(exc: ValidationError) -> str:
+    """One readable line for a pydantic ValidationError of the settings (a bad ``RESTORA_*``
+    variable), naming each variable and what is wrong with it."""
+    return "; ".join(f"RESTORA_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
+                     for e in exc.errors())

@@ -142,3 +142,19 @@ def test_help_shows_flags_without_a_type(env: Path) -> None:
     assert proc.returncode == 0
     assert "<bool>" not in proc.stdout
     assert "--bg-upscale " in proc.stdout and "--json " in proc.stdout
+
+
+@pytest.mark.parametrize(("variable", "value", "named"), [
+    ("RESTORA_ENGINE", "bogus", "'auto', 'torch', 'onnxruntime' or 'openvino'"),
+    ("RESTORA_MAX_PIXELS", "lots", "valid integer")])
+@pytest.mark.parametrize("command", [["models", "list"], ["enhance-faces", "04.jpg"], ["serve"]])
+def test_a_bad_setting_is_one_line_for_every_command(
+        env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        variable: str, value: str, named: str, command: list[str]) -> None:
+    """A wrong RESTORA_* variable names the variable and the rule, in one line, exit 1, whatever
+    the command (before: a pydantic traceback)."""
+    photo(env)
+    monkeypatch.setenv(variable, value)
+    assert main(command) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"error[invalid_settings]: {variable}: ") and named in line

@@ -49,7 +49,12 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: turns every :class:`RestoraError` into one readable line and exit code 1."""
+    """Entry point: turns every :class:`RestoraError` and every bad ``RESTORA_*`` setting into
+    one readable line and exit code 1."""
+    from pydantic import ValidationError
+
+    from restora.config import Settings, settings_error_line
+
     try:
         app(args=argv, standalone_mode=True)
     except SystemExit as exc:
@@ -57,10 +62,20 @@ def main(argv: list[str] | None = None) -> int:
     except RestoraError as exc:
         typer.echo(f"error[{exc.code}]: {exc.message}", err=True)
         return 1
+    except ValidationError as exc:
+        if not any(cls.__name__ == exc.title for cls in _settings_classes(Settings)):
+            raise  # not the environment's fault: a bug, keep its traceback
+        typer.echo(f"error[invalid_settings]: {settings_error_line(exc)}", err=True)
+        return 1
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return 130
     return 0
+
+
+def _settings_classes(base: type) -> list[type]:
+    """``Settings`` and its subclasses (the service's): whose errors come from the environment."""
+    return [base, *(c for sub in base.__subclasses__() for c in _settings_classes(sub))]
 
 
 if __name__ == "__main__":  # pragma: no cover

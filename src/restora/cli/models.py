@@ -277,14 +277,12 @@ def engines(
     """List the export cache: each model's engine, precision and accuracy verdict."""
     from pydantic import ValidationError
 
-    from restora.config import Settings
+    from restora.config import Settings, settings_error_line
 
     try:
         settings = Settings()
     except ValidationError as exc:  # e.g. RESTORA_ENGINE=bogus: one line, not a traceback
-        problems = "; ".join(f"RESTORA_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
-                             for e in exc.errors())
-        typer.echo(f"error[invalid_settings]: {problems}", err=True)
+        typer.echo(f"error[invalid_settings]: {settings_error_line(exc)}", err=True)
         raise typer.Exit(1) from None
     prepared: dict[str, str] = {}
     failed: dict[str, str] = {}
