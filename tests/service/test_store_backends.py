@@ -116,3 +116,31 @@ def test_a_pre_migration_sqlite_database_is_adopted(tmp_path):
         assert "job_owners" in sqlalchemy.inspect(s.engine).get_table_names()
     finally:
         s.close()
+
+
+def test_a_node_frozen_inside_a_transaction_does_not_stall_the_others(pg):  # noqa: F811
+    """A node that stops (SIGSTOP, a hang) in the middle of a transaction holds its row locks;
+    PostgreSQL ends that session after the store's idle-in-transaction limit, so another
+    node's update of the same job goes through instead of waiting forever."""
+    url = pg.create_db()
+    frozen, other = JobStore(url, idle_in_transaction_s=1.0), JobStore(url)
+    try:
+        frozen.create("j1", tool="t", api="snapotter", params={})
+        conn = frozen.engine.connect()
+        tx = conn.begin()
+        conn.execute(sqlalchemy.text("UPDATE jobs SET percent = 1 WHERE id = 'j1'"))
+        # ... and the node stops here: no commit, no rollback, the row stays locked
+        t0 = time.monotonic()
+        with other.engine.begin() as c2:
+            c2.execute(sqlalchemy.text("UPDATE jobs SET percent = 2 WHERE id = 'j1'"))
+        waited = time.monotonic() - t0
+        assert 0.5 < waited < 10.0, waited  # it waited for the lock, then the server freed it
+        assert other.get("j1").percent == 2
+        with pytest.raises(sqlalchemy.exc.DBAPIError, match="idle-in-transaction"):
+            conn.execute(sqlalchemy.text("SELECT 1"))  # the frozen session was ended
+        tx.close()
+        conn.close()
+        assert frozen.get("j1").percent == 2  # its pool reconnects when it wakes up
+    finally:
+        frozen.close()
+        other.close()

@@ -167,16 +167,28 @@ def normalise_url(url: str) -> str:
     return url
 
 
+#: PostgreSQL ends a session left idle inside a transaction this long (a frozen node's locks)
+IDLE_IN_TRANSACTION_S = 15.0
+
+
 class JobStore:
     """Jobs, their progress events and webhook deliveries, behind one SQLAlchemy engine."""
 
-    def __init__(self, url: str, *, migrate: bool = True) -> None:
+    def __init__(self, url: str, *, migrate: bool = True,
+                 idle_in_transaction_s: float = IDLE_IN_TRANSACTION_S) -> None:
         url = normalise_url(url)
         kwargs: dict[str, Any] = {}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
             kwargs.update(pool_pre_ping=True, pool_size=5, max_overflow=10)
+            if url.startswith("postgresql"):
+                # a node frozen or hung inside a transaction would hold its row locks forever
+                # and stall every node that touches those jobs (the reaper included): the
+                # server ends such a session instead; our transactions are short DB-only work
+                ms = max(1, int(idle_in_transaction_s * 1000))
+                kwargs["connect_args"] = {
+                    "options": f"-c idle_in_transaction_session_timeout={ms}"}
         self.url = url
         self.engine: Engine = create_engine(url, future=True, **kwargs)
         if url.startswith("sqlite"):
