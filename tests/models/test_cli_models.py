@@ -240,6 +240,15 @@ def test_engines_empty_cache(capsys: pytest.CaptureFixture[str], restora_home: P
     assert rc == 0 and json.loads(out)["engines"] == []
 
 
+def test_engines_prepare_says_why_nothing_was_exported(capsys: pytest.CaptureFixture[str],
+                                                       restora_home: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RESTORA_ENGINE", "torch")
+    rc, out, _ = run(capsys, "models", "engines", "--prepare")
+    assert rc == 0 and out.splitlines()[-1].endswith(
+        "(RESTORA_ENGINE=torch runs the modules themselves: nothing is exported)")
+
+
 def test_engines_bad_setting_is_one_line(capsys: pytest.CaptureFixture[str],
                                          restora_home: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:

@@ -302,10 +302,17 @@ def engines(
             out.update(prepared=prepared, failed=failed)
         typer.echo(json.dumps(out, indent=2))
     elif not rows:
-        typer.echo(f"no exported engines in {settings.engines_dir}" + (
-            f" (RESTORA_ENGINE={settings.engine}: only auto, onnxruntime and openvino export)"
-            if prepare else "; run `restora models engines --prepare` to build them now "
-            "(otherwise each model exports on its first use)"))
+        if not prepare:
+            why = ("; run `restora models engines --prepare` to build them now (otherwise each "
+                   "model exports on its first use)")
+        elif settings.engine == "torch":
+            why = " (RESTORA_ENGINE=torch runs the modules themselves: nothing is exported)"
+        elif not prepared and not failed:
+            why = (" (no installed model has a network to export; `restora models list` shows "
+                   "what is installed, `restora models pull` fetches it)")
+        else:
+            why = ""
+        typer.echo(f"no exported engines in {settings.engines_dir}{why}")
     else:
         header = ("model", "engine", "precision", "verdict", "scale", "cpu_s", "measure")
         table = [header] + [
