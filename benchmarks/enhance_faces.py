@@ -52,7 +52,7 @@ SHARED = REPO.parent / "shared"
 def write_random_models(folder: Path, with_parsenet: bool, parsenet: Path | None = None) -> Path:
     """Save full-size random-weight checkpoints and a manifest naming them; return the manifest.
     ``parsenet``: a trained ParseNet state dict to use instead of random weights (the surrogate
-    of ``benchmarks/parsing_precision.py``), so ``auto``'s int8 verdict means something."""
+    of ``benchmarks/parsing_precision.py``), so ``auto``'s parsing verdicts mean something."""
     import importlib
 
     import torch

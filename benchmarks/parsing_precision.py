@@ -87,19 +87,10 @@ def _labels(p: np.ndarray, size: int) -> np.ndarray:
     return lab
 
 
-def load_faces(size: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """Every face dlib finds in ../shared/testdata, aligned as the pipeline aligns, with labels."""
-    faces, labels, _ = _scan(size)
-    return faces, labels
-
-
-def paste_scales(size: int = 512) -> list[float]:
-    """Parsing pixels per output pixel (at upscale 1) of every face dlib finds in the test
-    photos, small ones included: how small real faces are pasted."""
-    return _scan(size)[2]
-
-
-def _scan(size: int) -> tuple[np.ndarray, np.ndarray, list[float]]:
+def load_faces(size: int = 512) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """Every face dlib finds in ../shared/testdata, aligned as the pipeline aligns, with labels;
+    and the parsing pixels per output pixel (at upscale 1) of every face found, small ones
+    (too small to label) included: how small real faces are pasted."""
     import cv2
 
     from restora.pipeline.align import align_face, scale_of
@@ -219,7 +210,8 @@ def engines_for(net: Any, onnx_path: Path, calib: list[np.ndarray], threads: int
     return out
 
 
-def measure(weights: Path, faces: np.ndarray, rounds: int, threads: int, calib_n: int) -> None:
+def measure(weights: Path, faces: np.ndarray, scales: list[float], rounds: int, threads: int,
+            calib_n: int) -> None:
     import torch
 
     from restora.models.engines import (INT8_PARSING_SHARE, TorchEngine, export_onnx,
@@ -279,7 +271,6 @@ def measure(weights: Path, faces: np.ndarray, rounds: int, threads: int, calib_n
                 line += (f"; probe within ({share:g} x envelope) from k = {k}, held-out crops "
                          f"within at that k: {inside}/{len(least)}")
             print(line)
-    scales = paste_scales()
     for up in (1, 2, 4):
         ks = [k / up for k in scales]
         print(f"faces of the test photos at upscale {up}: parse px per output px "
@@ -309,7 +300,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < 5:
         parser.error("at least 5 paired rounds (the machine is noisy)")
-    faces, labels = load_faces()
+    faces, labels, scales = load_faces()
     print(f"{len(faces)} aligned faces ({len(faces) - HELD_OUT} train/calibrate, {HELD_OUT} held out)")
     weights = args.weights
     if args.train:
@@ -317,7 +308,7 @@ def main() -> None:
         weights = weights or args.save
     if weights is None:
         parser.error("--weights or --train")
-    measure(weights, faces, args.rounds, args.threads, args.calib)
+    measure(weights, faces, scales, args.rounds, args.threads, args.calib)
 
 
 if __name__ == "__main__":

@@ -319,10 +319,15 @@ class FaceParser(Network):
 
     def run(self, inputs: Sequence[Array], *, px_per_output: float | None = None
             ) -> list[Array]:
-        coarse = self.coarse
-        if coarse is not None and px_per_output is not None and px_per_output >= coarse[1]:
-            return coarse[0].run(list(inputs))
+        if self.uses_coarse(px_per_output):
+            return self.coarse[0].run(list(inputs))  # type: ignore[index]
         return super().run(inputs)
+
+    def uses_coarse(self, px_per_output: float | None) -> bool:
+        """Whether a face pasted at ``px_per_output`` parsing px per output px (None: unknown)
+        is parsed by the coarse graph."""
+        coarse = self.coarse
+        return coarse is not None and px_per_output is not None and px_per_output >= coarse[1]
 
     @property
     def coarse(self) -> tuple[Engine, int] | None:
@@ -354,7 +359,7 @@ class FaceParser(Network):
             return exact
         if px_per_output is None:
             return f"{exact}+{coarse[0].precision}"
-        small = [k is not None and k >= coarse[1] for k in px_per_output]
+        small = [self.uses_coarse(k) for k in px_per_output]
         return "+".join(p for p, used in ((exact, not all(small)),
                                           (coarse[0].precision, any(small))) if used)
 

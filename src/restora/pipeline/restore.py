@@ -112,13 +112,9 @@ def parse_faces(parser: FaceParser, faces: Sequence[np.ndarray], *,
                                   else [None] * len(faces))  # unknown: the exact graph
     if len(scales) != len(faces):
         raise ValueError("px_per_output needs one scale per face")
-    coarse_from = parser.coarse_from
-
-    def coarse(k: float | None) -> bool:
-        return coarse_from is not None and k is not None and k >= coarse_from
-
     # faces that share a graph are batched together; the maps come back in the faces' order
-    groups = [[i for i, k in enumerate(scales) if coarse(k) == c] for c in (False, True)]
+    coarse = [parser.uses_coarse(k) for k in scales]
+    groups = [[i for i, c in enumerate(coarse) if c == graph] for graph in (False, True)]
     maps: list[np.ndarray | None] = [None] * len(faces)
     batch_size = batch_size or batch_for("parsenet", in_size, parser.device)
     for group in groups:
@@ -130,9 +126,10 @@ def parse_faces(parser: FaceParser, faces: Sequence[np.ndarray], *,
                      cv2.resize(faces[i], (in_size, in_size), interpolation=cv2.INTER_LINEAR)
                      for i in idx]
             x = np.stack(batch).transpose(0, 3, 1, 2) * np.float32(2.0) - np.float32(1.0)
-            known = [k for i in idx if (k := scales[i]) is not None]
+            # the group's least scale: the coarse graph for a coarse group, the exact otherwise
             logits = parser(np.ascontiguousarray(x, dtype=np.float32),
-                            px_per_output=min(known) if len(known) == len(idx) else None)
+                            px_per_output=min(scales[i] or 0.0 for i in idx) if coarse[idx[0]]
+                            else None)
             for i, m in zip(idx, logits.argmax(axis=1).astype(np.int64)):
                 maps[i] = m
     return [m for m in maps if m is not None]
