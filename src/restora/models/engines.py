@@ -39,7 +39,7 @@ log = logging.getLogger("restora.engines")
 
 ENGINES = ("auto", "torch", "onnxruntime", "openvino")
 #: Bumped whenever the way graphs are exported changes (invalidates every cache entry).
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2
 ONNX_OPSET = 17
 
 

@@ -2,7 +2,8 @@
 
 An encoder of strided residual blocks, a residual body with an outer skip, and a decoder of
 nearest-upsampling residual blocks, with two heads: 19 parsing logits and an RGB image. Every
-3x3 conv is preceded by reflection padding; convs followed by BatchNorm have no bias.
+3x3 conv is preceded by reflection padding; convs followed by BatchNorm have no bias. The
+upsampling convs run at the input's resolution (:mod:`restora.models.arch.upconv`, exact).
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from restora.models.arch.upconv import upsample_conv3x3
 
 __all__ = ["ParseNet"]
 
@@ -72,6 +74,8 @@ class ConvLayer(nn.Module):
                  norm_type: str = "none", relu_type: str = "none", bias: bool = True) -> None:
         super().__init__()
         self.upsample = scale == "up"
+        if self.upsample and kernel_size != 3:
+            raise ValueError("an upsampling ConvLayer needs kernel_size 3")
         if norm_type == "bn":
             bias = False  # BN's beta makes a conv bias redundant; the checkpoint has none
         self.reflection_pad = nn.ReflectionPad2d(kernel_size // 2)  # = ceil((k - 1) / 2)
@@ -81,8 +85,10 @@ class ConvLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.upsample:
-            x = F.interpolate(x, scale_factor=2, mode="nearest")
-        return self.relu(self.norm(self.conv2d(self.reflection_pad(x))))
+            x = upsample_conv3x3(x, self.conv2d.weight, self.conv2d.bias, "reflect")
+        else:
+            x = self.conv2d(self.reflection_pad(x))
+        return self.relu(self.norm(x))
 
 
 class ResidualBlock(nn.Module):

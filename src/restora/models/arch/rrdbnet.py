@@ -1,7 +1,8 @@
 """RRDBNet (ESRGAN / Real-ESRGAN x2plus and x4plus), in the basicsr checkpoint layout.
 
 Scale 2 and 1 pixel-unshuffle the input (by 2 and 4) so the trunk always runs at 1/4 of the
-output resolution; two nearest x2 upsamplings then bring it to ``scale`` times the input.
+output resolution; two nearest x2 upsamplings then bring it to ``scale`` times the input (each
+fused with the conv after it, :mod:`restora.models.arch.upconv`, exact).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from restora.models.arch.upconv import upsample_conv3x3
 
 __all__ = ["RRDBNet", "ResidualDenseBlock", "RRDB"]
 
@@ -73,6 +76,6 @@ class RRDBNet(nn.Module):
             x = F.pixel_unshuffle(x, self.unshuffle)
         feat = self.conv_first(x)
         feat = feat + self.conv_body(self.body(feat))
-        feat = self.lrelu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")))
-        feat = self.lrelu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")))
+        for conv in (self.conv_up1, self.conv_up2):  # nearest x2, then conv
+            feat = self.lrelu(upsample_conv3x3(feat, conv.weight, conv.bias, "zeros"))
         return self.conv_last(self.lrelu(self.conv_hr(feat)))

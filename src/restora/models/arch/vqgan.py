@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from restora.models.arch.upconv import upsample_conv3x3
+
 GROUPNORM_EPS = 1e-6
 
 
@@ -80,14 +82,14 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Nearest x2, then a 3x3 conv."""
+    """Nearest x2, then a 3x3 conv (zero padding 1), computed at the input's resolution (exact)."""
 
     def __init__(self, in_channels: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, in_channels, 3, 1, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return upsample_conv3x3(x, self.conv.weight, self.conv.bias, "zeros")
 
 
 class Encoder(nn.Module):
