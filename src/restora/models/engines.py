@@ -41,6 +41,10 @@ ENGINES = ("auto", "torch", "onnxruntime", "openvino")
 #: Bumped whenever the way graphs are exported changes (invalidates every cache entry).
 EXPORT_FORMAT = 2
 ONNX_OPSET = 17
+#: OpenVINO bf16 for all but the output layer, which runs in float32 (a second graph). Where a
+#: parser's logits themselves are bf16, near-tied classes resolve one way along whole edges and
+#: the mask moves; its float32 output layer keeps them apart (docs/engines.md, "Small faces").
+MIXED = "bf16-fp32out"
 
 
 class Engine(Protocol):
@@ -221,9 +225,11 @@ POLICIES: dict[str, Policy] = {
                            "mask would move it (int8: half that, on the probe face)",
                            paste_mask_check, (("openvino", "int8"), *_FAST_ANY), gpu="fp16",
                            check_int8=lambda r, g: paste_mask_check(r, g, INT8_PARSING_SHARE),
-                           # bf16 for small faces; not int8: on a trained surrogate int8 flips
-                           # whole regions of some faces that no scale covers (docs/engines.md)
-                           coarse=(("openvino", "bf16"),), scale_check=paste_mask_scale),
+                           # bf16 (output layer in fp32, or all bf16) for small faces; not
+                           # int8: on a trained surrogate int8 flips whole regions of some faces
+                           # that no scale covers (docs/engines.md)
+                           coarse=(("openvino", MIXED), ("openvino", "bf16")),
+                           scale_check=paste_mask_scale),
     "face-detection": Policy(f"raw regressions and scores within {DETECTION_MAX_ABS} "
                              "(boxes and landmarks move < 1 px)", detection_check, _FAST_ANY,
                              gpu="fp16"),
@@ -389,6 +395,20 @@ class OneAtATime:
             return self.inner.run(arrays)
         parts = [self.inner.run([a[i:i + 1] for a in arrays]) for i in range(n)]
         return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+
+class Chain:
+    """Two graphs one after the other (``MIXED``: a bf16 trunk, then its float32 output layer)."""
+
+    probe_cpu_s: float | None = None
+
+    def __init__(self, first: Engine, then: Engine, precision: str) -> None:
+        self.first, self.then = first, then
+        self.name = first.name
+        self.precision = precision
+
+    def run(self, inputs: Sequence[Any]) -> list[Any]:
+        return self.then.run(self.first.run(inputs))
 
 
 class _NoSender:
@@ -579,11 +599,11 @@ def probe_inputs(net: Network, specs: Sequence[InputSpec]) -> list[np.ndarray]:
 
 
 def export_onnx(net: Network, specs: Sequence[InputSpec], example: Sequence[np.ndarray],
-                path: Path) -> None:
-    """Export ``net.graph()`` in float32 with every free dimension dynamic."""
+                path: Path, graph: Any = None) -> None:
+    """Export ``net.graph()`` (or ``graph``) in float32 with every free dimension dynamic."""
     import torch
 
-    graph = net.graph().float().eval()
+    graph = (net.graph() if graph is None else graph).float().eval()
     names = [s.name for s in specs]
     dynamic = {s.name: {j: f"{s.name}_d{j}" for j, d in enumerate(s.shape) if d is None}
                for s in specs}
@@ -691,15 +711,16 @@ class EngineFactory:
         exact_s = exact.probe_cpu_s
         if not policy.coarse or exact_s is None:
             return None
+
+        def usable(meta: dict[str, Any]) -> bool:
+            return (meta.get("scale") is not None and meta.get("cpu_s") is not None
+                    and meta["cpu_s"] <= COARSE_SPEED * exact_s)
+
+        found: list[tuple[int, float, Engine]] = []
         for engine, precision in policy.coarse:
             if (engine, precision) == (exact.name, exact.precision) or \
                     not _precision_allowed(net, precision):
                 continue
-
-            def usable(meta: dict[str, Any]) -> bool:
-                return (meta.get("scale") is not None and meta.get("cpu_s") is not None
-                        and meta["cpu_s"] <= COARSE_SPEED * exact_s)
-
             try:
                 # opened when a face first needs it: many photos have no face pasted that small
                 deferred, meta = self._load(net, engine, precision, True, usable,
@@ -708,8 +729,12 @@ class EngineFactory:
                 log.info("no coarse %s/%s graph for %s: %s", engine, precision, net.model_id,
                          exc)
                 continue
-            return deferred, int(meta["scale"])
-        return None
+            found.append((int(meta["scale"]), float(meta["cpu_s"]), deferred))
+        if not found:
+            return None
+        # the one that serves the most faces (least scale), then the quicker
+        scale, _, chosen = min(found, key=lambda f: f[:2])
+        return chosen, scale
 
     def _load(self, net: Network, engine: str, precision: str, verify: bool,
               usable: Callable[[dict[str, Any]], bool], open_graph: bool = True
@@ -718,7 +743,9 @@ class EngineFactory:
         if version is None:
             raise EngineUnavailable(f"the {engine} package is not installed "
                                     f"(pip install 'restora[fast]')")
-        if engine == "openvino" and precision == "bf16" and not bf16_supported():
+        if engine != "openvino" and precision == MIXED:
+            raise EngineUnavailable(f"{MIXED} is an OpenVINO precision")
+        if engine == "openvino" and precision in ("bf16", MIXED) and not bf16_supported():
             raise EngineUnavailable("this CPU has no bf16 support")
         quantizer = None
         if precision == "int8":
@@ -771,6 +798,10 @@ class EngineFactory:
         opened: Engine
         if engine == "onnxruntime":
             opened = OnnxRuntimeEngine(folder / "graph.onnx", names, self.threads, precision)
+        elif precision == MIXED:
+            opened = Chain(OpenVINOEngine(folder / "trunk.xml", names, self.threads, "bf16"),
+                           OpenVINOEngine(folder / "head.xml", ["features"], self.threads,
+                                          "fp32"), MIXED)
         else:
             opened = OpenVINOEngine(folder / "graph.xml", names, self.threads, precision)
         if all(s.shape and s.shape[0] == 1 for s in specs) and len(specs[0].shape) == 4:
@@ -787,15 +818,14 @@ class EngineFactory:
             log.warning("exporting %s for %s/%s: once per model file and engine version, "
                         "this first run takes longer", net.model_id, engine, precision)
             try:
-                export_onnx(net, specs, example, tmp / "graph.onnx")
-                if engine == "openvino":
-                    # the runtime's ONNX reader: the same graph as the converter (max |d| 0)
-                    # without the converter tool's telemetry
-                    model = _openvino().Core().read_model(str(tmp / "graph.onnx"))
-                    if precision == "int8":
-                        model = quantize_int8(net, model)
-                    _openvino().save_model(model, str(tmp / "graph.xml"), compress_to_fp16=False)
-                    (tmp / "graph.onnx").unlink()
+                if precision == MIXED:
+                    _export_split(net, specs, example, tmp)
+                else:
+                    export_onnx(net, specs, example, tmp / "graph.onnx")
+                    if engine == "openvino":
+                        _to_openvino(tmp / "graph.onnx", tmp / "graph.xml",
+                                     (lambda m: quantize_int8(net, m)) if precision == "int8"
+                                     else None)
                 meta: dict[str, Any] = {"ok": True}
             except Exception as exc:  # noqa: BLE001 - an exporter limitation: remember it
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -831,6 +861,40 @@ class EngineFactory:
         return meta
 
 
+def _to_openvino(onnx_path: Path, xml_path: Path,
+                 transform: Callable[[Any], Any] | None = None) -> None:
+    """Convert an exported ONNX graph to OpenVINO IR beside it (the ONNX file is removed)."""
+    # the runtime's ONNX reader: the same graph as the converter (max |d| 0) without the
+    # converter tool's telemetry
+    model = _openvino().Core().read_model(str(onnx_path))
+    if transform is not None:
+        model = transform(model)
+    _openvino().save_model(model, str(xml_path), compress_to_fp16=False)
+    onnx_path.unlink()
+
+
+def _export_split(net: Network, specs: Sequence[InputSpec], example: Sequence[np.ndarray],
+                  folder: Path) -> None:
+    """``MIXED``'s two OpenVINO graphs: ``trunk.xml`` (the graph up to its output layer) and
+    ``head.xml`` (the output layer, input ``features``)."""
+    import torch
+
+    from restora.models.nets import InputSpec
+
+    parts = net.split_graph()
+    if parts is None:
+        raise EngineUnavailable(f"{net.model_id} has no output layer to keep in float32")
+    trunk, head = parts
+    export_onnx(net, specs, example, folder / "trunk.onnx", trunk)
+    with torch.inference_mode():
+        features = trunk.float().eval()(*(torch.from_numpy(a) for a in example)).numpy()
+    free = (None, features.shape[1], *(None if d is None else n for d, n in
+                                       zip(specs[0].shape[2:], features.shape[2:])))
+    export_onnx(net, [InputSpec("features", free)], [features], folder / "head.onnx", head)
+    for name in ("trunk", "head"):
+        _to_openvino(folder / f"{name}.onnx", folder / f"{name}.xml")
+
+
 def _wants_remeasure(net: Network, engine: str, precision: str, meta: dict[str, Any]) -> bool:
     """A verdict cached before coarse graphs existed: measure its scale and time too."""
     policy = policy_for(net.task)
@@ -858,6 +922,8 @@ def _probe_cpu_s(engine: Engine, example: Sequence[np.ndarray]) -> float:
 def _precision_allowed(net: Network, precision: str) -> bool:
     if precision == "int8":
         return net.int8_calibration
+    if precision == MIXED:
+        return "bfloat16" in net.dtypes and net.split_graph() is not None
     return _TORCH_DTYPES[precision] in net.dtypes
 
 

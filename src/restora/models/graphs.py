@@ -25,6 +25,17 @@ class FirstOutput(nn.Module):
         return out[0] if isinstance(out, (tuple, list)) else out
 
 
+class Features(nn.Module):
+    """``module.features(x)``: a network up to (not including) its output layer."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.net = module
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net.features(x)
+
+
 class GFPGANGraph(nn.Module):
     """``(x, noise0, ..., noiseK) -> image``: GFPGAN with its StyleGAN noise maps as inputs."""
 

@@ -127,6 +127,12 @@ class Network:
         """The tensor-in, tensor-out module the engines run (the network itself by default)."""
         return self.module
 
+    def split_graph(self) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+        """``graph()`` as (trunk, head), ``head(trunk(x)) == graph()(x)`` with the head the
+        output layer alone, for the mixed precision that keeps the output layer in float32
+        (``engines.MIXED``); None where the network has no such split."""
+        return None
+
     @property
     def exportable(self) -> bool:
         """Whether the exported engines can run it (a torch module)."""
@@ -398,6 +404,11 @@ class FaceParser(Network):
 
 class ParseNetParser(FaceParser):
     family = "parsenet"
+
+    def split_graph(self) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+        from restora.models.graphs import Features
+
+        return Features(self.module), self.module.out_mask_conv
 
 
 # --- upscaling ----------------------------------------------------------------------------------

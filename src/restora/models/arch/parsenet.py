@@ -143,7 +143,11 @@ class ParseNet(nn.Module):
         self.out_img_conv = ConvLayer(clip(head), 3)
         self.out_mask_conv = ConvLayer(clip(head), parsing_ch)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The decoder's output: what both heads read."""
         feat = self.encoder(x)
-        x = self.decoder(feat + self.body(feat))
+        return self.decoder(feat + self.body(feat))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.features(x)
         return self.out_mask_conv(x), self.out_img_conv(x)
