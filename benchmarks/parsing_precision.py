@@ -230,6 +230,14 @@ def measure(weights: Path, faces: np.ndarray, scales: list[float], rounds: int, 
         ref_engine = TorchEngine(net.graph(), "cpu")
         ref = [np.asarray(ref_engine.run([x])[0].float().numpy()) for x in held]
         runs = engines_for(net, onnx_path, calib, threads)
+        if "openvino bf16" in runs:  # the product's two-graph export, as auto builds it
+            from restora.models.engines import MIXED, Chain, OpenVINOEngine, _export_split
+
+            _export_split(net, net.inputs(1, None, None), [held[0]], Path(tmp))
+            mixed = Chain(OpenVINOEngine(Path(tmp) / "trunk.xml", ["x"], threads, "bf16"),
+                          OpenVINOEngine(Path(tmp) / "head.xml", ["features"], threads, "fp32"),
+                          MIXED)
+            runs[f"openvino {MIXED}"] = lambda x: np.asarray(mixed.run([x])[0])
         for fn in runs.values():
             fn(held[0])  # warm-up
         ratios: dict[str, list[float]] = {k: [] for k in runs}

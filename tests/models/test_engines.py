@@ -19,7 +19,7 @@ from conftest import shared_path
 from tiny_models import write_tiny_manifest
 
 from restora.config import Settings
-from restora.models.engines import ExportCache, policy_for
+from restora.models.engines import MIXED, ExportCache, policy_for
 from restora.models.runtime import Runtime
 
 FAST = ("onnxruntime", "openvino")
@@ -421,6 +421,8 @@ def test_small_faces_parse_on_the_coarse_graph_and_the_rest_on_the_exact_one(
         meta["scale"] is None or meta["cpu_s"] > 0.8 * first.engine.probe_cpu_s)
     cache = tmp_path / "cache"
     shutil.copytree(cache_root, cache)
+    mixed_path, mixed = _meta(cache, MIXED)  # here the bf16 graph alone is the coarse one
+    mixed_path.write_text(json.dumps({**mixed, "scale": None}))
     path, meta = _meta(cache, "bf16")
     path.write_text(json.dumps({**meta, "scale": 2, "cpu_s": 0.0}))
     rt = Runtime(Settings(home=tmp_path / "home", models=manifest, engine_cache=cache),
@@ -450,6 +452,50 @@ def test_small_faces_parse_on_the_coarse_graph_and_the_rest_on_the_exact_one(
                    device="cpu", engine="auto").load("tiny-parsenet")
     assert slow.coarse is None
     np.testing.assert_array_equal(slow(x, px_per_output=8.0), exact)
+
+
+def test_mixed_precision_runs_the_output_layer_in_float32(setup: tuple[Path, Path],
+                                                          tmp_path: Path) -> None:
+    """bf16-fp32out is two OpenVINO graphs: the trunk in bf16, then the output layer in
+    float32 (its logits are what float32 makes of the trunk's features, unlike all-bf16). Among
+    usable coarse graphs the one with the least scale serves, then the quicker."""
+    _needs_bf16()
+    from restora.models.engines import OpenVINOEngine
+
+    manifest, cache_root = setup
+    make(setup, "auto").load("tiny-parsenet")(faces(64, 1))
+    cache = tmp_path / "cache"
+    shutil.copytree(cache_root, cache)
+    mixed_path, mixed = _meta(cache, MIXED)
+    bf16_path, bf16 = _meta(cache, "bf16")
+    assert sorted(mixed["files"]) == ["head.bin", "head.xml", "trunk.bin", "trunk.xml"]
+    assert "scale" in mixed and mixed["cpu_s"] > 0
+    folder = mixed_path.parent
+    ref = make(setup, "torch").load("tiny-parsenet")
+    x = faces(ref.input_size, 2)
+    features = OpenVINOEngine(folder / "trunk.xml", ["x"], 1, "bf16").run([x])[0]
+    with torch.inference_mode():
+        want = ref.module.out_mask_conv(torch.from_numpy(features)).numpy()
+    head32 = OpenVINOEngine(folder / "head.xml", ["features"], 1, "fp32").run([features])[0]
+    head16 = OpenVINOEngine(folder / "head.xml", ["features"], 1, "bf16").run([features])[0]
+    np.testing.assert_allclose(head32, want, atol=1e-5)
+    assert np.abs(head16 - want).max() > 1e-3  # a bf16 output layer would round the logits
+
+    def load(mixed_scale: int, bf16_scale: int, mixed_s: float = 0.0, bf16_s: float = 0.0):
+        mixed_path.write_text(json.dumps({**mixed, "scale": mixed_scale, "cpu_s": mixed_s}))
+        bf16_path.write_text(json.dumps({**bf16, "scale": bf16_scale, "cpu_s": bf16_s}))
+        return Runtime(Settings(home=tmp_path / "home", models=manifest, engine_cache=cache),
+                       device="cpu", engine="auto").load("tiny-parsenet")
+
+    parser = load(2, 4)
+    assert parser.coarse_from == 2 and parser.precision == f"fp32+{MIXED}"
+    got = parser(x, px_per_output=2.0)
+    np.testing.assert_array_equal(got, OpenVINOEngine(folder / "head.xml", ["features"], 1,
+                                                      "fp32").run([features])[0])
+    for args, want_coarse in (((4, 2), (2, "bf16")), ((2, 2, 0.001, 0.0), (2, "bf16")),
+                              ((2, 2, 0.0, 0.001), (2, MIXED))):
+        other = load(*args)
+        assert (other.coarse_from, other.coarse[0].precision) == want_coarse
 
 
 def test_a_verdict_without_scale_or_time_is_measured_again(setup: tuple[Path, Path],
