@@ -404,7 +404,7 @@ def test_small_faces_get_the_coarse_parser_and_large_pastes_the_exact_one(tmp_pa
     import json
     import shutil
 
-    from restora.models.engines import bf16_supported
+    from restora.models.engines import MIXED, bf16_supported
 
     if not bf16_supported():
         pytest.skip("this CPU has no bf16 (the coarse parsing graph is OpenVINO bf16)")
@@ -422,11 +422,12 @@ def test_small_faces_get_the_coarse_parser_and_large_pastes_the_exact_one(tmp_pa
     for name, scale in (("coarse", 1), ("exact", None)):
         cache = tmp_path / name
         shutil.copytree(warm, cache)
-        meta_path = next(p for p in cache.rglob("meta.json")
-                         if json.loads(p.read_text())["key"]["model_id"] == "tiny-parsenet"
-                         and json.loads(p.read_text())["key"]["precision"] == "bf16")
-        meta = json.loads(meta_path.read_text())
-        meta_path.write_text(json.dumps({**meta, "scale": scale, "cpu_s": 0.0}))
+        for precision, k in (("bf16", scale), (MIXED, None)):  # bf16 the only coarse graph
+            meta_path = next(p for p in cache.rglob("meta.json")
+                             if json.loads(p.read_text())["key"]["model_id"] == "tiny-parsenet"
+                             and json.loads(p.read_text())["key"]["precision"] == precision)
+            meta = json.loads(meta_path.read_text())
+            meta_path.write_text(json.dumps({**meta, "scale": k, "cpu_s": 0.0}))
         verdicts[name] = cache
     small = {name: run(cache, 1) for name, cache in verdicts.items()}
     # some faces of 00.jpg reach 1 parse px per output px, some do not: both graphs ran
