@@ -414,10 +414,12 @@ def test_small_faces_parse_on_the_coarse_graph_and_the_rest_on_the_exact_one(
     manifest, cache_root = setup
     first = make(setup, "auto").load("tiny-parsenet")
     x = faces(first.input_size, 2)
-    first(x)  # builds the exact graph and the coarse candidate's entry, with their verdicts
+    first(x)  # builds the exact graph; a face without a scale needs no coarse graph
+    assert first._coarse is None
+    first.coarse  # noqa: B018 - builds the coarse candidates' entries, with their verdicts
     path, meta = _meta(cache_root, "bf16")
     assert "k px envelope" in meta["scale_measure"] and meta["cpu_s"] > 0
-    assert "scale" in meta and (first.coarse is None) == (
+    assert "scale" in meta and (first.coarse == []) == (
         meta["scale"] is None or meta["cpu_s"] > 0.8 * first.engine.probe_cpu_s)
     cache = tmp_path / "cache"
     shutil.copytree(cache_root, cache)
@@ -432,9 +434,9 @@ def test_small_faces_parse_on_the_coarse_graph_and_the_rest_on_the_exact_one(
     exact = parser.run([x])[0]
     assert not np.allclose(coarse, exact, atol=1e-3)  # the two graphs really differ
     np.testing.assert_array_equal(parser(x, px_per_output=1.9), exact)
-    assert not parser.coarse[0].opened  # loaded only once a face is pasted small enough
+    assert not parser.coarse[0][0].opened  # loaded only once a face is pasted small enough
     np.testing.assert_array_equal(parser(x, px_per_output=2.0), coarse)
-    assert parser.coarse[0].opened
+    assert parser.coarse[0][0].opened
     assert parser.coarse_from == 2 and parser.precision == "fp32+bf16"
     assert [parser.precision_for(ks) for ks in ([3.0, 1.0], [2.0], [1.0, None])] == [
         "fp32+bf16", "bf16", "fp32"]  # what a job with faces at these scales ran
@@ -444,13 +446,13 @@ def test_small_faces_parse_on_the_coarse_graph_and_the_rest_on_the_exact_one(
     np.testing.assert_array_equal(maps[1], parser(x[1:], px_per_output=1.0)[0].argmax(0))
     forced = Runtime(Settings(home=tmp_path / "home", models=manifest, engine_cache=cache),
                      device="cpu", engine="openvino").load("tiny-parsenet")
-    assert forced.coarse is None
+    assert forced.coarse == []
     np.testing.assert_array_equal(forced(x, px_per_output=8.0), exact)
     # a coarse graph no faster than the exact one is not used
     path.write_text(json.dumps({**meta, "scale": 2, "cpu_s": 1e6}))
     slow = Runtime(Settings(home=tmp_path / "home", models=manifest, engine_cache=cache),
                    device="cpu", engine="auto").load("tiny-parsenet")
-    assert slow.coarse is None
+    assert slow.coarse == []
     np.testing.assert_array_equal(slow(x, px_per_output=8.0), exact)
 
 
@@ -463,7 +465,7 @@ def test_mixed_precision_runs_the_output_layer_in_float32(setup: tuple[Path, Pat
     from restora.models.engines import OpenVINOEngine
 
     manifest, cache_root = setup
-    make(setup, "auto").load("tiny-parsenet")(faces(64, 1))
+    make(setup, "auto").load("tiny-parsenet")(faces(64, 1), px_per_output=1.0)
     cache = tmp_path / "cache"
     shutil.copytree(cache_root, cache)
     mixed_path, mixed = _meta(cache, MIXED)
@@ -487,15 +489,23 @@ def test_mixed_precision_runs_the_output_layer_in_float32(setup: tuple[Path, Pat
         return Runtime(Settings(home=tmp_path / "home", models=manifest, engine_cache=cache),
                        device="cpu", engine="auto").load("tiny-parsenet")
 
-    parser = load(2, 4)
-    assert parser.coarse_from == 2 and parser.precision == f"fp32+{MIXED}"
-    got = parser(x, px_per_output=2.0)
+    # each scale gets its quickest graph: the mixed one from 2, all-bf16 (quicker) from 4
+    parser = load(2, 4, mixed_s=0.002, bf16_s=0.001)
+    assert [(g.precision, k) for g, k in parser.coarse] == [(MIXED, 2), ("bf16", 4)]
+    assert parser.precision == f"fp32+{MIXED}+bf16"
+    got = parser(x, px_per_output=3.0)
     np.testing.assert_array_equal(got, OpenVINOEngine(folder / "head.xml", ["features"], 1,
                                                       "fp32").run([features])[0])
-    for args, want_coarse in (((4, 2), (2, "bf16")), ((2, 2, 0.001, 0.0), (2, "bf16")),
-                              ((2, 2, 0.0, 0.001), (2, MIXED))):
-        other = load(*args)
-        assert (other.coarse_from, other.coarse[0].precision) == want_coarse
+    np.testing.assert_array_equal(parser(x, px_per_output=4.0),
+                                  OpenVINOEngine(bf16_path.parent / "graph.xml", ["x"], 1,
+                                                 "bf16").run([x])[0])
+    assert parser.precision_for([1.0, 3.0]) == f"fp32+{MIXED}"
+    assert parser.precision_for([5.0, 3.0, None]) == f"fp32+{MIXED}+bf16"
+    # a graph that needs a coarser scale and is no quicker serves nobody
+    for args, tiers in (((2, 4, 0.001, 0.002), [(MIXED, 2)]), ((4, 2), [("bf16", 2)]),
+                        ((2, 2, 0.001, 0.0), [("bf16", 2)]),
+                        ((2, 2, 0.0, 0.001), [(MIXED, 2)])):
+        assert [(g.precision, k) for g, k in load(*args).coarse] == tiers
 
 
 def test_a_verdict_without_scale_or_time_is_measured_again(setup: tuple[Path, Path],
@@ -504,7 +514,7 @@ def test_a_verdict_without_scale_or_time_is_measured_again(setup: tuple[Path, Pa
     load (the graph is not exported again)."""
     _needs_bf16()
     manifest, cache_root = setup
-    make(setup, "auto").load("tiny-parsenet")(faces(64, 1))
+    make(setup, "auto").load("tiny-parsenet")(faces(64, 1), px_per_output=1.0)
     cache = tmp_path / "cache"
     shutil.copytree(cache_root, cache)
     path, meta = _meta(cache, "bf16")
@@ -513,7 +523,7 @@ def test_a_verdict_without_scale_or_time_is_measured_again(setup: tuple[Path, Pa
     path.write_text(json.dumps(old))
     parser = Runtime(Settings(home=tmp_path / "home", models=manifest, engine_cache=cache),
                      device="cpu", engine="auto").load("tiny-parsenet")
-    parser(faces(parser.input_size, 1))
+    parser(faces(parser.input_size, 1), px_per_output=1.0)  # looks the coarse graphs up
     _, again = _meta(cache, "bf16")
     assert again["scale"] == meta["scale"] and again["measure"] == meta["measure"]
     assert again["cpu_s"] > 0

@@ -701,16 +701,18 @@ class EngineFactory:
         """The cached (or newly exported) graph of ``net`` on ``engine`` at ``precision``."""
         return self._load(net, engine, precision, verify, lambda meta: bool(meta["ok"]))[0]
 
-    def coarse(self, net: Network, exact: Engine) -> tuple[Engine, int] | None:
-        """A graph the task's policy allows for outputs pasted small, with the least parsing
+    def coarse(self, net: Network, exact: Engine) -> list[tuple[Engine, int]]:
+        """Graphs the task's policy allows for outputs pasted small, each with the least parsing
         pixels per output pixel from which it keeps the bound, where its probe ran in at most
-        :data:`COARSE_SPEED` of ``exact``'s CPU time; None where there is none."""
+        :data:`COARSE_SPEED` of ``exact``'s CPU time. By scale; a graph is kept only where it is
+        quicker than every one kept before it (which serve from a finer scale), so each scale
+        has one quickest graph. Empty where there is none."""
         policy = policy_for(net.task)
         if self.choice != "auto" or net.device != "cpu" or not net.exportable:
-            return None
+            return []
         exact_s = exact.probe_cpu_s
         if not policy.coarse or exact_s is None:
-            return None
+            return []
 
         def usable(meta: dict[str, Any]) -> bool:
             return (meta.get("scale") is not None and meta.get("cpu_s") is not None
@@ -730,11 +732,13 @@ class EngineFactory:
                          exc)
                 continue
             found.append((int(meta["scale"]), float(meta["cpu_s"]), deferred))
-        if not found:
-            return None
-        # the one that serves the most faces (least scale), then the quicker
-        scale, _, chosen = min(found, key=lambda f: f[:2])
-        return chosen, scale
+        tiers: list[tuple[Engine, int]] = []
+        best_s = float("inf")
+        for scale, cpu_s, graph in sorted(found, key=lambda f: f[:2]):
+            if cpu_s < best_s:
+                tiers.append((graph, scale))
+                best_s = cpu_s
+        return tiers
 
     def _load(self, net: Network, engine: str, precision: str, verify: bool,
               usable: Callable[[dict[str, Any]], bool], open_graph: bool = True

@@ -303,8 +303,8 @@ class CodeFormerRestorer(FaceRestorer):
 class FaceParser(Network):
     """Face crop RGB NCHW in [-1, 1] at ``input_size`` -> class logits (N, classes, S, S).
 
-    Under ``auto`` a parser may also hold a faster *coarse* graph (bf16) that keeps the paste
-    bound only for faces pasted small: at ``coarse_from`` or more parsing pixels per output
+    Under ``auto`` a parser may also hold faster *coarse* graphs (bf16) that keep the paste
+    bound only for faces pasted small: each from its own number of parsing pixels per output
     pixel, where a one-pixel edge move in the output is several pixels of the parsing map.
     Callers pass each face's ``px_per_output`` and the descriptor picks (see
     ``engines.paste_mask_scale``).
@@ -313,61 +313,67 @@ class FaceParser(Network):
     task = "face-parsing"
     input_range = (-1.0, 1.0)
     int8_calibration = True
-    #: (engine, least parsing px per output px), None, or not looked up yet (False)
-    _coarse: tuple[Engine, int] | None | bool = False
+    #: coarse graphs as (engine, least parsing px per output px), by scale, each quicker than
+    #: the one before; None until looked up
+    _coarse: list[tuple[Engine, int]] | None = None
 
     def __call__(self, x: Array, *,  # type: ignore[override]
                  px_per_output: float | None = None) -> Array:
         """Class logits for ``x``; faces pasted at ``px_per_output`` parsing pixels per output
-        pixel (or more) run on the coarse graph where there is one for that scale (None: the
-        scale is unknown, the exact graph)."""
+        pixel run on the quickest coarse graph that keeps the bound at that scale, if any
+        (None: the scale is unknown, the exact graph)."""
         return _like(self.run([x], px_per_output=px_per_output)[0], x)
 
     def run(self, inputs: Sequence[Array], *, px_per_output: float | None = None
             ) -> list[Array]:
-        if self.uses_coarse(px_per_output):
-            return self.coarse[0].run(list(inputs))  # type: ignore[index]
-        return super().run(inputs)
+        graph = self.graph_for(px_per_output)
+        return graph.run(list(inputs)) if graph is not None else super().run(inputs)
+
+    def graph_for(self, px_per_output: float | None) -> Engine | None:
+        """The coarse graph that parses a face pasted at ``px_per_output`` parsing px per output
+        px (None: unknown), or None for the exact graph."""
+        chosen = None
+        if px_per_output is not None:
+            for engine, k in self.coarse:
+                if px_per_output >= k:
+                    chosen = engine  # later ones need a coarser scale and are quicker
+        return chosen
 
     def uses_coarse(self, px_per_output: float | None) -> bool:
-        """Whether a face pasted at ``px_per_output`` parsing px per output px (None: unknown)
-        is parsed by the coarse graph."""
-        coarse = self.coarse
-        return coarse is not None and px_per_output is not None and px_per_output >= coarse[1]
+        """Whether a face pasted at ``px_per_output`` is parsed by a coarse graph."""
+        return self.graph_for(px_per_output) is not None
 
     @property
-    def coarse(self) -> tuple[Engine, int] | None:
-        """The coarse graph and the least parsing px per output px it is used from, if any."""
-        if self._coarse is False:
-            exact = self.built_engine()  # what the coarse graph must beat
+    def coarse(self) -> list[tuple[Engine, int]]:
+        """The coarse graphs and the least parsing px per output px each is used from."""
+        if self._coarse is None:
+            exact = self.built_engine()  # what a coarse graph must beat
             with self._engine_lock:
-                if self._coarse is False:
+                if self._coarse is None:
                     factory = self.engine_factory
-                    self._coarse = factory.coarse(self, exact) if factory is not None else None
-        return self._coarse or None
+                    self._coarse = factory.coarse(self, exact) if factory is not None else []
+        return self._coarse
 
     @property
     def coarse_from(self) -> int | None:
-        """Parsing pixels per output pixel from which faces are parsed by the coarse graph."""
-        coarse = self.coarse
-        return None if coarse is None else coarse[1]
+        """Parsing pixels per output pixel from which faces are parsed by a coarse graph."""
+        return self.coarse[0][1] if self.coarse else None
 
     @property
     def precision(self) -> str:
-        """The exact graph's precision, ``+`` the coarse graph's where there is one."""
+        """The exact graph's precision, ``+`` the coarse graphs' where there are any."""
         return self.precision_for(None)
 
     def precision_for(self, px_per_output: Sequence[float | None] | None) -> str:
         """The precisions that parse faces pasted at these scales (None: at any scale)."""
         exact = super().precision
-        coarse = self._coarse or None
-        if coarse is None:
-            return exact
+        tiers = self._coarse or []
         if px_per_output is None:
-            return f"{exact}+{coarse[0].precision}"
-        small = [self.uses_coarse(k) for k in px_per_output]
-        return "+".join(p for p, used in ((exact, not all(small)),
-                                          (coarse[0].precision, any(small))) if used)
+            return "+".join([exact, *(e.precision for e, _ in tiers)])
+        used = [self.graph_for(k) for k in px_per_output]
+        parts = [exact] if any(g is None for g in used) else []
+        parts += [e.precision for e, _ in tiers if any(g is e for g in used)]
+        return "+".join(parts)
 
     def probe_image(self, rng: np.random.Generator, shape: Sequence[int]) -> np.ndarray:
         """The aligned probe face (mirrored for odd items): a parser's verdict is about a face."""

@@ -113,11 +113,13 @@ def parse_faces(parser: FaceParser, faces: Sequence[np.ndarray], *,
     if len(scales) != len(faces):
         raise ValueError("px_per_output needs one scale per face")
     # faces that share a graph are batched together; the maps come back in the faces' order
-    coarse = [parser.uses_coarse(k) for k in scales]
-    groups = [[i for i, c in enumerate(coarse) if c == graph] for graph in (False, True)]
+    graphs = [parser.graph_for(k) for k in scales]
+    groups: dict[int, list[int]] = {}
+    for i, graph in enumerate(graphs):
+        groups.setdefault(id(graph), []).append(i)
     maps: list[np.ndarray | None] = [None] * len(faces)
     batch_size = batch_size or batch_for("parsenet", in_size, parser.device)
-    for group in groups:
+    for group in groups.values():
         for start in range(0, len(group), batch_size):
             if cancel is not None and cancel.is_set():
                 raise Cancelled("The job was cancelled.")
@@ -126,10 +128,10 @@ def parse_faces(parser: FaceParser, faces: Sequence[np.ndarray], *,
                      cv2.resize(faces[i], (in_size, in_size), interpolation=cv2.INTER_LINEAR)
                      for i in idx]
             x = np.stack(batch).transpose(0, 3, 1, 2) * np.float32(2.0) - np.float32(1.0)
-            # the group's least scale: the coarse graph for a coarse group, the exact otherwise
+            # the group's least scale picks the group's graph (a scale range per graph)
             logits = parser(np.ascontiguousarray(x, dtype=np.float32),
-                            px_per_output=min(scales[i] or 0.0 for i in idx) if coarse[idx[0]]
-                            else None)
+                            px_per_output=min(scales[i] or 0.0 for i in idx)
+                            if graphs[idx[0]] is not None else None)
             for i, m in zip(idx, logits.argmax(axis=1).astype(np.int64)):
                 maps[i] = m
     return [m for m in maps if m is not None]
