@@ -501,6 +501,25 @@ def test_mixed_precision_runs_the_output_layer_in_float32(setup: tuple[Path, Pat
                                                  "bf16").run([x])[0])
     assert parser.precision_for([1.0, 3.0]) == f"fp32+{MIXED}"
     assert parser.precision_for([5.0, 3.0, None]) == f"fp32+{MIXED}+bf16"
+    # parse_faces: each face on its scale's graph, batched per graph, maps in the faces' order
+    from restora.pipeline.restore import parse_faces
+
+    crops = [np.ascontiguousarray((f.transpose(1, 2, 0) + 1.0) / 2.0) for f in (*x, *x)]
+    scales = [5.0, 1.0, 3.0, 4.5]
+    calls: list[tuple[int, float | None]] = []
+    inner = parser.run
+
+    def counted(inputs: list, px_per_output: float | None = None) -> list:
+        calls.append((int(inputs[0].shape[0]), px_per_output))
+        return inner(inputs, px_per_output=px_per_output)
+
+    parser.run = counted  # type: ignore[method-assign]
+    maps = parse_faces(parser, crops, px_per_output=scales)
+    assert calls == [(2, 4.5), (1, None), (1, 3.0)]  # bf16, exact, mixed: one batch each
+    del parser.run
+    for crop, k, got_map in zip(crops, scales, maps):
+        one = np.ascontiguousarray(crop.transpose(2, 0, 1)[None] * 2.0 - 1.0, dtype=np.float32)
+        np.testing.assert_array_equal(got_map, parser(one, px_per_output=k)[0].argmax(0))
     # a graph that needs a coarser scale and is no quicker serves nobody
     for args, tiers in (((2, 4, 0.001, 0.002), [(MIXED, 2)]), ((4, 2), [("bf16", 2)]),
                         ((2, 2, 0.001, 0.0), [("bf16", 2)]),

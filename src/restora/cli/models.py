@@ -221,7 +221,7 @@ def engine_entries(root: Path) -> tuple[list[dict], list[str]]:
 
 
 def _prepare(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
-    """Build the engine (and a parser's coarse graph) of every installed model with a torch
+    """Build the engine (and a parser's coarse graphs) of every installed model with a torch
     module, printing ``id: engine/precision`` and one line per failure; returns
     {id: "engine/precision"} and {id: error}."""
     import warnings
@@ -249,7 +249,7 @@ def _prepare(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
                     continue
                 net.built_engine()
                 if isinstance(net, FaceParser):
-                    net.coarse  # noqa: B018 - builds (and checks) the coarse graph
+                    net.coarse  # noqa: B018 - builds (and checks) the coarse graphs
             for warning in caught:
                 typer.echo(f"  note: {warning.message}", err=True)
             prepared[spec.id] = f"{net.engine_name}/{net.precision}"

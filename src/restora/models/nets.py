@@ -339,10 +339,6 @@ class FaceParser(Network):
                     chosen = engine  # later ones need a coarser scale and are quicker
         return chosen
 
-    def uses_coarse(self, px_per_output: float | None) -> bool:
-        """Whether a face pasted at ``px_per_output`` is parsed by a coarse graph."""
-        return self.graph_for(px_per_output) is not None
-
     @property
     def coarse(self) -> list[tuple[Engine, int]]:
         """The coarse graphs and the least parsing px per output px each is used from."""
