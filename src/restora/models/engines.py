@@ -39,7 +39,7 @@ log = logging.getLogger("restora.engines")
 
 ENGINES = ("auto", "torch", "onnxruntime", "openvino")
 #: Bumped whenever the way graphs are exported changes (invalidates every cache entry).
-EXPORT_FORMAT = 2
+EXPORT_FORMAT = 3
 ONNX_OPSET = 17
 #: OpenVINO bf16 for all but the output layer, which runs in float32 (a second graph). Where a
 #: parser's logits themselves are bf16, near-tied classes resolve one way along whole edges and

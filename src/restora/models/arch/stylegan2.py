@@ -32,8 +32,13 @@ class NormStyleCode(nn.Module):
 class ModulatedConv2d(nn.Module):
     """Convolution whose weight is scaled per sample by a style vector (and optionally demodulated).
 
-    ``sample_mode='upsample'`` doubles the input bilinearly before convolving. A batch runs as one
-    grouped convolution (one group per sample), so there is no Python loop over samples.
+    ``sample_mode='upsample'`` doubles the input bilinearly before convolving ('downsample' halves
+    it). The reference builds a per-sample weight ``W * s`` (demodulated by ``d``) and runs the
+    batch as one grouped conv. Here the same result (up to float rounding) comes from the constant
+    weight: ``conv(x, W * s) == conv(x * s, W)`` (the style scales input channels), and the
+    demodulation factor is a per-(sample, out-channel) output scale
+    ``d = rsqrt(s**2 @ sum_kk(W**2).T + eps)`` (a (b, in) x (in, out) matmul). So an exported
+    graph keeps ``W`` a constant the engine can pre-pack, and a batch shares one ordinary conv.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, num_style_feat: int,
@@ -55,24 +60,36 @@ class ModulatedConv2d(nn.Module):
             / math.sqrt(in_channels * kernel_size**2))
 
     def forward(self, x: Tensor, style: Tensor) -> Tensor:
-        b = x.shape[0]
-        # Weight arithmetic in float32 even for half-precision models: the sum of squares and the
+        # Style arithmetic in float32 even for half-precision models: the sum of squares and the
         # 1e-8 epsilon are not representable in fp16. For float32 models this is a no-op.
-        style = self.modulation(style).float().view(b, 1, self.in_channels, 1, 1)
-        weight = self.weight.float() * style
+        s = self.modulation(style).float()  # (b, in)
+        weight = self.weight.view(self.out_channels, self.in_channels,
+                                  self.kernel_size, self.kernel_size)
+        demod = None
         if self.demodulate:
-            demod = torch.rsqrt(weight.pow(2).sum(dim=(2, 3, 4)) + self.eps)
-            weight = weight * demod.view(b, self.out_channels, 1, 1, 1)
-        weight = weight.to(x.dtype).view(b * self.out_channels, self.in_channels,
-                                         self.kernel_size, self.kernel_size)
+            # Demodulation cancels a per-sample scale c of s (exactly, with eps scaled by c**2),
+            # so s is normalised to max |s| = 1 first. Then x * s, computed in x's own dtype
+            # (one pass, no fp32 copy of the activations), is no larger than x, and the conv
+            # output before the factor d is of the order of the final output (the weights have
+            # unit-order norms): neither can overflow fp16 (CUDA half models) where the
+            # reference's unit-norm demodulated weights would not. Without demodulation (ToRGB,
+            # 3 output channels) s is used as is, as the reference's weight W * s uses it.
+            c = s.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+            s = s / c
+            w_sq = weight.float().pow(2).sum(dim=(2, 3))  # (out, in), a constant once exported
+            demod = torch.rsqrt(s.pow(2) @ w_sq.t() + self.eps / c.pow(2))  # (b, out)
+        # The style scales input channels, which commutes with the (per-channel, linear)
+        # bilinear resampling: scale at the lower of the two resolutions.
         if self.sample_mode == "upsample":
-            x = resample(x, 2)
+            x = resample(x * s.to(x.dtype)[:, :, None, None], 2)
         elif self.sample_mode == "downsample":
-            x = resample(x, 0.5)
-        h, w = x.shape[2:]
-        out = F.conv2d(x.reshape(1, b * self.in_channels, h, w), weight,
-                       padding=self.padding, groups=b)
-        return out.view(b, self.out_channels, *out.shape[2:])
+            x = resample(x, 0.5) * s.to(x.dtype)[:, :, None, None]
+        else:
+            x = x * s.to(x.dtype)[:, :, None, None]
+        out = F.conv2d(x, weight.to(x.dtype), padding=self.padding)
+        if demod is not None:
+            out = out.mul_(demod.to(out.dtype)[:, :, None, None])  # a fresh tensor
+        return out
 
 
 class StyleConv(nn.Module):
