@@ -42,9 +42,10 @@ from restora.models.runtime import architecture_class
 OV_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
 
 
-def old_forward(self: stylegan2.ModulatedConv2d, x: torch.Tensor, style: torch.Tensor
-                ) -> torch.Tensor:
-    """The old path: per-sample weight W * s (demodulated), one grouped conv for the batch."""
+def old_forward(self: stylegan2.ModulatedConv2d, x: torch.Tensor, style: torch.Tensor,
+                gain: float = 1.0) -> torch.Tensor:
+    """The old path: per-sample weight W * s (demodulated), one grouped conv for the batch,
+    then StyleConv's gain as its own multiply."""
     b = x.shape[0]
     style = self.modulation(style).float().view(b, 1, self.in_channels, 1, 1)
     weight = self.weight.float() * style
@@ -60,7 +61,8 @@ def old_forward(self: stylegan2.ModulatedConv2d, x: torch.Tensor, style: torch.T
     h, w = x.shape[2:]
     out = F.conv2d(x.reshape(1, b * self.in_channels, h, w), weight,
                    padding=self.padding, groups=b)
-    return out.view(b, self.out_channels, *out.shape[2:])
+    out = out.view(b, self.out_channels, *out.shape[2:])
+    return out * gain if gain != 1.0 else out
 
 
 @contextlib.contextmanager

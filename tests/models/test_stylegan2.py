@@ -49,10 +49,12 @@ def test_equals_per_sample_weight_modulation(demodulate: bool, sample_mode: str 
     style = torch.randn(batch, 16) * torch.tensor([1.0, 30.0, 0.01])[:batch, None]
     with torch.inference_mode():
         got = conv(x, style)
+        scaled = conv(x, style, gain=2**0.5)  # StyleConv's gain, folded into the factor
     want = per_sample_weights(conv, x, style)
     assert got.dtype == torch.float32
     assert got.shape == want.shape
     assert (got.double() - want).abs().max() <= 1e-5 * want.abs().max()
+    assert (scaled.double() - want * 2**0.5).abs().max() <= 1e-5 * want.abs().max() * 2**0.5
 
 
 def test_half_precision_does_not_overflow_with_large_styles() -> None:

@@ -59,7 +59,8 @@ class ModulatedConv2d(nn.Module):
             torch.randn(1, out_channels, in_channels, kernel_size, kernel_size)
             / math.sqrt(in_channels * kernel_size**2))
 
-    def forward(self, x: Tensor, style: Tensor) -> Tensor:
+    def forward(self, x: Tensor, style: Tensor, gain: float = 1.0) -> Tensor:
+        """The modulated conv of ``x``, times ``gain`` (folded into the demodulation factor)."""
         # Style arithmetic in float32 even for half-precision models: the sum of squares and the
         # 1e-8 epsilon are not representable in fp16. For float32 models this is a no-op.
         s = self.modulation(style).float()  # (b, in)
@@ -78,6 +79,8 @@ class ModulatedConv2d(nn.Module):
             s = s / c
             w_sq = weight.float().pow(2).sum(dim=(2, 3))  # (out, in), a constant once exported
             demod = torch.rsqrt(s.pow(2) @ w_sq.t() + self.eps / c.pow(2))  # (b, out)
+            if gain != 1.0:
+                demod = demod * gain
         # The style scales input channels, which commutes with the (per-channel, linear)
         # bilinear resampling: scale at the lower of the two resolutions.
         if self.sample_mode == "upsample":
@@ -88,8 +91,8 @@ class ModulatedConv2d(nn.Module):
             x = x * s.to(x.dtype)[:, :, None, None]
         out = F.conv2d(x, weight.to(x.dtype), padding=self.padding)
         if demod is not None:
-            out = out.mul_(demod.to(out.dtype)[:, :, None, None])  # a fresh tensor
-        return out
+            return out.mul_(demod.to(out.dtype)[:, :, None, None])  # a fresh tensor
+        return out * gain if gain != 1.0 else out
 
 
 class StyleConv(nn.Module):
@@ -107,7 +110,7 @@ class StyleConv(nn.Module):
     def forward(self, x: Tensor, style: Tensor, noise: Tensor | None = None,
                 generator: torch.Generator | None = None) -> Tensor:
         """``noise=None`` draws fresh N(0, 1) noise, from ``generator`` when one is given."""
-        out = self.modulated_conv(x, style) * 2**0.5
+        out = self.modulated_conv(x, style, gain=2**0.5)
         if noise is None:
             b, _, h, w = out.shape
             noise = torch.randn((b, 1, h, w), generator=generator, device=out.device,
