@@ -17,7 +17,6 @@ Prints ratios, never bare seconds.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -27,13 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from _shared import cpu_seconds, random_network, ratio_text
 from restora.models.engines import (EngineFactory, EngineUnavailable, TorchEngine,
                                     bf16_supported, package_version, policy_for, probe_inputs,
                                     quantizer_version)
-from restora.models.nets import Network, describe
-from restora.models.registry import Registry
-from restora.models.runtime import architecture_class
-from restora.config import Settings
+from restora.models.nets import Network
 
 #: benchmark name -> (registry id of the full-size network, batch, free side or None)
 NETS: dict[str, tuple[str, int, int | None]] = {
@@ -48,25 +45,15 @@ NETS: dict[str, tuple[str, int, int | None]] = {
 
 def build(model_id: str, folder: Path) -> tuple[Network, Path]:
     """The full-size network with seeded random weights, saved so the cache can hash it."""
-    spec = Registry.from_settings(Settings(home=folder)).get(model_id)
-    torch.manual_seed(0)
-    module = architecture_class(spec.arch)(**spec.hparams).eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
+    net = random_network(model_id, folder)
     path = folder / f"{model_id}.pth"
-    torch.save(module.state_dict(), path)
-    return describe(spec, module), path
+    torch.save(net.module.state_dict(), path)
+    return net, path
 
 
 def inputs_for(net: Network, batch: int, side: int | None) -> list[np.ndarray]:
     specs = net.inputs(batch, side, side)
     return probe_inputs(net, specs)
-
-
-def cpu_seconds(fn: Any) -> float:
-    t0 = time.process_time()
-    fn()
-    return time.process_time() - t0
 
 
 def fp16_supported() -> bool:
@@ -123,8 +110,7 @@ def run(names: list[str], rounds: int, threads: int, compile_: bool, fp16: bool 
                 got = [np.asarray(o if isinstance(o, np.ndarray) else o.float().numpy())
                        for o in eng.run(x)]
                 _, measure = policy.check_for(k.split()[-1])(ref, got)
-                print(f"{name:20s} {k:20s} ratio {statistics.median(ratios[k]):5.2f}x  "
-                      f"(min {min(ratios[k]):.2f}, max {max(ratios[k]):.2f})  {measure}")
+                print(f"{name:20s} {k:20s} {ratio_text(ratios[k])}  {measure}")
             sys.stdout.flush()
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import statistics
 import sys
 import tempfile
 import time
@@ -32,14 +31,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from restora.config import Settings
+from _shared import cpu_seconds, openvino_runner, random_network, ratio_text
 from restora.models.arch import stylegan2
 from restora.models.engines import TorchEngine, export_onnx, package_version
-from restora.models.nets import InputSpec, Network, describe
-from restora.models.registry import Registry
-from restora.models.runtime import architecture_class
+from restora.models.nets import InputSpec, Network
 
-OV_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
 
 
 def old_forward(self: stylegan2.ModulatedConv2d, x: torch.Tensor, style: torch.Tensor,
@@ -76,15 +72,6 @@ def old_path() -> Iterator[None]:
         cls.forward = saved  # type: ignore[method-assign]
 
 
-def build(folder: Path) -> Network:
-    spec = Registry.from_settings(Settings(home=folder)).get("gfpgan-v1.4")
-    torch.manual_seed(0)
-    module = architecture_class(spec.arch)(**spec.hparams).eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return describe(spec, module)
-
-
 def batch_inputs(net: Network, batch: int) -> tuple[list[InputSpec], list[np.ndarray]]:
     """Batch-``batch`` specs (fixed shapes) and a seeded input: a random image, normal noise."""
     one = net.inputs(1)
@@ -93,17 +80,6 @@ def batch_inputs(net: Network, batch: int) -> tuple[list[InputSpec], list[np.nda
     x = [np.clip(rng.standard_normal(specs[0].shape) * 0.5, -1, 1).astype(np.float32)]
     x += [rng.standard_normal(s.shape).astype(np.float32) for s in specs[1:]]
     return specs, x
-
-
-def openvino_runner(net: Network, specs: list[InputSpec], x: list[np.ndarray], path: Path,
-                    threads: int) -> Callable[[], list[np.ndarray]]:
-    import openvino as ov
-
-    export_onnx(net, specs, x, path)
-    compiled = ov.Core().compile_model(str(path), "CPU",
-                                       {**OV_CONFIG, "INFERENCE_NUM_THREADS": threads})
-    request = compiled.create_infer_request()
-    return lambda: [np.asarray(v).copy() for v in request.infer(x).values()]
 
 
 def ort_runner(path: Path, x: list[np.ndarray], threads: int
@@ -116,12 +92,6 @@ def ort_runner(path: Path, x: list[np.ndarray], threads: int
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     feed = {i.name: a for i, a in zip(sess.get_inputs(), x)}
     return lambda: sess.run(None, feed)
-
-
-def cpu_seconds(fn: Callable[[], Any]) -> float:
-    t0 = time.process_time()
-    fn()
-    return time.process_time() - t0
 
 
 def compare(a: list[Any], b: list[Any]) -> str:
@@ -140,7 +110,7 @@ def run(batches: list[int], engines: list[str], rounds: int, threads: int) -> No
           "rounds; ratio = old CPU-s / new CPU-s (higher is faster)")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        net = build(folder)
+        net = random_network("gfpgan-v1.4", folder)
         for batch in batches:
             specs, x = batch_inputs(net, batch)
             graph = net.graph()
@@ -178,9 +148,8 @@ def run(batches: list[int], engines: list[str], rounds: int, threads: int) -> No
                     else:
                         to, tn = cpu_seconds(old), cpu_seconds(new)
                     ratios.append(to / max(tn, 1e-9))
-                print(f"gfpgan-512-b{batch}  {engine_name:11s} ratio "
-                      f"{statistics.median(ratios):5.2f}x  (min {min(ratios):.2f}, "
-                      f"max {max(ratios):.2f})  {compare(old_out, new_out)}")
+                print(f"gfpgan-512-b{batch}  {engine_name:11s} {ratio_text(ratios)}  "
+                      f"{compare(old_out, new_out)}")
                 sys.stdout.flush()
 
 

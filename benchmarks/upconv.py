@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from restora.config import Settings
+from _shared import cpu_seconds, openvino_runner, random_network, ratio_text
 from restora.models.arch import parsenet, rrdbnet, vqgan
-from restora.models.engines import TorchEngine, export_onnx, package_version, probe_inputs
-from restora.models.nets import Network, describe
-from restora.models.registry import Registry
-from restora.models.runtime import architecture_class
+from restora.models.engines import TorchEngine, package_version, probe_inputs
 
 #: benchmark name -> (registry id of the full-size network, free side or None)
 NETS: dict[str, tuple[str, int | None]] = {
@@ -65,32 +60,6 @@ def old_path() -> Iterator[None]:
             m.upsample_conv3x3 = f  # type: ignore[assignment]
 
 
-def build(model_id: str, folder: Path) -> Network:
-    spec = Registry.from_settings(Settings(home=folder)).get(model_id)
-    torch.manual_seed(0)
-    module = architecture_class(spec.arch)(**spec.hparams).eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return describe(spec, module)
-
-
-def openvino_runner(net: Network, specs: list[Any], x: list[np.ndarray], path: Path,
-                    threads: int) -> Callable[[], list[np.ndarray]]:
-    import openvino as ov
-
-    export_onnx(net, specs, x, path)
-    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32",
-                                                          "INFERENCE_NUM_THREADS": threads})
-    request = compiled.create_infer_request()
-    return lambda: [np.asarray(v) for v in request.infer(x).values()]
-
-
-def cpu_seconds(fn: Callable[[], Any]) -> float:
-    t0 = time.process_time()
-    fn()
-    return time.process_time() - t0
-
-
 def max_abs(a: list[Any], b: list[Any]) -> float:
     return max(float(np.abs(np.asarray(u, np.float64) - np.asarray(v, np.float64)).max())
                for u, v in zip(a, b))
@@ -105,7 +74,7 @@ def run(names: list[str], rounds: int, threads: int) -> None:
         folder = Path(tmp)
         for name in names:
             model_id, side = NETS[name]
-            net = build(model_id, folder)
+            net = random_network(model_id, folder)
             specs = net.inputs(1, side, side)
             x = probe_inputs(net, specs)
             engine = TorchEngine(net.graph(), "cpu")
@@ -126,8 +95,7 @@ def run(names: list[str], rounds: int, threads: int) -> None:
             for engine_name, (old, new) in pairs.items():
                 old_out, new_out = old(), new()  # also the warm-up
                 ratios = [cpu_seconds(old) / max(cpu_seconds(new), 1e-9) for _ in range(rounds)]
-                print(f"{name:16s} {engine_name:9s} ratio {statistics.median(ratios):5.2f}x  "
-                      f"(min {min(ratios):.2f}, max {max(ratios):.2f})  "
+                print(f"{name:16s} {engine_name:9s} {ratio_text(ratios)}  "
                       f"max|d| {max_abs(old_out, new_out):.2e}")
                 sys.stdout.flush()
 
