@@ -1,7 +1,9 @@
-"""What several benchmarks share: seeded full-size networks, CPU timing, an OpenVINO runner."""
+"""What several benchmarks share: seeded full-size networks, CPU timing, an OpenVINO runner, the
+paired-timing options."""
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -58,3 +60,21 @@ def ratio_text(ratios: Sequence[float]) -> str:
     """``ratio 1.23x  (min 1.10, max 1.40)``: the median of paired ratios and their range."""
     return (f"ratio {statistics.median(ratios):5.2f}x  (min {min(ratios):.2f}, "
             f"max {max(ratios):.2f})")
+
+
+def timing_parser(doc: str | None) -> argparse.ArgumentParser:
+    """An argument parser (described by ``doc``'s first line) with the options every paired
+    benchmark takes: ``--rounds`` and ``--threads``; read it with :func:`parse_timing_args`."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="paired rounds, at least 5 (the machine is noisy)")
+    parser.add_argument("--threads", type=int, default=2)
+    return parser
+
+
+def parse_timing_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The command line, refused with fewer than 5 paired rounds."""
+    args = parser.parse_args()
+    if args.rounds < 5:
+        parser.error("at least 5 paired rounds (the machine is noisy)")
+    return args

@@ -16,7 +16,6 @@ Prints ratios, never bare seconds.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from _shared import cpu_seconds, random_network, ratio_text
+from _shared import cpu_seconds, parse_timing_args, random_network, ratio_text, timing_parser
 from restora.models.engines import (EngineFactory, EngineUnavailable, TorchEngine,
                                     bf16_supported, package_version, policy_for, probe_inputs,
                                     quantizer_version)
@@ -115,16 +114,12 @@ def run(names: list[str], rounds: int, threads: int, compile_: bool, fp16: bool 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = timing_parser(__doc__)
     parser.add_argument("--nets", nargs="*", default=list(NETS), choices=list(NETS))
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--fp16", action="store_true",
                         help="also time OpenVINO fp16 (CPUs that report FP16, e.g. AVX512-FP16)")
-    args = parser.parse_args()
-    if args.rounds < 5:
-        parser.error("at least 5 paired rounds (the machine is noisy)")
+    args = parse_timing_args(parser)
     run(args.nets, args.rounds, args.threads, args.compile, args.fp16)
 
 

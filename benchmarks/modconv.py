@@ -17,7 +17,6 @@ Prints ratios, never bare seconds.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import sys
@@ -31,7 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from _shared import cpu_seconds, openvino_runner, random_network, ratio_text
+from _shared import (cpu_seconds, openvino_runner, parse_timing_args, random_network, ratio_text,
+                     timing_parser)
 from restora.models.arch import stylegan2
 from restora.models.engines import TorchEngine, export_onnx, package_version
 from restora.models.nets import InputSpec, Network
@@ -154,15 +154,11 @@ def run(batches: list[int], engines: list[str], rounds: int, threads: int) -> No
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = timing_parser(__doc__)
     parser.add_argument("--batches", nargs="*", type=int, default=[1, 4])
     parser.add_argument("--engines", nargs="*", default=["torch", "openvino", "onnxruntime"],
                         choices=["torch", "openvino", "onnxruntime"])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    if args.rounds < 5:
-        parser.error("at least 5 paired rounds (the machine is noisy)")
+    args = parse_timing_args(parser)
     run(args.batches, args.engines, args.rounds, args.threads)
 
 

@@ -29,7 +29,6 @@ on N training faces); without it that row is skipped.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -39,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from _shared import parse_timing_args, timing_parser
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -297,17 +298,13 @@ def _dist(values: list[float]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = timing_parser(__doc__)
     parser.add_argument("--weights", type=Path, help="ParseNet state dict to measure")
     parser.add_argument("--train", type=int, metavar="STEPS", help="train a surrogate first")
     parser.add_argument("--save", type=Path, default=Path("parsenet-surrogate.pth"))
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--calib", type=int, default=0,
                         help="also an int8 row calibrated on this many training faces")
-    args = parser.parse_args()
-    if args.rounds < 5:
-        parser.error("at least 5 paired rounds (the machine is noisy)")
+    args = parse_timing_args(parser)
     faces, labels, scales = load_faces()
     print(f"{len(faces)} aligned faces ({len(faces) - HELD_OUT} train/calibrate, {HELD_OUT} held out)")
     weights = args.weights

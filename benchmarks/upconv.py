@@ -15,7 +15,6 @@ Prints ratios, never bare seconds.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import sys
 import tempfile
@@ -27,7 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from _shared import cpu_seconds, openvino_runner, random_network, ratio_text
+from _shared import (cpu_seconds, openvino_runner, parse_timing_args, random_network, ratio_text,
+                     timing_parser)
 from restora.models.arch import parsenet, rrdbnet, vqgan
 from restora.models.engines import TorchEngine, package_version, probe_inputs
 
@@ -101,13 +101,9 @@ def run(names: list[str], rounds: int, threads: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = timing_parser(__doc__)
     parser.add_argument("--nets", nargs="*", default=list(NETS), choices=list(NETS))
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    if args.rounds < 5:
-        parser.error("at least 5 paired rounds (the machine is noisy)")
+    args = parse_timing_args(parser)
     run(args.nets, args.rounds, args.threads)
 
 
