@@ -14,6 +14,7 @@ from conftest import REPO, shared_path
 from tiny_models import write_tiny_manifest
 
 from restora.cli import main
+from restora.models.engines import MIXED
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -179,18 +180,22 @@ def test_engines_prepare_then_list(capsys: pytest.CaptureFixture[str], tmp_path:
     assert {e["modelId"] for e in entries} == {"tiny-parsenet", "tiny-realesrgan-x2"}
     assert [e["modelId"] for e in entries] == sorted(e["modelId"] for e in entries)
     for e in entries:
-        assert e["verdict"] in ("kept", "refused", "export failed", "not checked")
-        assert {"engine", "engineVersion", "precision", "measure", "scale",
-                "cpuSeconds"} <= set(e)
+        assert e["verdict"] in ("kept", "refused", "export failed", "not checked") or (
+            e["verdict"] == f"coarse (k >= {e['coarseFrom']})")
+        assert {"engine", "engineVersion", "precision", "measure", "scale", "cpuSeconds",
+                "coarseFrom", "coarseNote"} <= set(e)
         assert (Path(e["path"]) / "meta.json").is_file()
         assert Path(e["path"]).parent.parent == auto_engine
     assert any(e["verdict"] == "kept" for e in entries)
-    # what each model runs on is a kept entry in the cache
+    # what each model runs on is a kept entry in the cache, and a parser's coarse graphs (after
+    # the "+") are the entries listed as coarse
     for model_id, chosen in data["prepared"].items():
         engine, precision = chosen.split("/")
-        for p in precision.split("+"):
-            assert any(e["modelId"] == model_id and e["engine"] == engine and
-                       e["precision"] == p and e["verdict"] == "kept" for e in entries)
+        exact, *coarse = precision.split("+")
+        assert any(e["modelId"] == model_id and e["engine"] == engine and
+                   e["precision"] == exact and e["verdict"] == "kept" for e in entries)
+        assert sorted(coarse) == sorted(e["precision"] for e in entries if e["modelId"] ==
+                                        model_id and e["verdict"].startswith("coarse"))
     parser = [e for e in entries if e["modelId"] == "tiny-parsenet"]
     assert all(e["cpuSeconds"] is not None for e in parser if e["verdict"] != "export failed")
     assert len(list(auto_engine.glob("*/*/meta.json"))) == len(entries)
@@ -208,6 +213,80 @@ def test_engines_prepare_then_list(capsys: pytest.CaptureFixture[str], tmp_path:
     for line, e in zip(lines[1:], entries):
         assert line.split()[:3] == [e["modelId"], e["engine"], e["precision"]]
         assert e["verdict"] in line and (e["measure"] or e["reason"]) in line
+
+
+def _cache_entry(root: Path, model_id: str, model: str, precision: str, *, ok: bool,
+                 cpu_s: float | None, scale: int | None = None) -> dict:
+    """An export cache entry as the engine factory writes it after its accuracy check (the
+    verdict and its measurements in meta.json, through ExportCache), without exporting."""
+    from restora.models.engines import EXPORT_FORMAT, ExportCache, policy_for
+
+    task = "face-parsing" if model_id == "parsenet" else "upscale"
+    key = {"model": model, "model_id": model_id, "engine": "openvino",
+           "engine_version": "2026.0.0", "precision": precision,
+           "shape": "x:?x3x512x512", "format": EXPORT_FORMAT, "torch": "2.9.0"}
+    cache = ExportCache(root)
+    folder = cache.folder(key)
+    folder.mkdir(parents=True)
+    (folder / "graph.xml").write_text("<net/>")
+    measure = f"{precision} measure"
+    meta: dict = {"ok": ok, "measure": measure, "bound": policy_for(task).bound}
+    if not ok:
+        meta["reason"] = f"outside the {task} bound ({measure})"
+    if cpu_s is not None:
+        meta["cpu_s"] = cpu_s
+    if precision in ("bf16", MIXED):
+        meta.update(scale=scale, scale_measure=f"from k = {scale}")
+    cache.write(folder, key, meta)
+    return key
+
+
+def test_engines_say_which_graphs_auto_runs_for_small_faces(
+        capsys: pytest.CaptureFixture[str], auto_engine: Path) -> None:
+    """A parser's graphs refused as the exact graph show ``coarse (k >= K)`` where ``auto``
+    parses faces pasted small on them (engines.coarse_tiers on their verdicts), and stay
+    ``refused``, with the reason, where they serve no scale."""
+    one, two = "1" * 64, "2" * 64  # two parser files (weights replaced): two sets of graphs
+    _cache_entry(auto_engine, "parsenet", one, "int8", ok=False, cpu_s=0.02)
+    _cache_entry(auto_engine, "parsenet", one, "fp32", ok=True, cpu_s=0.1)
+    _cache_entry(auto_engine, "parsenet", one, "bf16", ok=False, cpu_s=0.05, scale=4)
+    _cache_entry(auto_engine, "parsenet", one, MIXED, ok=False, cpu_s=0.09, scale=2)
+    _cache_entry(auto_engine, "parsenet", two, "fp32", ok=True, cpu_s=0.1)
+    _cache_entry(auto_engine, "parsenet", two, MIXED, ok=False, cpu_s=0.05, scale=2)
+    _cache_entry(auto_engine, "parsenet", two, "bf16", ok=False, cpu_s=0.06, scale=4)
+    _cache_entry(auto_engine, "realesrgan-x2plus", one, "fp32", ok=True, cpu_s=None)
+    rc, out, _ = run(capsys, "models", "engines", "--json")
+    assert rc == 0
+    rows = {(e["modelId"], e["modelSha256"][0], e["precision"]): e
+            for e in json.loads(out)["engines"]}
+    assert {k: (e["verdict"], e["coarseFrom"]) for k, e in rows.items()} == {
+        ("parsenet", "1", "fp32"): ("kept", None),  # the first file's exact graph
+        ("parsenet", "1", "int8"): ("refused", None),  # not a coarse candidate
+        ("parsenet", "1", "bf16"): ("coarse (k >= 4)", 4),  # 0.05 <= 0.8 x 0.1
+        ("parsenet", "1", MIXED): ("refused", None),  # 0.09 > 0.8 x 0.1
+        ("parsenet", "2", "fp32"): ("kept", None),
+        ("parsenet", "2", MIXED): ("coarse (k >= 2)", 2),
+        ("parsenet", "2", "bf16"): ("refused", None),  # from k = 4, no quicker than k = 2's
+        ("realesrgan-x2plus", "1", "fp32"): ("kept", None)}
+    note = {k[1:]: e["coarseNote"] for k, e in rows.items() if k[0] == "parsenet"}
+    assert note["1", MIXED] == ("not used for small faces: probe 0.09 CPU-s > 0.8 x the exact "
+                                "graph's 0.1")
+    assert note["2", "bf16"] == (f"not used for small faces: openvino/{MIXED} serves from "
+                                 "k >= 2 and is at least as quick (0.05 CPU-s)")
+    assert note["1", "bf16"] == ("used for faces pasted at 4 or more parse px per output px "
+                                 "(probe 0.05 CPU-s, openvino/fp32's 0.1)")
+    assert note["1", "int8"] is None and note["1", "fp32"] is None
+    assert rows["realesrgan-x2plus", "1", "fp32"]["coarseNote"] is None
+
+    rc, out, _ = run(capsys, "models", "engines")
+    assert rc == 0
+    table = [line for line in out.splitlines()[1:] if line.startswith("parsenet ")]
+    assert len(table) == 7
+    assert [line for line in table if "coarse (k >= 4)" in line][0].endswith(
+        "bf16 measure; used for faces pasted at 4 or more parse px per output px (probe "
+        "0.05 CPU-s, openvino/fp32's 0.1)")
+    assert sum(line.endswith(f"{MIXED} measure; not used for small faces: probe 0.09 CPU-s > "
+                             "0.8 x the exact graph's 0.1") for line in table) == 1
 
 
 def test_engines_prepare_reports_a_broken_model_and_goes_on(

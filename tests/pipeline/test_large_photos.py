@@ -184,6 +184,36 @@ def test_estimate_comes_before_the_faces_and_is_in_the_result(manifest: Path,
     assert any(isinstance(e, dict) and e["basis"].endswith("faces:measured") for e in later)
 
 
+def test_estimate_counts_masks_at_what_is_known_of_their_cost(manifest: Path,
+                                                             tmp_path: Path) -> None:
+    """The up-front cost of a face's mask: the restore's (nominal 1.5 s each) where nothing is
+    known; the parser's probe CPU seconds per face over the restorer's where the runtime holds
+    both engines with timed probes (set here as a cache verdict sets them); nothing without a
+    face parser installed."""
+    img = decode(shared_path("testdata", "photos", "00.jpg").read_bytes())  # 4 faces
+    rt = runtime(manifest, tmp_path / "home")
+    est = enhance_faces(img, runtime=rt, model="gfpgan").estimate
+    assert est is not None and est["work"] == {"faces": 4} and est["basis"] == "faces:nominal"
+    assert est["remainingSeconds"] == pytest.approx(4 * (1.5 + 1.5))
+    # the runtime now holds both networks, engines built but their probes untimed (torch)
+    parser, restorer = rt.load("tiny-parsenet"), rt.load("tiny-gfpgan")
+    assert parser.engine is not None and restorer.engine is not None
+    again = enhance_faces(img, runtime=rt, model="gfpgan").estimate
+    assert again is not None and again["remainingSeconds"] == est["remainingSeconds"]
+    parser.engine.probe_cpu_s = 0.1  # a probe of two faces
+    restorer.engine.probe_cpu_s = 0.1  # GFPGAN's graph takes one face
+    est = enhance_faces(img, runtime=rt, model="gfpgan").estimate
+    assert est is not None and est["remainingSeconds"] == pytest.approx(4 * (1.5 + 0.75))
+    restorer.engine.probe_cpu_s = None  # one of the two unknown: the nominal assumption
+    est = enhance_faces(img, runtime=rt, model="gfpgan").estimate
+    assert est is not None and est["remainingSeconds"] == pytest.approx(4 * (1.5 + 1.5))
+
+    square = write_tiny_manifest(tmp_path, include={"tiny-gfpgan", "yunet-2026may"})
+    result = enhance_faces(img, runtime=runtime(square, tmp_path / "home"), model="gfpgan")
+    assert result.mask == "square" and result.estimate is not None
+    assert result.estimate["remainingSeconds"] == pytest.approx(4 * 1.5)
+
+
 def test_cli_announces_a_long_job_up_front(manifest: Path, tmp_path: Path) -> None:
     src = shared_path("testdata", "photos", "00.jpg")  # 491 x 310, 4 faces
     env = {"RESTORA_HOME": str(tmp_path / "home"), "RESTORA_MODELS": str(manifest),

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from restora.config import Settings
     from restora.models.registry import Registry
 
@@ -187,17 +189,24 @@ def path(
 
 
 def _verdict(meta: dict) -> str:
-    """What the accuracy check decided for a cache entry (see ``EngineFactory._verify``)."""
+    """What the accuracy check decided for a cache entry (see ``EngineFactory._verify``);
+    :func:`_mark_coarse` then names the entries ``auto`` runs as coarse graphs."""
     if "measure" in meta:
         return "kept" if meta.get("ok") else "refused"
     return "not checked" if meta.get("ok") else "export failed"
 
 
-def engine_entries(root: Path) -> tuple[list[dict], list[str]]:
+def engine_entries(root: Path, tasks: Mapping[str, str] | None = None, amx: bool | None = None
+                   ) -> tuple[list[dict], list[str]]:
     """The export cache's entries under ``root`` (one row each, sorted by model id, engine,
     precision) and the folders whose ``meta.json`` could not be read. Reads only: an
-    unreadable entry is rebuilt by the engine factory when a network next needs it."""
-    rows, unreadable = [], []
+    unreadable entry is rebuilt by the engine factory when a network next needs it.
+
+    ``tasks`` (model id -> task) lets a row say what ``auto`` does with a coarse candidate (see
+    :func:`_mark_coarse`); ``amx``: whether this CPU has AMX (read here when None)."""
+    from restora.models.engines import cpu_has_amx
+
+    rows, unreadable, metas = [], [], []
     for meta_path in sorted(root.glob("*/*/meta.json")) if root.is_dir() else []:
         if meta_path.parent.name.startswith("."):  # an export still being built
             continue
@@ -210,14 +219,82 @@ def engine_entries(root: Path) -> tuple[list[dict], list[str]]:
                    "measure": meta.get("measure"), "reason": meta.get("reason"),
                    "bound": meta.get("bound"), "scale": meta.get("scale"),
                    "scaleMeasure": meta.get("scale_measure"), "cpuSeconds": meta.get("cpu_s"),
+                   "coarseFrom": None, "coarseNote": None,
                    "shape": key.get("shape"), "torch": key.get("torch"),
                    "modelSha256": key.get("model"), "path": str(meta_path.parent)}
         except (OSError, ValueError, KeyError, TypeError):
             unreadable.append(str(meta_path.parent))
             continue
         rows.append(row)
+        metas.append(meta)
+    _mark_coarse(list(zip(rows, metas)), tasks or {}, cpu_has_amx() if amx is None else amx)
     rows.sort(key=lambda r: (r["modelId"], r["engine"], r["precision"]))
     return rows, unreadable
+
+
+def _mark_coarse(entries: list[tuple[dict, dict]], tasks: Mapping[str, str], amx: bool
+                 ) -> None:
+    """Say in each coarse candidate's row (a parser's bf16 graphs) what ``auto`` does with it.
+
+    Per model file (and shapes, torch, export format), the exact graph is the first ``kept``
+    entry in ``auto``'s order; the candidates beside it get ``engines.coarse_tiers``, the rule
+    ``EngineFactory.coarse`` applies. A tier's verdict becomes ``coarse (k >= K)``
+    (``coarseFrom``: K) whatever its exact verdict; every candidate's ``coarseNote`` says where
+    it serves, or why it serves no scale."""
+    from restora.models.engines import coarse_refusal, coarse_tiers, cpu_candidates, policy_for
+
+    groups: dict[tuple, list[tuple[dict, dict]]] = {}
+    for row, meta in entries:
+        key = meta["key"]
+        groups.setdefault((key.get("model"), row["modelId"], key.get("shape"), key.get("torch"),
+                           key.get("format")), []).append((row, meta))
+    for group in groups.values():
+        task = tasks.get(group[0][0]["modelId"])
+        policy = policy_for(task) if task is not None else None
+        if policy is None or not policy.coarse:
+            continue
+        kept = {(r["engine"], r["precision"]): r for r, _ in group if r["verdict"] == "kept"}
+        exact = next((kept[c] for c in cpu_candidates(policy.cpu, amx) if c in kept), None)
+        found = [(r, m) for r, m in group if r is not exact and "measure" in m
+                 and (r["engine"], r["precision"]) in policy.coarse]
+        if not found:
+            continue
+        exact_s = exact["cpuSeconds"] if exact is not None else None
+        if exact is None or exact_s is None:
+            why = ("no exact graph is kept" if exact is None else
+                   f"the exact graph's ({exact['engine']}/{exact['precision']}) probe was not "
+                   "timed")
+            for row, _ in found:
+                row["coarseNote"] = f"not used for small faces: {why}"
+            continue
+        name = f"{exact['engine']}/{exact['precision']}"
+        tiers = coarse_tiers(found, exact_s)
+        for row, at in tiers:
+            row["verdict"], row["coarseFrom"] = f"coarse (k >= {at})", at
+            row["coarseNote"] = (f"used for faces pasted at {at} or more parse px per output "
+                                 f"px (probe {row['cpuSeconds']:g} CPU-s, {name}'s {exact_s:g})")
+        for row, meta in found:
+            if row["coarseFrom"] is not None:
+                continue
+            why = coarse_refusal(meta, exact_s)
+            if why is None:  # usable, but a tier from a finer (or the same) scale is as quick
+                finer = [(r, k) for r, k in tiers if k <= int(meta["scale"])][-1][0]
+                why = (f"{finer['engine']}/{finer['precision']} serves from k >= "
+                       f"{finer['coarseFrom']} and is at least as quick "
+                       f"({finer['cpuSeconds']:g} CPU-s)")
+            row["coarseNote"] = f"not used for small faces: {why}"
+
+
+def _tasks(settings: Settings) -> dict[str, str]:
+    """Model id -> task for every model the registry knows ({} where its manifest cannot be
+    read: the listing then shows the accuracy verdicts alone)."""
+    from restora.errors import RestoraError
+    from restora.models.registry import Registry
+
+    try:
+        return {s.id: s.task for s in Registry.from_settings(settings).all()}
+    except RestoraError:
+        return {}
 
 
 def _prepare(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
@@ -274,7 +351,8 @@ def engines(
                                  "then pays no export)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """List the export cache: each model's engine, precision and accuracy verdict."""
+    """List the export cache: each model's engine, precision and verdict (what ``auto`` does
+    with it)."""
     from pydantic import ValidationError
 
     from restora.config import Settings, settings_error_line
@@ -293,7 +371,7 @@ def engines(
         # --json: stdout carries only the JSON (exporters print progress bars to stdout)
         with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
             prepared, failed = _prepare(settings)
-    rows, unreadable = engine_entries(settings.engines_dir)
+    rows, unreadable = engine_entries(settings.engines_dir, _tasks(settings))
     for folder in unreadable:
         typer.echo(f"unreadable cache entry (rebuilt when next needed): {folder}", err=True)
     if as_json:
@@ -319,7 +397,7 @@ def engines(
             (r["modelId"], r["engine"], r["precision"], r["verdict"],
              "-" if r["scale"] is None else str(r["scale"]),
              "-" if r["cpuSeconds"] is None else f"{r['cpuSeconds']:g}",
-             r["measure"] or r["reason"] or "")
+             "; ".join(filter(None, (r["measure"] or r["reason"], r["coarseNote"]))))
             for r in rows]
         widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
         for row in table:

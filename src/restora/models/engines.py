@@ -25,10 +25,10 @@ import shutil
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -703,10 +703,8 @@ class EngineFactory:
 
     def coarse(self, net: Network, exact: Engine) -> list[tuple[Engine, int]]:
         """Graphs the task's policy allows for outputs pasted small, each with the least parsing
-        pixels per output pixel from which it keeps the bound, where its probe ran in at most
-        :data:`COARSE_SPEED` of ``exact``'s CPU time. By scale; a graph is kept only where it is
-        quicker than every one kept before it (which serve from a finer scale), so each scale
-        has one quickest graph. Empty where there is none."""
+        pixels per output pixel from which it keeps the bound: :func:`coarse_tiers` of their
+        cache verdicts. Empty where there is none."""
         policy = policy_for(net.task)
         if self.choice != "auto" or net.device != "cpu" or not net.exportable:
             return []
@@ -715,10 +713,9 @@ class EngineFactory:
             return []
 
         def usable(meta: dict[str, Any]) -> bool:
-            return (meta.get("scale") is not None and meta.get("cpu_s") is not None
-                    and meta["cpu_s"] <= COARSE_SPEED * exact_s)
+            return coarse_refusal(meta, exact_s) is None
 
-        found: list[tuple[int, float, Engine]] = []
+        found: list[tuple[Engine, dict[str, Any]]] = []
         for engine, precision in policy.coarse:
             if (engine, precision) == (exact.name, exact.precision) or \
                     not _precision_allowed(net, precision):
@@ -731,14 +728,8 @@ class EngineFactory:
                 log.info("no coarse %s/%s graph for %s: %s", engine, precision, net.model_id,
                          exc)
                 continue
-            found.append((int(meta["scale"]), float(meta["cpu_s"]), deferred))
-        tiers: list[tuple[Engine, int]] = []
-        best_s = float("inf")
-        for scale, cpu_s, graph in sorted(found, key=lambda f: f[:2]):
-            if cpu_s < best_s:
-                tiers.append((graph, scale))
-                best_s = cpu_s
-        return tiers
+            found.append((deferred, meta))
+        return coarse_tiers(found, exact_s)
 
     def _load(self, net: Network, engine: str, precision: str, verify: bool,
               usable: Callable[[dict[str, Any]], bool], open_graph: bool = True
@@ -908,6 +899,39 @@ def _wants_remeasure(net: Network, engine: str, precision: str, meta: dict[str, 
 
 #: a coarse graph is used only where its probe costs at most this share of the exact graph's CPU
 COARSE_SPEED = 0.8
+
+_G = TypeVar("_G")
+
+
+def coarse_refusal(meta: Mapping[str, Any], exact_s: float) -> str | None:
+    """Why a coarse candidate's cache verdict ``meta`` cannot serve any scale next to an exact
+    graph whose probe took ``exact_s`` CPU seconds; None where it can."""
+    if meta.get("scale") is None:
+        return "within the k px envelope at no scale"
+    cpu_s = meta.get("cpu_s")
+    if cpu_s is None:
+        return "its probe was not timed"
+    if cpu_s > COARSE_SPEED * exact_s:
+        return f"probe {cpu_s:g} CPU-s > {COARSE_SPEED:g} x the exact graph's {exact_s:g}"
+    return None
+
+
+def coarse_tiers(found: Iterable[tuple[_G, Mapping[str, Any]]], exact_s: float
+                 ) -> list[tuple[_G, int]]:
+    """The coarse tiers among ``found`` (a graph, or anything naming one, with its cache
+    verdict): the usable ones (:func:`coarse_refusal`) with the least scale ``k`` each keeps the
+    bound from, by scale. One is kept only where it is quicker than every one kept before it
+    (which serve from a finer scale), so each scale has one quickest graph; on a tie the earlier
+    in ``found`` serves. Pure: ``EngineFactory.coarse`` and ``restora models engines`` share it."""
+    usable = [(int(m["scale"]), float(m["cpu_s"]), i, g) for i, (g, m) in enumerate(found)
+              if coarse_refusal(m, exact_s) is None]
+    tiers: list[tuple[_G, int]] = []
+    best_s = float("inf")
+    for scale, cpu_s, _, graph in sorted(usable, key=lambda f: f[:3]):
+        if cpu_s < best_s:
+            tiers.append((graph, scale))
+            best_s = cpu_s
+    return tiers
 
 
 def _probe_cpu_s(engine: Engine, example: Sequence[np.ndarray]) -> float:

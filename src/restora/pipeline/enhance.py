@@ -45,10 +45,15 @@ STAGE_WEIGHTS = {"decode": 3.0, "detect": 6.0, "align": 2.0, "restore": 55.0, "u
                  "paste": 22.0}  # paste includes the ParseNet masks
 
 MODEL_ARCH = RESTORER_FAMILIES
-#: Nominal seconds per face (restorer forward plus its ParseNet mask) for the up-front estimate,
-#: until the first faces are measured: CPU (2 threads, full-size GFPGAN/CodeFormer + ParseNet)
-#: and GPU. Upscale tiles are always measured (the first tiles run before the faces).
+#: Nominal seconds per face (restorer forward plus its ParseNet mask, at ``MASK_RATIO``) for the
+#: up-front estimate, until the first faces are measured: CPU (2 threads, full-size
+#: GFPGAN/CodeFormer + ParseNet) and GPU. Upscale tiles are always measured (the first tiles run
+#: before the faces).
 NOMINAL_FACE_SECONDS = {"cpu": 3.0, "gpu": 0.15}
+#: A face's ParseNet mask over its restore where the engines' probe costs are not known: about
+#: even (measured 0.44-0.9 on the CPU, depending on the face's size and the graph; see
+#: ``_mask_ratio``).
+MASK_RATIO = 1.0
 #: Upscale tiles run before the faces to time them for the estimate (the first may include
 #: building the engine, so its cost is not used when a second one ran).
 CALIBRATION_TILES = 2
@@ -188,7 +193,8 @@ def enhance_faces(
                 stages.check()
                 tiles.step()
     clock = _Clock(stages, tiles, n_faces, NOMINAL_FACE_SECONDS[
-        "cpu" if runtime.device == "cpu" else "gpu"])
+        "cpu" if runtime.device == "cpu" else "gpu"],
+                   _mask_ratio(runtime, plan) if n_faces else MASK_RATIO)
     clock.announce()
     if result.reason is None:
         with stages.stage("restore"):
@@ -265,17 +271,21 @@ def _upscaler(runtime: Runtime, upscale: int, bg_upscale: bool, warnings: list[s
 
 
 class _Clock:
-    """The job's estimate: upscale tiles left x measured seconds per tile, plus faces (restore)
-    and masks left x seconds per face (nominal until the first faces are measured)."""
+    """The job's estimate: upscale tiles left x measured seconds per tile, plus faces left x
+    seconds per restore and masks left x ``mask_ratio`` times that (see :func:`_mask_ratio`).
+    The seconds per restore are nominal (``nominal_face_s``, which counts a restore and its mask
+    at :data:`MASK_RATIO`, over 1 + that ratio) until the first faces are restored, then
+    measured; masks run after every restore, so theirs stays the ratio's share of it."""
 
     def __init__(self, stages: Stages, tiles: TileRun | None, faces: int,
-                 nominal_face_s: float) -> None:
+                 nominal_face_s: float, mask_ratio: float = MASK_RATIO) -> None:
         import time
 
         self.stages, self.tiles = stages, tiles
         self.faces_left = self.masks_left = faces
         self.faces = faces
-        self.face_s = nominal_face_s
+        self.restore_s = nominal_face_s / (1.0 + MASK_RATIO)
+        self.mask_ratio = mask_ratio
         self.face_basis = "nominal"
         self._now = time.perf_counter
         self._restore_start = self._last = self._now()
@@ -292,8 +302,7 @@ class _Clock:
         if self.faces_left or self.masks_left:
             work["faces"] = max(self.faces_left, self.masks_left)
             basis["faces"] = self.face_basis
-            # a face's mask (ParseNet) costs about what its restorer does (issue #15)
-            remaining += (self.faces_left + self.masks_left) * self.face_s / 2
+            remaining += (self.faces_left + self.masks_left * self.mask_ratio) * self.restore_s
         self.stages.estimate(remaining, work, ",".join(f"{k}:{v}" for k, v in basis.items())
                              or "measured", force=force)
         self._last = self._now()
@@ -302,11 +311,11 @@ class _Clock:
         self._restore_start = self._now()
 
     def on_restore(self, fraction: float) -> None:
-        """Restore progress (after each group of faces): the measured cost per face replaces
+        """Restore progress (after each group of faces): the measured cost per restore replaces
         the nominal one."""
         self.stages.report("restore", fraction)
         done = max(1, round(fraction * self.faces))
-        self.face_s = 2 * (self._now() - self._restore_start) / done  # restore + its mask
+        self.restore_s = (self._now() - self._restore_start) / done
         self.face_basis = "measured"
         self.faces_left = max(0, self.faces - done)
         self.announce()
@@ -319,6 +328,44 @@ class _Clock:
 
     def masks_done(self) -> None:
         self.masks_left = 0
+
+
+def _mask_ratio(runtime: Runtime, plan: choose.Plan) -> float:
+    """What a face's mask costs over its restore, for the estimate, from what is known before
+    any face runs: 0 without an installed face parser (square masks only); where the parser and
+    the faces' first restorers are already loaded with engines whose cache verdicts timed their
+    probe (``probe_cpu_s``: a runtime that ran them before), the parser's probe CPU seconds per
+    face over the restorers' (averaged over the faces); otherwise :data:`MASK_RATIO`. Nothing is
+    loaded or built here.
+
+    Face scales are known only once the faces are aligned, so the exact parsing graph stands
+    for every face: an upper bound where small faces will parse on a coarse graph."""
+    parsers = runtime.registry.installed("face-parsing")
+    if not parsers:
+        return 0.0
+    if parsers[0].id not in runtime.loaded():
+        return MASK_RATIO
+    parser_s = _probe_face_s(runtime.load(parsers[0].id))
+    first = [ladder[0].restorer for ladder, todo in zip(plan.ladders, plan.restore)
+             if todo and ladder]
+    per_net = {key: _probe_face_s(r) for key, r in {id(r): r for r in first}.items()}
+    known = [s for s in (per_net[id(r)] for r in first) if s is not None and s > 0]
+    if parser_s is None or not known or len(known) < len(first):
+        return MASK_RATIO
+    return parser_s * len(known) / sum(known)
+
+
+def _probe_face_s(net: Network) -> float | None:
+    """CPU seconds per face of ``net``'s accuracy probe (its engine's cache verdict), or None
+    where its engine is not built yet or was not timed. Probes run at the networks' own input
+    size, in batches of the probe's size (one for GFPGAN's graph, two for the parser's)."""
+    from restora.models.engines import probe_inputs
+
+    engine = net.engine
+    cpu_s = engine.probe_cpu_s if engine is not None else None
+    if cpu_s is None:
+        return None
+    return cpu_s / len(probe_inputs(net, net.inputs())[0])
 
 
 def _background(img: Image, upscale: int, bg_upscale: bool, up: Upscaler | None,
