@@ -19,7 +19,8 @@ from conftest import shared_path
 from tiny_models import write_tiny_manifest
 
 from restora.config import Settings
-from restora.models.engines import MIXED, ExportCache, policy_for
+from restora.models.engines import MIXED, ExportCache, OneAtATime, policy_for
+from restora.models.nets import GFPGANRestorer, InputSpec
 from restora.models.runtime import Runtime
 
 FAST = ("onnxruntime", "openvino")
@@ -100,6 +101,42 @@ def test_seeded_gfpgan_is_reproducible_on_every_engine(setup: tuple[Path, Path])
     assert np.array_equal(runs["openvino"], again)
     for engine in FAST:
         assert policy_for("face-restoration").check([runs["torch"]], [runs[engine]])[0]
+
+
+class FreeBatchGFPGAN(GFPGANRestorer):
+    """GFPGAN exported with a free batch on the image and every noise map: the graph that
+    benchmarks/gfpgan_batch.py times against the product's batch-1 export."""
+
+    def inputs(self, batch: int | None = None, height: int | None = None,
+               width: int | None = None) -> list[InputSpec]:
+        return [InputSpec(s.name, (batch, *s.shape[1:])) for s in super().inputs()]
+
+
+@pytest.mark.parametrize("engine", FAST)
+def test_gfpgan_gives_each_face_of_a_batch_its_batch_1_result(setup: tuple[Path, Path],
+                                                             engine: str) -> None:
+    """The product exports GFPGAN at batch 1 and runs a batch face by face (a batch-dynamic
+    graph cost more CPU per face, see nets.GFPGANRestorer.inputs); a seeded face is what it is
+    alone with the same noise. The batch-dynamic export, possible since the modulated convs use
+    the constant weight, gives each face the same numbers too."""
+    rt = make(setup, engine)
+    net = rt.load("tiny-gfpgan")
+    assert all(s.shape[0] == 1 for s in net.inputs())
+    assert isinstance(net.built_engine(), OneAtATime)
+    x = faces(net.input_size)
+    noise = [n.numpy() for n in
+             net.extra_inputs(x, generator=torch.Generator().manual_seed(5))]
+    alone = np.concatenate([net.run([x[i:i + 1], *(n[i:i + 1] for n in noise)])[0]
+                            for i in range(len(x))])
+    assert np.array_equal(net(x, generator=torch.Generator().manual_seed(5)), alone)
+
+    free = FreeBatchGFPGAN(net.spec, net.module)
+    graph = rt.engines.exported(free, engine, "fp32")  # verified against torch float32
+    assert not isinstance(graph, OneAtATime)
+    together = np.asarray(graph.run([x, *noise])[0])
+    # float32 rounding only (ONNX Runtime's batch kernels sum in another order: ~1e-6)
+    assert together.shape == alone.shape
+    assert np.abs(together - alone).max() <= 1e-5
 
 
 def test_auto_picks_a_verified_engine_and_caches_the_verdict(setup: tuple[Path, Path]) -> None:

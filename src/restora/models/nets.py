@@ -252,9 +252,15 @@ class GFPGANRestorer(FaceRestorer):
 
     def inputs(self, batch: int | None = None, height: int | None = None,
                width: int | None = None) -> list[InputSpec]:
-        # Exported one face at a time (engines loop over the faces). Since the modulated convs
-        # use the constant checkpoint weight a batch-dynamic export is possible; whether a batch
-        # is cheaper per face on the CPU, and what it costs in peak memory, is not measured yet.
+        # Exported one face at a time (engines loop over the faces). A batch-dynamic export is
+        # possible (the modulated convs use the constant weight; same numbers per face) but not
+        # cheaper: benchmarks/gfpgan_batch.py, full-size v1.4, 2 threads, CPU-s per face of the
+        # batch-1 graph / of the free-batch graph at batch 2 and 4, median of 5 rounds
+        # (2026-12-02): OpenVINO fp32 0.92x and 0.92x (0.90x at batch 1), ONNX Runtime fp32
+        # 1.03x and 1.06x, OpenVINO bf16 0.78x and 0.82x; a graph fixed at batch 2 or 4 gains
+        # only 1.04x on OpenVINO fp32. Peak RSS (OpenVINO fp32, load + 4 faces): 1.71 GiB at
+        # batch 1, +1.05 GiB at free batch 2, +2.30 GiB at 4, which would take a 24 MP
+        # enhance-faces (2.6-3.0 GiB at batch 1) to about 4 GiB or over.
         return [*super().inputs(1), *(InputSpec(f"noise{i}", (1, 1, s, s))
                                       for i, s in enumerate(self.noise_sides()))]
 
