@@ -39,7 +39,20 @@ def make(setup: tuple[Path, Path], engine: str, home: Path | None = None, **kw: 
     manifest, cache = setup
     settings = Settings(home=home or cache.parent / "home", models=manifest, engine_cache=cache,
                         **kw)
-    return Runtime(settings, device="cpu", engine=engine)
+    return runtime(settings, engine)
+
+
+def runtime(settings: Settings, engine: str, amx: bool = False) -> Runtime:
+    """A CPU runtime whose ``auto`` uses the candidate order of a CPU without AMX (``amx``:
+    with), so the exact graph these tests expect does not depend on the machine running them
+    (on AMX CPUs bf16 is tried before fp32; test_auto_on_amx_cpus covers that order)."""
+    rt = Runtime(settings, device="cpu", engine=engine)
+    rt.engines.amx = amx
+    return rt
+
+
+def on_cache(tmp_path: Path, manifest: Path, cache: Path, engine: str) -> Runtime:
+    return runtime(Settings(home=tmp_path / "home", models=manifest, engine_cache=cache), engine)
 
 
 def faces(size: int, n: int = 2) -> np.ndarray:
@@ -329,6 +342,29 @@ def test_auto_tries_bf16_first_only_on_cpus_with_amx(tmp_path):
     assert EngineFactory().amx == cpu_has_amx()
 
 
+def test_auto_on_an_amx_cpu_parses_with_the_first_candidate_within_the_bound(
+        setup: tuple[Path, Path]) -> None:
+    """With AMX the parser's exact graph is the first of int8, bf16, fp32 whose probe verdict
+    passed, and its coarse graphs never repeat the exact one's precision."""
+    _needs_bf16()
+    from restora.models.engines import cpu_candidates, policy_for
+
+    manifest, cache_root = setup
+    parser = runtime(Settings(home=cache_root.parent / "home", models=manifest,
+                              engine_cache=cache_root), "auto", amx=True).load("tiny-parsenet")
+    parser(faces(parser.input_size, 1), px_per_output=1.0)
+    verdicts = {m["key"]["precision"]: m["ok"] for m in
+                (json.loads(p.read_text()) for p in cache_root.rglob("meta.json"))
+                if m["key"]["model_id"] == "tiny-parsenet" and m["key"]["engine"] == "openvino"
+                and "measure" in m}
+    order = [p for e, p in cpu_candidates(policy_for("face-parsing").cpu, True)
+             if e == "openvino" and (p != "int8" or "int8" in verdicts)]
+    first_ok = next(p for p in order if verdicts[p])
+    exact = parser.precision.split("+")[0]
+    assert exact == first_ok and parser.engine_name == "openvino"
+    assert all(g.precision != exact for g, _ in parser.coarse)
+
+
 def _edge_map(size: int = 128) -> np.ndarray:
     """A parsing map: skin (1) in a centred disc, background (0) around it."""
     yy, xx = np.mgrid[0:size, 0:size]
@@ -464,8 +500,7 @@ def test_small_faces_parse_on_the_coarse_graph_and_the_rest_on_the_exact_one(
     mixed_path.write_text(json.dumps({**mixed, "scale": None}))
     path, meta = _meta(cache, "bf16")
     path.write_text(json.dumps({**meta, "scale": 2, "cpu_s": 0.0}))
-    rt = Runtime(Settings(home=tmp_path / "home", models=manifest, engine_cache=cache),
-                 device="cpu", engine="auto")
+    rt = on_cache(tmp_path, manifest, cache, "auto")
     parser = rt.load("tiny-parsenet")
     coarse = OpenVINOEngine(path.parent / "graph.xml", ["x"], 1, "bf16").run([x])[0]
     exact = parser.run([x])[0]
@@ -481,14 +516,12 @@ def test_small_faces_parse_on_the_coarse_graph_and_the_rest_on_the_exact_one(
     maps = parse_faces(parser, crops, px_per_output=[3.0, 1.0])
     np.testing.assert_array_equal(maps[0], parser(x[:1], px_per_output=3.0)[0].argmax(0))
     np.testing.assert_array_equal(maps[1], parser(x[1:], px_per_output=1.0)[0].argmax(0))
-    forced = Runtime(Settings(home=tmp_path / "home", models=manifest, engine_cache=cache),
-                     device="cpu", engine="openvino").load("tiny-parsenet")
+    forced = on_cache(tmp_path, manifest, cache, "openvino").load("tiny-parsenet")
     assert forced.coarse == []
     np.testing.assert_array_equal(forced(x, px_per_output=8.0), exact)
     # a coarse graph no faster than the exact one is not used
     path.write_text(json.dumps({**meta, "scale": 2, "cpu_s": 1e6}))
-    slow = Runtime(Settings(home=tmp_path / "home", models=manifest, engine_cache=cache),
-                   device="cpu", engine="auto").load("tiny-parsenet")
+    slow = on_cache(tmp_path, manifest, cache, "auto").load("tiny-parsenet")
     assert slow.coarse == []
     np.testing.assert_array_equal(slow(x, px_per_output=8.0), exact)
 
@@ -523,8 +556,7 @@ def test_mixed_precision_runs_the_output_layer_in_float32(setup: tuple[Path, Pat
     def load(mixed_scale: int, bf16_scale: int, mixed_s: float = 0.0, bf16_s: float = 0.0):
         mixed_path.write_text(json.dumps({**mixed, "scale": mixed_scale, "cpu_s": mixed_s}))
         bf16_path.write_text(json.dumps({**bf16, "scale": bf16_scale, "cpu_s": bf16_s}))
-        return Runtime(Settings(home=tmp_path / "home", models=manifest, engine_cache=cache),
-                       device="cpu", engine="auto").load("tiny-parsenet")
+        return on_cache(tmp_path, manifest, cache, "auto").load("tiny-parsenet")
 
     # each scale gets its quickest graph: the mixed one from 2, all-bf16 (quicker) from 4
     parser = load(2, 4, mixed_s=0.002, bf16_s=0.001)
@@ -577,8 +609,7 @@ def test_a_verdict_without_scale_or_time_is_measured_again(setup: tuple[Path, Pa
     graph_mtime = (path.parent / "graph.xml").stat().st_mtime_ns
     old = {k: v for k, v in meta.items() if k not in ("scale", "scale_measure", "cpu_s")}
     path.write_text(json.dumps(old))
-    parser = Runtime(Settings(home=tmp_path / "home", models=manifest, engine_cache=cache),
-                     device="cpu", engine="auto").load("tiny-parsenet")
+    parser = on_cache(tmp_path, manifest, cache, "auto").load("tiny-parsenet")
     parser(faces(parser.input_size, 1), px_per_output=1.0)  # looks the coarse graphs up
     _, again = _meta(cache, "bf16")
     assert again["scale"] == meta["scale"] and again["measure"] == meta["measure"]
