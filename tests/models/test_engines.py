@@ -330,8 +330,11 @@ def test_auto_tries_bf16_first_only_on_cpus_with_amx(tmp_path):
     assert cpu_candidates(parsing, amx=False) == list(parsing)
     assert cpu_candidates(parsing, amx=True) == [("openvino", "int8"), ("openvino", "bf16"),
                                                   ("openvino", "fp32"), ("onnxruntime", "fp32")]
-    restoring = policy_for("face-restoration").cpu  # no bf16 candidate: unchanged with AMX
-    assert cpu_candidates(restoring, amx=True) == list(restoring)
+    restoring = policy_for("face-restoration").cpu  # bf16 last without AMX, first with it
+    assert cpu_candidates(restoring, amx=False) == [("openvino", "fp32"),
+                                                    ("onnxruntime", "fp32"), ("openvino", "bf16")]
+    assert cpu_candidates(restoring, amx=True) == [("openvino", "bf16"), ("openvino", "fp32"),
+                                                   ("onnxruntime", "fp32")]
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
@@ -363,6 +366,74 @@ def test_auto_on_an_amx_cpu_parses_with_the_first_candidate_within_the_bound(
     exact = parser.precision.split("+")[0]
     assert exact == first_ok and parser.engine_name == "openvino"
     assert all(g.precision != exact for g, _ in parser.coarse)
+
+
+def _entries(cache: Path, model_id: str) -> dict[tuple[str, str], tuple[Path, dict]]:
+    """The cache's entries of ``model_id``: (engine, precision) -> (meta.json, its content)."""
+    out = {}
+    for path in cache.rglob("meta.json"):
+        meta = json.loads(path.read_text())
+        if meta["key"]["model_id"] == model_id:
+            out[(meta["key"]["engine"], meta["key"]["precision"])] = (path, meta)
+    return out
+
+
+def test_gfpgan_tries_bf16_only_on_amx_cpus_and_keeps_it_by_its_verdict(
+        setup: tuple[Path, Path], tmp_path: Path) -> None:
+    """Without AMX a restorer's auto stops at OpenVINO fp32 and never exports bf16; with AMX
+    GFPGAN's bf16 graph is tried first and serves exactly when its probe verdict passed (on
+    tiny weights either may happen), else OpenVINO fp32 does. CodeFormer never gets bf16.
+    Every verdict records the probe's CPU seconds."""
+    from restora.models.engines import _precision_allowed
+
+    manifest, _ = setup
+    settings = Settings(home=tmp_path / "home", models=manifest, engine_cache=tmp_path / "c")
+    plain = runtime(settings, "auto", amx=False)
+    net = plain.load("tiny-gfpgan")
+    x = faces(net.input_size, 1)
+    net(x, generator=torch.Generator().manual_seed(7))
+    assert (net.engine_name, net.precision) == ("openvino", "fp32")
+    entries = _entries(tmp_path / "c", "tiny-gfpgan")
+    assert list(entries) == [("openvino", "fp32")] and entries["openvino", "fp32"][1]["cpu_s"] > 0
+    codeformer = plain.load("tiny-codeformer")
+    assert _precision_allowed(net, "bf16") and not _precision_allowed(codeformer, "bf16")
+    _needs_bf16()
+    amx = runtime(settings, "auto", amx=True)
+    net = amx.load("tiny-gfpgan")
+    got = net(x, generator=torch.Generator().manual_seed(7))
+    _, bf16 = _entries(tmp_path / "c", "tiny-gfpgan")["openvino", "bf16"]
+    assert "PSNR" in bf16["measure"] and bf16["cpu_s"] > 0
+    assert (net.engine_name, net.precision) == ("openvino", "bf16" if bf16["ok"] else "fp32")
+    ref = make(setup, "torch").load("tiny-gfpgan")(x, generator=torch.Generator().manual_seed(7))
+    assert policy_for("face-restoration").check([ref], [got])[0]
+    codeformer = amx.load("tiny-codeformer")
+    assert codeformer.precision == "fp32"
+    assert ("openvino", "bf16") not in _entries(tmp_path / "c", "tiny-codeformer")
+
+
+def test_a_verdict_without_probe_time_is_timed_once(setup: tuple[Path, Path],
+                                                    tmp_path: Path) -> None:
+    """A verdict cached before every task's probe was timed gets its CPU seconds on the next
+    auto load, once: the graph is not exported or verified again, and later loads (other
+    processes included) read the time from the cache."""
+    manifest, _ = setup
+    settings = Settings(home=tmp_path / "home", models=manifest, engine_cache=tmp_path / "c")
+
+    def load() -> tuple[Path, dict]:
+        net = runtime(settings, "auto").load("tiny-gfpgan")
+        net(faces(net.input_size, 1))
+        assert net.engine.probe_cpu_s == _entries(tmp_path / "c", "tiny-gfpgan")[
+            "openvino", "fp32"][1]["cpu_s"]
+        return _entries(tmp_path / "c", "tiny-gfpgan")["openvino", "fp32"]
+
+    path, meta = load()
+    graph_mtime = (path.parent / "graph.xml").stat().st_mtime_ns
+    path.write_text(json.dumps({k: v for k, v in meta.items() if k != "cpu_s"}))
+    path, again = load()
+    assert again["cpu_s"] > 0 and again["measure"] == meta["measure"]
+    assert (path.parent / "graph.xml").stat().st_mtime_ns == graph_mtime
+    meta_mtime = path.stat().st_mtime_ns
+    assert load()[1] == again and path.stat().st_mtime_ns == meta_mtime
 
 
 def _edge_map(size: int = 128) -> np.ndarray:

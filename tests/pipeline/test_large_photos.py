@@ -188,8 +188,8 @@ def test_estimate_counts_masks_at_what_is_known_of_their_cost(manifest: Path,
                                                              tmp_path: Path) -> None:
     """The up-front cost of a face's mask: the restore's (nominal 1.5 s each) where nothing is
     known; the parser's probe CPU seconds per face over the restorer's where the runtime holds
-    both engines with timed probes (set here as a cache verdict sets them); nothing without a
-    face parser installed."""
+    both engines with timed probes (set here as a cache verdict sets them, then the real
+    verdicts of exported engines); nothing without a face parser installed."""
     img = decode(shared_path("testdata", "photos", "00.jpg").read_bytes())  # 4 faces
     rt = runtime(manifest, tmp_path / "home")
     est = enhance_faces(img, runtime=rt, model="gfpgan").estimate
@@ -207,6 +207,24 @@ def test_estimate_counts_masks_at_what_is_known_of_their_cost(manifest: Path,
     restorer.engine.probe_cpu_s = None  # one of the two unknown: the nominal assumption
     est = enhance_faces(img, runtime=rt, model="gfpgan").estimate
     assert est is not None and est["remainingSeconds"] == pytest.approx(4 * (1.5 + 1.5))
+
+    # exported engines under auto: every verdict times its probe, restorers' too, so the
+    # second job's estimate uses the measured parser / restorer ratio
+    auto = Runtime(Settings(home=tmp_path / "auto", models=manifest), device="cpu",
+                   engine="auto")
+    auto.engines.amx = False  # the same candidates on every CPU
+    enhance_faces(img, runtime=auto, model="gfpgan")  # exports and verifies both
+    parser, restorer = auto.load("tiny-parsenet"), auto.load("tiny-gfpgan")
+    assert restorer.engine_name != "torch" and parser.engine_name != "torch"
+    verdicts = [json.loads(m.read_text()) for m in (tmp_path / "auto").rglob("meta.json")]
+    timed = [m["cpu_s"] for m in verdicts if m["key"]["model_id"] == "tiny-gfpgan"
+             and (m["key"]["engine"], m["key"]["precision"]) == (restorer.engine_name,
+                                                                 restorer.precision)]
+    assert timed == [restorer.engine.probe_cpu_s] and timed[0] > 0
+    ratio = (parser.engine.probe_cpu_s / 2) / restorer.engine.probe_cpu_s  # probes: 2 faces, 1
+    est = enhance_faces(img, runtime=auto, model="gfpgan").estimate
+    assert est is not None  # (rounded to 0.1 s)
+    assert est["remainingSeconds"] == pytest.approx(4 * (1.5 + 1.5 * ratio), abs=0.05)
 
     square = write_tiny_manifest(tmp_path, include={"tiny-gfpgan", "yunet-2026may"})
     result = enhance_faces(img, runtime=runtime(square, tmp_path / "home"), model="gfpgan")

@@ -359,13 +359,13 @@ def _probe_face_s(net: Network) -> float | None:
     """CPU seconds per face of ``net``'s accuracy probe (its engine's cache verdict), or None
     where its engine is not built yet or was not timed. Probes run at the networks' own input
     size, in batches of the probe's size (one for GFPGAN's graph, two for the parser's)."""
-    from restora.models.engines import probe_inputs
+    from restora.models.engines import probe_batch
 
     engine = net.engine
     cpu_s = engine.probe_cpu_s if engine is not None else None
     if cpu_s is None:
         return None
-    return cpu_s / len(probe_inputs(net, net.inputs())[0])
+    return cpu_s / probe_batch(net.inputs())
 
 
 def _background(img: Image, upscale: int, bg_upscale: bool, up: Upscaler | None,
