@@ -24,7 +24,9 @@ the k the probe face gives, and how small the faces of the test photos are paste
 
 int8 needs NNCF (``pip install nncf``; post-training quantization of the OpenVINO graph,
 calibrated as ``auto`` calibrates it, on the probe face's variants, and with ``--calib N`` also
-on N training faces); without it that row is skipped.
+on N training faces); without it that row is skipped. ``--int8-split`` adds int8 with a float32
+output layer (as ``bf16-fp32out`` keeps bf16 within the bound), and that with the first conv in
+float32 too.
 """
 
 from __future__ import annotations
@@ -211,8 +213,40 @@ def engines_for(net: Any, onnx_path: Path, calib: list[np.ndarray], threads: int
     return out
 
 
+def int8_split_engines(net: Any, folder: Path, threads: int
+                       ) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """int8 with float32 where bf16 needed it: the trunk (``trunk.xml``, from the mixed export
+    in ``folder``) quantized as auto quantizes, then the float32 output layer; and the same
+    with the first conv (RGB in) left in float32 too. Does a float32 output layer rescue int8
+    as it rescued bf16?"""
+    import nncf
+    import openvino as ov
+
+    core = ov.Core()
+    trunk = core.read_model(str(folder / "trunk.xml"))
+    head = core.compile_model(core.read_model(str(folder / "head.xml")), "CPU",
+                              {"INFERENCE_NUM_THREADS": threads,
+                               "INFERENCE_PRECISION_HINT": "f32"})
+    first = next(op.get_friendly_name() for op in trunk.get_ordered_ops()
+                 if op.get_type_name() == "Convolution")
+    cal = net.calibration_inputs()
+    out = {}
+    for name, ignored in (("int8-fp32out", None), ("int8-fp32out, first conv fp32", [first])):
+        quantized = nncf.quantize(trunk, nncf.Dataset(cal), subset_size=len(cal),
+                                  ignored_scope=nncf.IgnoredScope(names=ignored)
+                                  if ignored else None)
+        body = core.compile_model(quantized, "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                     "INFERENCE_PRECISION_HINT": "f32"})
+
+        def run(x: np.ndarray, body: Any = body) -> np.ndarray:
+            return np.asarray(head([np.asarray(body([x])[0])])[0])
+
+        out[f"openvino {name}"] = run
+    return out
+
+
 def measure(weights: Path, faces: np.ndarray, scales: list[float], rounds: int, threads: int,
-            calib_n: int) -> None:
+            calib_n: int, int8_split: bool = False) -> None:
     import torch
 
     from restora.models.engines import (INT8_PARSING_SHARE, TorchEngine, export_onnx,
@@ -239,6 +273,8 @@ def measure(weights: Path, faces: np.ndarray, scales: list[float], rounds: int, 
                           OpenVINOEngine(Path(tmp) / "head.xml", ["features"], threads, "fp32"),
                           MIXED)
             runs[f"openvino {MIXED}"] = lambda x: np.asarray(mixed.run([x])[0])
+            if int8_split:
+                runs.update(int8_split_engines(net, Path(tmp), threads))
         for fn in runs.values():
             fn(held[0])  # warm-up
         ratios: dict[str, list[float]] = {k: [] for k in runs}
@@ -262,18 +298,19 @@ def measure(weights: Path, faces: np.ndarray, scales: list[float], rounds: int, 
             results = [paste_mask_check([r], [g]) for g, r in zip(got, ref)]
             worst = min(results, key=lambda res: float(res[1].rsplit(" ", 1)[1]))
             least = [paste_mask_scale([r], [g])[0] for g, r in zip(got, ref)]
-            precision = name.split()[1]
+            precision = name.split()[1].rstrip(",")
+            rule = "int8" if precision.startswith("int8") else precision
             out = [np.concatenate([fn(probe[i:i + 1]) for i in range(len(probe))])]
-            ok, measure = policy.check_for(precision)(probe_ref, out)
+            ok, measure = policy.check_for(rule)(probe_ref, out)
             print(f"  {name:34s} {statistics.median(ratios[name]):5.2f}x  held out: "
                   f"{sum(res[0] for res in results)}/{len(results)} within at 1 px, worst "
-                  f"{worst[1]}; probe face ({precision} rule): {'kept' if ok else 'rejected'}, "
+                  f"{worst[1]}; probe face ({rule} rule): {'kept' if ok else 'rejected'}, "
                   f"{measure}")
             line = f"  {'':34s} held out, least parse px per output px within: {_ks(least)}"
             if precision != "fp32":
                 # the coarse rule (engines.Policy.coarse): the probe within the k px envelope;
                 # int8 at its stricter half share, for comparison (auto does not use it coarse)
-                share = INT8_PARSING_SHARE if precision == "int8" else 1.0
+                share = INT8_PARSING_SHARE if rule == "int8" else 1.0
                 k, _ = paste_mask_scale(probe_ref, out, share)
                 probe_scales[name] = k
                 inside = sum(v is not None and (k is not None and v <= k) for v in least)
@@ -304,6 +341,8 @@ def main() -> None:
     parser.add_argument("--save", type=Path, default=Path("parsenet-surrogate.pth"))
     parser.add_argument("--calib", type=int, default=0,
                         help="also an int8 row calibrated on this many training faces")
+    parser.add_argument("--int8-split", action="store_true",
+                        help="also int8 rows with a float32 output layer (needs nncf and bf16)")
     args = parse_timing_args(parser)
     faces, labels, scales = load_faces()
     print(f"{len(faces)} aligned faces ({len(faces) - HELD_OUT} train/calibrate, {HELD_OUT} held out)")
@@ -313,7 +352,7 @@ def main() -> None:
         weights = weights or args.save
     if weights is None:
         parser.error("--weights or --train")
-    measure(weights, faces, scales, args.rounds, args.threads, args.calib)
+    measure(weights, faces, scales, args.rounds, args.threads, args.calib, args.int8_split)
 
 
 if __name__ == "__main__":
