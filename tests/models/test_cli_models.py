@@ -216,12 +216,12 @@ def test_engines_prepare_then_list(capsys: pytest.CaptureFixture[str], tmp_path:
 
 
 def _cache_entry(root: Path, model_id: str, model: str, precision: str, *, ok: bool,
-                 cpu_s: float | None, scale: int | None = None) -> dict:
+                 cpu_s: float | None, scale: int | None = None, task: str | None = None) -> dict:
     """An export cache entry as the engine factory writes it after its accuracy check (the
     verdict and its measurements in meta.json, through ExportCache), without exporting."""
     from restora.models.engines import EXPORT_FORMAT, ExportCache, policy_for
 
-    task = "face-parsing" if model_id == "parsenet" else "upscale"
+    task = task or ("face-parsing" if model_id == "parsenet" else "upscale")
     key = {"model": model, "model_id": model_id, "engine": "openvino",
            "engine_version": "2026.0.0", "precision": precision,
            "shape": "x:?x3x512x512", "format": EXPORT_FORMAT, "torch": "2.9.0"}
@@ -255,6 +255,11 @@ def test_engines_say_which_graphs_auto_runs_for_small_faces(
     _cache_entry(auto_engine, "parsenet", two, MIXED, ok=False, cpu_s=0.05, scale=2)
     _cache_entry(auto_engine, "parsenet", two, "bf16", ok=False, cpu_s=0.06, scale=4)
     _cache_entry(auto_engine, "realesrgan-x2plus", one, "fp32", ok=True, cpu_s=None)
+    # a parser the registry does not know (a benchmark's): its task is read from its verdicts
+    _cache_entry(auto_engine, "bench-parsenet", one, "fp32", ok=True, cpu_s=0.1,
+                 task="face-parsing")
+    _cache_entry(auto_engine, "bench-parsenet", one, "bf16", ok=False, cpu_s=0.05, scale=2,
+                 task="face-parsing")
     rc, out, _ = run(capsys, "models", "engines", "--json")
     assert rc == 0
     rows = {(e["modelId"], e["modelSha256"][0], e["precision"]): e
@@ -267,7 +272,9 @@ def test_engines_say_which_graphs_auto_runs_for_small_faces(
         ("parsenet", "2", "fp32"): ("kept", None),
         ("parsenet", "2", MIXED): ("coarse (k >= 2)", 2),
         ("parsenet", "2", "bf16"): ("refused", None),  # from k = 4, no quicker than k = 2's
-        ("realesrgan-x2plus", "1", "fp32"): ("kept", None)}
+        ("realesrgan-x2plus", "1", "fp32"): ("kept", None),
+        ("bench-parsenet", "1", "fp32"): ("kept", None),
+        ("bench-parsenet", "1", "bf16"): ("coarse (k >= 2)", 2)}
     note = {k[1:]: e["coarseNote"] for k, e in rows.items() if k[0] == "parsenet"}
     assert note["1", MIXED] == ("not used for small faces: probe 0.09 CPU-s > 0.8 x the exact "
                                 "graph's 0.1")

@@ -249,7 +249,7 @@ def _mark_coarse(entries: list[tuple[dict, dict]], tasks: Mapping[str, str], amx
         groups.setdefault((key.get("model"), row["modelId"], key.get("shape"), key.get("torch"),
                            key.get("format")), []).append((row, meta))
     for group in groups.values():
-        task = tasks.get(group[0][0]["modelId"])
+        task = tasks.get(group[0][0]["modelId"]) or _task_of_bound(group)
         policy = policy_for(task) if task is not None else None
         if policy is None or not policy.coarse:
             continue
@@ -283,6 +283,17 @@ def _mark_coarse(entries: list[tuple[dict, dict]], tasks: Mapping[str, str], amx
                        f"{finer['coarseFrom']} and is at least as quick "
                        f"({finer['cpuSeconds']:g} CPU-s)")
             row["coarseNote"] = f"not used for small faces: {why}"
+
+
+def _task_of_bound(group: list[tuple[dict, dict]]) -> str | None:
+    """The task whose bound a model's verdicts were checked against, for a model the registry
+    does not know (a manifest since changed, a benchmark's cache): the bound is in each
+    verdict."""
+    from restora.models.engines import POLICIES
+
+    bounds = {meta.get("bound") for _, meta in group} - {None}
+    found = {task for task, policy in POLICIES.items() if policy.bound in bounds}
+    return found.pop() if len(found) == 1 else None
 
 
 def _tasks(settings: Settings) -> dict[str, str]:
