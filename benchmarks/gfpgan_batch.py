@@ -176,9 +176,10 @@ def main() -> None:
     parser.add_argument("--memory", nargs="*", default=["openvino:fp32"],
                         help="engine:precision pairs whose peak RSS to measure")
     args = parse_timing_args(parser)
-    pairs = [(p.split(":")[0], p.split(":")[1]) for p in args.engines]
-    memory = [(p.split(":")[0], p.split(":")[1]) for p in args.memory]
-    run(pairs, args.graphs, args.rounds, args.threads, memory)
+    def pairs(specs: list[str]) -> list[tuple[str, str]]:
+        return [(engine, precision) for engine, precision in (p.split(":", 1) for p in specs)]
+
+    run(pairs(args.engines), args.graphs, args.rounds, args.threads, pairs(args.memory))
 
 
 if __name__ == "__main__":

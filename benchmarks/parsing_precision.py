@@ -177,6 +177,14 @@ def train(steps: int, faces: np.ndarray, labels: np.ndarray, out: Path, seed: in
 
 # --- measuring ------------------------------------------------------------------------------------
 
+def _compiled(core: Any, model: Any, threads: int, hint: str
+              ) -> Callable[[np.ndarray], np.ndarray]:
+    """``model`` compiled for the CPU at precision ``hint``, as a call on one input."""
+    c = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                          "INFERENCE_PRECISION_HINT": hint})
+    return lambda x: np.asarray(c([x])[0])
+
+
 def engines_for(net: Any, onnx_path: Path, calib: list[np.ndarray], threads: int
                 ) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     """Compiled engines by name. int8 is calibrated as the product calibrates it (the probe
@@ -189,16 +197,11 @@ def engines_for(net: Any, onnx_path: Path, calib: list[np.ndarray], threads: int
     core = ov.Core()
     model = core.read_model(str(onnx_path))
 
-    def compiled(m: Any, hint: str) -> Callable[[np.ndarray], np.ndarray]:
-        c = core.compile_model(m, "CPU", {"INFERENCE_NUM_THREADS": threads,
-                                          "INFERENCE_PRECISION_HINT": hint})
-        return lambda x: np.asarray(c([x])[0])
-
-    out = {"openvino fp32": compiled(model, "f32")}
+    out = {"openvino fp32": _compiled(core, model, threads, "f32")}
     if bf16_supported():
-        out["openvino bf16"] = compiled(model, "bf16")
+        out["openvino bf16"] = _compiled(core, model, threads, "bf16")
     if "FP16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-        out["openvino fp16"] = compiled(model, "f16")
+        out["openvino fp16"] = _compiled(core, model, threads, "f16")
     try:
         import nncf
     except ImportError:
@@ -206,10 +209,11 @@ def engines_for(net: Any, onnx_path: Path, calib: list[np.ndarray], threads: int
         return out
     product = net.calibration_inputs()
     quantized = nncf.quantize(model, nncf.Dataset(product), subset_size=len(product))
-    out["openvino int8 (as auto builds it)"] = compiled(quantized, "f32")
+    out["openvino int8 (as auto builds it)"] = _compiled(core, quantized, threads, "f32")
     if calib:
         quantized = nncf.quantize(model, nncf.Dataset(calib), subset_size=len(calib))
-        out[f"openvino int8 ({len(calib)} training faces)"] = compiled(quantized, "f32")
+        out[f"openvino int8 ({len(calib)} training faces)"] = _compiled(core, quantized,
+                                                                        threads, "f32")
     return out
 
 
@@ -224,9 +228,7 @@ def int8_split_engines(net: Any, folder: Path, threads: int
 
     core = ov.Core()
     trunk = core.read_model(str(folder / "trunk.xml"))
-    head = core.compile_model(core.read_model(str(folder / "head.xml")), "CPU",
-                              {"INFERENCE_NUM_THREADS": threads,
-                               "INFERENCE_PRECISION_HINT": "f32"})
+    head = _compiled(core, core.read_model(str(folder / "head.xml")), threads, "f32")
     first = next(op.get_friendly_name() for op in trunk.get_ordered_ops()
                  if op.get_type_name() == "Convolution")
     cal = net.calibration_inputs()
@@ -235,11 +237,10 @@ def int8_split_engines(net: Any, folder: Path, threads: int
         quantized = nncf.quantize(trunk, nncf.Dataset(cal), subset_size=len(cal),
                                   ignored_scope=nncf.IgnoredScope(names=ignored)
                                   if ignored else None)
-        body = core.compile_model(quantized, "CPU", {"INFERENCE_NUM_THREADS": threads,
-                                                     "INFERENCE_PRECISION_HINT": "f32"})
+        body = _compiled(core, quantized, threads, "f32")
 
-        def run(x: np.ndarray, body: Any = body) -> np.ndarray:
-            return np.asarray(head([np.asarray(body([x])[0])])[0])
+        def run(x: np.ndarray, body: Callable[[np.ndarray], np.ndarray] = body) -> np.ndarray:
+            return head(body(x))
 
         out[f"openvino {name}"] = run
     return out

@@ -34,12 +34,12 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return write_tiny_manifest(tmp), tmp / "engine-cache"
 
 
-def make(setup: tuple[Path, Path], engine: str, home: Path | None = None, **kw: object
-         ) -> Runtime:
+def make(setup: tuple[Path, Path], engine: str, home: Path | None = None, amx: bool = False,
+         **kw: object) -> Runtime:
     manifest, cache = setup
     settings = Settings(home=home or cache.parent / "home", models=manifest, engine_cache=cache,
                         **kw)
-    return runtime(settings, engine)
+    return runtime(settings, engine, amx)
 
 
 def runtime(settings: Settings, engine: str, amx: bool = False) -> Runtime:
@@ -352,9 +352,8 @@ def test_auto_on_an_amx_cpu_parses_with_the_first_candidate_within_the_bound(
     _needs_bf16()
     from restora.models.engines import cpu_candidates, policy_for
 
-    manifest, cache_root = setup
-    parser = runtime(Settings(home=cache_root.parent / "home", models=manifest,
-                              engine_cache=cache_root), "auto", amx=True).load("tiny-parsenet")
+    cache_root = setup[1]
+    parser = make(setup, "auto", amx=True).load("tiny-parsenet")
     parser(faces(parser.input_size, 1), px_per_output=1.0)
     verdicts = {m["key"]["precision"]: m["ok"] for m in
                 (json.loads(p.read_text()) for p in cache_root.rglob("meta.json"))
