@@ -216,9 +216,11 @@ def test_engines_prepare_then_list(capsys: pytest.CaptureFixture[str], tmp_path:
 
 
 def _cache_entry(root: Path, model_id: str, model: str, precision: str, *, ok: bool,
-                 cpu_s: float | None, scale: int | None = None, task: str | None = None) -> dict:
+                 cpu_s: float | None, scale: int | None = None, task: str | None = None,
+                 bound: str | None = None, recorded: bool = True) -> dict:
     """An export cache entry as the engine factory writes it after its accuracy check (the
-    verdict and its measurements in meta.json, through ExportCache), without exporting."""
+    verdict and its measurements in meta.json, through ExportCache), without exporting.
+    ``recorded=False``: as verified before the verdict recorded its task (bound only)."""
     from restora.models.engines import EXPORT_FORMAT, ExportCache, policy_for
 
     task = task or ("face-parsing" if model_id == "parsenet" else "upscale")
@@ -230,7 +232,9 @@ def _cache_entry(root: Path, model_id: str, model: str, precision: str, *, ok: b
     folder.mkdir(parents=True)
     (folder / "graph.xml").write_text("<net/>")
     measure = f"{precision} measure"
-    meta: dict = {"ok": ok, "measure": measure, "bound": policy_for(task).bound}
+    meta: dict = {"ok": ok, "measure": measure, "bound": bound or policy_for(task).bound}
+    if recorded:
+        meta["task"] = task
     if not ok:
         meta["reason"] = f"outside the {task} bound ({measure})"
     if cpu_s is not None:
@@ -251,15 +255,20 @@ def test_engines_say_which_graphs_auto_runs_for_small_faces(
     _cache_entry(auto_engine, "parsenet", one, "fp32", ok=True, cpu_s=0.1)
     _cache_entry(auto_engine, "parsenet", one, "bf16", ok=False, cpu_s=0.05, scale=4)
     _cache_entry(auto_engine, "parsenet", one, MIXED, ok=False, cpu_s=0.09, scale=2)
-    _cache_entry(auto_engine, "parsenet", two, "fp32", ok=True, cpu_s=0.1)
-    _cache_entry(auto_engine, "parsenet", two, MIXED, ok=False, cpu_s=0.05, scale=2)
-    _cache_entry(auto_engine, "parsenet", two, "bf16", ok=False, cpu_s=0.06, scale=4)
+    # verified before verdicts recorded their task: it is the task whose bound they record
+    _cache_entry(auto_engine, "parsenet", two, "fp32", ok=True, cpu_s=0.1, recorded=False)
+    _cache_entry(auto_engine, "parsenet", two, MIXED, ok=False, cpu_s=0.05, scale=2,
+                 recorded=False)
+    _cache_entry(auto_engine, "parsenet", two, "bf16", ok=False, cpu_s=0.06, scale=4,
+                 recorded=False)
     _cache_entry(auto_engine, "realesrgan-x2plus", one, "fp32", ok=True, cpu_s=None)
-    # a parser the registry does not know (a benchmark's): its task is read from its verdicts
+    # a parser the registry does not know (a benchmark's), checked against a bound worded as no
+    # policy words it now: its task is the one its verdicts record
+    old = "an earlier wording of the face-parsing bound"
     _cache_entry(auto_engine, "bench-parsenet", one, "fp32", ok=True, cpu_s=0.1,
-                 task="face-parsing")
+                 task="face-parsing", bound=old)
     _cache_entry(auto_engine, "bench-parsenet", one, "bf16", ok=False, cpu_s=0.05, scale=2,
-                 task="face-parsing")
+                 task="face-parsing", bound=old)
     rc, out, _ = run(capsys, "models", "engines", "--json")
     assert rc == 0
     rows = {(e["modelId"], e["modelSha256"][0], e["precision"]): e

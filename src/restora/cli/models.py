@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
 
     from restora.config import Settings
     from restora.models.registry import Registry
@@ -196,14 +195,14 @@ def _verdict(meta: dict) -> str:
     return "not checked" if meta.get("ok") else "export failed"
 
 
-def engine_entries(root: Path, tasks: Mapping[str, str] | None = None, amx: bool | None = None
+def engine_entries(root: Path, amx: bool | None = None
                    ) -> tuple[list[dict], list[str]]:
     """The export cache's entries under ``root`` (one row each, sorted by model id, engine,
     precision) and the folders whose ``meta.json`` could not be read. Reads only: an
     unreadable entry is rebuilt by the engine factory when a network next needs it.
 
-    ``tasks`` (model id -> task) lets a row say what ``auto`` does with a coarse candidate (see
-    :func:`_mark_coarse`); ``amx``: whether this CPU has AMX (read here when None)."""
+    A row says what ``auto`` does with a coarse candidate (see :func:`_mark_coarse`); ``amx``:
+    whether this CPU has AMX (read here when None)."""
     from restora.models.engines import cpu_has_amx
 
     rows, unreadable, metas = [], [], []
@@ -227,13 +226,12 @@ def engine_entries(root: Path, tasks: Mapping[str, str] | None = None, amx: bool
             continue
         rows.append(row)
         metas.append(meta)
-    _mark_coarse(list(zip(rows, metas)), tasks or {}, cpu_has_amx() if amx is None else amx)
+    _mark_coarse(list(zip(rows, metas)), cpu_has_amx() if amx is None else amx)
     rows.sort(key=lambda r: (r["modelId"], r["engine"], r["precision"]))
     return rows, unreadable
 
 
-def _mark_coarse(entries: list[tuple[dict, dict]], tasks: Mapping[str, str], amx: bool
-                 ) -> None:
+def _mark_coarse(entries: list[tuple[dict, dict]], amx: bool) -> None:
     """Say in each coarse candidate's row (a parser's bf16 graphs) what ``auto`` does with it.
 
     Per model file (and shapes, torch, export format), the exact graph is the first ``kept``
@@ -249,7 +247,7 @@ def _mark_coarse(entries: list[tuple[dict, dict]], tasks: Mapping[str, str], amx
         groups.setdefault((key.get("model"), row["modelId"], key.get("shape"), key.get("torch"),
                            key.get("format")), []).append((row, meta))
     for group in groups.values():
-        task = tasks.get(group[0][0]["modelId"]) or _task_of_bound(group)
+        task = _task_of(group)
         policy = policy_for(task) if task is not None else None
         if policy is None or not policy.coarse:
             continue
@@ -285,27 +283,16 @@ def _mark_coarse(entries: list[tuple[dict, dict]], tasks: Mapping[str, str], amx
             row["coarseNote"] = f"not used for small faces: {why}"
 
 
-def _task_of_bound(group: list[tuple[dict, dict]]) -> str | None:
-    """The task whose bound a model's verdicts were checked against, for a model the registry
-    does not know (a manifest since changed, a benchmark's cache): the bound is in each
-    verdict."""
+def _task_of(group: list[tuple[dict, dict]]) -> str | None:
+    """The task a model's verdicts were checked for: recorded in each verdict, or for entries
+    verified before it was (export format 2) the task whose bound they record."""
     from restora.models.engines import POLICIES
 
-    bounds = {meta.get("bound") for _, meta in group} - {None}
-    found = {task for task, policy in POLICIES.items() if policy.bound in bounds}
+    found = {meta["task"] for _, meta in group if meta.get("task")}
+    if not found:
+        bounds = {meta.get("bound") for _, meta in group} - {None}
+        found = {task for task, policy in POLICIES.items() if policy.bound in bounds}
     return found.pop() if len(found) == 1 else None
-
-
-def _tasks(settings: Settings) -> dict[str, str]:
-    """Model id -> task for every model the registry knows ({} where its manifest cannot be
-    read: the listing then shows the accuracy verdicts alone)."""
-    from restora.errors import RestoraError
-    from restora.models.registry import Registry
-
-    try:
-        return {s.id: s.task for s in Registry.from_settings(settings).all()}
-    except RestoraError:
-        return {}
 
 
 def _prepare(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
@@ -382,7 +369,7 @@ def engines(
         # --json: stdout carries only the JSON (exporters print progress bars to stdout)
         with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
             prepared, failed = _prepare(settings)
-    rows, unreadable = engine_entries(settings.engines_dir, _tasks(settings))
+    rows, unreadable = engine_entries(settings.engines_dir)
     for folder in unreadable:
         typer.echo(f"unreadable cache entry (rebuilt when next needed): {folder}", err=True)
     if as_json:

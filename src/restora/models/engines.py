@@ -866,7 +866,8 @@ class EngineFactory:
         got = engine_run.run(example)
         policy = policy_for(net.task)
         ok, measure = policy.check_for(precision)(ref, got)
-        meta = {**meta, "ok": bool(ok), "measure": measure, "bound": policy.bound}
+        meta = {**meta, "ok": bool(ok), "measure": measure, "bound": policy.bound,
+                "task": net.task}
         if not ok:
             meta["reason"] = f"outside the {net.task} bound ({measure}; {policy.bound})"
         # every task: coarse graphs must be faster than the exact one, and the enhance-faces
