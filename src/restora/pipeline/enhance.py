@@ -348,11 +348,10 @@ def _mask_ratio(runtime: Runtime, plan: choose.Plan) -> float:
     parser_s = _probe_face_s(runtime.load(parsers[0].id))
     first = [ladder[0].restorer for ladder, todo in zip(plan.ladders, plan.restore)
              if todo and ladder]
-    per_net = {key: _probe_face_s(r) for key, r in {id(r): r for r in first}.items()}
-    known = [s for s in (per_net[id(r)] for r in first) if s is not None and s > 0]
-    if parser_s is None or not known or len(known) < len(first):
+    costs = [_probe_face_s(r) for r in first]
+    if parser_s is None or not costs or not all(costs):  # a restorer not built or not timed
         return MASK_RATIO
-    return parser_s * len(known) / sum(known)
+    return parser_s * len(costs) / sum(costs)
 
 
 def _probe_face_s(net: Network) -> float | None:
