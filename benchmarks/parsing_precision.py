@@ -26,7 +26,9 @@ int8 needs NNCF (``pip install nncf``; post-training quantization of the OpenVIN
 calibrated as ``auto`` calibrates it, on the probe face's variants, and with ``--calib N`` also
 on N training faces); without it that row is skipped. ``--int8-split`` adds int8 with a float32
 output layer (as ``bf16-fp32out`` keeps bf16 within the bound), and that with the first conv in
-float32 too.
+float32 too. ``--reduced`` adds the face parsed at 1/2 and 1/4 of its size (input average-pooled,
+logits bilinearly upsampled back, fp32 and bf16): far cheaper, but does the network trained at
+512 px still draw the same mask from a smaller face?
 """
 
 from __future__ import annotations
@@ -246,8 +248,39 @@ def int8_split_engines(net: Any, folder: Path, threads: int
     return out
 
 
+def reduced_engines(net: Any, folder: Path, example: np.ndarray, threads: int
+                    ) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """The parser on the face shrunk ``f`` times (2 x 2 average pooling per halving), its
+    logits upsampled bilinearly to the full map: 1/f^2 of the work."""
+    import openvino as ov
+    import torch
+    import torch.nn.functional as F
+
+    from restora.models.engines import bf16_supported, export_onnx
+
+    class Reduced(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module, f: int) -> None:
+            super().__init__()
+            self.inner, self.f = inner, f
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.inner(F.avg_pool2d(x, self.f))
+            return F.interpolate(out, scale_factor=self.f, mode="bilinear", align_corners=False)
+
+    core = ov.Core()
+    out = {}
+    for f in (2, 4):
+        path = folder / f"reduced{f}.onnx"
+        export_onnx(net, net.inputs(1, None, None), [example], path, Reduced(net.graph(), f))
+        model = core.read_model(str(path))
+        for hint in ("f32", "bf16") if bf16_supported() else ("f32",):
+            out[f"openvino {hint.replace('f32', 'fp32')}@1/{f}"] = _compiled(core, model,
+                                                                             threads, hint)
+    return out
+
+
 def measure(weights: Path, faces: np.ndarray, scales: list[float], rounds: int, threads: int,
-            calib_n: int, int8_split: bool = False) -> None:
+            calib_n: int, int8_split: bool = False, reduced: bool = False) -> None:
     import torch
 
     from restora.models.engines import (INT8_PARSING_SHARE, TorchEngine, export_onnx,
@@ -276,6 +309,8 @@ def measure(weights: Path, faces: np.ndarray, scales: list[float], rounds: int, 
             runs[f"openvino {MIXED}"] = lambda x: np.asarray(mixed.run([x])[0])
             if int8_split:
                 runs.update(int8_split_engines(net, Path(tmp), threads))
+        if reduced:
+            runs.update(reduced_engines(net, Path(tmp), held[0], threads))
         for fn in runs.values():
             fn(held[0])  # warm-up
         ratios: dict[str, list[float]] = {k: [] for k in runs}
@@ -344,6 +379,8 @@ def main() -> None:
                         help="also an int8 row calibrated on this many training faces")
     parser.add_argument("--int8-split", action="store_true",
                         help="also int8 rows with a float32 output layer (needs nncf and bf16)")
+    parser.add_argument("--reduced", action="store_true",
+                        help="also rows parsing the face at 1/2 and 1/4 of its size")
     args = parse_timing_args(parser)
     faces, labels, scales = load_faces()
     print(f"{len(faces)} aligned faces ({len(faces) - HELD_OUT} train/calibrate, {HELD_OUT} held out)")
@@ -353,7 +390,8 @@ def main() -> None:
         weights = weights or args.save
     if weights is None:
         parser.error("--weights or --train")
-    measure(weights, faces, scales, args.rounds, args.threads, args.calib, args.int8_split)
+    measure(weights, faces, scales, args.rounds, args.threads, args.calib, args.int8_split,
+            args.reduced)
 
 
 if __name__ == "__main__":
