@@ -24,9 +24,8 @@ the k the probe face gives, and how small the faces of the test photos are paste
 
 int8 needs NNCF (``pip install nncf``; post-training quantization of the OpenVINO graph,
 calibrated as ``auto`` calibrates it, on the probe face's variants, and with ``--calib N`` also
-on N training faces); without it that row is skipped. ``--int8-split`` adds int8 with a float32
-output layer (as ``bf16-fp32out`` keeps bf16 within the bound), and that with the first conv in
-float32 too. ``--reduced`` adds the face parsed at 1/2 and 1/4 of its size (input average-pooled,
+on N training faces); without it that row is skipped. ``--int8-split`` adds int8 between float32
+input and output layers (as ``bf16-fp32io`` runs bf16). ``--reduced`` adds the face parsed at 1/2 and 1/4 of its size (input average-pooled,
 logits bilinearly upsampled back, fp32 and bf16): far cheaper, but does the network trained at
 512 px still draw the same mask from a smaller face?
 """
@@ -221,31 +220,21 @@ def engines_for(net: Any, onnx_path: Path, calib: list[np.ndarray], threads: int
 
 def int8_split_engines(net: Any, folder: Path, threads: int
                        ) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    """int8 with float32 where bf16 needed it: the trunk (``trunk.xml``, from the mixed export
-    in ``folder``) quantized as auto quantizes, then the float32 output layer; and the same
-    with the first conv (RGB in) left in float32 too. Does a float32 output layer rescue int8
-    as it rescued bf16?"""
+    """int8 with float32 where bf16 needed it: the mixed export's three graphs in ``folder``
+    with the trunk quantized as auto quantizes (calibrated on what the float32 input layer
+    makes of the probe face's variants) instead of compiled in bf16. Do float32 end layers
+    rescue int8 as they rescued bf16?"""
     import nncf
     import openvino as ov
 
     core = ov.Core()
-    trunk = core.read_model(str(folder / "trunk.xml"))
+    stem = _compiled(core, core.read_model(str(folder / "stem.xml")), threads, "f32")
     head = _compiled(core, core.read_model(str(folder / "head.xml")), threads, "f32")
-    first = next(op.get_friendly_name() for op in trunk.get_ordered_ops()
-                 if op.get_type_name() == "Convolution")
-    cal = net.calibration_inputs()
-    out = {}
-    for name, ignored in (("int8-fp32out", None), ("int8-fp32out, first conv fp32", [first])):
-        quantized = nncf.quantize(trunk, nncf.Dataset(cal), subset_size=len(cal),
-                                  ignored_scope=nncf.IgnoredScope(names=ignored)
-                                  if ignored else None)
-        body = _compiled(core, quantized, threads, "f32")
-
-        def run(x: np.ndarray, body: Callable[[np.ndarray], np.ndarray] = body) -> np.ndarray:
-            return head(body(x))
-
-        out[f"openvino {name}"] = run
-    return out
+    cal = [stem(x) for x in net.calibration_inputs()]
+    quantized = nncf.quantize(core.read_model(str(folder / "trunk.xml")), nncf.Dataset(cal),
+                              subset_size=len(cal))
+    body = _compiled(core, quantized, threads, "f32")
+    return {"openvino int8-fp32io": lambda x: head(body(stem(x)))}
 
 
 def reduced_engines(net: Any, folder: Path, example: np.ndarray, threads: int
@@ -299,13 +288,11 @@ def measure(weights: Path, faces: np.ndarray, scales: list[float], rounds: int, 
         ref_engine = TorchEngine(net.graph(), "cpu")
         ref = [np.asarray(ref_engine.run([x])[0].float().numpy()) for x in held]
         runs = engines_for(net, onnx_path, calib, threads)
-        if "openvino bf16" in runs:  # the product's two-graph export, as auto builds it
-            from restora.models.engines import MIXED, Chain, OpenVINOEngine, _export_split
+        if "openvino bf16" in runs:  # the product's three-graph export, as auto builds it
+            from restora.models.engines import MIXED, _export_split, open_split
 
             _export_split(net, net.inputs(1, None, None), [held[0]], Path(tmp))
-            mixed = Chain(OpenVINOEngine(Path(tmp) / "trunk.xml", ["x"], threads, "bf16"),
-                          OpenVINOEngine(Path(tmp) / "head.xml", ["features"], threads, "fp32"),
-                          MIXED)
+            mixed = open_split(Path(tmp), ["x"], threads)
             runs[f"openvino {MIXED}"] = lambda x: np.asarray(mixed.run([x])[0])
             if int8_split:
                 runs.update(int8_split_engines(net, Path(tmp), threads))
@@ -378,7 +365,7 @@ def main() -> None:
     parser.add_argument("--calib", type=int, default=0,
                         help="also an int8 row calibrated on this many training faces")
     parser.add_argument("--int8-split", action="store_true",
-                        help="also int8 rows with a float32 output layer (needs nncf and bf16)")
+                        help="also int8 between float32 end layers (needs nncf and bf16)")
     parser.add_argument("--reduced", action="store_true",
                         help="also rows parsing the face at 1/2 and 1/4 of its size")
     args = parse_timing_args(parser)

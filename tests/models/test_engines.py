@@ -328,8 +328,10 @@ def test_auto_tries_bf16_first_only_on_cpus_with_amx(tmp_path):
 
     parsing = policy_for("face-parsing").cpu
     assert cpu_candidates(parsing, amx=False) == list(parsing)
+    assert cpu_candidates(parsing, amx=False)[-2:] == [("openvino", "bf16"), ("openvino", MIXED)]
     assert cpu_candidates(parsing, amx=True) == [("openvino", "int8"), ("openvino", "bf16"),
-                                                  ("openvino", "fp32"), ("onnxruntime", "fp32")]
+                                                  ("openvino", MIXED), ("openvino", "fp32"),
+                                                  ("onnxruntime", "fp32")]
     restoring = policy_for("face-restoration").cpu  # bf16 last without AMX, first with it
     assert cpu_candidates(restoring, amx=False) == [("openvino", "fp32"),
                                                     ("onnxruntime", "fp32"), ("openvino", "bf16")]
@@ -347,8 +349,8 @@ def test_auto_tries_bf16_first_only_on_cpus_with_amx(tmp_path):
 
 def test_auto_on_an_amx_cpu_parses_with_the_first_candidate_within_the_bound(
         setup: tuple[Path, Path]) -> None:
-    """With AMX the parser's exact graph is the first of int8, bf16, fp32 whose probe verdict
-    passed, and its coarse graphs never repeat the exact one's precision."""
+    """With AMX the parser's exact graph is the first of int8, bf16, bf16-fp32io and fp32 whose
+    probe verdict passed, and its coarse graphs never repeat the exact one's precision."""
     _needs_bf16()
     from restora.models.engines import cpu_candidates, policy_for
 
@@ -600,9 +602,10 @@ def test_small_faces_parse_on_the_coarse_graph_and_the_rest_on_the_exact_one(
 
 def test_mixed_precision_runs_the_output_layer_in_float32(setup: tuple[Path, Path],
                                                           tmp_path: Path) -> None:
-    """bf16-fp32out is two OpenVINO graphs: the trunk in bf16, then the output layer in
-    float32 (its logits are what float32 makes of the trunk's features, unlike all-bf16). Among
-    usable coarse graphs the one with the least scale serves, then the quicker."""
+    """bf16-fp32io is three OpenVINO graphs: the input layer in float32, the trunk in bf16,
+    then the output layer in float32 (its logits are what float32 makes of the trunk's
+    features, unlike all-bf16). Among usable coarse graphs the one with the least scale serves,
+    then the quicker."""
     _needs_bf16()
     from restora.models.engines import OpenVINOEngine
 
@@ -612,16 +615,23 @@ def test_mixed_precision_runs_the_output_layer_in_float32(setup: tuple[Path, Pat
     shutil.copytree(cache_root, cache)
     mixed_path, mixed = _meta(cache, MIXED)
     bf16_path, bf16 = _meta(cache, "bf16")
-    assert sorted(mixed["files"]) == ["head.bin", "head.xml", "trunk.bin", "trunk.xml"]
+    assert sorted(mixed["files"]) == ["head.bin", "head.xml", "stem.bin", "stem.xml",
+                                      "trunk.bin", "trunk.xml"]
     assert "scale" in mixed and mixed["cpu_s"] > 0
     folder = mixed_path.parent
     ref = make(setup, "torch").load("tiny-parsenet")
     x = faces(ref.input_size, 2)
-    features = OpenVINOEngine(folder / "trunk.xml", ["x"], 1, "bf16").run([x])[0]
+    with torch.inference_mode():
+        stem_want = ref.module.encoder[0](torch.from_numpy(x)).numpy()
+    stem32 = OpenVINOEngine(folder / "stem.xml", ["x"], 1, "fp32").run([x])[0]
+    stem16 = OpenVINOEngine(folder / "stem.xml", ["x"], 1, "bf16").run([x])[0]
+    np.testing.assert_allclose(stem32, stem_want, atol=1e-5)
+    assert np.abs(stem16 - stem_want).max() > 1e-3  # bf16 would round the image and taps
+    features = OpenVINOEngine(folder / "trunk.xml", ["stem"], 1, "bf16").run([stem32])[0]
     with torch.inference_mode():
         want = ref.module.out_mask_conv(torch.from_numpy(features)).numpy()
-    head32 = OpenVINOEngine(folder / "head.xml", ["features"], 1, "fp32").run([features])[0]
-    head16 = OpenVINOEngine(folder / "head.xml", ["features"], 1, "bf16").run([features])[0]
+    head32 = OpenVINOEngine(folder / "head.xml", ["trunk"], 1, "fp32").run([features])[0]
+    head16 = OpenVINOEngine(folder / "head.xml", ["trunk"], 1, "bf16").run([features])[0]
     np.testing.assert_allclose(head32, want, atol=1e-5)
     assert np.abs(head16 - want).max() > 1e-3  # a bf16 output layer would round the logits
 
@@ -640,8 +650,7 @@ def test_mixed_precision_runs_the_output_layer_in_float32(setup: tuple[Path, Pat
     assert [(g.precision, k) for g, k in parser.coarse] == [(MIXED, 2), ("bf16", 4)]
     assert parser.precision == f"fp32+{MIXED}+bf16"
     got = parser(x, px_per_output=3.0)
-    np.testing.assert_array_equal(got, OpenVINOEngine(folder / "head.xml", ["features"], 1,
-                                                      "fp32").run([features])[0])
+    np.testing.assert_array_equal(got, head32)
     np.testing.assert_array_equal(parser(x, px_per_output=4.0),
                                   OpenVINOEngine(bf16_path.parent / "graph.xml", ["x"], 1,
                                                  "bf16").run([x])[0])

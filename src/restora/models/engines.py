@@ -41,10 +41,14 @@ ENGINES = ("auto", "torch", "onnxruntime", "openvino")
 #: Bumped whenever the way graphs are exported changes (invalidates every cache entry).
 EXPORT_FORMAT = 3
 ONNX_OPSET = 17
-#: OpenVINO bf16 for all but the output layer, which runs in float32 (a second graph). Where a
-#: parser's logits themselves are bf16, near-tied classes resolve one way along whole edges and
-#: the mask moves; its float32 output layer keeps them apart (docs/engines.md, "Small faces").
-MIXED = "bf16-fp32out"
+#: OpenVINO bf16 between a float32 input layer and a float32 output layer (three graphs). Where
+#: a parser's logits themselves are bf16, near-tied classes resolve one way along whole edges and
+#: the mask moves; its float32 output layer keeps them apart, and its float32 input layer keeps
+#: the image and the first conv's 27 taps per channel out of bf16's rounding, the largest error
+#: left (docs/engines.md, "Small faces").
+MIXED = "bf16-fp32io"
+#: MIXED's graphs in the order they run, each graph's input named after the one before it
+SPLIT_PARTS = ("stem", "trunk", "head")
 
 
 class Engine(Protocol):
@@ -225,12 +229,15 @@ POLICIES: dict[str, Policy] = {
     "upscale": Policy("PSNR >= 50 dB vs torch fp32 (clipped to [0, 1])",
                       _psnr_check(1.0, 0.0, 1.0, 50.0), _FAST_ANY, gpu="fp16"),
     # int8 first: ~4x the CPU speed of OpenVINO fp32 (benchmarks/parsing_precision.py), kept
-    # only where the installed weights' masks on the probe face stay within the bound.
+    # only where the installed weights' masks on the probe face stay within the bound. MIXED
+    # last: on AMX CPUs it comes right after bf16 (cpu_candidates), where it was 2.9x OpenVINO
+    # fp32 and within the bound at 1 px on the surrogate whose all-bf16 graph was not.
     "face-parsing": Policy("the paste mask moves no more than a 1 px move of the fp32 face "
                            "mask would move it (int8: half that, on the probe face)",
-                           paste_mask_check, (("openvino", "int8"), *_FAST_ANY), gpu="fp16",
+                           paste_mask_check,
+                           (("openvino", "int8"), *_FAST_ANY, ("openvino", MIXED)), gpu="fp16",
                            check_int8=lambda r, g: paste_mask_check(r, g, INT8_PARSING_SHARE),
-                           # bf16 (output layer in fp32, or all bf16) for small faces; not
+                           # bf16 (end layers in fp32, or all bf16) for small faces; not
                            # int8: on a trained surrogate int8 flips whole regions of some faces
                            # that no scale covers (docs/engines.md)
                            coarse=(("openvino", MIXED), ("openvino", "bf16")),
@@ -403,17 +410,29 @@ class OneAtATime:
 
 
 class Chain:
-    """Two graphs one after the other (``MIXED``: a bf16 trunk, then its float32 output layer)."""
+    """Graphs one after the other, each fed the outputs of the one before (``MIXED``)."""
 
     probe_cpu_s: float | None = None
 
-    def __init__(self, first: Engine, then: Engine, precision: str) -> None:
-        self.first, self.then = first, then
-        self.name = first.name
+    def __init__(self, parts: Sequence[Engine], precision: str) -> None:
+        self.parts = list(parts)
+        self.name = self.parts[0].name
         self.precision = precision
 
     def run(self, inputs: Sequence[Any]) -> list[Any]:
-        return self.then.run(self.first.run(inputs))
+        for part in self.parts:
+            inputs = part.run(inputs)
+        return list(inputs)
+
+
+def open_split(folder: Path, names: Sequence[str], threads: int) -> Chain:
+    """``MIXED``'s three OpenVINO graphs in ``folder``: the input layer and the output layer
+    compiled in float32, the trunk between them in bf16."""
+    inputs = [list(names), *([n] for n in SPLIT_PARTS[:-1])]
+    hints = {"trunk": "bf16"}
+    return Chain([OpenVINOEngine(folder / f"{part}.xml", names_in, threads,
+                                 hints.get(part, "fp32"))
+                  for part, names_in in zip(SPLIT_PARTS, inputs)], MIXED)
 
 
 class _NoSender:
@@ -492,12 +511,12 @@ def cpu_has_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
 def cpu_candidates(candidates: Sequence[tuple[str, str]], amx: bool
                    ) -> list[tuple[str, str]]:
     """``auto``'s order on this CPU: the policy's (int8, then fp32 engines) without AMX; with
-    AMX, bf16 right after int8, since there bf16 beats fp32 (the probe still has to pass the
-    task's bound, else the next candidate is tried)."""
+    AMX, bf16 and then ``MIXED`` right after int8, since there both beat fp32 (the probe still
+    has to pass the task's bound, else the next candidate is tried)."""
     if not amx:
         return list(candidates)
-    rank = {"int8": 0, "bf16": 1}
-    return sorted(candidates, key=lambda c: rank.get(c[1], 2))  # stable: policy order within
+    rank = {"int8": 0, "bf16": 1, MIXED: 2}
+    return sorted(candidates, key=lambda c: rank.get(c[1], 3))  # stable: policy order within
 
 
 # --- the on-disk cache of exported graphs -------------------------------------------------------
@@ -815,9 +834,7 @@ class EngineFactory:
         if engine == "onnxruntime":
             opened = OnnxRuntimeEngine(folder / "graph.onnx", names, self.threads, precision)
         elif precision == MIXED:
-            opened = Chain(OpenVINOEngine(folder / "trunk.xml", names, self.threads, "bf16"),
-                           OpenVINOEngine(folder / "head.xml", ["features"], self.threads,
-                                          "fp32"), MIXED)
+            opened = open_split(folder, names, self.threads)
         else:
             opened = OpenVINOEngine(folder / "graph.xml", names, self.threads, precision)
         if all(s.shape and s.shape[0] == 1 for s in specs) and len(specs[0].shape) == 4:
@@ -904,23 +921,25 @@ def _to_openvino(onnx_path: Path, xml_path: Path,
 
 def _export_split(net: Network, specs: Sequence[InputSpec], example: Sequence[np.ndarray],
                   folder: Path) -> None:
-    """``MIXED``'s two OpenVINO graphs: ``trunk.xml`` (the graph up to its output layer) and
-    ``head.xml`` (the output layer, input ``features``)."""
+    """``MIXED``'s OpenVINO graphs (:data:`SPLIT_PARTS`): ``stem.xml`` (the input layer),
+    ``trunk.xml`` (input ``stem``) and ``head.xml`` (the output layer, input ``trunk``)."""
     import torch
 
     from restora.models.nets import InputSpec
 
     parts = net.split_graph()
     if parts is None:
-        raise EngineUnavailable(f"{net.model_id} has no output layer to keep in float32")
-    trunk, head = parts
-    export_onnx(net, specs, example, folder / "trunk.onnx", trunk)
-    with torch.inference_mode():
-        features = trunk.float().eval()(*(torch.from_numpy(a) for a in example)).numpy()
-    free = (None, features.shape[1], *(None if d is None else n for d, n in
-                                       zip(specs[0].shape[2:], features.shape[2:])))
-    export_onnx(net, [InputSpec("features", free)], [features], folder / "head.onnx", head)
-    for name in ("trunk", "head"):
+        raise EngineUnavailable(f"{net.model_id} has no end layers to keep in float32")
+    arrays = list(example)
+    for name, part in zip(SPLIT_PARTS, parts):
+        export_onnx(net, specs, arrays, folder / f"{name}.onnx", part)
+        with torch.inference_mode():
+            out = part.float().eval()(*(torch.from_numpy(a) for a in arrays)).numpy()
+        # the next part's input: this one's output, free where the graph's input is free
+        specs = [InputSpec(name, (None, out.shape[1], *(None if d is None else n for d, n in
+                                                         zip(specs[0].shape[2:], out.shape[2:]))))]
+        arrays = [out]
+    for name in SPLIT_PARTS:
         _to_openvino(folder / f"{name}.onnx", folder / f"{name}.xml")
 
 

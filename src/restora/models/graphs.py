@@ -25,15 +25,16 @@ class FirstOutput(nn.Module):
         return out[0] if isinstance(out, (tuple, list)) else out
 
 
-class Features(nn.Module):
-    """``module.features(x)``: a network up to (not including) its output layer."""
+class Method(nn.Module):
+    """``module.<name>(x)``: one stage of a network (a split graph's part)."""
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: nn.Module, name: str) -> None:
         super().__init__()
         self.net = module
+        self.name = name
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net.features(x)
+        return getattr(self.net, self.name)(x)
 
 
 class GFPGANGraph(nn.Module):

@@ -127,10 +127,10 @@ class Network:
         """The tensor-in, tensor-out module the engines run (the network itself by default)."""
         return self.module
 
-    def split_graph(self) -> tuple[torch.nn.Module, torch.nn.Module] | None:
-        """``graph()`` as (trunk, head), ``head(trunk(x)) == graph()(x)`` with the head the
-        output layer alone, for the mixed precision that keeps the output layer in float32
-        (``engines.MIXED``); None where the network has no such split."""
+    def split_graph(self) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module] | None:
+        """``graph()`` as (input layer, trunk, output layer), ``out(trunk(in(x))) ==
+        graph()(x)``, for the mixed precision that runs the trunk in bf16 and both end layers
+        in float32 (``engines.MIXED``); None where the network has no such split."""
         return None
 
     @property
@@ -414,10 +414,10 @@ class FaceParser(Network):
 class ParseNetParser(FaceParser):
     family = "parsenet"
 
-    def split_graph(self) -> tuple[torch.nn.Module, torch.nn.Module] | None:
-        from restora.models.graphs import Features
+    def split_graph(self) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module] | None:
+        from restora.models.graphs import Method
 
-        return Features(self.module), self.module.out_mask_conv
+        return self.module.encoder[0], Method(self.module, "trunk"), self.module.out_mask_conv
 
 
 # --- upscaling ----------------------------------------------------------------------------------

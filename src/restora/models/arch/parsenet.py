@@ -145,8 +145,13 @@ class ParseNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The decoder's output: what both heads read."""
-        feat = self.encoder(x)
-        return self.decoder(feat + self.body(feat))
+        return self.trunk(self.encoder[0](x))
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`features` after the input layer (``encoder[0]``)."""
+        for block in self.encoder[1:]:
+            x = block(x)
+        return self.decoder(x + self.body(x))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.features(x)
