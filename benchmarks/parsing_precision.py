@@ -25,9 +25,9 @@ the k the probe face gives, and how small the faces of the test photos are paste
 int8 needs NNCF (``pip install nncf``; post-training quantization of the OpenVINO graph,
 calibrated as ``auto`` calibrates it, on the probe face's variants, and with ``--calib N`` also
 on N training faces); without it that row is skipped. ``--int8-split`` adds int8 between float32
-input and output layers (as ``bf16-fp32io`` runs bf16). ``--reduced`` adds the face parsed at 1/2 and 1/4 of its size (input average-pooled,
-logits bilinearly upsampled back, fp32 and bf16): far cheaper, but does the network trained at
-512 px still draw the same mask from a smaller face?
+input and output layers (as ``bf16-fp32io`` runs bf16). ``--reduced`` adds the face parsed at 1/2
+and 1/4 of its size (input average-pooled, logits bilinearly upsampled back, fp32 and bf16): far
+cheaper, but does the network trained at 512 px still draw the same mask from a smaller face?
 """
 
 from __future__ import annotations
