@@ -24,10 +24,11 @@ the k the probe face gives, and how small the faces of the test photos are paste
 
 int8 needs NNCF (``pip install nncf``; post-training quantization of the OpenVINO graph,
 calibrated as ``auto`` calibrates it, on the probe face's variants, and with ``--calib N`` also
-on N training faces); without it that row is skipped. ``--int8-split`` adds int8 between float32
-input and output layers (as ``bf16-fp32io`` runs bf16). ``--reduced`` adds the face parsed at 1/2
-and 1/4 of its size (input average-pooled, logits bilinearly upsampled back, fp32 and bf16): far
-cheaper, but does the network trained at 512 px still draw the same mask from a smaller face?
+on N training faces); without it that row is skipped. ``--int8-split`` adds ``bf16-fp32io``'s
+graphs with the body quantized to int8 instead of compiled in bf16. ``--reduced`` adds the face
+parsed at 1/2 and 1/4 of its size (input average-pooled, logits bilinearly upsampled back, fp32
+and bf16): far cheaper, but does the network trained at 512 px still draw the same mask from a
+smaller face?
 """
 
 from __future__ import annotations
@@ -220,21 +221,22 @@ def engines_for(net: Any, onnx_path: Path, calib: list[np.ndarray], threads: int
 
 def int8_split_engines(net: Any, folder: Path, threads: int
                        ) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    """int8 with float32 where bf16 needed it: the mixed export's three graphs in ``folder``
-    with the trunk quantized as auto quantizes (calibrated on what the float32 input layer
-    makes of the probe face's variants) instead of compiled in bf16. Do float32 end layers
-    rescue int8 as they rescued bf16?"""
+    """int8 with float32 where bf16 needed it: the mixed export's graphs in ``folder`` with the
+    body quantized as auto quantizes (calibrated on the probe face's variants, as bf16 parts)
+    instead of compiled in bf16, then the float32 output layer. Do the float32-accurate end
+    layers rescue int8 as they rescued bf16?"""
     import nncf
     import openvino as ov
 
+    from restora.models.engines import split_bf16
+
     core = ov.Core()
-    stem = _compiled(core, core.read_model(str(folder / "stem.xml")), threads, "f32")
     head = _compiled(core, core.read_model(str(folder / "head.xml")), threads, "f32")
-    cal = [stem(x) for x in net.calibration_inputs()]
-    quantized = nncf.quantize(core.read_model(str(folder / "trunk.xml")), nncf.Dataset(cal),
+    cal = [split_bf16(x) for x in net.calibration_inputs()]
+    quantized = nncf.quantize(core.read_model(str(folder / "body.xml")), nncf.Dataset(cal),
                               subset_size=len(cal))
     body = _compiled(core, quantized, threads, "f32")
-    return {"openvino int8-fp32io": lambda x: head(body(stem(x)))}
+    return {"openvino int8-fp32io": lambda x: head(body(split_bf16(x)))}
 
 
 def reduced_engines(net: Any, folder: Path, example: np.ndarray, threads: int
@@ -288,7 +290,7 @@ def measure(weights: Path, faces: np.ndarray, scales: list[float], rounds: int, 
         ref_engine = TorchEngine(net.graph(), "cpu")
         ref = [np.asarray(ref_engine.run([x])[0].float().numpy()) for x in held]
         runs = engines_for(net, onnx_path, calib, threads)
-        if "openvino bf16" in runs:  # the product's three-graph export, as auto builds it
+        if "openvino bf16" in runs:  # the product's two-graph export, as auto builds it
             from restora.models.engines import MIXED, _export_split, open_split
 
             _export_split(net, net.inputs(1, None, None), [held[0]], Path(tmp))

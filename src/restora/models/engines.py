@@ -41,14 +41,12 @@ ENGINES = ("auto", "torch", "onnxruntime", "openvino")
 #: Bumped whenever the way graphs are exported changes (invalidates every cache entry).
 EXPORT_FORMAT = 3
 ONNX_OPSET = 17
-#: OpenVINO bf16 between a float32 input layer and a float32 output layer (three graphs). Where
-#: a parser's logits themselves are bf16, near-tied classes resolve one way along whole edges and
-#: the mask moves; its float32 output layer keeps them apart, and its float32 input layer keeps
-#: the image and the first conv's 27 taps per channel out of bf16's rounding, the largest error
-#: left (docs/engines.md, "Small faces").
+#: OpenVINO bf16 with float32-accurate end layers (two graphs). Where a parser's logits
+#: themselves are bf16, near-tied classes resolve one way along whole edges and the mask moves:
+#: its output layer runs in float32 (a second graph). The image and the first conv's taps are
+#: the largest error left: the input layer gets them as exact bf16 parts
+#: (``graphs.ExactInput``), inside the bf16 graph (docs/engines.md, "Small faces").
 MIXED = "bf16-fp32io"
-#: MIXED's graphs in the order they run, each graph's input named after the one before it
-SPLIT_PARTS = ("stem", "trunk", "head")
 
 
 class Engine(Protocol):
@@ -411,29 +409,37 @@ class OneAtATime:
 
 
 class Chain:
-    """Graphs one after the other, each fed the outputs of the one before (``MIXED``)."""
+    """Steps one after the other, each fed the outputs of the one before (``MIXED``)."""
 
     probe_cpu_s: float | None = None
 
-    def __init__(self, parts: Sequence[Engine], precision: str) -> None:
-        self.parts = list(parts)
-        self.name = self.parts[0].name
-        self.precision = precision
+    def __init__(self, name: str, precision: str,
+                 steps: Sequence[Callable[[Sequence[Any]], list[Any]]]) -> None:
+        self.name, self.precision = name, precision
+        self.steps = list(steps)
 
     def run(self, inputs: Sequence[Any]) -> list[Any]:
-        for part in self.parts:
-            inputs = part.run(inputs)
+        for step in self.steps:
+            inputs = step(inputs)
         return list(inputs)
 
 
+def split_bf16(x: np.ndarray) -> np.ndarray:
+    """Float32 NCHW ``x`` as ``[hi, lo, hi]`` on the channels, each exact in bf16: ``hi`` is
+    ``x`` cut to bf16's 8 significant bits, ``lo = x - hi`` (exact in float32; bf16 keeps 8 of
+    its bits, so ``hi + lo`` is within ~2^-16 of ``x``). Input of ``graphs.ExactInput``."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    hi = (x.view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32)
+    return np.concatenate([hi, x - hi, hi], axis=1)
+
+
 def open_split(folder: Path, names: Sequence[str], threads: int) -> Chain:
-    """``MIXED``'s three OpenVINO graphs in ``folder``: the input layer and the output layer
-    compiled in float32, the trunk between them in bf16."""
-    inputs = [list(names), *([n] for n in SPLIT_PARTS[:-1])]
-    hints = {"trunk": "bf16"}
-    return Chain([OpenVINOEngine(folder / f"{part}.xml", names_in, threads,
-                                 hints.get(part, "fp32"))
-                  for part, names_in in zip(SPLIT_PARTS, inputs)], MIXED)
+    """``MIXED``'s OpenVINO graphs in ``folder``: ``body.xml`` in bf16 on the input's bf16
+    parts, then ``head.xml`` (the output layer) in float32."""
+    body = OpenVINOEngine(folder / "body.xml", names, threads, "bf16")
+    head = OpenVINOEngine(folder / "head.xml", ["body"], threads, "fp32")
+    return Chain("openvino", MIXED, [
+        lambda inputs: [split_bf16(_numpy_inputs(inputs)[0])], body.run, head.run])
 
 
 class _NoSender:
@@ -835,9 +841,10 @@ class EngineFactory:
         if engine == "onnxruntime":
             opened = OnnxRuntimeEngine(folder / "graph.onnx", names, self.threads, precision)
         elif precision == MIXED:
-            # per face: a batch of two peaked at +1.8 GiB against +0.9 GiB for one face at a
-            # time, at the same CPU seconds (each part's 512 px features are copied between
-            # graphs; ParseNet gains nothing from batching on the CPU)
+            # per face: a batch of two peaked at +1.3 GiB against +0.66 GiB for one face at a
+            # time (OpenVINO fp32's batch of two: +0.9), and took 1.1x the CPU seconds (the
+            # body's 512 px features are copied to the head; ParseNet gains nothing from
+            # batching on the CPU)
             opened = OneAtATime(open_split(folder, names, self.threads))
         else:
             opened = OpenVINOEngine(folder / "graph.xml", names, self.threads, precision)
@@ -925,25 +932,30 @@ def _to_openvino(onnx_path: Path, xml_path: Path,
 
 def _export_split(net: Network, specs: Sequence[InputSpec], example: Sequence[np.ndarray],
                   folder: Path) -> None:
-    """``MIXED``'s OpenVINO graphs (:data:`SPLIT_PARTS`): ``stem.xml`` (the input layer),
-    ``trunk.xml`` (input ``stem``) and ``head.xml`` (the output layer, input ``trunk``)."""
+    """``MIXED``'s two OpenVINO graphs: ``body.xml`` (the input layer as ``graphs.ExactInput``,
+    then the trunk; input: the first input's bf16 parts, ``split_bf16``) and ``head.xml`` (the
+    output layer, input ``body``)."""
     import torch
 
+    from restora.models.graphs import ExactInput
     from restora.models.nets import InputSpec
 
     parts = net.split_graph()
     if parts is None:
-        raise EngineUnavailable(f"{net.model_id} has no end layers to keep in float32")
-    arrays = list(example)
-    for name, part in zip(SPLIT_PARTS, parts):
-        export_onnx(net, specs, arrays, folder / f"{name}.onnx", part)
-        with torch.inference_mode():
-            out = part.float().eval()(*(torch.from_numpy(a) for a in arrays)).numpy()
-        # the next part's input: this one's output, free where the graph's input is free
-        specs = [InputSpec(name, (None, out.shape[1], *(None if d is None else n for d, n in
-                                                         zip(specs[0].shape[2:], out.shape[2:]))))]
-        arrays = [out]
-    for name in SPLIT_PARTS:
+        raise EngineUnavailable(f"{net.model_id} has no end layers to keep float32-accurate")
+    stem, trunk, head = parts
+    body = torch.nn.Sequential(ExactInput(stem.float()), trunk)
+    first = specs[0]
+    wide = InputSpec(first.name, (first.shape[0], 3 * int(first.shape[1] or 0),
+                                  *first.shape[2:]))
+    parts_in = split_bf16(example[0])
+    export_onnx(net, [wide], [parts_in], folder / "body.onnx", body)
+    with torch.inference_mode():
+        features = body.float().eval()(torch.from_numpy(parts_in)).numpy()
+    free = (None, features.shape[1], *(None if d is None else n for d, n in
+                                       zip(first.shape[2:], features.shape[2:])))
+    export_onnx(net, [InputSpec("body", free)], [features], folder / "head.onnx", head)
+    for name in ("body", "head"):
         _to_openvino(folder / f"{name}.onnx", folder / f"{name}.xml")
 
 

@@ -7,8 +7,10 @@ Python values baked in at export time.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 
@@ -23,6 +25,33 @@ class FirstOutput(nn.Module):
     def forward(self, x: Tensor) -> Any:
         out = self.net(x)
         return out[0] if isinstance(out, (tuple, list)) else out
+
+
+class ExactInput(nn.Module):
+    """``layer`` (its ``conv2d`` applied to the padded input, then pointwise layers) fed its
+    input as bf16 parts ``[hi, lo, hi]`` on the channels (``engines.split_bf16``), with the conv
+    weights as ``[w_hi, w_hi, w_lo]`` to match: bf16 holds each part and each weight part
+    exactly, so under bf16 compute the conv still sums ``x * w`` to float32 accuracy (the
+    dropped ``lo * w_lo`` is ~2^-16 of it). The image and the first taps are what bf16 rounds
+    worst."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = copy.deepcopy(layer)
+        conv = self.layer.conv2d
+        if conv.groups != 1:
+            raise ValueError("ExactInput needs an ungrouped conv")
+        weight = conv.weight.detach().float()
+        hi = weight.to(torch.bfloat16).float()
+        wide = nn.Conv2d(3 * conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                         conv.padding, conv.dilation, bias=conv.bias is not None)
+        wide.weight.data = torch.cat([hi, hi, weight - hi], dim=1)
+        if conv.bias is not None:
+            wide.bias.data = conv.bias.detach().float().clone()
+        self.layer.conv2d = wide
+
+    def forward(self, parts: Tensor) -> Tensor:
+        return self.layer(parts)
 
 
 class Method(nn.Module):

@@ -129,8 +129,10 @@ class Network:
 
     def split_graph(self) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module] | None:
         """``graph()`` as (input layer, trunk, output layer), ``out(trunk(in(x))) ==
-        graph()(x)``, for the mixed precision that runs the trunk in bf16 and both end layers
-        in float32 (``engines.MIXED``); None where the network has no such split."""
+        graph()(x)``, the input layer a ``conv2d`` on its padded input then pointwise layers
+        (``graphs.ExactInput``), for the mixed precision that keeps both end layers
+        float32-accurate around a bf16 trunk (``engines.MIXED``); None where the network has
+        no such split."""
         return None
 
     @property
