@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 if TYPE_CHECKING:
-
     from restora.config import Settings
     from restora.models.registry import Registry
 

@@ -228,7 +228,7 @@ POLICIES: dict[str, Policy] = {
                       _psnr_check(1.0, 0.0, 1.0, 50.0), _FAST_ANY, gpu="fp16"),
     # int8 first: ~4x the CPU speed of OpenVINO fp32 (benchmarks/parsing_precision.py), kept
     # only where the installed weights' masks on the probe face stay within the bound. MIXED
-    # last: on AMX CPUs it comes right after bf16 (cpu_candidates), where it was 2.9x OpenVINO
+    # last: on AMX CPUs it comes right after bf16 (cpu_candidates), where it was 3.0x OpenVINO
     # fp32 and within the bound at 1 px on the surrogate whose all-bf16 graph was not.
     "face-parsing": Policy("the paste mask moves no more than a 1 px move of the fp32 face "
                            "mask would move it (int8: half that, on the probe face)",
@@ -944,11 +944,10 @@ def _export_split(net: Network, specs: Sequence[InputSpec], example: Sequence[np
     if parts is None:
         raise EngineUnavailable(f"{net.model_id} has no end layers to keep float32-accurate")
     stem, trunk, head = parts
-    body = torch.nn.Sequential(ExactInput(stem.float()), trunk)
+    body = torch.nn.Sequential(ExactInput(stem), trunk)
     first = specs[0]
-    wide = InputSpec(first.name, (first.shape[0], 3 * int(first.shape[1] or 0),
-                                  *first.shape[2:]))
     parts_in = split_bf16(example[0])
+    wide = InputSpec(first.name, (first.shape[0], parts_in.shape[1], *first.shape[2:]))
     export_onnx(net, [wide], [parts_in], folder / "body.onnx", body)
     with torch.inference_mode():
         features = body.float().eval()(torch.from_numpy(parts_in)).numpy()
