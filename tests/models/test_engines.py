@@ -681,7 +681,7 @@ def test_exact_input_keeps_the_first_layer_float32_accurate_in_bf16(setup: tuple
     them equals the layer's in float32, and compiled in bf16 it stays much closer to float32
     than the layer itself compiled in bf16 (which rounds the image and the taps)."""
     _needs_bf16()
-    from restora.models.engines import OpenVINOEngine, export_onnx
+    from restora.models.engines import OpenVINOEngine, _to_openvino, export_onnx
     from restora.models.graphs import ExactInput
     from restora.models.nets import InputSpec
 
@@ -705,8 +705,6 @@ def test_exact_input_keeps_the_first_layer_float32_accurate_in_bf16(setup: tuple
     free = (None, None, None, None)
     export_onnx(net, [InputSpec("x", free)], [parts], tmp_path / "exact.onnx", exact)
     export_onnx(net, [InputSpec("x", free)], [x], tmp_path / "plain.onnx", stem)
-    from restora.models.engines import _to_openvino
-
     for name in ("exact", "plain"):
         _to_openvino(tmp_path / f"{name}.onnx", tmp_path / f"{name}.xml")
     got = OpenVINOEngine(tmp_path / "exact.xml", ["x"], 1, "bf16").run([parts])[0]
