@@ -219,24 +219,39 @@ def engines_for(net: Any, onnx_path: Path, calib: list[np.ndarray], threads: int
     return out
 
 
-def int8_split_engines(net: Any, folder: Path, threads: int
+def int8_split_engines(net: Any, folder: Path, example: np.ndarray, threads: int
                        ) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    """int8 with float32 where bf16 needed it: the mixed export's graphs in ``folder`` with the
-    body quantized as auto quantizes (calibrated on the probe face's variants, as bf16 parts)
-    instead of compiled in bf16, then the float32 output layer. Do the float32-accurate end
-    layers rescue int8 as they rescued bf16?"""
+    """int8 with float32 where bf16 needed it: the mixed precision's network as two graphs, the
+    body (the input layer as exact bf16 parts, then the trunk) quantized as auto quantizes
+    (calibrated on the probe face's variants, as bf16 parts) instead of compiled in bf16, then
+    the output layer in float32. Do the float32-accurate end layers rescue int8 as they
+    rescued bf16?"""
     import nncf
     import openvino as ov
+    import torch
 
-    from restora.models.engines import split_bf16
+    from restora.models.engines import _to_openvino, export_onnx, split_bf16
+    from restora.models.graphs import ExactInput
+    from restora.models.nets import InputSpec
 
+    stem, trunk, head = net.split_graph()
+    body = torch.nn.Sequential(ExactInput(stem), trunk).eval()
+    parts = split_bf16(example)
+    export_onnx(net, [InputSpec("x", (1, parts.shape[1], None, None))], [parts],
+                folder / "body.onnx", body)
+    with torch.inference_mode():
+        features = body(torch.from_numpy(parts)).numpy()
+    export_onnx(net, [InputSpec("body", (1, features.shape[1], None, None))], [features],
+                folder / "head.onnx", head)
+    for name in ("body", "head"):
+        _to_openvino(folder / f"{name}.onnx", folder / f"{name}.xml")
     core = ov.Core()
-    head = _compiled(core, core.read_model(str(folder / "head.xml")), threads, "f32")
+    fp32_head = _compiled(core, core.read_model(str(folder / "head.xml")), threads, "f32")
     cal = [split_bf16(x) for x in net.calibration_inputs()]
     quantized = nncf.quantize(core.read_model(str(folder / "body.xml")), nncf.Dataset(cal),
                               subset_size=len(cal))
-    body = _compiled(core, quantized, threads, "f32")
-    return {"openvino int8-fp32io": lambda x: head(body(split_bf16(x)))}
+    int8_body = _compiled(core, quantized, threads, "f32")
+    return {"openvino int8-fp32io": lambda x: fp32_head(int8_body(split_bf16(x)))}
 
 
 def reduced_engines(net: Any, folder: Path, example: np.ndarray, threads: int
@@ -290,14 +305,14 @@ def measure(weights: Path, faces: np.ndarray, scales: list[float], rounds: int, 
         ref_engine = TorchEngine(net.graph(), "cpu")
         ref = [np.asarray(ref_engine.run([x])[0].float().numpy()) for x in held]
         runs = engines_for(net, onnx_path, calib, threads)
-        if "openvino bf16" in runs:  # the product's two-graph export, as auto builds it
-            from restora.models.engines import MIXED, _export_split, open_split
+        if "openvino bf16" in runs:  # the product's mixed export, as auto builds it
+            from restora.models.engines import MIXED, _export_mixed, open_mixed
 
-            _export_split(net, net.inputs(1, None, None), [held[0]], Path(tmp))
-            mixed = open_split(Path(tmp), ["x"], threads)
+            _export_mixed(net, net.inputs(1, None, None), [held[0]], Path(tmp))
+            mixed = open_mixed(Path(tmp), ["x"], threads)
             runs[f"openvino {MIXED}"] = lambda x: np.asarray(mixed.run([x])[0])
             if int8_split:
-                runs.update(int8_split_engines(net, Path(tmp), threads))
+                runs.update(int8_split_engines(net, Path(tmp), held[0], threads))
         if reduced:
             runs.update(reduced_engines(net, Path(tmp), held[0], threads))
         for fn in runs.values():

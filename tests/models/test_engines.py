@@ -602,12 +602,13 @@ def test_small_faces_parse_on_the_coarse_graph_and_the_rest_on_the_exact_one(
 
 def test_mixed_precision_runs_the_output_layer_in_float32(setup: tuple[Path, Path],
                                                           tmp_path: Path) -> None:
-    """bf16-fp32io is two OpenVINO graphs: the body in bf16, its input layer fed the image as
-    exact bf16 parts (so that layer keeps float32 accuracy), then the output layer in float32
-    (its logits are what float32 makes of the body's features, unlike all-bf16). Among usable
-    coarse graphs the one with the least scale serves, then the quicker."""
+    """bf16-fp32io is one OpenVINO graph compiled for bf16: its input layer is fed the image as
+    exact bf16 parts (so that layer keeps float32 accuracy), its output layer is a transposed
+    conv (graphs.FloatTail), which OpenVINO leaves in float32 as the graph's tail, so the
+    logits are what float32 makes of the bf16 features. Among usable coarse graphs the one with
+    the least scale serves, then the quicker."""
     _needs_bf16()
-    from restora.models.engines import OpenVINOEngine
+    from restora.models.engines import OpenVINOEngine, open_mixed
 
     manifest, cache_root = setup
     make(setup, "auto").load("tiny-parsenet")(faces(64, 1), px_per_output=1.0)
@@ -615,18 +616,25 @@ def test_mixed_precision_runs_the_output_layer_in_float32(setup: tuple[Path, Pat
     shutil.copytree(cache_root, cache)
     mixed_path, mixed = _meta(cache, MIXED)
     bf16_path, bf16 = _meta(cache, "bf16")
-    assert sorted(mixed["files"]) == ["body.bin", "body.xml", "head.bin", "head.xml"]
+    assert sorted(mixed["files"]) == ["graph.bin", "graph.xml"]
     assert "scale" in mixed and mixed["cpu_s"] > 0
     folder = mixed_path.parent
     ref = make(setup, "torch").load("tiny-parsenet")
     x = faces(ref.input_size, 2)
-    features = OpenVINOEngine(folder / "body.xml", ["x"], 1, "bf16").run([split_bf16(x)])[0]
-    with torch.inference_mode():
-        want = ref.module.out_mask_conv(torch.from_numpy(features)).numpy()
-    head32 = OpenVINOEngine(folder / "head.xml", ["body"], 1, "fp32").run([features])[0]
-    head16 = OpenVINOEngine(folder / "head.xml", ["body"], 1, "bf16").run([features])[0]
-    np.testing.assert_allclose(head32, want, atol=1e-5)
-    assert np.abs(head16 - want).max() > 1e-3  # a bf16 output layer would round the logits
+    compiled = OpenVINOEngine(folder / "graph.xml", ["x"], 1, "bf16").compiled
+    ran: dict[str, set[str]] = {}
+    for node in compiled.get_runtime_model().get_ordered_ops():
+        info = node.get_rt_info()
+        ran.setdefault(info["layerType"].astype(str), set()).add(
+            info["runtimePrecision"].astype(str))
+    assert ran["Convolution"] == {"bf16"} and ran["Deconvolution"] == {"f32"}, ran
+    head32 = open_mixed(folder, ["x"], 1).run([x])[0]
+    all16 = OpenVINOEngine(bf16_path.parent / "graph.xml", ["x"], 1, "bf16").run([x])[0]
+    # all-bf16 rounds its logits to bf16 values; the float32 tail does not
+    assert not (all16.view(np.uint32) & 0xFFFF).any()
+    assert (head32.view(np.uint32) & 0xFFFF).astype(bool).mean() > 0.9
+    want = ref.run([x])[0].numpy()
+    assert np.abs(head32 - want).max() < np.abs(all16 - want).max()
 
     # the exact graph's probe time is fixed too: the tiny probes take milliseconds, so a busy
     # machine could otherwise make the coarse graphs' times below look no quicker
@@ -644,9 +652,7 @@ def test_mixed_precision_runs_the_output_layer_in_float32(setup: tuple[Path, Pat
     assert parser.precision == f"fp32+{MIXED}+bf16"
     got = parser(x, px_per_output=3.0)
     np.testing.assert_array_equal(got, head32)
-    np.testing.assert_array_equal(parser(x, px_per_output=4.0),
-                                  OpenVINOEngine(bf16_path.parent / "graph.xml", ["x"], 1,
-                                                 "bf16").run([x])[0])
+    np.testing.assert_array_equal(parser(x, px_per_output=4.0), all16)
     assert parser.precision_for([1.0, 3.0]) == f"fp32+{MIXED}"
     assert parser.precision_for([5.0, 3.0, None]) == f"fp32+{MIXED}+bf16"
     # parse_faces: each face on its scale's graph, batched per graph, maps in the faces' order
@@ -716,6 +722,24 @@ def test_exact_input_keeps_the_first_layer_float32_accurate_in_bf16(setup: tuple
     # step), against 7.9 steps and 40% for the layer in bf16
     assert err_exact.max() * 2 < err_plain.max()
     assert (err_exact > 0.5).mean() * 2 < (err_plain > 0.5).mean()
+
+
+def test_float_tail_is_the_same_layer_as_a_transposed_conv(setup: tuple[Path, Path]) -> None:
+    """FloatTail writes a stride-1 output layer as the equal transposed conv (what OpenVINO keeps
+    in float32 as a bf16 graph's tail); convs it cannot rewrite are refused."""
+    from restora.models.graphs import FloatTail
+
+    net = make(setup, "torch").load("tiny-parsenet")
+    head = net.module.out_mask_conv
+    features = torch.from_numpy(faces(16, 2)).repeat(1, 22, 1, 1)[:, :head.conv2d.in_channels]
+    tail = FloatTail(head).eval()
+    assert isinstance(tail.layer.conv2d, torch.nn.ConvTranspose2d)
+    with torch.inference_mode():
+        np.testing.assert_allclose(tail(features).numpy(), head(features).numpy(), atol=1e-5)
+    down = net.module.encoder[1].conv2
+    assert down.conv2d.stride == (2, 2)
+    with pytest.raises(ValueError, match="stride-1"):
+        FloatTail(down)
 
 
 def test_a_verdict_without_scale_or_time_is_measured_again(setup: tuple[Path, Path],

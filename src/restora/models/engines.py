@@ -41,11 +41,11 @@ ENGINES = ("auto", "torch", "onnxruntime", "openvino")
 #: Bumped whenever the way graphs are exported changes (invalidates every cache entry).
 EXPORT_FORMAT = 3
 ONNX_OPSET = 17
-#: OpenVINO bf16 with float32-accurate end layers (two graphs). Where a parser's logits
+#: OpenVINO bf16 with float32-accurate end layers, one graph. Where a parser's logits
 #: themselves are bf16, near-tied classes resolve one way along whole edges and the mask moves:
-#: its output layer runs in float32 (a second graph). The image and the first conv's taps are
-#: the largest error left: the input layer gets them as exact bf16 parts
-#: (``graphs.ExactInput``), inside the bf16 graph (docs/engines.md, "Small faces").
+#: its output layer runs in float32 (``graphs.FloatTail``). The image and the first conv's taps
+#: are the largest error left: the input layer gets them as exact bf16 parts
+#: (``graphs.ExactInput``) (docs/engines.md, "Small faces").
 MIXED = "bf16-fp32io"
 
 
@@ -433,13 +433,12 @@ def split_bf16(x: np.ndarray) -> np.ndarray:
     return np.concatenate([hi, x - hi, hi], axis=1)
 
 
-def open_split(folder: Path, names: Sequence[str], threads: int) -> Chain:
-    """``MIXED``'s OpenVINO graphs in ``folder``: ``body.xml`` in bf16 on the input's bf16
-    parts, then ``head.xml`` (the output layer) in float32."""
-    body = OpenVINOEngine(folder / "body.xml", names, threads, "bf16")
-    head = OpenVINOEngine(folder / "head.xml", ["body"], threads, "fp32")
+def open_mixed(folder: Path, names: Sequence[str], threads: int) -> Chain:
+    """``MIXED``'s OpenVINO graph in ``folder``, compiled for bf16 and fed the input's bf16
+    parts (its output layer stays float32, ``graphs.FloatTail``)."""
+    graph = OpenVINOEngine(folder / "graph.xml", names, threads, "bf16")
     return Chain("openvino", MIXED, [
-        lambda inputs: [split_bf16(_numpy_inputs(inputs)[0])], body.run, head.run])
+        lambda inputs: [split_bf16(_numpy_inputs(inputs)[0])], graph.run])
 
 
 class _NoSender:
@@ -841,11 +840,9 @@ class EngineFactory:
         if engine == "onnxruntime":
             opened = OnnxRuntimeEngine(folder / "graph.onnx", names, self.threads, precision)
         elif precision == MIXED:
-            # per face: a batch of two peaked at +1.3 GiB against +0.66 GiB for one face at a
-            # time (OpenVINO fp32's batch of two: +0.9), and took 1.1x the CPU seconds (the
-            # body's 512 px features are copied to the head; ParseNet gains nothing from
-            # batching on the CPU)
-            opened = OneAtATime(open_split(folder, names, self.threads))
+            # per face: ParseNet gains nothing from batching on the CPU, and a batch holds
+            # every face's 512 px features at once (docs/engines.md, "Small faces")
+            opened = OneAtATime(open_mixed(folder, names, self.threads))
         else:
             opened = OpenVINOEngine(folder / "graph.xml", names, self.threads, precision)
         if all(s.shape and s.shape[0] == 1 for s in specs) and len(specs[0].shape) == 4:
@@ -863,7 +860,7 @@ class EngineFactory:
                         "this first run takes longer", net.model_id, engine, precision)
             try:
                 if precision == MIXED:
-                    _export_split(net, specs, example, tmp)
+                    _export_mixed(net, specs, example, tmp)
                 else:
                     export_onnx(net, specs, example, tmp / "graph.onnx")
                     if engine == "openvino":
@@ -930,32 +927,26 @@ def _to_openvino(onnx_path: Path, xml_path: Path,
     onnx_path.unlink()
 
 
-def _export_split(net: Network, specs: Sequence[InputSpec], example: Sequence[np.ndarray],
+def _export_mixed(net: Network, specs: Sequence[InputSpec], example: Sequence[np.ndarray],
                   folder: Path) -> None:
-    """``MIXED``'s two OpenVINO graphs: ``body.xml`` (the input layer as ``graphs.ExactInput``,
-    then the trunk; input: the first input's bf16 parts, ``split_bf16``) and ``head.xml`` (the
-    output layer, input ``body``)."""
+    """``MIXED``'s OpenVINO graph ``graph.xml``: the input layer as ``graphs.ExactInput`` (input:
+    the first input's bf16 parts, ``split_bf16``), the trunk, the output layer as
+    ``graphs.FloatTail``."""
     import torch
 
-    from restora.models.graphs import ExactInput
+    from restora.models.graphs import ExactInput, FloatTail
     from restora.models.nets import InputSpec
 
     parts = net.split_graph()
     if parts is None:
         raise EngineUnavailable(f"{net.model_id} has no end layers to keep float32-accurate")
     stem, trunk, head = parts
-    body = torch.nn.Sequential(ExactInput(stem), trunk)
+    graph = torch.nn.Sequential(ExactInput(stem), trunk, FloatTail(head)).eval()
     first = specs[0]
     parts_in = split_bf16(example[0])
     wide = InputSpec(first.name, (first.shape[0], parts_in.shape[1], *first.shape[2:]))
-    export_onnx(net, [wide], [parts_in], folder / "body.onnx", body)
-    with torch.inference_mode():
-        features = body.float().eval()(torch.from_numpy(parts_in)).numpy()
-    free = (None, features.shape[1], *(None if d is None else n for d, n in
-                                       zip(first.shape[2:], features.shape[2:])))
-    export_onnx(net, [InputSpec("body", free)], [features], folder / "head.onnx", head)
-    for name in ("body", "head"):
-        _to_openvino(folder / f"{name}.onnx", folder / f"{name}.xml")
+    export_onnx(net, [wide], [parts_in], folder / "graph.onnx", graph)
+    _to_openvino(folder / "graph.onnx", folder / "graph.xml")
 
 
 def _wants_remeasure(net: Network, engine: str, precision: str, meta: dict[str, Any]) -> bool:

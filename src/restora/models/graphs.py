@@ -54,6 +54,33 @@ class ExactInput(nn.Module):
         return self.layer(parts)
 
 
+class FloatTail(nn.Module):
+    """``layer`` (its stride-1 ``conv2d``, then pointwise layers) with that conv written as the
+    equal transposed conv. OpenVINO's CPU plugin keeps a graph's tail in float32 under bf16
+    compute: every node after the last one it runs in bf16 for speed (convolutions, matmuls,
+    but not transposed convs). So an output layer written this way computes and stores its
+    logits in float32 inside the one bf16 graph, without a second graph and a copy of the
+    features between the two (``engines.MIXED``; its probe still checks the result)."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = copy.deepcopy(layer)
+        conv = self.layer.conv2d
+        pads = [k - 1 - p for k, p in zip(conv.kernel_size, conv.padding)]
+        if conv.groups != 1 or conv.stride != (1, 1) or conv.dilation != (1, 1) \
+                or min(pads) < 0 or conv.padding_mode != "zeros":
+            raise ValueError("FloatTail needs an ungrouped, undilated stride-1 conv")
+        tail = nn.ConvTranspose2d(conv.in_channels, conv.out_channels, conv.kernel_size, 1,
+                                  tuple(pads), bias=conv.bias is not None)
+        tail.weight.data = conv.weight.detach().float().flip(2, 3).transpose(0, 1).contiguous()
+        if conv.bias is not None:
+            tail.bias.data = conv.bias.detach().float().clone()
+        self.layer.conv2d = tail
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layer(x)
+
+
 class Method(nn.Module):
     """``module.<name>(x)``: one stage of a network (a split graph's part)."""
 
