@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import sys
@@ -46,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("RESTORA_SHARED", REPO.parent / "shared"))
 
 
 def write_random_models(folder: Path, with_parsenet: bool, parsenet: Path | None = None) -> Path:
