@@ -17,6 +17,7 @@ network allows it.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -721,14 +722,30 @@ class EngineFactory:
         return self.torch(net)
 
     def _gpu_torch(self, net: Network) -> TorchEngine:
+        """torch in the task's GPU precision where the network allows it and the probe's output
+        stays within the task's bound of float32 on the same device (checked at every load: a
+        probe takes milliseconds on a GPU, and half precision can overflow where float32 does
+        not), else float32."""
         import torch
 
         want = policy_for(net.task).gpu if self.choice == "auto" else "fp32"
-        if want != "fp32" and _TORCH_DTYPES[want] in net.dtypes and net.dtype == torch.float32:
-            dtype = getattr(torch, _TORCH_DTYPES[want])
-            graph = net.graph().to(dtype)  # a converted copy would double GPU memory: convert
-            return TorchEngine(graph, net.device, dtype, compile=self.torch_compile)
-        return self.torch(net)
+        if want == "fp32" or _TORCH_DTYPES[want] not in net.dtypes \
+                or net.dtype != torch.float32:
+            return self.torch(net)
+        dtype = getattr(torch, _TORCH_DTYPES[want])
+        example = probe_inputs(net, net.inputs())
+        ref = [_to_numpy(o) for o in self.torch(net).run(example)]
+        trial = TorchEngine(copy.deepcopy(net.graph()).to(dtype), net.device, dtype)
+        got = [_to_numpy(o) for o in trial.run(example)]
+        del trial
+        ok, measure = policy_for(net.task).check_for(want)(ref, got)
+        if not ok:
+            self._warn(f"{net.model_id}/{want}", f"{net.model_id} in {want} on {net.device} is "
+                       f"outside the {net.task} bound ({measure}); it runs in fp32")
+            return self.torch(net)
+        # converted in place once the copy passed: keeping both would double its GPU memory
+        graph = net.graph().to(dtype)
+        return TorchEngine(graph, net.device, dtype, compile=self.torch_compile)
 
     def _warn(self, engine: str, message: str) -> None:
         with self._lock:
