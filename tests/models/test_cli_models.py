@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -351,3 +352,79 @@ def test_engines_bad_setting_is_one_line(capsys: pytest.CaptureFixture[str],
     rc, _, err = run(capsys, "models", "engines", "--prepare")
     assert rc == 1 and err.startswith("error[invalid_settings]: RESTORA_ENGINE")
     assert len(err.splitlines()) == 1
+
+
+def test_engines_prune_deletes_what_this_install_cannot_use(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, auto_engine: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--prune`` deletes entries keyed on another engine, torch or NNCF version, export
+    format or precision, or a model file not installed, unreadable ones, and exports left
+    unfinished; current entries, fresh builds and entries another process holds stay."""
+    from filelock import FileLock
+
+    from restora.models.engines import (
+        EXPORT_FORMAT,
+        ExportCache,
+        _torch_version,
+        package_version,
+        quantizer_version,
+    )
+
+    monkeypatch.setenv("RESTORA_MODELS", str(write_tiny_manifest(
+        tmp_path, include={"tiny-parsenet"})))
+    cache = ExportCache(auto_engine)
+    model = cache.model_hash(shared_path("conformance", "parsenet.tiny.pth"))
+    current = {"model": model, "model_id": "tiny-parsenet", "engine": "openvino",
+               "engine_version": package_version("openvino"), "precision": "fp32",
+               "shape": "x:?x3x64x64", "format": EXPORT_FORMAT, "torch": _torch_version()}
+
+    def entry(**changes: object) -> Path:
+        key = {**current, **changes}
+        folder = cache.folder(key)
+        folder.mkdir(parents=True)
+        (folder / "graph.xml").write_bytes(b"x" * 1000)
+        cache.write(folder, key, {"ok": True, "measure": "m", "task": "face-parsing"})
+        return folder
+
+    keep = [entry(), entry(precision=MIXED), entry(precision="int8", nncf=quantizer_version())]
+    stale = {entry(engine_version="2020.1.0"): "openvino 2020.1.0, installed",
+             entry(torch="1.0.0"): "exported with torch 1.0.0",
+             entry(precision="bf16-fp32out"): "precision bf16-fp32out is no longer built",
+             entry(format=EXPORT_FORMAT - 1): f"export format {EXPORT_FORMAT - 1}",
+             entry(model="f" * 64): "its model file is not installed",
+             entry(precision="int8", nncf="0.1"): "quantized with NNCF 0.1"}
+    broken = entry(precision="bf16")
+    (broken / "meta.json").write_text("{")
+    stale[broken] = "unreadable meta.json"
+    old_build = auto_engine / model[:16] / ".build-old"
+    old_build.mkdir()
+    os.utime(old_build, (1, 1))
+    stale[old_build] = "an export left unfinished"
+    fresh_build = auto_engine / model[:16] / ".build-now"
+    fresh_build.mkdir()
+    held = entry(engine_version="2019.1.0")  # stale, but another process holds its lock
+    with FileLock(str(held) + ".lock"):
+        rc, out, err = run(capsys, "models", "engines", "--prune", "--json")
+    assert rc == 0, err
+    data = json.loads(out)
+    pruned = {Path(p["path"]): p for p in data["pruned"]}
+    assert set(pruned) == set(stale)
+    for folder, why in stale.items():
+        assert why in pruned[folder]["why"] and not folder.exists()
+        assert not Path(str(folder) + ".lock").exists()
+    assert pruned[old_build]["modelId"] is None and pruned[broken]["bytes"] > 1000
+    assert pruned[next(iter(stale))]["modelId"] == "tiny-parsenet"
+    assert all(f.is_dir() for f in [*keep, fresh_build, held])
+    assert {Path(e["path"]) for e in data["engines"]} == {*keep, held}
+    # the text form says what went and why; an empty cache folder goes too
+    rc, out, _ = run(capsys, "models", "engines", "--prune")
+    assert rc == 0 and "pruned 1 cache entries" in out and "2019.1.0" in out
+    assert not held.exists()
+    for folder in [*keep, fresh_build]:
+        shutil.rmtree(folder)
+    monkeypatch.setenv("RESTORA_MODELS", str(write_tiny_manifest(
+        tmp_path, include={"tiny-realesrgan-x2"})))
+    entry()  # tiny-parsenet's file is no longer installed under these settings
+    rc, out, _ = run(capsys, "models", "engines", "--prune")
+    assert rc == 0 and "its model file is not installed" in out
+    assert not (auto_engine / model[:16]).exists()

@@ -341,11 +341,28 @@ def _prepare(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
     return prepared, failed
 
 
+def _prune(settings: Settings) -> list[dict]:
+    """:func:`restora.models.engines.prune_cache` with the SHA-256 of every model file
+    installed under these settings (memoized per file in the cache's hashes.json)."""
+    from restora.models.engines import ExportCache, prune_cache
+    from restora.models.registry import Registry
+
+    registry = Registry.from_settings(settings)
+    cache = ExportCache(settings.engines_dir)
+    hashes = {cache.model_hash(registry.path(spec)) for spec in registry.all()
+              if registry.is_installed(spec)}
+    return prune_cache(settings.engines_dir, hashes)
+
+
 @models_app.command("engines")
 def engines(
     prepare: bool = typer.Option(False, "--prepare", help="First export and check the engine "
                                  "of every installed model (the deploy step: the first request "
                                  "then pays no export)."),
+    prune: bool = typer.Option(False, "--prune", help="First delete the entries this install "
+                               "can no longer use (another OpenVINO, ONNX Runtime, torch or "
+                               "NNCF version, an older export format or precision, a model "
+                               "file no longer installed) and unfinished exports."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """List the export cache: each model's engine, precision and verdict (what ``auto`` does
@@ -368,6 +385,7 @@ def engines(
         # --json: stdout carries only the JSON (exporters print progress bars to stdout)
         with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
             prepared, failed = _prepare(settings)
+    pruned = _prune(settings) if prune else []
     rows, unreadable = engine_entries(settings.engines_dir)
     for folder in unreadable:
         typer.echo(f"unreadable cache entry (rebuilt when next needed): {folder}", err=True)
@@ -375,8 +393,24 @@ def engines(
         out: dict = {"engines": rows, "engineCache": str(settings.engines_dir)}
         if prepare:
             out.update(prepared=prepared, failed=failed)
+        if prune:
+            out["pruned"] = [{"path": p["path"], "why": p["why"], "bytes": p["bytes"],
+                              "modelId": (p["key"] or {}).get("model_id"),
+                              "engine": (p["key"] or {}).get("engine"),
+                              "precision": (p["key"] or {}).get("precision")} for p in pruned]
         typer.echo(json.dumps(out, indent=2))
-    elif not rows:
+        if failed:
+            raise typer.Exit(1)
+        return
+    if prune:
+        for p in pruned:
+            key = p["key"] or {}
+            what = (f"{key.get('model_id')} {key.get('engine')}/{key.get('precision')}"
+                    if key else p["path"])
+            typer.echo(f"pruned {what}: {p['why']} ({p['bytes'] / 2**20:.1f} MiB)")
+        typer.echo(f"pruned {len(pruned)} cache entries, "
+                   f"{sum(p['bytes'] for p in pruned) / 2**20:.1f} MiB freed")
+    if not rows:
         if not prepare:
             why = ("; run `restora models engines --prepare` to build them now (otherwise each "
                    "model exports on its first use)")

@@ -598,6 +598,77 @@ class ExportCache:
         return FileLock(str(folder) + ".lock")
 
 
+#: precisions an export cache entry is built in now (others were written by an older Restora)
+CACHE_PRECISIONS = ("fp32", "fp16", "bf16", "int8", MIXED)
+#: an unfinished export (``.build-*``) older than this was left by a process that died
+STALE_BUILD_S = 3600.0
+
+
+def stale_reason(key: Mapping[str, Any], model_hashes: set[str]) -> str | None:
+    """Why no load of this install can use a cache entry with ``key``, or None where one may:
+    another export format, precision, engine or torch version than the installed ones, or a
+    model file (by SHA-256) that is not in ``model_hashes``."""
+    if key.get("format") != EXPORT_FORMAT:
+        return f"export format {key.get('format')}, now {EXPORT_FORMAT}"
+    if key.get("precision") not in CACHE_PRECISIONS:
+        return f"precision {key.get('precision')} is no longer built"
+    engine = str(key.get("engine"))
+    installed = package_version(engine)
+    if installed is None:
+        return f"{engine} is not installed"
+    if key.get("engine_version") != installed:
+        return f"{engine} {key.get('engine_version')}, installed {installed}"
+    if key.get("torch") != _torch_version():
+        return f"exported with torch {key.get('torch')}, installed {_torch_version()}"
+    if "nncf" in key and key["nncf"] != quantizer_version():
+        return f"quantized with NNCF {key['nncf']}, installed {quantizer_version()}"
+    if key.get("model") not in model_hashes:
+        return "its model file is not installed (or was replaced)"
+    return None
+
+
+def prune_cache(root: Path, model_hashes: set[str]) -> list[dict[str, Any]]:
+    """Delete what in the export cache under ``root`` no load of this install can use: entries
+    with a :func:`stale_reason`, entries whose meta.json is unreadable, and exports left
+    unfinished (``.build-*``) more than :data:`STALE_BUILD_S` ago. An entry whose lock another
+    process holds is left alone. Returns one dict per deleted folder (path, key or None, why,
+    bytes)."""
+    import time
+
+    from filelock import FileLock, Timeout
+
+    pruned: list[dict[str, Any]] = []
+    if not root.is_dir():
+        return pruned
+    for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for folder in sorted(p for p in model_dir.iterdir() if p.is_dir()):
+            key: dict[str, Any] | None = None
+            if folder.name.startswith(".build-"):
+                if time.time() - folder.stat().st_mtime < STALE_BUILD_S:
+                    continue
+                why: str | None = "an export left unfinished"
+            else:
+                try:
+                    key = json.loads((folder / "meta.json").read_text())["key"]
+                    why = stale_reason(key, model_hashes)
+                except (OSError, ValueError, KeyError, TypeError):
+                    why = "unreadable meta.json"
+            if why is None:
+                continue
+            lock_path = Path(str(folder) + ".lock")
+            try:
+                with FileLock(str(lock_path), timeout=0):
+                    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+                    shutil.rmtree(folder, ignore_errors=True)
+            except Timeout:
+                continue
+            lock_path.unlink(missing_ok=True)
+            pruned.append({"path": str(folder), "key": key, "why": why, "bytes": size})
+        if not any(model_dir.iterdir()):
+            model_dir.rmdir()
+    return pruned
+
+
 def _atomic_write(path: Path, text: str) -> None:
     from restora.io.files import write_atomic  # here: restora.io loads the image codecs
 
