@@ -72,7 +72,9 @@ class Policy:
     bound: str
     check: Callable[[list[np.ndarray], list[np.ndarray]], tuple[bool, str]]
     cpu: tuple[tuple[str, str], ...]  # (engine, precision), fastest first
-    gpu: str = "fp32"  # torch precision on CUDA (if the network allows it)
+    #: half precisions ``auto`` tries in order on CUDA (where the network allows one and the
+    #: probe stays within the bound on that device) before float32
+    gpu: tuple[str, ...] = ()
     #: a stricter check for int8 graphs, whose error depends on the input more than a float
     #: engine's does (one probe must stand for every photo); None = ``check``
     check_int8: Callable[[list[np.ndarray], list[np.ndarray]], tuple[bool, str]] | None = None
@@ -217,6 +219,9 @@ _FAST_FP32 = (("openvino", "fp32"), ("onnxruntime", "fp32"))
 # verdict still decides (docs/engines.md has both machines' tables).
 _FAST_ANY = (*_FAST_FP32, ("openvino", "bf16"))
 
+#: fp16 first (more mantissa), bf16 where fp16's range overflows
+_HALF = ("fp16", "bf16")
+
 POLICIES: dict[str, Policy] = {
     # Restored faces: PSNR >= 50 dB against torch float32 (outputs in [-1, 1], peak 2).
     # OpenVINO bf16 (GFPGAN only: CodeFormer's dtypes exclude it, its codes flip) is first on
@@ -224,9 +229,9 @@ POLICIES: dict[str, Policy] = {
     # only where the installed weights' probe passes (random weights: 80 dB). Without AMX it
     # is last: reached only where neither fp32 graph is usable, so no extra export there.
     "face-restoration": Policy("PSNR >= 50 dB vs torch fp32 (clipped to [-1, 1])",
-                               _psnr_check(2.0, -1.0, 1.0, 50.0), _FAST_ANY, gpu="fp16"),
+                               _psnr_check(2.0, -1.0, 1.0, 50.0), _FAST_ANY, gpu=_HALF),
     "upscale": Policy("PSNR >= 50 dB vs torch fp32 (clipped to [0, 1])",
-                      _psnr_check(1.0, 0.0, 1.0, 50.0), _FAST_ANY, gpu="fp16"),
+                      _psnr_check(1.0, 0.0, 1.0, 50.0), _FAST_ANY, gpu=_HALF),
     # int8 first: ~4x the CPU speed of OpenVINO fp32 (benchmarks/parsing_precision.py), kept
     # only where the installed weights' masks on the probe face stay within the bound. MIXED
     # last: on AMX CPUs it comes right after bf16 (cpu_candidates), where it was 3.0x OpenVINO
@@ -234,7 +239,7 @@ POLICIES: dict[str, Policy] = {
     "face-parsing": Policy("the paste mask moves no more than a 1 px move of the fp32 face "
                            "mask would move it (int8: half that, on the probe face)",
                            paste_mask_check,
-                           (("openvino", "int8"), *_FAST_ANY, ("openvino", MIXED)), gpu="fp16",
+                           (("openvino", "int8"), *_FAST_ANY, ("openvino", MIXED)), gpu=_HALF,
                            check_int8=lambda r, g: paste_mask_check(r, g, INT8_PARSING_SHARE),
                            # bf16 (end layers in fp32, or all bf16) for small faces; not
                            # int8: on a trained surrogate int8 flips whole regions of some faces
@@ -243,7 +248,7 @@ POLICIES: dict[str, Policy] = {
                            scale_check=paste_mask_scale),
     "face-detection": Policy(f"raw regressions and scores within {DETECTION_MAX_ABS} "
                              "(boxes and landmarks move < 1 px)", detection_check, _FAST_ANY,
-                             gpu="fp16"),
+                             gpu=_HALF),
     "colorization": Policy("Lab a/b within 1.0 of torch fp32", colour_check, _FAST_FP32),
     # Scratch logits: the damage threshold is sigmoid 0.4 (logit -0.405); 0.05 moves the
     # probability by < 0.0125, so only pixels already within a hair of the threshold can flip.
@@ -793,30 +798,36 @@ class EngineFactory:
         return self.torch(net)
 
     def _gpu_torch(self, net: Network) -> TorchEngine:
-        """torch in the task's GPU precision where the network allows it and the probe's output
-        stays within the task's bound of float32 on the same device (checked at every load: a
-        probe takes milliseconds on a GPU, and half precision can overflow where float32 does
-        not), else float32."""
+        """torch in the first of the task's GPU precisions that the network allows and in which
+        the probe's output stays within the task's bound of float32 on the same device (checked
+        at every load: a probe takes milliseconds on a GPU, and half precision can fail where
+        float32 does not), else float32."""
         import torch
 
-        want = policy_for(net.task).gpu if self.choice == "auto" else "fp32"
-        if want == "fp32" or _TORCH_DTYPES[want] not in net.dtypes \
-                or net.dtype != torch.float32:
-            return self.torch(net)
-        dtype = getattr(torch, _TORCH_DTYPES[want])
-        example = probe_inputs(net, net.inputs())
-        ref = [_to_numpy(o) for o in self.torch(net).run(example)]
-        trial = TorchEngine(copy.deepcopy(net.graph()).to(dtype), net.device, dtype)
-        got = [_to_numpy(o) for o in trial.run(example)]
-        del trial
-        ok, measure = policy_for(net.task).check_for(want)(ref, got)
-        if not ok:
-            self._warn(f"{net.model_id}/{want}", f"{net.model_id} in {want} on {net.device} is "
-                       f"outside the {net.task} bound ({measure}); it runs in fp32")
-            return self.torch(net)
-        # converted in place once the copy passed: keeping both would double its GPU memory
-        graph = net.graph().to(dtype)
-        return TorchEngine(graph, net.device, dtype, compile=self.torch_compile)
+        policy = policy_for(net.task)
+        tried: list[str] = []
+        example: list[np.ndarray] = []
+        ref: list[np.ndarray] = []
+        for want in policy.gpu if self.choice == "auto" else ():
+            if _TORCH_DTYPES[want] not in net.dtypes or net.dtype != torch.float32:
+                continue
+            if not ref:
+                example = probe_inputs(net, net.inputs())
+                ref = [_to_numpy(o) for o in self.torch(net).run(example)]
+            dtype = getattr(torch, _TORCH_DTYPES[want])
+            trial = TorchEngine(copy.deepcopy(net.graph()).to(dtype), net.device, dtype)
+            got = [_to_numpy(o) for o in trial.run(example)]
+            del trial
+            ok, measure = policy.check_for(want)(ref, got)
+            if ok:
+                # converted in place once its copy passed: both would double its GPU memory
+                graph = net.graph().to(dtype)
+                return TorchEngine(graph, net.device, dtype, compile=self.torch_compile)
+            tried.append(f"{want}: {measure}")
+        if tried:
+            self._warn(f"{net.model_id}/gpu", f"{net.model_id} on {net.device} is outside the "
+                       f"{net.task} bound in {'; '.join(tried)}; it runs in fp32")
+        return self.torch(net)
 
     def _warn(self, engine: str, message: str) -> None:
         with self._lock:
