@@ -10,6 +10,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -722,6 +723,36 @@ def test_exact_input_keeps_the_first_layer_float32_accurate_in_bf16(setup: tuple
     # step), against 7.9 steps and 40% for the layer in bf16
     assert err_exact.max() * 2 < err_plain.max()
     assert (err_exact > 0.5).mean() * 2 < (err_plain > 0.5).mean()
+
+
+def test_a_two_graph_mixed_entry_from_before_is_rebuilt_as_one_graph(
+        setup: tuple[Path, Path], tmp_path: Path) -> None:
+    """Caches written before bf16-fp32io became one graph hold body.xml + head.xml under the
+    same key: the engine factory fails to open graph.xml there, rebuilds the entry once, and
+    the parser runs as it would on a fresh cache."""
+    _needs_bf16()
+    manifest, cache_root = setup
+    make(setup, "auto").load("tiny-parsenet").coarse  # noqa: B018 - builds every candidate
+    cache = tmp_path / "cache"
+    shutil.copytree(cache_root, cache)
+    mixed_path, mixed = _meta(cache, MIXED)
+    folder = mixed_path.parent
+    for suffix in ("xml", "bin"):  # the old layout, with a meta that matches its files
+        (folder / f"graph.{suffix}").rename(folder / f"body.{suffix}")
+        (folder / f"head.{suffix}").write_bytes(b"old head")
+    ExportCache(cache).write(folder, mixed["key"], {k: v for k, v in mixed.items()
+                                                     if k not in ("key", "files")})
+    x = faces(64, 2)
+
+    def mixed_graph(root: Path) -> Any:  # whichever role its verdict gives it on this CPU
+        rt = on_cache(tmp_path, manifest, root, "auto")
+        return rt.engines._load(rt.load("tiny-parsenet"), "openvino", MIXED, True,
+                                lambda meta: True)[0]
+
+    out = mixed_graph(cache).run([x])[0]
+    assert sorted(json.loads(mixed_path.read_text())["files"]) == ["graph.bin", "graph.xml"]
+    assert not (folder / "body.xml").exists()
+    np.testing.assert_array_equal(out, mixed_graph(cache_root).run([x])[0])
 
 
 def test_float_tail_is_the_same_layer_as_a_transposed_conv(setup: tuple[Path, Path]) -> None:
