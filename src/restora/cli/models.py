@@ -395,9 +395,10 @@ def engines(
             out.update(prepared=prepared, failed=failed)
         if prune:
             out["pruned"] = [{"path": p["path"], "why": p["why"], "bytes": p["bytes"],
-                              "modelId": (p["key"] or {}).get("model_id"),
-                              "engine": (p["key"] or {}).get("engine"),
-                              "precision": (p["key"] or {}).get("precision")} for p in pruned]
+                              **{name: key.get(field) for name, field in (
+                                  ("modelId", "model_id"), ("engine", "engine"),
+                                  ("precision", "precision"))}}
+                             for p in pruned for key in [p["key"] or {}]]
         typer.echo(json.dumps(out, indent=2))
         if failed:
             raise typer.Exit(1)
