@@ -233,6 +233,10 @@ def main() -> None:
                         help="skip the full-size network runs (tiles and face batches)")
     parser.add_argument("--full-faces", action="store_true",
                         help="full-size random-weight face networks in the tool runs")
+    parser.add_argument("--prepare", action="store_true",
+                        help="first run `restora models engines --prepare` (the deploy step: "
+                             "exports and checks every network's engine) as its own process, "
+                             "so the cases measure warm caches")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     if not SHARED.is_dir():
@@ -257,6 +261,15 @@ def main() -> None:
         print(f"input {WIDTH}x{HEIGHT} JPEG ({photo.stat().st_size / 1e6:.1f} MB); engine "
               f"{args.engine}; real RetinaFace MobileNet-0.25; {faces}; slim RRDBNet x2/x4 "
               "(4 features, 1 block); tiny conformance scratch U-Net, LaMa, DDColor")
+        if args.prepare:
+            t0 = time.monotonic()
+            rc, peak, tail, _ = peak_of([sys.executable, "-m", "restora", "models", "engines",
+                                         "--prepare"], env, args.timeout)
+            rows.append({"case": "prepare", "command": "models engines", "options": "--prepare",
+                         "exit": rc, "output": "-", "faces": "-", "peakGiB": round(peak, 2),
+                         "seconds": round(time.monotonic() - t0, 1), "stderr": tail if rc else ""})
+            print(f"  models engines --prepare: exit {rc}, peak {peak:.2f} GiB, "
+                  f"{time.monotonic() - t0:.0f} s" + (f"  [{tail}]" if rc else ""))
         for case in args.cases:
             command, extra = CASES[case]
             src = gray if case == "photo-gray-colorize" else photo
