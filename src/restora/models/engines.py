@@ -59,6 +59,10 @@ class Engine(Protocol):
 
     def run(self, inputs: Sequence[Any]) -> list[Any]: ...
 
+    def release(self) -> None:
+        """Give back the memory a run keeps for the next one (working buffers), where the
+        engine keeps any and is idle; the next run allocates it again."""
+
 
 # --- per-task precision policy and tolerances ---------------------------------------------------
 
@@ -310,6 +314,9 @@ class TorchEngine:
             out = self.graph(*tensors)
         return list(out) if isinstance(out, (tuple, list)) else [out]
 
+    def release(self) -> None:
+        pass  # torch frees a run's tensors when the run ends
+
 
 # --- exported engines ---------------------------------------------------------------------------
 
@@ -344,6 +351,9 @@ class OnnxRuntimeEngine:
         feed = dict(zip(self.names, _numpy_inputs(inputs)))
         return list(self.session.run(None, feed))
 
+    def release(self) -> None:
+        pass  # its arena is kept for the session's life (ONNX Runtime's default)
+
 
 class OpenVINOEngine:
     name = "openvino"
@@ -370,6 +380,14 @@ class OpenVINOEngine:
         return [np.array(request.get_output_tensor(i).data, copy=True)
                 for i in range(len(self.compiled.outputs))]
 
+    def release(self) -> None:
+        # the CPU plugin keeps a run's intermediate buffers in the compiled model, sized for
+        # the largest input so far (CodeFormer: ~0.9 GiB); it refuses while a run is going
+        try:
+            self.compiled.release_memory()
+        except RuntimeError:
+            pass
+
 
 class Deferred:
     """An engine opened on its first run (a graph the process may never need)."""
@@ -393,6 +411,10 @@ class Deferred:
                     self._inner = self._opener()
         return self._inner.run(inputs)
 
+    def release(self) -> None:
+        if self._inner is not None:
+            self._inner.release()
+
 
 class OneAtATime:
     """Runs a graph on a batch one item after the other (one exported for batch 1, or a chain
@@ -410,8 +432,13 @@ class OneAtATime:
         n = arrays[0].shape[0]
         if n == 1:
             return self.inner.run(arrays)
-        parts = [self.inner.run([a[i:i + 1] for a in arrays]) for i in range(n)]
+        # inputs without the batch dimension (CodeFormer's w) go whole to every item
+        parts = [self.inner.run([a[i:i + 1] if a.ndim and a.shape[0] == n else a
+                                 for a in arrays]) for i in range(n)]
         return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+    def release(self) -> None:
+        self.inner.release()
 
 
 class Chain:
@@ -420,14 +447,20 @@ class Chain:
     probe_cpu_s: float | None = None
 
     def __init__(self, name: str, precision: str,
-                 steps: Sequence[Callable[[Sequence[Any]], list[Any]]]) -> None:
+                 steps: Sequence[Callable[[Sequence[Any]], list[Any]]],
+                 engines: Sequence[Engine] = ()) -> None:
         self.name, self.precision = name, precision
         self.steps = list(steps)
+        self.engines = list(engines)  # those the steps run (released with the chain)
 
     def run(self, inputs: Sequence[Any]) -> list[Any]:
         for step in self.steps:
             inputs = step(inputs)
         return list(inputs)
+
+    def release(self) -> None:
+        for engine in self.engines:
+            engine.release()
 
 
 def split_bf16(x: np.ndarray) -> np.ndarray:
@@ -444,7 +477,7 @@ def open_mixed(folder: Path, names: Sequence[str], threads: int) -> Chain:
     parts (its output layer stays float32, ``graphs.FloatTail``)."""
     graph = OpenVINOEngine(folder / "graph.xml", names, threads, "bf16")
     return Chain("openvino", MIXED, [
-        lambda inputs: [split_bf16(_numpy_inputs(inputs)[0])], graph.run])
+        lambda inputs: [split_bf16(_numpy_inputs(inputs)[0])], graph.run], [graph])
 
 
 class _NoSender:
@@ -939,12 +972,13 @@ class EngineFactory:
         if engine == "onnxruntime":
             opened = OnnxRuntimeEngine(folder / "graph.onnx", names, self.threads, precision)
         elif precision == MIXED:
-            # per face: ParseNet gains nothing from batching on the CPU, and a batch holds
-            # every face's 512 px features at once (docs/engines.md, "Small faces")
-            opened = OneAtATime(open_mixed(folder, names, self.threads))
+            opened = open_mixed(folder, names, self.threads)
         else:
             opened = OpenVINOEngine(folder / "graph.xml", names, self.threads, precision)
-        if all(s.shape and s.shape[0] == 1 for s in specs) and len(specs[0].shape) == 4:
+        if len(specs[0].shape) == 4:
+            # one image at a time: batches ran no faster on the CPU (ParseNet, CodeFormer:
+            # 11.4 CPU-s for two faces either way), and an engine keeps the buffers of the
+            # largest batch it ran (CodeFormer: +0.55 GiB for two faces; docs/engines.md)
             opened = OneAtATime(opened)
         return opened
 

@@ -181,6 +181,13 @@ class Network:
         """All graph outputs for ``inputs`` (numpy or tensors); the engine's own output type."""
         return self.built_engine().run(list(inputs))
 
+    def release_memory(self) -> None:
+        """Let the engine give back the working buffers it keeps between runs (it allocates
+        them again on the next run): between the stages of a job, so that the next stage's
+        peak does not stack on this network's."""
+        if self.engine is not None:
+            self.engine.release()
+
     def built_engine(self) -> Engine:
         """The engine, built (exported, checked) on first use."""
         engine = self.engine
@@ -358,6 +365,11 @@ class FaceParser(Network):
                     factory = self.engine_factory
                     self._coarse = factory.coarse(self, exact) if factory is not None else []
         return self._coarse
+
+    def release_memory(self) -> None:
+        super().release_memory()
+        for engine, _ in self._coarse or []:
+            engine.release()
 
     @property
     def coarse_from(self) -> int | None:

@@ -134,6 +134,16 @@ class Runtime:
                 self._models[model_id] = model
             return model
 
+    def release_memory(self) -> None:
+        """Every loaded network gives back the working buffers its engine keeps between runs
+        (``Network.release_memory``): called between a job's stages, so that a stage's peak
+        holds only the buffers of the networks it runs. An engine busy with another job's run
+        keeps its buffers."""
+        with self._guard:
+            models = list(self._models.values())
+        for model in models:
+            model.release_memory()
+
     def unload(self, model_id: str) -> None:
         """Drop a cached network (the next :meth:`load` reads it again)."""
         with self._guard:

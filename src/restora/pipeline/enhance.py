@@ -57,6 +57,11 @@ MASK_RATIO = 1.0
 #: Upscale tiles run before the faces to time them for the estimate (the first may include
 #: building the engine, so its cost is not used when a second one ran).
 CALIBRATION_TILES = 2
+#: From this output size on, the networks give back their engines' working buffers between the
+#: job's stages (``Runtime.release_memory``), so the canvas stages' peak does not stack on them
+#: (24 MP at upscale 2 on the fast CPU engines: 5.5 GiB before, docs/enhance-faces.md). Below
+#: it they keep them: allocating them again costs up to ~0.1 CPU-s per network and job.
+RELEASE_FROM_PIXELS = 8_000_000
 
 # ``auto``: a face is "severely degraded" when it is small in the input (the 512 crop enlarges it
 # more than 4x: FFHQ eyes are 126 px apart at 512) or its aligned crop carries little detail.
@@ -186,6 +191,7 @@ def enhance_faces(
             plan = _plan(runtime, model, pixels, dets, fidelity, restorer, matches,
                          only_reference_faces)
     n_faces = sum(plan.restore) if result.reason is None else 0
+    large = pixels.shape[0] * pixels.shape[1] * upscale * upscale >= RELEASE_FROM_PIXELS
     tiles = start_upscale(pixels, upscale, up) if up is not None else None
     if tiles is not None:
         with stages.stage("upscale", report=False):  # timed now, for the estimate
@@ -211,6 +217,8 @@ def enhance_faces(
         result.model_kind = (next(iter(kinds)) if len(kinds) == 1 and kinds <= set(MODEL_ARCH)
                              else ("mixed" if len(kinds) > 1 else None))
         result.reason = _summary(plan, outcomes)
+    if large:
+        runtime.release_memory()
     result.faces = [_report(f, outcomes[i] if outcomes else None, checker, identity,
                             strength, i in matches, only_reference_faces)
                     for i, f in enumerate(found)]
@@ -225,11 +233,15 @@ def enhance_faces(
             used.append(up)
         if canvas is pixels and restored:
             canvas = pixels.copy()  # faces are pasted in place: never into the input's pixels
+    if large:
+        runtime.release_memory()
 
     with stages.stage("paste"):
         if restored:
             masks, result.mask = _masks(runtime, restored, cancel, used,
                                         [a.matrix for a in aligned], upscale, labels)
+            if large:
+                runtime.release_memory()
             # GFPGAN's reference pastes with the ParseNet mask alone, CodeFormer with min(mask,
             # square): per face, as faces may come from different restorers
             square = [m is None or o.candidate is None or o.candidate.restorer.kind != "gfpgan"
