@@ -856,6 +856,48 @@ def test_release_memory_gives_buffers_back_and_runs_again(setup: tuple[Path, Pat
     np.testing.assert_array_equal(upscaler(tile), want_up)
 
 
+def test_release_memory_drops_torch_weights_an_exported_graph_does_not_need(
+        setup: tuple[Path, Path], tmp_path: Path) -> None:
+    """Where an exported graph serves a restorer, parser or upscaler on the CPU (or none was
+    built yet), release_memory drops its torch weights (shapes stay); they are read again from
+    the file when an export or an accuracy check needs them, with the same results as never
+    dropping. A detector keeps them (its decoding is torch code), and so does every network of
+    a runtime that runs torch eager."""
+    rt = make(setup, "openvino")
+    gfpgan, parser = rt.load("tiny-gfpgan"), rt.load("tiny-parsenet")
+    detector = rt.load("retinaface-mobilenet0.25-facelibcfg")
+    codeformer = rt.load("tiny-codeformer")
+    x = faces(gfpgan.input_size, 2)
+    xp, xc = faces(parser.input_size, 2), faces(codeformer.input_size, 2)
+    want = gfpgan(x, generator=torch.Generator().manual_seed(3))
+    want_parse = parser(xp)
+    detector(np.zeros((64, 64, 3), np.uint8))
+    sides = gfpgan.noise_sides()
+    rt.release_memory()
+    for net in (gfpgan, parser, codeformer):  # codeformer: loaded, its engine not built yet
+        assert all(p.is_meta for p in net.module.parameters()), net.model_id
+    assert not any(p.is_meta for p in detector.module.parameters())
+    assert gfpgan.noise_sides() == sides
+    np.testing.assert_array_equal(gfpgan(x, generator=torch.Generator().manual_seed(3)), want)
+    np.testing.assert_array_equal(parser(xp), want_parse)
+    got_cf = codeformer(xc, fidelity=0.5)  # built from its file's cache entry or exported
+    # an export needs the weights again: read from the file, the same graph as without a drop
+    onnx = rt.engines.exported(gfpgan, "onnxruntime", "fp32")
+    assert not any(p.is_meta for p in gfpgan.module.parameters())
+    fresh = on_cache(tmp_path, setup[0], tmp_path / "fresh-cache", "openvino")
+    ref = fresh.load("tiny-gfpgan")
+    noise = [n.numpy() for n in ref.extra_inputs(x, generator=torch.Generator().manual_seed(3))]
+    np.testing.assert_array_equal(
+        onnx.run([x, *noise])[0],
+        fresh.engines.exported(ref, "onnxruntime", "fp32").run([x, *noise])[0])
+    np.testing.assert_array_equal(got_cf, fresh.load("tiny-codeformer")(xc, fidelity=0.5))
+    eager = make(setup, "torch", home=tmp_path / "eager")
+    net = eager.load("tiny-gfpgan")
+    net(x, generator=torch.Generator().manual_seed(3))
+    eager.release_memory()
+    assert not any(p.is_meta for p in net.module.parameters())
+
+
 def test_exported_graphs_run_one_image_at_a_time(setup: tuple[Path, Path]) -> None:
     """Batches of faces go through an exported graph one face at a time (no faster batched on
     the CPU, and the engine would keep the largest batch's buffers); an input without the

@@ -18,6 +18,7 @@ network allows it.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import logging
@@ -783,6 +784,19 @@ class EngineUnavailable(Exception):
     """This engine cannot run this network here (package missing, export failed, too far)."""
 
 
+_M = TypeVar("_M", bound=Callable[..., Any])
+
+
+def _with_weights(method: _M) -> _M:
+    """``method(self, net, ...)`` run holding ``net``'s torch weights (``Network.weights``: an
+    export or an accuracy check runs the module, whose weights a large job may have dropped)."""
+    @functools.wraps(method)
+    def wrapper(self: Any, net: Network, *args: Any, **kwargs: Any) -> Any:
+        with net.weights():
+            return method(self, net, *args, **kwargs)
+    return wrapper  # type: ignore[return-value]
+
+
 @dataclass
 class EngineFactory:
     """Builds the engine for a descriptor on its first call (the Runtime holds one)."""
@@ -806,8 +820,9 @@ class EngineFactory:
         self.notes: list[str] = []
 
     def torch(self, net: Network, dtype: Any = None) -> TorchEngine:
-        return TorchEngine(net.graph(), net.device, net.dtype if dtype is None else dtype,
-                           compile=self.torch_compile)
+        with net.weights():  # read again if a large job dropped them
+            return TorchEngine(net.graph(), net.device, net.dtype if dtype is None else dtype,
+                               compile=self.torch_compile)
 
     def build(self, net: Network) -> Engine:
         if net.device != "cpu" or not net.exportable:
@@ -982,6 +997,7 @@ class EngineFactory:
             opened = OneAtATime(opened)
         return opened
 
+    @_with_weights
     def _build_entry(self, net: Network, engine: str, precision: str,
                      specs: Sequence[InputSpec], folder: Path, cache: ExportCache,
                      key: dict[str, Any], verify: bool) -> dict[str, Any]:
@@ -1014,6 +1030,7 @@ class EngineFactory:
             meta = self._verify(net, engine, precision, specs, folder, cache, key, meta)
         return meta
 
+    @_with_weights
     def _verify(self, net: Network, engine: str, precision: str, specs: Sequence[InputSpec],
                 folder: Path, cache: ExportCache, key: dict[str, Any], meta: dict[str, Any]
                 ) -> dict[str, Any]:
@@ -1080,6 +1097,18 @@ def _export_mixed(net: Network, specs: Sequence[InputSpec], example: Sequence[np
     wide = InputSpec(first.name, (first.shape[0], parts_in.shape[1], *first.shape[2:]))
     export_onnx(net, [wide], [parts_in], folder / "graph.onnx", graph)
     _to_openvino(folder / "graph.onnx", folder / "graph.xml")
+
+
+def trim_heap() -> None:
+    """Hand the heap's free pages back to the system (glibc's ``malloc_trim``). Weights and
+    buffers are mostly blocks of a few MB, which malloc serves from its heap and keeps after
+    they are freed: without this, dropping them would not lower the process's memory."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim this way
+        pass
 
 
 def _wants_remeasure(net: Network, engine: str, precision: str, meta: dict[str, Any]) -> bool:

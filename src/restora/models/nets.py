@@ -18,8 +18,9 @@ facts in ``_configure`` and the graph in ``graph``) plus a line in :data:`DESCRI
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -76,6 +77,9 @@ class Network:
     probe_size: ClassVar[int] = 64
     #: whether ``calibration_inputs`` exists, so ``auto`` may try an int8 graph
     int8_calibration: ClassVar[bool] = False
+    #: whether the module does nothing outside its graph, so that its torch weights may be
+    #: dropped while an exported graph serves (:meth:`release_memory`)
+    graph_only: ClassVar[bool] = False
 
     def __init__(self, spec: ModelSpec, module: Any, *, device: str = "cpu",
                  dtype: Any = None) -> None:
@@ -94,6 +98,10 @@ class Network:
         #: builds the engine on the first call (set by the Runtime; None = torch eager)
         self.engine_factory: EngineFactory | None = None
         self._engine_lock = threading.Lock()
+        #: reads the module again from its file (set by the Runtime; None: never dropped)
+        self.reload: Callable[[], Any] | None = None
+        self._weights_lock = threading.RLock()
+        self._weights_dropped = False
 
     def __getattr__(self, name: str) -> Any:
         # Anything the descriptor does not define is the module's (parameters(), state_dict(),
@@ -183,10 +191,40 @@ class Network:
 
     def release_memory(self) -> None:
         """Let the engine give back the working buffers it keeps between runs (it allocates
-        them again on the next run): between the stages of a job, so that the next stage's
-        peak does not stack on this network's."""
+        them again on the next run), and drop a graph-only network's torch weights on the CPU
+        unless torch eager runs them (an exported graph serves it, or none was built yet;
+        :meth:`weights` reads them again for an export or a torch engine): between the stages
+        of a large job, so that the next stage's peak does not stack on this network's."""
         if self.engine is not None:
             self.engine.release()
+        factory = self.engine_factory
+        if not self.graph_only or self.reload is None or self.device != "cpu" \
+                or factory is None or factory.choice == "torch":
+            return
+        # not while the engine is being built (it may become torch eager on these weights)
+        if not self._engine_lock.acquire(blocking=False):
+            return
+        try:
+            engine = self.engine
+            if engine is not None and engine.name.startswith("torch"):
+                return  # torch eager runs these weights
+            with self._weights_lock:
+                if not self._weights_dropped:
+                    self.module.to("meta")  # shapes stay (noise sides, export specs)
+                    self._weights_dropped = True
+        finally:
+            self._engine_lock.release()
+
+    @contextlib.contextmanager
+    def weights(self) -> Iterator[Any]:
+        """The torch module with its weights, read again from the file if
+        :meth:`release_memory` dropped them; held for the block, so that an export or a torch
+        run inside it keeps them."""
+        with self._weights_lock:
+            if self._weights_dropped and self.reload is not None:
+                self.module = self.reload()
+                self._weights_dropped = False
+            yield self.module
 
     def built_engine(self) -> Engine:
         """The engine, built (exported, checked) on first use."""
@@ -224,6 +262,7 @@ class FaceRestorer(Network):
     """Aligned face crop -> restored crop; RGB NCHW in [-1, 1] at ``input_size``."""
 
     task = "face-restoration"
+    graph_only = True
     input_range = (-1.0, 1.0)
 
     def _configure(self, hparams: dict[str, Any]) -> None:
@@ -327,6 +366,7 @@ class FaceParser(Network):
     """
 
     task = "face-parsing"
+    graph_only = True
     input_range = (-1.0, 1.0)
     int8_calibration = True
     #: coarse graphs as (engine, least parsing px per output px), by scale, each quicker than
@@ -440,6 +480,7 @@ class Upscaler(Network):
     """RGB NCHW in [0, 1], any size that is a multiple of ``multiple`` -> ``scale`` x larger."""
 
     task = "upscale"
+    graph_only = True
 
     def inputs(self, batch: int | None = None, height: int | None = None,
                width: int | None = None) -> list[InputSpec]:

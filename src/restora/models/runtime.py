@@ -15,7 +15,7 @@ from restora.config import Settings
 from restora.errors import (CheckpointError, InvalidParameter, ModelError, ModelNotInstalled,
                             RestoraError)
 from restora.models.checkpoint import load_into, load_state_dict
-from restora.models.engines import EngineFactory
+from restora.models.engines import EngineFactory, trim_heap
 from restora.models.nets import Network, describe
 from restora.models.registry import ARCHITECTURES, FILE_ARCHS, ModelSpec, Registry
 
@@ -130,6 +130,7 @@ class Runtime:
             dtype = self._dtype_for(spec)
             model = describe(spec, self._build(spec, dtype), device=self.device, dtype=dtype)
             model.engine_factory = self.engines
+            model.reload = lambda: self._build(spec, dtype)
             with self._guard:
                 self._models[model_id] = model
             return model
@@ -143,6 +144,7 @@ class Runtime:
             models = list(self._models.values())
         for model in models:
             model.release_memory()
+        trim_heap()
 
     def unload(self, model_id: str) -> None:
         """Drop a cached network (the next :meth:`load` reads it again)."""
