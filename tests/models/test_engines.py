@@ -891,6 +891,25 @@ def test_release_memory_drops_torch_weights_an_exported_graph_does_not_need(
         onnx.run([x, *noise])[0],
         fresh.engines.exported(ref, "onnxruntime", "fp32").run([x, *noise])[0])
     np.testing.assert_array_equal(got_cf, fresh.load("tiny-codeformer")(xc, fidelity=0.5))
+    # an export holding the weights in another thread: this job does not wait for it
+    import threading
+
+    held, go = threading.Event(), threading.Event()
+
+    def export() -> None:
+        with parser.weights():
+            held.set()
+            go.wait(30)
+
+    worker = threading.Thread(target=export)
+    worker.start()
+    held.wait(30)
+    rt.release_memory()
+    assert not any(p.is_meta for p in parser.module.parameters())  # kept for the export
+    go.set()
+    worker.join()
+    rt.release_memory()
+    assert all(p.is_meta for p in parser.module.parameters())
     eager = make(setup, "torch", home=tmp_path / "eager")
     net = eager.load("tiny-gfpgan")
     net(x, generator=torch.Generator().manual_seed(3))

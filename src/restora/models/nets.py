@@ -201,17 +201,22 @@ class Network:
         if not self.graph_only or self.reload is None or self.device != "cpu" \
                 or factory is None or factory.choice == "torch":
             return
-        # not while the engine is being built (it may become torch eager on these weights)
+        # not while the engine is being built (it may become torch eager on these weights),
+        # nor while an export holds them: both can take minutes, and this job goes on
         if not self._engine_lock.acquire(blocking=False):
             return
         try:
             engine = self.engine
             if engine is not None and engine.name.startswith("torch"):
                 return  # torch eager runs these weights
-            with self._weights_lock:
+            if not self._weights_lock.acquire(blocking=False):
+                return
+            try:
                 if not self._weights_dropped:
                     self.module.to("meta")  # shapes stay (noise sides, export specs)
                     self._weights_dropped = True
+            finally:
+                self._weights_lock.release()
         finally:
             self._engine_lock.release()
 
