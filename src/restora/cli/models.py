@@ -386,6 +386,14 @@ def engines(
         with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
             prepared, failed = _prepare(settings)
     pruned = _prune(settings) if prune else []
+    if prune and not as_json:
+        for p in pruned:
+            key = p["key"] or {}
+            what = (f"{key.get('model_id')} {key.get('engine')}/{key.get('precision')}"
+                    if key else p["path"])
+            typer.echo(f"pruned {what}: {p['why']} ({p['bytes'] / 2**20:.1f} MiB)")
+        typer.echo(f"pruned {len(pruned)} cache entries, "
+                   f"{sum(p['bytes'] for p in pruned) / 2**20:.1f} MiB freed")
     rows, unreadable = engine_entries(settings.engines_dir)
     for folder in unreadable:
         typer.echo(f"unreadable cache entry (rebuilt when next needed): {folder}", err=True)
@@ -400,18 +408,7 @@ def engines(
                                   ("precision", "precision"))}}
                              for p in pruned for key in [p["key"] or {}]]
         typer.echo(json.dumps(out, indent=2))
-        if failed:
-            raise typer.Exit(1)
-        return
-    if prune:
-        for p in pruned:
-            key = p["key"] or {}
-            what = (f"{key.get('model_id')} {key.get('engine')}/{key.get('precision')}"
-                    if key else p["path"])
-            typer.echo(f"pruned {what}: {p['why']} ({p['bytes'] / 2**20:.1f} MiB)")
-        typer.echo(f"pruned {len(pruned)} cache entries, "
-                   f"{sum(p['bytes'] for p in pruned) / 2**20:.1f} MiB freed")
-    if not rows:
+    elif not rows:
         if not prepare:
             why = ("; run `restora models engines --prepare` to build them now (otherwise each "
                    "model exports on its first use)")

@@ -418,8 +418,8 @@ class Deferred:
 
 
 class OneAtATime:
-    """Runs a graph on a batch one item after the other (one exported for batch 1, or a chain
-    whose batches would hold every part's full-resolution features at once)."""
+    """Runs a graph on a batch one item after the other (every exported image graph on the CPU:
+    see ``EngineFactory._open``)."""
 
     probe_cpu_s: float | None = None
 
@@ -442,26 +442,21 @@ class OneAtATime:
         self.inner.release()
 
 
-class Chain:
-    """Steps one after the other, each fed the outputs of the one before (``MIXED``)."""
+class SplitInput:
+    """``inner`` fed its image input as bf16 parts (``split_bf16``): ``MIXED``'s graph, whose
+    input layer is ``graphs.ExactInput``."""
 
     probe_cpu_s: float | None = None
 
-    def __init__(self, name: str, precision: str,
-                 steps: Sequence[Callable[[Sequence[Any]], list[Any]]],
-                 engines: Sequence[Engine] = ()) -> None:
-        self.name, self.precision = name, precision
-        self.steps = list(steps)
-        self.engines = list(engines)  # those the steps run (released with the chain)
+    def __init__(self, inner: Engine) -> None:
+        self.inner = inner
+        self.name, self.precision = inner.name, MIXED
 
     def run(self, inputs: Sequence[Any]) -> list[Any]:
-        for step in self.steps:
-            inputs = step(inputs)
-        return list(inputs)
+        return self.inner.run([split_bf16(_numpy_inputs(inputs)[0])])
 
     def release(self) -> None:
-        for engine in self.engines:
-            engine.release()
+        self.inner.release()
 
 
 def split_bf16(x: np.ndarray) -> np.ndarray:
@@ -473,12 +468,10 @@ def split_bf16(x: np.ndarray) -> np.ndarray:
     return np.concatenate([hi, x - hi, hi], axis=1)
 
 
-def open_mixed(folder: Path, names: Sequence[str], threads: int) -> Chain:
+def open_mixed(folder: Path, names: Sequence[str], threads: int) -> SplitInput:
     """``MIXED``'s OpenVINO graph in ``folder``, compiled for bf16 and fed the input's bf16
     parts (its output layer stays float32, ``graphs.FloatTail``)."""
-    graph = OpenVINOEngine(folder / "graph.xml", names, threads, "bf16")
-    return Chain("openvino", MIXED, [
-        lambda inputs: [split_bf16(_numpy_inputs(inputs)[0])], graph.run], [graph])
+    return SplitInput(OpenVINOEngine(folder / "graph.xml", names, threads, "bf16"))
 
 
 class _NoSender:

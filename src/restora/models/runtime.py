@@ -136,10 +136,11 @@ class Runtime:
             return model
 
     def release_memory(self) -> None:
-        """Every loaded network gives back the working buffers its engine keeps between runs
-        (``Network.release_memory``): called between a job's stages, so that a stage's peak
-        holds only the buffers of the networks it runs. An engine busy with another job's run
-        keeps its buffers."""
+        """Every loaded network gives back the working buffers its engine keeps between runs,
+        and the torch weights an exported graph does not need (``Network.release_memory``),
+        then the heap's free pages go back to the system: called between a large job's stages,
+        so that a stage's peak holds only what the networks it runs need. An engine busy with
+        another job's run keeps its buffers."""
         with self._guard:
             models = list(self._models.values())
         for model in models:
