@@ -298,3 +298,41 @@ def test_background_upscaling_runs_on_the_fast_engine(manifest: Path, tmp_path: 
     # auto: the fastest engine within the upscale bound (PSNR >= 50 dB vs torch fp32)
     assert eng in ("openvino/fp32", "onnxruntime/fp32", "openvino/bf16"), eng
     assert result.upscaler == "tiny-realesrgan-x2"
+
+
+def test_a_first_job_builds_its_engines_before_the_canvas_and_the_estimate(
+        manifest: Path, tmp_path: Path) -> None:
+    """On a fresh engine cache, the networks the job surely runs (the faces' restorer, the
+    parser with its coarse graphs, the upscaler) are exported in the "load" stage: before the
+    estimate, the upscale tiles (the output canvas) and the faces. So no export's memory stacks
+    on the canvas, and the estimate's measured cost per face carries no export."""
+    pytest.importorskip("openvino")
+    img = decode(shared_path("testdata", "photos", "03.jpg").read_bytes())
+    home = tmp_path / "home"
+    rt = Runtime(Settings(home=home, models=manifest), device="cpu", engine="auto")
+    rt.engines.amx = False  # the same candidates on every CPU
+    events: list[tuple[str, object]] = []
+    entries: dict[str, int] = {}
+
+    def progress(stage: str, _pct: float) -> None:
+        events.append(("progress", stage))
+        entries.setdefault(stage, len(list(home.rglob("meta.json"))))  # verdicts on entry
+
+    result = enhance_faces(img, runtime=rt, model="gfpgan", upscale=2, bg_upscale=True,
+                           progress=progress,
+                           on_estimate=lambda e: events.append(("estimate", "")))
+    kinds = [k if k == "estimate" else v for k, v in events]
+    assert kinds.index("align") < kinds.index("load") < kinds.index("estimate") \
+        < kinds.index("restore")
+    assert result.faces_detected >= 1 and result.timings["load"] > 0
+    engines = result.to_dict()["engines"]
+    assert {"tiny-gfpgan", "tiny-parsenet", "tiny-realesrgan-x2"} <= set(engines)
+    for model in ("tiny-gfpgan", "tiny-parsenet", "tiny-realesrgan-x2"):
+        assert not engines[model].startswith("torch"), engines  # exported, not torch eager
+    # every verdict (exports, the parser's coarse graphs included) was written in "load"
+    final = len(list(home.rglob("meta.json")))
+    assert entries["load"] < entries["restore"] == final
+    # a second job finds them all: nothing is built again
+    before = {p: p.stat().st_mtime_ns for p in home.rglob("meta.json")}
+    enhance_faces(img, runtime=rt, model="gfpgan", upscale=2, bg_upscale=True)
+    assert {p: p.stat().st_mtime_ns for p in home.rglob("meta.json")} == before

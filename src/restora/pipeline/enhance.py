@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 ImageInput = Image | bytes | str | Path
 
 #: Share of the progress bar per stage (in execution order).
-STAGE_WEIGHTS = {"decode": 3.0, "detect": 6.0, "align": 2.0, "restore": 55.0, "upscale": 12.0,
-                 "paste": 22.0}  # paste includes the ParseNet masks
+STAGE_WEIGHTS = {"decode": 3.0, "detect": 6.0, "align": 2.0, "load": 2.0, "restore": 53.0,
+                 "upscale": 12.0, "paste": 22.0}  # paste includes the ParseNet masks
 
 MODEL_ARCH = RESTORER_FAMILIES
 #: Nominal seconds per face (restorer forward plus its ParseNet mask, at ``MASK_RATIO``) for the
@@ -192,6 +192,8 @@ def enhance_faces(
                          only_reference_faces)
     n_faces = sum(plan.restore) if result.reason is None else 0
     large = pixels.shape[0] * pixels.shape[1] * upscale * upscale >= RELEASE_FROM_PIXELS
+    with stages.stage("load"):
+        _build_engines(runtime, plan if n_faces else None, up, stages, release=large)
     tiles = start_upscale(pixels, upscale, up) if up is not None else None
     if tiles is not None:
         with stages.stage("upscale", report=False):  # timed now, for the estimate
@@ -340,6 +342,35 @@ class _Clock:
 
     def masks_done(self) -> None:
         self.masks_left = 0
+
+
+def _build_engines(runtime: Runtime, plan: choose.Plan | None, up: Upscaler | None,
+                   stages: Stages, *, release: bool = False) -> None:
+    """Build the engines the job will run for certain: each restored face's first restorer,
+    the face parser (its coarse graphs too) and the upscaler. On a first run that exports them
+    (minutes, and an export's peak memory): done here, before the output canvas exists and
+    before the estimate, so neither the peak nor the estimate's measured cost per face carries
+    an export. Restorers further up a face's ladder are built only if a face climbs to them.
+    ``release`` (large jobs): the networks give back what they hold after each build (the torch
+    weights an export read), so exports do not stack on each other either."""
+    nets: list[Network] = []
+    if plan is not None:
+        for ladder, todo in zip(plan.ladders, plan.restore):
+            if todo and ladder and all(ladder[0].restorer is not n for n in nets):
+                nets.append(ladder[0].restorer)
+        parsers = runtime.registry.installed("face-parsing")
+        if parsers:
+            nets.append(runtime.load(parsers[0].id))
+    if up is not None:
+        nets.append(up)
+    for net in nets:
+        stages.check()
+        if isinstance(net, FaceParser):
+            net.coarse  # the exact graph and the coarse graphs it is compared with
+        else:
+            net.built_engine()
+        if release:
+            runtime.release_memory()
 
 
 def _mask_ratio(runtime: Runtime, plan: choose.Plan) -> float:

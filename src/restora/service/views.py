@@ -117,7 +117,8 @@ async def get_job(m: JobManager, job_id: str, api: str | None = None) -> JobReco
 STAGE_TEXT = {
     "queued": "Waiting in queue...", "starting": "Starting...", "fetching": "Fetching image...",
     "decoding": "Reading image...", "decode": "Reading image...", "analyse": "Analysing photo...",
-    "detect": "Detecting faces...", "align": "Aligning faces...", "restore": "Enhancing faces...",
+    "detect": "Detecting faces...", "align": "Aligning faces...", "load": "Loading models...",
+    "restore": "Enhancing faces...",
     "restoring": "Enhancing faces...", "face-enhancement": "Enhancing faces...",
     "face_enhancement": "Enhancing faces...", "upscale": "Upscaling...",
     "paste": "Blending faces...", "scratch-removal": "Removing scratches...",
