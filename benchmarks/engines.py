@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from _shared import cpu_seconds, parse_timing_args, random_network, ratio_text, timing_parser
-from restora.models.engines import (EngineFactory, EngineUnavailable, TorchEngine,
+from restora.models.engines import (STREAM, EngineFactory, EngineUnavailable, TorchEngine,
                                     bf16_supported, package_version, policy_for, probe_inputs,
                                     quantizer_version)
 from restora.models.nets import Network
@@ -85,10 +85,12 @@ def run(names: list[str], rounds: int, threads: int, compile_: bool, fp16: bool 
                 tried.append(("openvino", "fp16"))
             if net.int8_calibration and quantizer_version() is not None:
                 tried.append(("openvino", "int8"))
+            if net.stream_graph() is not None:
+                tried.append(("openvino", STREAM))
             for engine, precision in tried:
                 if precision != "fp32" and package_version("openvino") is None:
                     continue
-                if precision == "bf16" and not bf16_supported():
+                if precision in ("bf16", STREAM) and not bf16_supported():
                     continue
                 if precision == "fp16" and not fp16_supported():
                     continue

@@ -20,7 +20,8 @@ from conftest import shared_path
 from tiny_models import write_tiny_manifest
 
 from restora.config import Settings
-from restora.models.engines import MIXED, ExportCache, OneAtATime, policy_for, split_bf16
+from restora.models.engines import (STREAM, MIXED, ExportCache, OneAtATime, policy_for,
+                                    split_bf16)
 from restora.models.nets import GFPGANRestorer, InputSpec
 from restora.models.runtime import Runtime
 
@@ -338,6 +339,12 @@ def test_auto_tries_bf16_first_only_on_cpus_with_amx(tmp_path):
                                                     ("onnxruntime", "fp32"), ("openvino", "bf16")]
     assert cpu_candidates(restoring, amx=True) == [("openvino", "bf16"), ("openvino", "fp32"),
                                                    ("onnxruntime", "fp32")]
+    upscaling = policy_for("upscale").cpu  # the chained bf16 graphs right after bf16 with AMX
+    assert cpu_candidates(upscaling, amx=False) == [
+        ("openvino", "fp32"), ("onnxruntime", "fp32"), ("openvino", "bf16"),
+        ("openvino", STREAM)]
+    assert cpu_candidates(upscaling, amx=True) == [
+        ("openvino", "bf16"), ("openvino", STREAM), ("openvino", "fp32"), ("onnxruntime", "fp32")]
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
@@ -933,3 +940,62 @@ def test_exported_graphs_run_one_image_at_a_time(setup: tuple[Path, Path]) -> No
     assert ok, measure
     one = np.concatenate([codeformer(x[i:i + 1], fidelity=0.3) for i in range(3)])
     np.testing.assert_array_equal(got, one)
+
+
+def _runs(compiled: Any) -> set[tuple[str, str, str]]:
+    """(layer type, runtime precision, output precision) of a compiled OpenVINO graph's
+    convolutions and element-wise layers."""
+    out = set()
+    for node in compiled.get_runtime_model().get_ordered_ops():
+        info = node.get_rt_info()
+        kind = info["layerType"].astype(str)
+        if kind in ("Convolution", "Eltwise"):
+            out.add((kind, info["runtimePrecision"].astype(str),
+                     info["outputPrecisions"].astype(str)))
+    return out
+
+
+def test_bf16_with_a_float32_stream_adds_the_residuals_in_float32(setup: tuple[Path, Path],
+                                                                  tmp_path: Path) -> None:
+    """bf16-fp32stream exports RRDBNet as three graphs, stem, trunk and finish, each compiled
+    for bf16: the trunk runs every convolution in bf16 and every residual add in float32 (they
+    lead to its output through element-wise nodes only), so the stream it passes on is float32.
+    In the one bf16 graph of the same network those adds run bf16. The result is torch's within
+    bf16's error, and a damaged entry is rebuilt."""
+    _needs_bf16()
+    from restora.models.engines import OneAtATime, StreamGraphs
+
+    manifest, _ = setup
+    cache = tmp_path / "cache"
+    rt = on_cache(tmp_path, manifest, cache, "auto")
+    net = rt.load("tiny-realesrgan-x2")
+    engine, meta = rt.engines._load(net, "openvino", STREAM, True, lambda m: True)
+    assert meta["cpu_s"] > 0 and meta["measure"].startswith("PSNR")
+    folder = next(cache.rglob("meta.json")).parent
+    assert sorted(json.loads((folder / "meta.json").read_text())["files"]) == sorted(
+        f"{part}.{ext}" for part in ("stem", "trunk", "finish") for ext in ("xml", "bin"))
+    assert isinstance(engine, OneAtATime) and isinstance(engine.inner, StreamGraphs)
+    graphs = engine.inner
+    assert (graphs.name, graphs.precision) == ("openvino", STREAM)
+
+    ran = _runs(graphs.trunk.compiled)
+    assert {p for k, p, _ in ran if k == "Convolution"} == {"bf16"}, ran
+    assert ("Eltwise", "f32", "f32") in ran, ran
+    assert not any(k == "Eltwise" and "bf16" in (p, o) for k, p, o in ran), ran
+    x = np.random.default_rng(0).random((1, 3, 48, 64), dtype=np.float32)
+    stream = graphs.trunk.run([graphs.stem.run([x])[0]])[0]
+    assert np.mean(stream.view(np.uint32) & 0xFFFF != 0) > 0.9  # float32 values, not bf16 ones
+    one, _ = rt.engines._load(net, "openvino", "bf16", True, lambda m: True)
+    assert ("Eltwise", "bf16", "bf16") in _runs(one.inner.compiled)
+
+    out = engine.run([x])[0]
+    with torch.inference_mode():
+        ref = net.module(torch.from_numpy(x)).numpy()
+    assert out.shape == ref.shape
+    mse = np.mean((np.clip(out, 0, 1) - np.clip(ref, 0, 1)) ** 2)
+    assert 10 * np.log10(1 / mse) > 40  # bf16 convolutions (the probe's bound decides use)
+
+    (folder / "trunk.bin").write_bytes(b"damaged")
+    again, _ = on_cache(tmp_path, manifest, cache, "auto").engines._load(
+        net, "openvino", STREAM, True, lambda m: True)
+    np.testing.assert_array_equal(again.run([x])[0], out)

@@ -82,15 +82,15 @@ class FloatTail(nn.Module):
 
 
 class Method(nn.Module):
-    """``module.<name>(x)``: one stage of a network (a split graph's part)."""
+    """``module.<name>(*xs)``: one stage of a network (a part of a split graph)."""
 
     def __init__(self, module: nn.Module, name: str) -> None:
         super().__init__()
         self.net = module
         self.name = name
 
-    def forward(self, x: Tensor) -> Tensor:
-        return getattr(self.net, self.name)(x)
+    def forward(self, *xs: Tensor) -> Tensor:
+        return getattr(self.net, self.name)(*xs)
 
 
 class GFPGANGraph(nn.Module):

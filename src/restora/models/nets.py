@@ -143,6 +143,14 @@ class Network:
         no such split."""
         return None
 
+    def stream_graph(self) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module] | None:
+        """``graph()`` as (stem, trunk, finish) around its residual stream:
+        ``finish(trunk(stem(x)), stem(x)) == graph()(x)``, the trunk a chain of residual
+        blocks from stream to stream. For ``engines.STREAM``, which runs each part as its own
+        bf16 graph so that the trunk adds its residuals in float32; None where the network
+        has no such trunk."""
+        return None
+
     @property
     def exportable(self) -> bool:
         """Whether the exported engines can run it (a torch module)."""
@@ -502,6 +510,11 @@ class RRDBNetUpscaler(Upscaler):
         self.scale = int(hparams.get("scale", 4))
         # scale 2 and 1 pixel-unshuffle the input by 2 and 4
         self.multiple = {4: 1, 2: 2, 1: 4}.get(self.scale, 1)
+
+    def stream_graph(self) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module] | None:
+        from restora.models.graphs import Method
+
+        return Method(self.module, "stem"), self.module.body, Method(self.module, "finish")
 
 
 class SRVGGUpscaler(Upscaler):

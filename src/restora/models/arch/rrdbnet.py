@@ -71,11 +71,20 @@ class RRDBNet(nn.Module):
         self.lrelu = nn.LeakyReLU(0.2, inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feat = self.stem(x)
+        return self.finish(self.body(feat), feat)
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The image at trunk resolution: pixel-unshuffled, then the first conv."""
         if self.unshuffle > 1:
             # channel order c*r*r + dy*r + dx, as basicsr's pixel_unshuffle
             x = F.pixel_unshuffle(x, self.unshuffle)
-        feat = self.conv_first(x)
-        feat = feat + self.conv_body(self.body(feat))
+        return self.conv_first(x)
+
+    def finish(self, h: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
+        """The trunk's output ``h`` plus the long skip from the stem (``feat``), upsampled to
+        the image."""
+        feat = feat + self.conv_body(h)
         for conv in (self.conv_up1, self.conv_up2):  # nearest x2, then conv
             feat = self.lrelu(upsample_conv3x3(feat, conv.weight, conv.bias, "zeros"))
         return self.conv_last(self.lrelu(self.conv_hr(feat)))
