@@ -51,11 +51,12 @@ ONNX_OPSET = 17
 MIXED = "bf16-fp32io"
 #: OpenVINO bf16 with a float32 residual stream: the network as three graphs, stem, trunk and
 #: finish (``Network.stream_graph``). Under bf16 the CPU plugin keeps in float32 what leads to a
-#: graph's output through element-wise nodes only; a trunk graph that ends on its residual
-#: stream thus adds every block's residual in float32, and only its convolutions run bf16. In
-#: one graph the stream leads on into the finish's convolutions and is bf16: full-size
-#: random-weight RRDBNet x2, 51.6 -> 56.3 dB against torch fp32 at 1.1x all-bf16's CPU time
-#: and 0.21x OpenVINO fp32's (docs/engines.md, "bf16 with a float32 residual stream").
+#: graph's output through element-wise nodes only (observed, not documented; the tests check it
+#: on the compiled graphs): a trunk graph that ends on its residual stream thus adds every
+#: block's residual in float32, and only its convolutions run bf16. In one graph the stream
+#: leads on into the finish's convolutions and is bf16: full-size random-weight RRDBNet x2,
+#: 51.6 -> 56.3 dB against torch fp32 at 1.1x all-bf16's CPU time and 0.21x OpenVINO fp32's
+#: (docs/engines.md, "bf16 with a float32 residual stream").
 STREAM = "bf16-fp32stream"
 
 
