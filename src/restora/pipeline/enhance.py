@@ -358,9 +358,9 @@ def _build_engines(runtime: Runtime, plan: choose.Plan | None, up: Upscaler | No
         for ladder, todo in zip(plan.ladders, plan.restore):
             if todo and ladder and all(ladder[0].restorer is not n for n in nets):
                 nets.append(ladder[0].restorer)
-        parsers = runtime.registry.installed("face-parsing")
-        if parsers:
-            nets.append(runtime.load(parsers[0].id))
+        parser = _parser(runtime)
+        if parser is not None:
+            nets.append(parser)
     if up is not None:
         nets.append(up)
     for net in nets:
@@ -653,6 +653,17 @@ def _describe_references(runtime: Runtime, checker: IdentityChecker, refs: Seque
     return checker.describe(crops), report
 
 
+def _parser(runtime: Runtime) -> FaceParser | None:
+    """The installed face parser (the task default first), loaded; None without one."""
+    parsers = runtime.registry.installed("face-parsing")
+    if not parsers:
+        return None
+    parser = runtime.load(parsers[0].id)
+    if not isinstance(parser, FaceParser):
+        raise InvalidParameter("model", f"model '{parser.model_id}' is not a face parser")
+    return parser
+
+
 def _masks(runtime: Runtime, restored: Sequence[np.ndarray], cancel: threading.Event | None,
            used: list[Network] | None = None, to_crop: Sequence[np.ndarray] | None = None,
            upscale: int = 1, labels: dict[str, str] | None = None
@@ -665,12 +676,9 @@ def _masks(runtime: Runtime, restored: Sequence[np.ndarray], cancel: threading.E
     lets the parser use its coarse graph for small faces; ``labels`` receives the parser's
     engine/precision as this job used it.
     """
-    parsers = runtime.registry.installed("face-parsing")
-    if not parsers:
+    parser = _parser(runtime)
+    if parser is None:
         return [None] * len(restored), "square"
-    parser = runtime.load(parsers[0].id)
-    if not isinstance(parser, FaceParser):
-        raise InvalidParameter("model", f"model '{parser.model_id}' is not a face parser")
     scales = None
     if to_crop is not None:
         size = parser.input_size or 512
