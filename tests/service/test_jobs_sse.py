@@ -154,12 +154,13 @@ def test_cancel_queued_and_running(tmp_path):
 
 
 def test_timeout_counts_from_start_of_execution(tmp_path):
-    settings = make_settings(tmp_path / "home", workers=1, job_timeout_s=1.0)
-    with live_server(settings, tools=service_tools(step_s=0.1, steps=5)) as srv, \
+    settings = make_settings(tmp_path / "home", workers=1, job_timeout_s=2.0)
+    with live_server(settings, tools=service_tools(step_s=0.1, steps=3)) as srv, \
             httpx.Client(base_url=srv.url, timeout=30) as c:
-        # Each job runs ~0.5 s: three queued back to back wait longer than the limit in total,
-        # yet none times out because the clock starts when a job starts running.
-        ids = [submit(c, png_bytes(seed=i)).json()["jobId"] for i in range(3)]
+        # Each job runs ~0.3 s: ten queued back to back take 1.5x the limit in total,
+        # yet none times out because the clock starts when a job starts running. (Each job has
+        # ~6x its run time in hand: with 2x, a busy CI machine once timed one out.)
+        ids = [submit(c, png_bytes(seed=i)).json()["jobId"] for i in range(10)]
         for job_id in ids:
             wait_for(lambda: c.get(f"/api/v1/jobs/{job_id}").json()["status"] == "succeeded")
         srv.manager.tools["enhance-faces"] = service_tools(step_s=0.5, steps=10)["enhance-faces"]
