@@ -301,7 +301,6 @@ def _prepare(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
     import warnings
 
     from restora.errors import RestoraError
-    from restora.models.nets import FaceParser
     from restora.models.registry import FILE_ARCHS
     from restora.models.runtime import Runtime
 
@@ -321,9 +320,7 @@ def _prepare(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
                 if not net.exportable:
                     runtime.unload(spec.id)
                     continue
-                net.built_engine()
-                if isinstance(net, FaceParser):
-                    net.coarse  # noqa: B018 - builds (and checks) the coarse graphs
+                net.prepare()  # a parser's coarse graphs too
             for warning in caught:
                 typer.echo(f"  note: {warning.message}", err=True)
             prepared[spec.id] = f"{net.engine_name}/{net.precision}"

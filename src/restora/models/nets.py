@@ -249,6 +249,11 @@ class Network:
                 engine = self.engine
         return engine
 
+    def prepare(self) -> None:
+        """Build every engine this network runs (exported and checked on a first run): ahead
+        of a job's work, or at deploy."""
+        self.built_engine()
+
     def _make_engine(self) -> Engine:
         if self.engine_factory is not None:
             return self.engine_factory.build(self)
@@ -418,6 +423,9 @@ class FaceParser(Network):
                     factory = self.engine_factory
                     self._coarse = factory.coarse(self, exact) if factory is not None else []
         return self._coarse
+
+    def prepare(self) -> None:
+        self.coarse  # noqa: B018 - the exact graph, then the coarse graphs checked against it
 
     def release_memory(self) -> None:
         super().release_memory()

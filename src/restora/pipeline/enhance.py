@@ -365,10 +365,7 @@ def _build_engines(runtime: Runtime, plan: choose.Plan | None, up: Upscaler | No
         nets.append(up)
     for net in nets:
         stages.check()
-        if isinstance(net, FaceParser):
-            net.coarse  # the exact graph and the coarse graphs it is compared with
-        else:
-            net.built_engine()
+        net.prepare()
         if release:
             runtime.release_memory()
 
