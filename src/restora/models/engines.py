@@ -963,9 +963,9 @@ class EngineFactory:
         if version is None:
             raise EngineUnavailable(f"the {engine} package is not installed "
                                     f"(pip install 'restora[fast]')")
-        if engine != "openvino" and precision in (MIXED, STREAM):
+        if engine != "openvino" and precision in LAYOUTS:
             raise EngineUnavailable(f"{precision} is an OpenVINO precision")
-        if engine == "openvino" and precision in ("bf16", MIXED, STREAM) \
+        if engine == "openvino" and (precision == "bf16" or precision in LAYOUTS) \
                 and not bf16_supported():
             raise EngineUnavailable("this CPU has no bf16 support")
         quantizer = None
@@ -1022,10 +1022,8 @@ class EngineFactory:
         opened: Engine
         if engine == "onnxruntime":
             opened = OnnxRuntimeEngine(folder / "graph.onnx", names, self.threads, precision)
-        elif precision == MIXED:
-            opened = open_mixed(folder, names, self.threads)
-        elif precision == STREAM:
-            opened = open_stream(folder, names, self.threads)
+        elif precision in LAYOUTS:
+            opened = LAYOUTS[precision].open(folder, names, self.threads)
         else:
             opened = OpenVINOEngine(folder / "graph.xml", names, self.threads, precision)
         if len(specs[0].shape) == 4:
@@ -1046,10 +1044,8 @@ class EngineFactory:
             log.warning("exporting %s for %s/%s: once per model file and engine version, "
                         "this first run takes longer", net.model_id, engine, precision)
             try:
-                if precision == MIXED:
-                    _export_mixed(net, specs, example, tmp)
-                elif precision == STREAM:
-                    _export_stream(net, specs, example, tmp)
+                if precision in LAYOUTS:
+                    LAYOUTS[precision].export(net, specs, example, tmp)
                 else:
                     export_onnx(net, specs, example, tmp / "graph.onnx")
                     if engine == "openvino":
@@ -1172,6 +1168,23 @@ def _export_stream(net: Network, specs: Sequence[InputSpec], example: Sequence[n
     save(finish, ["h", "feat"], [h, feat], finish_xml)
 
 
+@dataclass(frozen=True)
+class Layout:
+    """An OpenVINO bf16 precision whose export is not the network's one plain graph: the
+    network's parts it needs (None: it has none), how they are exported into a cache folder and
+    how that folder is opened."""
+
+    parts: Callable[[Network], Any]
+    export: Callable[[Network, Sequence[InputSpec], Sequence[np.ndarray], Path], None]
+    open: Callable[[Path, Sequence[str], int], Engine]
+
+
+LAYOUTS: dict[str, Layout] = {
+    MIXED: Layout(lambda net: net.split_graph(), _export_mixed, open_mixed),
+    STREAM: Layout(lambda net: net.stream_graph(), _export_stream, open_stream),
+}
+
+
 def trim_heap() -> None:
     """Hand the heap's free pages back to the system (glibc's ``malloc_trim``). Weights and
     buffers are mostly blocks of a few MB, which malloc serves from its heap and keeps after
@@ -1246,10 +1259,8 @@ def _probe_cpu_s(engine: Engine, example: Sequence[np.ndarray]) -> float:
 def _precision_allowed(net: Network, precision: str) -> bool:
     if precision == "int8":
         return net.int8_calibration
-    if precision == MIXED:
-        return "bfloat16" in net.dtypes and net.split_graph() is not None
-    if precision == STREAM:
-        return "bfloat16" in net.dtypes and net.stream_graph() is not None
+    if precision in LAYOUTS:
+        return "bfloat16" in net.dtypes and LAYOUTS[precision].parts(net) is not None
     return _TORCH_DTYPES[precision] in net.dtypes
 
 
