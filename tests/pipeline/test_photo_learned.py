@@ -86,3 +86,41 @@ def test_lama_crop_is_reduced_for_huge_regions_and_memory_stays_bounded(
         handle.remove()
     assert seen and all(max(s[-2:]) <= LAMA_SIDE + 8 for s in seen)
     assert result.mask[user].all()
+
+
+def test_the_wide_fill_announces_the_job_estimate_from_its_measured_crops(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After its first crop the fill announces the job's estimate: the wide regions left at the
+    measured seconds per region, plus the denoise still to come at its nominal cost; ``seconds``
+    counts from the job's start, and the result keeps the first estimate."""
+    import time
+
+    from restora.pipeline.photo.restore import DENOISE_S_PER_MP_PLANE
+
+    rt = _runtime(tmp_path, monkeypatch, scratch=False)
+    img = decode(shared_path("testdata", "photos", "06.png"))
+    rng = np.random.default_rng(3)
+    noisy = np.clip(img.pixels + rng.normal(0, 8, img.pixels.shape), 0, 255).astype(np.uint8)
+    user = np.zeros((img.height, img.width), bool)
+    for k, (y, x) in enumerate([(40, 40), (40, 600), (420, 40), (420, 600)]):
+        user[y:y + 60 + 10 * k, x:x + 90] = True  # four torn patches, each its own crop
+    events: list[tuple[float, dict]] = []
+    t0 = time.perf_counter()
+    result = restore_photo(img.with_pixels(noisy), runtime=rt, face_enhancement=False,
+                           mask=user, on_estimate=lambda e: events.append(
+                               (time.perf_counter() - t0, e)))
+    assert result.reports["scratch-removal"]["fill"]["crops"] == 4
+    assert "denoise" in result.steps
+    at, first = events[0]
+    assert first["work"] == {"inpaintRegions": 3}
+    assert first["basis"] == "inpaintRegions:measured,denoise:nominal"
+    # noise in R, G and B: the luma and both chroma planes are filtered
+    denoise_s = 3 * DENOISE_S_PER_MP_PLANE * img.width * img.height / 1e6
+    assert first["remainingSeconds"] >= round(denoise_s, 1)
+    # from the job's start: what had elapsed when it was announced, plus what is left
+    assert first["seconds"] - first["remainingSeconds"] == pytest.approx(at, abs=0.15)
+    assert result.estimate == first
+    assert result.to_dict()["estimatedSeconds"] == first["seconds"]
+    from restora.pipeline._timing import estimate_text
+
+    assert estimate_text(first).endswith("(3 damaged region(s) to fill)")

@@ -133,7 +133,8 @@ def test_steps_run_in_order(bare_runtime: Runtime) -> None:
                            progress=lambda stage, pct: seen.append(stage))
     assert result.steps == ["scratch-removal", "denoise"]
     order = list(dict.fromkeys(s for s in seen if s != "done"))
-    assert order == ["decode", "analyse", "scratch-removal", "denoise", "face-enhancement"]
+    assert order == ["decode", "analyse", "load", "scratch-removal", "denoise",
+                     "face-enhancement"]
     assert set(result.timings) >= {"scratch-removal", "denoise"}
 
 
@@ -265,3 +266,64 @@ def test_cancel_and_degenerate_sizes(bare_runtime: Runtime) -> None:
         px = np.full(shape + (3,), 128, np.uint8)
         result = restore_photo(Image(pixels=px), runtime=bare_runtime, face_enhancement=False)
         assert result.image.pixels.shape == px.shape and result.steps == []
+
+
+def test_the_face_step_estimate_is_the_whole_job_with_colour_still_to_come(
+        restora_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The face step's estimates (enhance_faces') become the job's: ``seconds`` from the job's
+    start, not the step's, and the colorization still to come is in ``remainingSeconds`` at its
+    nominal cost."""
+    import time
+
+    from restora.pipeline.photo.restore import COLORIZE_S
+
+    runtime = tiny_runtime(tmp_path, monkeypatch, {"tiny-codeformer",
+                                                   "retinaface-mobilenet0.25-facelibcfg"},
+                           [ddcolor_entry()])
+    src = photo("photos/03.jpg")
+    rng = np.random.default_rng(2)
+    grain = rng.normal(0, 8, (src.height, src.width, 1))  # the same in R, G and B: still toned
+    noisy = np.clip(sepia_copy(src.pixels) + grain, 0, 255)
+    events: list[tuple[float, dict]] = []
+    t0 = time.perf_counter()
+    result = restore_photo(src.with_pixels(noisy.astype(np.uint8)), runtime=runtime,
+                           scratch_removal=False, colorize=True,
+                           on_estimate=lambda e: events.append((time.perf_counter() - t0, e)))
+    assert result.faces_enhanced >= 1 and result.colorized and "denoise" in result.steps
+    assert events, "the face step announced no estimate"
+    for at, est in events:
+        assert est["basis"].endswith("colorize:nominal") and "faces:" in est["basis"]
+        assert est["remainingSeconds"] >= COLORIZE_S
+        assert est["seconds"] - est["remainingSeconds"] == pytest.approx(at, abs=0.15)
+    # the denoise ran before the faces, so the job's clock was well ahead of the step's
+    assert events[0][0] > result.timings["denoise"]
+    assert result.estimate == events[0][1]
+
+
+def test_a_first_job_builds_the_photo_engines_in_the_load_stage(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a fresh engine cache the scratch detector and the colorizer are exported in "load",
+    before any step, and a second job builds nothing."""
+    pytest.importorskip("openvino")
+    from tiny_models import tiny_photo_repair_entries
+
+    home = tmp_path / "home"
+    manifest = write_tiny_manifest(tmp_path, include=set(),
+                                   extra=[*tiny_photo_repair_entries(lama=False),
+                                          ddcolor_entry()])
+    runtime = Runtime(Settings(home=home, models=manifest), device="cpu", engine="auto")
+    runtime.engines.amx = False
+    entries: dict[str, int] = {}
+    src = photo("gray/Hepburn01.png")
+    result = restore_photo(src, runtime=runtime, face_enhancement=False, colorize=True,
+                           progress=lambda stage, _p: entries.setdefault(
+                               stage, len(list(home.rglob("meta.json")))))
+    assert result.colorized and result.reports["scratch-removal"]["detector"] == "learned"
+    for model in ("tiny-scratch-unet", "tiny-ddcolor"):
+        assert not runtime.load(model).engine_name.startswith("torch")
+    final = len(list(home.rglob("meta.json")))
+    assert entries["load"] == 0 < entries["scratch-removal"] == final
+    assert result.timings["load"] > 0
+    before = {p: p.stat().st_mtime_ns for p in home.rglob("meta.json")}
+    restore_photo(src, runtime=runtime, face_enhancement=False, colorize=True)
+    assert {p: p.stat().st_mtime_ns for p in home.rglob("meta.json")} == before

@@ -23,6 +23,8 @@ def estimate_text(est: dict[str, Any]) -> str:
     parts = []
     if work.get("upscaleTiles"):
         parts.append(f"{work['upscaleTiles']} upscale tiles")
+    if work.get("inpaintRegions"):
+        parts.append(f"{work['inpaintRegions']} damaged region(s) to fill")
     if work.get("faces"):
         parts.append(f"{work['faces']} face(s)")
     return f"this will take about {when}" + (f" ({', '.join(parts)})" if parts else "")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from restora.pipeline.photo.fill import fill_damage
+from restora.pipeline.photo.fill import CropFn, fill_damage
 from restora.pipeline.photo.scratches import detect_in_bands
 
 if TYPE_CHECKING:
@@ -39,6 +39,17 @@ def _installed(runtime: Runtime | None, task: str) -> str | None:
         return None
     found = runtime.registry.installed(task)
     return found[0].id if found else None
+
+
+def repair_networks(runtime: Runtime, *, detect: bool) -> list[str]:
+    """Ids of the installed networks a repair may run: the learned detector when detecting
+    (else the face detector the classical detector protects faces with), and LaMa."""
+    ids = []
+    if detect:
+        learned = _installed(runtime, DETECTION_TASK)
+        ids.append(learned if learned is not None else _installed(runtime, "face-detection"))
+    ids.append(_installed(runtime, INPAINTING_TASK))
+    return [i for i in ids if i is not None]
 
 
 def detect_damage(pixels: np.ndarray, noise_sigma: float, runtime: Runtime | None
@@ -124,8 +135,10 @@ def protect_face_features(mask: np.ndarray, pixels: np.ndarray, runtime: Runtime
 def repair_damage(pixels: np.ndarray, noise_sigma: float, runtime: Runtime | None, *,
                   detect: bool = True, user_mask: np.ndarray | None = None,
                   mask_mode: str = "replace",
-                  progress: Callable[[float], None] | None = None) -> DamageRepair:
-    """Detect (unless the user's mask replaces it), then fill; see the module docstring."""
+                  progress: Callable[[float], None] | None = None,
+                  on_crop: CropFn | None = None) -> DamageRepair:
+    """Detect (unless the user's mask replaces it), then fill; see the module docstring.
+    ``on_crop``: see :func:`.fill.fill_damage`."""
     report: dict[str, Any] = {}
     mask = np.zeros(pixels.shape[:2], bool)
     folds = None
@@ -166,7 +179,7 @@ def repair_damage(pixels: np.ndarray, noise_sigma: float, runtime: Runtime | Non
 
     filled = fill_damage(pixels, fill_mask, inpaint=inpaint,
                          progress=None if progress is None else
-                         (lambda f: progress(0.3 + 0.7 * f)))
+                         (lambda f: progress(0.3 + 0.7 * f)), on_crop=on_crop)
     if fill_mask is not mask:
         filled.mask |= mask & ~fill_mask
     warnings: list[str] = []

@@ -146,6 +146,16 @@ def filter_strengths(noise: NoiseEstimate, strength: float) -> tuple[float, floa
     return LUMA_GAIN * noise.luma * factor, CHROMA_GAIN * noise.chroma * factor
 
 
+#: a YCrCb plane is filtered only from this filter strength on (below it nl-means changes nothing)
+MIN_H = 0.1
+
+
+def planes_filtered(noise: NoiseEstimate, strength: float) -> int:
+    """How many of the three YCrCb planes :func:`denoise` filters (its cost is per plane)."""
+    h_luma, h_chroma = filter_strengths(noise, strength)
+    return int(h_luma > MIN_H) + 2 * int(h_chroma > MIN_H)
+
+
 def denoise(pixels: np.ndarray, noise: NoiseEstimate, strength: float) -> np.ndarray:
     """Denoise RGB ``pixels`` (uint8 or uint16) with the measured ``noise`` at ``strength``.
 
@@ -160,7 +170,7 @@ def denoise(pixels: np.ndarray, noise: NoiseEstimate, strength: float) -> np.nda
     for i, h in enumerate((h_luma, h_chroma, h_chroma)):
         plane = np.ascontiguousarray(ycc[..., i])
         planes.append(cv2.fastNlMeansDenoising(plane, None, h=float(h), templateWindowSize=7,
-                                               searchWindowSize=21) if h > 0.1 else plane)
+                                               searchWindowSize=21) if h > MIN_H else plane)
     clean8 = cv2.cvtColor(np.dstack(planes), cv2.COLOR_YCrCb2RGB)
     if pixels.dtype == np.uint8:
         return clean8

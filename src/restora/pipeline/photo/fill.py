@@ -41,6 +41,10 @@ _CLASSIC_HOLE = 4.0  # the reduced copy for the classical wide fill makes holes 
 
 #: ``inpaint(rgb8_crop, hole_bool_crop) -> rgb8_crop`` (the LaMa wrapper), or None
 InpaintFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+#: ``on_crop(regions_done, wide_regions, seconds)`` after each crop of the wide fill: the wide
+#: regions filled so far (a crop fills the smaller ones inside it too), of how many, and the
+#: seconds the wide fill has taken so far
+CropFn = Callable[[int, int, float], None]
 
 
 @dataclass
@@ -71,8 +75,11 @@ def split_wide(mask8: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def fill_damage(pixels: np.ndarray, mask: np.ndarray, *, inpaint: InpaintFn | None = None,
-                progress: Callable[[float], None] | None = None) -> FillResult:
+                progress: Callable[[float], None] | None = None,
+                on_crop: CropFn | None = None) -> FillResult:
     """Fill ``mask`` (H x W bool) in RGB ``pixels`` (uint8/uint16); see the module docstring."""
+    import time
+
     import cv2
 
     m8 = cv2.dilate(mask.astype(np.uint8), _disc(3))
@@ -88,6 +95,7 @@ def fill_damage(pixels: np.ndarray, mask: np.ndarray, *, inpaint: InpaintFn | No
     done = np.zeros(len(wide), bool)
     # largest first: big regions' crops often swallow the small ones around them
     order = sorted(wide_ids, key=lambda i: -int(stats[i, cv2.CC_STAT_AREA]))
+    t0 = time.perf_counter()
     for k, i in enumerate(order):
         if done[i]:
             continue
@@ -108,6 +116,8 @@ def fill_damage(pixels: np.ndarray, mask: np.ndarray, *, inpaint: InpaintFn | No
         crops += 1
         if progress is not None:
             progress(0.8 * (k + 1) / len(order))
+        if on_crop is not None:
+            on_crop(int(done.sum()), len(order), time.perf_counter() - t0)
     if thin8.any():
         # after the wide fill, so thin lines next to a big hole draw on filled pixels
         out = inpaint_tiled(out, thin8 > 0, grow=0,

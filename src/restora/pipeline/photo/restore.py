@@ -10,6 +10,8 @@ Order of the steps (each reports what it did or why it did not run):
 
 Damage is repaired before anything learns from the pixels (a scratch across a face would
 otherwise be "restored" into the face), and colour comes last so it sees the cleanest luminance.
+Before the steps, a ``load`` stage builds the engines of the networks they run (exports on a
+first run), so no export lands inside a step or in what the estimate measures.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from restora.errors import ModelNotInstalled, RestoraError
 from restora.io.decode import as_image
 from restora.io.image import Image
 from restora.models.registry import RESTORER_FAMILIES
-from restora.pipeline._timing import Stages
+from restora.pipeline._timing import EstimateFn, Stages
 from restora.pipeline.options import PhotoOptions, with_overrides
-from restora.pipeline.photo.denoise import NoiseEstimate, estimate_noise, filter_strengths
+from restora.pipeline.photo.denoise import (NoiseEstimate, estimate_noise, filter_strengths,
+                                            planes_filtered)
 from restora.pipeline.photo.denoise import denoise as denoise_pixels
 from restora.pipeline.photo.damage import repair_damage
 from restora.pipeline.photo.masks import MaskSource
@@ -37,8 +40,16 @@ from restora.pipeline.photo.mono import MonoReport, detect_monochrome
 if TYPE_CHECKING:
     from restora.models.runtime import Runtime
 
-STEP_WEIGHTS = {"decode": 3.0, "analyse": 4.0, "scratch-removal": 18.0, "denoise": 15.0,
-                "face-enhancement": 45.0, "colorize": 15.0}
+STEP_WEIGHTS = {"decode": 3.0, "analyse": 4.0, "load": 2.0, "scratch-removal": 18.0,
+                "denoise": 15.0, "face-enhancement": 45.0, "colorize": 15.0}
+#: Nominal costs, for the estimate, of the steps that run after the long ones and are not timed
+#: before they run (2 CPU threads; docs/restore-photo.md, "Loading and the estimate"): the
+#: non-local-means denoise per megapixel and filtered YCrCb plane (24 MP: 6.6 s for the luma
+#: alone, 18.8 s for all three), and colorization: DDColor-L's one forward at 512 px (2.0 s on
+#: OpenVINO, 2.7 s torch) plus its full-resolution Lab work per megapixel (24 MP: 1.3 s).
+DENOISE_S_PER_MP_PLANE = 0.27
+COLORIZE_S = 3.0
+COLORIZE_S_PER_MP = 0.06
 FACE_STRENGTH = 0.8  # blend of restored faces over the repaired photo (the face pipeline's default)
 
 
@@ -61,6 +72,8 @@ class RestoreResult:
     reports: dict[str, dict[str, Any]] = field(default_factory=dict)  # per step: done or why not
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     warnings: list[str] = field(default_factory=list)
+    #: the job's first duration estimate (Stages.estimate), None when no step had long work
+    estimate: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -74,6 +87,8 @@ class RestoreResult:
             "reports": self.reports,
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "warnings": list(self.warnings),
+            "estimate": dict(self.estimate) if self.estimate is not None else None,
+            "estimatedSeconds": self.estimate["seconds"] if self.estimate is not None else None,
         }
 
 
@@ -101,11 +116,14 @@ def restore_photo(
     ``mask`` (white = damaged; an array, an image or its bytes/path) is the user's damage mask:
     ``mask_mode='replace'`` repairs exactly it (no detection), ``'add'`` repairs it and whatever
     detection finds. A given mask is repaired even with ``scratch_removal=False``.
-    ``on_estimate`` receives the face step's duration estimate (see ``enhance_faces``).
+    ``on_estimate`` receives the job's duration estimates (``Stages.estimate``: ``seconds``
+    from the job's start), from the steps with long work: the fill of wide damage (timed per
+    crop) and the face step (``enhance_faces``' own), each plus the nominal cost of the steps
+    still to come; the first is the result's ``estimate``.
     """
     opts = with_overrides(PhotoOptions, options, overrides)
     fidelity, colorize = opts.fidelity, opts.colorize
-    stages = Stages(STEP_WEIGHTS, progress, cancel)
+    stages = Stages(STEP_WEIGHTS, progress, cancel, on_estimate=on_estimate)
     with stages.stage("decode"):
         img = as_image(image, runtime.settings if runtime is not None else None)
         user_mask = None
@@ -131,14 +149,31 @@ def restore_photo(
                                   "chromaNoiseSigma": round(noise.chroma, 2),
                                   "flatPatchSigma": round(noise.flat, 2)}
     pixels = img.pixels
+    repair = opts.scratch_removal or user_mask is not None
+    if repair or opts.face_enhancement:
+        runtime = runtime or _new_runtime()
+    clock = _Clock(stages)
+    if runtime is not None:
+        stages.long_s = runtime.settings.long_job_s
+        megapixels = img.width * img.height / 1e6
+        if opts.denoise and opts.denoise_strength > 0 and not noise.is_clean:
+            clock.later("denoise", DENOISE_S_PER_MP_PLANE * megapixels
+                        * planes_filtered(noise, opts.denoise_strength))
+        if colorizer is not None and mono.is_monochrome:
+            clock.later("colorize", COLORIZE_S + COLORIZE_S_PER_MP * megapixels)
+        with stages.stage("load"):
+            _build_engines(runtime, stages, release=img.width * img.height >= _release_from(),
+                           repair=repair, detect=opts.scratch_removal and (
+                               user_mask is None or opts.mask_mode == "add"),
+                           colorizer=colorizer if mono.is_monochrome else None)
 
     result.mask = np.zeros((img.height, img.width), bool)
-    if opts.scratch_removal or user_mask is not None:
+    if repair:
         with stages.stage("scratch-removal"):
-            runtime = runtime or _new_runtime()
+            assert runtime is not None
             pixels = _remove_scratches(pixels, noise, result, stages, runtime,
                                        detect=opts.scratch_removal, user_mask=user_mask,
-                                       mask_mode=opts.mask_mode)
+                                       mask_mode=opts.mask_mode, clock=clock)
     else:
         result.reports["scratch-removal"] = {"skipped": True, "reason": "turned off"}
 
@@ -148,6 +183,7 @@ def restore_photo(
         result.is_grayscale = mono.is_monochrome
         result.reports["analysis"].update({**mono.to_dict(), "damageExcluded": True})
 
+    clock.started("denoise")
     if opts.denoise:
         with stages.stage("denoise"):
             pixels = _denoise(pixels, noise, opts.denoise_strength, result)
@@ -158,12 +194,13 @@ def restore_photo(
 
     if opts.face_enhancement:
         with stages.stage("face-enhancement"):
-            runtime = runtime or _new_runtime()
+            assert runtime is not None
             current = _enhance_faces(current, runtime, fidelity, mono, result, stages, cancel,
-                                     on_estimate)
+                                     clock.faces)
     else:
         result.reports["face-enhancement"] = {"skipped": True, "reason": "turned off"}
 
+    clock.started("colorize")
     if colorize:
         with stages.stage("colorize"):
             assert runtime is not None and colorizer is not None
@@ -173,22 +210,81 @@ def restore_photo(
         result.reports["colorize"] = {"skipped": True, "reason": "not requested"}
 
     result.image = current
+    result.estimate = stages.first_estimate
     result.timings = dict(stages.timings)
     stages.done()
     return result
+
+
+class _Clock:
+    """The job's estimate, from what is known of the work left: the wide-damage fill's crops at
+    their measured cost, the face step's own estimate (tiles and faces), and the steps planned
+    after them at their nominal cost (``later``). Announced from the fill and the face step,
+    where the long work is; a step drops out of the tail when it starts."""
+
+    def __init__(self, stages: Stages) -> None:
+        self.stages = stages
+        self.tail: dict[str, float] = {}  # step still to come -> nominal seconds
+
+    def later(self, step: str, seconds: float) -> None:
+        self.tail[step] = seconds
+
+    def started(self, step: str) -> None:
+        self.tail.pop(step, None)
+
+    def announce(self, remaining: float, work: dict[str, int], basis: str) -> None:
+        kinds = [basis] if basis else []
+        kinds += [f"{step}:nominal" for step in self.tail]
+        self.stages.estimate(remaining + sum(self.tail.values()), work,
+                             ",".join(kinds) or "measured")
+
+    def on_crop(self, done: int, total: int, seconds: float) -> None:
+        """The fill's crops so far: the wide regions left at the measured seconds per region."""
+        left = total - done
+        self.announce(left * seconds / max(done, 1), {"inpaintRegions": left} if left else {},
+                      "inpaintRegions:measured" if left else "")
+
+    def faces(self, info: dict[str, Any]) -> None:
+        """An estimate of the face step (``enhance_faces``' ``on_estimate``)."""
+        self.announce(float(info["remainingSeconds"]), dict(info.get("work", {})),
+                      str(info.get("basis", "")))
+
+
+def _build_engines(runtime: Runtime, stages: Stages, *, release: bool, repair: bool,
+                   detect: bool, colorizer: str | None) -> None:
+    """Build the engines of the networks the repair and colorize steps run (the face step
+    builds its own once it knows the faces): on a first run each is exported here, one after
+    the other, and a large job's networks give back what each build held (see
+    ``enhance._build_engines``)."""
+    from restora.pipeline.photo.damage import repair_networks
+
+    ids = repair_networks(runtime, detect=detect) if repair else []
+    if colorizer is not None:
+        ids.append(colorizer)
+    for model_id in ids:
+        stages.check()
+        runtime.load(model_id).prepare()
+        if release:
+            runtime.release_memory()
+
+
+def _release_from() -> int:
+    from restora.pipeline.enhance import RELEASE_FROM_PIXELS
+
+    return RELEASE_FROM_PIXELS
 
 
 # --- steps ---------------------------------------------------------------------------------------
 
 def _remove_scratches(pixels: np.ndarray, noise: NoiseEstimate, result: RestoreResult,
                       stages: Stages, runtime: Runtime, *, detect: bool,
-                      user_mask: np.ndarray | None, mask_mode: str) -> np.ndarray:
+                      user_mask: np.ndarray | None, mask_mode: str, clock: _Clock) -> np.ndarray:
     def on_progress(fraction: float) -> None:
         stages.check()
         stages.report("scratch-removal", fraction)
 
     out = repair_damage(pixels, noise.luma, runtime, detect=detect, user_mask=user_mask,
-                        mask_mode=mask_mode, progress=on_progress)
+                        mask_mode=mask_mode, progress=on_progress, on_crop=clock.on_crop)
     result.mask = out.mask
     result.scratch_coverage = out.coverage
     result.warnings.extend(out.warnings)
@@ -224,7 +320,7 @@ def _denoise(pixels: np.ndarray, noise: NoiseEstimate, strength: float,
 def _enhance_faces(img: Image, runtime: Runtime, fidelity: float, mono: MonoReport,
                    result: RestoreResult, stages: Stages,
                    cancel: threading.Event | None,
-                   on_estimate: Callable[[dict[str, Any]], None] | None = None) -> Image:
+                   on_estimate: EstimateFn | None = None) -> Image:
     from restora.pipeline.enhance import enhance_faces
 
     model = ("codeformer" if runtime.registry.installed(
