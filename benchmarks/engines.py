@@ -39,6 +39,7 @@ NETS: dict[str, tuple[str, int, int | None]] = {
     "parsenet-512": ("parsenet", 1, None),
     "retinaface-r50-640": ("retinaface-resnet50", 1, 640),
     "rrdbnet-x2-256": ("realesrgan-x2plus", 1, 256 + 2 * 16),
+    "lama-512": ("lama-big", 1, 512),  # the fill's largest crop (LAMA_SIDE)
 }
 
 

@@ -999,3 +999,61 @@ def test_bf16_with_a_float32_stream_adds_the_residuals_in_float32(setup: tuple[P
     again, _ = on_cache(tmp_path, manifest, cache, "auto").engines._load(
         net, "openvino", STREAM, True, lambda m: True)
     np.testing.assert_array_equal(again.run([x])[0], out)
+
+
+def test_lama_runs_on_openvino_converted_from_torch(tmp_path: Path) -> None:
+    """LaMa's FFT layers do not export to ONNX, so OpenVINO converts the torch module itself:
+    its fp32 graph reproduces torch on real photo crops at any size (free sides and batch), and
+    the fill's wrapper gives the same pixels. ``auto`` tries only bf16, only on AMX CPUs (fp32
+    runs no faster than torch), and keeps it by its verdict; ONNX Runtime falls back to torch."""
+    from tiny_models import tiny_photo_repair_entries
+
+    from restora.pipeline.photo.learned import lama_inpaint, lama_preprocess
+
+    manifest = write_tiny_manifest(tmp_path, include=set(),
+                                   extra=tiny_photo_repair_entries(scratch=False))
+    settings = Settings(home=tmp_path / "home", models=manifest, engine_cache=tmp_path / "c")
+    ref = runtime(settings, "torch").load("tiny-lama")
+    net = runtime(settings, "openvino").load("tiny-lama")
+    photo = np.ascontiguousarray(
+        cv2.imread(str(shared_path("testdata", "photos", "06.png")))[:, :, ::-1])
+    policy = policy_for("inpainting")
+    crops = []
+    for h, w in [(256, 256), (200, 328), (96, 64)]:
+        rgb = photo[40:40 + h, 60:60 + w]
+        holes = np.zeros((h, w), bool)
+        holes[h // 3:h // 2, w // 4:w // 2] = True
+        image, mask = lama_preprocess(rgb, holes)
+        x = torch.cat([image * (1 - mask), mask], 1).numpy()
+        got, want = net(x), ref(x)
+        assert policy.check([want], [got])[0] and np.abs(got - want).max() < 1e-4, (h, w)
+        assert np.abs(lama_inpaint(net, rgb, holes).astype(int)
+                      - lama_inpaint(ref, rgb, holes)).max() <= 1
+        if w == 64:
+            crops = [x[0], x[0][:, ::-1, ::-1]]
+    pair = np.ascontiguousarray(np.stack(crops))
+    assert np.abs(net(pair) - ref(pair)).max() < 1e-4
+    assert (net.engine_name, net.precision) == ("openvino", "fp32")
+
+    plain = runtime(settings, "auto", amx=False).load("tiny-lama")
+    plain.prepare()
+    assert plain.engine_name == "torch"
+    assert list(_entries(tmp_path / "c", "tiny-lama")) == [("openvino", "fp32")]  # the one above
+    onnx = runtime(settings, "onnxruntime")
+    onnx.load("tiny-lama").prepare()
+    assert onnx.load("tiny-lama").engine_name == "torch"
+    assert any("does not export to ONNX" in note for note in onnx.engines.notes)
+
+    _needs_bf16()
+    amx_rt = runtime(settings, "auto", amx=True)
+    amx = amx_rt.load("tiny-lama")
+    amx.prepare()
+    _, bf16 = _entries(tmp_path / "c", "tiny-lama")["openvino", "bf16"]
+    assert "PSNR" in bf16["measure"] and bf16["task"] == "inpainting"
+    assert (amx.engine_name, amx.precision) == (("openvino", "bf16") if bf16["ok"]
+                                                else ("torch", "fp32"))
+    if bf16["ok"]:  # a large job drops the torch weights the graph does not need
+        before = amx(pair)
+        amx_rt.release_memory()
+        assert next(amx.module.parameters()).device.type == "meta"
+        assert np.array_equal(amx(pair), before)

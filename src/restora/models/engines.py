@@ -98,6 +98,9 @@ class Policy:
     coarse: tuple[tuple[str, str], ...] = ()
     scale_check: Callable[[list[np.ndarray], list[np.ndarray]], tuple[int | None, str]] | None \
         = None
+    #: (engine, precision) ``auto`` tries only on CPUs with AMX (first there), for networks
+    #: whose exported fp32 graph runs no faster than torch, so that only AMX's bf16 pays
+    amx: tuple[tuple[str, str], ...] = ()
 
     def check_for(self, precision: str
                   ) -> Callable[[list[np.ndarray], list[np.ndarray]], tuple[bool, str]]:
@@ -271,8 +274,11 @@ POLICIES: dict[str, Policy] = {
     # probability by < 0.0125, so only pixels already within a hair of the threshold can flip.
     "damage-segmentation": Policy("logits within 0.05 of torch fp32", _max_abs_check(0.05),
                                   _FAST_FP32),
-    # LaMa's spectral blocks (rfft2/irfft2) do not export with the TorchScript exporter: torch.
-    "inpainting": Policy("torch only (FFT layers)", _max_abs_check(0.0), ()),
+    # LaMa: OpenVINO fp32 costs what torch does (its convolutions are oneDNN's either way:
+    # 1.0x on a 512 px crop), so it is no candidate; bf16 on AMX ran 2.3x torch (full-size
+    # random weights, probe 84 dB). The FFTs exist only in OpenVINO (Network.onnx_export).
+    "inpainting": Policy("PSNR >= 50 dB vs torch fp32 (clipped to [0, 1])",
+                         _psnr_check(1.0, 0.0, 1.0, 50.0), (), amx=(("openvino", "bf16"),)),
 }
 #: Tasks without their own policy (new networks) use float32 engines and a 50 dB bound on [0,1].
 DEFAULT_POLICY = Policy("PSNR >= 50 dB vs torch fp32 (clipped to [0, 1])",
@@ -866,7 +872,8 @@ class EngineFactory:
             return self.torch(net)
         policy = policy_for(net.task)
         if self.choice == "auto":
-            candidates = [c for c in cpu_candidates(policy.cpu, self.amx)
+            tried = policy.cpu + (policy.amx if self.amx else ())
+            candidates = [c for c in cpu_candidates(tried, self.amx)
                           if _precision_allowed(net, c[1])]
         else:
             candidates = [(self.choice, "fp32")]
@@ -965,6 +972,8 @@ class EngineFactory:
                                     f"(pip install 'restora[fast]')")
         if engine != "openvino" and precision in LAYOUTS:
             raise EngineUnavailable(f"{precision} is an OpenVINO precision")
+        if engine == "onnxruntime" and not net.onnx_export:
+            raise EngineUnavailable(f"{net.model_id}'s graph does not export to ONNX")
         if engine == "openvino" and (precision == "bf16" or precision in LAYOUTS) \
                 and not bf16_supported():
             raise EngineUnavailable("this CPU has no bf16 support")
@@ -1046,6 +1055,8 @@ class EngineFactory:
             try:
                 if precision in LAYOUTS:
                     LAYOUTS[precision].export(net, specs, example, tmp)
+                elif not net.onnx_export:
+                    torch_to_openvino(net, specs, example, tmp / "graph.xml")
                 else:
                     export_onnx(net, specs, example, tmp / "graph.onnx")
                     if engine == "openvino":
@@ -1099,6 +1110,25 @@ class EngineFactory:
         meta = {**meta, "cpu_s": _probe_cpu_s(engine_run, example)}
         cache.write(folder, key, meta)
         return meta
+
+
+def torch_to_openvino(net: Network, specs: Sequence[InputSpec], example: Sequence[np.ndarray],
+                      xml_path: Path) -> None:
+    """Convert ``net.graph()`` in float32 to OpenVINO IR with OpenVINO's PyTorch frontend (for
+    graphs the ONNX exporters cannot write), every free dimension dynamic."""
+    import torch
+
+    ov = _openvino()
+    graph = net.graph().float().eval()
+    shapes = [ov.PartialShape([-1 if d is None else d for d in s.shape]) for s in specs]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.inference_mode(False), torch.no_grad():
+            model = ov.convert_model(graph, example_input=tuple(
+                torch.from_numpy(np.asarray(a)) for a in example), input=shapes)
+    for port, spec in zip(model.inputs, specs):
+        port.get_tensor().set_names({spec.name})  # the engine feeds its inputs by name
+    ov.save_model(model, str(xml_path), compress_to_fp16=False)
 
 
 def _to_openvino(onnx_path: Path, xml_path: Path,
@@ -1259,9 +1289,10 @@ def _probe_cpu_s(engine: Engine, example: Sequence[np.ndarray]) -> float:
 def _precision_allowed(net: Network, precision: str) -> bool:
     if precision == "int8":
         return net.int8_calibration
+    dtypes = net.exported_dtypes or net.dtypes
     if precision in LAYOUTS:
-        return "bfloat16" in net.dtypes and LAYOUTS[precision].parts(net) is not None
-    return _TORCH_DTYPES[precision] in net.dtypes
+        return "bfloat16" in dtypes and LAYOUTS[precision].parts(net) is not None
+    return _TORCH_DTYPES[precision] in dtypes
 
 
 def quantizer_version() -> str | None:

@@ -71,6 +71,13 @@ class Network:
     family: ClassVar[str | None] = None
     #: precisions the network may run in without leaving its documented bound
     dtypes: ClassVar[tuple[str, ...]] = ALL_DTYPES
+    #: precisions an exported graph may run in, where they differ from torch's ``dtypes`` (the
+    #: engine's own kernels may cover what torch's cannot); None = ``dtypes``
+    exported_dtypes: ClassVar[tuple[str, ...] | None] = None
+    #: whether ``graph()`` exports to ONNX; where not, OpenVINO converts it from the torch
+    #: module (its PyTorch frontend reads ops the ONNX exporter cannot) and ONNX Runtime,
+    #: which reads only ONNX, cannot run it
+    onnx_export: ClassVar[bool] = True
     #: value range of the image input (for the export/accuracy probe)
     input_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
     #: side used for free input dimensions when exporting and checking accuracy
@@ -662,9 +669,17 @@ class Inpainter(Network):
     of 8 -> the predicted RGB N x 3 x H x W in [0, 1] (composite it into the holes yourself)."""
 
     task = "inpainting"
+    graph_only = True
     #: the spectral transform's FFTs: half precision is unsupported on CPU and restricted to
     #: power-of-two sizes on CUDA
     dtypes = ("float32",)
+    #: OpenVINO runs bf16 convolutions around its own FFTs (the probe decides, as ever)
+    exported_dtypes = ("float32", "bfloat16")
+    #: the TorchScript ONNX exporter has no rfftn/irfftn, and OpenVINO cannot read what the
+    #: dynamo exporter writes for them; OpenVINO's PyTorch frontend converts them
+    onnx_export = False
+    #: a crop of a few hundred pixels, as the fill runs it (LAMA_SIDE 512)
+    probe_size = 256
 
     def _configure(self, hparams: dict[str, Any]) -> None:
         self.multiple = 2 ** int(hparams.get("n_downsampling", 3))
@@ -673,6 +688,15 @@ class Inpainter(Network):
                width: int | None = None) -> list[InputSpec]:
         return [InputSpec("x", (batch, int(self.spec.hparams.get("input_nc", 4)), height,
                                 width))]
+
+    def probe_image(self, rng: np.random.Generator, shape: Sequence[int]) -> np.ndarray:
+        """A smooth random photo with a hole, as the fill feeds the network: ``[RGB x (1 -
+        mask), mask]``, the mask a rectangle of a ninth of the area, off centre."""
+        n, c, h, w = shape
+        rgb = super().probe_image(rng, (n, c - 1, h, w))
+        mask = np.zeros((n, 1, h, w), np.float32)
+        mask[:, :, h // 4:h // 4 + h // 3, w // 3:w // 3 + w // 3] = 1.0
+        return np.concatenate([rgb * (1.0 - mask), mask], axis=1).astype(np.float32)
 
 
 class LaMaInpainter(Inpainter):

@@ -153,6 +153,7 @@ def restore_photo(
     if repair or opts.face_enhancement:
         runtime = runtime or _new_runtime()
     clock = _Clock(stages)
+    large = img.width * img.height >= _release_from()
     if runtime is not None:
         stages.long_s = runtime.settings.long_job_s
         megapixels = img.width * img.height / 1e6
@@ -162,8 +163,8 @@ def restore_photo(
         if colorizer is not None and mono.is_monochrome:
             clock.later("colorize", COLORIZE_S + COLORIZE_S_PER_MP * megapixels)
         with stages.stage("load"):
-            _build_engines(runtime, stages, release=img.width * img.height >= _release_from(),
-                           repair=repair, detect=opts.scratch_removal and (
+            _build_engines(runtime, stages, release=large, repair=repair,
+                           detect=opts.scratch_removal and (
                                user_mask is None or opts.mask_mode == "add"),
                            colorizer=colorizer if mono.is_monochrome else None)
 
@@ -174,6 +175,8 @@ def restore_photo(
             pixels = _remove_scratches(pixels, noise, result, stages, runtime,
                                        detect=opts.scratch_removal, user_mask=user_mask,
                                        mask_mode=opts.mask_mode, clock=clock)
+        if large:  # LaMa's working buffers would stay under the face step's peak
+            runtime.release_memory()
     else:
         result.reports["scratch-removal"] = {"skipped": True, "reason": "turned off"}
 
