@@ -358,6 +358,34 @@ def test_comparison_labels_drag_touch_side_by_side_zoom_pan_and_face_strip(
         shot(page, "compare-side-zoom")
 
 
+def test_a_running_job_shows_the_time_left_from_the_server_estimate(server: str,
+                                                                     browser) -> None:
+    """The progress frames' ``estimate`` becomes "about N s left" in the job's row while it
+    runs (every status the row showed is recorded, however briefly)."""
+    import re
+
+    photo = shared_path("testdata", "photos", "00.jpg")  # a group: several faces to restore
+    with Page(browser, server, viewport=DESKTOP) as page:
+        page.goto(server + "/")
+        page.evaluate("""() => {
+            window.seen = [];
+            new MutationObserver(() => document.querySelectorAll('#queue .status').forEach(
+                (s) => window.seen.push(s.textContent))).observe(
+                document.getElementById('queue'),
+                {subtree: true, childList: true, characterData: true});
+        }""")
+        page.set_input_files("#file", str(photo))
+        page.click("#submit")
+        wait_done(page)
+        assert page.locator("#queue li").first.get_attribute("data-status") == "succeeded"
+        seen = page.evaluate("window.seen")
+    left = [t for t in seen if re.fullmatch(r"\d+% · .+ · about \d+ (s|min) left", t)]
+    assert left, sorted(set(seen))
+    # once the pipeline is done, saving the result is not in its estimate
+    assert not [t for t in seen if re.match(r"\d+% · (Done|Saving result\.\.\.) · ", t)], seen
+    assert seen[-1] == "done"
+
+
 def test_small_image_not_stretched_warnings_shown_and_stale_result_cleared(
         server: str, browser, tmp_path: Path) -> None:
     files = photo_files(tmp_path)

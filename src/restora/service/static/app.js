@@ -198,15 +198,43 @@ function queueRow(entry) {
   return li;
 }
 
+// The server's estimate (the progress frames' `estimate`): what was left when it was made. Later
+// frames repeat it until it moves, so it is re-based only when its total changes.
+function noteEstimate(entry, est) {
+  const remaining = Number(est && est.remainingSeconds);
+  if (!Number.isFinite(remaining) || (entry.estimate && entry.estimate.seconds === est.seconds)) return;
+  entry.estimate = { seconds: est.seconds, remaining, at: Date.now() };
+}
+
+function timeLeft(entry) {
+  if (!entry.estimate) return "";
+  const left = entry.estimate.remaining - (Date.now() - entry.estimate.at) / 1000;
+  if (left >= 90) return `about ${Math.round(left / 60)} min left`;
+  if (left >= 20) return `about ${Math.round(left / 5) * 5} s left`;
+  return left >= 1 ? `about ${Math.round(left)} s left` : "";
+}
+
+function statusText(entry) {
+  const processing = [`${Math.round(entry.percent)}%`, entry.stage || "working", timeLeft(entry)];
+  return {
+    waiting: "waiting", uploading: "uploading…", queued: "queued", processing: processing.filter(Boolean).join(" · "),
+    succeeded: "done", failed: `failed: ${entry.error || ""}`, canceled: "cancelled", cancelling: "cancelling…",
+  }[entry.status] || entry.status;
+}
+
+// The time left counts down between frames (a long step may send none for a while); only the
+// status text is rewritten, so a focused Cancel button keeps its focus.
+setInterval(() => {
+  for (const entry of state.entries) {
+    if (entry.status === "processing" && entry.estimate) entry.row.status.textContent = statusText(entry);
+  }
+}, 5000);
+
 function renderEntry(entry) {
   const { li, bar, status, actions, thumb } = entry.row;
   li.dataset.status = entry.status;
   bar.value = entry.percent;
-  const pct = `${Math.round(entry.percent)}%`;
-  status.textContent = {
-    waiting: "waiting", uploading: "uploading…", queued: "queued", processing: `${pct} · ${entry.stage || "working"}`,
-    succeeded: "done", failed: `failed: ${entry.error || ""}`, canceled: "cancelled", cancelling: "cancelling…",
-  }[entry.status] || entry.status;
+  status.textContent = statusText(entry);
   actions.textContent = "";
   if (["waiting", "uploading", "queued", "processing"].includes(entry.status)) {
     actions.append(el("button", { type: "button", class: "secondary small-button", onclick: () => cancelEntry(entry) },
@@ -399,6 +427,9 @@ function handleEvent(entry, type, raw) {
     if (entry.status !== "cancelling") entry.status = data.phase === "queued" ? "queued" : "processing";
     entry.percent = Number(data.percent) || 0;
     entry.stage = data.stage || data.phase || "";
+    // The estimate covers the pipeline; saving the result comes after it is done.
+    if (["done", "encoding"].includes(data.step)) entry.estimate = null;
+    else noteEstimate(entry, data.estimate);
     renderEntry(entry);
     return false;
   }
