@@ -275,8 +275,8 @@ POLICIES: dict[str, Policy] = {
     "damage-segmentation": Policy("logits within 0.05 of torch fp32", _max_abs_check(0.05),
                                   _FAST_FP32),
     # LaMa: OpenVINO fp32 costs what torch does (its convolutions are oneDNN's either way:
-    # 1.0x on a 512 px crop), so it is no candidate; bf16 on AMX ran 2.3x torch (full-size
-    # random weights, probe 84 dB). The FFTs exist only in OpenVINO (Network.onnx_export).
+    # 1.03x on a 512 px crop), so it is no candidate; bf16 on AMX ran 2.33x torch (full-size
+    # random weights, 103.7 dB). Only OpenVINO can run its FFTs (Network.onnx_export).
     "inpainting": Policy("PSNR >= 50 dB vs torch fp32 (clipped to [0, 1])",
                          _psnr_check(1.0, 0.0, 1.0, 50.0), (), amx=(("openvino", "bf16"),)),
 }
