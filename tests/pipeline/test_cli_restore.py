@@ -72,3 +72,37 @@ def test_bad_settings_are_rejected(restora_home: Path, tmp_path: Path,
     src = copy_photo("photos/03.jpg", tmp_path / "x.jpg")
     assert main(["restore-photo", str(src), "--denoise-strength", "150"]) == 1
     assert "error[invalid_parameter]" in capsys.readouterr().err
+
+
+def test_a_long_job_is_announced_with_the_whole_job_estimate(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """With every job "long", the CLI's line and the result's warning are the job's own
+    estimate (here the fill's, from its first crop), once."""
+    from restora.pipeline._timing import estimate_text
+    from tiny_models import tiny_photo_repair_entries, write_tiny_manifest
+
+    manifest = write_tiny_manifest(tmp_path, include=set(),
+                                   extra=tiny_photo_repair_entries(scratch=False))
+    monkeypatch.setenv("RESTORA_MODELS", str(manifest))
+    monkeypatch.setenv("RESTORA_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RESTORA_LONG_JOB_S", "0")
+    src = copy_photo("photos/06.png", tmp_path / "torn.png")
+    h, w = decode(src).pixels.shape[:2]
+    mask = np.zeros((h, w), np.uint8)
+    for k, (y, x) in enumerate([(40, 40), (40, 600), (420, 40), (420, 600)]):
+        mask[y:y + 60 + 10 * k, x:x + 90] = 255  # four torn patches, one crop each
+    from PIL import Image as PILImage
+
+    PILImage.fromarray(mask).save(tmp_path / "mask.png")
+    rc = main(["restore-photo", str(src), "-o", str(tmp_path / "out.png"), "--mask",
+               str(tmp_path / "mask.png"), "--no-face-enhancement", "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    record = json.loads(out.strip().splitlines()[-1])
+    est = record["estimate"]
+    assert est["long"] and est["work"] == {"inpaintRegions": 3}
+    line = estimate_text(est)
+    assert line.endswith("(3 damaged region(s) to fill)")
+    assert f"torn.png: {line}" in err
+    assert [x for x in record["warnings"] if "will take" in x] == [line]

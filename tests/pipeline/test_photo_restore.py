@@ -275,8 +275,10 @@ def test_the_face_step_estimate_is_the_whole_job_with_colour_still_to_come(
     nominal cost."""
     import time
 
+    from restora.pipeline._timing import estimate_text
     from restora.pipeline.photo.restore import COLORIZE_S
 
+    monkeypatch.setenv("RESTORA_LONG_JOB_S", "0")  # every estimate is "long"
     runtime = tiny_runtime(tmp_path, monkeypatch, {"tiny-codeformer",
                                                    "retinaface-mobilenet0.25-facelibcfg"},
                            [ddcolor_entry()])
@@ -298,6 +300,8 @@ def test_the_face_step_estimate_is_the_whole_job_with_colour_still_to_come(
     # the denoise ran before the faces, so the job's clock was well ahead of the step's
     assert events[0][0] > result.timings["denoise"]
     assert result.estimate == events[0][1]
+    # one "this will take about" warning, the job's: the face step's own is dropped
+    assert [w for w in result.warnings if "will take" in w] == [estimate_text(result.estimate)]
 
 
 def test_a_first_job_builds_the_photo_engines_in_the_load_stage(

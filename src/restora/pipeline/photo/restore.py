@@ -28,7 +28,7 @@ from restora.errors import ModelNotInstalled, RestoraError
 from restora.io.decode import as_image
 from restora.io.image import Image
 from restora.models.registry import RESTORER_FAMILIES
-from restora.pipeline._timing import EstimateFn, Stages
+from restora.pipeline._timing import EstimateFn, Stages, estimate_text
 from restora.pipeline.options import PhotoOptions, with_overrides
 from restora.pipeline.photo.denoise import (NoiseEstimate, estimate_noise, filter_strengths,
                                             planes_filtered)
@@ -214,6 +214,8 @@ def restore_photo(
 
     result.image = current
     result.estimate = stages.first_estimate
+    if result.estimate is not None and result.estimate["long"]:
+        result.warnings.append(estimate_text(result.estimate))
     result.timings = dict(stages.timings)
     stages.done()
     return result
@@ -339,6 +341,9 @@ def _enhance_faces(img: Image, runtime: Runtime, fidelity: float, mono: MonoRepo
         result.reports["face-enhancement"] = {"skipped": True, "reason": exc.message,
                                               "install": command}
         return img
+    # the face step's own "this will take about" counts the step alone; the job adds its own
+    own = estimate_text(out.estimate) if out.estimate and out.estimate["long"] else None
+    out.warnings = [w for w in out.warnings if w != own]
     result.faces_enhanced = out.faces_detected if out.model else 0
     report: dict[str, Any] = {"facesDetected": out.faces_detected, "model": out.model,
                               "fidelity": fidelity, "strength": FACE_STRENGTH,
