@@ -65,3 +65,43 @@ def test_enhance_faces_on_cuda(runtimes: tuple[Runtime, Runtime], tmp_path: Path
                            model="gfpgan", seed=3)
     assert result.faces_detected >= 1 and result.engine == "torch"
     assert result.precision == "fp16"
+
+
+def check_photo_networks(device: str, tmp_path: Path, engine: str = "auto") -> None:
+    """The photo networks on ``device`` against the CPU's torch fp32, each within its task's
+    bound, and restore-photo end to end there (a torn patch filled by LaMa, colour added).
+    (``device="cpu", engine="torch"`` runs the same checks where there is no GPU.)"""
+    from conftest import shared_path
+    from tiny_models import tiny_ddcolor_entry, tiny_photo_repair_entries
+
+    from restora.io import decode
+    from restora.pipeline.photo import restore_photo
+
+    manifest = write_tiny_manifest(tmp_path, include=set(), extra=[
+        *tiny_photo_repair_entries(), tiny_ddcolor_entry(input_size=256)])
+    settings = Settings(home=tmp_path / "home", models=manifest)
+    cpu = Runtime(settings, device="cpu", engine="torch")
+    dev = Runtime(settings, device=device, engine=engine)
+    rng = np.random.default_rng(4)
+    hole = np.zeros((1, 1, 256, 256), np.float32)
+    hole[..., 64:128, 96:192] = 1.0
+    rgb = rng.uniform(0, 1, (1, 3, 256, 256)).astype(np.float32)
+    inputs = {"tiny-lama": np.concatenate([rgb * (1 - hole), hole], 1),
+              "tiny-scratch-unet": rng.uniform(-1, 1, (1, 1, 256, 384)).astype(np.float32),
+              "tiny-ddcolor": np.repeat(rgb.mean(1, keepdims=True), 3, 1)}
+    for model_id, x in inputs.items():
+        ref, net = cpu.load(model_id), dev.load(model_id)
+        got = net(x)
+        assert net.precision == "fp32"  # FFTs, a threshold, Lab: float32 on the GPU too
+        ok, measure = policy_for(net.task).check([ref(x)], [got])
+        assert ok, f"{model_id} on {device}: {measure}"
+    img = decode(shared_path("testdata", "gray", "Hepburn01.png"))
+    user = np.zeros((img.height, img.width), bool)
+    user[100:160, 80:200] = True
+    result = restore_photo(img, runtime=dev, face_enhancement=False, colorize=True, mask=user)
+    assert result.reports["scratch-removal"]["fill"]["wideFill"] == "lama"
+    assert result.colorized and result.mask[user].all()
+
+
+def test_photo_networks_on_cuda(tmp_path: Path) -> None:
+    check_photo_networks("cuda", tmp_path)
