@@ -28,11 +28,15 @@ for name in $packages; do
     --platform manylinux2014_x86_64 --platform any -d .whl "$name${version:+==$version}"
 done
 
-rm -rf .gpu && mkdir -p .gpu/shared/conformance .gpu/shared/models .gpu/shared/testdata/photos
+rm -rf .gpu && mkdir -p .gpu/shared/conformance/photo .gpu/shared/conformance/ddcolor \
+  .gpu/shared/models .gpu/shared/testdata/photos .gpu/shared/testdata/gray
 cp "$shared"/conformance/*.tiny.json "$shared"/conformance/*.tiny.pth \
    "$shared"/conformance/retinaface_mobilenet0.25_facelibcfg.pth .gpu/shared/conformance/
+cp "$shared"/conformance/photo/{lama,scratchunet}.tiny.{json,pth} .gpu/shared/conformance/photo/
+cp "$shared"/conformance/ddcolor/{goldens.json,tiny.pth} .gpu/shared/conformance/ddcolor/
 cp "$shared"/models/face_detection_yunet_2026may.onnx .gpu/shared/models/
 cp "$shared"/testdata/photos/{00.jpg,02.png,06.png} .gpu/shared/testdata/photos/
+cp "$shared"/testdata/gray/Hepburn01.png .gpu/shared/testdata/gray/
 cp -r "$shared"/testdata/faces .gpu/shared/testdata/
 du -sh .whl .gpu
 echo "now, on the GPU machine (carry .whl and .gpu): bash scripts/gpu_check.sh"
