@@ -194,3 +194,21 @@ def test_invalid_parameters(runtime: Runtime, kwargs: dict, field: str) -> None:
     with pytest.raises(InvalidParameter) as info:
         colorize(einstein(rows=64), runtime=runtime, **kwargs)
     assert info.value.field == field
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.6])
+def test_the_banded_full_resolution_work_gives_the_whole_frame_pixels(
+        monkeypatch: pytest.MonkeyPatch, strength: float) -> None:
+    """In bands of a few rows (the last one shorter) the colour work gives exactly the pixels of
+    :func:`compose` on the whole frame, 8- and 16-bit, a/b maps not square."""
+    import restora.pipeline.colorize as col
+
+    image = decode(shared_path("testdata", "photos", "04.jpg"))
+    ab = np.random.default_rng(0).uniform(-60, 60, (1, 2, 48, 80)).astype(np.float32)
+    monkeypatch.setattr(col, "BAND_PIXELS", 7 * image.width + 3)
+    assert image.height % 7
+    for pixels, top in ((image.pixels, 255),
+                        (image.pixels.astype(np.uint16) * 257, 65535)):
+        lab = rgb_to_lab(to_unit_float(pixels))
+        whole = np.rint(compose(lab, ab, strength) * np.float32(top)).astype(pixels.dtype)
+        assert np.array_equal(col.compose_bands(pixels, ab, strength, top), whole)

@@ -621,6 +621,7 @@ class Colorizer(Network):
     """Grey RGB NCHW in [0, 1] at ``input_size`` (a multiple of 32) -> Lab a/b (N, 2, S, S)."""
 
     task = "colorization"
+    graph_only = True  # DDColor-L's 0.9 GB of torch weights go while an exported graph serves
 
     def _configure(self, hparams: dict[str, Any]) -> None:
         from restora.models.arch.ddcolor import input_size

@@ -10,6 +10,10 @@ so at ``strength=1`` an 8-bit image gives the reference output.
 Alpha is passed through untouched and 16-bit images stay 16-bit. The lightness is the original's
 as far as OpenCV's float Lab round trip allows (it moves grey values by at most 0.002 of full
 scale: invisible, and exact after 8-bit rounding in the reference's own measurements).
+
+The full-resolution work (Lab, the resized a/b, the blend, back to RGB) is per pixel, so it runs
+in bands of rows (``BAND_PIXELS``), each giving exactly the pixels the whole frame would: a 24 MP
+photo holds no full-size float copy beyond the one the network input is resized from.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ if TYPE_CHECKING:
     from restora.models.runtime import Runtime
 
 TASK = "colorization"
+#: pixels per band of the full-resolution colour work (~20 float32 bytes each, ~80 MB)
+BAND_PIXELS = 4_000_000
 
 
 def colorize(image: Image, *, runtime: Runtime, model_id: str | None = None,
@@ -48,12 +54,10 @@ def colorize(image: Image, *, runtime: Runtime, model_id: str | None = None,
     if strength == 0.0:
         return image.with_pixels(image.pixels.copy(), _copy(image.alpha)), report
 
-    rgb = to_unit_float(image.pixels)
-    lab = rgb_to_lab(rgb)
-    ab = predict_ab(net, model_input(rgb, size))
-    out = compose(lab, ab, strength)
-    pixels = np.rint(out * np.float32(image.max_value)).astype(image.pixels.dtype)
-    return image.with_pixels(pixels, _copy(image.alpha)), report
+    x = model_input(to_unit_float(image.pixels), size)
+    ab = predict_ab(net, x)
+    return image.with_pixels(compose_bands(image.pixels, ab, strength, image.max_value),
+                             _copy(image.alpha)), report
 
 
 # --- the steps, public so the conformance tests can check each one against the reference -------
@@ -95,18 +99,49 @@ def compose(lab: np.ndarray, ab: torch.Tensor | np.ndarray, strength: float = 1.
     blended as ``strength * model + (1 - strength) * original`` (exact at 0 and 1) and joined with
     the original L. OpenCV clips linear RGB to [0, 1] during the conversion.
     """
-    import cv2
     import torch
     import torch.nn.functional as F
 
     height, width = lab.shape[:2]
     ab_t = torch.as_tensor(ab, dtype=torch.float32)
-    resized = F.interpolate(ab_t, size=(height, width))[0].numpy().transpose(1, 2, 0)
+    return _join(lab, F.interpolate(ab_t, size=(height, width))[0].numpy().transpose(1, 2, 0),
+                 strength)
+
+
+def compose_bands(pixels: np.ndarray, ab: np.ndarray, strength: float, top: int) -> np.ndarray:
+    """:func:`compose` of the whole image, as integer pixels (``top`` = full scale), computed a
+    band of rows at a time from the integer ``pixels``: the same values, no full-size floats."""
+    height, width = pixels.shape[:2]
+    rows = nearest_index(ab.shape[-2], height)
+    cols = nearest_index(ab.shape[-1], width)
+    out = np.empty_like(pixels)
+    step = max(1, BAND_PIXELS // max(width, 1))
+    for y0 in range(0, height, step):
+        y1 = min(height, y0 + step)
+        lab = rgb_to_lab(to_unit_float(pixels[y0:y1]))
+        resized = np.asarray(ab, np.float32)[0][:, rows[y0:y1]][:, :, cols].transpose(1, 2, 0)
+        out[y0:y1] = np.rint(_join(lab, resized, strength) * np.float32(top))
+    return out
+
+
+def nearest_index(n_in: int, n_out: int) -> np.ndarray:
+    """The source index of each of ``n_out`` positions under torch's default 'nearest' resize
+    from ``n_in`` (taken from torch itself, so that it is exactly its rule)."""
+    import torch
+    import torch.nn.functional as F
+
+    src = torch.arange(n_in, dtype=torch.float32).view(1, 1, n_in, 1)
+    return F.interpolate(src, size=(n_out, 1))[0, 0, :, 0].numpy().astype(np.intp)
+
+
+def _join(lab: np.ndarray, ab: np.ndarray, strength: float) -> np.ndarray:
+    """RGB from ``lab``'s L and the resized model ``ab`` blended with ``lab``'s own by strength."""
+    import cv2
+
     if strength != 1.0:
-        resized = (np.float32(strength) * resized
-                   + np.float32(1.0 - strength) * lab[:, :, 1:]).astype(np.float32)
-    joined = np.concatenate((lab[:, :, :1], resized), axis=2)
-    return cv2.cvtColor(joined, cv2.COLOR_Lab2RGB)
+        ab = (np.float32(strength) * ab + np.float32(1.0 - strength) * lab[:, :, 1:]
+              ).astype(np.float32)
+    return cv2.cvtColor(np.concatenate((lab[:, :, :1], ab), axis=2), cv2.COLOR_Lab2RGB)
 
 
 # --- validation ---------------------------------------------------------------------------------

@@ -200,6 +200,8 @@ def restore_photo(
             assert runtime is not None
             current = _enhance_faces(current, runtime, fidelity, mono, result, stages, cancel,
                                      clock.faces)
+        if large:  # the face networks' buffers and weights would stay under the colour work
+            runtime.release_memory()
     else:
         result.reports["face-enhancement"] = {"skipped": True, "reason": "turned off"}
 
