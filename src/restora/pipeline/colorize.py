@@ -114,12 +114,13 @@ def compose_bands(pixels: np.ndarray, ab: np.ndarray, strength: float, top: int)
     height, width = pixels.shape[:2]
     rows = nearest_index(ab.shape[-2], height)
     cols = nearest_index(ab.shape[-1], width)
+    maps = np.asarray(ab, np.float32)[0]
     out = np.empty_like(pixels)
     step = max(1, BAND_PIXELS // max(width, 1))
     for y0 in range(0, height, step):
         y1 = min(height, y0 + step)
         lab = rgb_to_lab(to_unit_float(pixels[y0:y1]))
-        resized = np.asarray(ab, np.float32)[0][:, rows[y0:y1]][:, :, cols].transpose(1, 2, 0)
+        resized = maps[:, rows[y0:y1]][:, :, cols].transpose(1, 2, 0)
         out[y0:y1] = np.rint(_join(lab, resized, strength) * np.float32(top))
     return out
 

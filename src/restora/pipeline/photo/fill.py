@@ -25,6 +25,7 @@ exceeds ``LAMA_SIDE`` px on the network.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,8 +79,6 @@ def fill_damage(pixels: np.ndarray, mask: np.ndarray, *, inpaint: InpaintFn | No
                 progress: Callable[[float], None] | None = None,
                 on_crop: CropFn | None = None) -> FillResult:
     """Fill ``mask`` (H x W bool) in RGB ``pixels`` (uint8/uint16); see the module docstring."""
-    import time
-
     import cv2
 
     m8 = cv2.dilate(mask.astype(np.uint8), _disc(3))

@@ -156,12 +156,8 @@ def restore_photo(
     large = img.width * img.height >= _release_from()
     if runtime is not None:
         stages.long_s = runtime.settings.long_job_s
-        megapixels = img.width * img.height / 1e6
-        if opts.denoise and opts.denoise_strength > 0 and not noise.is_clean:
-            clock.later("denoise", DENOISE_S_PER_MP_PLANE * megapixels
-                        * planes_filtered(noise, opts.denoise_strength))
-        if colorizer is not None and mono.is_monochrome:
-            clock.later("colorize", COLORIZE_S + COLORIZE_S_PER_MP * megapixels)
+        clock.plan_tail(opts, noise, colorize=colorizer is not None and mono.is_monochrome,
+                        megapixels=img.width * img.height / 1e6)
         with stages.stage("load"):
             _build_engines(runtime, stages, release=large, repair=repair,
                            detect=opts.scratch_removal and (
@@ -226,15 +222,21 @@ def restore_photo(
 class _Clock:
     """The job's estimate, from what is known of the work left: the wide-damage fill's crops at
     their measured cost, the face step's own estimate (tiles and faces), and the steps planned
-    after them at their nominal cost (``later``). Announced from the fill and the face step,
+    after them at their nominal cost (``plan_tail``). Announced from the fill and the face step,
     where the long work is; a step drops out of the tail when it starts."""
 
     def __init__(self, stages: Stages) -> None:
         self.stages = stages
         self.tail: dict[str, float] = {}  # step still to come -> nominal seconds
 
-    def later(self, step: str, seconds: float) -> None:
-        self.tail[step] = seconds
+    def plan_tail(self, opts: PhotoOptions, noise: NoiseEstimate, *, colorize: bool,
+                  megapixels: float) -> None:
+        """The steps that will run after the long ones, at their nominal cost."""
+        if opts.denoise and opts.denoise_strength > 0 and not noise.is_clean:
+            self.tail["denoise"] = (DENOISE_S_PER_MP_PLANE * megapixels
+                                    * planes_filtered(noise, opts.denoise_strength))
+        if colorize:
+            self.tail["colorize"] = COLORIZE_S + COLORIZE_S_PER_MP * megapixels
 
     def started(self, step: str) -> None:
         self.tail.pop(step, None)
