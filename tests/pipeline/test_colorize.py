@@ -87,7 +87,8 @@ def test_each_stage_matches_the_reference(runtime: Runtime, name: str, rows: int
 def test_colorize_reproduces_the_end_to_end_goldens(runtime: Runtime, name: str,
                                                     rows: int | None, size: int) -> None:
     result, report = colorize(einstein(rows), runtime=runtime, strength=1.0, input_size=size)
-    assert report == {"model": TINY_ID, "strength": 1.0, "inputSize": size}
+    assert report == {"model": TINY_ID, "strength": 1.0, "inputSize": size,
+                      "engine": "torch/fp32"}
     want = golden_png(name)
     assert result.pixels.shape == want.shape and result.pixels.dtype == np.uint8
     diff = np.abs(result.pixels.astype(np.int16) - want).max(axis=2)
@@ -112,7 +113,8 @@ def test_strength_blends_chroma_and_keeps_lightness(runtime: Runtime) -> None:
     lab_in = rgb_to_lab(to_unit_float(image.pixels))
     full, _ = colorize(image, runtime=runtime, strength=1.0, input_size=64)
     half, report = colorize(image, runtime=runtime, strength=0.5, input_size=64)
-    assert report == {"model": TINY_ID, "strength": 0.5, "inputSize": 64}
+    assert report == {"model": TINY_ID, "strength": 0.5, "inputSize": 64,
+                      "engine": "torch/fp32"}
     lab_full = rgb_to_lab(to_unit_float(full.pixels))
     lab_half = rgb_to_lab(to_unit_float(half.pixels))
     # Half strength lies half way between the original and the model's chroma (up to 8-bit

@@ -34,6 +34,7 @@ def test_learned_detector_runs_at_reference_size_and_maps_to_full_res(
     result = restore_photo(img, runtime=rt, face_enhancement=False, denoise=False)
     report = result.reports["scratch-removal"]
     assert report["detector"] == "learned" and report["model"] == "tiny-scratch-unet"
+    assert report["engine"] == "torch/fp32"  # the suite's RESTORA_ENGINE
     assert min(report["networkSize"]) == 256  # the reference's shorter side
     prob = scratch_probability(rt.load("tiny-scratch-unet"), img.pixels)
     expected = probability_to_mask(prob, img.height, img.width)
@@ -57,6 +58,7 @@ def test_lama_fills_a_wide_user_region_composited_inside_the_mask(
     result = restore_photo(img, runtime=rt, face_enhancement=False, denoise=False, mask=user)
     fill = result.reports["scratch-removal"]["fill"]
     assert fill["wideFill"] == "lama" and fill["model"] == "tiny-lama"
+    assert fill["engine"] == "torch/fp32"
     assert fill["wideRegions"] == 1 and fill["thinPixels"] > 0
     assert not any("inpainting model" in w for w in result.warnings)
     out = result.image.pixels

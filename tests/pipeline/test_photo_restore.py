@@ -325,6 +325,9 @@ def test_a_first_job_builds_the_photo_engines_in_the_load_stage(
     assert result.colorized and result.reports["scratch-removal"]["detector"] == "learned"
     for model in ("tiny-scratch-unet", "tiny-ddcolor"):
         assert not runtime.load(model).engine_name.startswith("torch")
+    # the reports name the engine each network ran on
+    assert result.reports["scratch-removal"]["engine"] == "openvino/fp32"
+    assert result.reports["colorize"]["engine"] == "openvino/fp32"
     final = len(list(home.rglob("meta.json")))
     assert entries["load"] == 0 < entries["scratch-removal"] == final
     assert result.timings["load"] > 0

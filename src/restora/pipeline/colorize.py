@@ -39,7 +39,8 @@ BAND_PIXELS = 4_000_000
 
 def colorize(image: Image, *, runtime: Runtime, model_id: str | None = None,
              strength: float = 0.85, input_size: int | None = None) -> tuple[Image, dict[str, Any]]:
-    """Colorize ``image``; returns the new image and ``{"model", "strength", "inputSize"}``.
+    """Colorize ``image``; returns the new image and ``{"model", "strength", "inputSize",
+    "engine"}`` (``engine``: "engine/precision" the network ran on; absent at strength 0).
 
     ``strength`` 0 keeps the input's colours exactly, 1 uses the model's chroma fully.
     ``input_size`` (a multiple of 32) overrides the model's inference size (512 for the official
@@ -56,6 +57,7 @@ def colorize(image: Image, *, runtime: Runtime, model_id: str | None = None,
 
     x = model_input(to_unit_float(image.pixels), size)
     ab = predict_ab(net, x)
+    report["engine"] = f"{net.engine_name}/{net.precision}"
     return image.with_pixels(compose_bands(image.pixels, ab, strength, image.max_value),
                              _copy(image.alpha)), report
 
