@@ -306,8 +306,9 @@ def test_the_face_step_estimate_is_the_whole_job_with_colour_still_to_come(
 
 def test_a_first_job_builds_the_photo_engines_in_the_load_stage(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a fresh engine cache the scratch detector and the colorizer are exported in "load",
-    before any step, and a second job builds nothing."""
+    """On a fresh engine cache the scratch detector is exported in "load", before any step, and
+    a second job builds nothing; the colorizer runs on torch (its policy has no CPU
+    candidates), loaded there too."""
     pytest.importorskip("openvino")
     from tiny_models import tiny_photo_repair_entries
 
@@ -323,11 +324,10 @@ def test_a_first_job_builds_the_photo_engines_in_the_load_stage(
                            progress=lambda stage, _p: entries.setdefault(
                                stage, len(list(home.rglob("meta.json")))))
     assert result.colorized and result.reports["scratch-removal"]["detector"] == "learned"
-    for model in ("tiny-scratch-unet", "tiny-ddcolor"):
-        assert not runtime.load(model).engine_name.startswith("torch")
+    assert "tiny-ddcolor" in runtime.loaded()
     # the reports name the engine each network ran on
     assert result.reports["scratch-removal"]["engine"] == "openvino/fp32"
-    assert result.reports["colorize"]["engine"] == "openvino/fp32"
+    assert result.reports["colorize"]["engine"] == "torch/fp32"
     final = len(list(home.rglob("meta.json")))
     assert entries["load"] == 0 < entries["scratch-removal"] == final
     assert result.timings["load"] > 0

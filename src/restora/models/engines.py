@@ -269,7 +269,11 @@ POLICIES: dict[str, Policy] = {
     "face-detection": Policy(f"raw regressions and scores within {DETECTION_MAX_ABS} "
                              "(boxes and landmarks move < 1 px)", detection_check, _FAST_ANY,
                              gpu=_HALF),
-    "colorization": Policy("Lab a/b within 1.0 of torch fp32", colour_check, _FAST_FP32),
+    # DDColor runs once per photo, so speed matters little and memory a lot: DDColor-L's
+    # OpenVINO graph (free input sides) held 2.1 GiB of buffers for its one 512 px forward and
+    # kept them, against torch's 1.0 GiB of activations, to save 0.7 s of 2.7; its first export
+    # peaked at 4.9 GiB (docs/engines.md, "Colorization stays on torch"). auto keeps torch.
+    "colorization": Policy("Lab a/b within 1.0 of torch fp32", colour_check, ()),
     # Scratch logits: the damage threshold is sigmoid 0.4 (logit -0.405); 0.05 moves the
     # probability by < 0.0125, so only pixels already within a hair of the threshold can flip.
     "damage-segmentation": Policy("logits within 0.05 of torch fp32", _max_abs_check(0.05),
