@@ -1057,3 +1057,34 @@ def test_lama_runs_on_openvino_converted_from_torch(tmp_path: Path) -> None:
         amx_rt.release_memory()
         assert next(amx.module.parameters()).device.type == "meta"
         assert np.array_equal(amx(pair), before)
+
+
+def test_closing_an_engine_drops_its_graph_and_reopens_it_from_the_cache(
+        setup: tuple[Path, Path], tmp_path: Path) -> None:
+    """``close_engine`` (a large job done with a network) drops the compiled graph and the
+    torch weights; the next call reopens the graph from the export cache (no export, no new
+    verdict) with the same output. The parser's coarse graphs are looked up again with it; a
+    torch engine is kept."""
+    manifest, _ = setup
+    settings = Settings(home=tmp_path / "home", models=manifest, engine_cache=tmp_path / "c")
+    rt = runtime(settings, "auto")
+    gfpgan, parser = rt.load("tiny-gfpgan"), rt.load("tiny-parsenet")
+    x, xp = faces(gfpgan.input_size, 1), faces(parser.input_size, 1)
+    want = gfpgan(x, generator=torch.Generator().manual_seed(3))
+    want_parse = parser(xp)
+    parser.prepare()
+    verdicts = {p: p.stat().st_mtime_ns for p in (tmp_path / "c").rglob("meta.json")}
+    rt.close_engines(["tiny-gfpgan", "tiny-parsenet", "not-loaded"])
+    assert gfpgan.engine is None and parser.engine is None and parser._coarse is None
+    assert all(p.is_meta for p in gfpgan.module.parameters())
+    np.testing.assert_array_equal(gfpgan(x, generator=torch.Generator().manual_seed(3)), want)
+    np.testing.assert_array_equal(parser(xp), want_parse)
+    parser.prepare()
+    assert gfpgan.engine_name == "openvino" and parser._coarse is not None
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "c").rglob("meta.json")} == verdicts
+    eager = runtime(settings, "torch")
+    net = eager.load("tiny-gfpgan")
+    net(x, generator=torch.Generator().manual_seed(3))
+    engine = net.engine
+    eager.close_engines(["tiny-gfpgan"])
+    assert net.engine is engine and not any(p.is_meta for p in net.module.parameters())

@@ -334,3 +334,35 @@ def test_a_first_job_builds_the_photo_engines_in_the_load_stage(
     before = {p: p.stat().st_mtime_ns for p in home.rglob("meta.json")}
     restore_photo(src, runtime=runtime, face_enhancement=False, colorize=True)
     assert {p: p.stat().st_mtime_ns for p in home.rglob("meta.json")} == before
+
+
+def test_a_large_job_closes_the_face_engines_before_colouring(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From RELEASE_FROM_PIXELS on, a job that colours after its face step closes the face
+    networks' exported engines first (their compiled graphs would stay under the colour
+    work); one that does not colour keeps them for the next job."""
+    pytest.importorskip("openvino")
+    import restora.pipeline.enhance as enhance
+
+    monkeypatch.setattr(enhance, "RELEASE_FROM_PIXELS", 1)  # every photo is "large"
+    manifest = write_tiny_manifest(tmp_path, include={"tiny-codeformer",
+                                                      "retinaface-mobilenet0.25-facelibcfg"},
+                                   extra=[ddcolor_entry()])
+    runtime = Runtime(Settings(home=tmp_path / "home", models=manifest), device="cpu",
+                      engine="auto")
+    runtime.engines.amx = False
+    src = photo("photos/03.jpg")
+    toned = src.with_pixels(sepia_copy(src.pixels))
+    kept = restore_photo(toned, runtime=runtime, scratch_removal=False)
+    face_nets = kept.reports["face-enhancement"]["engines"]
+    assert kept.faces_enhanced >= 1 and "tiny-codeformer" in face_nets
+    assert runtime.load("tiny-codeformer").engine is not None
+    result = restore_photo(toned, runtime=runtime, scratch_removal=False, colorize=True)
+    assert result.colorized and result.faces_enhanced == kept.faces_enhanced
+    for model_id in face_nets:
+        net = runtime.load(model_id)
+        assert net.engine is None or net.engine.name.startswith(("torch", "dlib", "opencv"))
+    assert runtime.load("tiny-codeformer").engine is None
+    # the next job reopens them from the cache, with the same faces
+    again = restore_photo(toned, runtime=runtime, scratch_removal=False)
+    assert np.array_equal(again.image.pixels, kept.image.pixels)

@@ -235,6 +235,26 @@ class Network:
         finally:
             self._engine_lock.release()
 
+    def close_engine(self) -> None:
+        """Drop an exported engine, its compiled graph and weights with it, and what
+        :meth:`release_memory` drops: for a large job done with this network before its last
+        heavy stage. The next call opens the graph again from the export cache (a compile, no
+        export or check). A torch engine stays: its weights are the module. Skipped while the
+        engine is being built."""
+        if not self._engine_lock.acquire(blocking=False):
+            return
+        try:
+            engine = self.engine
+            if engine is not None and not engine.name.startswith("torch"):
+                self.engine = None
+                self._drop_graphs()
+        finally:
+            self._engine_lock.release()
+        self.release_memory()
+
+    def _drop_graphs(self) -> None:
+        """Forget graphs kept beside the engine (held under the engine lock)."""
+
     @contextlib.contextmanager
     def weights(self) -> Iterator[Any]:
         """The torch module with its weights, read again from the file if
@@ -438,6 +458,9 @@ class FaceParser(Network):
         super().release_memory()
         for engine, _ in self._coarse or []:
             engine.release()
+
+    def _drop_graphs(self) -> None:
+        self._coarse = None  # looked up again (cached verdicts) with the exact graph
 
     @property
     def coarse_from(self) -> int | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from restora.config import Settings
@@ -145,6 +146,16 @@ class Runtime:
             models = list(self._models.values())
         for model in models:
             model.release_memory()
+        trim_heap()
+
+    def close_engines(self, model_ids: Iterable[str]) -> None:
+        """The loaded networks among ``model_ids`` drop their exported engines
+        (``Network.close_engine``; opened again from the cache when next called), then the
+        heap's free pages go back: a large job's last stage then holds none of them."""
+        with self._guard:
+            models = [self._models[m] for m in model_ids if m in self._models]
+        for model in models:
+            model.close_engine()
         trim_heap()
 
     def unload(self, model_id: str) -> None:

@@ -197,6 +197,9 @@ def restore_photo(
             current = _enhance_faces(current, runtime, fidelity, mono, result, stages, cancel,
                                      clock.faces)
         if large:  # the face networks' buffers and weights would stay under the colour work
+            if colorize and mono.is_monochrome:  # their compiled graphs go too: the next
+                # job that needs them reopens them from the export cache
+                runtime.close_engines(result.reports["face-enhancement"].get("engines", {}))
             runtime.release_memory()
     else:
         result.reports["face-enhancement"] = {"skipped": True, "reason": "turned off"}
