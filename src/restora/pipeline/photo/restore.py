@@ -156,13 +156,14 @@ def restore_photo(
     large = img.width * img.height >= _release_from()
     if runtime is not None:
         stages.long_s = runtime.settings.long_job_s
-        clock.plan_tail(opts, noise, colorize=colorizer is not None and mono.is_monochrome,
+        colour = colorizer if mono.is_monochrome else None  # colorize skips colour photos
+        clock.plan_tail(opts, noise, colorize=colour is not None,
                         megapixels=img.width * img.height / 1e6)
         with stages.stage("load"):
             _build_engines(runtime, stages, release=large, repair=repair,
                            detect=opts.scratch_removal and (
                                user_mask is None or opts.mask_mode == "add"),
-                           colorizer=colorizer if mono.is_monochrome else None)
+                           colorizer=colour)
 
     result.mask = np.zeros((img.height, img.width), bool)
     if repair:
