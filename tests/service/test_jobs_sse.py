@@ -171,6 +171,37 @@ def test_timeout_counts_from_start_of_execution(tmp_path):
         assert snap["finishedAt"] is not None
 
 
+def test_a_timeout_is_recorded_before_the_job_is_told_to_stop():
+    """The watchdog records the timeout before it sets the job's cancel event: a tool that
+    stops at once would otherwise end the job as cancelled first (the store keeps the first
+    final state), which a busy CI machine once did to the test above."""
+    import threading
+    import time
+
+    from restora.service.queue import InProcessQueue
+
+    seen: list[str] = []
+    done = threading.Event()
+
+    def on_timeout(job_id: str) -> None:
+        time.sleep(0.2)  # a slow store write
+        seen.append(f"timeout {job_id}")
+
+    def run(job_id: str, cancel: threading.Event) -> None:
+        cancel.wait(10)
+        seen.append(f"stopped {job_id}")
+        done.set()
+
+    queue = InProcessQueue(run, workers=1, depth=1, timeout_s=0.2, on_timeout=on_timeout)
+    queue.start()
+    try:
+        queue.submit("a")
+        assert done.wait(10)
+    finally:
+        queue.stop()
+    assert seen == ["timeout a", "stopped a"]
+
+
 def test_failed_job_reports_error_code(server):
     bad = png_bytes()[:60]  # real PNG header, truncated: passes sniffing, fails decoding
     with httpx.Client(base_url=server.url, timeout=30) as c:

@@ -174,9 +174,12 @@ class InProcessQueue:
                 fired &= set(self._running)
             for job_id, ev in late:
                 fired.add(job_id)
-                ev.set()
+                # the timeout is recorded before the job is told to stop: stopping ends it as
+                # cancelled, and whichever state is written first stays
                 try:
                     self._on_timeout(job_id)
                 except Exception:
                     log.exception("job %s: timeout handler raised", job_id)
+                finally:
+                    ev.set()
             time.sleep(min(0.25, self._timeout_s / 4))
