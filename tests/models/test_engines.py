@@ -553,7 +553,7 @@ def _needs_bf16() -> None:
     from restora.models.engines import bf16_supported
 
     if not bf16_supported():
-        pytest.skip("this CPU has no bf16 (the coarse parsing graph is OpenVINO bf16)")
+        pytest.skip("this CPU has no bf16: OpenVINO cannot run the bf16 graphs checked here")
 
 
 def test_small_faces_parse_on_the_coarse_graph_and_the_rest_on_the_exact_one(
