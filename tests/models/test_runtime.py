@@ -244,3 +244,38 @@ def test_checkpoint_rejects_non_tensor_files(tmp_path: Path) -> None:
         load_state_dict(nested)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_state_dict(tmp_path / "absent.pth")
+
+
+def test_models_folder_files_are_mapped_and_manifest_paths_read(tmp_path: Path) -> None:
+    """A file in the models folder (only ever replaced atomically, by pull or import) is mapped:
+    the network's weights are the file's pages, with the same outputs; a manifest's own path is
+    read into memory (its owner may rewrite it in place); a file in the old non-zip format
+    still loads."""
+    import shutil
+
+    tiny = json.loads(write_tiny_manifest(tmp_path, include={"tiny-gfpgan"}).read_text())
+    entry = tiny["models"][0]
+    home = tmp_path / "home"
+    models_dir = Settings(home=home).models_dir
+    models_dir.mkdir(parents=True, exist_ok=True)
+    # no 'path': the file lives in the models folder, as pulled (the URL is never fetched: the
+    # file is there)
+    managed = {**{k: v for k, v in entry.items() if k != "path"},
+               "urls": ["https://models.invalid/tiny.pth"]}
+    shutil.copyfile(entry["path"], models_dir / "mapped.pth")
+    legacy = dict(managed, id="legacy-gfpgan", filename="legacy.pth")
+    torch.save(torch.load(entry["path"], weights_only=True), models_dir / "legacy.pth",
+               _use_new_zipfile_serialization=False)
+    manifest = tmp_path / "all.json"
+    manifest.write_text(json.dumps({"models": [
+        entry, dict(managed, id="mapped-gfpgan", filename="mapped.pth"), legacy]}))
+    rt = Runtime(Settings(home=home, models=manifest), device="cpu", engine="torch")
+    nets = {m: rt.load(m) for m in ("tiny-gfpgan", "mapped-gfpgan", "legacy-gfpgan")}
+    maps = Path("/proc/self/maps").read_text()
+    assert str(models_dir / "mapped.pth") in maps
+    assert entry["path"] not in maps and str(models_dir / "legacy.pth") not in maps
+    n = nets["tiny-gfpgan"].input_size
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, n, n)).astype(np.float32)
+    outs = [net(x, generator=torch.Generator().manual_seed(1)) for net in nets.values()]
+    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+    assert all(not p.requires_grad for p in nets["mapped-gfpgan"].module.parameters())

@@ -77,7 +77,7 @@ def _placeholders() -> list[Any]:
 
 def load_state_dict(path: str | Path, nesting: str | None = None,
                     strip_prefix: str | None = None,
-                    loader: str = "torch") -> dict[str, torch.Tensor]:
+                    loader: str = "torch", mmap: bool = False) -> dict[str, torch.Tensor]:
     """Read ``path`` on the CPU and return its flat ``name -> tensor`` dict.
 
     ``nesting`` names the key the file is expected to use. ``model_state`` and ``state_dict``
@@ -85,7 +85,10 @@ def load_state_dict(path: str | Path, nesting: str | None = None,
     present, else ``params``, else the dict itself (``nesting='params'`` prefers ``params`` when
     both exist). ``strip_prefix`` is removed from every key that starts with it (with the
     ``lightning`` loader, keys without it are dropped). ``loader`` is ``torch``, ``lightning``
-    or ``torchscript`` (see the module docstring).
+    or ``torchscript`` (see the module docstring). ``mmap``: map a zip-format file instead of
+    reading it (``torch``/``lightning``; older formats are read), so tensors stay in the page
+    cache, backed by the file, until used, and entries never used are never read. Only for files
+    replaced atomically, never rewritten in place while mapped.
     """
     import pickle
 
@@ -101,9 +104,9 @@ def load_state_dict(path: str | Path, nesting: str | None = None,
             obj = _torchscript_tensors(path)
         elif loader == "lightning":
             with torch.serialization.safe_globals(_placeholders()):
-                obj = torch.load(str(path), map_location="cpu", weights_only=True)
+                obj = _torch_load(path, mmap)
         else:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+            obj = _torch_load(path, mmap)
     except FileNotFoundError as exc:
         raise CheckpointError(f"checkpoint file {path} does not exist", path=str(path)) from exc
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
@@ -119,6 +122,18 @@ def load_state_dict(path: str | Path, nesting: str | None = None,
         n = len(strip_prefix)
         state = {(k[n:] if k.startswith(strip_prefix) else k): v for k, v in state.items()}
     return state
+
+
+def _torch_load(path: Path, mmap: bool) -> Any:
+    import torch
+
+    if mmap:
+        try:
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap can only be used" not in str(exc):  # the legacy (non-zip) format
+                raise
+    return torch.load(str(path), map_location="cpu", weights_only=True)
 
 
 def _torchscript_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -159,8 +174,10 @@ def _unnest(obj: Any, nesting: str | None, path: Path) -> dict[str, torch.Tensor
 
 
 def load_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], *,
-              name: str = "checkpoint") -> None:
-    """Load ``state`` into ``model`` strictly; any difference is one clear CheckpointError."""
+              name: str = "checkpoint", assign: bool = False) -> None:
+    """Load ``state`` into ``model`` strictly; any difference is one clear CheckpointError.
+    ``assign``: the module takes ``state``'s tensors themselves instead of copies (mapped
+    ones stay mapped)."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -180,7 +197,7 @@ def load_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], *,
         raise CheckpointError(f"{name} does not match {type(model).__name__}: {len(wrong)} "
                               f"tensor(s) have the wrong shape (checkpoint vs model: "
                               f"{_names(wrong)}); check the model's hparams")
-    model.load_state_dict(dict(state), strict=True)
+    model.load_state_dict(dict(state), strict=True, assign=assign)
 
 
 def _names(keys: list[str]) -> str:

@@ -181,9 +181,16 @@ class Runtime:
             return _construct(cls, spec, str(path))
         import torch
 
-        state = load_state_dict(path, spec.nesting, spec.strip_prefix, loader=spec.loader)
+        # Files in the models folder are only ever replaced atomically (pull, import), so they
+        # are mapped: weights stay in the page cache until a forward or an export reads them (an
+        # exported graph's network may never), and other entries of the file are never read.
+        # A manifest's own paths are read: their owner may rewrite them in place.
+        managed = spec.path is None
+        state = load_state_dict(path, spec.nesting, spec.strip_prefix, loader=spec.loader,
+                                mmap=managed)
         model = _construct(cls, spec)
-        load_into(model, state, name=f"checkpoint of model '{spec.id}' ({path.name})")
+        load_into(model, state, name=f"checkpoint of model '{spec.id}' ({path.name})",
+                  assign=managed)
         model = model.to(device=torch.device(self.device),
                          dtype=dtype if dtype is not None else self.dtype).eval()
         for p in model.parameters():
