@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from restora.config import Settings
@@ -147,6 +147,19 @@ class Runtime:
         for model in models:
             model.release_memory()
         trim_heap()
+
+    def prepare(self, nets: Iterable[Network], *, release: bool = False,
+                check: Callable[[], None] | None = None) -> None:
+        """Build every engine of ``nets`` (``Network.prepare``: exported and checked on a first
+        run), one network after the other, ``check`` (a job's cancel check) before each.
+        ``release`` (large jobs): :meth:`release_memory` after each build, so that one export's
+        torch weights are gone before the next one starts."""
+        for net in nets:
+            if check is not None:
+                check()
+            net.prepare()
+            if release:
+                self.release_memory()
 
     def close_engines(self, model_ids: Iterable[str]) -> None:
         """The loaded networks among ``model_ids`` drop their exported engines

@@ -363,11 +363,7 @@ def _build_engines(runtime: Runtime, plan: choose.Plan | None, up: Upscaler | No
             nets.append(parser)
     if up is not None:
         nets.append(up)
-    for net in nets:
-        stages.check()
-        net.prepare()
-        if release:
-            runtime.release_memory()
+    runtime.prepare(nets, release=release, check=stages.check)
 
 
 def _mask_ratio(runtime: Runtime, plan: choose.Plan) -> float:

@@ -268,17 +268,14 @@ def _build_engines(runtime: Runtime, stages: Stages, *, release: bool, repair: b
     """Build the engines of the networks the repair and colorize steps run (the face step
     builds its own once it knows the faces): on a first run each is exported here, one after
     the other, and a large job's networks give back what each build held (see
-    ``enhance._build_engines``)."""
+    ``Runtime.prepare``)."""
     from restora.pipeline.photo.damage import repair_networks
 
     ids = repair_networks(runtime, detect=detect) if repair else []
     if colorizer is not None:
         ids.append(colorizer)
-    for model_id in ids:
-        stages.check()
-        runtime.load(model_id).prepare()
-        if release:
-            runtime.release_memory()
+    # loaded one at a time, as each is built: a large job's release drops each one's weights
+    runtime.prepare((runtime.load(i) for i in ids), release=release, check=stages.check)
 
 
 def _release_from() -> int:
