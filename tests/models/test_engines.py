@@ -273,6 +273,44 @@ def test_export_cache_hit_invalidation_and_corrupt_rebuild(setup: tuple[Path, Pa
     assert len(set(cache_root.rglob("meta.json")) - entries_before) == 1
 
 
+def test_openvino_imports_its_compiled_blob_in_a_later_process(setup: tuple[Path, Path]
+                                                               ) -> None:
+    """OpenVINO's compiled blob is kept in the entry's folder: a later runtime (another
+    process) imports it instead of compiling, with the same outputs; a corrupt blob is
+    compiled anew, not the entry rebuilt."""
+    x = np.random.default_rng(5).uniform(0, 1, (1, 3, 16, 16)).astype(np.float32)
+
+    def opened() -> tuple[Any, np.ndarray]:
+        net = make(setup, "openvino").load("tiny-realesrgan-x2")
+        out = np.asarray(net(x))
+        assert net.engine_name == "openvino" and net.precision == "fp32"
+        engine = net.engine
+        return (engine.inner if isinstance(engine, OneAtATime) else engine), out
+
+    first, want = opened()
+    _, cache_root = setup
+    folder = next(p.parent for p in cache_root.rglob("meta.json")
+                  if json.loads(p.read_text())["key"]["model_id"] == "tiny-realesrgan-x2"
+                  and json.loads(p.read_text())["key"]["engine"] == "openvino"
+                  and json.loads(p.read_text())["key"]["precision"] == "fp32")
+    blobs = list((folder / "compiled").glob("*.blob"))
+    assert len(blobs) == 1
+    stamp = blobs[0].stat().st_mtime_ns
+    graph_stamp = (folder / "graph.xml").stat().st_mtime_ns
+
+    later, got = opened()
+    assert later.from_cache
+    assert np.array_equal(got, want)
+    assert blobs[0].stat().st_mtime_ns == stamp
+
+    blobs[0].chmod(0o600)  # OpenVINO writes its blobs read-only
+    blobs[0].write_bytes(b"\x00garbage" * (blobs[0].stat().st_size // 8))
+    again, got = opened()
+    assert not again.from_cache
+    assert np.array_equal(got, want)
+    assert (folder / "graph.xml").stat().st_mtime_ns == graph_stamp
+
+
 def test_restora_engine_is_honoured_and_reported(setup: tuple[Path, Path],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from restora.pipeline.enhance import enhance_faces
