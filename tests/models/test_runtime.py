@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from tiny_models import write_tiny_manifest
 from restora.config import Settings
 from restora.errors import CheckpointError, InvalidParameter, ModelNotInstalled
 from restora.models.checkpoint import load_state_dict
-from restora.models.runtime import Runtime, choose_device
+from restora.models.runtime import Runtime, architecture_class, choose_device
 
 
 def conf(name: str) -> Path:
@@ -279,3 +280,73 @@ def test_models_folder_files_are_mapped_and_manifest_paths_read(tmp_path: Path) 
     outs = [net(x, generator=torch.Generator().manual_seed(1)) for net in nets.values()]
     assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
     assert all(not p.requires_grad for p in nets["mapped-gfpgan"].module.parameters())
+
+
+class _Initialised(torch.nn.Module):
+    """A module whose constructor fills its parameters and also computes tensors of its own."""
+
+    MARK = 12345.678
+
+    def __init__(self, n: int = 4) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, n, 3)
+        torch.nn.init.constant_(self.conv.bias, self.MARK)
+        torch.nn.init.trunc_normal_(self.conv.weight, std=0.02)
+        self.bias_was_filled = bool((self.conv.bias == self.MARK).all())
+        self.register_buffer("grid", torch.arange(4.0).mul_(2.0).add_(1.0), persistent=False)
+        self.register_buffer("table", torch.empty(3).fill_(7.0))  # persistent: in the checkpoint
+        self.scales = [torch.ones(2).mul_(3.0)]
+
+
+def test_building_skips_parameter_fills_only(tmp_path: Path) -> None:
+    """While a network is built its parameters are not randomly initialised (the strict load
+    overwrites them all); the tensors its constructor computes for itself are; the network
+    then holds the checkpoint's tensors themselves."""
+    from restora.models.registry import ModelSpec
+    from restora.models.runtime import _construct_loaded
+
+    spec = ModelSpec(id="m", task="upscale", arch="x", hparams={"n": 4})
+    state = {"conv.weight": torch.randn(4, 3, 3, 3), "conv.bias": torch.randn(4),
+             "table": torch.full((3,), 5.0)}
+    model = _construct_loaded(_Initialised, spec, state, "checkpoint")
+    assert not model.bias_was_filled
+    assert model.conv.weight.data_ptr() == state["conv.weight"].data_ptr()  # taken, not copied
+    assert torch.equal(model.grid, torch.tensor([1.0, 3.0, 5.0, 7.0]))
+    assert torch.equal(model.table, state["table"]) and model.scales[0].tolist() == [3.0, 3.0]
+    assert _Initialised().bias_was_filled  # outside a build, torch behaves as always
+    with pytest.raises(CheckpointError, match="missing key"):
+        _construct_loaded(_Initialised, spec, {"conv.weight": state["conv.weight"]}, "c")
+
+
+def test_shipped_architectures_derive_nothing_from_initial_parameters(tmp_path: Path) -> None:
+    """Every architecture Restora ships, at its registry size, built with the parameter fills
+    skipped and then loaded, holds exactly what a normal build and load holds: buffers
+    outside the checkpoint and tensor attributes included."""
+    from restora.models.registry import ARCHITECTURES, FILE_ARCHS, Registry
+    from restora.models.runtime import _construct, _construct_loaded
+
+    specs: dict[str, Any] = {}
+    for spec in Registry.from_settings(Settings(home=tmp_path)).all():
+        known = specs.get(spec.arch)
+        # the smallest file of an architecture (DDColor: ConvNeXt-T rather than -L)
+        if spec.arch not in FILE_ARCHS and (known is None or (spec.size or 1e12) < (
+                known.size or 1e12)):
+            specs[spec.arch] = spec
+    assert set(specs) == set(ARCHITECTURES) - FILE_ARCHS
+    for arch, spec in specs.items():
+        torch.manual_seed(0)
+        ref = _construct(architecture_class(arch), spec)
+        state = {k: torch.rand(v.shape).to(v.dtype) for k, v in ref.state_dict().items()}
+        ref.load_state_dict(state)
+        got = _construct_loaded(architecture_class(arch), spec, state, "checkpoint")
+        for (name, a), (_, b) in zip(_all_tensors(ref), _all_tensors(got), strict=True):
+            assert torch.equal(a, b), f"{arch}: {name}"
+
+
+def _all_tensors(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    found = [*model.state_dict().items(), *model.named_buffers()]
+    for mod_name, mod in model.named_modules():
+        for key, value in vars(mod).items():
+            values = value if isinstance(value, (list, tuple)) else [value]
+            found += [(f"{mod_name}.{key}", v) for v in values if isinstance(v, torch.Tensor)]
+    return found
