@@ -126,3 +126,37 @@ def test_the_wide_fill_announces_the_job_estimate_from_its_measured_crops(
     from restora.pipeline._timing import estimate_text
 
     assert estimate_text(first).endswith("(3 damaged region(s) to fill)")
+
+
+def test_faces_found_by_the_scratch_detector_join_the_first_estimate(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The classical scratch detector finds the faces (to protect their features) before the
+    fill: the fill's first estimate already counts the face step, at its nominal cost per face,
+    and the face step's own estimates replace that share once it starts."""
+    from restora.pipeline.enhance import NOMINAL_FACE_SECONDS
+
+    manifest = write_tiny_manifest(
+        tmp_path, include={"tiny-codeformer", "tiny-parsenet",
+                           "retinaface-mobilenet0.25-facelibcfg"},
+        extra=tiny_photo_repair_entries(scratch=False))
+    monkeypatch.setenv("RESTORA_MODELS", str(manifest))
+    monkeypatch.setenv("RESTORA_HOME", str(tmp_path / "home"))
+    rt = Runtime(Settings(), device="cpu")
+    img = decode(shared_path("testdata", "photos", "00.jpg"))
+    user = np.zeros((img.height, img.width), bool)
+    user[250:290, 20:80] = True  # two torn patches away from the faces, each its own crop
+    user[250:290, 400:470] = True
+    events: list[dict] = []
+    result = restore_photo(img, runtime=rt, denoise=False, mask=user, mask_mode="add",
+                           on_estimate=events.append)
+    report = result.reports["scratch-removal"]
+    assert report["detector"] == "classical" and report["fill"]["crops"] == 2
+    faces = report["facesProtected"]
+    assert faces == 4 and result.faces_enhanced >= 1
+    first = events[0]
+    assert first["basis"] == "inpaintRegions:measured,faces:nominal"
+    assert first["work"] == {"inpaintRegions": 1, "faces": 4}
+    assert first["remainingSeconds"] >= faces * NOMINAL_FACE_SECONDS["cpu"]
+    # the face step's own estimates: no nominal face share added on top of them
+    later = [e for e in events[1:] if "inpaintRegions" not in e["work"]]
+    assert later and all(e["basis"].count("faces:") == 1 for e in later)

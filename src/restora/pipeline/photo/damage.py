@@ -142,14 +142,19 @@ def repair_damage(pixels: np.ndarray, noise_sigma: float, runtime: Runtime | Non
                   detect: bool = True, user_mask: np.ndarray | None = None,
                   mask_mode: str = "replace",
                   progress: Callable[[float], None] | None = None,
-                  on_crop: CropFn | None = None) -> DamageRepair:
+                  on_crop: CropFn | None = None,
+                  on_detected: Callable[[dict[str, Any]], None] | None = None
+                  ) -> DamageRepair:
     """Detect (unless the user's mask replaces it), then fill; see the module docstring.
-    ``on_crop``: see :func:`.fill.fill_damage`."""
+    ``on_crop``: see :func:`.fill.fill_damage`. ``on_detected`` receives the detection's
+    report (the classical detector's ``facesProtected`` among it) before the fill starts."""
     report: dict[str, Any] = {}
     mask = np.zeros(pixels.shape[:2], bool)
     folds = None
     if detect and (user_mask is None or mask_mode == "add"):
         mask, report, folds = _detect(pixels, noise_sigma, runtime)
+        if on_detected is not None:
+            on_detected(report)
     if user_mask is not None:
         report["userMask"] = {"mode": mask_mode, "pixels": int(user_mask.sum())}
         if not report.get("detector"):

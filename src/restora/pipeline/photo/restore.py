@@ -169,9 +169,12 @@ def restore_photo(
     if repair:
         with stages.stage("scratch-removal"):
             assert runtime is not None
+            per_face = (_nominal_face_s(runtime) if opts.face_enhancement
+                        and runtime.registry.installed("face-restoration") else None)
             pixels = _remove_scratches(pixels, noise, result, stages, runtime,
                                        detect=opts.scratch_removal, user_mask=user_mask,
-                                       mask_mode=opts.mask_mode, clock=clock)
+                                       mask_mode=opts.mask_mode, clock=clock,
+                                       per_face=per_face)
         if large:  # LaMa's working buffers would stay under the face step's peak
             runtime.release_memory()
     else:
@@ -192,6 +195,7 @@ def restore_photo(
                                      "noiseSigma": round(noise.luma, 2)}
     current = img.with_pixels(pixels, img.alpha)
 
+    clock.started("faces")
     if opts.face_enhancement:
         with stages.stage("face-enhancement"):
             assert runtime is not None
@@ -229,9 +233,13 @@ class _Clock:
     after them at their nominal cost (``plan_tail``). Announced from the fill and the face step,
     where the long work is; a step drops out of the tail when it starts."""
 
+    #: the steps of the tail, in the order they run
+    TAIL_ORDER = ("denoise", "faces", "colorize")
+
     def __init__(self, stages: Stages) -> None:
         self.stages = stages
         self.tail: dict[str, float] = {}  # step still to come -> nominal seconds
+        self.tail_faces = 0
 
     def plan_tail(self, opts: PhotoOptions, noise: NoiseEstimate, *, colorize: bool,
                   megapixels: float) -> None:
@@ -242,12 +250,22 @@ class _Clock:
         if colorize:
             self.tail["colorize"] = COLORIZE_S + COLORIZE_S_PER_MP * megapixels
 
+    def faces_found(self, faces: int, seconds_per_face: float) -> None:
+        """Faces found before the face step (by the classical scratch detector, which protects
+        their features): the face step joins the tail at the nominal cost per face."""
+        if faces > 0:
+            self.tail["faces"] = faces * seconds_per_face
+            self.tail_faces = faces
+            self.tail = {s: self.tail[s] for s in self.TAIL_ORDER if s in self.tail}
+
     def started(self, step: str) -> None:
         self.tail.pop(step, None)
 
     def announce(self, remaining: float, work: dict[str, int], basis: str) -> None:
         kinds = [basis] if basis else []
         kinds += [f"{step}:nominal" for step in self.tail]
+        if "faces" in self.tail:
+            work = {**work, "faces": self.tail_faces}
         self.stages.estimate(remaining + sum(self.tail.values()), work,
                              ",".join(kinds) or "measured")
 
@@ -278,6 +296,12 @@ def _build_engines(runtime: Runtime, stages: Stages, *, release: bool, repair: b
     runtime.prepare((runtime.load(i) for i in ids), release=release, check=stages.check)
 
 
+def _nominal_face_s(runtime: Runtime) -> float:
+    from restora.pipeline.enhance import NOMINAL_FACE_SECONDS
+
+    return NOMINAL_FACE_SECONDS["cpu" if runtime.device == "cpu" else "gpu"]
+
+
 def _release_from() -> int:
     from restora.pipeline.enhance import RELEASE_FROM_PIXELS
 
@@ -288,13 +312,21 @@ def _release_from() -> int:
 
 def _remove_scratches(pixels: np.ndarray, noise: NoiseEstimate, result: RestoreResult,
                       stages: Stages, runtime: Runtime, *, detect: bool,
-                      user_mask: np.ndarray | None, mask_mode: str, clock: _Clock) -> np.ndarray:
+                      user_mask: np.ndarray | None, mask_mode: str, clock: _Clock,
+                      per_face: float | None) -> np.ndarray:
+    """``per_face``: the face step's nominal seconds per face where it will run (the faces
+    the detection finds join the estimate's tail), else None."""
     def on_progress(fraction: float) -> None:
         stages.check()
         stages.report("scratch-removal", fraction)
 
+    def on_detected(report: dict[str, Any]) -> None:
+        if per_face is not None and report.get("facesProtected"):
+            clock.faces_found(int(report["facesProtected"]), per_face)
+
     out = repair_damage(pixels, noise.luma, runtime, detect=detect, user_mask=user_mask,
-                        mask_mode=mask_mode, progress=on_progress, on_crop=clock.on_crop)
+                        mask_mode=mask_mode, progress=on_progress, on_crop=clock.on_crop,
+                        on_detected=on_detected)
     result.mask = out.mask
     result.scratch_coverage = out.coverage
     result.warnings.extend(out.warnings)
