@@ -96,8 +96,14 @@ class Cluster:
         wait_for(up, timeout=60, interval=0.1)
         return node
 
-    def start_api(self) -> Node:
-        node = self._start("api")
+    def start_api(self, **env: str) -> Node:
+        """An API node; ``env``: settings of its own (RESTORA_* variables)."""
+        saved = self.env
+        self.env = {**saved, **env}
+        try:
+            node = self._start("api")
+        finally:
+            self.env = saved
         self.apis.append(node)
         return node
 
@@ -472,3 +478,20 @@ def test_a_worker_with_real_tiny_models_runs_enhance_faces(cluster, tmp_path):
     assert out.status_code == 200 and out.content[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = httpx.get(worker.url + "/metrics").text
     assert "restora_model_load_seconds_count" in metrics
+
+
+def test_an_api_node_frees_a_clients_bytes_when_remote_workers_finish_its_jobs(cluster):
+    """A job's input counts against its client's byte budget on the API node that took it
+    until the job ends; here every job ends on a worker process, so that node must learn of
+    it from the store: a client that uploads one photo after another, each done before the
+    next, is never refused however many it sends."""
+    c, _ = cluster
+    size = len(png_bytes(48, 40, 0))
+    api = c.start_api(RESTORA_MAX_CLIENT_BYTES=str(3 * size + 4000))  # room for 2 jobs at once
+    try:
+        for i in range(6):
+            job_id = submit(api, seed=500 + i)
+            wait_for(lambda: c.store.get(job_id).status == "succeeded", timeout=60)
+    finally:
+        api.kill(signal.SIGTERM)
+        c.apis.remove(api)

@@ -172,6 +172,31 @@ def test_bytes_per_client_are_capped(tmp_path):
         assert r.status_code == 202
 
 
+def test_bytes_of_a_job_ended_elsewhere_are_freed_before_refusing(tmp_path):
+    """A job this process accepted but another process ended (a worker process, another
+    node's reaper or cancel: here its final state is written to the store directly) no longer
+    counts against its client: the next upload that would be refused settles it first."""
+    from restora.service.store import CANCELED, PROCESSING, QUEUED
+
+    settings = make_settings(tmp_path / "home", workers=1, max_client_bytes=500_000,
+                             max_upload_bytes=2_000_000)
+    blob = png_bytes(330, 330, seed=3)
+    with live_server(settings, tools=service_tools(step_s=0.3, steps=40)) as srv, \
+            httpx.Client(base_url=srv.url, timeout=60) as c:
+        first = c.post("/api/v1/tools/enhance-faces", files={"file": ("a.png", blob, "image/png")})
+        assert first.status_code == 202
+        job = first.json()["jobId"]
+        assert srv.app.state.client_bytes.held("ip:127.0.0.1") == len(blob)
+        assert srv.app.state.store.finish(job, CANCELED, from_statuses=(QUEUED, PROCESSING),
+                                          error={"code": "cancelled", "message": "elsewhere"})
+        second = c.post("/api/v1/tools/enhance-faces",
+                        files={"file": ("b.png", blob, "image/png")})
+        assert second.status_code == 202, second.text
+        assert srv.app.state.client_bytes.held("ip:127.0.0.1") == len(blob)  # only b's
+        c.post(f"/api/v1/jobs/{second.json()['jobId']}/cancel")
+        assert srv.app.state.client_bytes.held("ip:127.0.0.1") == 0
+
+
 # --- request bodies and slow clients -------------------------------------------------------
 
 @pytest.mark.parametrize("path,field", [("/api/v1/tools/enhance-faces", "file"),

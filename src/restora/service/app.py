@@ -98,6 +98,7 @@ def create_app(settings: ServiceSettings | None = None, *, tools: dict[str, Tool
         hooks = WebhookDispatcher(settings, store, webhook_payloads(settings),
                                   poll_s=1.0 if distributed else 60.0)
         manager.client_bytes = app.state.client_bytes
+        app.state.client_bytes.settle = manager.settle_held
         app.state.runtime = rt
         app.state.store = store
         app.state.manager = manager

@@ -322,7 +322,12 @@ class JobManager:
         if self.store.finish(job_id, CANCELED,
                              error={"code": "cancelled", "message": "cancelled by the client"}):
             self._notify_final(job_id)
-        return self.store.get(job_id)
+        record = self.store.get(job_id)
+        if record is not None and record.is_final:
+            # its worker may have ended it first and not yet released: the client that sees
+            # it cancelled may send again at once
+            self._free_bytes(job_id)
+        return record
 
     # --- running --------------------------------------------------------------------------------
 
@@ -405,14 +410,33 @@ class JobManager:
         deleted at once. A failed job's inputs stay as long as a result would (``cleanup``
         removes them after the TTL): its history entry shows the input and the user may
         send it again."""
-        with self._held_lock:
-            held = self._held.pop(record.id, None)
-        if held is not None and self.client_bytes is not None:
-            self.client_bytes.release(*held)
+        self._free_bytes(record.id)
         if record.status == CANCELED:
             d = self.job_dir(record.id)
             shutil.rmtree(d / "input", ignore_errors=True)
             shutil.rmtree(d / EXTRA_DIR, ignore_errors=True)
+
+    def settle_held(self, client: str | None = None) -> int:
+        """Free the bytes this process holds for jobs (of ``client``, or of every client) that
+        the store says have ended, or no longer exist, though this process has not seen them
+        end: a worker process or another node finished them, or this process's own worker
+        has written the final state and not yet released. Called before a client would be
+        refused and by the reaper. Returns the bytes freed."""
+        with self._held_lock:
+            ids = [j for j, (c, _) in self._held.items() if client is None or c == client]
+        if not ids or self.client_bytes is None:
+            return 0
+        live = self.store.unfinished(ids)
+        return sum(self._free_bytes(j) for j in ids if j not in live)
+
+    def _free_bytes(self, job_id: str) -> int:
+        """Release what this process holds against a client for an ended job (once)."""
+        with self._held_lock:
+            held = self._held.pop(job_id, None)
+        if held is None or self.client_bytes is None:
+            return 0
+        self.client_bytes.release(*held)
+        return held[1]
 
     def reap(self, now: float | None = None) -> None:
         """Any node, any number of times (compare-and-set makes it safe): fail jobs past the
@@ -434,6 +458,7 @@ class JobManager:
         while not self._stop.wait(self.settings.reaper_interval_s):
             try:
                 self.reap()
+                self.settle_held()  # jobs that ended on worker processes
             except Exception:
                 log.exception("reaper failed")
 

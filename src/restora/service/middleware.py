@@ -43,6 +43,20 @@ class ClientBytes:
         self.limit = limit
         self._held: dict[str, int] = {}
         self._lock = threading.Lock()
+        #: frees what a client holds for jobs that have ended unseen by this process
+        #: (``JobManager.settle_held``; blocking: called off the event loop)
+        self.settle: Callable[[str], object] | None = None
+
+    async def reserve_settled(self, client: str, n: int) -> bool:
+        """:meth:`reserve`; where that would refuse, first settle the client's ended jobs."""
+        if self.reserve(client, n):
+            return True
+        if self.settle is None:
+            return False
+        from starlette.concurrency import run_in_threadpool
+
+        await run_in_threadpool(self.settle, client)
+        return self.reserve(client, n)
 
     def reserve(self, client: str, n: int) -> bool:
         with self._lock:
@@ -148,7 +162,7 @@ class BodyLimitMiddleware:
                 if seen > self.max_bytes:
                     await refuse(413, "payload_too_large", message)
                 if self.client_bytes is not None and n:
-                    if not self.client_bytes.reserve(client, n):
+                    if not await self.client_bytes.reserve_settled(client, n):
                         await refuse(429, "too_many_bytes", "This client already has "
                                      f"{self.client_bytes.limit:,} bytes of uploads and "
                                      "unfinished jobs on the server; retry when they finish.",

@@ -86,7 +86,7 @@ async def retry_job(request: Request, job_id: str) -> JSONResponse:
     size = len(data or b"") + sum(len(v) for v in extra.values())
     budget = m.client_bytes
     # what the upload middleware does for a request body: hold the bytes while submitting
-    if budget is not None and size and not budget.reserve(client, size):
+    if budget is not None and size and not await budget.reserve_settled(client, size):
         raise RestoraError(f"This client already has {budget.limit:,} bytes of uploads and "
                            "unfinished jobs on the server; retry when they finish.",
                            code="too_many_bytes", http_status=429, retry_after=10)

@@ -256,6 +256,16 @@ class JobStore:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
         return None if row is None else _record(row)
 
+    def unfinished(self, job_ids: list[str]) -> set[str]:
+        """Those of ``job_ids`` that exist and have not ended (queued or processing)."""
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for i in range(0, len(job_ids), 500):  # SQLite allows ~1000 parameters a query
+                rows = conn.execute(select(jobs.c.id).where(
+                    jobs.c.id.in_(job_ids[i:i + 500]), jobs.c.status.not_in(FINAL))).all()
+                found.update(r[0] for r in rows)
+        return found
+
     def list_ids(self, status: str) -> list[str]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(jobs.c.id).where(jobs.c.status == status)
