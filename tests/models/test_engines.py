@@ -311,6 +311,29 @@ def test_openvino_imports_its_compiled_blob_in_a_later_process(setup: tuple[Path
     assert (folder / "graph.xml").stat().st_mtime_ns == graph_stamp
 
 
+def test_a_graph_whose_weightless_blob_is_refused_keeps_a_full_one(setup: tuple[Path, Path]
+                                                                    ) -> None:
+    """OpenVINO 2026.4 compiles CodeFormer's graph into a weightless blob it then does not
+    import: after the second compile a marker makes the entry keep a full blob, which later
+    processes import, with the same outputs."""
+    _, cache_root = setup
+    n = make(setup, "openvino").load("tiny-codeformer").input_size
+    x = np.random.default_rng(6).uniform(-1, 1, (1, 3, n, n)).astype(np.float32)
+    imported, outs = [], []
+    for _ in range(4):
+        net = make(setup, "openvino").load("tiny-codeformer")
+        outs.append(np.asarray(net(x, fidelity=0.5)))
+        engine = net.engine
+        imported.append((engine.inner if isinstance(engine, OneAtATime) else engine).from_cache)
+    folder = next(p.parent for p in cache_root.rglob("meta.json")
+                  if json.loads(p.read_text())["key"]["model_id"] == "tiny-codeformer"
+                  and json.loads(p.read_text())["key"]["engine"] == "openvino")
+    assert imported[-1], imported
+    if not imported[1]:  # the weightless blob was refused: the entry keeps full ones now
+        assert (folder / "compiled" / "graph.full").exists()
+    assert all(np.array_equal(o, outs[0]) for o in outs)
+
+
 def test_restora_engine_is_honoured_and_reported(setup: tuple[Path, Path],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from restora.pipeline.enhance import enhance_faces

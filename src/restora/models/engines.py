@@ -417,23 +417,39 @@ class OpenVINOEngine:
 def _compile_cached(xml_path: Path, config: dict[str, Any]) -> Any:
     """``xml_path`` compiled for the CPU, through OpenVINO's model cache in the graph's own
     folder (``OpenVINOEngine.COMPILED``): a later process imports the compiled blob instead
-    of compiling again (GFPGAN 512 bf16: 1.9 -> 0.55 CPU-s per process). The blob is
-    weightless (``CACHE_MODE=OPTIMIZE_SIZE``, ~12 MB for GFPGAN instead of 330): the weights
-    are read from the graph's own ``.bin``. Safe because a cache entry's files are never
-    rewritten (a rebuilt entry is a new folder, its blobs deleted with the old one), its
-    opens are serialised by the entry's lock, and OpenVINO compiles anew where the graph's
-    path, size or mtime differ from the blob's. An OpenVINO that refuses the cache options
-    compiles as before."""
+    of compiling again (GFPGAN 512 bf16: 1.9 -> 0.55 CPU-s per process).
+
+    The blob is weightless where OpenVINO can import it so (``CACHE_MODE=OPTIMIZE_SIZE``:
+    ~12 MB for GFPGAN instead of 330; the weights are read from the graph's own ``.bin``).
+    Where a graph was compiled here before and OpenVINO still did not import its weightless
+    blob (CodeFormer's fp32 graph), a marker makes later opens keep a full blob
+    (``OPTIMIZE_SPEED``: CodeFormer 1.2 -> 0.3 CPU-s, 390 MB on disk).
+
+    Safe because a cache entry's files are never rewritten (a rebuilt entry is a new folder,
+    its blobs deleted with the old one), its opens are serialised by the entry's lock, and
+    OpenVINO compiles anew where the graph's path, size or mtime differ from the blob's. An
+    OpenVINO that refuses the cache options compiles as before."""
     ov = _openvino()
     core = ov.Core()
-    cached = {**config, "CACHE_DIR": str(xml_path.parent / OpenVINOEngine.COMPILED),
-              "CACHE_MODE": "OPTIMIZE_SIZE"}
+    folder = xml_path.parent / OpenVINOEngine.COMPILED
+    full = folder / f"{xml_path.stem}.full"  # its weightless blob was not imported
+    seen = folder / f"{xml_path.stem}.compiled"  # compiled into this cache before
+    cached = {**config, "CACHE_DIR": str(folder),
+              "CACHE_MODE": "OPTIMIZE_SPEED" if full.exists() else "OPTIMIZE_SIZE"}
     try:
-        return core.compile_model(str(xml_path), "CPU", cached)
+        compiled = core.compile_model(str(xml_path), "CPU", cached)
     except RuntimeError as exc:
         log.debug("OpenVINO's model cache refused %s (%s): compiling without it", xml_path,
                   str(exc).strip().split("\n")[0][:200])
-    return core.compile_model(core.read_model(str(xml_path)), "CPU", config)
+        return core.compile_model(core.read_model(str(xml_path)), "CPU", config)
+    if not _property(compiled, "LOADED_FROM_CACHE", False):
+        try:
+            if seen.exists() and not full.exists():
+                full.touch()
+            seen.touch()
+        except OSError:  # a read-only cache: compiled each time, as before
+            pass
+    return compiled
 
 
 def _property(compiled: Any, name: str, default: Any) -> Any:
