@@ -582,6 +582,21 @@ def test_auto_tries_int8_for_the_parser_and_keeps_it_only_within_the_bound(
     assert "FakeQuantize" in (folder / "graph.xml").read_text()
 
 
+def test_a_first_int8_export_writes_nothing_on_stdout(setup: tuple[Path, Path], tmp_path: Path,
+                                                      capfd: pytest.CaptureFixture[str]) -> None:
+    """stdout carries the CLI's ``--json`` lines and the service's logs: NNCF's calibration
+    progress bar and its log lines (both on stdout by default) must not reach it."""
+    pytest.importorskip("nncf")
+    manifest, _ = setup
+    rt = on_cache(tmp_path, manifest, tmp_path / "fresh-cache", "auto")
+    parser = rt.load("tiny-parsenet")
+    parser(parser.probe_image(np.random.default_rng(1), (1, 3, parser.input_size,
+                                                         parser.input_size)))
+    metas = [json.loads(p.read_text()) for p in (tmp_path / "fresh-cache").rglob("meta.json")]
+    assert any(m["key"]["precision"] == "int8" for m in metas)  # NNCF did run
+    assert capfd.readouterr().out == ""
+
+
 def test_paste_mask_scale_is_the_least_output_scale_whose_envelope_covers_the_error() -> None:
     """An edge error of k parsing pixels keeps the bound for faces pasted at k or more parsing
     pixels per output pixel (there it is at most one output pixel); a flipped patch never does;

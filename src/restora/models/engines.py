@@ -17,6 +17,7 @@ network allows it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
@@ -27,7 +28,7 @@ import shutil
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -1365,7 +1366,32 @@ def quantize_int8(net: Network, model: Any) -> Any:
     import nncf
 
     samples = net.calibration_inputs()
-    return nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples))
+    with _nncf_off_stdout():
+        return nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples))
+
+
+@contextlib.contextmanager
+def _nncf_off_stdout() -> Iterator[None]:
+    """NNCF reports on stdout: its logger's own handler, and a progress bar on rich's shared
+    console. stdout carries the CLI's ``--json`` lines, so its log records go through
+    Restora's logging like any other library's (its handler is removed, the records
+    propagate) and, while it quantizes, the progress bar goes nowhere."""
+    nncf_log = logging.getLogger("nncf")
+    for handler in list(nncf_log.handlers):
+        if type(handler) is logging.StreamHandler:
+            nncf_log.removeHandler(handler)
+    nncf_log.propagate = True
+    try:
+        from rich import get_console
+    except ImportError:  # an NNCF without rich has no progress bar
+        yield
+        return
+    console = get_console()
+    quiet, console.quiet = console.quiet, True
+    try:
+        yield
+    finally:
+        console.quiet = quiet
 
 
 def _to_numpy(value: Any) -> np.ndarray:
