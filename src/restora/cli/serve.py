@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 import typer
@@ -31,12 +32,15 @@ def serve(
 
     logs.configure(settings.log_format, node=f"api:{settings.port}")
     app = create_app(settings)
-    typer.echo(f"restora: serving on http://{settings.host}:{settings.port} "
-               f"(home {settings.home})", err=True)
+    serving = f"serving on http://{settings.host}:{settings.port} (home {settings.home})"
+    if settings.log_format == "json":
+        logging.getLogger("restora.service").info(serving)
+    else:
+        typer.echo(f"restora: {serving}", err=True)
     from restora.service.protocol import uvicorn_config
 
-    uvicorn.Server(uvicorn_config(app, settings, log_level=log_level,
-                                  proxy_headers=False)).run()
+    uvicorn.Server(uvicorn_config(app, settings, log_level=log_level, proxy_headers=False,
+                                  log_config=logs.uvicorn_log_config(settings.log_format))).run()
 
 
 def register(app: typer.Typer) -> None:

@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import time
+from typing import Any
 
 #: the job the current thread works on ("" when none)
 log_job_id: contextvars.ContextVar[str] = contextvars.ContextVar("restora_job_id", default="")
@@ -40,11 +41,28 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(fmt: str = "text", *, node: str = "", level: int = logging.INFO) -> None:
-    """Install one stderr handler on the ``restora`` logger (idempotent)."""
-    logger = logging.getLogger("restora")
-    for h in list(logger.handlers):
-        if getattr(h, "_restora", False):
-            logger.removeHandler(h)
+    """Install one stderr handler on the ``restora`` logger (idempotent). ``json`` also sends
+    what other libraries log through it, so that every line is one JSON object: uvicorn's
+    loggers (its startup lines and access log; ``restora serve`` then leaves their handlers
+    unset, see :func:`uvicorn_log_config`) and the root logger at WARNING (NNCF, Dramatiq,
+    httpx)."""
+    _install(logging.getLogger("restora"), _handler(fmt, node), level)
+    if fmt == "json":
+        _install(logging.getLogger("uvicorn"), _handler(fmt, node), None)
+        _install(logging.getLogger(), _handler(fmt, node), logging.WARNING)
+
+
+def uvicorn_log_config(fmt: str) -> dict[str, Any] | None:
+    """uvicorn's ``log_config`` for ``fmt``: its own (coloured text) for ``text``; for ``json``
+    none, so its records reach the handler :func:`configure` put on the ``uvicorn`` logger."""
+    if fmt != "json":
+        from uvicorn.config import LOGGING_CONFIG
+
+        return LOGGING_CONFIG
+    return None
+
+
+def _handler(fmt: str, node: str) -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
     handler._restora = True  # type: ignore[attr-defined]
     handler.addFilter(JobIdFilter(node))
@@ -54,6 +72,15 @@ def configure(fmt: str = "text", *, node: str = "", level: int = logging.INFO) -
         f = logging.Formatter("%(asctime)s %(levelname)s [%(jobId)s] %(name)s: %(message)s")
         f.converter = time.gmtime
         handler.setFormatter(f)
+    return handler
+
+
+def _install(logger: logging.Logger, handler: logging.Handler, level: int | None) -> None:
+    for h in list(logger.handlers):
+        if getattr(h, "_restora", False):
+            logger.removeHandler(h)
     logger.addHandler(handler)
-    logger.setLevel(level)
-    logger.propagate = False
+    if level is not None:
+        logger.setLevel(level)
+    if logger.parent is not None:  # the root logger has none
+        logger.propagate = False
