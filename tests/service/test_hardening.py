@@ -186,13 +186,16 @@ def test_bytes_of_a_job_ended_elsewhere_are_freed_before_refusing(tmp_path):
         first = c.post("/api/v1/tools/enhance-faces", files={"file": ("a.png", blob, "image/png")})
         assert first.status_code == 202
         job = first.json()["jobId"]
-        assert srv.app.state.client_bytes.held("ip:127.0.0.1") == len(blob)
+        wait_for(lambda: srv.app.state.client_bytes.held("ip:127.0.0.1") == len(blob),
+                 timeout=10)
         assert srv.app.state.store.finish(job, CANCELED, from_statuses=(QUEUED, PROCESSING),
                                           error={"code": "cancelled", "message": "elsewhere"})
         second = c.post("/api/v1/tools/enhance-faces",
                         files={"file": ("b.png", blob, "image/png")})
         assert second.status_code == 202, second.text
-        assert srv.app.state.client_bytes.held("ip:127.0.0.1") == len(blob)  # only b's
+        # only b's stored input (its request body is released just after the response)
+        wait_for(lambda: srv.app.state.client_bytes.held("ip:127.0.0.1") == len(blob),
+                 timeout=10)
         c.post(f"/api/v1/jobs/{second.json()['jobId']}/cancel")
         assert srv.app.state.client_bytes.held("ip:127.0.0.1") == 0
 
