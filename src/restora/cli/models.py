@@ -323,7 +323,7 @@ def _prepare(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
                 net.prepare()  # a parser's coarse graphs too
             for warning in caught:
                 typer.echo(f"  note: {warning.message}", err=True)
-            prepared[spec.id] = f"{net.engine_name}/{net.precision}"
+            prepared[spec.id] = net.engine_label
             typer.echo(f"{spec.id}: {prepared[spec.id]}")
         except RestoraError as exc:
             failed[spec.id] = f"error[{exc.code}]: {exc.message}"

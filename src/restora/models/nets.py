@@ -193,6 +193,11 @@ class Network:
     def precision(self) -> str:
         return self.engine.precision if self.engine is not None else _short(self.dtype)
 
+    @property
+    def engine_label(self) -> str:
+        """"engine/precision" it runs on, as results and reports name it."""
+        return f"{self.engine_name}/{self.precision}"
+
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.model_id!r}, task={self.task!r}, "
                 f"input_size={self.input_size}, multiple={self.multiple}, scale={self.scale}, "

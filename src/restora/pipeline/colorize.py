@@ -57,7 +57,7 @@ def colorize(image: Image, *, runtime: Runtime, model_id: str | None = None,
 
     x = model_input(to_unit_float(image.pixels), size)
     ab = predict_ab(net, x)
-    report["engine"] = f"{net.engine_name}/{net.precision}"
+    report["engine"] = net.engine_label
     return image.with_pixels(compose_bands(image.pixels, ab, strength, image.max_value),
                              _copy(image.alpha)), report
 

@@ -259,7 +259,7 @@ def enhance_faces(
     if result.estimate is not None and result.estimate["long"]:
         warnings.append(estimate_text(result.estimate))
     result.timings = dict(stages.timings)
-    result.engines = {n.model_id: labels.get(n.model_id, f"{n.engine_name}/{n.precision}")
+    result.engines = {n.model_id: labels.get(n.model_id, n.engine_label)
                       for n in used}
     first = next((o.candidate.restorer for o in done if o.candidate is not None), None)
     if first is not None:  # the (first) restorer's engine; every network's is in ``engines``

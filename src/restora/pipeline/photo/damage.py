@@ -19,7 +19,6 @@ from restora.pipeline.photo.fill import CropFn, fill_damage
 from restora.pipeline.photo.scratches import detect_in_bands
 
 if TYPE_CHECKING:
-    from restora.models.nets import Network
     from restora.models.runtime import Runtime
 
 DETECTION_TASK = "damage-segmentation"
@@ -40,11 +39,6 @@ def _installed(runtime: Runtime | None, task: str) -> str | None:
         return None
     found = runtime.registry.installed(task)
     return found[0].id if found else None
-
-
-def engine_label(net: Network) -> str:
-    """"engine/precision" a network runs on, as the face step's ``engines`` report names it."""
-    return f"{net.engine_name}/{net.precision}"
 
 
 def repair_networks(runtime: Runtime, *, detect: bool) -> list[str]:
@@ -77,7 +71,7 @@ def _detect(pixels: np.ndarray, noise_sigma: float, runtime: Runtime | None
         rgb8 = pixels if pixels.dtype == np.uint8 else np.round(pixels / 257.0).astype(np.uint8)
         prob = scratch_probability(model, rgb8, runtime.device, model.dtype)
         mask = probability_to_mask(prob, pixels.shape[0], pixels.shape[1])
-        return mask, {"detector": "learned", "model": model_id, "engine": engine_label(model),
+        return mask, {"detector": "learned", "model": model_id, "engine": model.engine_label,
                       "networkSize": list(prob.shape)}, None
     from restora.pipeline.photo.regions import (detect_folds_by_polarity, detect_missing_areas,
                                                 drop_frame_lines)
@@ -200,7 +194,7 @@ def repair_damage(pixels: np.ndarray, noise_sigma: float, runtime: Runtime | Non
         fill_report["folds"] = "ridge removed (grey opening/closing)"
     if model is not None:
         fill_report["model"] = lama_id
-        fill_report["engine"] = engine_label(model)
+        fill_report["engine"] = model.engine_label
     elif filled.wide_regions:
         warnings.append(
             f"{filled.wide_regions} damaged region(s) wider than a thin line were filled with "
