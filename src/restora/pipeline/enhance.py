@@ -200,8 +200,7 @@ def enhance_faces(
             for _ in range(min(CALIBRATION_TILES, tiles.total)):
                 stages.check()
                 tiles.step()
-    clock = _Clock(stages, tiles, n_faces, NOMINAL_FACE_SECONDS[
-        "cpu" if runtime.device == "cpu" else "gpu"],
+    clock = _Clock(stages, tiles, n_faces, nominal_face_seconds(runtime),
                    _mask_ratio(runtime, plan) if n_faces else MASK_RATIO)
     clock.announce()
     if result.reason is None:
@@ -364,6 +363,11 @@ def _build_engines(runtime: Runtime, plan: choose.Plan | None, up: Upscaler | No
     if up is not None:
         nets.append(up)
     runtime.prepare(nets, release=release, check=stages.check)
+
+
+def nominal_face_seconds(runtime: Runtime) -> float:
+    """:data:`NOMINAL_FACE_SECONDS` for ``runtime``'s device (a restore and its mask)."""
+    return NOMINAL_FACE_SECONDS["cpu" if runtime.device == "cpu" else "gpu"]
 
 
 def _mask_ratio(runtime: Runtime, plan: choose.Plan) -> float:

@@ -169,7 +169,9 @@ def restore_photo(
     if repair:
         with stages.stage("scratch-removal"):
             assert runtime is not None
-            per_face = (_nominal_face_s(runtime) if opts.face_enhancement
+            from restora.pipeline.enhance import nominal_face_seconds
+
+            per_face = (nominal_face_seconds(runtime) if opts.face_enhancement
                         and runtime.registry.installed("face-restoration") else None)
             pixels = _remove_scratches(pixels, noise, result, stages, runtime,
                                        detect=opts.scratch_removal, user_mask=user_mask,
@@ -294,12 +296,6 @@ def _build_engines(runtime: Runtime, stages: Stages, *, release: bool, repair: b
         ids.append(colorizer)
     # loaded one at a time, as each is built: a large job's release drops each one's weights
     runtime.prepare((runtime.load(i) for i in ids), release=release, check=stages.check)
-
-
-def _nominal_face_s(runtime: Runtime) -> float:
-    from restora.pipeline.enhance import NOMINAL_FACE_SECONDS
-
-    return NOMINAL_FACE_SECONDS["cpu" if runtime.device == "cpu" else "gpu"]
 
 
 def _release_from() -> int:
