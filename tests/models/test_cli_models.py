@@ -216,6 +216,94 @@ def test_engines_prepare_then_list(capsys: pytest.CaptureFixture[str], tmp_path:
         assert e["verdict"] in line and (e["measure"] or e["reason"]) in line
 
 
+#: a new process: each model id's engine as the environment's settings open it, and whether
+#: OpenVINO imported its compiled blob (None: not an OpenVINO graph)
+_OPEN_IN_A_NEW_PROCESS = """
+import json, sys
+from restora.config import Settings
+from restora.models.runtime import Runtime
+rt = Runtime(Settings())
+out = {}
+for model_id in sys.argv[1:]:
+    net = rt.load(model_id)
+    engine = net.built_engine()
+    engine = getattr(engine, "inner", engine)
+    out[model_id] = [net.engine_label, getattr(engine, "from_cache", None)]
+print(json.dumps(out))
+"""
+
+
+def _subprocess_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO / "src")}
+
+
+def test_engines_prepare_settles_compiled_blobs(capsys: pytest.CaptureFixture[str],
+                                                tmp_path: Path, auto_engine: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """After --prepare, the next process imports every OpenVINO graph it opens: CodeFormer's,
+    whose weightless blob OpenVINO 2026.4 refuses (three processes to settle without this),
+    and GFPGAN's, whose weightless blob it imports. A second --prepare settles nothing, and a
+    compiled folder that cannot be written does not make --prepare fail."""
+    monkeypatch.setenv("RESTORA_MODELS", str(write_tiny_manifest(
+        tmp_path, include={"tiny-codeformer", "tiny-gfpgan"})))
+    rc, out, err = run(capsys, "models", "engines", "--prepare", "--json")
+    assert rc == 0, err
+    data = json.loads(out)
+    assert {m: label.split("/")[0] for m, label in data["prepared"].items()} == {
+        "tiny-codeformer": "openvino", "tiny-gfpgan": "openvino"}
+    settled = data["settled"]
+    assert settled and all(s["imported"] for s in settled), settled
+    assert f"settled {len(settled)} compiled graph(s)" in err
+    # GFPGAN's blob was imported by --prepare's own second open (after the check's compile)
+    assert "tiny-codeformer" in {s["modelId"] for s in settled}
+    for s in settled:
+        assert 1 <= s["compiles"] <= 3 and s["graph"] == "graph"
+        assert (Path(s["path"]).parent / "compiled" / "graph.imported").is_file()
+
+    proc = subprocess.run([sys.executable, "-c", _OPEN_IN_A_NEW_PROCESS, "tiny-codeformer",
+                           "tiny-gfpgan"], env=_subprocess_env(), capture_output=True,
+                          text=True, timeout=300, check=True)
+    opened = json.loads(proc.stdout.splitlines()[-1])
+    assert opened == {m: [label, True] for m, label in data["prepared"].items()}, opened
+
+    compiled = sorted(p for p in auto_engine.glob("*/*/compiled/*"))
+    stamps = [p.stat().st_mtime_ns for p in compiled]
+    rc, out, err = run(capsys, "models", "engines", "--prepare", "--json")
+    assert rc == 0, err
+    assert json.loads(out)["settled"] == [] and "settled 0 compiled graph(s)" in err
+    assert sorted(auto_engine.glob("*/*/compiled/*")) == compiled
+    assert [p.stat().st_mtime_ns for p in compiled] == stamps
+
+    # CodeFormer's blob gone and its compiled folder read-only: it is compiled in each process,
+    # which --prepare reports without failing
+    cf = Path(next(s["path"] for s in settled if s["modelId"] == "tiny-codeformer")).parent
+    folder = cf / "compiled"
+    for p in folder.glob("*.blob"):
+        p.unlink()
+    (folder / "graph.imported").unlink()
+    folder.chmod(0o555)
+    # root writes anywhere: without CAP_DAC_OVERRIDE the folder's mode holds for it too
+    as_user = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            folder.chmod(0o755)
+            pytest.skip("root needs setpriv to drop CAP_DAC_OVERRIDE")
+        as_user = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+    try:
+        proc = subprocess.run([*as_user, sys.executable, "-m", "restora.cli", "models",
+                               "engines", "--prepare", "--json"], env=_subprocess_env(),
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        folder.chmod(0o755)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["failed"] == {}
+    assert [(s["modelId"], s["imported"]) for s in data["settled"]] == [
+        ("tiny-codeformer", False)], data["settled"]
+    assert "settled 0 compiled graph(s); 1 not" in proc.stderr
+    assert not list(folder.glob("*.blob"))
+
+
 def _cache_entry(root: Path, model_id: str, model: str, precision: str, *, ok: bool,
                  cpu_s: float | None, scale: int | None = None, task: str | None = None,
                  bound: str | None = None, recorded: bool = True) -> dict:

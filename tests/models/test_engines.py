@@ -7,7 +7,9 @@ Exports are cached in one folder for the whole module, so each tiny graph is exp
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,12 +18,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import shared_path
+from conftest import REPO, shared_path
 from tiny_models import write_tiny_manifest
 
 from restora.config import Settings
 from restora.models.engines import (STREAM, MIXED, ExportCache, OneAtATime, policy_for,
-                                    split_bf16)
+                                    settle_compiled, split_bf16)
 from restora.models.nets import GFPGANRestorer, InputSpec
 from restora.models.runtime import Runtime
 
@@ -332,6 +334,39 @@ def test_a_graph_whose_weightless_blob_is_refused_keeps_a_full_one(setup: tuple[
     if not imported[1]:  # the weightless blob was refused: the entry keeps full ones now
         assert (folder / "compiled" / "graph.full").exists()
     assert all(np.array_equal(o, outs[0]) for o in outs)
+
+
+def test_settle_compiled_leaves_blobs_the_next_process_imports(setup: tuple[Path, Path],
+                                                               tmp_path: Path) -> None:
+    """``settle_compiled`` compiles each graph compiled and not imported since until OpenVINO
+    imports its blob: CodeFormer's refused weightless blob (a full one is written, then
+    imported) and GFPGAN's weightless one (imported at once); a new process then imports both,
+    and a second settle compiles nothing."""
+    manifest, _ = setup
+    cache = tmp_path / "cache"
+    rt = on_cache(tmp_path, manifest, cache, "openvino")  # forced: one compile, no check
+    for model_id in ("tiny-codeformer", "tiny-gfpgan"):
+        rt.load(model_id).prepare()
+        rt.unload(model_id)
+    settled = {s["key"]["model_id"]: s for s in settle_compiled(cache)}
+    assert set(settled) == {"tiny-codeformer", "tiny-gfpgan"}
+    assert all(s["imported"] and s["graph"] == "graph" for s in settled.values()), settled
+    assert settled["tiny-gfpgan"]["compiles"] == 1
+    cf = Path(settled["tiny-codeformer"]["path"]).parent / "compiled"
+    # where OpenVINO refuses the weightless blob: refused, full blob written, imported
+    assert settled["tiny-codeformer"]["compiles"] == (3 if (cf / "graph.full").exists() else 1)
+    assert settle_compiled(cache) == []
+
+    code = ("import json, sys\n"
+            "from pathlib import Path\n"
+            "from restora.models.engines import OpenVINOEngine\n"
+            "print(json.dumps([OpenVINOEngine(Path(p), ['x'], int(sys.argv[1])).from_cache "
+            "for p in sys.argv[2:]]))\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(rt.engines.threads),
+                           *(s["path"] for s in settled.values())],
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+                          capture_output=True, text=True, timeout=300, check=True)
+    assert json.loads(proc.stdout.splitlines()[-1]) == [True, True]
 
 
 def test_restora_engine_is_honoured_and_reported(setup: tuple[Path, Path],

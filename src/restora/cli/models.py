@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
@@ -294,13 +294,16 @@ def _task_of(group: list[tuple[dict, dict]]) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
-def _prepare(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
+def _prepare(settings: Settings
+             ) -> tuple[dict[str, str], dict[str, str], list[dict[str, Any]]]:
     """Build the engine (and a parser's coarse graphs) of every installed model with a torch
-    module, printing ``id: engine/precision`` and one line per failure; returns
-    {id: "engine/precision"} and {id: error}."""
+    module, printing ``id: engine/precision`` and one line per failure, then settle OpenVINO's
+    compiled blobs (:func:`restora.models.engines.settle_compiled`) so the next process imports
+    them; returns {id: "engine/precision"}, {id: error} and the graphs settled."""
     import warnings
 
     from restora.errors import RestoraError
+    from restora.models.engines import settle_compiled
     from restora.models.registry import FILE_ARCHS
     from restora.models.runtime import Runtime
 
@@ -335,7 +338,11 @@ def _prepare(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
             typer.echo(f"{spec.id}: {failed[spec.id]}", err=True)
     if not specs:
         typer.echo("no models installed")
-    return prepared, failed
+    settled = settle_compiled(settings.engines_dir)
+    left = sum(not s["imported"] for s in settled)
+    typer.echo(f"settled {len(settled) - left} compiled graph(s)"
+               + (f"; {left} not (the next process compiles them)" if left else ""))
+    return prepared, failed, settled
 
 
 def _prune(settings: Settings) -> list[dict]:
@@ -354,8 +361,9 @@ def _prune(settings: Settings) -> list[dict]:
 @models_app.command("engines")
 def engines(
     prepare: bool = typer.Option(False, "--prepare", help="First export and check the engine "
-                                 "of every installed model (the deploy step: the first request "
-                                 "then pays no export)."),
+                                 "of every installed model and settle OpenVINO's compiled "
+                                 "graphs (the deploy step: the first request then pays no "
+                                 "export, the next process no compile)."),
     prune: bool = typer.Option(False, "--prune", help="First delete the entries this install "
                                "can no longer use (another OpenVINO, ONNX Runtime, torch or "
                                "NNCF version, an older export format or precision, a model "
@@ -375,13 +383,14 @@ def engines(
         raise typer.Exit(1) from None
     prepared: dict[str, str] = {}
     failed: dict[str, str] = {}
+    settled: list[dict[str, Any]] = []
     if prepare:
         import contextlib
         import sys
 
         # --json: stdout carries only the JSON (exporters print progress bars to stdout)
         with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
-            prepared, failed = _prepare(settings)
+            prepared, failed, settled = _prepare(settings)
     pruned = _prune(settings) if prune else []
     if prune and not as_json:
         for p in pruned:
@@ -398,6 +407,10 @@ def engines(
         out: dict = {"engines": rows, "engineCache": str(settings.engines_dir)}
         if prepare:
             out.update(prepared=prepared, failed=failed)
+            out["settled"] = [{"path": s["path"], "modelId": s["key"].get("model_id"),
+                               "precision": s["key"].get("precision"), "graph": s["graph"],
+                               "compiles": s["compiles"], "imported": s["imported"]}
+                              for s in settled]
         if prune:
             out["pruned"] = [{"path": p["path"], "why": p["why"], "bytes": p["bytes"],
                               **{name: key.get(field) for name, field in (

@@ -424,17 +424,27 @@ def _compile_cached(xml_path: Path, config: dict[str, Any]) -> Any:
     ~12 MB for GFPGAN instead of 330; the weights are read from the graph's own ``.bin``).
     Where a graph was compiled here before and OpenVINO still did not import its weightless
     blob (CodeFormer's fp32 graph), a marker makes later opens keep a full blob
-    (``OPTIMIZE_SPEED``: CodeFormer 1.2 -> 0.3 CPU-s, 390 MB on disk).
+    (``OPTIMIZE_SPEED``: CodeFormer 1.2 -> 0.3 CPU-s, 390 MB on disk). A compile also records
+    its ``config`` (``<stem>.config.json``) and an import marks the blob as importable
+    (``<stem>.imported``), so :func:`settle_compiled` can finish that cycle ahead of jobs.
 
     Safe because a cache entry's files are never rewritten (a rebuilt entry is a new folder,
     its blobs deleted with the old one), its opens are serialised by the entry's lock, and
     OpenVINO compiles anew where the graph's path, size or mtime differ from the blob's. An
     OpenVINO that refuses the cache options compiles as before."""
+    return _compile_into_cache(xml_path, config)[0]
+
+
+def _compile_into_cache(xml_path: Path, config: dict[str, Any]) -> tuple[Any, str]:
+    """:func:`_compile_cached`'s compiled model and what happened: ``imported`` (the blob was
+    loaded), ``compiled`` (compiled and recorded in the cache) or ``uncached`` (the cache was
+    refused or its folder could not be written: the next open compiles again)."""
     ov = _openvino()
     core = ov.Core()
     folder = xml_path.parent / OpenVINOEngine.COMPILED
-    full = folder / f"{xml_path.stem}.full"  # its weightless blob was not imported
-    seen = folder / f"{xml_path.stem}.compiled"  # compiled into this cache before
+    stem = xml_path.stem
+    full = folder / f"{stem}.full"  # its weightless blob was not imported
+    seen = folder / f"{stem}.compiled"  # compiled into this cache before
     cached = {**config, "CACHE_DIR": str(folder),
               "CACHE_MODE": "OPTIMIZE_SPEED" if full.exists() else "OPTIMIZE_SIZE"}
     try:
@@ -442,15 +452,81 @@ def _compile_cached(xml_path: Path, config: dict[str, Any]) -> Any:
     except RuntimeError as exc:
         log.debug("OpenVINO's model cache refused %s (%s): compiling without it", xml_path,
                   str(exc).strip().split("\n")[0][:200])
-        return core.compile_model(core.read_model(str(xml_path)), "CPU", config)
-    if not _property(compiled, "LOADED_FROM_CACHE", False):
+        return core.compile_model(core.read_model(str(xml_path)), "CPU", config), "uncached"
+    imported = folder / f"{stem}.imported"
+    if _property(compiled, "LOADED_FROM_CACHE", False):
+        with contextlib.suppress(OSError):  # read-only: a later settle imports it again
+            if not imported.exists():
+                imported.touch()
+        return compiled, "imported"
+    try:
+        if seen.exists() and not full.exists():
+            full.touch()
+        seen.touch()
+        # the blob just written has not been imported yet (it may be one OpenVINO refuses)
+        imported.unlink(missing_ok=True)
+        _atomic_write(folder / f"{stem}{CONFIG_SUFFIX}", json.dumps(config, sort_keys=True))
+    except OSError:  # a read-only cache: compiled each time, as before
+        return compiled, "uncached"
+    return compiled, "compiled"
+
+
+#: beside a compiled blob: the engine's config it was compiled with (its key depends on it)
+CONFIG_SUFFIX = ".config.json"
+#: compiles :func:`settle_compiled` spends on one graph: a refused weightless blob, a full one
+#: written, then imported
+SETTLE_COMPILES = 3
+
+
+def settle_compiled(cache_dir: Path) -> list[dict[str, Any]]:
+    """Compile again, until OpenVINO imports its blob, each graph of the export cache under
+    ``cache_dir`` that was compiled and not imported since: so the next process imports every
+    one (a graph whose weightless blob OpenVINO refuses otherwise costs the next two processes
+    a compile each). Only entries of the installed OpenVINO that an open can use (kept, or a
+    coarse candidate) are settled, each with its recorded config (OpenVINO's blob key includes
+    it), under the entry's lock, one compiled model in memory at a time. A graph that cannot
+    be settled (a read-only cache, a cache OpenVINO refuses, a failing compile) is logged and
+    left. Returns one dict per graph compiled (path, key, graph, compiles, imported)."""
+    version = package_version("openvino")
+    done: list[dict[str, Any]] = []
+    if version is None or not Path(cache_dir).is_dir():
+        return done
+    cache = ExportCache(Path(cache_dir))
+    for record in sorted(Path(cache_dir).glob(f"*/*/{OpenVINOEngine.COMPILED}/*{CONFIG_SUFFIX}")):
+        folder = record.parent.parent
+        stem = record.name[:-len(CONFIG_SUFFIX)]
+        xml = folder / f"{stem}.xml"
+        if folder.name.startswith(".build-") or (record.parent / f"{stem}.imported").exists() \
+                or not xml.is_file():
+            continue
         try:
-            if seen.exists() and not full.exists():
-                full.touch()
-            seen.touch()
-        except OSError:  # a read-only cache: compiled each time, as before
-            pass
-    return compiled
+            meta = json.loads((folder / "meta.json").read_text())
+            key = meta["key"]
+            if key.get("engine") != "openvino" or key.get("engine_version") != version or \
+                    not (meta.get("ok") or meta.get("scale") is not None):
+                continue
+            with cache.lock(folder):
+                # another process may have imported it, or pruned or rebuilt the entry, meanwhile
+                if (record.parent / f"{stem}.imported").exists() or not record.is_file() \
+                        or not xml.is_file():
+                    continue
+                config = json.loads(record.read_text())
+                compiles, outcome = 0, "compiled"
+                while outcome == "compiled" and compiles < SETTLE_COMPILES:
+                    compiled, outcome = _compile_into_cache(xml, config)
+                    compiles += 1
+                    del compiled  # before the next compile: one graph's memory at a time
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            log.warning("could not settle OpenVINO's compiled %s (%s): the next process "
+                        "compiles it", xml, " ".join(str(exc).split())[:200])
+            continue
+        if outcome != "imported":
+            log.warning("OpenVINO's compiled %s is not settled (%s after %d compile(s)): the "
+                        "next process compiles it", xml, outcome, compiles)
+        done.append({"path": str(xml), "key": key, "graph": stem, "compiles": compiles,
+                     "imported": outcome == "imported"})
+    trim_heap()
+    return done
 
 
 def _property(compiled: Any, name: str, default: Any) -> Any:
