@@ -407,6 +407,24 @@ def test_small_image_not_stretched_warnings_shown_and_stale_result_cleared(
         assert page.locator("#after").get_attribute("src") is None
 
 
+def test_a_photo_lying_on_its_side_is_restored_the_right_way_up(server: str, browser,
+                                                                  tmp_path: Path) -> None:
+    sideways = tmp_path / "sideways.jpg"
+    src = PILImage.open(shared_path("testdata", "photos", "00.jpg")).convert("RGB")
+    src.transpose(PILImage.Transpose.ROTATE_270).save(sideways, quality=95)  # turned clockwise
+    with Page(browser, server, viewport=DESKTOP) as page:
+        page.goto(server + "/")
+        assert page.locator('select[name="orientation"]').input_value() == "auto"
+        page.set_input_files("#file", str(sideways))
+        page.click("#submit")
+        wait_done(page)
+        facts = page.locator("#facts").inner_text()
+        assert "Faces turned" in facts and "90°" in facts, facts
+        page.check("#show-faces")
+        assert page.locator("#faces rect").count() == 4
+        shot(page, "sideways")
+
+
 def test_cancel_is_not_a_failure_and_failure_keeps_the_server_reason(
         server: str, browser, tmp_path: Path) -> None:
     files = photo_files(tmp_path)

@@ -61,6 +61,8 @@ def enhance_faces_command(
     sensitivity: float = typer.Option(_d("sensitivity"), "--sensitivity",
                                       help=_h("sensitivity")),
     detector: Optional[str] = typer.Option(_d("detector"), "--detector", help=_h("detector")),
+    orientation: str = typer.Option(_d("orientation"), "--orientation",
+                                    help=_h("orientation") + " (auto, search, upright)"),
     seed: Optional[int] = typer.Option(_d("seed"), "--seed", help=_h("seed")),
     reference: Optional[list[Path]] = typer.Option(  # noqa: UP007 - typer needs Optional
         None, "--reference", metavar="FILE",
@@ -81,7 +83,7 @@ def enhance_faces_command(
     options = parse(EnhanceOptions, dict(
         model=model, strength=strength, fidelity=fidelity, upscale=upscale,
         bg_upscale=bg_upscale, face_upsample=face_upsample, only_center_face=only_center_face,
-        sensitivity=sensitivity, detector=detector, seed=seed,
+        sensitivity=sensitivity, detector=detector, orientation=orientation, seed=seed,
         only_reference_faces=only_reference_faces, identity=identity,
         identity_model=identity_model))
     jobs = collect_inputs(inputs)

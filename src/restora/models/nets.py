@@ -579,6 +579,9 @@ class FaceDetector(Network):
     #: the detector the reference restorers were written for: their pipeline's own threshold
     #: (``pipeline.detect.DetectionRule``) replaces ``mid_threshold``
     follows_reference_rule: ClassVar[bool] = False
+    #: a score its upright faces in a photo the right way up reach; below it, ``orientation``
+    #: ``auto`` also searches the image turned (``pipeline.detect``)
+    sure_score: ClassVar[float] = 0.99
     probe_size = 320
 
     def inputs(self, batch: int | None = None, height: int | None = None,
@@ -624,6 +627,7 @@ class YuNetDetector(FaceDetector):
     family = "yunet"
     dtypes = ("float32",)
     mid_threshold = 0.6
+    sure_score = 0.9  # its upright faces on the test photos: 0.905-0.952
 
     def detect(self, image_rgb: np.ndarray, conf_threshold: float | None = None,
                nms_threshold: float = 0.4) -> np.ndarray:

@@ -147,7 +147,7 @@ def enhance_faces(
         rule = _detection_rule(runtime, model, restorer)
         dets, source = _find_faces(runtime, pixels, faces=opts.face_dicts(),
                                    detector=opts.detector, rule=rule,
-                                   sensitivity=opts.sensitivity,
+                                   sensitivity=opts.sensitivity, orientation=opts.orientation,
                                    only_center_face=opts.only_center_face, warnings=warnings,
                                    used=used)
     found = [_to_face(d, img.width, img.height) for d in dets]
@@ -451,8 +451,8 @@ def _detection_rule(runtime: Runtime, model: str,
 
 def _find_faces(runtime: Runtime, pixels: np.ndarray, *, faces: Sequence[dict] | None,
                 detector: str | None, rule: det.DetectionRule, sensitivity: float,
-                only_center_face: bool, warnings: list[str], used: list[Network] | None = None
-                ) -> tuple[list[det.Detection], str]:
+                only_center_face: bool, warnings: list[str], used: list[Network] | None = None,
+                orientation: str = "auto") -> tuple[list[det.Detection], str]:
     height, width = pixels.shape[:2]
     max_faces = runtime.settings.max_faces
     if faces is not None:
@@ -468,7 +468,8 @@ def _find_faces(runtime: Runtime, pixels: np.ndarray, *, faces: Sequence[dict] |
         if net is not None and used is not None:
             used.append(net)
         dets, sources = det.detections_for_boxes(net, pixels, boxes,
-                                                 conf_threshold=min(thr, det.LOOSE_THRESHOLD))
+                                                 conf_threshold=min(thr, det.LOOSE_THRESHOLD),
+                                                 orientation=orientation)
         source = sources[0] if sources and len(set(sources)) == 1 else ("mixed" if sources else "box")
         if "box" in sources:
             warnings.append(f"{sources.count('box')} supplied face box(es) had no detectable "
@@ -480,7 +481,8 @@ def _find_faces(runtime: Runtime, pixels: np.ndarray, *, faces: Sequence[dict] |
             used.append(net)
         thr = det.sensitivity_to_threshold(sensitivity, net, rule)
         dets = det.detect_faces(net, pixels, conf_threshold=thr, working_size=rule.working_size,
-                                enlarge_only=rule.enlarge_only)
+                                enlarge_only=rule.enlarge_only,
+                                orientation=orientation)
         dets, small = det.drop_small(dets)
         if small:
             warnings.append(f"{small} face(s) skipped: eyes closer than {det.MIN_EYE_DISTANCE:g} px")
@@ -501,7 +503,7 @@ def _to_face(d: det.Detection, width: int, height: int) -> Face:
     w = int(max(1, min(np.ceil(x2), width) - x))
     h = int(max(1, min(np.ceil(y2), height) - y))
     lm = tuple((float(px), float(py)) for px, py in d.landmarks)
-    return Face(x=x, y=y, w=w, h=h, score=float(d.score), landmarks=lm)
+    return Face(x=x, y=y, w=w, h=h, score=float(d.score), landmarks=lm, rotation=d.rotation)
 
 
 def face_stats(pixels: np.ndarray, dets: Sequence[det.Detection]) -> list[FaceStats]:
@@ -637,7 +639,8 @@ def _describe_references(runtime: Runtime, checker: IdentityChecker, refs: Seque
         except RestoraError as exc:
             raise InvalidParameter("reference", f"reference {j + 1}: {exc.message}") from None
         # the face with the widest eyes: box areas let a loose false positive win
-        found = sorted(det.detect_faces(net, ref_img.pixels, conf_threshold=thr),
+        found = sorted(det.detect_faces(net, ref_img.pixels, conf_threshold=thr,
+                                        orientation="auto"),
                        key=lambda d: -d.eye_distance)[:1]
         if not found:
             raise InvalidParameter("reference", f"reference {j + 1}"

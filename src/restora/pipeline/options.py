@@ -63,6 +63,10 @@ class EnhanceOptions(BaseModel):
                                description="Detection sensitivity 0-1 (higher finds more faces).")
     detector: str | None = Field(default=None, min_length=1, max_length=100,
                                  description="Face-detection model id (None or 'auto': default).")
+    orientation: Literal["auto", "search", "upright"] = Field(
+        default="auto", description="Which way up the photo's faces are: auto also searches "
+        "it turned (sideways, upside down) when no face is surely upright, search always "
+        "does, upright never does.")
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1,
                              description="Seed for GFPGAN's noise (None: random).")
     faces: list[FaceBox] | None = Field(

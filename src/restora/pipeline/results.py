@@ -28,6 +28,7 @@ class Face:
     restoration: dict[str, Any] | None = None  # model, fidelity, reason, candidates tried
     reference: dict[str, Any] | None = None  # matched reference photo: index, distances
     restored: bool = True
+    rotation: int = 0  # degrees the face is turned clockwise (found by a turned search)
 
     def to_dict(self) -> dict[str, Any]:
         ident = self.identity or Identity("unknown", reason="no identity check ran")
@@ -35,7 +36,8 @@ class Face:
                 "score": round(float(self.score), 4),
                 "landmarks": [[round(float(px), 2), round(float(py), 2)] for px, py in self.landmarks],
                 "identity": ident.to_dict(), "restored": self.restored,
-                "restoration": self.restoration, "reference": self.reference}
+                "restoration": self.restoration, "reference": self.reference,
+                "rotation": self.rotation}
 
 
 @dataclass

@@ -109,22 +109,26 @@ def protect_face_features(mask: np.ndarray, pixels: np.ndarray, runtime: Runtime
 
     net = runtime.load(installed[0].id)
     faces = det.detect_faces(net, pixels, conf_threshold=det.sensitivity_to_threshold(
-        0.5, net))
+        0.5, net), orientation="auto")
     if not faces:
         return mask, 0
     zone = np.zeros(mask.shape, np.uint8)
     for f in faces:
         lm = f.landmarks
         d = max(f.eye_distance, 1.0)
+        # zones follow the face's own axes: a sideways scan's faces lie on their side
+        roll = f.roll
+        up_dir = np.array([np.sin(np.radians(roll)), -np.cos(np.radians(roll))])
         up, hw, hh = _EYE_ZONE
         for eye in lm[:2]:
-            cv2.ellipse(zone, (int(eye[0]), int(eye[1] - up * d)), (int(hw * d), int(hh * d)),
-                        0, 0, 360, 1, -1)
+            cx, cy = eye + up * d * up_dir
+            cv2.ellipse(zone, (int(cx), int(cy)), (int(hw * d), int(hh * d)), roll, 0, 360, 1,
+                        -1)
         mouth = (lm[3] + lm[4]) / 2
         ang = float(np.degrees(np.arctan2(lm[4][1] - lm[3][1], lm[4][0] - lm[3][0])))
         up, hw, hh = _MOUTH_ZONE
-        cv2.ellipse(zone, (int(mouth[0]), int(mouth[1] - up * d)), (int(hw * d), int(hh * d)),
-                    ang, 0, 360, 1, -1)
+        cx, cy = mouth + up * d * up_dir
+        cv2.ellipse(zone, (int(cx), int(cy)), (int(hw * d), int(hh * d)), ang, 0, 360, 1, -1)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     inside = np.bincount(labels[zone > 0], minlength=n)
     drop = inside >= PROTECTED_SHARE * stats[:, cv2.CC_STAT_AREA]

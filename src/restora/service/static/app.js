@@ -549,6 +549,8 @@ function renderFacts(result) {
   const skipped = Object.fromEntries(skippedReasons(result));
   if (result.facesDetected !== undefined) add("Faces detected", result.facesDetected);
   else add("Faces enhanced", result.facesEnhanced);
+  const turned = (result.faces || []).filter((f) => f.rotation);
+  if (turned.length) add("Faces turned", `${turned.length} (photo lying ${turned[0].rotation}° clockwise: restored the right way up)`);
   add("Model", result.model);
   add("Why this model", result.reason);
   if (Array.isArray(result.steps)) add("Steps", result.steps.map(stepLabel).join(", ") || "none needed");
