@@ -187,10 +187,36 @@ def test_missing_custom_model_file_is_an_error(restora_home: Path, tmp_path: Pat
         colorize(einstein(rows=64), runtime=runtime, model_id=TINY_ID)
 
 
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_a_photo_lying_turned_is_colorized_the_right_way_up(runtime: Runtime,
+                                                            rotation: int) -> None:
+    upright = einstein()  # square: every resize turns exactly with it
+    k = rotation // 90
+    lying = upright.with_pixels(np.ascontiguousarray(np.rot90(upright.pixels, -k)))
+    want, _ = colorize(upright, runtime=runtime)
+    got, report = colorize(lying, runtime=runtime, rotation=rotation)
+    assert report["rotation"] == rotation
+    assert np.array_equal(np.rot90(got.pixels, k), want.pixels)
+    plain, _ = colorize(lying, runtime=runtime)  # seen lying, the answer differs
+    assert np.abs(np.rot90(plain.pixels, k).astype(np.int16)
+                  - want.pixels.astype(np.int16)).mean() > 0.5
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_a_lying_photo_of_any_shape_gives_the_network_its_upright_input(rotation: int) -> None:
+    # what colorize feeds the network for a turned photo: the upright photo's own input (the
+    # a/b maps' nearest resize to full size then samples along turned axes)
+    upright = to_unit_float(einstein(rows=400).pixels)
+    k = rotation // 90
+    lying = np.ascontiguousarray(np.rot90(upright, -k))
+    seen = np.rot90(model_input(lying, 256), k, axes=(2, 3))
+    np.testing.assert_allclose(seen, model_input(upright, 256), atol=1e-5)
+
+
 @pytest.mark.parametrize(("kwargs", "field"), [
     ({"strength": 1.5}, "strength"), ({"strength": -0.1}, "strength"),
     ({"strength": float("nan")}, "strength"), ({"input_size": 100}, "inputSize"),
-    ({"input_size": 0}, "inputSize"),
+    ({"input_size": 0}, "inputSize"), ({"rotation": 45}, "rotation"),
 ])
 def test_invalid_parameters(runtime: Runtime, kwargs: dict, field: str) -> None:
     with pytest.raises(InvalidParameter) as info:

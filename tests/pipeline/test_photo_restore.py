@@ -221,6 +221,25 @@ def test_tiny_colorizer_end_to_end(restora_home: Path, tmp_path: Path,
     assert not colour.colorized and colour.reports["colorize"]["skipped"]
 
 
+def test_a_sideways_scan_gets_its_faces_and_colour_the_right_way_up(
+        restora_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime = tiny_runtime(tmp_path, monkeypatch, {"tiny-codeformer",
+                                                   "retinaface-mobilenet0.25-facelibcfg"},
+                           [ddcolor_entry()])
+    src = photo("gray/Hepburn01.png")
+    grey = src.pixels.mean(axis=2, keepdims=True).round().astype(np.uint8).repeat(3, axis=2)
+    sideways = src.with_pixels(np.ascontiguousarray(np.rot90(grey, 1)))  # lying 270 clockwise
+    result = restore_photo(sideways, runtime=runtime, scratch_removal=False, denoise=False,
+                           colorize=True, colorize_strength=100)
+    assert result.reports["face-enhancement"]["rotation"] == 270
+    assert result.reports["colorize"]["rotation"] == 270
+    assert result.faces_enhanced == 1 and result.colorized
+    upright = restore_photo(src.with_pixels(grey), runtime=runtime, scratch_removal=False,
+                            denoise=False, face_enhancement=False, colorize=True,
+                            colorize_strength=100)
+    assert "rotation" not in upright.reports["colorize"]
+
+
 def test_tiny_face_models_end_to_end(restora_home: Path, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     runtime = tiny_runtime(tmp_path, monkeypatch, {"tiny-codeformer",

@@ -38,16 +38,24 @@ BAND_PIXELS = 4_000_000
 
 
 def colorize(image: Image, *, runtime: Runtime, model_id: str | None = None,
-             strength: float = 0.85, input_size: int | None = None) -> tuple[Image, dict[str, Any]]:
+             strength: float = 0.85, input_size: int | None = None,
+             rotation: int = 0) -> tuple[Image, dict[str, Any]]:
     """Colorize ``image``; returns the new image and ``{"model", "strength", "inputSize",
-    "engine"}`` (``engine``: "engine/precision" the network ran on; absent at strength 0).
+    "engine"}`` (``engine``: "engine/precision" the network ran on; absent at strength 0;
+    ``rotation`` when not 0).
 
     ``strength`` 0 keeps the input's colours exactly, 1 uses the model's chroma fully.
     ``input_size`` (a multiple of 32) overrides the model's inference size (512 for the official
-    checkpoints). A missing model raises :class:`~restora.errors.ModelNotInstalled`, even at
+    checkpoints). ``rotation``: degrees clockwise the photo lies turned (a multiple of 90, as
+    the face step found it): the network sees it the right way up, as it was trained (sky
+    above, ground below), and its colours are turned back; only the S x S input and output
+    are turned. A missing model raises :class:`~restora.errors.ModelNotInstalled`, even at
     strength 0, so a job never reports colorization it could not have done.
     """
     strength = _check_strength(strength)
+    if rotation % 90:
+        raise InvalidParameter("rotation", f"rotation must be a multiple of 90, got {rotation}")
+    turn = (rotation // 90) % 4
     mid = model_id or runtime.registry.default(TASK).id
     net = runtime.load(mid)
     size = _check_size(input_size if input_size is not None else (net.input_size or 512))
@@ -56,7 +64,12 @@ def colorize(image: Image, *, runtime: Runtime, model_id: str | None = None,
         return image.with_pixels(image.pixels.copy(), _copy(image.alpha)), report
 
     x = model_input(to_unit_float(image.pixels), size)
+    if turn:  # the square input the right way up, its answer turned back (both exact)
+        x = np.ascontiguousarray(np.rot90(x, turn, axes=(2, 3)))
     ab = predict_ab(net, x)
+    if turn:
+        ab = np.ascontiguousarray(np.rot90(ab, -turn, axes=(2, 3)))
+        report["rotation"] = turn * 90
     report["engine"] = net.engine_label
     return image.with_pixels(compose_bands(image.pixels, ab, strength, image.max_value),
                              _copy(image.alpha)), report

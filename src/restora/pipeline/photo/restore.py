@@ -382,6 +382,9 @@ def _enhance_faces(img: Image, runtime: Runtime, fidelity: float, mono: MonoRepo
                               "fidelity": fidelity, "strength": FACE_STRENGTH,
                               "engine": out.engine, "precision": out.precision,
                               "engines": dict(out.engines)}
+    if out.faces and out.faces[0].rotation:
+        # one turn per photo (docs/enhance-faces.md): colorization sees it the right way up too
+        report["rotation"] = out.faces[0].rotation
     result.warnings.extend(out.warnings)
     if not result.faces_enhanced:
         result.reports["face-enhancement"] = {**report, "skipped": True,
@@ -439,7 +442,9 @@ def _colorize(img: Image, runtime: Runtime, model_id: str, strength: float, mono
             "skipped": True,
             "reason": f"the photo is already in colour (chroma spread {mono.spread_p99:.1f})"}
         return img
-    out, report = run_colorize(img, runtime=runtime, model_id=model_id, strength=strength / 100.0)
+    rotation = int(result.reports.get("face-enhancement", {}).get("rotation", 0))
+    out, report = run_colorize(img, runtime=runtime, model_id=model_id, strength=strength / 100.0,
+                               rotation=rotation)
     result.reports["colorize"] = dict(report)
     result.colorized = True
     result.steps.append("colorize")
