@@ -130,11 +130,12 @@ class Counting:
     """A real detector that counts its runs."""
 
     def __init__(self, net) -> None:
-        self.net, self.runs = net, 0
+        self.net, self.runs, self.shapes = net, 0, []
         self.sure_score = net.sure_score
 
     def detect(self, image_rgb, conf_threshold=None, nms_threshold=0.4):
         self.runs += 1
+        self.shapes.append(image_rgb.shape[:2])
         return self.net.detect(image_rgb, conf_threshold, nms_threshold)
 
 
@@ -156,6 +157,24 @@ def test_auto_searches_turned_only_when_the_upright_search_is_doubtful(runtime: 
     counting.runs = 0
     det.detect_faces(counting, blank, conf_threshold=thr, orientation="upright")
     assert counting.runs == 1
+
+
+def test_turned_searches_of_a_large_photo_run_at_the_working_size(runtime: Runtime) -> None:
+    # GFPGAN's rule keeps a photo's own resolution; the turned searches shrink to 640 px
+    counting = Counting(runtime.load(RETINA))
+    rgb = load("photos", "02.png")
+    big = cv2.resize(rgb, None, fx=1.6, fy=1.6, interpolation=cv2.INTER_CUBIC)
+    lying = turned(big, 90)
+    found = det.detect_faces(counting, lying, conf_threshold=0.8, working_size=None,
+                             orientation="auto")
+    assert counting.shapes[0] == lying.shape[:2]  # the upright search at its own size
+    assert counting.runs == 4 and all(min(s) == det.WORKING_SIZE for s in counting.shapes[1:])
+    assert [d.rotation for d in found] == [90] * 4
+    upright = det.detect_faces(counting, big, conf_threshold=0.8, working_size=None)
+    h, w = big.shape[:2]
+    for u in upright:
+        want = _box_in_turned(u.box, 90, w, h)
+        assert max(det.box_iou(want, d.box) for d in found) > 0.6
 
 
 def test_client_boxes_on_a_turned_photo_get_the_turned_landmarks(runtime: Runtime) -> None:
