@@ -125,9 +125,11 @@ def test_ssrf_payloads_refused_everywhere(c):
 
 _VALUES = [None, True, False, 0, -1, 1, 2, 3, 4, 0.5, 1.5, -0.1, 1e308, float("1e-300"),
            2**31, 2**63, -(2**63), "", "auto", "0.5", "true", "x" * 5000, "\u0000", "\ud7ff",
-           [], [1, 2], {}, {"x": 1}, [[1, 2, 3, 4, 0.5]], [{"x": 1, "y": 1, "w": 5, "h": 5}]]
+           [], [1, 2], {}, {"x": 1}, [[1, 2, 3, 4, 0.5]], [{"x": 1, "y": 1, "w": 5, "h": 5}],
+           "search", "upright"]
 _SNAP_KEYS = ["model", "strength", "onlyCenterFace", "sensitivity", "fidelity", "upscale",
-              "bgUpscale", "faceUpsample", "detector", "seed", "faces", "junk", "__proto__"]
+              "bgUpscale", "faceUpsample", "detector", "seed", "faces", "orientation", "junk",
+              "__proto__"]
 _TOPAZ_KEYS = ["strength", "creativity", "grain", "grain_model", "grain_density", "grain_size",
                "grain_strength", "seed", "iai_packed_metadata", "output_width",
                "output_height", "output_format", "input_width", "input_height", "junk"]

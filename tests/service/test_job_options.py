@@ -29,9 +29,9 @@ def test_each_api_style_stores_its_options(srv):
     with httpx.Client(base_url=srv.url, timeout=30) as c:
         r = c.post("/api/v1/tools/enhance-faces", files={"file": ("a.png", png, "image/png")},
                    data={"settings": json.dumps({"strength": 0.3, "onlyCenterFace": True,
-                                                 "detector": "auto"})})
+                                                 "detector": "auto", "orientation": "search"})})
         assert _options(srv, r.json()["jobId"]) == EnhanceOptions(
-            strength=0.3, only_center_face=True).model_dump(mode="json")
+            strength=0.3, only_center_face=True, orientation="search").model_dump(mode="json")
 
         r = c.post("/api/v1/tools/restore-photo", files={"file": ("a.png", png, "image/png")},
                    data={"settings": json.dumps({"denoiseStrength": 60, "mode": "heavy"})})
