@@ -240,6 +240,29 @@ def test_a_sideways_scan_gets_its_faces_and_colour_the_right_way_up(
     assert "rotation" not in upright.reports["colorize"]
 
 
+def test_a_damaged_photo_without_faces_is_searched_at_every_turn_once(
+        restora_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime = tiny_runtime(tmp_path, monkeypatch, {"tiny-codeformer",
+                                                   "retinaface-mobilenet0.25-facelibcfg"})
+    net = runtime.load("retinaface-mobilenet0.25-facelibcfg")
+    shapes: list[tuple[int, ...]] = []
+    real = net.detect
+
+    def counted(image_rgb, *args, **kwargs):  # the real detector, its runs counted
+        shapes.append(image_rgb.shape[:2])
+        return real(image_rgb, *args, **kwargs)
+
+    monkeypatch.setattr(net, "detect", counted)
+    src = photo("photos/02.png")
+    clothes = np.ascontiguousarray(src.pixels[src.height // 2:, :, :3])  # no face below the chins
+    damaged, _ = draw_scratches(clothes, seed=3)
+    result = restore_photo(Image(damaged), runtime=runtime, denoise=False)
+    assert result.reports["scratch-removal"]["facesProtected"] == 0
+    assert result.faces_enhanced == 0
+    # the damage step searched all four turns; the face step the upright photo only
+    assert len(shapes) == 5, shapes
+
+
 def test_tiny_face_models_end_to_end(restora_home: Path, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     runtime = tiny_runtime(tmp_path, monkeypatch, {"tiny-codeformer",

@@ -363,9 +363,14 @@ def _enhance_faces(img: Image, runtime: Runtime, fidelity: float, mono: MonoRepo
 
     model = ("codeformer" if runtime.registry.installed(
         "face-restoration", RESTORER_FAMILIES["codeformer"]) else "auto")
+    # the damage step's face search (orientation auto) found no face at any turn: the upright
+    # search alone is left to do (at the face rule's own resolution), not three turned ones
+    seen = result.reports.get("scratch-removal", {}).get("facesProtected")
+    orientation = "upright" if seen == 0 else "auto"
     try:
         out = enhance_faces(img, runtime=runtime, model=model, strength=FACE_STRENGTH,
                             fidelity=fidelity, cancel=cancel, on_estimate=on_estimate,
+                            orientation=orientation,
                             progress=lambda _s, pct: stages.report("face-enhancement", pct / 100))
     except ModelNotInstalled as exc:
         command = exc.details.get("command") or "restora models pull <bundle>"
