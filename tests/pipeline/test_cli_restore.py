@@ -72,6 +72,9 @@ def test_bad_settings_are_rejected(restora_home: Path, tmp_path: Path,
     src = copy_photo("photos/03.jpg", tmp_path / "x.jpg")
     assert main(["restore-photo", str(src), "--denoise-strength", "150"]) == 1
     assert "error[invalid_parameter]" in capsys.readouterr().err
+    assert main(["restore-photo", str(src), "--orientation", "sideways"]) == 1
+    err = capsys.readouterr().err
+    assert "error[invalid_parameter]" in err and "orientation" in err
 
 
 def test_a_long_job_is_announced_with_the_whole_job_estimate(

@@ -234,6 +234,13 @@ def test_a_sideways_scan_gets_its_faces_and_colour_the_right_way_up(
     assert result.reports["face-enhancement"]["rotation"] == 270
     assert result.reports["colorize"]["rotation"] == 270
     assert result.faces_enhanced == 1 and result.colorized
+    kept = restore_photo(sideways, runtime=runtime, scratch_removal=False, denoise=False,
+                         colorize=True, colorize_strength=100, orientation="upright")
+    assert "rotation" not in kept.reports["face-enhancement"]
+    assert "rotation" not in kept.reports["colorize"]
+    with pytest.raises(InvalidParameter) as err:
+        restore_photo(sideways, runtime=runtime, orientation="sideways")
+    assert err.value.field == "orientation"
     upright = restore_photo(src.with_pixels(grey), runtime=runtime, scratch_removal=False,
                             denoise=False, face_enhancement=False, colorize=True,
                             colorize_strength=100)

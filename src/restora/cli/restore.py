@@ -62,6 +62,8 @@ def restore_photo_command(
     colorize: bool = typer.Option(_d("colorize"), "--colorize", help=_h("colorize")),
     colorize_strength: float = typer.Option(_d("colorize_strength"), "--colorize-strength",
                                             help=_h("colorize_strength")),
+    orientation: str = typer.Option(_d("orientation"), "--orientation",
+                                    help=_h("orientation") + " (auto, search, upright)"),
     mask: Path | None = typer.Option(None, "--mask", metavar="FILE",
                                      help="Damage mask image for a single input (white = repair)."),
     mask_mode: str = typer.Option(_d("mask_mode"), "--mask-mode", help=_h("mask_mode")),
@@ -76,7 +78,8 @@ def restore_photo_command(
     options = parse(PhotoOptions, dict(
         scratch_removal=not no_scratch_removal, face_enhancement=not no_face_enhancement,
         fidelity=fidelity, denoise=not no_denoise, denoise_strength=denoise_strength,
-        colorize=colorize, colorize_strength=colorize_strength, mask_mode=mask_mode))
+        colorize=colorize, colorize_strength=colorize_strength, mask_mode=mask_mode,
+        orientation=orientation))
     jobs = collect_inputs(inputs)
     single = len(jobs) == 1 and not inputs[0].is_dir()
     if single and output.suffix and output.suffix.lower() not in _FORMAT_OF_SUFFIX:

@@ -31,6 +31,14 @@ _CONFIG = ConfigDict(extra="forbid", alias_generator=to_camel, validate_by_name=
                      validate_by_alias=True, frozen=True)
 
 
+#: How the pipelines look for faces of photos lying turned (``pipeline.detect.ORIENTATIONS``);
+#: one option shared by both pipelines.
+Orientation = Literal["auto", "search", "upright"]
+ORIENTATION_HELP = ("Which way up the photo's faces are: auto also searches it turned "
+                    "(sideways, upside down) when no face is surely upright, search always "
+                    "does, upright never does.")
+
+
 class FaceBox(BaseModel):
     """A client-supplied face: box in input pixels and detector score."""
 
@@ -63,10 +71,7 @@ class EnhanceOptions(BaseModel):
                                description="Detection sensitivity 0-1 (higher finds more faces).")
     detector: str | None = Field(default=None, min_length=1, max_length=100,
                                  description="Face-detection model id (None or 'auto': default).")
-    orientation: Literal["auto", "search", "upright"] = Field(
-        default="auto", description="Which way up the photo's faces are: auto also searches "
-        "it turned (sideways, upside down) when no face is surely upright, search always "
-        "does, upright never does.")
+    orientation: Orientation = Field(default="auto", description=ORIENTATION_HELP)
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1,
                              description="Seed for GFPGAN's noise (None: random).")
     faces: list[FaceBox] | None = Field(
@@ -103,6 +108,7 @@ class PhotoOptions(BaseModel):
                            description="Colourize black-and-white photos (DDColor).")
     colorize_strength: float = Field(default=85, ge=0, le=100,
                                      description="0-100: how much of the predicted colour to use.")
+    orientation: Orientation = Field(default="auto", description=ORIENTATION_HELP)
     mask_mode: Literal["replace", "add"] = Field(
         default="replace", description="How a given damage mask is used: replace (repair exactly "
         "the mask) or add (the mask plus what detection finds).")

@@ -59,7 +59,8 @@ def detect_damage(pixels: np.ndarray, noise_sigma: float, runtime: Runtime | Non
     return mask, report
 
 
-def _detect(pixels: np.ndarray, noise_sigma: float, runtime: Runtime | None
+def _detect(pixels: np.ndarray, noise_sigma: float, runtime: Runtime | None,
+            orientation: str = "auto"
             ) -> tuple[np.ndarray, dict[str, Any], tuple[np.ndarray, np.ndarray] | None]:
     """detect_damage plus the classical fold masks (bright, dark), which get their own fill."""
     model_id = _installed(runtime, DETECTION_TASK)
@@ -79,7 +80,8 @@ def _detect(pixels: np.ndarray, noise_sigma: float, runtime: Runtime | None
     found = detect_in_bands(pixels, noise_sigma)
     missing, n_missing = detect_missing_areas(pixels)
     bright, dark, n_folds = detect_folds_by_polarity(pixels, noise_sigma)
-    thin, faces = protect_face_features(drop_frame_lines(found.mask), pixels, runtime)
+    thin, faces = protect_face_features(drop_frame_lines(found.mask), pixels, runtime,
+                                        orientation)
     mask = thin | missing | bright | dark
     return mask, {"detector": "classical", **found.to_dict(), "missingAreas": n_missing,
                   "folds": n_folds, "facesProtected": faces}, (bright, dark)
@@ -92,10 +94,11 @@ _MOUTH_ZONE = (0.0, 0.62, 0.26)
 PROTECTED_SHARE = 0.5  # a defect with at least this share inside the zones is taken as content
 
 
-def protect_face_features(mask: np.ndarray, pixels: np.ndarray, runtime: Runtime | None
-                          ) -> tuple[np.ndarray, int | None]:
+def protect_face_features(mask: np.ndarray, pixels: np.ndarray, runtime: Runtime | None,
+                          orientation: str = "auto") -> tuple[np.ndarray, int | None]:
     """Drop thin-defect components of ``mask`` that lie mostly on eyes or lips (catchlights, a
-    lip line, lashes), found from the 5 landmarks of an installed face detector. A scratch that
+    lip line, lashes), found from the 5 landmarks of an installed face detector (searched as
+    ``orientation`` says, :func:`restora.pipeline.detect.detect_faces`). A scratch that
     crosses a face has most of its length outside the zones and stays. Returns (mask, faces
     used), faces None when no face detector is installed."""
     import cv2
@@ -109,7 +112,7 @@ def protect_face_features(mask: np.ndarray, pixels: np.ndarray, runtime: Runtime
 
     net = runtime.load(installed[0].id)
     faces = det.detect_faces(net, pixels, conf_threshold=det.sensitivity_to_threshold(
-        0.5, net), orientation="auto")
+        0.5, net), orientation=orientation)
     if not faces:
         return mask, 0
     zone = np.zeros(mask.shape, np.uint8)
@@ -141,16 +144,17 @@ def repair_damage(pixels: np.ndarray, noise_sigma: float, runtime: Runtime | Non
                   mask_mode: str = "replace",
                   progress: Callable[[float], None] | None = None,
                   on_crop: CropFn | None = None,
-                  on_detected: Callable[[dict[str, Any]], None] | None = None
-                  ) -> DamageRepair:
+                  on_detected: Callable[[dict[str, Any]], None] | None = None,
+                  orientation: str = "auto") -> DamageRepair:
     """Detect (unless the user's mask replaces it), then fill; see the module docstring.
     ``on_crop``: see :func:`.fill.fill_damage`. ``on_detected`` receives the detection's
-    report (the classical detector's ``facesProtected`` among it) before the fill starts."""
+    report (the classical detector's ``facesProtected`` among it) before the fill starts.
+    ``orientation``: how the faces whose features are protected are searched."""
     report: dict[str, Any] = {}
     mask = np.zeros(pixels.shape[:2], bool)
     folds = None
     if detect and (user_mask is None or mask_mode == "add"):
-        mask, report, folds = _detect(pixels, noise_sigma, runtime)
+        mask, report, folds = _detect(pixels, noise_sigma, runtime, orientation)
         if on_detected is not None:
             on_detected(report)
     if user_mask is not None:

@@ -176,7 +176,7 @@ def restore_photo(
             pixels = _remove_scratches(pixels, noise, result, stages, runtime,
                                        detect=opts.scratch_removal, user_mask=user_mask,
                                        mask_mode=opts.mask_mode, clock=clock,
-                                       per_face=per_face)
+                                       per_face=per_face, orientation=opts.orientation)
         if large:  # LaMa's working buffers would stay under the face step's peak
             runtime.release_memory()
     else:
@@ -202,7 +202,7 @@ def restore_photo(
         with stages.stage("face-enhancement"):
             assert runtime is not None
             current = _enhance_faces(current, runtime, fidelity, mono, result, stages, cancel,
-                                     clock.faces)
+                                     clock.faces, opts.orientation)
         if large:  # the face networks' buffers and weights would stay under the colour work
             if colorize and mono.is_monochrome:  # their compiled graphs go too: the next
                 # job that needs them reopens them from the export cache
@@ -309,7 +309,7 @@ def _release_from() -> int:
 def _remove_scratches(pixels: np.ndarray, noise: NoiseEstimate, result: RestoreResult,
                       stages: Stages, runtime: Runtime, *, detect: bool,
                       user_mask: np.ndarray | None, mask_mode: str, clock: _Clock,
-                      per_face: float | None) -> np.ndarray:
+                      per_face: float | None, orientation: str = "auto") -> np.ndarray:
     """``per_face``: the face step's nominal seconds per face where it will run (the faces
     the detection finds join the estimate's tail), else None."""
     def on_progress(fraction: float) -> None:
@@ -322,7 +322,7 @@ def _remove_scratches(pixels: np.ndarray, noise: NoiseEstimate, result: RestoreR
 
     out = repair_damage(pixels, noise.luma, runtime, detect=detect, user_mask=user_mask,
                         mask_mode=mask_mode, progress=on_progress, on_crop=clock.on_crop,
-                        on_detected=on_detected)
+                        on_detected=on_detected, orientation=orientation)
     result.mask = out.mask
     result.scratch_coverage = out.coverage
     result.warnings.extend(out.warnings)
@@ -358,15 +358,15 @@ def _denoise(pixels: np.ndarray, noise: NoiseEstimate, strength: float,
 def _enhance_faces(img: Image, runtime: Runtime, fidelity: float, mono: MonoReport,
                    result: RestoreResult, stages: Stages,
                    cancel: threading.Event | None,
-                   on_estimate: EstimateFn | None = None) -> Image:
+                   on_estimate: EstimateFn | None = None, orientation: str = "auto") -> Image:
     from restora.pipeline.enhance import enhance_faces
 
     model = ("codeformer" if runtime.registry.installed(
         "face-restoration", RESTORER_FAMILIES["codeformer"]) else "auto")
-    # the damage step's face search (orientation auto) found no face at any turn: the upright
-    # search alone is left to do (at the face rule's own resolution), not three turned ones
-    seen = result.reports.get("scratch-removal", {}).get("facesProtected")
-    orientation = "upright" if seen == 0 else "auto"
+    # the damage step's face search (the same orientation) found no face, turned or not: the
+    # upright search alone is left to do (at the face rule's own resolution)
+    if result.reports.get("scratch-removal", {}).get("facesProtected") == 0:
+        orientation = "upright"
     try:
         out = enhance_faces(img, runtime=runtime, model=model, strength=FACE_STRENGTH,
                             fidelity=fidelity, cancel=cancel, on_estimate=on_estimate,
