@@ -414,7 +414,7 @@ def test_a_photo_lying_on_its_side_is_restored_the_right_way_up(server: str, bro
     src.transpose(PILImage.Transpose.ROTATE_270).save(sideways, quality=95)  # turned clockwise
     with Page(browser, server, viewport=DESKTOP) as page:
         page.goto(server + "/")
-        assert page.locator('select[name="orientation"]').input_value() == "auto"
+        assert page.locator('#params-enhance-faces select[name="orientation"]').input_value() == "auto"
         page.set_input_files("#file", str(sideways))
         page.click("#submit")
         wait_done(page)
