@@ -87,8 +87,8 @@ def test_output_pixel_limit_is_configurable(tmp_path):
 
 # --- cancel and timeout free the worker during decode --------------------------------------
 
-def _slow_jpeg() -> bytes:
-    arr = np.random.default_rng(0).integers(0, 255, (3000, 4000, 3), np.uint8)
+def _slow_jpeg(height: int = 3000, width: int = 4000) -> bytes:
+    arr = np.random.default_rng(0).integers(0, 255, (height, width, 3), np.uint8)
     buf = io.BytesIO()
     PILImage.fromarray(arr).save(buf, "JPEG", progressive=True, quality=95)
     return buf.getvalue()
@@ -117,8 +117,10 @@ def test_cancel_during_decode_frees_the_worker(tmp_path):
 
 
 def test_timeout_during_decode_frees_the_worker(tmp_path):
-    slow = _slow_jpeg()
-    settings = make_settings(tmp_path / "home", workers=1, job_timeout_s=0.5,
+    # 40 MP of noise: A's decode, posterize and encode take ~4 s here, twice the timeout, while
+    # B (64 x 48) gets the same 2 s of its own; at 0.5 s a busy CI run once timed B out too
+    slow = _slow_jpeg(5000, 8000)
+    settings = make_settings(tmp_path / "home", workers=1, job_timeout_s=2.0,
                              max_upload_bytes=60_000_000)
     with live_server(settings, tools=service_tools()) as srv, \
             httpx.Client(base_url=srv.url, timeout=60) as c:
@@ -128,7 +130,8 @@ def test_timeout_during_decode_frees_the_worker(tmp_path):
                    files={"file": ("b.png", png_bytes(), "image/png")}).json()["jobId"]
         snap_a = _final(c, a)
         assert snap_a["status"] == "failed" and snap_a["error"]["code"] == "timeout"
-        assert _final(c, b)["status"] == "succeeded"
+        snap_b = _final(c, b)
+        assert snap_b["status"] == "succeeded", snap_b
 
 
 # --- bytes held ----------------------------------------------------------------------------
