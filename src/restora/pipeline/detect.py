@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, get_args
 
 import numpy as np
 
 from restora.errors import InvalidParameter
+from restora.pipeline.options import Orientation
 
 #: Short side the detector sees under CodeFormer's rule (scaled up or down to it).
 WORKING_SIZE = 640
@@ -199,7 +200,7 @@ def rows_to_detections(rows: np.ndarray, sx: float = 1.0, sy: float = 1.0, turn:
 #: ``orientation`` (EnhanceOptions): ``auto`` searches the photo's other quarter turns only when
 #: the upright search is doubtful (a scan placed sideways, a photo whose EXIF turn was lost),
 #: ``search`` always does, ``upright`` never (the references' search).
-ORIENTATIONS = ("auto", "search", "upright")
+ORIENTATIONS: tuple[str, ...] = get_args(Orientation)  # the option's own values
 #: Quarter turns of the working image (counter-clockwise, as ``np.rot90``) searched after the
 #: upright one.
 TURNS = (1, 3, 2)
