@@ -119,11 +119,14 @@ def run_plan(pixels: np.ndarray, dets: Sequence[Detection], plan: Plan, *,
              checker: IdentityChecker | None, references: np.ndarray | None,
              matches: dict[int, tuple[int, float]],
              strength: float, seed: int | None, cancel: threading.Event | None,
-             on_progress: Callable[[float], None] | None = None) -> list[FaceOutcome]:
+             on_progress: Callable[[float], None] | None = None,
+             tone: Callable[[np.ndarray], np.ndarray] | None = None) -> list[FaceOutcome]:
     """Restore every face along its ladder; returns one outcome per face.
 
-    The identity distance compares the pasted face (restored, blended by ``strength``) with the
-    input crop at the same size. ``matches``: face -> (reference index, distance to the input
+    ``tone`` (:class:`~restora.pipeline.paste.PhotoTone`'s ``apply``) recolours each restored
+    face of a black-and-white photo before anything judges or pastes it. The identity distance
+    compares the pasted face (restored, toned, blended by ``strength``) with the input crop at
+    the same size. ``matches``: face -> (reference index, distance to the input
     face). Rungs run level by level, all faces on one rung together.
     """
     n = len(dets)
@@ -134,7 +137,6 @@ def run_plan(pixels: np.ndarray, dets: Sequence[Detection], plan: Plan, *,
         [] for _ in range(n)]
     aligned_cache: dict[tuple[int, int], AlignedFace] = {}
     desc_cache: dict[tuple[int, int], np.ndarray] = {}
-    gray = _is_gray(pixels)
     planned = sum(len(plan.ladders[i]) if plan.restore[i] else 0 for i in range(n))
     done = 0
     level = 0
@@ -155,10 +157,8 @@ def run_plan(pixels: np.ndarray, dets: Sequence[Detection], plan: Plan, *,
             crops = [_as_float(aligned_cache[(i, size)].crop) for i in members]
             faces = restore_faces(crops, cand.restorer, fidelity=cand.fidelity, seed=seed,
                                   cancel=cancel)
-            if gray:
-                from restora.pipeline.paste import to_luminance
-
-                faces = [to_luminance(f) for f in faces]
+            if tone is not None:
+                faces = [tone(f) for f in faces]
             d_in: list[float | None] = [None] * len(members)
             d_ref: list[float | None] = [None] * len(members)
             if checker is not None:
@@ -265,9 +265,3 @@ def input_crops(pixels: np.ndarray, dets: Sequence[Detection]) -> list[np.ndarra
 def _as_float(crop: np.ndarray) -> np.ndarray:
     top = 65535.0 if crop.dtype == np.uint16 else 255.0
     return crop.astype(np.float32) * np.float32(1.0 / top)
-
-
-def _is_gray(pixels: np.ndarray) -> bool:
-    from restora.pipeline.paste import is_grayscale
-
-    return bool(is_grayscale(pixels))

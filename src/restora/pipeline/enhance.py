@@ -25,7 +25,7 @@ from restora.pipeline.align import (AlignedFace, align_face, compose, invert, sc
                                     scale_of)
 from restora.models.nets import FaceParser, FaceRestorer, Network, Upscaler
 from restora.models.registry import RESTORER_FAMILIES
-from restora.pipeline.paste import PasteFace, parse_to_mask, paste_faces
+from restora.pipeline.paste import PasteFace, parse_to_mask, paste_faces, photo_tone
 from restora.pipeline import choose
 from restora.pipeline.identity import (MAX_REFERENCES, Identity, IdentityChecker, load_checker,
                                        match_references)
@@ -204,12 +204,15 @@ def enhance_faces(
                    _mask_ratio(runtime, plan) if n_faces else MASK_RATIO)
     clock.announce()
     if result.reason is None:
+        tone = photo_tone(pixels)
+        result.tone = tone.kind if tone is not None else None
         with stages.stage("restore"):
             clock.start_restore()
             outcomes = choose.run_plan(
                 pixels, dets, plan, checker=checker if identity or refs else None,
                 references=ref_desc, matches=matches, strength=strength, seed=opts.seed,
-                cancel=cancel, on_progress=clock.on_restore)
+                cancel=cancel, on_progress=clock.on_restore,
+                tone=tone.apply if tone is not None else None)
         ran = list({id(o.candidate.restorer): o.candidate.restorer
                     for o in outcomes if o.candidate is not None}.values())
         used.extend(ran)

@@ -9,7 +9,7 @@ so it stops at the crop's edges, not at the image's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -129,6 +129,35 @@ def is_grayscale(pixels: np.ndarray) -> bool:
     """True when every pixel has R == G == B."""
     return bool(np.array_equal(pixels[..., 0], pixels[..., 1])
                 and np.array_equal(pixels[..., 1], pixels[..., 2]))
+
+
+@dataclass(frozen=True)
+class PhotoTone:
+    """How restored faces are coloured to belong in a black-and-white photo.
+
+    Face networks answer in colour whatever they are given. ``kind`` is ``"gray"`` when every
+    pixel has R == G == B (faces become their luma, so the output stays exactly gray) or
+    ``"toned"`` for any other monochrome photo: a toned or yellowed print, or a gray scan or
+    JPEG whose channels differ a little (faces keep their lightness and take the photo's tint at
+    that lightness, :class:`~restora.pipeline.photo.mono.ToneCurve`).
+    """
+
+    kind: str
+    apply: Callable[[np.ndarray], np.ndarray]  # float RGB face in 0..1 -> the same, toned
+
+
+def photo_tone(pixels: np.ndarray) -> PhotoTone | None:
+    """The tone faces must take in ``pixels`` (uint8/uint16 RGB); None for a colour photo."""
+    from restora.pipeline.photo.mono import ToneCurve, detect_monochrome
+
+    if is_grayscale(pixels):
+        return PhotoTone("gray", to_luminance)
+    # the statistics are taken at 512 px; a strided view first spares area-averaging 24 MP
+    step = max(1, max(pixels.shape[:2]) // 2048)
+    sample = pixels[::step, ::step]
+    if not detect_monochrome(sample).is_monochrome:
+        return None
+    return PhotoTone("toned", ToneCurve.of(sample).apply)
 
 
 def _footprint(matrix: np.ndarray, size: int, height: int, width: int

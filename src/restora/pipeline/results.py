@@ -63,11 +63,14 @@ class EnhanceResult:
     engines: dict[str, str] = field(default_factory=dict)  # model id -> "engine/precision"
     #: the up-front estimate of the job's duration (Stages.estimate: seconds, long, work, ...)
     estimate: dict[str, Any] | None = None
+    #: faces recoloured for a black-and-white photo: "gray" (luma), "toned" (the photo's tint)
+    tone: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict in the seeds' field names (``facesDetected``, ``faces``, ...);
         ``engine``, ``precision`` and ``engines`` are extensions (docs/engines.md), as are
-        ``estimate`` and ``estimatedSeconds`` (the up-front duration estimate)."""
+        ``estimate`` and ``estimatedSeconds`` (the up-front duration estimate), and ``tone`` (how
+        restored faces were recoloured for a black-and-white photo)."""
         return {
             "facesDetected": self.faces_detected,
             "faces": [f.to_dict() for f in self.faces],
@@ -87,6 +90,7 @@ class EnhanceResult:
             "engines": dict(self.engines),
             "estimate": dict(self.estimate) if self.estimate is not None else None,
             "estimatedSeconds": self.estimate["seconds"] if self.estimate is not None else None,
+            "tone": self.tone,
             "width": self.image.width,
             "height": self.image.height,
         }

@@ -73,14 +73,48 @@ def detect_monochrome(rgb: np.ndarray, exclude: np.ndarray | None = None) -> Mon
     # from shadows to highlights, and clips towards yellow in the highlights). Per lightness band,
     # measure how far colours stray from that band's tint.
     bands = np.clip((lab[:, 0] / _BAND_WIDTH).astype(np.int64), 0, int(100 / _BAND_WIDTH))
-    residual = np.empty(len(ab))
-    for band in np.unique(bands):
-        sel = bands == band
-        light = lab[sel, 0] - lab[sel, 0].mean()
-        tint = ab[sel] - ab[sel].mean(axis=0)
-        # Within a band the tint may still move with lightness (steep where a channel clips):
-        # remove that linear trend, keep what no tone curve can explain.
-        slope = light @ tint / max(float(light @ light), 1e-9)
-        residual[sel] = np.hypot(*(tint - np.outer(light, slope)).T)
+    count = np.maximum(np.bincount(bands), 1)
+
+    def centred(v: np.ndarray) -> np.ndarray:
+        return v - (np.bincount(bands, weights=v) / count)[bands]
+
+    light, tint_a, tint_b = (centred(lab[:, c]) for c in range(3))
+    # Within a band the tint may still move with lightness (steep where a channel clips):
+    # remove that linear trend, keep what no tone curve can explain.
+    spread = np.maximum(np.bincount(bands, weights=light * light), 1e-9)
+    slope_a, slope_b = (np.bincount(bands, weights=light * t) / spread for t in (tint_a, tint_b))
+    residual = np.hypot(tint_a - light * slope_a[bands], tint_b - light * slope_b[bands])
     spread_p99 = float(np.percentile(residual, 99))
     return MonoReport(spread_p99 < TONE_SPREAD, chroma_p99, spread_p99, hue)
+
+
+@dataclass(frozen=True)
+class ToneCurve:
+    """The tint of a monochrome print as a function of lightness: mean a*, b* per L* unit."""
+
+    levels: np.ndarray  # the L* units present in the print, ascending
+    a: np.ndarray  # mean a* at each level
+    b: np.ndarray  # mean b* at each level
+
+    @classmethod
+    def of(cls, rgb: np.ndarray, exclude: np.ndarray | None = None) -> ToneCurve:
+        """Tabulate the curve of ``rgb`` (uint8/uint16 RGB), leaving ``exclude`` out."""
+        lab = lab_small(rgb, exclude).astype(np.float64)
+        bins = np.clip(np.rint(lab[:, 0]).astype(np.int64), 0, 100)
+        count = np.bincount(bins, minlength=101)
+        filled = count > 0
+        a, b = (np.bincount(bins, weights=lab[:, c], minlength=101)[filled] / count[filled]
+                for c in (1, 2))
+        return cls(np.arange(101)[filled].astype(np.float64), a, b)
+
+    def apply(self, rgb: np.ndarray) -> np.ndarray:
+        """``rgb`` (float, 0..1, shape ... x 3) with its lightness kept and the print's tint at
+        that lightness; float32, clipped to 0..1."""
+        import cv2
+
+        lab = cv2.cvtColor(rgb.reshape(-1, 1, 3).astype(np.float32), cv2.COLOR_RGB2Lab)
+        light = lab[:, 0, 0]
+        lab[:, 0, 1] = np.interp(light, self.levels, self.a)
+        lab[:, 0, 2] = np.interp(light, self.levels, self.b)
+        out = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB).reshape(rgb.shape)
+        return np.clip(out, 0.0, 1.0)

@@ -406,35 +406,17 @@ def _enhance_faces(img: Image, runtime: Runtime, fidelity: float, mono: MonoRepo
 
 
 def retone(new: np.ndarray, toned: np.ndarray) -> np.ndarray:
-    """Give the pixels where ``new`` differs from the monochrome ``toned`` the print's tint.
-
-    The tint of a toned print is a function of lightness (see :mod:`.mono`): it is tabulated per
-    L* unit from ``toned`` and looked up at each changed pixel's new lightness. Unchanged pixels
-    are returned exactly.
-    """
-    import cv2
-
-    from restora.pipeline.photo.mono import lab_small
+    """Give the pixels where ``new`` differs from the monochrome ``toned`` the print's tint
+    (:class:`.mono.ToneCurve`, tabulated from ``toned``); unchanged pixels are returned exactly."""
+    from restora.pipeline.photo.mono import ToneCurve
 
     changed = (new != toned).any(axis=2)
     if not changed.any():
         return new
-    lab = lab_small(toned).astype(np.float64)
-    bins = np.clip(np.rint(lab[:, 0]).astype(int), 0, 100)
-    count = np.bincount(bins, minlength=101)
-    filled = count > 0
-    levels = np.arange(101)[filled]
-    curve = [np.bincount(bins, weights=lab[:, c], minlength=101)[filled] / count[filled]
-             for c in (1, 2)]
     top = 65535.0 if new.dtype == np.uint16 else 255.0
-    px = new[changed].astype(np.float32)[:, None, :] / np.float32(top)  # N x 1 x 3
-    lab_new = cv2.cvtColor(px, cv2.COLOR_RGB2Lab)
-    light = lab_new[:, 0, 0]
-    lab_new[:, 0, 1] = np.interp(light, levels, curve[0])
-    lab_new[:, 0, 2] = np.interp(light, levels, curve[1])
-    rgb = cv2.cvtColor(lab_new, cv2.COLOR_Lab2RGB)[:, 0, :]
+    px = new[changed].astype(np.float32) / np.float32(top)
     out = new.copy()
-    out[changed] = np.rint(np.clip(rgb, 0.0, 1.0) * top).astype(new.dtype)
+    out[changed] = np.rint(ToneCurve.of(toned).apply(px) * top).astype(new.dtype)
     return out
 
 
