@@ -17,6 +17,7 @@ from restora.models.runtime import Runtime
 from restora.pipeline.enhance import enhance_faces
 from restora.pipeline.paste import photo_tone
 from restora.pipeline.photo.mono import ToneCurve, detect_monochrome
+from restora.pipeline.upscale import load_upscaler, upscale_pixels
 from tiny_models import write_tiny_manifest
 
 
@@ -138,3 +139,24 @@ def test_colour_photos_keep_the_restorers_colour(runtime: Runtime) -> None:
     old = src[(result.image.pixels != src).any(axis=2)].astype(int)
     # the restorer's shift (red up, blue down) reaches the output untouched
     assert (new[:, 0] - old[:, 0]).mean() > 10 and (old[:, 2] - new[:, 2]).mean() > 10
+
+
+@pytest.mark.parametrize("upscale,bg_upscale,face_upsample", [(2, False, True), (1, True, False)])
+def test_gray_photos_stay_exactly_gray_through_the_upscaler(
+        tmp_path: Path, upscale: int, bg_upscale: bool, face_upsample: bool) -> None:
+    manifest = write_tiny_manifest(
+        tmp_path, include={"retinaface-mobilenet0.25-facelibcfg", "tiny-realesrgan-x2"})
+    rt = Runtime(Settings(models=manifest, home=tmp_path / "home"), device="cpu")
+    colour = decode(shared_path("testdata", "photos", "03.jpg")).pixels
+    gray = cv2.cvtColor(cv2.cvtColor(colour, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    img = Image(pixels=gray)
+    result = enhance_faces(img, runtime=rt, restorer=wrap(Reddish(), "face-restoration"),
+                           identity=False, upscale=upscale, bg_upscale=bg_upscale,
+                           face_upsample=face_upsample)
+    out = result.image.pixels
+    assert result.upscaler == "tiny-realesrgan-x2" and result.tone == "gray"
+    assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])
+    # the tiny network's random weights do colour a gray photo when nothing stops them
+    up = load_upscaler(rt, rt.registry.get("tiny-realesrgan-x2"))
+    plain = upscale_pixels(gray, upscale, up)
+    assert not np.array_equal(plain[..., 0], plain[..., 2])

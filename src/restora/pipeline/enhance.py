@@ -194,7 +194,13 @@ def enhance_faces(
     large = pixels.shape[0] * pixels.shape[1] * upscale * upscale >= RELEASE_FROM_PIXELS
     with stages.stage("load"):
         _build_engines(runtime, plan if n_faces else None, up, stages, release=large)
-    tiles = start_upscale(pixels, upscale, up) if up is not None else None
+    tone = photo_tone(pixels) if n_faces or up is not None else None
+    result.tone = tone.kind if tone is not None else None
+    # a network can move a gray photo's channels apart by a level; a toned print keeps its
+    # colours through it, so only exact gray is enforced on the background
+    tiles = (start_upscale(pixels, upscale, up,
+                           tone=tone.apply if tone is not None and tone.kind == "gray" else None)
+             if up is not None else None)
     if tiles is not None:
         with stages.stage("upscale", report=False):  # timed now, for the estimate
             for _ in range(min(CALIBRATION_TILES, tiles.total)):
@@ -204,8 +210,6 @@ def enhance_faces(
                    _mask_ratio(runtime, plan) if n_faces else MASK_RATIO)
     clock.announce()
     if result.reason is None:
-        tone = photo_tone(pixels)
-        result.tone = tone.kind if tone is not None else None
         with stages.stage("restore"):
             clock.start_restore()
             outcomes = choose.run_plan(
@@ -251,7 +255,7 @@ def enhance_faces(
             square = [m is None or o.candidate is None or o.candidate.restorer.kind != "gfpgan"
                       for m, o in zip(masks, done)]
             items = _paste_items(aligned, restored, masks, square, upscale, up, face_upsample,
-                                 cancel)
+                                 cancel, tone.apply if tone is not None else None)
             canvas = paste_faces(canvas, items, strength, upscale=upscale, out=canvas)
             clock.masks_done()
         elif canvas is pixels:
@@ -698,9 +702,10 @@ def _masks(runtime: Runtime, restored: Sequence[np.ndarray], cancel: threading.E
 
 def _paste_items(aligned: Sequence[AlignedFace], restored: Sequence[np.ndarray],
                  masks: Sequence[np.ndarray | None], square: Sequence[bool], upscale: int,
-                 up: Upscaler | None, face_upsample: bool, cancel: threading.Event | None
-                 ) -> list[PasteFace]:
-    """Crop -> canvas matrices (through the upscale), optionally with upsampled faces."""
+                 up: Upscaler | None, face_upsample: bool, cancel: threading.Event | None,
+                 tone: Callable[[np.ndarray], np.ndarray] | None = None) -> list[PasteFace]:
+    """Crop -> canvas matrices (through the upscale), optionally with upsampled faces (toned
+    again by ``tone`` after the network)."""
     items = []
     to_canvas = scale_map(float(upscale))
     for a, face, mask, sq in zip(aligned, restored, masks, square):
@@ -708,6 +713,8 @@ def _paste_items(aligned: Sequence[AlignedFace], restored: Sequence[np.ndarray],
         if face_upsample and upscale > 1:
             n = face.shape[0] * upscale
             face = upscale_rgb(face, upscale, up, out_size=(n, n), cancel=cancel)
+            if tone is not None and up is not None:
+                face = tone(face)
             mask = None if mask is None else resize(mask, n, n)
             # upsampled crop index -> crop index is the inverse of scale_map(upscale)
             matrix = compose(matrix, invert(scale_map(float(upscale))))

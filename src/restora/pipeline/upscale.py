@@ -90,7 +90,8 @@ class TileRun:
     """
 
     def __init__(self, up: Upscaler, src: np.ndarray, out: np.ndarray | None = None, *,
-                 scale: int | None = None, tile: int = TILE, pad: int = TILE_PAD) -> None:
+                 scale: int | None = None, tile: int = TILE, pad: int = TILE_PAD,
+                 tone: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         h, w = src.shape[:2]
         if out is None:
             if scale is None:
@@ -107,6 +108,7 @@ class TileRun:
         #: tiles run before ``out`` existed: (y0, y1, x0, x1, pixels)
         self._pending: list[tuple[int, int, int, int, np.ndarray]] = []
         self.tile, self.pad = tile, pad
+        self.tone = tone  # applied to each finished tile (float RGB 0..1)
         self.origins = [(y0, x0) for y0 in range(0, h, tile) for x0 in range(0, w, tile)]
         self.total = len(self.origins)
         self.done = 0
@@ -157,6 +159,8 @@ class TileRun:
         oy, ox = round((y0 - py0) * f), round((x0 - px0) * f)
         ty0, ty1, tx0, tx1 = round(y0 * f), round(y1 * f), round(x0 * f), round(x1 * f)
         piece = y[oy:oy + ty1 - ty0, ox:ox + tx1 - tx0]
+        if self.tone is not None:
+            piece = self.tone(piece)
         if out_top is None:
             piece = np.clip(piece, 0.0, 1.0)
         else:
@@ -213,11 +217,12 @@ def to_dtype(rgb: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.clip(np.rint(rgb * top), 0.0, top).astype(dtype)
 
 
-def start_upscale(pixels: np.ndarray, scale: int, up: Upscaler) -> TileRun:
+def start_upscale(pixels: np.ndarray, scale: int, up: Upscaler, *,
+                  tone: Callable[[np.ndarray], np.ndarray] | None = None) -> TileRun:
     """The tile run that enlarges uint8/uint16 ``pixels`` by the integer ``scale`` >= 1 into a
     new array of the same dtype (scale 1: super-resolved, area-averaged back per tile),
-    allocated when the run starts (:meth:`TileRun.run`)."""
-    return TileRun(up, pixels, scale=scale)
+    allocated when the run starts (:meth:`TileRun.run`); ``tone`` recolours each tile."""
+    return TileRun(up, pixels, scale=scale, tone=tone)
 
 
 def upscale_pixels(pixels: np.ndarray, scale: int, up: Upscaler | None, *,
