@@ -671,3 +671,19 @@ def test_api_key_server_history_is_per_key_and_images_load(browser, tmp_path: Pa
             page.wait_for_function(
                 "document.querySelector('#history li img.thumb').naturalWidth > 0")
             shot(page, "api-key")
+
+
+def test_a_sepia_photo_says_its_faces_take_the_photos_tone(server: str, browser,
+                                                           tmp_path: Path) -> None:
+    toned = tmp_path / "sepia.png"
+    gray = np.asarray(PILImage.open(shared_path("testdata", "photos", "00.jpg")).convert("L"),
+                      np.float32)
+    tint = np.array([1.08, 0.94, 0.76], np.float32)
+    PILImage.fromarray(np.clip(np.rint(gray[..., None] * tint), 0, 255).astype(np.uint8)).save(toned)
+    with Page(browser, server, viewport=DESKTOP) as page:
+        page.goto(server + "/")
+        page.set_input_files("#file", str(toned))
+        page.click("#submit")
+        wait_done(page)
+        facts = page.locator("#facts").inner_text()
+        assert "Monochrome" in facts and "faces take the photo's tone" in facts, facts

@@ -556,6 +556,7 @@ function renderFacts(result) {
   if (Array.isArray(result.steps)) add("Steps", result.steps.map(stepLabel).join(", ") || "none needed");
   if (result.scratchCoverage !== undefined) add("Scratch coverage", `${Number(result.scratchCoverage).toFixed(2)}%`);
   if (result.isGrayscale !== undefined) add("Monochrome", result.isGrayscale ? "yes" : "no");
+  else if (result.tone) add("Monochrome", result.tone === "gray" ? "yes: faces kept gray" : "yes: faces take the photo's tone");
   if (result.colorized !== undefined) {
     const why = skipped.colorize || skipped.colorization;
     add("Colorized", result.colorized ? "yes" : why ? `no: ${why}` : "no");
