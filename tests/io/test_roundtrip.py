@@ -260,3 +260,73 @@ def test_fast_png_default_is_valid_and_lossless(depth: int, with_alpha: bool) ->
         assert back.alpha is None
     with PILImage.open(io.BytesIO(data)) as im:
         im.verify()
+
+
+def _gray_source(fmt: str, depth: int = 8, with_alpha: bool = False) -> tuple[bytes, np.ndarray]:
+    """A single-channel file (and its grey values) as a scanner or an editor writes one."""
+    import cv2
+
+    top = 65535 if depth == 16 else 255
+    grey = (np.linspace(0, 1, 48 * 64).reshape(48, 64) * top).astype(
+        np.uint16 if depth == 16 else np.uint8)
+    if depth == 16 and with_alpha:  # no encoder here writes 16-bit grey + alpha but ours
+        from restora.io.png import write_png
+
+        out = io.BytesIO()
+        write_png(out, np.repeat(grey[..., None], 3, axis=2), grey[::-1].copy(), gray=True)
+        return out.getvalue(), grey
+    if depth == 16:
+        ok, buf = cv2.imencode(".png", grey)
+        assert ok
+        return buf.tobytes(), grey
+    pil = PILImage.fromarray(grey, "L")
+    if with_alpha:
+        pil = PILImage.merge("LA", [pil, PILImage.fromarray(grey[::-1], "L")])
+    out = io.BytesIO()
+    pil.save(out, fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    return out.getvalue(), grey
+
+
+@pytest.mark.parametrize("depth,with_alpha", [(8, False), (8, True), (16, False), (16, True)])
+def test_grey_png_in_grey_png_out(depth: int, with_alpha: bool) -> None:
+    data, grey = _gray_source("PNG", depth, with_alpha)
+    img = decode(data)
+    assert img.info["gray"] and img.pixels.shape == (48, 64, 3) and img.bit_depth == depth
+    out = encode(img, "png")
+    assert out[24] == depth and out[25] == (4 if with_alpha else 0)  # IHDR: grey (+ alpha)
+    back = decode(out)
+    np.testing.assert_array_equal(back.pixels[..., 0], grey)
+    np.testing.assert_array_equal(back.pixels, img.pixels)
+    if with_alpha:
+        np.testing.assert_array_equal(back.alpha, img.alpha)
+    assert len(out) < len(encode(Image(pixels=img.pixels, alpha=img.alpha), "png"))
+
+
+def test_grey_jpeg_in_grey_jpeg_out_and_colour_when_coloured() -> None:
+    data, grey = _gray_source("JPEG")
+    img = decode(data)
+    assert img.info["gray"]
+    out = encode(img, "jpeg")
+    assert PILImage.open(io.BytesIO(out)).mode == "L"
+    assert mae(decode(out).pixels, img.pixels) < 1.5
+    # a step coloured it (restore-photo's colorize): written in colour
+    tinted = img.pixels.copy()
+    tinted[..., 0] = np.minimum(255, tinted[..., 0].astype(int) + 20)
+    coloured = img.with_pixels(tinted)
+    assert coloured.info["gray"]
+    assert PILImage.open(io.BytesIO(encode(coloured, "jpeg"))).mode == "RGB"
+    assert encode(coloured, "png")[25] == 2
+    # WebP has no grey mode; an RGB source whose channels happen to be equal stays RGB
+    assert PILImage.open(io.BytesIO(encode(img, "webp"))).mode == "RGB"
+    rgb_source = decode(_pil_bytes(np.repeat(grey[..., None], 3, axis=2), "PNG"))
+    assert "gray" not in rgb_source.info and encode(rgb_source, "png")[25] == 2
+
+
+def test_grey_output_carries_no_rgb_profile() -> None:
+    from restora.io.color import srgb_profile_bytes
+
+    data, grey = _gray_source("PNG")
+    img = decode(data)
+    img.icc_profile = srgb_profile_bytes()
+    out = PILImage.open(io.BytesIO(encode(img, "png")))
+    assert out.mode == "L" and "icc_profile" not in out.info

@@ -160,3 +160,23 @@ def test_gray_photos_stay_exactly_gray_through_the_upscaler(
     up = load_upscaler(rt, rt.registry.get("tiny-realesrgan-x2"))
     plain = upscale_pixels(gray, upscale, up)
     assert not np.array_equal(plain[..., 0], plain[..., 2])
+
+
+def test_a_grey_file_comes_back_a_grey_file(runtime: Runtime, tmp_path: Path) -> None:
+    import io as _io
+
+    from PIL import Image as PILImage
+
+    from restora.io import encode
+
+    scan = tmp_path / "scan.png"
+    PILImage.open(shared_path("testdata", "photos", "03.jpg")).convert("L").save(scan)
+    src = decode(scan)
+    assert src.info["gray"]
+    result = enhance_faces(src, runtime=runtime, identity=False,
+                           restorer=wrap(Reddish(), "face-restoration"))
+    assert result.tone == "gray" and result.faces_detected == 1
+    for fmt, mode in (("png", "L"), ("jpeg", "L"), ("webp", "RGB")):
+        assert PILImage.open(_io.BytesIO(encode(result.image, fmt))).mode == mode
+    back = decode(encode(result.image, "png"))
+    np.testing.assert_array_equal(back.pixels, result.image.pixels)

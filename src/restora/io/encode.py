@@ -9,6 +9,11 @@ Output-format rule, the one place CLI and service take it from (``output_for``):
   HEIC/HEIF, camera RAW, PSD, EXR, HDR, TIFF, BMP, GIF, TGA) becomes PNG, which is lossless and
   keeps 16-bit depth and alpha. Named ``<stem>_restored.<ext>``.
 
+Grey in, grey out: a result whose source had a single channel (grey JPEG, PNG, TIFF, PSD;
+``info["gray"]``) and whose pixels still have R == G == B is written as grey PNG (8/16-bit,
+with alpha when it has one) or grey JPEG; WebP has no grey mode. A result something coloured
+(restore-photo's colorize) is written in colour.
+
 Metadata: EXIF (orientation already 1) is written to every format. Pixels are sRGB after decode,
 so when the source carried an ICC profile the output is tagged sRGB: the source's own bytes if
 they are an sRGB profile, a standard sRGB profile otherwise (re-attaching, say, a Display P3
@@ -39,7 +44,7 @@ from PIL import Image as PILImage
 
 from restora.errors import InvalidParameter, OutputTooLarge
 from restora.io.color import is_srgb, srgb_profile_bytes
-from restora.io.image import Image
+from restora.io.image import Image, is_grayscale
 from restora.io.png import write_png
 
 OutputFormat = Literal["png", "jpeg", "webp"]
@@ -116,6 +121,12 @@ def to_8bit(arr: np.ndarray) -> np.ndarray:
     return ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
 
 
+def writes_gray(image: Image) -> bool:
+    """Whether ``image`` is written with one colour channel: its source had one
+    (``info["gray"]``) and its pixels still have R == G == B (nothing coloured them)."""
+    return bool(image.info.get("gray")) and is_grayscale(image.pixels)
+
+
 def _output_icc(image: Image) -> bytes | None:
     if not image.icc_profile:
         return None
@@ -142,11 +153,14 @@ def encode_to(fh: BinaryIO, image: Image, fmt: str = "png", *, quality: int = 95
     if not 1 <= int(quality) <= 100:
         raise InvalidParameter("quality", f"Quality must be between 1 and 100, not {quality}.")
     check_encodable(fmt, image.width, image.height)
-    icc = _output_icc(image)
+    gray = fmt != "webp" and writes_gray(image)
+    # the source profile is an RGB one (or was converted to sRGB); a grey file cannot carry it,
+    # and untagged grey is read as sRGB's curve, which is what the pixels are in
+    icc = None if gray else _output_icc(image)
     exif = image.exif or None
     if fmt == "png":
         write_png(fh, image.pixels, image.alpha, icc=icc, exif=exif, level=PNG_LEVEL,
-                  strategy=PNG_STRATEGY)
+                  strategy=PNG_STRATEGY, gray=gray)
         return
     rgb = to_8bit(image.pixels)
     alpha = to_8bit(image.alpha) if image.alpha is not None else None
@@ -159,8 +173,10 @@ def encode_to(fh: BinaryIO, image: Image, fmt: str = "png", *, quality: int = 95
         if alpha is not None:
             a = alpha.astype(np.float32)[..., None] / 255.0
             rgb = np.rint(rgb * a + 255.0 * (1.0 - a)).astype(np.uint8)
-        PILImage.fromarray(rgb, "RGB").save(fh, "JPEG", quality=int(quality), optimize=True,
-                                            subsampling=0 if quality >= 90 else 2, **kwargs)
+        pil = (PILImage.fromarray(np.ascontiguousarray(rgb[..., 0]), "L") if gray
+               else PILImage.fromarray(rgb, "RGB"))
+        pil.save(fh, "JPEG", quality=int(quality), optimize=True,
+                 subsampling=0 if quality >= 90 else 2, **kwargs)
     else:
         _pil_rgba(rgb, alpha).save(fh, "WEBP", quality=int(quality), method=4, **kwargs)
 

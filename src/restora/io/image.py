@@ -22,7 +22,8 @@ class Image:
     bit_depth: int = 8  # 8 or 16 (of ``pixels``)
     exif: bytes | None = None  # EXIF block with orientation reset to 1
     icc_profile: bytes | None = None  # the source profile (pixels are already sRGB)
-    info: dict = field(default_factory=dict)  # decoder notes, e.g. tone-mapping operator for HDR
+    #: decoder notes, e.g. the tone-mapping operator for HDR, "gray" for a single-channel source
+    info: dict = field(default_factory=dict)
 
     @property
     def height(self) -> int:
@@ -45,3 +46,9 @@ class Image:
         """A copy with new pixels (and alpha), keeping format metadata."""
         depth = 16 if pixels.dtype == np.uint16 else 8
         return replace(self, pixels=pixels, alpha=alpha, bit_depth=depth)
+
+
+def is_grayscale(pixels: np.ndarray) -> bool:
+    """True when every pixel of H x W x 3 ``pixels`` has R == G == B."""
+    return bool(np.array_equal(pixels[..., 0], pixels[..., 1])
+                and np.array_equal(pixels[..., 1], pixels[..., 2]))

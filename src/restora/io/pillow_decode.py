@@ -61,6 +61,9 @@ def decode_pillow(data: bytes, fmt: str, limits: Limits) -> Image:
         rgb, alpha, depth = _pil_to_arrays(im, icc if convert else None)
     exif = _exif_bytes(im)
     info: dict = {}
+    # Pillow reports 16-bit grey + alpha PNGs as RGBA: IHDR's colour type says grey (0, 4)
+    if _colour_mode(im) == "L" or (fmt == "png" and len(data) > 25 and data[25] in (0, 4)):
+        info["gray"] = True  # a single-channel source: written back as one (encode)
     if convert:
         info["icc_converted"] = True
     if fmt == "tiff":

@@ -58,9 +58,10 @@ def _filter_band(rows: np.ndarray, prev: np.ndarray, bpp: int) -> np.ndarray:
 
 def write_png(fh: BinaryIO, pixels: np.ndarray, alpha: np.ndarray | None = None, *,
               icc: bytes | None = None, exif: bytes | None = None, level: int = 1,
-              strategy: int = zlib.Z_RLE) -> None:
+              strategy: int = zlib.Z_RLE, gray: bool = False) -> None:
     """Write ``pixels`` (H x W x 3 uint8 or uint16) and optional ``alpha`` (H x W, same dtype)
-    as a PNG to ``fh``, band by band; ``icc`` goes in iCCP, ``exif`` in eXIf."""
+    as a PNG to ``fh``, band by band; ``icc`` goes in iCCP, ``exif`` in eXIf. ``gray`` writes
+    the first channel alone (grey, or grey with alpha): for pixels whose channels are equal."""
     if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"expected H x W x 3 uint8/uint16 pixels, got {pixels.shape} "
                          f"{pixels.dtype}")
@@ -69,11 +70,12 @@ def write_png(fh: BinaryIO, pixels: np.ndarray, alpha: np.ndarray | None = None,
         alpha = np.rint(alpha.astype(np.float32) * (top / (65535 if alpha.dtype == np.uint16
                                                            else 255))).astype(pixels.dtype)
     h, w = pixels.shape[:2]
-    channels = 3 if alpha is None else 4
+    channels = (1 if gray else 3) + (alpha is not None)
     depth = 16 if pixels.dtype == np.uint16 else 8
     bpp = channels * depth // 8
     fh.write(SIGNATURE)
-    colour = 2 if alpha is None else 6  # truecolour, truecolour with alpha
+    # grey, grey with alpha, truecolour, truecolour with alpha
+    colour = (0 if alpha is None else 4) if gray else (2 if alpha is None else 6)
     _chunk(fh, b"IHDR", struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, 0))
     if icc:
         _chunk(fh, b"iCCP", b"icc\x00\x00" + zlib.compress(icc))
@@ -82,7 +84,7 @@ def write_png(fh: BinaryIO, pixels: np.ndarray, alpha: np.ndarray | None = None,
     z = zlib.compressobj(level, zlib.DEFLATED, 15, 9, strategy)
     prev = np.zeros(w * bpp, np.uint8)
     for y in range(0, h, BAND):
-        band = pixels[y:y + BAND]
+        band = pixels[y:y + BAND, :, :1] if gray else pixels[y:y + BAND]
         if alpha is not None:
             band = np.concatenate([band, alpha[y:y + BAND, :, None]], axis=2)
         if depth == 16:

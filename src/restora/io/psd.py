@@ -63,6 +63,8 @@ def decode_psd(data: bytes, fmt: str, limits: Limits) -> Image:
         if alpha_f is not None:
             alpha = np.rint(np.clip(alpha_f, 0, 1) * top).astype(dtype)
         info["composite"] = "merged image"
+        if colour == 1:
+            info["gray"] = True  # a single-channel source: written back as one (encode)
         if icc and not is_srgb(icc) and mode == _RGB:
             pixels = (icc_to_srgb_16(pixels, icc) if depth == 16 else
                       np.asarray(icc_to_srgb(PILImage.fromarray(pixels, "RGB"), icc)).copy())

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from restora.io.image import is_grayscale  # noqa: F401 - re-exported
 from restora.models.parsing import PARSE_FACE_CLASSES, parse_to_mask  # noqa: F401 - re-exported
 from restora.pipeline.align import compose
 
@@ -123,12 +124,6 @@ def to_luminance(face: np.ndarray) -> np.ndarray:
     """Replace RGB by its luma in all three channels (for grayscale photos)."""
     y = face @ LUMA
     return np.repeat(y[..., None], 3, axis=2)
-
-
-def is_grayscale(pixels: np.ndarray) -> bool:
-    """True when every pixel has R == G == B."""
-    return bool(np.array_equal(pixels[..., 0], pixels[..., 1])
-                and np.array_equal(pixels[..., 1], pixels[..., 2]))
 
 
 @dataclass(frozen=True)
