@@ -165,3 +165,35 @@ def test_seeded_schema_fuzz_never_5xx(c):
             accepted.append(r.json()["jobId"])
     for job_id in accepted:
         _no_5xx_job(c, job_id)
+
+
+#: JSON that ``json.loads`` itself refuses with something other than a syntax error: nesting
+#: past the parser's recursion limit, and an integer past Python's 4300-digit conversion limit
+_DEEP = "[" * 100_000 + "]" * 100_000
+_LONG_INT = "1" + "0" * 5000
+
+
+def test_malformed_json_is_a_400_in_every_field_that_reads_json(c):
+    img = png_bytes(24, 16)
+    for raw in (_DEEP, '{"seed": %s}' % _LONG_INT):
+        r = c.post("/api/v1/tools/enhance-faces", files={"file": ("a.png", img, "image/png")},
+                   data={"settings": raw})
+        assert r.status_code == 400 and r.json()["field"] == "settings", r.text
+    for raw in ("[%s, 1, 1, 1]" % _LONG_INT, json.dumps("[%s, 1, 1, 1]" % _LONG_INT), _DEEP):
+        r = c.post("/api/v1/tools/face-recovery", files={"image": ("a.png", img, "image/png")},
+                   data={"iai_packed_metadata": raw})
+        assert r.status_code == 400 and r.json()["field"] == "iai_packed_metadata", r.text
+    for raw in (_DEEP, '{"upscale": %s}' % _LONG_INT):
+        r = c.post("/api/process", content=raw, headers={"content-type": "application/json"})
+        assert r.status_code == 400 and r.json()["code"] == "invalid_parameter", r.text
+        r = c.post("/v2/artworks/face-refiner", content=raw,
+                   headers={"content-type": "application/json"})
+        assert r.status_code == 400 and r.json()["field"] == "body", r.text
+    r = c.post("/v2/artworks/face-refiner", json=["http://93.184.215.14/a.png"])
+    assert r.status_code == 400 and r.json()["field"] == "body", r.text
+    # a history cursor is base64 JSON: one the server never gave out is a 400 too
+    deep = "[" * 3000 + "]" * 3000  # past the recursion limit, short enough for a URL
+    for raw in (deep, '[%s, "x"]' % ("1" + "0" * 400), '[%s, "x"]' % _LONG_INT):
+        cursor = base64.urlsafe_b64encode(raw.encode()).decode()
+        r = c.get("/api/v1/jobs", params={"cursor": cursor})
+        assert r.status_code == 400 and r.json()["field"] == "cursor", r.text

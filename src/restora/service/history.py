@@ -73,7 +73,8 @@ def _decode_cursor(cursor: str) -> tuple[float, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_at, job_id = json.loads(raw)
         return float(created_at), str(job_id)
-    except (ValueError, TypeError):
+    # OverflowError: an integer too large for a float; RecursionError: deep nesting
+    except (ValueError, TypeError, OverflowError, RecursionError):
         raise InvalidParameter("cursor", "cursor is not one this server gave out.") from None
 
 

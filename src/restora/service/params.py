@@ -19,7 +19,7 @@ from restora.pipeline.options import EnhanceOptions, FaceBox, PhotoOptions, pars
 
 __all__ = ["FaceBox", "EnhanceSettings", "RestoreSettings", "CodeFormerSettings",
            "RefinerRequest", "FaceRecoverySettings", "validate", "as_options", "refiner_options",
-           "parse_settings_json", "parse_faces", "refiner_seed"]
+           "parse_settings_json", "parse_faces", "refiner_seed", "loads_json"]
 
 M = TypeVar("M", bound=BaseModel)
 O = TypeVar("O", bound=BaseModel)
@@ -140,14 +140,21 @@ def validate(model: type[M], data: Any) -> M:
     return parse(model, data)
 
 
+def loads_json(raw: str | bytes, field: str, message: str) -> Any:
+    """``json.loads``, where anything it refuses is a 400 naming ``field``: besides syntax
+    errors, bad UTF-8, an integer past Python's 4300-digit limit (a plain ValueError) and
+    nesting past the recursion limit (RecursionError)."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise InvalidParameter(field, message) from None
+
+
 def parse_settings_json(raw: str | None) -> dict[str, Any]:
     """The multipart ``settings`` string as a dict (missing -> {})."""
     if raw is None or raw.strip() == "":
         return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        raise InvalidParameter("settings", "settings must be valid JSON.") from None
+    value = loads_json(raw, "settings", "settings must be valid JSON.")
     if not isinstance(value, dict):
         raise InvalidParameter("settings", "settings must be a JSON object.")
     return value
@@ -166,12 +173,9 @@ def parse_faces(raw: str, field: str = "iai_packed_metadata") -> list[dict[str, 
     * objects: ``[{x, y, w, h, score}]``, ``{"faces": [...]}``, ``{box: [x, y, w, h], score}``;
     * any of these JSON-encoded once more as a JSON string.
     """
-    try:
-        value = json.loads(raw)
-        if isinstance(value, str):  # a JSON-style string holding the JSON
-            value = json.loads(value)
-    except (json.JSONDecodeError, RecursionError):
-        raise InvalidParameter(field, f"{field} must be valid JSON.") from None
+    value = loads_json(raw, field, f"{field} must be valid JSON.")
+    if isinstance(value, str):  # a JSON-style string holding the JSON
+        value = loads_json(value, field, f"{field} must be valid JSON.")
     if isinstance(value, dict):
         value = value.get("faces")
     if not isinstance(value, list):

@@ -102,10 +102,8 @@ async def _read_inputs(request: Request
         if urls:
             coerced["reference_url"] = urls
         return images, coerced, references
-    try:
-        body = await request.json()
-    except ValueError:
-        raise InvalidParameter("body", "Send multipart 'image' files or a JSON body.") from None
+    body = P.loads_json(await request.body(), "body",
+                        "Send multipart 'image' files or a JSON body.")
     if not isinstance(body, dict):
         raise InvalidParameter("body", "The JSON body must be an object.")
     if "image_base64" in body:

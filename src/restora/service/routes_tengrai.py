@@ -29,10 +29,9 @@ async def create_face_refiner(request: Request) -> JSONResponse:
     The seed is transformed to ``floor(seed * 1.2) + 17`` before use (see docs/service.md).
     """
     s = settings(request)
-    try:
-        body = await request.json()
-    except ValueError:
-        raise InvalidParameter("body", "The body must be JSON.") from None
+    body = P.loads_json(await request.body(), "body", "The body must be JSON.")
+    if not isinstance(body, dict):
+        raise InvalidParameter("body", "The JSON body must be an object.")
     req = P.validate(P.RefinerRequest, body)
     try:
         await run_in_threadpool(check_url, req.imageUrl, allow_loopback=s.allow_loopback_fetch)
