@@ -141,11 +141,16 @@ def test_webhook_must_be_https_public_without_the_setting(tmp_path):
     with http_fixture_server(_serve_image) as img_base, live_server(settings) as srv, \
             httpx.Client(base_url=srv.url, timeout=30) as c:
         for hook in ("http://127.0.0.1:9/h", "https://127.0.0.1/h", "https://10.0.0.1/h",
-                     "https://[::1]/h", "ftp://x/h"):
+                     "https://[::1]/h", "ftp://x/h", "https://[::1/h", "https://x:99999/h"):
             r = c.post("/v2/artworks/face-refiner",
                        json={"imageUrl": f"{img_base}/p.png", "webhook": hook})
-            assert r.status_code == 400, hook
+            assert r.status_code == 400, (hook, r.text)
             assert r.json()["message"].startswith("webhook:")
+            r = c.post("/api/v1/tools/face-recovery",
+                       files={"image": ("a.png", png_bytes(), "image/png")},
+                       data={"webhook_url": hook})
+            assert r.status_code == 400, (hook, r.text)
+            assert r.json()["field"] == "webhook_url"
 
 
 def test_failed_job_webhook_once(env):

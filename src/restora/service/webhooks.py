@@ -21,7 +21,6 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 from standardwebhooks.webhooks import Webhook
 
@@ -56,14 +55,13 @@ def validate_webhook_url(url: str, settings: ServiceSettings, *, field: str = "w
 
     With ``allow_loopback_webhooks`` a plain-HTTP URL to a loopback host is accepted (tests).
     """
-    scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
     allow = settings.allow_loopback_webhooks
-    try:
+    try:  # check_url parses the URL: a malformed one is a BlockedURL too
         target = check_url(url, allow_loopback=allow,
                            schemes=("https", "http") if allow else ("https",))
     except BlockedURL as exc:
         raise InvalidParameter(field, f"{field}: {exc.message}") from None
-    if scheme == "http" and not target.address.is_loopback:
+    if target.scheme == "http" and not target.address.is_loopback:
         raise InvalidParameter(field, f"{field}: webhooks must use https.")
     return url
 
