@@ -125,6 +125,11 @@ def test_codeformer_health_and_process_multipart_and_base64(c):
     ({"json": {"image_base64": base64.b64encode(png_bytes()).decode(), "colour": 1}}, "colour"),
     ({"files": {"image": ("a.png", png_bytes(), "image/png")}, "data": {"upscale": "two"}},
      "upscale"),
+    # digits str.isdigit() accepts and int() does not: superscripts, more than 4300 of them
+    ({"files": {"image": ("a.png", png_bytes(), "image/png")}, "data": {"upscale": "\u00b2"}},
+     "upscale"),
+    ({"files": {"image": ("a.png", png_bytes(), "image/png")}, "data": {"upscale": "2" * 5000}},
+     "upscale"),
     ({"content": b"not json", "headers": {"content-type": "application/json"}}, "multipart"),
 ])
 def test_codeformer_errors(c, kwargs, needle):

@@ -50,9 +50,12 @@ def _coerce_form(values: dict[str, str]) -> dict[str, Any]:
                 raise InvalidParameter(key, f"{key} must be true or false.")
             out[key] = _BOOL[text]
         elif key == "upscale":
-            if not text.isdigit():
-                raise InvalidParameter(key, "upscale must be 1, 2 or 4.")
-            out[key] = int(text)
+            try:  # int() refuses some of what isdigit() accepts: "²", over 4300 digits
+                if not text.isdigit():
+                    raise ValueError(text)
+                out[key] = int(text)
+            except ValueError:
+                raise InvalidParameter(key, "upscale must be 1, 2 or 4.") from None
         elif key == "fidelity":
             try:
                 out[key] = float(text)
