@@ -118,6 +118,20 @@ def test_enhance_job_end_to_end_with_sse_replay(server):
         assert c.get(f"/api/v1/download/{job_id}/nope.png").status_code == 404
 
 
+def test_a_last_event_id_past_any_sequence_number_replays_the_final_event(server):
+    """An id larger than the database's integers (a client's garbage) is "after everything":
+    the stream gives the final event again instead of breaking off with a server error."""
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        job_id = submit(c, png_bytes(24, 16)).json()["jobId"]
+        wait_for(lambda: c.get(f"/api/v1/jobs/{job_id}").json()["status"] == "succeeded")
+        for kwargs in ({"headers": {"Last-Event-ID": str(2**64)}},
+                       {"params": {"lastEventId": str(10**30)}}):
+            r = c.get(f"/api/v1/jobs/{job_id}/progress", **kwargs)
+            assert r.status_code == 200
+            events = [f["event"] for f in parse_sse(r.text) if "event" in f]
+            assert events == ["progress", "complete"], r.text
+
+
 def test_heartbeat_comments_while_waiting(tmp_path):
     settings = make_settings(tmp_path / "home", sse_heartbeat_s=0.2)
     with live_server(settings, tools=service_tools(step_s=0.6, steps=2)) as srv, \

@@ -38,9 +38,15 @@ def format_event(ev: JobEvent) -> str:
     return _frame(ev.seq, ev.kind, data)
 
 
+#: the largest sequence number the store can compare with (a signed 64-bit SQL integer)
+MAX_EVENT_ID = 2**63 - 1
+
+
 def parse_last_event_id(value: str | None) -> int:
+    """The client's ``Last-Event-ID``: garbage is 0 (replay all), and an id past what the
+    store can hold is clamped (the database would refuse it in the query)."""
     try:
-        return max(0, int(str(value).strip())) if value is not None else 0
+        return min(max(0, int(str(value).strip())), MAX_EVENT_ID) if value is not None else 0
     except ValueError:
         return 0
 
