@@ -119,3 +119,19 @@ def test_a_reference_without_a_face_fails_the_job_clearly(env):
     snap = _final(c, r.json()["jobId"])
     assert snap["status"] == "failed" and snap["error"]["code"] == "invalid_parameter"
     assert "no face" in snap["error"]["message"]
+
+
+def test_snapotter_reference_url_may_be_one_string(env):
+    """``referenceUrl`` is "URL or list of URLs" (docs/service.md): one URL as a plain string
+    is accepted like a list of one."""
+    c, photos, base = env
+    r = c.post("/api/v1/tools/enhance-faces",
+               files={"file": ("03.jpg", (photos / "03.jpg").read_bytes(), "image/jpeg")},
+               data={"settings": json.dumps({"referenceUrl": f"{base}/05.jpg"})})
+    assert r.status_code == 202, r.text
+    c.post(f"/api/v1/jobs/{r.json()['jobId']}/cancel")  # accepted is the point; save the CPU
+    r = c.post("/api/v1/tools/enhance-faces",
+               files={"file": ("a.png", png_bytes(), "image/png")},
+               data={"settings": json.dumps({"referenceUrl": "http://10.1.2.3/ref.jpg"})})
+    assert r.status_code == 400 and r.json()["code"] == "url_blocked", r.text
+
