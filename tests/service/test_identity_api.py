@@ -135,3 +135,18 @@ def test_snapotter_reference_url_may_be_one_string(env):
                data={"settings": json.dumps({"referenceUrl": "http://10.1.2.3/ref.jpg"})})
     assert r.status_code == 400 and r.json()["code"] == "url_blocked", r.text
 
+
+@pytest.mark.parametrize("model,status,code", [
+    ("nope", 400, "invalid_parameter"),  # no such model
+    ("tiny-gfpgan", 400, "invalid_parameter"),  # not a face-recognition model
+    ("sface", 503, "model_not_installed"),  # known, not installed here
+])
+def test_identity_model_is_checked_at_submission(env, model, status, code):
+    """Like ``detector``: a bad ``identityModel`` is refused before a job exists, naming the
+    field, instead of failing the job once faces are found."""
+    c, _, _ = env
+    r = c.post("/api/v1/tools/enhance-faces", files={"file": ("a.png", png_bytes(), "image/png")},
+               data={"settings": json.dumps({"identityModel": model})})
+    assert r.status_code == status and r.json()["code"] == code, r.text
+    if status == 400:
+        assert r.json()["field"] == "identityModel"

@@ -40,6 +40,12 @@ def preflight_faces(runtime: Any, options: EnhanceOptions) -> None:
             raise InvalidParameter("detector", f"detector: {exc.message}") from None
     elif not options.faces:
         _require(runtime, "face-detection")
+    if options.identity_model:  # else the job would fail on it only once faces are found
+        try:
+            runtime.registry.pick("face-recognition", options.identity_model,
+                                  param="identityModel")
+        except UnknownModel as exc:
+            raise InvalidParameter("identityModel", f"identityModel: {exc.message}") from None
 
 
 def preflight_photo(runtime: Any, options: PhotoOptions) -> None:
