@@ -114,6 +114,31 @@ def test_codeformer_health_and_process_multipart_and_base64(c):
     assert r.json()["count"] == 2
 
 
+def test_codeformer_job_cancelled_or_timed_out_meanwhile_is_not_a_server_error(tmp_path):
+    """A job of a synchronous /api/process that ends cancelled (another request, the web page)
+    or past ``job_timeout_s`` carries no HTTP status of its own: the answer is 409 / 504 with
+    the job's code, not 500."""
+    import threading
+
+    settings = make_settings(tmp_path / "home", job_timeout_s=1.5)
+    with live_server(settings, tools=service_tools(step_s=0.3)) as server, \
+            httpx.Client(base_url=server.url, timeout=30) as c:
+        img = base64.b64encode(png_bytes(24, 16)).decode()
+        answers: list[httpx.Response] = []
+        sync = threading.Thread(target=lambda: answers.append(
+            c.post("/api/process", json={"image_base64": img, "upscale": 1})))
+        sync.start()
+        job = wait_for(lambda: c.get("/api/v1/jobs", params={"status": "processing"}
+                                     ).json()["jobs"])[0]
+        assert c.post(f"/api/v1/jobs/{job['jobId']}/cancel").json()["status"] == "canceled"
+        sync.join(30)
+        r = answers[0]
+        assert r.status_code == 409 and r.json()["code"] == "cancelled", r.text
+        r = c.post("/api/process", json={"image_base64": img, "upscale": 1})  # 3 s of work
+        assert r.status_code == 504 and r.json()["code"] == "timeout", r.text
+        assert r.json()["status"] == "error"
+
+
 @pytest.mark.parametrize("kwargs,needle", [
     ({"json": {"fidelity": 0.5}}, "image"),
     ({"json": {"image_base64": "!!!notbase64"}}, "image_base64"),

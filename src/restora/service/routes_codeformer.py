@@ -29,6 +29,9 @@ _BOOL = {"true": True, "1": True, "yes": True, "on": True,
          "false": False, "0": False, "no": False, "off": False}
 _OPTIONS = ("fidelity", "upscale", "background_enhance", "face_upsample", "return_base64",
             "only_reference_faces")
+#: HTTP status of a job's end that is not a RestoraError of its own (those carry
+#: ``httpStatus``): cancelled by a request, past ``job_timeout_s``, lost with its worker
+_END_STATUS = {"cancelled": 409, "timeout": 504, "interrupted": 503}
 
 
 def device_name(runtime: Any) -> str:
@@ -196,8 +199,8 @@ async def process(request: Request) -> JSONResponse:
             err = (exc.http_status, exc.code, exc.message)
         elif done[r.id].status != SUCCEEDED:
             e = done[r.id].error or {}
-            err = (int(e.get("httpStatus", 500)), e.get("code", "failed"),
-                   e.get("message", "failed"))
+            err = (int(e.get("httpStatus") or _END_STATUS.get(e.get("code"), 500)),
+                   e.get("code", "failed"), e.get("message", "failed"))
         else:
             res = done[r.id].result or {}
             item: dict[str, Any] = {"original_name": name, "filename": res.get("filename"),
