@@ -134,6 +134,10 @@ def test_snapotter_reference_url_may_be_one_string(env):
                files={"file": ("a.png", png_bytes(), "image/png")},
                data={"settings": json.dumps({"referenceUrl": "http://10.1.2.3/ref.jpg"})})
     assert r.status_code == 400 and r.json()["code"] == "url_blocked", r.text
+    r = c.post("/api/v1/tools/enhance-faces",
+               files={"file": ("a.png", png_bytes(), "image/png")},
+               data={"settings": json.dumps({"referenceUrl": [f"{base}/05.jpg"] * 9})})
+    assert r.status_code == 400 and "At most 8 reference photos" in r.json()["error"], r.text
 
 
 @pytest.mark.parametrize("model,status,code", [

@@ -10,7 +10,7 @@ defaults and seed-only fields, and map them onto the pipeline options (``as_opti
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -36,9 +36,9 @@ class EnhanceSettings(EnhanceOptions):
 
     model_config = _SEED
     model: Literal["auto", "gfpgan", "codeformer"] = "auto"
-    #: reference photo URL(s) (``referenceUrl``): request data, not a pipeline option. The
-    #: bound is on the list only: on the union it also capped one URL string at 8 characters.
-    reference_url: str | Annotated[list[str], Field(max_length=8)] | None = None
+    #: reference photo URL(s) (``referenceUrl``): request data, not a pipeline option. How
+    #: many: check_references counts them with the uploads, as for every API style.
+    reference_url: str | list[str] | None = None
 
 
 class RestoreSettings(PhotoOptions):
