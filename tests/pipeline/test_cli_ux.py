@@ -4,6 +4,7 @@ line when piped, and flags shown without a type."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import REPO, shared_path
@@ -158,3 +160,82 @@ def test_a_bad_setting_is_one_line_for_every_command(
     assert main(command) == 1
     line = one_error_line(capsys.readouterr().err)
     assert line.startswith(f"error[invalid_settings]: {variable}: ") and named in line
+
+
+def _pipe(args: list[str], stdin: bytes | None, timeout: int = 300) -> subprocess.CompletedProcess:
+    proc_env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    return subprocess.run([sys.executable, "-m", "restora", *args], input=stdin,
+                          capture_output=True, env=proc_env, timeout=timeout)
+
+
+def test_standard_input_and_output_carry_one_image(env: Path) -> None:
+    from PIL import Image as PILImage
+
+    jpeg = shared_path("testdata", "photos", "03.jpg").read_bytes()
+    # enhance-faces: PNG on stdout, the result line (or JSON) on stderr
+    proc = _pipe(["enhance-faces", "-", "-o", "-", "--model", "gfpgan", "--seed", "1"], jpeg)
+    assert proc.returncode == 0, proc.stderr.decode()
+    piped = PILImage.open(io.BytesIO(proc.stdout))
+    assert piped.format == "PNG" and piped.size == (400, 225)
+    assert b"- -> - (1 face(s)" in proc.stderr
+    # the same image as a file gives the same pixels
+    src = photo(env, "03.jpg")
+    assert main(["enhance-faces", str(src), "-o", str(env / "file.png"), "--model", "gfpgan",
+                 "--seed", "1"]) == 0
+    assert np.array_equal(np.asarray(piped), np.asarray(PILImage.open(env / "file.png")))
+    # restore-photo keeps the input's format; --json goes to stderr
+    proc = _pipe(["restore-photo", "-", "-o", "-", "--json"], jpeg)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert PILImage.open(io.BytesIO(proc.stdout)).format == "JPEG"
+    record = json.loads(proc.stderr.decode().strip().splitlines()[-1])
+    assert record["input"] == "-" and record["output"] == "-" and record["format"] == "jpeg"
+    assert record["preview"] is None
+    # stdin into a folder: named after "stdin"
+    proc = _pipe(["enhance-faces", "-", "-o", str(env / "out")], jpeg)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert (env / "out" / "stdin_enhanced.png").is_file()
+    assert proc.stdout.decode().startswith("- -> ")
+
+
+def test_standard_input_and_output_misuse_is_one_line(env: Path) -> None:
+    src = photo(env)
+    jpeg = src.read_bytes()
+    cases = [
+        (["enhance-faces", "-", "-o", "-"], b"", "error[empty_file]"),
+        (["enhance-faces", "-", "-o", "-"], b"not an image", "error[unsupported_format]"),
+        (["enhance-faces", "-", "-", "-o", "-"], jpeg, "error[invalid_parameter]: standard input"),
+        (["enhance-faces", str(src), str(src), "-o", "-"], None,
+         "error[invalid_parameter]: -o - writes one image"),
+        (["restore-photo", "-", "-o", "-", "--save-mask"], jpeg,
+         "error[invalid_parameter]: --save-mask needs"),
+    ]
+    for args, stdin, start in cases:
+        proc = _pipe(args, stdin)
+        assert proc.returncode == 1, (args, proc.stderr.decode())
+        line = one_error_line(proc.stderr.decode())
+        assert line.startswith(start), line
+        assert proc.stdout == b""
+    # more than the byte limit on stdin is refused by size, without reading it all
+    proc_env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "RESTORA_MAX_BYTES": "1000"}
+    proc = subprocess.run([sys.executable, "-m", "restora", "enhance-faces", "-", "-o", "-"],
+                          input=jpeg, capture_output=True, env=proc_env, timeout=300)
+    assert proc.returncode == 1
+    assert one_error_line(proc.stderr.decode()).startswith("error[file_too_large]")
+
+
+def test_a_reader_that_goes_away_is_one_line(env: Path) -> None:
+    jpeg = shared_path("testdata", "photos", "03.jpg").read_bytes()
+    proc_env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    # `restora ... | head -c 10`: the pipe closes long before the PNG is written
+    with subprocess.Popen([sys.executable, "-m", "restora", "enhance-faces", "-", "-o", "-",
+                           "--upscale", "2"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, env=proc_env) as proc:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        proc.stdin.write(jpeg)
+        proc.stdin.close()
+        proc.stdout.read(10)
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=300) == 1
+    assert "Traceback" not in err, err
+    assert "error[output_not_writable]: standard output was closed" in err, err

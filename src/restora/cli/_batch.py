@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,13 +23,22 @@ IMAGE_SUFFIXES = frozenset({
 })
 
 
+#: ``-`` as an input reads the image from standard input; as ``-o`` writes the result to
+#: standard output (one image; result lines then go to stderr).
+STDIO = Path("-")
+
+
 def collect_inputs(inputs: list[Path]) -> list[tuple[Path, Path]]:
     """(file, path relative to the output folder without suffix) for every input image."""
-    from restora.errors import InputError
+    from restora.errors import InputError, InvalidParameter
 
     jobs: list[tuple[Path, Path]] = []
+    if inputs.count(STDIO) > 1:
+        raise InvalidParameter("input", "standard input (-) can be read only once")
     for item in inputs:
-        if item.is_dir():
+        if item == STDIO:
+            jobs.append((STDIO, Path("stdin")))
+        elif item.is_dir():
             found = sorted(p for p in item.rglob("*") if p.is_file()
                            and p.suffix.lower() in IMAGE_SUFFIXES
                            and not any(part.startswith(".") for part in p.relative_to(item).parts))
@@ -48,6 +58,36 @@ def collect_inputs(inputs: list[Path]) -> list[tuple[Path, Path]]:
     return unique
 
 
+def read_source(path: Path, max_bytes: int) -> Path | bytes:
+    """What the pipeline reads: the path, or for ``-`` the bytes on standard input (at most one
+    byte past ``max_bytes``, so an endless stream stops there and is refused by size)."""
+    from restora.errors import EmptyFile
+
+    if path != STDIO:
+        return path
+    if sys.stdin is None or sys.stdin.isatty():
+        raise EmptyFile("no image on standard input (pipe one in, e.g. `< photo.jpg`)")
+    return sys.stdin.buffer.read(max_bytes + 1)
+
+
+def write_stdout(data: Payload) -> None:
+    """The result on standard output; a reader that went away is one clear error."""
+    from restora.cli._checks import OutputNotWritable
+
+    out = sys.stdout.buffer
+    try:
+        if isinstance(data, bytes):
+            out.write(data)
+        else:
+            data(out)
+        out.flush()
+    except BrokenPipeError:
+        # Python would report the broken pipe again when it flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise OutputNotWritable("standard output was closed before the result was written",
+                                path="-") from None
+
+
 def write_atomic(path: Path, data: Payload) -> None:
     """:func:`restora.io.files.write_atomic` into ``path`` (creating its folder); a write that
     fails (disk full, permissions changed meanwhile) is one clear error, not a trace."""
@@ -64,18 +104,20 @@ def write_atomic(path: Path, data: Payload) -> None:
 
 def run_batch(jobs: list[tuple[Path, Path]], *, name: str, single: bool, as_json: bool,
               process: Callable[[Path, Path, "Progress"], dict[str, Any]],
-              summary: Callable[[dict[str, Any]], list[str]]) -> None:
+              summary: Callable[[dict[str, Any]], list[str]],
+              image_to_stdout: bool = False) -> None:
     """Run ``process`` per image. A bad input file is reported and the batch goes on; model and
     system errors stop it (they would fail every image). Exit code 1 if any image failed.
 
     Results go to stdout, one line each (``--json``: one object per line), whatever the
-    terminal width; progress, warnings and the closing summary go to stderr.
+    terminal width; progress, warnings and the closing summary go to stderr. With
+    ``image_to_stdout`` (``-o -``) stdout carries the image, so result lines go to stderr.
     """
     from restora.errors import InputError
 
     done = failed = 0
     t0 = time.perf_counter()
-    with Progress(len(jobs), name) as bar:
+    with Progress(len(jobs), name, results_to_stderr=image_to_stdout) as bar:
         try:
             for path, rel in jobs:
                 bar.start(path)
@@ -112,9 +154,11 @@ class Progress:
     """A rich progress bar on stderr, only for several images and only when stderr is a
     terminal (a pipe or log file gets plain lines)."""
 
-    def __init__(self, total: int, name: str = "restora") -> None:
+    def __init__(self, total: int, name: str = "restora", *,
+                 results_to_stderr: bool = False) -> None:
         self.total = total
         self.name = name
+        self.results_to_stderr = results_to_stderr
         self._image = ""
         self._announced = False
         self._bar: Any = None
@@ -165,7 +209,9 @@ class Progress:
 
     def result(self, line: str) -> None:
         """One result line on stdout (never wrapped, never styled)."""
-        if self._bar is not None and sys.stdout.isatty():
+        if self.results_to_stderr:
+            self.error(line)
+        elif self._bar is not None and sys.stdout.isatty():
             # Same terminal as the bar: pause it so the line lands above, not inside, it.
             self._bar.stop()
             typer.echo(line)

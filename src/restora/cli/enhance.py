@@ -46,9 +46,11 @@ def output_paths(rel: Path, output: Path, single: bool) -> tuple[Path, Path]:
 
 def enhance_faces_command(
     inputs: list[Path] = typer.Argument(..., metavar="INPUT...",
-                                        help="Image files or folders (searched recursively)."),
+                                        help="Image files or folders (searched recursively); "
+                                             "- reads one image from standard input."),
     output: Path = typer.Option(Path("restored"), "-o", "--output",
-                                help="Output folder, or a .png path for a single input."),
+                                help="Output folder, or a .png path for a single input, or - "
+                                     "for standard output (PNG, no preview)."),
     model: str = typer.Option(_d("model"), "--model", help=_h("model")),
     strength: float = typer.Option(_d("strength"), "--strength", help=_h("strength")),
     fidelity: float = typer.Option(_d("fidelity"), "--fidelity", help=_h("fidelity")),
@@ -78,7 +80,7 @@ def enhance_faces_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
 ) -> None:
     """Restore the faces in photos (GFPGAN v1.4 / CodeFormer) and write PNG + WebP preview."""
-    from restora.cli._batch import collect_inputs, run_batch
+    from restora.cli._batch import STDIO, collect_inputs, run_batch
 
     options = parse(EnhanceOptions, dict(
         model=model, strength=strength, fidelity=fidelity, upscale=upscale,
@@ -88,6 +90,12 @@ def enhance_faces_command(
         identity_model=identity_model))
     jobs = collect_inputs(inputs)
     single = len(jobs) == 1 and not inputs[0].is_dir()
+    to_stdout = output == STDIO
+    if to_stdout and not single:
+        from restora.errors import InvalidParameter
+
+        raise InvalidParameter("output", f"-o - writes one image; {len(jobs)} images need an "
+                               "output folder")
     if output.suffix.lower() == ".png" and not single:
         from restora.errors import InvalidParameter
 
@@ -105,8 +113,10 @@ def enhance_faces_command(
     require_models(runtime, *enhance_needs(options.model, options.detector))
     if refs:  # matching faces to references needs a face-recognition model
         require_models(runtime, [("face-recognition", None)])
-    check_output(output, file_target=single and output.suffix.lower() == ".png")
+    if not to_stdout:
+        check_output(output, file_target=single and output.suffix.lower() == ".png")
     run_batch(jobs, name="enhance-faces", single=single, as_json=as_json,
+              image_to_stdout=to_stdout,
               process=lambda path, rel, bar: _process(path, rel, output, single, runtime,
                                                       options, bar, refs),
               summary=lambda r: [f"{r['input']} -> {r['output']} ({r['facesDetected']} face(s), "
@@ -115,21 +125,26 @@ def enhance_faces_command(
 
 def _process(path: Path, rel: Path, output: Path, single: bool, runtime: Any,
              options: EnhanceOptions, bar: Progress, refs: list[Any]) -> dict[str, Any]:
-    from restora.cli._batch import write_atomic
+    from restora.cli._batch import STDIO, read_source, write_atomic, write_stdout
     from restora.io import make_preview
     from restora.io.encode import encode_to
     from restora.pipeline.enhance import enhance_faces
 
     t0 = time.perf_counter()
-    result = enhance_faces(path, options, runtime=runtime, progress=bar.stage,
-                           reference=refs or None, on_estimate=bar.estimate)
-    png_path, preview_path = output_paths(rel, output, single)
+    result = enhance_faces(read_source(path, runtime.settings.max_bytes), options,
+                           runtime=runtime, progress=bar.stage, reference=refs or None,
+                           on_estimate=bar.estimate)
     bar.stage("encode", 100.0)
     t_enc = time.perf_counter()
-    write_atomic(png_path, lambda fh: encode_to(fh, result.image, "png"))
-    write_atomic(preview_path, make_preview(result.image))
-    record = {"input": str(path), **result.to_dict(), "output": str(png_path),
-              "preview": str(preview_path)}
+    if output == STDIO:
+        write_stdout(lambda fh: encode_to(fh, result.image, "png"))
+        png, preview = "-", None
+    else:
+        png_path, preview_path = output_paths(rel, output, single)
+        write_atomic(png_path, lambda fh: encode_to(fh, result.image, "png"))
+        write_atomic(preview_path, make_preview(result.image))
+        png, preview = str(png_path), str(preview_path)
+    record = {"input": str(path), **result.to_dict(), "output": png, "preview": preview}
     record["timings"]["encode"] = round(time.perf_counter() - t_enc, 4)
     record["seconds"] = round(time.perf_counter() - t0, 3)
     return record

@@ -48,9 +48,12 @@ def output_paths(rel: Path, output: Path, single: bool, fmt: str) -> tuple[Path,
 
 def restore_photo_command(
     inputs: list[Path] = typer.Argument(..., metavar="INPUT...",
-                                        help="Image files or folders (searched recursively)."),
+                                        help="Image files or folders (searched recursively); "
+                                             "- reads one image from standard input."),
     output: Path = typer.Option(Path("restored"), "-o", "--output",
-                                help="Output folder, or a .png/.jpg/.webp path for one input."),
+                                help="Output folder, or a .png/.jpg/.webp path for one input, "
+                                     "or - for standard output (the input's format rule, no "
+                                     "preview)."),
     no_scratch_removal: bool = typer.Option(not _d("scratch_removal"), "--no-scratch-removal",
                                             help="Leave scratches and dust alone."),
     no_face_enhancement: bool = typer.Option(not _d("face_enhancement"), "--no-face-enhancement",
@@ -72,7 +75,7 @@ def restore_photo_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
 ) -> None:
     """Repair old photos (scratches, dust, noise, faces; optional colour) in their own format."""
-    from restora.cli._batch import collect_inputs, run_batch
+    from restora.cli._batch import STDIO, collect_inputs, run_batch
     from restora.errors import InvalidParameter
 
     options = parse(PhotoOptions, dict(
@@ -82,6 +85,12 @@ def restore_photo_command(
         orientation=orientation))
     jobs = collect_inputs(inputs)
     single = len(jobs) == 1 and not inputs[0].is_dir()
+    to_stdout = output == STDIO
+    if to_stdout and not single:
+        raise InvalidParameter("output", f"-o - writes one image; {len(jobs)} images need an "
+                               "output folder")
+    if to_stdout and save_mask:
+        raise InvalidParameter("output", "--save-mask needs an output folder or file, not -")
     if single and output.suffix and output.suffix.lower() not in _FORMAT_OF_SUFFIX:
         raise InvalidParameter("output", f"output {output} must be a folder or a .png, .jpg or "
                                ".webp file")
@@ -98,13 +107,14 @@ def restore_photo_command(
     runtime = Runtime()
     if options.colorize:
         require_models(runtime, [("colorization", None)])
-    check_output(output, file_target=single and output.suffix.lower() in _FORMAT_OF_SUFFIX)
+    if not to_stdout:
+        check_output(output, file_target=single and output.suffix.lower() in _FORMAT_OF_SUFFIX)
     if options.face_enhancement and (why := face_models_missing(runtime)):
         typer.echo(f"warning: {why}", err=True)  # said once, before the first image
     run_batch(jobs, name="restore-photo", single=single, as_json=as_json,
               process=lambda path, rel, bar: _process(path, rel, output, single, runtime,
                                                       options, bar, save_mask, mask),
-              summary=_summary)
+              summary=_summary, image_to_stdout=to_stdout)
 
 
 def _summary(record: dict[str, Any]) -> list[str]:
@@ -125,26 +135,34 @@ def mask_path_for(out_path: Path, rel: Path, output: Path, single: bool) -> Path
 def _process(path: Path, rel: Path, output: Path, single: bool, runtime: Any,
              options: PhotoOptions, bar: Any, save_mask: bool = False,
              mask: Path | None = None) -> dict[str, Any]:
-    from restora.cli._batch import write_atomic
+    from restora.cli._batch import STDIO, read_source, write_atomic, write_stdout
     from restora.io import make_preview
     from restora.io.encode import encode_to
     from restora.pipeline.photo import restore_photo
 
     t0 = time.perf_counter()
-    result = restore_photo(path, options, runtime=runtime, progress=bar.stage, mask=mask,
+    result = restore_photo(read_source(path, runtime.settings.max_bytes), options,
+                           runtime=runtime, progress=bar.stage, mask=mask,
                            on_estimate=bar.estimate)
-    out_path, preview_path, fmt = output_paths(rel, output, single, result.output_format)
     bar.stage("encode", 100.0)
     t_enc = time.perf_counter()
-    write_atomic(out_path, lambda fh: encode_to(fh, result.image, fmt, quality=JPEG_QUALITY))
-    write_atomic(preview_path, make_preview(result.image))
-    record = {"input": str(path), **result.to_dict(), "format": fmt, "output": str(out_path),
-              "preview": str(preview_path)}
+    if output == STDIO:
+        fmt = result.output_format
+        write_stdout(lambda fh: encode_to(fh, result.image, fmt, quality=JPEG_QUALITY))
+        out, preview = "-", None
+    else:
+        out_path, preview_path, fmt = output_paths(rel, output, single, result.output_format)
+        write_atomic(out_path, lambda fh: encode_to(fh, result.image, fmt,
+                                                    quality=JPEG_QUALITY))
+        write_atomic(preview_path, make_preview(result.image))
+        out, preview = str(out_path), str(preview_path)
+    record = {"input": str(path), **result.to_dict(), "format": fmt, "output": out,
+              "preview": preview}
     if save_mask:
         from restora.pipeline.photo.masks import mask_png
 
         assert result.mask is not None
-        mask_file = mask_path_for(out_path, rel, output, single)
+        mask_file = mask_path_for(Path(out), rel, output, single)  # never "-": refused up front
         write_atomic(mask_file, mask_png(result.mask))
         record["mask"] = str(mask_file)
     record["timings"]["encode"] = round(time.perf_counter() - t_enc, 4)
