@@ -252,3 +252,30 @@ def test_a_retry_is_charged_to_the_clients_byte_budget_like_an_upload(tmp_path):
         r = c.post(f"/api/v1/jobs/{failed}/retry")
         assert r.status_code == 202, r.text
         assert _ended(c, r.json()["jobId"])["status"] == "failed"  # the same mask, again
+
+
+@pytest.mark.parametrize("field, value", [("status", "nope"), ("status", "complete"),
+                                          ("tool", "nope"), ("tool", "enhance_faces")])
+def test_a_filter_value_that_can_never_match_is_a_400_naming_the_field(server, field, value):
+    """``status`` and ``tool`` take the values a job can have: anything else is a typo that
+    would silently list nothing, so it is refused, listing the allowed values."""
+    with _client(server, "alice-key") as c:
+        r = c.get("/api/v1/jobs", params={field: value})
+        assert r.status_code == 400, r.text
+        body = r.json()
+        assert body["code"] == "invalid_parameter" and body["field"] == field, body
+        allowed = {"status": ["canceled", "failed", "processing", "queued", "succeeded"],
+                   "tool": ["codeformer", "enhance-faces", "face-recovery", "face-refiner",
+                            "restore-photo"]}[field]
+        assert body["allowed"] == allowed, body
+        assert all(v in body["error"] for v in allowed), body
+
+        # every allowed value (and an empty one, as in `?tool=&status=`) is a filter
+        _submit(c, png_bytes(20, 20, seed=11), "f.png")
+        for ok in allowed:
+            page = c.get("/api/v1/jobs", params={field: ok})
+            assert page.status_code == 200, page.text
+            assert all(j[field] == ok for j in page.json()["jobs"]), page.json()
+        assert c.get("/api/v1/jobs", params={field: ""}).json()["jobs"]
+        assert c.get("/api/v1/jobs", params={"status": "succeeded", "tool": "enhance-faces"}
+                     ).json()["jobs"]

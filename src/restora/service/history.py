@@ -11,13 +11,14 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Collection
 
 from sqlalchemy import Column, Float, MetaData, String, and_, delete, insert, or_, select
 from sqlalchemy import Table
 
 from restora.errors import InvalidParameter
-from restora.service.store import JobRecord, JobStore, _record, jobs
+from restora.service.store import (CANCELED, FAILED, PROCESSING, QUEUED, SUCCEEDED, JobRecord,
+                                   JobStore, _record, jobs)
 
 history_metadata = MetaData()
 
@@ -30,6 +31,8 @@ job_owners = Table(
 
 #: the largest page ``GET /api/v1/jobs`` answers
 MAX_PAGE = 100
+#: every status a job can have (the ``status`` filter's values)
+STATUSES = (QUEUED, PROCESSING, SUCCEEDED, FAILED, CANCELED)
 
 
 def owner_of_key(key: str | None) -> str:
@@ -78,15 +81,29 @@ def _decode_cursor(cursor: str) -> tuple[float, str]:
         raise InvalidParameter("cursor", "cursor is not one this server gave out.") from None
 
 
+def _check_filter(field: str, value: str | None, allowed: Collection[str]) -> None:
+    """A filter value no job can have is a typo that would list nothing: a 400 naming the
+    field and the values it takes (empty means no filter)."""
+    if value and value not in allowed:
+        choices = sorted(allowed)
+        raise InvalidParameter(field, f"{field} must be one of {', '.join(choices)} "
+                               f"(got {value!r}).", allowed=choices)
+
+
 def list_jobs(store: JobStore, owner: str, *, limit: int = 20, cursor: str | None = None,
-              tool: str | None = None, status: str | None = None) -> Page:
+              tool: str | None = None, status: str | None = None,
+              tools: Collection[str] | None = None) -> Page:
     """Jobs of ``owner``, newest first; ``cursor`` (from the previous page) continues the list.
+    ``tools`` (the server's tool names) are the values ``tool`` may take; None: any.
 
     A keyset cursor (created_at, id) rather than an offset: jobs submitted while someone pages
     through the history neither repeat nor go missing.
     """
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidParameter("limit", f"limit must be between 1 and {MAX_PAGE}.")
+    _check_filter("status", status, STATUSES)
+    if tools is not None:
+        _check_filter("tool", tool, tools)
     query = (select(jobs).join(job_owners, job_owners.c.job_id == jobs.c.id)
              .where(job_owners.c.owner == owner))
     if tool:

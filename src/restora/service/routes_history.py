@@ -53,7 +53,7 @@ async def list_jobs(request: Request, limit: int = Query(20, ge=1, le=history.MA
     m = manager(request)
     s = settings(request)
     page = await run_in_threadpool(history.list_jobs, m.store, owner(request), limit=limit,
-                                   cursor=cursor, tool=tool, status=status)
+                                   cursor=cursor, tool=tool, status=status, tools=m.tools)
     return {"jobs": [history.summary(r, snapshot(r, s)) for r in page.records],
             "nextCursor": page.next_cursor, "limit": limit}
 
