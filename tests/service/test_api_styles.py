@@ -84,6 +84,52 @@ def test_body_limit_413_with_and_without_content_length(c):
     assert r.json()["status"] == "error" and "limit" in r.json()["message"]
 
 
+_STYLE_OF = {"/api/v1/tools/enhance-faces": "snapotter", "/api/v1/tools/restore-photo": "snapotter",
+             "/api/v1/tools/face-recovery": "topaz", "/api/process": "codeformer"}
+
+
+def _error_of(path: str, r: httpx.Response) -> tuple[str, str]:
+    """(code, message) from the error body in the shape of ``path``'s API style."""
+    body = r.json()
+    style = _STYLE_OF[path]
+    if style == "codeformer":
+        assert body["status"] == "error", body
+        return body["code"], body["message"]
+    if style == "topaz":
+        assert body["status"] == r.status_code and body["field"] == "body", body
+        return body["code"], body["message"]
+    assert body["field"] == "body", body
+    return body["code"], body["error"]
+
+
+@pytest.mark.parametrize("path", list(_STYLE_OF))
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"content": b"not a multipart body",
+      "headers": {"content-type": "multipart/form-data; boundary=X"}}, "invalid multipart"),
+    ({"content": b"abc", "headers": {"content-type": "multipart/form-data"}}, "boundary"),
+    # a form field (not a file) past the parser's 1 MB part limit, in a body within ours
+    ({"data": {"settings": "x" * 1_100_000},
+      "files": {"file": ("a.png", png_bytes(), "image/png")}}, "as file uploads"),
+])
+def test_body_parser_errors_are_documented_codes_in_each_style(big_srv, path, kwargs, needle):
+    """The form parser's own refusals are a 400 ``invalid_parameter`` (``field: body``) with a
+    human message in the route's error shape, not an undocumented ``http_error``."""
+    with httpx.Client(base_url=big_srv.url, timeout=30) as c:
+        r = c.post(path, **kwargs)
+    assert r.status_code == 400, r.text
+    code, message = _error_of(path, r)
+    assert code == "invalid_parameter", r.text
+    assert needle in message.lower(), r.text
+
+
+@pytest.fixture(scope="module")
+def big_srv(tmp_path_factory):
+    """A server whose body limit is above the form parser's 1 MB per-field limit."""
+    settings = make_settings(tmp_path_factory.mktemp("home"), max_upload_bytes=4_000_000)
+    with live_server(settings, tools=service_tools()) as server:
+        yield server
+
+
 # --- CodeFormer Space --------------------------------------------------------------------------
 
 def test_codeformer_health_and_process_multipart_and_base64(c):

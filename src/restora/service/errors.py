@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -84,10 +85,27 @@ def _validation_response(request: Request, exc: RequestValidationError) -> JSONR
                           extra={"field": field, "details": details})
 
 
+_PART_TOO_LARGE = re.compile(r"(?:Part|Field) exceeded maximum size of (\d+)KB")
+
+
+def _body_message(detail: str) -> str:
+    """A human sentence for a body parser's refusal (Starlette's terse multipart errors)."""
+    too_large = _PART_TOO_LARGE.search(detail)
+    if too_large:
+        return (f"A form field is larger than {too_large.group(1)} KB; send images and other "
+                "large data as file uploads (with a filename).")
+    return f"The request body could not be read: {detail[:1].lower()}{detail[1:]}"
+
+
 def _http_response(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    message = exc.detail if isinstance(exc.detail, str) else _reason(exc.status_code)
+    if exc.status_code == 400:
+        # Only the body parsers raise a bare 400 (Starlette's form/multipart parser, FastAPI's
+        # "error parsing the body"): a malformed request, so the documented code for one.
+        return error_response(request, 400, "invalid_parameter", _body_message(message),
+                              extra={"field": "body"})
     code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
             413: "payload_too_large"}.get(exc.status_code, "http_error")
-    message = exc.detail if isinstance(exc.detail, str) else _reason(exc.status_code)
     return error_response(request, exc.status_code, code, message,
                           headers=dict(exc.headers) if exc.headers else None)
 
