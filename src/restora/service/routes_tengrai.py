@@ -16,7 +16,8 @@ from restora.service import params as P
 from restora.service.middleware import client_id
 from restora.service.fetch import BlockedURL, check_url
 from restora.service.references import check_references, url_list
-from restora.service.views import artwork, base_url, get_job, manager, owner, settings
+from restora.service.views import (JobNotFound, artwork, base_url, get_job, manager, owner,
+                                   settings)
 from restora.service.webhooks import validate_webhook_url
 
 router = APIRouter(tags=["Tengrai"])
@@ -65,5 +66,7 @@ async def cancel_artwork(request: Request, artwork_id: str) -> dict[str, Any]:
     m = manager(request)
     await get_job(m, artwork_id, api="tengrai")
     record = await run_in_threadpool(m.cancel, artwork_id)
-    assert record is not None
+    if record is None:  # deleted (DELETE, expiry) between the lookup and the cancel
+        raise JobNotFound(f"No job with id '{artwork_id}' (it may have expired).",
+                          jobId=artwork_id)
     return artwork(record, base=base_url(request))
