@@ -115,6 +115,9 @@ async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
     return snapshot(record, settings(request))
 
 
+# HEAD is its own route (FileResponse sends the GET's headers without the body); without it,
+# HEAD fell through to the static web-page mount and got a 404.
+@router.head("/api/v1/download/{job_id}/{filename}", include_in_schema=False)
 @router.get("/api/v1/download/{job_id}/{filename}", summary="Download a result or preview.webp")
 async def download(request: Request, job_id: str, filename: str) -> FileResponse:
     m = manager(request)
