@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from restora.errors import InvalidParameter, RestoraError
@@ -25,8 +25,8 @@ from restora.service.fetch import check_url
 from restora.service.middleware import client_id
 from restora.service.store import SUCCEEDED
 from restora.service.webhooks import validate_webhook_url
-from restora.service.views import (JobNotFound, check_job_image, get_job, manager, owner,
-                                   settings, snapshot)
+from restora.service.views import (JobNotFound, check_job_image, file_response, get_job,
+                                   manager, owner, settings, snapshot)
 
 router = APIRouter(tags=["History"])
 
@@ -119,13 +119,13 @@ def _input_preview(storage: Any, job_id: str, input_name: str, s: Any) -> Path:
 
 
 @router.get("/api/v1/jobs/{job_id}/input.webp", summary="Browser preview of the job's input")
-async def input_preview(request: Request, job_id: str) -> FileResponse:
+async def input_preview(request: Request, job_id: str) -> Response:
     record = await _own_job(request, job_id)
     m = manager(request)
     path = await run_in_threadpool(_input_preview, m.storage, record.id, record.input_name,
                                    settings(request))
-    return FileResponse(path, media_type="image/webp",
-                        headers={"Cache-Control": "private, max-age=86400"})
+    return await file_response(request, path, "image/webp",
+                               headers={"Cache-Control": "private, max-age=86400"})
 
 
 def _archive(entries: list[tuple[str, Path]]) -> Iterator[bytes]:

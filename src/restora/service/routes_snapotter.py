@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, File, Form, Header, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi import APIRouter, File, Form, Header, Request, Response, UploadFile
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from restora.pipeline.options import EnhanceOptions, PhotoOptions
@@ -15,8 +15,8 @@ from restora.service.middleware import client_id
 from restora.service.jobs import is_valid_download_name
 from restora.service.references import check_references, url_list
 from restora.service.sse import job_events, parse_last_event_id
-from restora.service.views import (JobNotFound, check_image, check_job_image, get_job, manager,
-                                   owner, settings, snapshot)
+from restora.service.views import (JobNotFound, check_image, check_job_image, file_response,
+                                   get_job, manager, owner, settings, snapshot)
 
 settings_of = settings  # the route parameter named ``settings`` shadows it inside routes
 
@@ -119,7 +119,7 @@ async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
 # HEAD fell through to the static web-page mount and got a 404.
 @router.head("/api/v1/download/{job_id}/{filename}", include_in_schema=False)
 @router.get("/api/v1/download/{job_id}/{filename}", summary="Download a result or preview.webp")
-async def download(request: Request, job_id: str, filename: str) -> FileResponse:
+async def download(request: Request, job_id: str, filename: str) -> Response:
     m = manager(request)
     record = await get_job(m, job_id)
     # Only the result (the name in downloadUrl), the preview and restore-photo's damage mask
@@ -132,5 +132,5 @@ async def download(request: Request, job_id: str, filename: str) -> FileResponse
     if not path.is_file():
         raise JobNotFound(f"No file '{filename}' for job '{job_id}'.", jobId=job_id)
     ext = filename.rsplit(".", 1)[-1].lower()
-    return FileResponse(path, media_type=_MEDIA.get(ext, "application/octet-stream"),
-                        filename=filename, content_disposition_type="inline")
+    return await file_response(request, path, _MEDIA.get(ext, "application/octet-stream"),
+                               filename=filename, content_disposition_type="inline")

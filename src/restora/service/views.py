@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import re
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any, Mapping
 
-from fastapi import Request
+from fastapi import Request, Response
+from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 
 from restora.errors import EmptyFile, FileTooLarge, RestoraError, UnsupportedFormat
 from restora.service.jobs import JobManager
@@ -111,6 +117,47 @@ async def get_job(m: JobManager, job_id: str, api: str | None = None) -> JobReco
     if record is None or (api is not None and record.api != api):
         raise JobNotFound(f"No job with id '{job_id}' (it may have expired).", jobId=job_id)
     return record
+
+
+_ETAG = re.compile(r'(?:W/)?"([^"]*)"')
+#: what a 304 repeats from the 200 it stands for (RFC 9110, 15.4.5)
+_NOT_MODIFIED_HEADERS = ("cache-control", "content-location", "etag", "expires", "vary")
+
+
+def not_modified(headers: Headers, etag: str, mtime: float) -> bool:
+    """Whether a GET/HEAD's validators match the file (RFC 9110, 13.2.2): ``If-None-Match``
+    (weak comparison, ``*`` matches any file) when sent, else ``If-Modified-Since``."""
+    if_none_match = ", ".join(headers.getlist("if-none-match"))
+    if if_none_match:
+        if if_none_match.strip() == "*":
+            return True
+        return etag.removeprefix("W/").strip('"') in _ETAG.findall(if_none_match)
+    since = headers.getlist("if-modified-since")
+    if len(since) != 1:
+        return False  # absent, or more than one member: ignored
+    try:
+        date = parsedate_to_datetime(since[0])
+    except (TypeError, ValueError, IndexError):
+        return False  # not an HTTP-date: ignored
+    if date.tzinfo is None:
+        date = date.replace(tzinfo=timezone.utc)
+    return int(mtime) <= date.timestamp()  # Last-Modified has whole seconds
+
+
+async def file_response(request: Request, path: Path, media_type: str,
+                        **kwargs: Any) -> Response:
+    """``FileResponse(path, ...)`` (ranges, HEAD), or 304 Not Modified when the request's
+    validators match its ETag or Last-Modified; conditions come before ``Range``."""
+    try:
+        stat = await run_in_threadpool(os.stat, path)
+    except FileNotFoundError:  # deleted since the caller looked (DELETE, expiry)
+        raise JobNotFound(f"No file '{path.name}' for this job (it may have expired)."
+                          ) from None
+    response = FileResponse(path, media_type=media_type, stat_result=stat, **kwargs)
+    if not_modified(request.headers, response.headers["etag"], stat.st_mtime):
+        return Response(status_code=304, headers={
+            k: response.headers[k] for k in _NOT_MODIFIED_HEADERS if k in response.headers})
+    return response
 
 
 #: machine step id (reported by tools and pipelines) -> the human ``stage`` text clients show
