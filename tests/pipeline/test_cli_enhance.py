@@ -168,3 +168,14 @@ def test_bad_reference_photo_is_one_line_error(env: Path,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "broken.png" in err[0]
     assert not (env / "out").exists()  # nothing ran
+
+
+def test_too_many_reference_photos_stop_before_the_batch(env: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    photo = str(shared_path("testdata", "photos", "03.jpg"))
+    ref = str(shared_path("testdata", "gray", "Hepburn01.png"))
+    args = ["enhance-faces", photo, photo, "-o", str(env / "out")]
+    assert main([*args, *(["--reference", ref] * 9)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error[invalid_parameter]: at most 8 reference photos, got 9"], err
+    assert not (env / "out").exists()  # nothing ran

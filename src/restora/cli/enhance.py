@@ -155,7 +155,11 @@ def _read_references(paths: list[Path], runtime: Any) -> list[Any]:
     the paths go to the pipeline so results name them."""
     from restora.errors import InvalidParameter, RestoraError
     from restora.io.decode import as_image
+    from restora.pipeline.identity import MAX_REFERENCES
 
+    if len(paths) > MAX_REFERENCES:  # else every image of the batch would fail on it
+        raise InvalidParameter("reference", f"at most {MAX_REFERENCES} reference photos, "
+                               f"got {len(paths)}")
     refs = []
     for p in paths:
         if not p.is_file():
