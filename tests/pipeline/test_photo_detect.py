@@ -197,6 +197,7 @@ def test_eyes_and_lips_are_protected_when_a_face_detector_is_installed(
     cv2.line(damaged, (int(lm[3][0]), int(m[1])), (int(lm[4][0]), int(m[1])), (20, 20, 20), 1)
     found, report = detect_damage(damaged, estimate_noise(damaged).luma, rt)
     assert report["facesProtected"] >= 1
+    assert report["protectedPixels"] > 0  # the report says how much was taken as features
     near = lambda p: found[int(p[1]) - 2:int(p[1]) + 3, int(p[0]) - 2:int(p[0]) + 3].any()  # noqa: E731
     assert not near(specks[0]) and not near(specks[1])  # catchlight-like: content
     assert not found[int(m[1]) - 1:int(m[1]) + 2, int(lm[3][0]):int(lm[4][0])].any()  # lip line

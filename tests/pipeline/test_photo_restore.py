@@ -415,3 +415,22 @@ def test_a_large_job_closes_the_face_engines_before_colouring(
     # the next job reopens them from the cache, with the same faces
     again = restore_photo(toned, runtime=runtime, scratch_removal=False)
     assert np.array_equal(again.image.pixels, kept.image.pixels)
+
+
+def test_a_photo_whose_only_thin_lines_are_face_features_says_so(tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    # 01.jpg: the classical detector finds a few thin bright pixels, all on its faces' eyes
+    from restora.config import Settings
+    from restora.models.runtime import Runtime
+    from restora.pipeline.photo import restore_photo
+    from tiny_models import write_tiny_manifest
+
+    manifest = write_tiny_manifest(tmp_path, include={"yunet-2026may"})
+    rt = Runtime(Settings(models=manifest, home=tmp_path / "home"), device="cpu")
+    result = restore_photo(shared_path("testdata", "photos", "01.jpg"), runtime=rt,
+                           face_enhancement=False, denoise=False)
+    report = result.reports["scratch-removal"]
+    assert report["scratchPixels"] + report["dustSpecks"] > 0 and report["facesProtected"] >= 1
+    assert report["frameLinePixels"] + report["protectedPixels"] > 0
+    assert report["skipped"] and report["reason"].startswith("no damage left")
+    assert result.scratch_coverage == 0.0

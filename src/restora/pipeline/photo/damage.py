@@ -80,11 +80,15 @@ def _detect(pixels: np.ndarray, noise_sigma: float, runtime: Runtime | None,
     found = detect_in_bands(pixels, noise_sigma)
     missing, n_missing = detect_missing_areas(pixels)
     bright, dark, n_folds = detect_folds_by_polarity(pixels, noise_sigma)
-    thin, faces = protect_face_features(drop_frame_lines(found.mask), pixels, runtime,
-                                        orientation)
+    framed = drop_frame_lines(found.mask)
+    thin, faces = protect_face_features(framed, pixels, runtime, orientation)
     mask = thin | missing | bright | dark
+    # coverage / scratchPixels / dustSpecks are what the detector found; these say how much of
+    # it was then taken as content (a photo's frame, eyes and lips), so the report adds up
     return mask, {"detector": "classical", **found.to_dict(), "missingAreas": n_missing,
-                  "folds": n_folds, "facesProtected": faces}, (bright, dark)
+                  "folds": n_folds, "facesProtected": faces,
+                  "frameLinePixels": int(found.mask.sum() - framed.sum()),
+                  "protectedPixels": int(framed.sum() - thin.sum())}, (bright, dark)
 
 
 #: protected zones around the 5 landmarks, in eye distances: (centre offset up, half width,
@@ -165,9 +169,13 @@ def repair_damage(pixels: np.ndarray, noise_sigma: float, runtime: Runtime | Non
     if progress is not None:
         progress(0.3)
     if not mask.any():
-        return DamageRepair(pixels, mask, 0.0, {
-            **report, "skipped": True,
-            "reason": "no damage found" if user_mask is None else "the given mask is empty"})
+        reason = "no damage found"
+        if user_mask is not None:
+            reason = "the given mask is empty"
+        elif report.get("frameLinePixels") or report.get("protectedPixels"):
+            reason = ("no damage left: the thin lines found are the photo's frame or lie on "
+                      "eyes and lips")
+        return DamageRepair(pixels, mask, 0.0, {**report, "skipped": True, "reason": reason})
     fill_mask = mask
     if folds is not None and (folds[0].any() or folds[1].any()):
         from restora.pipeline.photo.regions import flatten_folds
