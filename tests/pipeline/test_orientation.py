@@ -126,6 +126,36 @@ def test_photos_the_right_way_up_are_never_turned(runtime: Runtime, detector: st
             assert all(d.rotation == 0 for d in found)
 
 
+def _beside(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    h = max(left.shape[0], right.shape[0])
+    canvas = np.full((h, left.shape[1] + right.shape[1], 3), 128, np.uint8)
+    canvas[:left.shape[0], :left.shape[1]] = left
+    canvas[:right.shape[0], left.shape[1]:] = right
+    return canvas
+
+
+@pytest.mark.parametrize("left,right", [(("photos", "06.png"), ("gray", "Einstein01.png")),
+                                        (("photos", "02.png"), ("photos", "04.jpg"))])
+def test_a_face_lying_beside_upright_ones_is_found_by_search(runtime: Runtime, left: tuple,
+                                                            right: tuple) -> None:
+    # a person lying down beside people standing: YuNet finds that face in the turned search
+    net = runtime.load(YUNET)
+    a, b = load(*left), turned(load(*right), 90)
+    photo = _beside(a, b)
+    standing = find(net, a, "upright")
+    upright = find(net, photo, "upright")
+    assert len(upright) == len(standing)  # the references' search misses the lying face
+    found = find(net, photo, "search")
+    assert len(found) == len(standing) + 1
+    assert [d.rotation for d in found].count(0) == len(standing)
+    lying = next(d for d in found if d.rotation == 90)
+    assert lying.box[0] >= a.shape[1] - 1 and abs(lying.tilt) < 20  # on the right, level
+    # the one lying face is found where the turned photo alone puts it
+    alone = find(net, b, "search")
+    shifted = [(d.box[0] + a.shape[1], d.box[1], d.box[2] + a.shape[1], d.box[3]) for d in alone]
+    assert max(det.box_iou(lying.box, s) for s in shifted) > 0.6
+
+
 class Counting:
     """A real detector that counts its runs."""
 

@@ -17,6 +17,7 @@ first run), so no export lands inside a step or in what the estimate measures.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -387,9 +388,10 @@ def _enhance_faces(img: Image, runtime: Runtime, fidelity: float, mono: MonoRepo
                               "fidelity": fidelity, "strength": FACE_STRENGTH,
                               "engine": out.engine, "precision": out.precision,
                               "engines": dict(out.engines)}
-    if out.faces and out.faces[0].rotation:
-        # one turn per photo (docs/enhance-faces.md): colorization sees it the right way up too
-        report["rotation"] = out.faces[0].rotation
+    turns = Counter(f.rotation for f in out.faces).most_common(1)
+    if turns and turns[0][0]:
+        # how most faces lie is how the photo lies: colorization sees it the right way up too
+        report["rotation"] = turns[0][0]
     result.warnings.extend(out.warnings)
     if not result.faces_enhanced:
         result.reports["face-enhancement"] = {**report, "skipped": True,

@@ -550,7 +550,11 @@ function renderFacts(result) {
   if (result.facesDetected !== undefined) add("Faces detected", result.facesDetected);
   else add("Faces enhanced", result.facesEnhanced);
   const turned = (result.faces || []).filter((f) => f.rotation);
-  if (turned.length) add("Faces turned", `${turned.length} (photo lying ${turned[0].rotation}° clockwise: restored the right way up)`);
+  if (turned.length) {
+    const all = turned.length === (result.faces || []).length && turned.every((f) => f.rotation === turned[0].rotation);
+    add("Faces turned", all ? `${turned.length} (photo lying ${turned[0].rotation}° clockwise: restored the right way up)`
+      : `${turned.length} of ${result.faces.length} (${turned.map((f) => `${f.rotation}°`).join(", ")} clockwise: restored the right way up)`);
+  }
   add("Model", result.model);
   add("Why this model", result.reason);
   if (Array.isArray(result.steps)) add("Steps", result.steps.map(stepLabel).join(", ") || "none needed");
