@@ -434,3 +434,44 @@ def test_a_photo_whose_only_thin_lines_are_face_features_says_so(tmp_path: Path,
     assert report["frameLinePixels"] + report["protectedPixels"] > 0
     assert report["skipped"] and report["reason"].startswith("no damage left")
     assert result.scratch_coverage == 0.0
+
+
+@pytest.mark.parametrize("toned", [False, True])
+def test_a_learned_fill_keeps_the_tone_of_a_black_and_white_photo(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toned: bool) -> None:
+    """LaMa answers in colour (the tiny conformance weights strongly); a grey photo must stay
+    exactly grey and a sepia print sepia, in the filled hole too."""
+    import cv2
+
+    from restora.pipeline.photo.mono import ToneCurve, detect_monochrome
+    from tiny_models import tiny_photo_repair_entries
+
+    runtime = tiny_runtime(tmp_path, monkeypatch, set(),
+                           extra=tiny_photo_repair_entries(scratch=False))
+    src = photo("photos/03.jpg")
+    grey = cv2.cvtColor(src.pixels, cv2.COLOR_RGB2GRAY)
+    damaged = grey.copy()
+    cv2.circle(damaged, (300, 60), 16, 250, -1)  # a hole, given as the user's mask: LaMa fills it
+    px = np.repeat(damaged[..., None], 3, axis=2)
+    if toned:
+        px = sepia_copy(px)
+    mask = np.zeros(grey.shape, np.uint8)
+    cv2.circle(mask, (300, 60), 18, 255, -1)
+    result = restore_photo(src.with_pixels(px), runtime=runtime, face_enhancement=False,
+                           denoise=False, mask=mask)
+    report = result.reports["scratch-removal"]
+    assert report["fill"]["wideFill"] == "lama" and report["toneKept"]
+    out = result.image.pixels
+    hole = np.zeros(grey.shape, np.uint8)
+    cv2.circle(hole, (300, 60), 12, 1, -1)
+    hole = hole.astype(bool)
+    assert not np.array_equal(out[hole], px[hole])  # really filled
+    if not toned:
+        assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])
+    else:
+        assert detect_monochrome(out).is_monochrome
+        lab = cv2.cvtColor(out[hole].reshape(-1, 1, 3).astype(np.float32) / 255,
+                           cv2.COLOR_RGB2Lab)[:, 0]
+        curve = ToneCurve.of(px)
+        mid = (lab[:, 0] > 5) & (lab[:, 0] < 85)
+        assert np.abs(lab[mid, 2] - np.interp(lab[mid, 0], curve.levels, curve.b)).max() < 2.0

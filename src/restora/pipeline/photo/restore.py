@@ -188,6 +188,10 @@ def restore_photo(
         mono = detect_monochrome(img.pixels, exclude=result.mask)
         result.is_grayscale = mono.is_monochrome
         result.reports["analysis"].update({**mono.to_dict(), "damageExcluded": True})
+        if mono.is_monochrome and "scratch-removal" in result.steps:
+            # an inpainting network answers in colour too: the fill takes the print's tone
+            pixels = retone(pixels, img.pixels, exclude=result.mask)
+            result.reports["scratch-removal"]["toneKept"] = True
 
     clock.started("denoise")
     if opts.denoise:
@@ -407,9 +411,13 @@ def _enhance_faces(img: Image, runtime: Runtime, fidelity: float, mono: MonoRepo
     return image
 
 
-def retone(new: np.ndarray, toned: np.ndarray) -> np.ndarray:
+def retone(new: np.ndarray, toned: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
     """Give the pixels where ``new`` differs from the monochrome ``toned`` the print's tint
-    (:class:`.mono.ToneCurve`, tabulated from ``toned``); unchanged pixels are returned exactly."""
+    (:class:`.mono.ToneCurve`, tabulated from ``toned`` without ``exclude``), or their luma
+    where ``toned`` is exactly grey (R == G == B), so it stays so; unchanged pixels are
+    returned exactly."""
+    from restora.io.image import is_grayscale
+    from restora.pipeline.paste import LUMA
     from restora.pipeline.photo.mono import ToneCurve
 
     changed = (new != toned).any(axis=2)
@@ -417,8 +425,12 @@ def retone(new: np.ndarray, toned: np.ndarray) -> np.ndarray:
         return new
     top = 65535.0 if new.dtype == np.uint16 else 255.0
     px = new[changed].astype(np.float32) / np.float32(top)
+    if is_grayscale(toned):
+        px = np.repeat((px @ LUMA)[:, None], 3, axis=1)
+    else:
+        px = ToneCurve.of(toned, exclude).apply(px)
     out = new.copy()
-    out[changed] = np.rint(ToneCurve.of(toned).apply(px) * top).astype(new.dtype)
+    out[changed] = np.rint(np.clip(px, 0.0, 1.0) * top).astype(new.dtype)
     return out
 
 
