@@ -7,6 +7,7 @@ page's console errors fail the test that caused them.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -146,6 +147,25 @@ def wait_done(page, row: str = "#queue li", n: int = 1) -> None:
         arg=[row, n], timeout=JOB_TIMEOUT_MS)
 
 
+def transfer(page, event: str, target: str = "document", files=(), text: str | None = None) -> bool:
+    """Dispatches a real ``paste`` ClipboardEvent (or ``drop`` DragEvent) on ``target`` whose
+    DataTransfer holds Files made from ``files`` ((bytes, name, type) each) and optionally plain
+    text; returns whether the page took it (``defaultPrevented``)."""
+    return page.evaluate("""([event, target, files, text]) => {
+        const dt = new DataTransfer();
+        for (const [b64, name, type] of files) {
+          const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+          dt.items.add(new File([bytes], name, { type }));
+        }
+        if (text !== null) dt.setData("text/plain", text);
+        const init = { bubbles: true, cancelable: true };
+        const ev = event === "paste" ? new ClipboardEvent("paste", { ...init, clipboardData: dt })
+          : new DragEvent(event, { ...init, dataTransfer: dt });
+        (target === "document" ? document : document.querySelector(target)).dispatchEvent(ev);
+        return ev.defaultPrevented;
+    }""", [event, target, [[base64.b64encode(b).decode(), n, t] for b, n, t in files], text])
+
+
 def test_page_loads_nothing_from_third_parties(server: str, browser) -> None:
     with Page(browser, server) as page:
         requested: list[str] = []
@@ -260,6 +280,112 @@ def test_batch_queue_zip_history_reload_and_delete(server: str, browser, tmp_pat
         assert page.locator("#result-panel").is_hidden()  # it was the job on show
         assert httpx.get(f"{server}/api/v1/jobs/{tif_job}").status_code == 404
         assert "job=" not in page.url
+
+
+def test_pasted_images_are_taken_as_if_dropped(server: str, browser) -> None:
+    """Ctrl/Cmd+V of clipboard images: the drop's path (same label, queue, results), with names
+    made from the type when the clipboard gives none (or the browser's generic "image.png")."""
+    from playwright.sync_api import expect
+
+    dropped = shared_path("testdata", "photos", "01.jpg")
+    jpeg = shared_path("testdata", "photos", "03.jpg").read_bytes()
+    buf = io.BytesIO()
+    PILImage.open(shared_path("testdata", "photos", "04.jpg")).save(buf, "PNG")
+    png = buf.getvalue()
+    with Page(browser, server, viewport=DESKTOP) as page:
+        page.goto(server + "/")
+        assert "or paste an image" in page.locator("#drop-help").inner_text()
+        expect(page.locator("#drop")).to_have_accessible_description(
+            "One or many, or paste an image (Ctrl+V). JPEG, PNG, WebP, AVIF, HEIC, TIFF, RAW, PSD, "
+            "EXR, HDR…")
+        # A drop first: what a paste must look like.
+        assert transfer(page, "drop", "#drop", [(dropped.read_bytes(), "01.jpg", "image/jpeg")])
+        assert page.locator("#file-name").inner_text() == "01.jpg (9.1 KB)"
+        assert page.locator("#submit").inner_text() == "Restore"
+
+        # A paste anywhere on the page (not in a field) replaces the choice, like a new drop.
+        assert transfer(page, "paste", files=[(jpeg, "", "image/jpeg"),
+                                              (png, "image.png", "image/png")])
+        assert page.evaluate("state.files.map((f) => [f.name, f.type, f.size])") == [
+            ["pasted-1.jpg", "image/jpeg", len(jpeg)], ["pasted-2.png", "image/png", len(png)]]
+        assert page.locator("#file-name").inner_text().startswith("2 files (")
+        assert page.locator("#submit").inner_text() == "Restore 2 photos"
+        shot(page, "pasted")
+        page.click("#submit")
+        assert page.locator("#queue li .job-name").all_inner_texts() == ["pasted-1.jpg",
+                                                                         "pasted-2.png"]
+        wait_done(page, n=2)
+        assert page.locator('#queue li[data-status="succeeded"]').count() == 2
+        page.wait_for_function("[...document.querySelectorAll('#queue li img.thumb')]"
+                               ".every((img) => img.naturalWidth > 0)")
+        page.wait_for_selector("#result-panel:not([hidden])")
+        page.wait_for_function("document.getElementById('after').naturalWidth > 0 && "
+                               "document.getElementById('before').naturalWidth > 0")
+        assert page.locator("#result-title").inner_text() in ("Result — pasted-1.jpg",
+                                                              "Result — pasted-2.png")
+        with page.expect_download() as dl:
+            page.click("#download-all")
+        names = zipfile.ZipFile(dl.value.path()).namelist()
+        assert sorted(names) == ["pasted-1_enhanced.png", "pasted-2_enhanced.png"], names
+        jobs = page.evaluate("state.entries.map((e) => e.jobId)")
+        shot(page, "pasted-result")
+    # The server kept the names the page gave the pasted files.
+    for job, name in zip(jobs, ["pasted-1.jpg", "pasted-2.png"]):
+        snap = httpx.get(f"{server}/api/v1/jobs/{job}").json()
+        assert snap["status"] == "succeeded" and snap["result"]["filename"].startswith(name[:-4])
+
+
+def test_paste_in_fields_and_pastes_without_images_add_no_file(server: str, browser) -> None:
+    """In the seed and API key fields paste edits the text; a paste of text elsewhere does
+    nothing. The real keys too: the clipboard written, then Ctrl+V."""
+    jpeg = shared_path("testdata", "photos", "03.jpg").read_bytes()
+    with Page(browser, server, viewport=DESKTOP,
+              permissions=["clipboard-read", "clipboard-write"]) as page:
+        page.goto(server + "/")
+        seed = '#params-enhance-faces [name="seed"]'
+        page.click(".apikey summary")
+        for field in (seed, "#api-key"):
+            page.focus(field)
+            assert not transfer(page, "paste", field, [(jpeg, "", "image/jpeg")])
+        assert page.evaluate("state.files.length") == 0
+        assert page.locator("#submit").is_disabled()
+        assert page.locator("#file-name").inner_text() == ""
+        # Plain text on the page: nothing taken, no error (console errors fail the test).
+        page.focus("#drop")
+        assert not transfer(page, "paste", text="just some words")
+        assert not transfer(page, "paste", files=[(b"%PDF-1.4", "notes.pdf", "application/pdf")])
+        assert page.evaluate("state.files.length") == 0
+        assert page.locator("#error-panel").is_hidden()
+
+        # Real Ctrl+V: text typed into the seed field keeps its meaning there...
+        page.evaluate("navigator.clipboard.writeText('42')")
+        page.focus(seed)
+        page.keyboard.press("Control+V")
+        assert page.locator(seed).input_value() == "42"
+        # ...and an image on the clipboard goes into the seed field as nothing, onto the page
+        # as a file (Chromium names it image.png: renamed by its type).
+        page.evaluate("""async (b64) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const bitmap = await createImageBitmap(new Blob([bytes], { type: "image/jpeg" }));
+            const canvas = document.createElement("canvas");
+            canvas.width = bitmap.width; canvas.height = bitmap.height;
+            canvas.getContext("2d").drawImage(bitmap, 0, 0);
+            const png = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+            await navigator.clipboard.write([new ClipboardItem({ "image/png": png })]);
+        }""", base64.b64encode(jpeg).decode())
+        page.keyboard.press("Control+V")
+        assert page.evaluate("state.files.length") == 0
+        page.locator("#theme").focus()
+        page.keyboard.press("Control+V")
+        page.wait_for_function("state.files.length == 1")
+        assert page.evaluate("[state.files[0].name, state.files[0].type]") == ["pasted-1.png",
+                                                                               "image/png"]
+        assert page.locator("#file-name").inner_text().startswith("pasted-1.png (")
+        assert page.locator("#submit").is_enabled()
+        # A text paste afterwards leaves the chosen file alone.
+        page.evaluate("navigator.clipboard.writeText('not a photo')")
+        page.keyboard.press("Control+V")
+        assert page.evaluate("state.files.map((f) => f.name)") == ["pasted-1.png"]
 
 
 def test_comparison_labels_drag_touch_side_by_side_zoom_pan_and_face_strip(

@@ -103,6 +103,48 @@ drop.addEventListener("click", (e) => { if (e.target === drop) $("file").click()
 }));
 drop.addEventListener("drop", (e) => setFiles(e.dataTransfer.files));
 
+// Paste (Ctrl/Cmd+V) anywhere on the page: the clipboard's images are taken as if dropped. In a
+// field where paste edits text (the seed, the API key...) it keeps its normal meaning.
+const NOT_TEXT = new Set(["button", "checkbox", "color", "file", "hidden", "image", "radio", "range", "reset", "submit"]);
+function editsText(node) {
+  if (!(node instanceof Element)) return false;
+  if (node.isContentEditable || node.tagName === "TEXTAREA") return true;
+  return node.tagName === "INPUT" && !NOT_TEXT.has(node.type);
+}
+
+// A clipboard image often has no name, or the browser's generic "image.png": named by its type
+// instead (pasted-1.png, pasted-2.jpg...), so the queue, history and results read sensibly.
+const PASTE_EXT = { jpeg: "jpg", "svg+xml": "svg", tiff: "tif", "x-icon": "ico", "vnd.microsoft.icon": "ico" };
+let pasteSeq = 0;
+function pastedName(file) {
+  if (file.name && !/^image\.[a-z0-9]+$/i.test(file.name)) return file;
+  const sub = file.type.split("/")[1] || "png";
+  const ext = PASTE_EXT[sub] || sub.replace(/^x-/, "").replace(/[^a-z0-9].*$/i, "") || "png";
+  return new File([file], `pasted-${++pasteSeq}.${ext}`, { type: file.type, lastModified: file.lastModified });
+}
+
+function clipboardImages(data) {
+  if (!data) return [];
+  const isImage = (f) => f && f.type.startsWith("image/");
+  let files = Array.from(data.files || []).filter(isImage);
+  if (!files.length) {
+    files = Array.from(data.items || []).filter((it) => it.kind === "file" && it.type.startsWith("image/"))
+      .map((it) => it.getAsFile()).filter(isImage);
+  }
+  return files;
+}
+
+// Apple keyboards paste with Cmd+V.
+if (/Mac|iPhone|iPad|iPod/.test(navigator.platform || navigator.userAgent)) $("paste-key").textContent = "Cmd+V";
+
+document.addEventListener("paste", (e) => {
+  if (editsText(e.target) || editsText(document.activeElement)) return;
+  const files = clipboardImages(e.clipboardData);
+  if (!files.length) return;  // text or nothing usable: no file, no error
+  e.preventDefault();
+  setFiles(files.map(pastedName));
+});
+
 // ---- parameters --------------------------------------------------------------------------------
 function currentTool() {
   return document.querySelector('input[name="tool"]:checked').value;
