@@ -11,7 +11,7 @@ import binascii
 import time
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -20,10 +20,11 @@ from restora.errors import InputError, InvalidParameter, RestoraError
 from restora.service import params as P
 from restora.service.middleware import client_id
 from restora.service.references import check_references, url_list
+from restora.service.routing import Router
 from restora.service.store import SUCCEEDED
 from restora.service.views import absolute, base_url, check_job_image, manager, owner, settings
 
-router = APIRouter(tags=["CodeFormer Space"])
+router = Router(tags=["CodeFormer Space"])
 
 _BOOL = {"true": True, "1": True, "yes": True, "on": True,
          "false": False, "0": False, "no": False, "off": False}

@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -23,12 +23,13 @@ from restora.errors import InvalidParameter, RestoraError
 from restora.service import history
 from restora.service.fetch import check_url
 from restora.service.middleware import client_id
+from restora.service.routing import Router
 from restora.service.store import SUCCEEDED
 from restora.service.webhooks import validate_webhook_url
 from restora.service.views import (JobNotFound, check_job_image, file_response, get_job,
                                    manager, owner, settings, snapshot)
 
-router = APIRouter(tags=["History"])
+router = Router(tags=["History"])
 
 #: longest side of the input preview: enough to compare at 100 % on most screens
 INPUT_PREVIEW_SIDE = 2048

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-router = APIRouter(tags=["Operations"], include_in_schema=True)
+from restora.service.routing import Router
+
+router = Router(tags=["Operations"], include_in_schema=True)
 
 
 def _role(request: Request) -> str:

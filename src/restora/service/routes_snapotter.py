@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, File, Form, Header, Request, Response, UploadFile
+from fastapi import File, Form, Header, Request, Response, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -14,13 +14,14 @@ from restora.service import params as P
 from restora.service.middleware import client_id
 from restora.service.jobs import is_valid_download_name
 from restora.service.references import check_references, url_list
+from restora.service.routing import Router
 from restora.service.sse import job_events, parse_last_event_id
 from restora.service.views import (JobNotFound, check_image, check_job_image, file_response,
                                    get_job, manager, owner, settings, snapshot)
 
 settings_of = settings  # the route parameter named ``settings`` shadows it inside routes
 
-router = APIRouter(tags=["SnapOtter"])
+router = Router(tags=["SnapOtter"])
 
 _MEDIA = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp"}
 
@@ -115,9 +116,7 @@ async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
     return snapshot(record, settings(request))
 
 
-# HEAD is its own route (FileResponse sends the GET's headers without the body); without it,
-# HEAD fell through to the static web-page mount and got a 404.
-@router.head("/api/v1/download/{job_id}/{filename}", include_in_schema=False)
+# HEAD (the router's twin of every GET route): FileResponse sends the GET's headers alone.
 @router.get("/api/v1/download/{job_id}/{filename}", summary="Download a result or preview.webp")
 async def download(request: Request, job_id: str, filename: str) -> Response:
     m = manager(request)

@@ -7,7 +7,7 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -16,11 +16,12 @@ from restora.service import params as P
 from restora.service.middleware import client_id
 from restora.service.fetch import BlockedURL, check_url
 from restora.service.references import check_references, url_list
+from restora.service.routing import Router
 from restora.service.views import (JobNotFound, artwork, base_url, get_job, manager, owner,
                                    settings)
 from restora.service.webhooks import validate_webhook_url
 
-router = APIRouter(tags=["Tengrai"])
+router = Router(tags=["Tengrai"])
 
 
 @router.post("/v2/artworks/face-refiner", status_code=202, summary="Refine faces in an image URL")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -14,10 +14,11 @@ from restora.service import params as P
 from restora.service.middleware import client_id
 from restora.service.finishing import credits_for
 from restora.service.references import check_references
+from restora.service.routing import Router
 from restora.service.views import check_job_image, manager, owner, settings
 from restora.service.webhooks import validate_webhook_url
 
-router = APIRouter(tags=["Topaz"])
+router = Router(tags=["Topaz"])
 
 _BOOL = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _FLOATS = ("strength", "creativity", "grain_density", "grain_size", "grain_strength")

@@ -1,0 +1,104 @@
+"""HTTP methods against a real server: HEAD on every GET route, without starting a stream."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import httpx
+import pytest
+
+from service_helpers import (http_fixture_server, live_server, make_settings, png_bytes,
+                             serve_files, service_tools, wait_for)
+
+#: headers a HEAD must answer exactly as the GET does (where the GET sends them)
+SAME = ("content-type", "content-length", "etag", "last-modified", "content-disposition",
+        "cache-control", "transfer-encoding", "accept-ranges")
+#: each job takes about this long (10 bands), so a running one can be caught
+STEP_S = 0.3
+
+
+def _finish(c: httpx.Client, url: str) -> dict:
+    return wait_for(lambda: (s := c.get(url).json())["status"]
+                    in ("succeeded", "failed", "canceled") and s, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A live server, a client, a finished enhance-faces job and a finished Tengrai artwork."""
+    settings = make_settings(tmp_path_factory.mktemp("home"), allow_loopback_fetch=True)
+    with http_fixture_server(serve_files({"/p.png": png_bytes(40, 30, seed=3)})) as img_base, \
+            live_server(settings, tools=service_tools(step_s=STEP_S)) as srv, \
+            httpx.Client(base_url=srv.url, timeout=30) as c:
+        r = c.post("/api/v1/tools/enhance-faces",
+                   files={"file": ("p.png", png_bytes(48, 32, seed=5), "image/png")})
+        assert r.status_code == 202, r.text
+        job = _finish(c, f"/api/v1/jobs/{r.json()['jobId']}")
+        r = c.post("/v2/artworks/face-refiner", json={"imageUrl": f"{img_base}/p.png"})
+        assert r.status_code == 202, r.text
+        art = _finish(c, f"/v2/artworks/{r.json()['id']}")
+        assert job["status"] == art["status"] == "succeeded", (job, art)
+        yield c, job, art
+
+
+def _get_urls(c: httpx.Client, job: dict, art: dict) -> list[str]:
+    """A concrete URL for every GET route in the OpenAPI schema, and the documents' own."""
+    values = {"job_id": job["jobId"], "filename": job["result"]["filename"],
+              "artwork_id": art["id"]}
+    query = {"/api/v1/archive.zip": f"?jobs={job['jobId']}"}
+    urls = ["/openapi.json", "/docs", "/redoc"]
+    for path, item in c.get("/openapi.json").json()["paths"].items():
+        if "get" in item:
+            # a new path parameter needs a value here: KeyError until it has one
+            urls.append(re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
+                        + query.get(path, ""))
+    return urls
+
+
+def test_every_get_route_answers_head_like_get(env):
+    c, job, art = env
+    urls = _get_urls(c, job, art)
+    for needed in (f"/api/v1/jobs/{job['jobId']}", f"/api/v1/jobs/{job['jobId']}/input.webp",
+                   f"/api/v1/jobs/{job['jobId']}/progress", "/api/v1/jobs", "/api/health",
+                   "/healthz", "/readyz", "/metrics", f"/v2/artworks/{art['id']}",
+                   f"/api/v1/archive.zip?jobs={job['jobId']}"):
+        assert needed in urls, needed
+    for url in urls:
+        got, head = c.get(url), c.head(url)
+        assert got.status_code == head.status_code == 200, (url, head.status_code)
+        assert head.content == b"", url
+        for name in SAME:
+            if name == "content-length" and url == "/metrics":
+                continue  # the scrape itself moves the counters
+            assert head.headers.get(name) == got.headers.get(name), (url, name)
+    # what GET refuses, HEAD refuses alike: the same status and error headers, no body
+    for url in ("/api/v1/jobs/nope", "/api/v1/jobs/nope/input.webp", "/api/v1/jobs/nope/progress",
+                f"/v2/artworks/{job['jobId']}", "/api/v1/jobs?limit=0"):
+        got, head = c.get(url), c.head(url)
+        assert got.status_code == head.status_code and got.status_code in (400, 404), url
+        assert head.content == b"" and head.headers["content-type"] == "application/json"
+        assert head.headers["content-length"] == got.headers["content-length"], url
+
+
+def test_openapi_has_no_head_operations(env):
+    c, _, _ = env
+    paths = c.get("/openapi.json").json()["paths"]
+    assert not [p for p, item in paths.items() if "head" in item]
+
+
+def test_head_on_a_running_jobs_progress_sends_headers_without_starting_the_stream(env):
+    c, _, _ = env
+    r = c.post("/api/v1/tools/enhance-faces",
+               files={"file": ("p.png", png_bytes(48, 32, seed=6), "image/png")})
+    job_id = r.json()["jobId"]
+    wait_for(lambda: c.get(f"/api/v1/jobs/{job_id}").json()["status"] == "processing")
+    start = time.monotonic()
+    head = c.head(f"/api/v1/jobs/{job_id}/progress")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-type"].startswith("text/event-stream")
+    assert head.headers["cache-control"] == "no-cache"
+    # the next request on the same connection is answered while the job still runs: the HEAD
+    # did not hold the connection open as a stream until the job's end
+    assert c.get(f"/api/v1/jobs/{job_id}").json()["status"] == "processing"
+    assert time.monotonic() - start < 10 * STEP_S
+    _finish(c, f"/api/v1/jobs/{job_id}")
