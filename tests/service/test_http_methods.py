@@ -102,3 +102,57 @@ def test_head_on_a_running_jobs_progress_sends_headers_without_starting_the_stre
     assert c.get(f"/api/v1/jobs/{job_id}").json()["status"] == "processing"
     assert time.monotonic() - start < 10 * STEP_S
     _finish(c, f"/api/v1/jobs/{job_id}")
+
+
+# --- Allow: OPTIONS and 405 list what the path's routes serve ----------------------------------
+
+ALLOW = {
+    "/api/v1/tools/enhance-faces": "POST, OPTIONS",
+    "/api/v1/tools/face-recovery": "POST, OPTIONS",
+    "/api/v1/jobs/nope": "GET, HEAD, DELETE, OPTIONS",
+    "/api/v1/jobs/nope/progress": "GET, HEAD, OPTIONS",
+    "/api/v1/jobs/nope/cancel": "POST, OPTIONS",
+    "/api/v1/jobs/nope/retry": "POST, OPTIONS",
+    "/api/v1/jobs": "GET, HEAD, OPTIONS",
+    "/api/v1/download/nope/x.png": "GET, HEAD, OPTIONS",
+    "/api/process": "POST, OPTIONS",
+    "/api/health": "GET, HEAD, OPTIONS",
+    "/v2/artworks/face-refiner": "GET, HEAD, POST, OPTIONS",  # GET: the {artwork_id} route
+    "/v2/artworks/nope": "GET, HEAD, OPTIONS",
+    "/healthz": "GET, HEAD, OPTIONS",
+    "/openapi.json": "GET, HEAD, OPTIONS",
+    "/": "GET, HEAD, OPTIONS",  # the web page
+    "/index.html": "GET, HEAD, OPTIONS",
+}
+#: paths no route serves (the static mount has no such file)
+UNSERVED = ("/nope", "/api/v1/nothing", "/api/v1/jobs/a/b/c", "/v2/nothing", "/api/process/x")
+
+
+@pytest.mark.parametrize("path", list(ALLOW))
+def test_options_and_405_list_the_methods_the_path_serves(env, path):
+    c, _, _ = env
+    r = c.options(path)
+    assert r.status_code == 204, r.text
+    assert r.headers["allow"] == ALLOW[path]
+    for method in ("PUT", "PATCH", "GET", "POST"):
+        if method in ALLOW[path].split(", "):
+            continue
+        r = c.request(method, path)
+        assert r.status_code == 405, (method, r.status_code, r.text)
+        assert r.headers["allow"] == ALLOW[path], method
+
+
+@pytest.mark.parametrize("path", UNSERVED)
+def test_a_path_no_route_serves_is_404_for_every_method(env, path):
+    c, _, _ = env
+    for method in ("OPTIONS", "GET", "HEAD", "POST", "DELETE"):
+        r = c.request(method, path)
+        assert r.status_code == 404, (method, r.status_code)
+        assert "allow" not in r.headers, method
+        if method != "HEAD":
+            body = r.json()
+            assert body["code"] == "not_found" and (body.get("error") or body["message"])
+    # a CORS preflight is the CORS layer's, whatever the path (unchanged)
+    r = c.options(path, headers={"Origin": "https://app.example",
+                                 "Access-Control-Request-Method": "POST"})
+    assert r.status_code == 200 and "POST" in r.headers["access-control-allow-methods"]

@@ -97,17 +97,31 @@ def _body_message(detail: str) -> str:
     return f"The request body could not be read: {detail[:1].lower()}{detail[1:]}"
 
 
-def _http_response(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    message = exc.detail if isinstance(exc.detail, str) else _reason(exc.status_code)
-    if exc.status_code == 400:
+async def _http_response(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    from restora.service.routing import allowed_methods
+
+    status = exc.status_code
+    message = exc.detail if isinstance(exc.detail, str) else _reason(status)
+    if status == 400:
         # Only the body parsers raise a bare 400 (Starlette's form/multipart parser, FastAPI's
         # "error parsing the body"): a malformed request, so the documented code for one.
         return error_response(request, 400, "invalid_parameter", _body_message(message),
                               extra={"field": "body"})
+    headers = dict(exc.headers) if exc.headers else {}
+    if status in (404, 405):
+        # The static web-page mount takes every request no route takes, whatever the path:
+        # its 404 or 405 becomes a 405 with the methods the path's routes really serve, or a
+        # 404 when no route serves the path at all.
+        allowed = await allowed_methods(request.scope)
+        if request.method not in allowed:
+            status = 405 if allowed else 404
+            message = _reason(status)
+            headers.pop("Allow", None)
+            if allowed:
+                headers["Allow"] = ", ".join(allowed)
     code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-            413: "payload_too_large"}.get(exc.status_code, "http_error")
-    return error_response(request, exc.status_code, code, message,
-                          headers=dict(exc.headers) if exc.headers else None)
+            413: "payload_too_large"}.get(status, "http_error")
+    return error_response(request, status, code, message, headers=headers or None)
 
 
 def install(app: Any) -> None:

@@ -256,18 +256,24 @@ class ApiKeyMiddleware:
 
 
 class OptionsMiddleware:
-    """Answer every ``OPTIONS`` request itself (204 with ``Allow``), so one that is not a CORS
-    preflight (those the CORS layer outside answers) never reaches the static-file mount."""
-
-    ALLOW = b"GET, POST, DELETE, OPTIONS"
+    """Answer every ``OPTIONS`` request itself, so one that is not a CORS preflight (those the
+    CORS layer outside answers) never reaches the static-file mount: 204 with ``Allow`` listing
+    the methods the routes serve on that path, or 404 when none serves it."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope.get("method") == "OPTIONS":
+            from restora.service.routing import allowed_methods
+
+            allowed = await allowed_methods(scope)
+            if not allowed:
+                await _send_error(send, scope.get("path", "/"), 404, "not_found", "Not Found")
+                return
             await send({"type": "http.response.start", "status": 204,
-                        "headers": [(b"allow", self.ALLOW), (b"content-length", b"0")]})
+                        "headers": [(b"allow", ", ".join(allowed).encode()),
+                                    (b"content-length", b"0")]})
             await send({"type": "http.response.body", "body": b""})
             return
         await self.app(scope, receive, send)

@@ -1,4 +1,4 @@
-"""HTTP methods per route: every GET route also answers HEAD.
+"""HTTP methods per route: every GET route also answers HEAD, and what a path allows.
 
 HTTP asks a server that supports GET on a resource to support HEAD (RFC 9110, 9.3.2), and
 FastAPI's routes answer only the methods they declare: without a HEAD route, a HEAD fell through
@@ -6,6 +6,9 @@ to the static web-page mount and got a 404. :class:`Router` registers a HEAD twi
 route, here in one place: the same endpoint, parameters and checks (a 404 for GET is a 404 for
 HEAD), left out of the OpenAPI schema. uvicorn sends no body for a HEAD; a streamed answer
 (SSE, the zip archive) is not even started (:class:`HeadRoute`).
+
+:func:`allowed_methods` says which methods the routes really serve on a path, for ``Allow`` on
+OPTIONS and on 405 answers.
 """
 
 from __future__ import annotations
@@ -14,7 +17,13 @@ from typing import Any, AsyncIterator, Callable, Coroutine
 
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 from starlette.responses import StreamingResponse
+from starlette.routing import Match, Mount
+from starlette.staticfiles import StaticFiles
+
+#: the methods a route may serve, in the order ``Allow`` lists them (OPTIONS last, always)
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 async def _no_body() -> AsyncIterator[bytes]:
@@ -53,3 +62,41 @@ class Router(APIRouter):
             super().add_api_route(path, endpoint, **{
                 **kwargs, "methods": ["HEAD"], "include_in_schema": False,
                 "route_class_override": HeadRoute})
+
+
+async def _serves(route: Any, scope: dict[str, Any]) -> bool:
+    """Whether a route that fully matched ``scope`` serves it: any route does, except the static
+    web-page mount, which matches every path but serves GET and HEAD of its files only."""
+    static = getattr(route, "app", None)
+    if not isinstance(route, Mount) or not isinstance(static, StaticFiles):
+        return True
+    if scope["method"] not in ("GET", "HEAD"):
+        return False
+    try:
+        response = await static.get_response(static.get_path(scope), scope)
+    except (HTTPException, OSError):
+        return False
+    return response.status_code != 404  # html mode's 404.html page
+
+
+async def allowed_methods(scope: dict[str, Any]) -> list[str]:
+    """The methods the app serves on the request's path, the way its router would dispatch each
+    one (the first route that fully matches takes it), with OPTIONS (answered for every served
+    path by :class:`restora.service.middleware.OptionsMiddleware`); ``[]`` when no route serves
+    the path at all."""
+    router = getattr(scope.get("app"), "router", None)
+    if router is None:
+        return []
+    base = {"type": "http", "path": scope["path"], "app": scope["app"],
+            "root_path": scope.get("app_root_path", scope.get("root_path", "")),
+            "headers": scope.get("headers", []), "query_string": b""}
+    allowed = []
+    for method in METHODS:
+        probe = {**base, "method": method}
+        for route in router.routes:
+            match, child = route.matches(probe)
+            if match is Match.FULL:
+                if await _serves(route, {**probe, **child}):
+                    allowed.append(method)
+                break
+    return [*allowed, "OPTIONS"] if allowed else []
