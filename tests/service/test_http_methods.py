@@ -1,4 +1,5 @@
-"""HTTP methods against a real server: HEAD on every GET route, without starting a stream."""
+"""HTTP methods against a real server: HEAD on every GET route (without starting a stream),
+`Allow` on OPTIONS and 405, and a documented `code` on every bare HTTP error."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import time
 import httpx
 import pytest
 
-from service_helpers import (http_fixture_server, live_server, make_settings, png_bytes,
-                             serve_files, service_tools, wait_for)
+from service_helpers import (REPO, http_fixture_server, live_server, make_settings,
+                             png_bytes, serve_files, service_tools, wait_for)
 
 #: headers a HEAD must answer exactly as the GET does (where the GET sends them)
 SAME = ("content-type", "content-length", "etag", "last-modified", "content-disposition",
@@ -156,3 +157,77 @@ def test_a_path_no_route_serves_is_404_for_every_method(env, path):
     r = c.options(path, headers={"Origin": "https://app.example",
                                  "Access-Control-Request-Method": "POST"})
     assert r.status_code == 200 and "POST" in r.headers["access-control-allow-methods"]
+
+
+# --- every error answer has a documented code ---------------------------------------------------
+
+def _documented_codes() -> dict[int, set[str]]:
+    """HTTP status -> the codes docs/service.md's error table lists for it."""
+    text = (REPO / "docs" / "service.md").read_text()
+    rows = text[text.index("| HTTP | codes |"):].splitlines()[2:]
+    codes: dict[int, set[str]] = {}
+    for row in rows:
+        if not row.startswith("|"):
+            break
+        status, cell = row.strip("|").split("|", 1)
+        codes[int(status)] = set(re.findall(r"`([a-z_]+)`", cell))
+    return codes
+
+
+@pytest.mark.parametrize("method, path, shape", [
+    ("PUT", "/api/v1/jobs/nope", "snapotter"),
+    ("GET", "/api/v1/tools/enhance-faces", "snapotter"),
+    ("POST", "/index.html", "snapotter"),  # the web page's files
+    ("GET", "/api/v1/tools/face-recovery", "topaz"),
+    ("GET", "/api/process", "codeformer"),
+    ("POST", "/api/health", "codeformer"),
+    ("DELETE", "/v2/artworks/nope", "tengrai"),
+])
+def test_405_is_a_documented_code_in_each_api_style(env, method, path, shape):
+    c, _, _ = env
+    r = c.request(method, path)
+    assert r.status_code == 405 and r.headers["allow"], r.text
+    body = r.json()
+    assert body["code"] == "method_not_allowed"
+    assert body["code"] in _documented_codes()[405]
+    if shape == "snapotter":
+        assert body["error"] == "Method Not Allowed"
+    elif shape == "topaz":
+        assert body["status"] == 405 and body["message"]
+    elif shape == "codeformer":
+        assert body["status"] == "error" and body["message"]
+    else:
+        assert body["statusCode"] == 405 and body["error"] == "Method Not Allowed"
+
+
+def test_bare_http_errors_have_documented_codes(env):
+    c, job, _ = env
+    documented = _documented_codes()
+    for method, path in (("GET", "/nope"), ("POST", "/nope"), ("OPTIONS", "/nope"),
+                         ("GET", "/api/v1/nothing"), ("DELETE", "/v2/nothing"),
+                         ("PATCH", "/api/v1/jobs"), ("PUT", "/healthz")):
+        r = c.request(method, path)
+        assert r.json()["code"] in documented[r.status_code], (method, path, r.text)
+
+
+def test_a_bad_range_on_a_download_is_a_documented_error(env):
+    """FileResponse answered a malformed or unsatisfiable ``Range`` in plain text, no code."""
+    c, job, _ = env
+    documented = _documented_codes()
+    url = job["result"]["downloadUrl"]
+    size = len(c.get(url).content)
+    for method in ("GET", "HEAD"):
+        r = c.request(method, url, headers={"Range": f"bytes={size}-"})
+        assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{size}"
+        assert r.headers["content-type"] == "application/json"
+        r = c.request(method, url, headers={"Range": "pages=1-2"})
+        assert r.status_code == 400 and r.headers["content-type"] == "application/json"
+    r = c.get(url, headers={"Range": f"bytes={size}-"})
+    assert r.json()["code"] == "range_not_satisfiable" in documented[416], r.text
+    r = c.get(url, headers={"Range": "pages=1-2"})
+    body = r.json()
+    assert body["code"] == "invalid_parameter" and body["field"] == "Range", r.text
+    assert "bytes" in body["error"]
+    # a Range that If-Range disqualifies is ignored, as before: the whole file
+    r = c.get(url, headers={"Range": "pages=1-2", "If-Range": '"other"'})
+    assert r.status_code == 200 and len(r.content) == size

@@ -157,7 +157,34 @@ async def file_response(request: Request, path: Path, media_type: str,
     if not_modified(request.headers, response.headers["etag"], stat.st_mtime):
         return Response(status_code=304, headers={
             k: response.headers[k] for k in _NOT_MODIFIED_HEADERS if k in response.headers})
-    return response
+    return _range_error(request, response, stat.st_size) or response
+
+
+def _range_error(request: Request, response: FileResponse, size: int) -> Response | None:
+    """A ``Range`` that FileResponse would refuse in plain text, refused in the API's error
+    shape instead: 416 ``range_not_satisfiable`` (with ``Content-Range: bytes */size``), or 400
+    ``invalid_parameter`` (``field: Range``). Checked under FileResponse's own conditions (a
+    GET/HEAD whose ``If-Range``, if any, matches) with its own parser."""
+    from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
+
+    from restora.errors import InvalidParameter
+    from restora.service.errors import error_response, restora_error_response
+
+    http_range = request.headers.get("range")
+    if_range = request.headers.get("if-range")
+    if (http_range is None or request.method not in ("GET", "HEAD")
+            or (if_range is not None and not response._should_use_range(if_range))):
+        return None
+    try:
+        response._parse_range_header(http_range, size)
+    except MalformedRangeHeader as exc:
+        return restora_error_response(request, InvalidParameter(
+            "Range", f"Range: {exc.content[:1].lower()}{exc.content[1:]}"))
+    except RangeNotSatisfiable:
+        return error_response(request, 416, "range_not_satisfiable",
+                              f"The range starts past the end of the file ({size:,} bytes).",
+                              headers={"Content-Range": f"bytes */{size}"})
+    return None
 
 
 #: machine step id (reported by tools and pipelines) -> the human ``stage`` text clients show
