@@ -197,3 +197,24 @@ def test_malformed_json_is_a_400_in_every_field_that_reads_json(c):
         cursor = base64.urlsafe_b64encode(raw.encode()).decode()
         r = c.get("/api/v1/jobs", params={"cursor": cursor})
         assert r.status_code == 400 and r.json()["field"] == "cursor", r.text
+
+
+def test_two_images_for_a_one_image_job_are_refused_not_dropped(c):
+    a, b = png_bytes(24, 16), png_bytes(32, 24)
+    for path, field in (("/api/v1/tools/enhance-faces", "file"),
+                        ("/api/v1/tools/restore-photo", "file"),
+                        ("/api/v1/tools/face-recovery", "image")):
+        r = c.post(path, files=[(field, ("a.png", a, "image/png")),
+                                (field, ("b.png", b, "image/png"))])
+        assert r.status_code == 400, (path, r.text)
+        body = r.json()  # SnapOtter's shape says "error", Topaz's "message"
+        message = body.get("error") or body.get("message")
+        assert "one" in message and body["field"] == field, body
+    r = c.post("/api/v1/tools/enhance-faces", files={"file": ("a.png", a, "image/png")},
+               data={"settings": ["{}", '{"strength": 0.5}']})
+    assert r.status_code == 400 and r.json()["field"] == "settings", r.text
+    # one of each is still fine
+    r = c.post("/api/v1/tools/enhance-faces", files={"file": ("a.png", a, "image/png")},
+               data={"settings": "{}"})
+    assert r.status_code == 202, r.text
+    _no_5xx_job(c, r.json()["jobId"])

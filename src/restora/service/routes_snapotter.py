@@ -32,6 +32,11 @@ async def _submit(request: Request, tool: str, model: type[P.BaseModel],
                   overrides: dict[str, Any] | None = None,
                   reference: list[UploadFile] | None = None) -> JSONResponse:
     s = settings(request)
+    form = await request.form()  # already parsed for the parameters: no second read
+    for name in ("file", "settings", "mask"):
+        if len(form.getlist(name)) > 1:  # FastAPI would keep one and drop the others unsaid
+            raise InvalidParameter(name, f"Send one '{name}' per job, not "
+                                   f"{len(form.getlist(name))}; send each photo as its own job.")
     values = P.validate(model, {**P.parse_settings_json(settings_raw), **(overrides or {})})
     data = await file.read()
     job_options = P.as_options(options, values)

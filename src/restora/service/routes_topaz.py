@@ -57,6 +57,9 @@ async def face_recovery(request: Request) -> JSONResponse:
                 continue
             if key not in ("image", "file"):
                 raise InvalidParameter(key, f"Unknown file field '{key}'; use 'image'.")
+            if image is not None:  # one job per request: a second image would be dropped unsaid
+                raise InvalidParameter("image", "Send one 'image' per request; send each photo "
+                                       "as its own request.")
             image = (value.filename or "image", await value.read())
         elif key == "reference_uri":  # repeatable: one identity per photo
             values.setdefault(key, []).append(value.strip())
