@@ -218,3 +218,22 @@ def test_two_images_for_a_one_image_job_are_refused_not_dropped(c):
                data={"settings": "{}"})
     assert r.status_code == 202, r.text
     _no_5xx_job(c, r.json()["jobId"])
+
+
+def test_a_server_fault_is_a_json_500_without_its_traceback(tmp_path: Path):
+    """The job store's table gone under a running server: the request fails inside our code.
+    The client gets the API's error shape, code internal_error, and no detail of the fault."""
+    import sqlite3
+
+    settings = make_settings(tmp_path)
+    with live_server(settings) as srv, httpx.Client(base_url=srv.url, timeout=60) as client:
+        db = next(tmp_path.rglob("jobs.db"))
+        with sqlite3.connect(db) as conn:
+            conn.execute("DROP TABLE jobs")
+        r = client.get("/api/v1/jobs")
+        assert r.status_code == 500 and r.headers["content-type"].startswith("application/json")
+        body = r.json()
+        assert body["code"] == "internal_error", body
+        assert "Traceback" not in r.text and "sqlite" not in r.text.lower(), r.text
+        r = client.get("/v2/artworks/nope")  # Tengrai's shape for the same fault
+        assert r.status_code == 500 and r.json()["statusCode"] == 500, r.text

@@ -124,8 +124,18 @@ async def _http_response(request: Request, exc: StarletteHTTPException) -> JSONR
     return error_response(request, status, code, message, headers=headers or None)
 
 
+def _internal_response(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette re-raises after this answer, so the traceback still reaches the server's log;
+    # the client gets the API's error shape and no detail of the fault. uvicorn then drops the
+    # connection: "close" keeps a client from sending its next request into it.
+    return error_response(request, 500, "internal_error",
+                          "The server failed on this request; the error is in its log.",
+                          headers={"Connection": "close"})
+
+
 def install(app: Any) -> None:
     """Register the handlers on a FastAPI app."""
+    app.add_exception_handler(Exception, _internal_response)
     app.add_exception_handler(RestoraError, restora_error_response)
     app.add_exception_handler(RequestValidationError, _validation_response)
     app.add_exception_handler(StarletteHTTPException, _http_response)
