@@ -239,3 +239,24 @@ def test_a_reader_that_goes_away_is_one_line(env: Path) -> None:
         assert proc.wait(timeout=300) == 1
     assert "Traceback" not in err, err
     assert "error[output_not_writable]: standard output was closed" in err, err
+
+
+def test_every_input_gets_its_own_result_and_results_are_not_inputs(env: Path) -> None:
+    folder = env / "album"
+    folder.mkdir()
+    src = shared_path("testdata", "photos", "04.jpg")
+    # dotted names (dates) differ only before their last dot but one; a.jpg / A.png share a stem
+    for name in ("2019.07.14 Beach.jpg", "2019.07.20 Party.jpg", "a.jpg", "A.png"):
+        shutil.copy(src, folder / name)
+    out = folder / "restored"  # inside the input folder, as `-o restored` in the album is
+    for run in range(2):
+        assert main(["enhance-faces", str(folder), "-o", str(out), "--model", "gfpgan"]) == 0
+        results = sorted(p.name for p in out.rglob("*.png"))
+        assert results == ["2019.07.14 Beach_enhanced.png", "2019.07.20 Party_enhanced.png",
+                           "A_enhanced.png", "a-1_enhanced.png"], (run, results)
+        assert not (out / "restored").exists()  # the second run did not take results as photos
+    assert main(["restore-photo", str(folder), "-o", str(out), "--save-mask",
+                 "--no-face-enhancement"]) == 0
+    masks = sorted(p.name for p in out.rglob("*.mask.png"))
+    assert masks == ["2019.07.14 Beach.mask.png", "2019.07.20 Party.mask.png", "A.mask.png",
+                     "a-1.mask.png"], masks

@@ -28,33 +28,46 @@ IMAGE_SUFFIXES = frozenset({
 STDIO = Path("-")
 
 
-def collect_inputs(inputs: list[Path]) -> list[tuple[Path, Path]]:
-    """(file, path relative to the output folder without suffix) for every input image."""
+def collect_inputs(inputs: list[Path], output: Path | None = None) -> list[tuple[Path, Path]]:
+    """(file, its path relative to the output folder, with its own name) for every input image.
+
+    Folders are searched recursively; hidden files are skipped, and so is the ``output`` folder
+    where it lies inside one (the default ``./restored`` inside ``.``): a second run must not
+    take the first run's results for photos. Inputs whose results would share a name (``a.jpg``
+    and ``a.png``; names compared without their last suffix, ignoring case, as output names are
+    made and as case-insensitive file systems see them) get ``a-1``, ``a-2``.
+    """
     from restora.errors import InputError, InvalidParameter
 
     jobs: list[tuple[Path, Path]] = []
     if inputs.count(STDIO) > 1:
         raise InvalidParameter("input", "standard input (-) can be read only once")
+    skip = output.resolve() if output is not None and output != STDIO else None
     for item in inputs:
         if item == STDIO:
             jobs.append((STDIO, Path("stdin")))
         elif item.is_dir():
             found = sorted(p for p in item.rglob("*") if p.is_file()
                            and p.suffix.lower() in IMAGE_SUFFIXES
-                           and not any(part.startswith(".") for part in p.relative_to(item).parts))
-            jobs.extend((p, p.relative_to(item).with_suffix("")) for p in found)
+                           and not any(part.startswith(".") for part in p.relative_to(item).parts)
+                           and (skip is None or not p.resolve().is_relative_to(skip)))
+            jobs.extend((p, p.relative_to(item)) for p in found)
         elif item.is_file():
-            jobs.append((item, Path(item.stem)))
+            jobs.append((item, Path(item.name)))
         else:
             raise InputError(f"{item} does not exist", code="file_not_found", path=str(item))
     if not jobs:
         raise InputError("no image files found in the given input(s)", code="no_input")
-    seen: dict[Path, int] = {}
+    taken: set[str] = set()
     unique = []
-    for path, rel in jobs:  # two inputs with the same name must not overwrite each other
-        n = seen.get(rel, 0)
-        seen[rel] = n + 1
-        unique.append((path, rel if n == 0 else rel.with_name(f"{rel.name}-{n}")))
+    for path, rel in jobs:  # two inputs must never write the same result
+        stem = rel.with_suffix("")
+        name, n = stem, 0
+        while str(name).lower() in taken:
+            n += 1
+            name = stem.with_name(f"{stem.name}-{n}")
+        taken.add(str(name).lower())
+        unique.append((path, rel if n == 0 else name.with_name(name.name + rel.suffix)))
     return unique
 
 

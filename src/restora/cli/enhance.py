@@ -88,7 +88,7 @@ def enhance_faces_command(
         sensitivity=sensitivity, detector=detector, orientation=orientation, seed=seed,
         only_reference_faces=only_reference_faces, identity=identity,
         identity_model=identity_model))
-    jobs = collect_inputs(inputs)
+    jobs = collect_inputs(inputs, output)
     single = len(jobs) == 1 and not inputs[0].is_dir()
     to_stdout = output == STDIO
     if to_stdout and not single:

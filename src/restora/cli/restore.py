@@ -83,7 +83,7 @@ def restore_photo_command(
         fidelity=fidelity, denoise=not no_denoise, denoise_strength=denoise_strength,
         colorize=colorize, colorize_strength=colorize_strength, mask_mode=mask_mode,
         orientation=orientation))
-    jobs = collect_inputs(inputs)
+    jobs = collect_inputs(inputs, output)
     single = len(jobs) == 1 and not inputs[0].is_dir()
     to_stdout = output == STDIO
     if to_stdout and not single:
@@ -129,7 +129,7 @@ def mask_path_for(out_path: Path, rel: Path, output: Path, single: bool) -> Path
     ``photo.mask.png``), or the stem of an explicit ``-o name.ext``."""
     if single and output.suffix.lower() in _FORMAT_OF_SUFFIX:
         return output.with_name(output.stem + ".mask.png")
-    return out_path.with_name(rel.name + ".mask.png")
+    return out_path.with_name(Path(rel.name).stem + ".mask.png")
 
 
 def _process(path: Path, rel: Path, output: Path, single: bool, runtime: Any,
