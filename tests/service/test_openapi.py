@@ -64,3 +64,17 @@ def test_real_status_codes_with_each_style_error_body(doc):
     assert "404" in paths["/api/v1/jobs/{job_id}"]["get"]["responses"]
     results = doc["components"]["schemas"]["Artwork"]["properties"]["results"]
     assert results["items"]["type"] == "string"
+
+
+def test_file_routes_and_faults_are_described(doc):
+    paths = doc["paths"]
+    for path in ("/api/v1/download/{job_id}/{filename}", "/api/v1/jobs/{job_id}/input.webp"):
+        responses = paths[path]["get"]["responses"]
+        assert {"200", "206", "304", "400", "404", "416", "500"} <= set(responses), path
+        assert "content" not in responses["304"]  # no body
+    assert {"409", "504"} <= set(paths["/api/process"]["post"]["responses"])
+    assert "409" in paths["/api/v1/jobs/{job_id}/retry"]["post"]["responses"]
+    for path, item in paths.items():  # every API route may meet a fault of the server
+        for method, op in item.items():
+            if path.startswith(("/api/v1/", "/v2/")) or path == "/api/process":
+                assert "500" in op["responses"], (path, method)

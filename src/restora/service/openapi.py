@@ -64,30 +64,40 @@ _ERROR_SCHEMAS: dict[str, dict[str, Any]] = {
 
 _REASONS = {400: "Invalid parameter, empty file or blocked URL", 401: "Missing or wrong API key",
             404: "No such job or file", 408: "The request body stalled",
+            409: "The job was cancelled meanwhile, or cannot be retried",
+            416: "The Range starts past the end of the file (range_not_satisfiable)",
+            500: "A fault of the server (internal_error; the details are in its log)",
             413: "Body, file, image or requested output too large",
             415: "Not an image in a supported format", 422: "The image could not be decoded",
             429: "Queue full or client byte budget used (see Retry-After)",
             503: "A needed model is not installed, or the service is shutting down",
             504: "Processing took longer than sync_timeout_s"}
 
-_SUBMIT = (400, 401, 408, 413, 415, 429, 503)
+_SUBMIT = (400, 401, 408, 413, 415, 429, 500, 503)
+_READ = (401, 404, 500)
+_FILE = (400, 401, 404, 416, 500)  # 400: a malformed Range
+#: answers of the file routes that carry no JSON body
+_FILE_OK = {"206": "Partial content: the byte range asked for with Range",
+            "304": "Not modified: If-None-Match or If-Modified-Since matched"}
 #: (path, method) -> (error schema, error statuses)
 _ROUTES: dict[tuple[str, str], tuple[str, tuple[int, ...]]] = {
     ("/api/v1/tools/enhance-faces", "post"): ("SnapOtterError", _SUBMIT),
     ("/api/v1/tools/restore-photo", "post"): ("SnapOtterError", _SUBMIT),
     ("/api/v1/tools/face-recovery", "post"): ("TopazError", _SUBMIT),
-    ("/api/process", "post"): ("CodeFormerError", _SUBMIT + (422, 504)),
-    ("/v2/artworks/face-refiner", "post"): ("TengraiError", (400, 401, 408, 413, 429, 503)),
-    ("/v2/artworks/{artwork_id}", "get"): ("TengraiError", (401, 404)),
-    ("/v2/artworks/{artwork_id}/cancel", "post"): ("TengraiError", (401, 404)),
-    ("/api/v1/jobs/{job_id}", "get"): ("SnapOtterError", (401, 404)),
-    ("/api/v1/jobs/{job_id}", "delete"): ("SnapOtterError", (401, 404)),
-    ("/api/v1/jobs/{job_id}/progress", "get"): ("SnapOtterError", (401, 404)),
-    ("/api/v1/jobs/{job_id}/cancel", "post"): ("SnapOtterError", (401, 404)),
-    ("/api/v1/jobs/{job_id}/input.webp", "get"): ("SnapOtterError", (401, 404)),
-    ("/api/v1/download/{job_id}/{filename}", "get"): ("SnapOtterError", (401, 404)),
-    ("/api/v1/jobs", "get"): ("SnapOtterError", (400, 401)),
-    ("/api/v1/archive.zip", "get"): ("SnapOtterError", (400, 401, 404)),
+    ("/api/process", "post"): ("CodeFormerError", _SUBMIT + (409, 422, 504)),
+    ("/v2/artworks/face-refiner", "post"): ("TengraiError", (400, 401, 408, 413, 429, 500,
+                                                             503)),
+    ("/v2/artworks/{artwork_id}", "get"): ("TengraiError", _READ),
+    ("/v2/artworks/{artwork_id}/cancel", "post"): ("TengraiError", _READ),
+    ("/api/v1/jobs/{job_id}", "get"): ("SnapOtterError", _READ),
+    ("/api/v1/jobs/{job_id}", "delete"): ("SnapOtterError", _READ),
+    ("/api/v1/jobs/{job_id}/retry", "post"): ("SnapOtterError", _READ + (409,)),
+    ("/api/v1/jobs/{job_id}/progress", "get"): ("SnapOtterError", _READ),
+    ("/api/v1/jobs/{job_id}/cancel", "post"): ("SnapOtterError", _READ),
+    ("/api/v1/jobs/{job_id}/input.webp", "get"): ("SnapOtterError", _FILE),
+    ("/api/v1/download/{job_id}/{filename}", "get"): ("SnapOtterError", _FILE),
+    ("/api/v1/jobs", "get"): ("SnapOtterError", (400, 401, 500)),
+    ("/api/v1/archive.zip", "get"): ("SnapOtterError", (400, 401, 404, 500)),
 }
 
 
@@ -159,6 +169,9 @@ def build(app: FastAPI) -> dict[str, Any]:
                 responses[status] = {"description": "Success", "content": {
                     "application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
             style, codes = _ROUTES.get((path, method), ("SnapOtterError", ()))
+            if codes is _FILE:
+                for status, text in _FILE_OK.items():
+                    responses[status] = {"description": text}
             for status in codes:
                 responses[str(status)] = {
                     "description": _REASONS[status],
