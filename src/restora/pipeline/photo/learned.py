@@ -9,7 +9,8 @@ big reduction is done by Pillow's antialiasing filter instead of a plain bilinea
 the probability to the photo's full resolution bilinearly before the threshold.
 
 LaMa (``bin/predict.py``): RGB / 255 and mask / 255, both padded at the bottom and right to a
-multiple of 8 with numpy ``symmetric`` padding, mask binarised with ``> 0``, composite
+multiple of 8 (and to at least ``LAMA_MIN_SIDE``, where the reference fails) with numpy
+``symmetric`` padding, mask binarised with ``> 0``, composite
 ``mask * predicted + (1 - mask) * image``, cropped back, ``clip(x * 255)`` truncated to uint8.
 """
 
@@ -29,7 +30,14 @@ SCRATCH_SIDE = 256  # the reference runs the U-Net with this shorter side
 #: 4000 x 1 photo a 256 x 1,024,000 network input (gigabytes); beyond this side (aspect ratios
 #: over 16:1) both sides shrink together instead. Ordinary photos are unaffected.
 MAX_SCRATCH_SIDE = 4096
+#: Shortest side of the U-Net's working image when that bound shrinks it: its four anti-aliased
+#: halvings must leave two rows for the reflect padding of the deepest convolutions (16 left
+#: one, and torch refused strips over 128:1).
+MIN_SCRATCH_SIDE = 32
 LAMA_MODULO = 8
+#: Smallest side LaMa is given: its three stride-2 steps must leave two rows for the reflect
+#: padding of the blocks after them (an image under 16 px on a side left one: a torch error).
+LAMA_MIN_SIDE = 16
 
 
 def _round16(x: float) -> int:
@@ -47,12 +55,13 @@ def scratch_transform_size(height: int, width: int, mode: ScaleMode) -> tuple[in
 
 def _bounded(h: int, w: int) -> tuple[int, int]:
     """(h, w) shrunk together so the longest side is at most MAX_SCRATCH_SIDE (multiples of 16,
-    at least 16)."""
+    at least MIN_SCRATCH_SIDE)."""
     longest = max(h, w)
     if longest <= MAX_SCRATCH_SIDE:
         return h, w
     f = MAX_SCRATCH_SIDE / longest
-    return max(16, int(h * f) // 16 * 16), max(16, int(w * f) // 16 * 16)
+    return (max(MIN_SCRATCH_SIDE, int(h * f) // 16 * 16),
+            max(MIN_SCRATCH_SIDE, int(w * f) // 16 * 16))
 
 
 def scratch_network_size(height: int, width: int) -> tuple[int, int]:
@@ -139,7 +148,7 @@ def lama_preprocess(rgb: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, to
     m = (mask.astype(np.float32) / np.float32(255.0))[None] if mask.dtype != bool else \
         mask.astype(np.float32)[None]
     h, w = rgb.shape[:2]
-    ph, pw = -h % LAMA_MODULO, -w % LAMA_MODULO
+    ph, pw = max(-h % LAMA_MODULO, LAMA_MIN_SIDE - h), max(-w % LAMA_MODULO, LAMA_MIN_SIDE - w)
     if ph or pw:
         img = np.pad(img, ((0, 0), (0, ph), (0, pw)), mode="symmetric")
         m = np.pad(m, ((0, 0), (0, ph), (0, pw)), mode="symmetric")
