@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 
 from restora.config import Settings
+from restora.errors import ImageTooLarge, InvalidParameter
 from restora.io import Image
 from restora.models.runtime import Runtime
+from restora.pipeline.enhance import enhance_faces
 from restora.pipeline.photo import restore_photo
 from tiny_models import tiny_photo_repair_entries, write_tiny_manifest
 
@@ -26,6 +28,13 @@ def repair_runtime(tmp_path_factory: pytest.TempPathFactory) -> Runtime:
     tmp = tmp_path_factory.mktemp("repair")
     manifest = write_tiny_manifest(tmp, include=set(), extra=tiny_photo_repair_entries())
     return Runtime(Settings(models=manifest, home=tmp / "home"), device="cpu")
+
+
+@pytest.fixture
+def bare(tmp_path: Path) -> Runtime:
+    """No model at all (the checks come first)."""
+    return Runtime(Settings(models=write_tiny_manifest(tmp_path, include=set()),
+                            home=tmp_path / "home"), device="cpu")
 
 
 def noise(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -58,3 +67,75 @@ def test_lama_fills_images_smaller_than_its_downsampling(repair_runtime: Runtime
     fill = result.reports["scratch-removal"]["fill"]
     assert fill["wideFill"] == "lama" or fill["thinPixels"] > 0
     assert result.image.pixels.shape == px.shape and result.mask.all()
+
+
+# --- an Image handed in directly meets the decoder's contract ---------------------------------
+
+BAD_IMAGES = {
+    "grey 2-D": Image(np.zeros((10, 10), np.uint8)),
+    "one channel": Image(np.zeros((10, 10, 1), np.uint8)),
+    "four channels": Image(np.zeros((10, 10, 4), np.uint8)),
+    "float": Image(np.zeros((10, 10, 3), np.float32)),
+    "int32": Image(np.zeros((10, 10, 3), np.int32)),
+    "empty": Image(np.zeros((0, 0, 3), np.uint8)),
+    "alpha of another size": Image(np.zeros((10, 10, 3), np.uint8), np.zeros((5, 5), np.uint8)),
+    "alpha of another depth": Image(np.zeros((10, 10, 3), np.uint8),
+                                    np.zeros((10, 10), np.uint16)),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_IMAGES))
+@pytest.mark.parametrize("pipeline", ["enhance", "photo"])
+def test_an_image_outside_the_contract_is_invalid_parameter(bare: Runtime, name: str,
+                                                            pipeline: str) -> None:
+    """These failed inside OpenCV/numpy (ValueError, cv2.error, ZeroDivisionError) or came
+    back as float or int32 pixels that no encoder takes."""
+    run = enhance_faces if pipeline == "enhance" else restore_photo
+    with pytest.raises(InvalidParameter) as err:
+        run(BAD_IMAGES[name], runtime=bare)
+    assert err.value.field == "image"
+
+
+@pytest.mark.parametrize("pipeline", ["enhance", "photo"])
+def test_an_image_handed_in_obeys_the_pixel_limit(tmp_path: Path, pipeline: str) -> None:
+    """Exactly at ``max_pixels`` works; one pixel over is ImageTooLarge, as for a file (an
+    Image skipped the limit)."""
+    manifest = write_tiny_manifest(tmp_path, include={"yunet-2026may"})
+    rt = Runtime(Settings(models=manifest, home=tmp_path / "home", max_pixels=1000),
+                 device="cpu")
+    run = enhance_faces if pipeline == "enhance" else restore_photo
+    at = Image(np.full((10, 100, 3), 90, np.uint8))
+    assert np.array_equal(run(at, runtime=rt).image.pixels, at.pixels)
+    with pytest.raises(ImageTooLarge):
+        run(Image(np.full((1, 1001, 3), 90, np.uint8)), runtime=rt)
+
+
+# --- user masks ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mask", [np.zeros((0, 0), bool), np.zeros((0, 40), np.uint8),
+                                  np.full((30, 40), None, object),
+                                  Image(np.zeros((30, 40, 4), np.uint8))],
+                         ids=["0x0", "0 rows", "object", "4-channel Image"])
+def test_an_unusable_mask_is_invalid_parameter(bare: Runtime, mask: object) -> None:
+    """An empty array divided by zero in the aspect check, an object array and an Image of four
+    channels failed in numpy; each is now an InvalidParameter on ``mask``."""
+    with pytest.raises(InvalidParameter) as err:
+        restore_photo(Image(noise(30, 40)), runtime=bare, mask=mask, face_enhancement=False)
+    assert err.value.field == "mask"
+
+
+@pytest.mark.parametrize("kind", ["all white", "all black", "preview size", "nan"])
+@pytest.mark.parametrize("mode", ["replace", "add"])
+def test_whole_and_empty_masks_just_work(bare: Runtime, kind: str, mode: str) -> None:
+    px = noise(60, 80, seed=2)
+    mask = {"all white": np.ones((60, 80), bool), "all black": np.zeros((60, 80), np.uint8),
+            "preview size": np.full((15, 20), 255, np.uint8),
+            "nan": np.full((60, 80), np.nan)}[kind]
+    result = restore_photo(Image(px), runtime=bare, mask=mask, mask_mode=mode,
+                           face_enhancement=False, denoise=False)
+    out = result.image.pixels
+    assert out.shape == px.shape and out.dtype == np.uint8
+    if kind in ("all white", "preview size"):
+        assert result.mask.all() and "scratch-removal" in result.steps
+    elif mode == "replace":
+        assert not result.mask.any() and np.array_equal(out, px)

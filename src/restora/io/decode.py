@@ -139,9 +139,36 @@ def as_image(src: Image | bytes | bytearray | memoryview | str | os.PathLike,
     """
     from restora.config import Settings
 
+    limits = Limits.from_settings(settings or Settings())
     if isinstance(src, Image):
-        return src
+        return check_image(src, limits)
     if isinstance(src, (bytes, bytearray, memoryview, str, os.PathLike)):
         data = bytes(src) if isinstance(src, (bytearray, memoryview)) else src
-        return decode(data, limits=Limits.from_settings(settings or Settings()))
+        return decode(data, limits=limits)
     raise InvalidParameter("image", f"expected an Image, bytes or a path, got {type(src).__name__}")
+
+
+def check_image(image: Image, limits: Limits) -> Image:
+    """``image`` itself, if it is what :func:`decode` gives (H x W x 3 uint8/uint16 pixels, at
+    least 1 x 1, alpha None or H x W of their dtype) and within the pixel limit.
+
+    An Image handed in directly skips decoding, so its checks too: a float, grey or empty array
+    failed deep inside OpenCV or numpy (or came back as float pixels), and no size was refused.
+    Raises :class:`InvalidParameter` on ``image`` or :class:`ImageTooLarge`.
+    """
+    import numpy as np
+
+    px, alpha = image.pixels, image.alpha
+    if (not isinstance(px, np.ndarray) or px.ndim != 3 or px.shape[2] != 3
+            or px.dtype not in (np.uint8, np.uint16) or not px.size):
+        desc = f"{px.dtype} {px.shape}" if isinstance(px, np.ndarray) else type(px).__name__
+        raise InvalidParameter("image", "an Image's pixels must be a non-empty H x W x 3 uint8 "
+                               f"or uint16 RGB array, got {desc}")
+    if alpha is not None and (not isinstance(alpha, np.ndarray) or alpha.shape != px.shape[:2]
+                              or alpha.dtype != px.dtype):
+        desc = f"{alpha.dtype} {alpha.shape}" if isinstance(alpha, np.ndarray) else \
+            type(alpha).__name__
+        raise InvalidParameter("image", f"an Image's alpha must be None or H x W {px.dtype} "
+                               f"like its pixels {px.shape[:2]}, got {desc}")
+    limits.check_pixels(px.shape[1], px.shape[0])
+    return image

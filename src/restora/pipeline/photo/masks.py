@@ -46,8 +46,9 @@ def load_user_mask(source: MaskSource, height: int, width: int,
         arr = source
         if arr.ndim == 3:
             arr = arr[..., 0]
-        if arr.ndim != 2:
-            raise InvalidParameter("mask", f"a mask array must be H x W, got shape {source.shape}")
+        if arr.ndim != 2 or not arr.size or arr.dtype.kind not in "biuf":
+            raise InvalidParameter("mask", "a mask array must be a non-empty H x W array of "
+                                   f"bools or numbers, got {source.dtype} {source.shape}")
         on = arr if arr.dtype == bool else arr >= (128 if arr.dtype == np.uint8 and
                                                     arr.max(initial=0) > 1 else 0.5)
     else:
@@ -67,7 +68,7 @@ def _decode_mask(source: Image | bytes | str | Path, settings: object | None) ->
     from restora.io.decode import as_image
 
     try:
-        img = source if isinstance(source, Image) else as_image(source, settings)  # type: ignore[arg-type]
+        img = as_image(source, settings)  # type: ignore[arg-type]
     except RestoraError as exc:
         raise InvalidParameter("mask", f"the mask could not be read: {exc.message}",
                                reason=exc.code) from None
