@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
+from conftest import shared_path
 from restora.config import Settings
 from restora.errors import ImageTooLarge, InvalidParameter
-from restora.io import Image
+from restora.io import Image, decode
 from restora.models.runtime import Runtime
 from restora.pipeline.enhance import enhance_faces
 from restora.pipeline.photo import restore_photo
@@ -28,6 +30,13 @@ def repair_runtime(tmp_path_factory: pytest.TempPathFactory) -> Runtime:
     tmp = tmp_path_factory.mktemp("repair")
     manifest = write_tiny_manifest(tmp, include=set(), extra=tiny_photo_repair_entries())
     return Runtime(Settings(models=manifest, home=tmp / "home"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def face_runtime(tmp_path_factory: pytest.TempPathFactory) -> Runtime:
+    """The tiny face networks and both real detectors."""
+    tmp = tmp_path_factory.mktemp("faces")
+    return Runtime(Settings(models=write_tiny_manifest(tmp), home=tmp / "home"), device="cpu")
 
 
 @pytest.fixture
@@ -139,3 +148,39 @@ def test_whole_and_empty_masks_just_work(bare: Runtime, kind: str, mode: str) ->
         assert result.mask.all() and "scratch-removal" in result.steps
     elif mode == "replace":
         assert not result.mask.any() and np.array_equal(out, px)
+
+
+# --- colour left under fully transparent pixels ----------------------------------------------
+
+def grey_with_hidden_colour(name: str = "faces/0342.png") -> Image:
+    """A grey photo whose right third is fully transparent over saturated colour noise (what an
+    editor leaves under erased pixels)."""
+    src = decode(shared_path("testdata", *name.split("/")))
+    grey = np.repeat(cv2.cvtColor(src.pixels, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+    alpha = np.full(grey.shape[:2], 255, np.uint8)
+    x = 2 * grey.shape[1] // 3
+    alpha[:, x:] = 0
+    grey[:, x:] = noise(grey.shape[0], grey.shape[1] - x, seed=5)
+    return Image(grey, alpha)
+
+
+def test_colour_under_transparency_does_not_make_a_grey_photo_colour(bare: Runtime) -> None:
+    """The monochrome test counted the invisible pixels: a grey photo with colour left under
+    its transparent part was a colour photo (colorize would skip it, faces kept their colour)."""
+    result = restore_photo(grey_with_hidden_colour(), runtime=bare, face_enhancement=False)
+    assert result.is_grayscale
+
+
+def test_faces_of_a_grey_photo_stay_grey_whatever_lies_under_transparency(
+        face_runtime: Runtime) -> None:
+    img = grey_with_hidden_colour()
+    result = enhance_faces(img, runtime=face_runtime, model="gfpgan", seed=0)
+    assert result.faces_detected >= 1 and result.tone == "gray"
+    out, shown = result.image.pixels, img.alpha > 0
+    assert np.array_equal(out[shown][:, 0], out[shown][:, 1])
+    assert np.array_equal(out[shown][:, 1], out[shown][:, 2])
+    # the face step of restore_photo keeps them grey too
+    photo = restore_photo(img, runtime=face_runtime)
+    assert "face-enhancement" in photo.steps
+    px = photo.image.pixels[shown]
+    assert np.array_equal(px[:, 0], px[:, 1]) and np.array_equal(px[:, 1], px[:, 2])

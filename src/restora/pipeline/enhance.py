@@ -194,7 +194,7 @@ def enhance_faces(
     large = pixels.shape[0] * pixels.shape[1] * upscale * upscale >= RELEASE_FROM_PIXELS
     with stages.stage("load"):
         _build_engines(runtime, plan if n_faces else None, up, stages, release=large)
-    tone = photo_tone(pixels) if n_faces or up is not None else None
+    tone = photo_tone(pixels, img.alpha) if n_faces or up is not None else None
     result.tone = tone.kind if tone is not None else None
     # a network can move a gray photo's channels apart by a level; a toned print keeps its
     # colours through it, so only exact gray is enforced on the background

@@ -141,18 +141,32 @@ class PhotoTone:
     apply: Callable[[np.ndarray], np.ndarray]  # float RGB face in 0..1 -> the same, toned
 
 
-def photo_tone(pixels: np.ndarray) -> PhotoTone | None:
-    """The tone faces must take in ``pixels`` (uint8/uint16 RGB); None for a colour photo."""
+def hidden(alpha: np.ndarray | None) -> np.ndarray | None:
+    """H x W bool, True where ``alpha`` is 0, or None where no pixel is fully transparent.
+
+    The colour under such pixels is whatever an editor left there (often the erased colour, or
+    noise), never seen: tone and monochrome tests leave it out."""
+    if alpha is None:
+        return None
+    out = alpha == 0
+    return out if out.any() else None
+
+
+def photo_tone(pixels: np.ndarray, alpha: np.ndarray | None = None) -> PhotoTone | None:
+    """The tone faces must take in ``pixels`` (uint8/uint16 RGB), judged on the pixels
+    ``alpha`` shows (see :func:`hidden`); None for a colour photo."""
     from restora.pipeline.photo.mono import ToneCurve, detect_monochrome
 
-    if is_grayscale(pixels):
+    unseen = hidden(alpha)
+    if is_grayscale(pixels if unseen is None else pixels[~unseen]):
         return PhotoTone("gray", to_luminance)
     # the statistics are taken at 512 px; a strided view first spares area-averaging 24 MP
     step = max(1, max(pixels.shape[:2]) // 2048)
     sample = pixels[::step, ::step]
-    if not detect_monochrome(sample).is_monochrome:
+    exclude = None if unseen is None else unseen[::step, ::step]
+    if not detect_monochrome(sample, exclude).is_monochrome:
         return None
-    return PhotoTone("toned", ToneCurve.of(sample).apply)
+    return PhotoTone("toned", ToneCurve.of(sample, exclude).apply)
 
 
 def _footprint(matrix: np.ndarray, size: int, height: int, width: int

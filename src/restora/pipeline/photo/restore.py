@@ -31,6 +31,7 @@ from restora.io.image import Image
 from restora.models.registry import RESTORER_FAMILIES
 from restora.pipeline._timing import EstimateFn, Stages, estimate_text
 from restora.pipeline.options import PhotoOptions, with_overrides
+from restora.pipeline.paste import hidden
 from restora.pipeline.photo.denoise import (NoiseEstimate, estimate_noise, filter_strengths,
                                             planes_filtered)
 from restora.pipeline.photo.denoise import denoise as denoise_pixels
@@ -142,8 +143,9 @@ def restore_photo(
 
     result = RestoreResult(image=img, width=img.width, height=img.height,
                            output_format=output_format_for(img.format))
+    unseen = hidden(img.alpha)  # colour under transparent pixels is not the photo's
     with stages.stage("analyse"):
-        mono = detect_monochrome(img.pixels)
+        mono = detect_monochrome(img.pixels, exclude=unseen)
         noise = estimate_noise(img.pixels)
     result.is_grayscale = mono.is_monochrome
     result.reports["analysis"] = {**mono.to_dict(), "noiseSigma": round(noise.luma, 2),
@@ -185,12 +187,13 @@ def restore_photo(
 
     if result.mask.any():
         # measured again without the damage: exposed paper has its own tint
-        mono = detect_monochrome(img.pixels, exclude=result.mask)
+        damaged = result.mask if unseen is None else result.mask | unseen
+        mono = detect_monochrome(img.pixels, exclude=damaged)
         result.is_grayscale = mono.is_monochrome
         result.reports["analysis"].update({**mono.to_dict(), "damageExcluded": True})
         if mono.is_monochrome and "scratch-removal" in result.steps:
             # an inpainting network answers in colour too: the fill takes the print's tone
-            pixels = retone(pixels, img.pixels, exclude=result.mask)
+            pixels = retone(pixels, img.pixels, exclude=damaged)
             result.reports["scratch-removal"]["toneKept"] = True
 
     clock.started("denoise")
@@ -404,7 +407,8 @@ def _enhance_faces(img: Image, runtime: Runtime, fidelity: float, mono: MonoRepo
     image = out.image
     if mono.is_monochrome:
         # Face networks answer in colour; keep the print's own tone (or grey) around new detail.
-        image = image.with_pixels(retone(image.pixels, img.pixels), image.alpha)
+        image = image.with_pixels(retone(image.pixels, img.pixels, hidden(img.alpha)),
+                                  image.alpha)
         report["toneKept"] = True
     result.reports["face-enhancement"] = report
     result.steps.append("face-enhancement")
@@ -414,8 +418,8 @@ def _enhance_faces(img: Image, runtime: Runtime, fidelity: float, mono: MonoRepo
 def retone(new: np.ndarray, toned: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
     """Give the pixels where ``new`` differs from the monochrome ``toned`` the print's tint
     (:class:`.mono.ToneCurve`, tabulated from ``toned`` without ``exclude``), or their luma
-    where ``toned`` is exactly grey (R == G == B), so it stays so; unchanged pixels are
-    returned exactly."""
+    where ``toned`` is exactly grey (R == G == B) outside ``exclude``, so it stays so;
+    unchanged pixels are returned exactly."""
     from restora.io.image import is_grayscale
     from restora.pipeline.paste import LUMA
     from restora.pipeline.photo.mono import ToneCurve
@@ -425,7 +429,7 @@ def retone(new: np.ndarray, toned: np.ndarray, exclude: np.ndarray | None = None
         return new
     top = 65535.0 if new.dtype == np.uint16 else 255.0
     px = new[changed].astype(np.float32) / np.float32(top)
-    if is_grayscale(toned):
+    if is_grayscale(toned if exclude is None else toned[~exclude]):
         px = np.repeat((px @ LUMA)[:, None], 3, axis=1)
     else:
         px = ToneCurve.of(toned, exclude).apply(px)
