@@ -184,3 +184,74 @@ def test_faces_of_a_grey_photo_stay_grey_whatever_lies_under_transparency(
     assert "face-enhancement" in photo.steps
     px = photo.image.pixels[shown]
     assert np.array_equal(px[:, 0], px[:, 1]) and np.array_equal(px[:, 1], px[:, 2])
+
+
+# --- what already worked, kept cheaply ------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (7, 7), (8, 3000)])
+@pytest.mark.parametrize("upscale,extra", [(1, {}), (2, {"bg_upscale": True,
+                                                          "face_upsample": True})])
+def test_degenerate_sizes_come_back_without_faces(face_runtime: Runtime, shape: tuple[int, int],
+                                                  upscale: int, extra: dict) -> None:
+    px = noise(*shape, seed=3)
+    result = enhance_faces(Image(px), runtime=face_runtime, upscale=upscale,
+                           orientation="search", **extra)
+    out = result.image.pixels
+    assert result.faces_detected == 0 and result.reason == "no faces detected"
+    assert out.shape == (shape[0] * upscale, shape[1] * upscale, 3) and out.dtype == np.uint8
+    if upscale == 1 and not extra:
+        assert np.array_equal(out, px)
+
+
+@pytest.mark.parametrize("cut", ["left", "top", "corner", "inside"])
+def test_faces_cut_by_the_border_are_restored_within_the_image(face_runtime: Runtime,
+                                                               cut: str) -> None:
+    face = cv2.resize(decode(shared_path("testdata", "faces", "0143.png")).pixels, (128, 128),
+                      interpolation=cv2.INTER_AREA)
+    px = {"left": face[:, 40:], "top": face[40:], "corner": face[50:, 50:],
+          "inside": face[150 // 4:350 // 4, 150 // 4:350 // 4]}[cut]
+    px = np.ascontiguousarray(px)
+    result = enhance_faces(Image(px), runtime=face_runtime, model="codeformer", upscale=2,
+                           face_upsample=True)
+    out = result.image.pixels
+    assert out.shape == (px.shape[0] * 2, px.shape[1] * 2, 3)
+    for f in result.faces:
+        assert 0 <= f.x and 0 <= f.y and f.x + f.w <= px.shape[1] and f.y + f.h <= px.shape[0]
+
+
+@pytest.mark.parametrize("box,ok", [
+    ({"x": 10_000, "y": 0, "w": 50, "h": 50}, False),  # outside
+    ({"x": 10, "y": 10, "w": 0.5, "h": 0.5}, False),  # under a pixel
+    ({"x": 0, "y": 0, "w": float("inf"), "h": 5}, False),
+    ({"x": 0, "y": 0, "w": 1e300, "h": 1e300}, True),  # the whole image
+    ({"x": 399, "y": 224, "w": 1, "h": 1}, True),  # the last pixel
+    ({"x": 0, "y": 100, "w": 400, "h": 1}, True),  # one row
+])
+def test_client_boxes_at_their_limits(face_runtime: Runtime, box: dict, ok: bool) -> None:
+    img = decode(shared_path("testdata", "photos", "03.jpg"))  # 400 x 225
+    if not ok:
+        with pytest.raises(InvalidParameter):
+            enhance_faces(img, runtime=face_runtime, model="gfpgan", faces=[box])
+        return
+    result = enhance_faces(img, runtime=face_runtime, model="gfpgan", faces=[box], upscale=2)
+    assert result.faces_detected == 1
+    assert result.image.pixels.shape == (450, 800, 3)
+
+
+@pytest.mark.parametrize("stage", ["decode", "detect", "align", "load", "restore", "upscale",
+                                   "paste"])
+def test_cancel_from_a_progress_callback_at_each_stage(face_runtime: Runtime,
+                                                       stage: str) -> None:
+    import threading
+
+    from restora.errors import Cancelled
+
+    stop = threading.Event()
+
+    def progress(name: str, _pct: float) -> None:
+        if name == stage:
+            stop.set()
+
+    with pytest.raises(Cancelled):
+        enhance_faces(decode(shared_path("testdata", "photos", "03.jpg")), runtime=face_runtime,
+                      model="gfpgan", upscale=2, progress=progress, cancel=stop)
