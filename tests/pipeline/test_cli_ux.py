@@ -260,3 +260,29 @@ def test_every_input_gets_its_own_result_and_results_are_not_inputs(env: Path) -
     masks = sorted(p.name for p in out.rglob("*.mask.png"))
     assert masks == ["2019.07.14 Beach.mask.png", "2019.07.20 Party.mask.png", "A.mask.png",
                      "a-1.mask.png"], masks
+
+
+def test_no_result_overwrites_an_input(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`-o` naming the input itself, or a result named like another input of the batch (an
+    earlier run's `x_enhanced.png` given with `x.jpg` and `-o .`), must not replace the source."""
+    src = photo(env, "02.png")
+    original = src.read_bytes()
+    for command in ("enhance-faces", "restore-photo"):
+        for target in (src, env / "." / src.name):
+            assert main([command, str(src), "-o", str(target), "--no-identity"
+                         if command == "enhance-faces" else "--no-scratch-removal"]) == 1
+            line = one_error_line(capsys.readouterr().err)
+            assert line.startswith("error[invalid_parameter]: ") and str(target) in line, line
+            assert src.read_bytes() == original
+    earlier = Path(shutil.copy(src, env / "x_enhanced.png"))
+    os.link(src, env / "linked.png")  # a hard link is the same file under another name
+    photo(env, "04.jpg").rename(env / "x.jpg")
+    assert main(["enhance-faces", "x.jpg", "x_enhanced.png", "-o", "."]) == 1
+    out, err = capsys.readouterr()
+    assert "error[invalid_parameter]: x.jpg: " in err and "x_enhanced.png" in err, err
+    assert earlier.read_bytes() == original  # the earlier result, an input here, is kept
+    assert out.splitlines() == ["x_enhanced.png -> x_enhanced_enhanced.png (4 face(s), "
+                                + out.splitlines()[0].split("(4 face(s), ")[1]], out
+    assert main(["enhance-faces", "linked.png", "-o", str(src)]) == 1
+    assert "error[invalid_parameter]" in capsys.readouterr().err
+    assert src.read_bytes() == original

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import typer
 
@@ -101,12 +101,32 @@ def write_stdout(data: Payload) -> None:
                                 path="-") from None
 
 
-def write_atomic(path: Path, data: Payload) -> None:
+def file_ids(paths: Iterable[Path]) -> frozenset[tuple[int, int]]:
+    """(device, inode) of each existing file among ``paths``: the files of a run that no
+    result may replace (a hard link or a symlink to one of them is that file too)."""
+    ids = set()
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        ids.add((st.st_dev, st.st_ino))
+    return frozenset(ids)
+
+
+def write_atomic(path: Path, data: Payload,
+                 keep: frozenset[tuple[int, int]] = frozenset()) -> None:
     """:func:`restora.io.files.write_atomic` into ``path`` (creating its folder); a write that
-    fails (disk full, permissions changed meanwhile) is one clear error, not a trace."""
+    fails (disk full, permissions changed meanwhile) is one clear error, not a trace. A
+    ``path`` that is one of the files in ``keep`` (:func:`file_ids` of the run's inputs) is
+    refused: a result never replaces a source."""
     from restora.cli._checks import OutputNotWritable
+    from restora.errors import InvalidParameter
     from restora.io.files import write_atomic as write
 
+    if file_ids([path]) & keep:
+        raise InvalidParameter("output", f"its result {path} would replace an input of this "
+                               "run; nothing was written (give another -o)", path=str(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write(path, data)

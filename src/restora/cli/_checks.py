@@ -20,15 +20,22 @@ class OutputNotWritable(RestoraError):
     code = "output_not_writable"
 
 
-def check_output(output: Path, *, file_target: bool) -> None:
+def check_output(output: Path, *, file_target: bool,
+                 keep: frozenset[tuple[int, int]] = frozenset()) -> None:
     """Fail with one line, before any image is processed, unless results can be written.
 
     ``file_target``: ``output`` names the result file itself (one input, an image suffix);
-    otherwise it is a folder, created if missing.
+    otherwise it is a folder, created if missing. ``keep``: the inputs' file ids
+    (:func:`restora.cli._batch.file_ids`), which a result file must not be.
     """
+    from restora.cli._batch import file_ids
+
     folder = output.parent if file_target else output
     if file_target and output.is_dir():
         raise InvalidParameter("output", f"output {output} is a folder, not a file name")
+    if file_target and file_ids([output]) & keep:
+        raise InvalidParameter("output", f"output {output} is an input of this run; give "
+                               "another name (a result never replaces its source)")
     if not file_target and output.exists() and not output.is_dir():
         raise InvalidParameter("output", f"output {output} is an existing file, not a folder "
                                "(give a folder, or a new file name for a single input)")

@@ -105,6 +105,7 @@ def enhance_faces_command(
 
         raise InvalidParameter("output", f"output {output} must be a folder or a .png file")
 
+    from restora.cli._batch import file_ids
     from restora.cli._checks import check_output, enhance_needs, require_models
     from restora.models.runtime import Runtime
 
@@ -113,18 +114,20 @@ def enhance_faces_command(
     require_models(runtime, *enhance_needs(options.model, options.detector))
     if refs:  # matching faces to references needs a face-recognition model
         require_models(runtime, [("face-recognition", None)])
+    keep = file_ids([path for path, _ in jobs if path != STDIO] + refs)  # never overwritten
     if not to_stdout:
-        check_output(output, file_target=single and output.suffix.lower() == ".png")
+        check_output(output, file_target=single and output.suffix.lower() == ".png", keep=keep)
     run_batch(jobs, name="enhance-faces", single=single, as_json=as_json,
               image_to_stdout=to_stdout,
               process=lambda path, rel, bar: _process(path, rel, output, single, runtime,
-                                                      options, bar, refs),
+                                                      options, bar, refs, keep),
               summary=lambda r: [f"{r['input']} -> {r['output']} ({r['facesDetected']} face(s), "
                                  f"{r['model'] or 'no model'}, {r['seconds']:.1f} s)"])
 
 
 def _process(path: Path, rel: Path, output: Path, single: bool, runtime: Any,
-             options: EnhanceOptions, bar: Progress, refs: list[Any]) -> dict[str, Any]:
+             options: EnhanceOptions, bar: Progress, refs: list[Any],
+             keep: frozenset[tuple[int, int]] = frozenset()) -> dict[str, Any]:
     from restora.cli._batch import STDIO, read_source, write_atomic, write_stdout
     from restora.io import make_preview
     from restora.io.encode import encode_to
@@ -141,8 +144,8 @@ def _process(path: Path, rel: Path, output: Path, single: bool, runtime: Any,
         png, preview = "-", None
     else:
         png_path, preview_path = output_paths(rel, output, single)
-        write_atomic(png_path, lambda fh: encode_to(fh, result.image, "png"))
-        write_atomic(preview_path, make_preview(result.image))
+        write_atomic(png_path, lambda fh: encode_to(fh, result.image, "png"), keep)
+        write_atomic(preview_path, make_preview(result.image), keep)
         png, preview = str(png_path), str(preview_path)
     record = {"input": str(path), **result.to_dict(), "output": png, "preview": preview}
     record["timings"]["encode"] = round(time.perf_counter() - t_enc, 4)

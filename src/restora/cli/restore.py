@@ -101,19 +101,22 @@ def restore_photo_command(
         if not mask.is_file():
             raise InvalidParameter("mask", f"mask file {mask} does not exist")
 
+    from restora.cli._batch import file_ids
     from restora.cli._checks import check_output, face_models_missing, require_models
     from restora.models.runtime import Runtime
 
     runtime = Runtime()
     if options.colorize:
         require_models(runtime, [("colorization", None)])
+    keep = file_ids([path for path, _ in jobs if path != STDIO] + ([mask] if mask else []))
     if not to_stdout:
-        check_output(output, file_target=single and output.suffix.lower() in _FORMAT_OF_SUFFIX)
+        check_output(output, file_target=single and output.suffix.lower() in _FORMAT_OF_SUFFIX,
+                     keep=keep)
     if options.face_enhancement and (why := face_models_missing(runtime)):
         typer.echo(f"warning: {why}", err=True)  # said once, before the first image
     run_batch(jobs, name="restore-photo", single=single, as_json=as_json,
               process=lambda path, rel, bar: _process(path, rel, output, single, runtime,
-                                                      options, bar, save_mask, mask),
+                                                      options, bar, save_mask, mask, keep),
               summary=_summary, image_to_stdout=to_stdout)
 
 
@@ -134,7 +137,8 @@ def mask_path_for(out_path: Path, rel: Path, output: Path, single: bool) -> Path
 
 def _process(path: Path, rel: Path, output: Path, single: bool, runtime: Any,
              options: PhotoOptions, bar: Any, save_mask: bool = False,
-             mask: Path | None = None) -> dict[str, Any]:
+             mask: Path | None = None,
+             keep: frozenset[tuple[int, int]] = frozenset()) -> dict[str, Any]:
     from restora.cli._batch import STDIO, read_source, write_atomic, write_stdout
     from restora.io import make_preview
     from restora.io.encode import encode_to
@@ -153,8 +157,8 @@ def _process(path: Path, rel: Path, output: Path, single: bool, runtime: Any,
     else:
         out_path, preview_path, fmt = output_paths(rel, output, single, result.output_format)
         write_atomic(out_path, lambda fh: encode_to(fh, result.image, fmt,
-                                                    quality=JPEG_QUALITY))
-        write_atomic(preview_path, make_preview(result.image))
+                                                    quality=JPEG_QUALITY), keep)
+        write_atomic(preview_path, make_preview(result.image), keep)
         out, preview = str(out_path), str(preview_path)
     record = {"input": str(path), **result.to_dict(), "format": fmt, "output": out,
               "preview": preview}
@@ -163,7 +167,7 @@ def _process(path: Path, rel: Path, output: Path, single: bool, runtime: Any,
 
         assert result.mask is not None
         mask_file = mask_path_for(Path(out), rel, output, single)  # never "-": refused up front
-        write_atomic(mask_file, mask_png(result.mask))
+        write_atomic(mask_file, mask_png(result.mask), keep)
         record["mask"] = str(mask_file)
     record["timings"]["encode"] = round(time.perf_counter() - t_enc, 4)
     record["seconds"] = round(time.perf_counter() - t0, 3)
