@@ -516,3 +516,29 @@ def test_engines_prune_deletes_what_this_install_cannot_use(
     rc, out, _ = run(capsys, "models", "engines", "--prune")
     assert rc == 0 and "its model file is not installed" in out
     assert not (auto_engine / model[:16]).exists()
+
+
+def test_import_never_replaces_an_installed_file_it_cannot_check(
+        capsys: pytest.CaptureFixture[str], restora_home: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A manifest model's own file (no SHA-256 known) was replaced by whatever was imported
+    with `--id` (a photo, another checkpoint): the user's weights were gone."""
+    own = Path(shutil.copy(tiny_file(), tmp_path / "my_x2.pth"))
+    hparams = json.loads(shared_path("conformance", "rrdbnet_s2.tiny.json").read_text())[
+        "constructor_kwargs"]
+    monkeypatch.setenv("RESTORA_MODELS", str(write_tiny_manifest(tmp_path, include=set(), extra=[
+        {"id": "my-x2", "task": "upscale", "arch": "rrdbnet", "hparams": hparams,
+         "path": str(own), "license": "test", "commercial_use": True}])))
+    photo = shared_path("testdata", "photos", "04.jpg")
+    rc, out, err = run(capsys, "models", "import", str(photo), "--id", "my-x2")
+    assert rc == 1 and out == ""
+    assert err.startswith("error[import_failed]: 'my-x2' is already installed at ") and \
+        "nothing was installed" in err and len(err.splitlines()) == 1, err
+    assert own.read_bytes() == tiny_file().read_bytes()
+    assert not (restora_home / "models" / "recorded-hashes.json").exists()
+    # the file itself, or a copy of the same bytes, is fine (and records its hash)
+    copy = Path(shutil.copy(tiny_file(), tmp_path / "copy.pth"))
+    for source in (own, copy):
+        rc, out, _ = run(capsys, "models", "import", str(source), "--id", "my-x2")
+        assert rc == 0 and out.startswith(f"my-x2: installed at {own}")
+    assert own.read_bytes() == tiny_file().read_bytes()

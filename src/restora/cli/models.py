@@ -139,9 +139,23 @@ def import_model(
         None, "--id", help="The model this file is; without it the SHA-256 identifies it."),
 ) -> None:
     """Install a local file after checking its SHA-256."""
+    import filecmp
+
+    from restora.errors import DownloadError
     from restora.models.download import import_file
 
     _, registry = _registry()
+    if model_id is not None and file.is_file():
+        spec = registry.get(model_id)
+        dest = registry.path(spec)
+        # Nothing to check the file against (a manifest's own model, no published hash): the
+        # installed file, perhaps the user's only copy, must not be replaced by any other.
+        if (registry.expected_sha256(spec) is None and dest.is_file()
+                and not filecmp.cmp(file, dest, shallow=False)):
+            raise DownloadError(f"'{spec.id}' is already installed at {dest}, and with no known "
+                                f"SHA-256 {file} cannot be checked against it; nothing was "
+                                f"installed (to replace it, move {dest} away first)",
+                                code="import_failed", path=str(file))
     spec = import_file(registry, file, model_id)
     typer.echo(f"{spec.id}: installed at {registry.path(spec)}")
 
