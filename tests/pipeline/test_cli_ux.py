@@ -286,3 +286,41 @@ def test_no_result_overwrites_an_input(env: Path, capsys: pytest.CaptureFixture[
     assert main(["enhance-faces", "linked.png", "-o", str(src)]) == 1
     assert "error[invalid_parameter]" in capsys.readouterr().err
     assert src.read_bytes() == original
+
+
+@pytest.mark.parametrize(("sig", "code"), [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_mid_write_leaves_no_temporary_file(env: Path, sig: str, code: int) -> None:
+    """`kill` (SIGTERM) while a result was being written left its hidden temporary file behind
+    and said nothing; now it stops as Ctrl+C does: the write in progress is undone, the summary
+    says what happened, exit 128 + signal."""
+    import signal
+    import time
+
+    folder = env / "in"
+    folder.mkdir()
+    for i in range(2):
+        shutil.copy(shared_path("testdata", "photos", "02.png"), folder / f"{i}.png")
+    out = env / "out"
+    proc_env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    for args, single in (([str(folder)], False), ([str(folder / "0.png")], True)):
+        shutil.rmtree(out, ignore_errors=True)
+        with subprocess.Popen([sys.executable, "-m", "restora", "enhance-faces", *args, "-o",
+                               str(out)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=proc_env) as proc:
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline and proc.poll() is None:
+                if out.is_dir() and any(p.name.startswith(".0_enhanced.png.")
+                                        for p in out.iterdir()):
+                    break  # the first result is being written
+                time.sleep(0.002)
+            proc.send_signal(getattr(signal, sig))
+            _, err = proc.communicate(timeout=120)
+        assert proc.returncode == code, err.decode()
+        last = err.decode().strip().splitlines()[-1]
+        assert "Traceback" not in err.decode()
+        if single:
+            assert last == f"error[cancelled]: interrupted by {sig}", err.decode()
+        else:
+            assert last.startswith("enhance-faces: ") and last.endswith(
+                f" s, interrupted by {sig}") and "skipped (of 2)" in last, err.decode()
+        assert not [p.name for p in out.iterdir() if p.name.startswith(".")]

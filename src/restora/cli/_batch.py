@@ -145,11 +145,18 @@ def run_batch(jobs: list[tuple[Path, Path]], *, name: str, single: bool, as_json
     Results go to stdout, one line each (``--json``: one object per line), whatever the
     terminal width; progress, warnings and the closing summary go to stderr. With
     ``image_to_stdout`` (``-o -``) stdout carries the image, so result lines go to stderr.
+
+    Ctrl+C, SIGTERM and SIGHUP stop it alike: the write in progress removes its temporary
+    file, the summary (one image: an error line) names the signal, exit code 128 + signal.
     """
+    import signal
+
     from restora.errors import InputError
 
     done = failed = 0
+    stopped = None
     t0 = time.perf_counter()
+    previous = _stop_on_signals()
     with Progress(len(jobs), name, results_to_stderr=image_to_stdout) as bar:
         try:
             for path, rel in jobs:
@@ -174,13 +181,41 @@ def run_batch(jobs: list[tuple[Path, Path]], *, name: str, single: bool, as_json
                     bar.result(lines[0])
                     for line in lines[1:]:
                         bar.error(line)
+        except KeyboardInterrupt as exc:
+            stopped = signal.Signals(exc.args[0] if exc.args else signal.SIGINT)
+            raise typer.Exit(128 + stopped) from None
         finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            why = f", interrupted by {stopped.name}" if stopped else ""
             if not single:
                 skipped = len(jobs) - done - failed
                 bar.error(f"{name}: {done} done, {failed} failed, {skipped} skipped "
-                          f"(of {len(jobs)}) in {time.perf_counter() - t0:.1f} s")
+                          f"(of {len(jobs)}) in {time.perf_counter() - t0:.1f} s{why}")
+            elif stopped:
+                bar.error(f"error[cancelled]: interrupted by {stopped.name}")
     if failed:
         raise typer.Exit(1)
+
+
+def _stop_on_signals() -> dict[int, Any]:
+    """Make SIGTERM and SIGHUP raise ``KeyboardInterrupt(signum)`` as Ctrl+C does (their
+    default kills the process mid-write, leaving a temporary file); returns the handlers to
+    put back. Only the main thread can set handlers: elsewhere nothing changes."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signum)
+
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) == signal.SIG_DFL:  # not one a caller set or ignores
+            previous[signum] = signal.signal(signum, stop)
+    return previous
 
 
 class Progress:
