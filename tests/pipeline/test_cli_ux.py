@@ -324,3 +324,25 @@ def test_a_signal_mid_write_leaves_no_temporary_file(env: Path, sig: str, code: 
             assert last.startswith("enhance-faces: ") and last.endswith(
                 f" s, interrupted by {sig}") and "skipped (of 2)" in last, err.decode()
         assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_an_input_that_is_not_a_file_is_named_for_what_it_is(
+        env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A FIFO, a device or a socket given as input was reported as not existing."""
+    import socket
+
+    fifo = env / "fifo.jpg"
+    os.mkfifo(fifo)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(env / "sock.jpg"))
+    try:
+        for item in (fifo, env / "sock.jpg", Path("/dev/zero")):
+            assert main(["enhance-faces", str(item), "-o", str(env / "out")]) == 1
+            line = one_error_line(capsys.readouterr().err)
+            assert line == (f"error[invalid_input]: {item} is not a file or folder (a device, "
+                            "FIFO or socket); give - to read standard input"), line
+    finally:
+        sock.close()
+    assert main(["enhance-faces", str(env / "nothing.jpg"), "-o", str(env / "out")]) == 1
+    assert one_error_line(capsys.readouterr().err).startswith("error[file_not_found]: ")
+    assert not (env / "out").exists()

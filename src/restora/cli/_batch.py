@@ -54,6 +54,9 @@ def collect_inputs(inputs: list[Path], output: Path | None = None) -> list[tuple
             jobs.extend((p, p.relative_to(item)) for p in found)
         elif item.is_file():
             jobs.append((item, Path(item.name)))
+        elif item.exists():
+            raise InputError(f"{item} is not a file or folder (a device, FIFO or socket); give "
+                             "- to read standard input", path=str(item))
         else:
             raise InputError(f"{item} does not exist", code="file_not_found", path=str(item))
     if not jobs:
