@@ -85,8 +85,8 @@ def test_errors_are_one_line_and_nonzero(env: Path, capsys: pytest.CaptureFixtur
     assert capsys.readouterr().err.startswith("error[file_not_found]:")
     assert main(["enhance-faces", str(env / "broken.jpg"), "--upscale", "3"]) != 0
     assert capsys.readouterr().err.startswith("error[invalid_parameter]:")
-    photo = str(shared_path("testdata", "photos", "04.jpg"))
-    assert main(["enhance-faces", photo, photo, "-o", str(env / "one.png")]) != 0
+    photos = [str(shared_path("testdata", "photos", name)) for name in ("03.jpg", "04.jpg")]
+    assert main(["enhance-faces", *photos, "-o", str(env / "one.png")]) != 0
     assert "need an output folder" in capsys.readouterr().err
 
 
@@ -172,9 +172,9 @@ def test_bad_reference_photo_is_one_line_error(env: Path,
 
 def test_too_many_reference_photos_stop_before_the_batch(env: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    photo = str(shared_path("testdata", "photos", "03.jpg"))
+    photos = [str(shared_path("testdata", "photos", name)) for name in ("03.jpg", "04.jpg")]
     ref = str(shared_path("testdata", "gray", "Hepburn01.png"))
-    args = ["enhance-faces", photo, photo, "-o", str(env / "out")]
+    args = ["enhance-faces", *photos, "-o", str(env / "out")]
     assert main([*args, *(["--reference", ref] * 9)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error[invalid_parameter]: at most 8 reference photos, got 9"], err

@@ -55,7 +55,7 @@ def test_unusable_output_is_one_line_before_any_work(env: Path, command: str,
     if os.geteuid() != 0:  # root writes anywhere: a permission case only means something else
         cases[str(locked / "out")] = "output_not_writable"
     for target, code in cases.items():
-        assert main([command, str(src), str(src), "-o", target]) == 1
+        assert main([command, str(src), str(photo(env, "03.jpg")), "-o", target]) == 1
         captured = capsys.readouterr()
         line = one_error_line(captured.err)
         assert line.startswith(f"error[{code}]: ") and target.split("/")[1] in line, line
@@ -204,7 +204,7 @@ def test_standard_input_and_output_misuse_is_one_line(env: Path) -> None:
         (["enhance-faces", "-", "-o", "-"], b"", "error[empty_file]"),
         (["enhance-faces", "-", "-o", "-"], b"not an image", "error[unsupported_format]"),
         (["enhance-faces", "-", "-", "-o", "-"], jpeg, "error[invalid_parameter]: standard input"),
-        (["enhance-faces", str(src), str(src), "-o", "-"], None,
+        (["enhance-faces", str(src), str(shutil.copy(src, env / "b.jpg")), "-o", "-"], None,
          "error[invalid_parameter]: -o - writes one image"),
         (["restore-photo", "-", "-o", "-", "--save-mask"], jpeg,
          "error[invalid_parameter]: --save-mask needs"),
@@ -346,3 +346,21 @@ def test_an_input_that_is_not_a_file_is_named_for_what_it_is(
     assert main(["enhance-faces", str(env / "nothing.jpg"), "-o", str(env / "out")]) == 1
     assert one_error_line(capsys.readouterr().err).startswith("error[file_not_found]: ")
     assert not (env / "out").exists()
+
+
+def test_the_same_file_given_twice_is_restored_once(env: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """`restora enhance-faces album album/a.jpg` (or a file twice) restored it twice, the
+    second time as a-1_enhanced.png; another file of the same name still gets its own."""
+    folder = env / "album"
+    (folder / "sub").mkdir(parents=True)
+    src = Path(shutil.copy(shared_path("testdata", "photos", "04.jpg"), folder / "a.jpg"))
+    shutil.copy(src, folder / "sub" / "a.jpg")
+    assert main(["enhance-faces", "album/a.jpg", "album", "./album//a.jpg", "album/sub",
+                 "-o", "out", "--model", "gfpgan"]) == 0
+    out, err = capsys.readouterr()
+    assert [line.split(" -> ")[0] for line in out.splitlines()] == [
+        "album/a.jpg", "album/sub/a.jpg"], out
+    assert sorted(str(p.relative_to(env / "out")) for p in (env / "out").rglob("*.png")) == [
+        "a_enhanced.png", "sub/a_enhanced.png"]
+    assert err.strip().splitlines()[-1].startswith("enhance-faces: 2 done, 0 failed, 0 skipped")

@@ -33,9 +33,10 @@ def collect_inputs(inputs: list[Path], output: Path | None = None) -> list[tuple
 
     Folders are searched recursively; hidden files are skipped, and so is the ``output`` folder
     where it lies inside one (the default ``./restored`` inside ``.``): a second run must not
-    take the first run's results for photos. Inputs whose results would share a name (``a.jpg``
-    and ``a.png``; names compared without their last suffix, ignoring case, as output names are
-    made and as case-insensitive file systems see them) get ``a-1``, ``a-2``.
+    take the first run's results for photos. A file given twice (``album album/a.jpg``) is
+    restored once. Inputs whose results would share a name (``a.jpg`` and ``a.png``; names
+    compared without their last suffix, ignoring case, as output names are made and as
+    case-insensitive file systems see them) get ``a-1``, ``a-2``.
     """
     from restora.errors import InputError, InvalidParameter
 
@@ -62,8 +63,13 @@ def collect_inputs(inputs: list[Path], output: Path | None = None) -> list[tuple
     if not jobs:
         raise InputError("no image files found in the given input(s)", code="no_input")
     taken: set[str] = set()
+    seen: set[Path] = set()
     unique = []
     for path, rel in jobs:  # two inputs must never write the same result
+        where = path if path == STDIO else path.parent.resolve() / path.name
+        if where in seen:
+            continue
+        seen.add(where)
         stem = rel.with_suffix("")
         name, n = stem, 0
         while str(name).lower() in taken:
