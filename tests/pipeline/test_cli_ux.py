@@ -364,3 +364,46 @@ def test_the_same_file_given_twice_is_restored_once(env: Path,
     assert sorted(str(p.relative_to(env / "out")) for p in (env / "out").rglob("*.png")) == [
         "a_enhanced.png", "sub/a_enhanced.png"]
     assert err.strip().splitlines()[-1].startswith("enhance-faces: 2 done, 0 failed, 0 skipped")
+
+
+def test_what_cannot_be_read_is_a_failure_not_silence(env: Path) -> None:
+    """An unreadable sub-folder of an input folder was skipped without a word (its photos
+    never restored, exit 0); an unreadable input folder or file was a usage error for the
+    whole batch, a file in a folder that cannot be looked into a traceback."""
+    album = env / "album"
+    (album / "locked").mkdir(parents=True)
+    shutil.copy(shared_path("testdata", "photos", "04.jpg"), album / "ok.jpg")
+    shutil.copy(shared_path("testdata", "photos", "04.jpg"), album / "locked" / "b.jpg")
+    (album / "locked").chmod(0)
+    as_user = []
+    if os.geteuid() == 0:  # root reads anything: without CAP_DAC_* the mode holds for it too
+        if shutil.which("setpriv") is None:
+            (album / "locked").chmod(0o755)
+            pytest.skip("root needs setpriv to drop CAP_DAC_OVERRIDE")
+        as_user = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+    proc_env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    try:
+        runs = [subprocess.run([*as_user, sys.executable, "-m", "restora", *args],
+                               capture_output=True, text=True, env=proc_env, timeout=300)
+                for args in (["enhance-faces", "album", "-o", "out", "--model", "gfpgan"],
+                             ["enhance-faces", "album/locked", "-o", "out"],
+                             ["enhance-faces", "album/locked/b.jpg", "album/ok.jpg", "-o", "out"],
+                             ["models", "import", "album/locked/b.jpg"])]
+    finally:
+        (album / "locked").chmod(0o755)
+    proc, alone, files, model = runs
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout.startswith("album/ok.jpg -> ") and len(proc.stdout.splitlines()) == 1
+    assert ("error[invalid_input]: album/locked: the folder could not be searched for images "
+            "(Permission denied)") in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "enhance-faces: 1 done, 1 failed, 0 skipped (of 2)")
+    assert alone.returncode == 1 and "Traceback" not in alone.stderr
+    assert ("error[invalid_input]: album/locked: the folder could not be searched"
+            in alone.stderr), alone.stderr
+    assert files.returncode == 1 and files.stdout.startswith("album/ok.jpg -> "), files.stderr
+    assert "album/locked/b.jpg: The file could not be read: Permission denied" in files.stderr
+    assert "Traceback" not in files.stderr
+    assert model.returncode == 1
+    assert one_error_line(model.stderr) == ("error[import_failed]: cannot read "
+                                            "album/locked/b.jpg: Permission denied")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 import time
 from pathlib import Path
@@ -47,19 +48,24 @@ def collect_inputs(inputs: list[Path], output: Path | None = None) -> list[tuple
     for item in inputs:
         if item == STDIO:
             jobs.append((STDIO, Path("stdin")))
-        elif item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.is_file()
-                           and p.suffix.lower() in IMAGE_SUFFIXES
-                           and not any(part.startswith(".") for part in p.relative_to(item).parts)
-                           and (skip is None or not p.resolve().is_relative_to(skip)))
+            continue
+        try:
+            mode = item.stat().st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            raise InputError(f"{item} does not exist", code="file_not_found",
+                             path=str(item)) from None
+        except OSError:  # e.g. in a folder it may not look into: reading it says why
+            mode = stat.S_IFREG
+        if stat.S_ISDIR(mode):
+            found, unreadable = _search(item, skip)
             jobs.extend((p, p.relative_to(item)) for p in found)
-        elif item.is_file():
+            # a folder that could not be read is a job that fails (see run_batch), not silence
+            jobs.extend((d, d.relative_to(item)) for d in unreadable)
+        elif stat.S_ISREG(mode):
             jobs.append((item, Path(item.name)))
-        elif item.exists():
+        else:
             raise InputError(f"{item} is not a file or folder (a device, FIFO or socket); give "
                              "- to read standard input", path=str(item))
-        else:
-            raise InputError(f"{item} does not exist", code="file_not_found", path=str(item))
     if not jobs:
         raise InputError("no image files found in the given input(s)", code="no_input")
     taken: set[str] = set()
@@ -70,6 +76,9 @@ def collect_inputs(inputs: list[Path], output: Path | None = None) -> list[tuple
         if where in seen:
             continue
         seen.add(where)
+        if os.path.isdir(path):  # an unreadable folder: it writes nothing
+            unique.append((path, rel))
+            continue
         stem = rel.with_suffix("")
         name, n = stem, 0
         while str(name).lower() in taken:
@@ -78,6 +87,47 @@ def collect_inputs(inputs: list[Path], output: Path | None = None) -> list[tuple
         taken.add(str(name).lower())
         unique.append((path, rel if n == 0 else name.with_name(name.name + rel.suffix)))
     return unique
+
+
+def _search(folder: Path, skip: Path | None) -> tuple[list[Path], list[Path]]:
+    """The image files under ``folder`` (recursively; hidden files and folders, symlinked
+    folders and what lies in ``skip`` left out), sorted, and the folders that could not be
+    read."""
+    found: list[Path] = []
+    unreadable: list[Path] = []
+    for root, dirs, files in os.walk(folder, onerror=lambda exc: unreadable.append(
+            Path(exc.filename))):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found.extend(p for name in files if not name.startswith(".")
+                     and (p := Path(root, name)).suffix.lower() in IMAGE_SUFFIXES
+                     and os.path.isfile(p)
+                     and (skip is None or not p.resolve().is_relative_to(skip)))
+    return sorted(found), sorted(unreadable)
+
+
+def is_missing(path: Path) -> bool:
+    """Whether ``path`` does not exist; one that cannot be looked at (in a folder without
+    search permission) is not missing: reading it says why."""
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _unreadable_folder(folder: Path) -> None:
+    """The error of a folder :func:`collect_inputs` could not search."""
+    from restora.errors import InputError
+
+    try:
+        os.scandir(folder).close()
+        why = "it could not be read at the time"
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+    raise InputError(f"the folder could not be searched for images ({why}); the images in it "
+                     "were not restored", path=str(folder))
 
 
 def read_source(path: Path, max_bytes: int) -> Path | bytes:
@@ -171,6 +221,8 @@ def run_batch(jobs: list[tuple[Path, Path]], *, name: str, single: bool, as_json
             for path, rel in jobs:
                 bar.start(path)
                 try:
+                    if os.path.isdir(path):  # a folder collect_inputs could not search
+                        _unreadable_folder(path)
                     record = process(path, rel, bar)
                 except InputError as exc:
                     if single:

@@ -31,12 +31,12 @@ def check_output(output: Path, *, file_target: bool,
     from restora.cli._batch import file_ids
 
     folder = output.parent if file_target else output
-    if file_target and output.is_dir():
+    if file_target and os.path.isdir(output):
         raise InvalidParameter("output", f"output {output} is a folder, not a file name")
     if file_target and file_ids([output]) & keep:
         raise InvalidParameter("output", f"output {output} is an input of this run; give "
                                "another name (a result never replaces its source)")
-    if not file_target and output.exists() and not output.is_dir():
+    if not file_target and os.path.exists(output) and not os.path.isdir(output):
         raise InvalidParameter("output", f"output {output} is an existing file, not a folder "
                                "(give a folder, or a new file name for a single input)")
     try:

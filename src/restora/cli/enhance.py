@@ -8,6 +8,7 @@ imports (torch, cv2) happen inside the command.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -45,10 +46,11 @@ def output_paths(rel: Path, output: Path, single: bool) -> tuple[Path, Path]:
 
 
 def enhance_faces_command(
-    inputs: list[Path] = typer.Argument(..., metavar="INPUT...",
+    # readable=False: an unreadable input is that image's error, not a usage error for all
+    inputs: list[Path] = typer.Argument(..., metavar="INPUT...", readable=False,
                                         help="Image files or folders (searched recursively); "
                                              "- reads one image from standard input."),
-    output: Path = typer.Option(Path("restored"), "-o", "--output",
+    output: Path = typer.Option(Path("restored"), "-o", "--output", readable=False,
                                 help="Output folder, or a .png path for a single input, or - "
                                      "for standard output (PNG, no preview)."),
     model: str = typer.Option(_d("model"), "--model", help=_h("model")),
@@ -67,7 +69,7 @@ def enhance_faces_command(
                                     help=_h("orientation") + " (auto, search, upright)"),
     seed: Optional[int] = typer.Option(_d("seed"), "--seed", help=_h("seed")),
     reference: Optional[list[Path]] = typer.Option(  # noqa: UP007 - typer needs Optional
-        None, "--reference", metavar="FILE",
+        None, "--reference", metavar="FILE", readable=False,
         help="Reference photo of a person (repeatable): matching faces are restored closest to "
              "it."),
     only_reference_faces: bool = typer.Option(_d("only_reference_faces"),
@@ -89,7 +91,7 @@ def enhance_faces_command(
         only_reference_faces=only_reference_faces, identity=identity,
         identity_model=identity_model))
     jobs = collect_inputs(inputs, output)
-    single = len(jobs) == 1 and not inputs[0].is_dir()
+    single = len(jobs) == 1 and not os.path.isdir(inputs[0])
     to_stdout = output == STDIO
     if to_stdout and not single:
         from restora.errors import InvalidParameter
@@ -100,7 +102,7 @@ def enhance_faces_command(
         from restora.errors import InvalidParameter
 
         raise InvalidParameter("output", f"{len(jobs)} images need an output folder, not {output}")
-    if single and output.suffix and output.suffix.lower() != ".png" and not output.is_dir():
+    if single and output.suffix and output.suffix.lower() != ".png" and not os.path.isdir(output):
         from restora.errors import InvalidParameter
 
         raise InvalidParameter("output", f"output {output} must be a folder or a .png file")
@@ -156,6 +158,7 @@ def _process(path: Path, rel: Path, output: Path, single: bool, runtime: Any,
 def _read_references(paths: list[Path], runtime: Any) -> list[Any]:
     """Check that every reference photo decodes before the batch starts (a bad one stops it);
     the paths go to the pipeline so results name them."""
+    from restora.cli._batch import is_missing
     from restora.errors import InvalidParameter, RestoraError
     from restora.io.decode import as_image
     from restora.pipeline.identity import MAX_REFERENCES
@@ -165,7 +168,7 @@ def _read_references(paths: list[Path], runtime: Any) -> list[Any]:
                                f"got {len(paths)}")
     refs = []
     for p in paths:
-        if not p.is_file():
+        if is_missing(p):
             raise InvalidParameter("reference", f"reference photo {p} does not exist")
         try:
             as_image(p, runtime.settings)

@@ -134,16 +134,26 @@ def manual_install_help(registry: Registry, specs: list, *, offline: bool) -> st
 
 @models_app.command("import")
 def import_model(
-    file: Path = typer.Argument(..., help="A checkpoint file you already have."),
+    file: Path = typer.Argument(..., readable=False,
+                                help="A checkpoint file you already have."),
     model_id: Optional[str] = typer.Option(  # noqa: UP007 - typer needs Optional here
         None, "--id", help="The model this file is; without it the SHA-256 identifies it."),
 ) -> None:
     """Install a local file after checking its SHA-256."""
     import filecmp
+    import stat
 
     from restora.errors import DownloadError
     from restora.models.download import import_file
 
+    try:  # an unreadable file is one line here, not a PermissionError from the hashing
+        if stat.S_ISREG(file.stat().st_mode):
+            file.open("rb").close()
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # import_file says it is not a file
+    except OSError as exc:
+        raise DownloadError(f"cannot read {file}: {exc.strerror or exc}", code="import_failed",
+                            path=str(file)) from None
     _, registry = _registry()
     if model_id is not None and file.is_file():
         spec = registry.get(model_id)

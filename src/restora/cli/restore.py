@@ -9,6 +9,7 @@ goes exactly there, in that format.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -47,10 +48,11 @@ def output_paths(rel: Path, output: Path, single: bool, fmt: str) -> tuple[Path,
 
 
 def restore_photo_command(
-    inputs: list[Path] = typer.Argument(..., metavar="INPUT...",
+    # readable=False: an unreadable input is that image's error, not a usage error for all
+    inputs: list[Path] = typer.Argument(..., metavar="INPUT...", readable=False,
                                         help="Image files or folders (searched recursively); "
                                              "- reads one image from standard input."),
-    output: Path = typer.Option(Path("restored"), "-o", "--output",
+    output: Path = typer.Option(Path("restored"), "-o", "--output", readable=False,
                                 help="Output folder, or a .png/.jpg/.webp path for one input, "
                                      "or - for standard output (the input's format rule, no "
                                      "preview)."),
@@ -67,7 +69,7 @@ def restore_photo_command(
                                             help=_h("colorize_strength")),
     orientation: str = typer.Option(_d("orientation"), "--orientation",
                                     help=_h("orientation") + " (auto, search, upright)"),
-    mask: Path | None = typer.Option(None, "--mask", metavar="FILE",
+    mask: Path | None = typer.Option(None, "--mask", metavar="FILE", readable=False,
                                      help="Damage mask image for a single input (white = repair)."),
     mask_mode: str = typer.Option(_d("mask_mode"), "--mask-mode", help=_h("mask_mode")),
     save_mask: bool = typer.Option(False, "--save-mask",
@@ -84,7 +86,7 @@ def restore_photo_command(
         colorize=colorize, colorize_strength=colorize_strength, mask_mode=mask_mode,
         orientation=orientation))
     jobs = collect_inputs(inputs, output)
-    single = len(jobs) == 1 and not inputs[0].is_dir()
+    single = len(jobs) == 1 and not os.path.isdir(inputs[0])
     to_stdout = output == STDIO
     if to_stdout and not single:
         raise InvalidParameter("output", f"-o - writes one image; {len(jobs)} images need an "
@@ -98,7 +100,9 @@ def restore_photo_command(
         if not single:
             raise InvalidParameter("mask", "--mask needs exactly one input image (a mask "
                                    "belongs to one photo)")
-        if not mask.is_file():
+        from restora.cli._batch import is_missing
+
+        if is_missing(mask):
             raise InvalidParameter("mask", f"mask file {mask} does not exist")
 
     from restora.cli._batch import file_ids
