@@ -407,3 +407,23 @@ def test_what_cannot_be_read_is_a_failure_not_silence(env: Path) -> None:
     assert model.returncode == 1
     assert one_error_line(model.stderr) == ("error[import_failed]: cannot read "
                                             "album/locked/b.jpg: Permission denied")
+
+
+@pytest.mark.parametrize("command", ["enhance-faces", "restore-photo"])
+def test_an_engine_cache_that_cannot_be_made_is_one_line(env: Path, command: str) -> None:
+    """RESTORA_HOME on a file (or a read-only place) was a NotADirectoryError/PermissionError
+    traceback from the engine cache once the first network ran (a new process: engines built
+    in this one are kept in memory)."""
+    src = photo(env)
+    (env / "not-a-folder").write_text("x")
+    proc_env = {**os.environ, "PYTHONPATH": str(REPO / "src"),
+                "RESTORA_HOME": str(env / "not-a-folder"), "RESTORA_ENGINE": "auto"}
+    proc = subprocess.run([sys.executable, "-m", "restora", command, str(src), "-o",
+                           str(env / "out")], capture_output=True, text=True, env=proc_env,
+                          timeout=300)
+    assert proc.returncode == 1
+    line = one_error_line(proc.stderr)
+    assert line.startswith(f"error[output_not_writable]: cannot create the engine cache "
+                           f"{env / 'not-a-folder' / 'engines'}: ")
+    assert "RESTORA_ENGINE=torch" in line
+    assert not (env / "out").exists()
