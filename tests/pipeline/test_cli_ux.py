@@ -427,3 +427,28 @@ def test_an_engine_cache_that_cannot_be_made_is_one_line(env: Path, command: str
                            f"{env / 'not-a-folder' / 'engines'}: ")
     assert "RESTORA_ENGINE=torch" in line
     assert not (env / "out").exists()
+
+
+def test_a_usage_error_is_one_line(env: Path) -> None:
+    """Unknown options, a missing argument, a value of the wrong type: click's four lines
+    (Usage, Try, a blank, Error) became one `error[usage]` line; exit status 2 as before."""
+    photo(env)
+    proc_env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    cases = [
+        (["enhance-faces", "-x.jpg"], "No such option: -x"),
+        (["enhance-faces", "04.jpg", "--upscale", "abc"], "Invalid value for '--upscale': "),
+        (["restore-photo"], "Missing argument 'INPUT...'."),
+        (["models", "pull", "x", "--timeout", "0"], "Invalid value for '--timeout': "),
+        (["bogus"], "No such command 'bogus'."),
+    ]
+    for args, message in cases:
+        proc = subprocess.run([sys.executable, "-m", "restora", *args], capture_output=True,
+                              text=True, env=proc_env, timeout=60)
+        assert proc.returncode == 2 and proc.stdout == "", (args, proc.stderr)
+        line = one_error_line(proc.stderr)
+        assert line.startswith(f"error[usage]: {message}") and line.endswith(" --help`)"), line
+    assert main(["enhance-faces", "--nope"]) == 2
+    proc = subprocess.run([sys.executable, "-m", "restora", "models"], capture_output=True,
+                          text=True, env=proc_env, timeout=60)  # no command: the help
+    assert proc.returncode == 2 and "Usage: " in proc.stderr + proc.stdout
+    assert "pull" in proc.stderr + proc.stdout

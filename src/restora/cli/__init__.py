@@ -50,13 +50,25 @@ _register()
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: turns every :class:`RestoraError` and every bad ``RESTORA_*`` setting into
-    one readable line and exit code 1."""
+    one readable line and exit code 1, and a usage error (unknown option, bad value, missing
+    argument) into one ``error[usage]`` line and exit code 2."""
     from pydantic import ValidationError
 
     from restora.config import Settings, settings_error_line
 
+    # click's UsageError, from whichever click typer uses (its own copy in recent versions)
+    usage_error = typer.BadParameter.__base__
     try:
-        app(args=argv, standalone_mode=True)
+        code = app(args=argv, standalone_mode=False)
+        return code if isinstance(code, int) else 0
+    except usage_error as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help, as before
+            exc.show()
+        else:
+            where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+            typer.echo(f"error[usage]: {' '.join(exc.format_message().split())}{where}",
+                       err=True)
+        return exc.exit_code
     except SystemExit as exc:
         return int(exc.code or 0) if isinstance(exc.code, int) else 1
     except RestoraError as exc:
