@@ -452,3 +452,17 @@ def test_a_usage_error_is_one_line(env: Path) -> None:
                           text=True, env=proc_env, timeout=60)  # no command: the help
     assert proc.returncode == 2 and "Usage: " in proc.stderr + proc.stdout
     assert "pull" in proc.stderr + proc.stdout
+
+
+def test_an_input_folder_that_is_the_output_folder_says_so(
+        env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`restora enhance-faces photos -o photos` said 'no image files found' with photos there:
+    the output folder is never searched (a second run would take results for photos)."""
+    (env / "photos").mkdir()
+    photo(env).rename(env / "photos" / "a.jpg")
+    for output in ("photos", "."):
+        assert main(["enhance-faces", "photos", "-o", output]) == 1
+        line = one_error_line(capsys.readouterr().err)
+        assert line == ("error[no_input]: no image files found in the given input(s): photos "
+                        f"is in the output folder {output}, which is never searched for photos "
+                        "(give another -o)"), line

@@ -67,7 +67,10 @@ def collect_inputs(inputs: list[Path], output: Path | None = None) -> list[tuple
             raise InputError(f"{item} is not a file or folder (a device, FIFO or socket); give "
                              "- to read standard input", path=str(item))
     if not jobs:
-        raise InputError("no image files found in the given input(s)", code="no_input")
+        inside = [i for i in inputs if skip is not None and i.resolve().is_relative_to(skip)]
+        why = (f": {inside[0]} is in the output folder {output}, which is never searched for "
+               "photos (give another -o)" if inside else "")
+        raise InputError(f"no image files found in the given input(s){why}", code="no_input")
     taken: set[str] = set()
     seen: set[Path] = set()
     unique = []
