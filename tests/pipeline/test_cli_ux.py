@@ -466,3 +466,22 @@ def test_an_input_folder_that_is_the_output_folder_says_so(
         assert line == ("error[no_input]: no image files found in the given input(s): photos "
                         f"is in the output folder {output}, which is never searched for photos "
                         "(give another -o)"), line
+
+
+def test_a_result_name_too_long_fails_that_image_only(env: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A photo whose name is legal but whose result name is not (too long for the file
+    system) stopped the whole batch with output_not_writable; the next photos were skipped."""
+    folder = env / "in"
+    folder.mkdir()
+    long_name = "x" * 240 + ".jpg"
+    for name in (long_name, "z.jpg"):
+        shutil.copy(shared_path("testdata", "photos", "04.jpg"), folder / name)
+    assert main(["enhance-faces", "in", "-o", "out", "--model", "gfpgan"]) == 1
+    out, err = capsys.readouterr()
+    assert out.startswith("in/z.jpg -> out/z_enhanced.png"), out
+    assert f"error[invalid_input]: in/{long_name}: cannot write out/x" in err, err
+    assert "the name is too long for the file system" in err
+    assert err.strip().splitlines()[-1].startswith("enhance-faces: 1 done, 1 failed, 0 skipped")
+    assert sorted(p.name for p in (env / "out").iterdir()) == ["z_enhanced.png",
+                                                               "z_enhanced.preview.webp"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -183,7 +184,7 @@ def write_atomic(path: Path, data: Payload,
     ``path`` that is one of the files in ``keep`` (:func:`file_ids` of the run's inputs) is
     refused: a result never replaces a source."""
     from restora.cli._checks import OutputNotWritable
-    from restora.errors import InvalidParameter
+    from restora.errors import InputError, InvalidParameter
     from restora.io.files import write_atomic as write
 
     if file_ids([path]) & keep:
@@ -193,6 +194,9 @@ def write_atomic(path: Path, data: Payload,
         path.parent.mkdir(parents=True, exist_ok=True)
         write(path, data)
     except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:  # this input's name, not the output: the batch goes on
+            raise InputError(f"cannot write {path}: the name is too long for the file system "
+                             "(rename the input)", path=str(path)) from None
         raise OutputNotWritable(f"cannot write {path}: {exc.strerror or exc}",
                                 path=str(path)) from None
 
