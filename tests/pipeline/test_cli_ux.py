@@ -485,3 +485,22 @@ def test_a_result_name_too_long_fails_that_image_only(env: Path,
     assert err.strip().splitlines()[-1].startswith("enhance-faces: 1 done, 1 failed, 0 skipped")
     assert sorted(p.name for p in (env / "out").iterdir()) == ["z_enhanced.png",
                                                                "z_enhanced.preview.webp"]
+
+
+def test_standard_output_on_a_full_disk_is_one_line(env: Path) -> None:
+    """`restora ... -o - > /dev/full` (or result lines into a full disk) was an OSError
+    traceback."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full")
+    src = photo(env)
+    proc_env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    for output in ("-", str(env / "out")):
+        with open("/dev/full", "wb") as full:
+            proc = subprocess.run([sys.executable, "-m", "restora", "enhance-faces", str(src),
+                                   "-o", output], stdout=full, stderr=subprocess.PIPE,
+                                  env=proc_env, timeout=300)
+        assert proc.returncode == 1
+        err = proc.stderr.decode()
+        assert one_error_line(err) == ("error[output_not_writable]: cannot write to standard "
+                                       "output: No space left on device"), err
+    assert (env / "out" / "04_enhanced.png").is_file()  # written before its result line

@@ -148,8 +148,6 @@ def read_source(path: Path, max_bytes: int) -> Path | bytes:
 
 def write_stdout(data: Payload) -> None:
     """The result on standard output; a reader that went away is one clear error."""
-    from restora.cli._checks import OutputNotWritable
-
     out = sys.stdout.buffer
     try:
         if isinstance(data, bytes):
@@ -157,11 +155,22 @@ def write_stdout(data: Payload) -> None:
         else:
             data(out)
         out.flush()
-    except BrokenPipeError:
-        # Python would report the broken pipe again when it flushes stdout at exit
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise OutputNotWritable("standard output was closed before the result was written",
-                                path="-") from None
+    except OSError as exc:
+        raise _stdout_error(exc) from None
+
+
+def _stdout_error(exc: OSError) -> Exception:
+    """The one error for standard output that cannot be written (a reader gone, a full
+    disk); stdout then goes to /dev/null, else Python reports it again when it flushes stdout
+    at exit."""
+    from restora.cli._checks import OutputNotWritable
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if isinstance(exc, BrokenPipeError):
+        return OutputNotWritable("standard output was closed before the result was written",
+                                 path="-")
+    return OutputNotWritable(f"cannot write to standard output: {exc.strerror or exc}",
+                             path="-")
 
 
 def file_ids(paths: Iterable[Path]) -> frozenset[tuple[int, int]]:
@@ -353,7 +362,10 @@ class Progress:
             typer.echo(line)
             self._bar.start()
         else:
-            typer.echo(line)
+            try:
+                typer.echo(line)
+            except OSError as exc:
+                raise _stdout_error(exc) from None
 
     def error(self, line: str) -> None:
         """A diagnostic line on stderr."""
