@@ -504,3 +504,13 @@ def test_standard_output_on_a_full_disk_is_one_line(env: Path) -> None:
         assert one_error_line(err) == ("error[output_not_writable]: cannot write to standard "
                                        "output: No space left on device"), err
     assert (env / "out" / "04_enhanced.png").is_file()  # written before its result line
+
+
+def test_serve_with_an_unknown_log_level_is_one_line(
+        env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`restora serve --log-level bogus` built the whole app, then died with a KeyError
+    traceback from uvicorn's level table."""
+    assert main(["serve", "--log-level", "bogus"]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert line == ("error[invalid_parameter]: unknown --log-level 'bogus'; use critical, error, "
+                    "warning, info, debug or trace"), line

@@ -21,6 +21,14 @@ def serve(
     Embedded by default (jobs run in this process); with RESTORA_DATABASE_URL and
     RESTORA_QUEUE_URL set this is an API node and `restora worker` processes run the jobs."""
     import uvicorn
+    from uvicorn.config import LOG_LEVELS
+
+    if log_level.lower() not in LOG_LEVELS:  # else a KeyError once the app is built
+        from restora.errors import InvalidParameter
+
+        *rest, last = LOG_LEVELS
+        raise InvalidParameter("log_level", f"unknown --log-level {log_level!r}; use "
+                               f"{', '.join(rest)} or {last}")
 
     from restora.service.app import create_app
     from restora.service.settings import ServiceSettings
