@@ -134,6 +134,21 @@ def _unreadable_folder(folder: Path) -> None:
                      "were not restored", path=str(folder))
 
 
+def plan_batch(inputs: list[Path], output: Path) -> tuple[list[tuple[Path, Path]], bool, bool]:
+    """(jobs, single, to_stdout) of a per-image command: :func:`collect_inputs`, whether it is
+    one image given as a file (``-o`` may then name the result), and whether the result goes to
+    standard output (``-o -``, refused for several images)."""
+    from restora.errors import InvalidParameter
+
+    jobs = collect_inputs(inputs, output)
+    single = len(jobs) == 1 and not os.path.isdir(inputs[0])
+    to_stdout = output == STDIO
+    if to_stdout and not single:
+        raise InvalidParameter("output", f"-o - writes one image; {len(jobs)} images need an "
+                               "output folder")
+    return jobs, single, to_stdout
+
+
 def read_source(path: Path, max_bytes: int) -> Path | bytes:
     """What the pipeline reads: the path, or for ``-`` the bytes on standard input (at most one
     byte past ``max_bytes``, so an endless stream stops there and is refused by size)."""

@@ -82,7 +82,7 @@ def enhance_faces_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
 ) -> None:
     """Restore the faces in photos (GFPGAN v1.4 / CodeFormer) and write PNG + WebP preview."""
-    from restora.cli._batch import STDIO, collect_inputs, run_batch
+    from restora.cli._batch import STDIO, plan_batch, run_batch
 
     options = parse(EnhanceOptions, dict(
         model=model, strength=strength, fidelity=fidelity, upscale=upscale,
@@ -90,14 +90,7 @@ def enhance_faces_command(
         sensitivity=sensitivity, detector=detector, orientation=orientation, seed=seed,
         only_reference_faces=only_reference_faces, identity=identity,
         identity_model=identity_model))
-    jobs = collect_inputs(inputs, output)
-    single = len(jobs) == 1 and not os.path.isdir(inputs[0])
-    to_stdout = output == STDIO
-    if to_stdout and not single:
-        from restora.errors import InvalidParameter
-
-        raise InvalidParameter("output", f"-o - writes one image; {len(jobs)} images need an "
-                               "output folder")
+    jobs, single, to_stdout = plan_batch(inputs, output)
     if output.suffix.lower() == ".png" and not single:
         from restora.errors import InvalidParameter
 

@@ -9,7 +9,6 @@ goes exactly there, in that format.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -77,7 +76,7 @@ def restore_photo_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
 ) -> None:
     """Repair old photos (scratches, dust, noise, faces; optional colour) in their own format."""
-    from restora.cli._batch import STDIO, collect_inputs, run_batch
+    from restora.cli._batch import STDIO, plan_batch, run_batch
     from restora.errors import InvalidParameter
 
     options = parse(PhotoOptions, dict(
@@ -85,12 +84,7 @@ def restore_photo_command(
         fidelity=fidelity, denoise=not no_denoise, denoise_strength=denoise_strength,
         colorize=colorize, colorize_strength=colorize_strength, mask_mode=mask_mode,
         orientation=orientation))
-    jobs = collect_inputs(inputs, output)
-    single = len(jobs) == 1 and not os.path.isdir(inputs[0])
-    to_stdout = output == STDIO
-    if to_stdout and not single:
-        raise InvalidParameter("output", f"-o - writes one image; {len(jobs)} images need an "
-                               "output folder")
+    jobs, single, to_stdout = plan_batch(inputs, output)
     if to_stdout and save_mask:
         raise InvalidParameter("output", "--save-mask needs an output folder or file, not -")
     if single and output.suffix and output.suffix.lower() not in _FORMAT_OF_SUFFIX:
