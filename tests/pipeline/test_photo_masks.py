@@ -153,6 +153,8 @@ def test_cli_mask_and_save_mask(restora_home: Path, tmp_path: Path,
     assert main(["restore-photo", str(src), "-o", str(out), "--mask", str(mask_file),
                  "--mask-mode", "subtract"]) != 0
     assert "maskMode" in capsys.readouterr().err
-    assert main(["restore-photo", str(src), str(src), "-o", str(out), "--mask",
+    other = tmp_path / "other.png"  # a second photo (the same file twice is one input)
+    other.write_bytes(src.read_bytes())
+    assert main(["restore-photo", str(src), str(other), "-o", str(out), "--mask",
                  str(mask_file)]) != 0
     assert "exactly one input" in capsys.readouterr().err
