@@ -44,6 +44,20 @@ class EmptyFile(InputError):
     code = "empty_file"
 
 
+class FileNotReadable(InputError):
+    """A path that could not be read as an image file: not permitted, or not a regular file (a
+    folder, FIFO, device or socket). ``reason`` is the cause in a word or two, ``path`` the
+    path. Not a format problem: the file's content was never looked at."""
+
+    code = "file_not_readable"
+
+
+class FileNotFound(FileNotReadable):
+    """A path that does not exist (or whose folder does not)."""
+
+    code = "file_not_found"
+
+
 class UnsupportedFormat(InputError):
     code = "unsupported_format"
     http_status = 415

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
+import os
+import shutil
+import socket
 import struct
+import subprocess
+import sys
+import threading
 import time
 import tracemalloc
 import zipfile
@@ -16,8 +24,9 @@ import pytest
 from helpers import dng, gradient, smooth
 from PIL import Image as PILImage
 
-from restora.errors import (CorruptImage, EmptyFile, FileTooLarge, ImageTooLarge, RestoraError,
-                            TooManyFrames, UnsupportedFormat)
+from restora.errors import (CorruptImage, EmptyFile, FileNotFound, FileNotReadable, FileTooLarge,
+                            ImageTooLarge, InvalidParameter, RestoraError, TooManyFrames,
+                            UnsupportedFormat)
 from restora.io import Limits, decode
 
 
@@ -214,7 +223,125 @@ def test_html_renamed_png(tmp_path: Path) -> None:
 
 
 def test_missing_file_is_a_typed_error(tmp_path: Path) -> None:
-    _expect(UnsupportedFormat, tmp_path / "nope.png")
+    # it was unsupported_format ("The file could not be read: No such file or directory")
+    exc = _expect(FileNotFound, tmp_path / "nope.png")
+    assert isinstance(exc, FileNotReadable) and exc.details["reason"] == "not found"
+    assert str(exc) == "The file could not be read: it does not exist."
+    _expect(FileNotFound, tmp_path / "nope" / "x.png")
+
+
+# --- paths that are not regular files: refused at once, never read -------------------------------
+
+def _in_thread(call: Callable[[], object], unblock: Callable[[], None]) -> BaseException | None:
+    """What ``call`` raised, run in a thread: a call still blocked after a long while is a
+    failure (``unblock`` then frees the thread) instead of a test suite that hangs."""
+    raised: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+            raised.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            raised.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(60)
+    if thread.is_alive():
+        unblock()
+        thread.join(10)
+        pytest.fail("blocked reading the path")
+    return raised[0]
+
+
+def _writer_for(fifo: Path) -> Callable[[], None]:
+    """Open and close ``fifo`` for writing: a reader blocked in open (or read) returns."""
+    def unblock() -> None:
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    return unblock
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_a_fifo_without_a_writer_is_refused_without_blocking(tmp_path: Path) -> None:
+    """A path that is (or became, after the caller's checks) a FIFO blocked in open until a
+    writer came: forever in a batch."""
+    from restora.io.decode import _open_regular, read_input
+
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)
+    exc = _in_thread(lambda: decode(fifo), _writer_for(fifo))
+    assert isinstance(exc, FileNotReadable) and exc.code == "file_not_readable"
+    assert str(exc) == "The file could not be read: it is a FIFO (named pipe), not a regular file."
+    assert exc.details == {"path": str(fifo), "reason": "FIFO (named pipe)"}
+    exc = _in_thread(lambda: read_input(str(fifo), Limits()), _writer_for(fifo))
+    assert isinstance(exc, FileNotReadable)
+    # the check on the opened descriptor alone (a path swapped after the stat): the
+    # non-blocking open returns and the FIFO is refused
+    exc = _in_thread(lambda: _open_regular(fifo, look_first=False), _writer_for(fifo))
+    assert isinstance(exc, FileNotReadable) and "FIFO" in str(exc)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
+def test_an_endless_device_is_refused_not_read_to_the_byte_limit() -> None:
+    """/dev/zero has size 0, so one byte was read and it was unsupported_format; a device
+    whose stat size lies would have been read to the byte limit."""
+    from restora.io.decode import _open_regular
+
+    limits = Limits(max_bytes=1 << 30)
+    tracemalloc.start()
+    try:
+        with pytest.raises(FileNotReadable, match="it is a character device, not a regular "
+                                                  "file") as info:
+            decode("/dev/zero", limits=limits)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert info.value.details["reason"] == "character device"
+    assert peak < 1_000_000
+    with pytest.raises(FileNotReadable, match="character device"):
+        _open_regular("/dev/zero", look_first=False)
+
+
+def test_a_folder_and_a_socket_are_refused(tmp_path: Path) -> None:
+    exc = _expect(FileNotReadable, tmp_path)
+    assert str(exc) == "The file could not be read: it is a folder, not a regular file."
+    if hasattr(socket, "AF_UNIX"):
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(str(tmp_path / "s.png"))
+            assert _expect(FileNotReadable, tmp_path / "s.png").details["reason"] == "socket"
+
+
+def test_a_name_with_a_nul_byte_and_a_non_path_are_typed_errors() -> None:
+    # os.stat raised ValueError (a traceback); an int was taken for a file descriptor
+    assert _expect(FileNotReadable, "photo\0.jpg").details["reason"] == "invalid name"
+    with pytest.raises(InvalidParameter, match="expected bytes or a path, got int"):
+        decode(0)  # type: ignore[arg-type]
+
+
+def test_a_file_it_may_not_read_is_not_readable_not_unsupported(tmp_path: Path) -> None:
+    """Permission denied was unsupported_format (415 in HTTP terms, "format" in the CLI).
+    Run in a child without the capability that lets root read anything."""
+    locked = tmp_path / "locked.jpg"
+    locked.write_bytes(b"\xff\xd8\xff" + b"\0" * 64)
+    locked.chmod(0)
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root reads any file; dropping CAP_DAC_OVERRIDE needs setpriv")
+        as_user = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+    code = ("import json, sys\n"
+            "from restora.errors import RestoraError\n"
+            "from restora.io import decode\n"
+            "try:\n    decode(sys.argv[1])\n"
+            "except RestoraError as exc:\n    print(json.dumps([exc.code, exc.message, exc.details]))\n")
+    proc = subprocess.run([*as_user, sys.executable, "-c", code, str(locked)], text=True,
+                          capture_output=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [
+        "file_not_readable", "The file could not be read: Permission denied.",
+        {"path": str(locked), "reason": "permission denied"}]
 
 
 def test_gif_javascript_polyglot_is_corrupt() -> None:

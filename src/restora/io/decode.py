@@ -1,18 +1,21 @@
 """``decode``: bytes or a path in, a normalised :class:`Image` out.
 
-Order of checks, cheapest first, so hostile input never costs memory: file size (``stat`` before
-reading), empty file, format sniffed from the content, header-declared size and frame count, then
-the real decode. Every decoder exception is wrapped into a typed :class:`RestoraError`.
+Order of checks, cheapest first, so hostile input never costs memory or time: a path must be a
+regular file (checked before and after a non-blocking open) within the byte limit before it is
+read, then empty file, format sniffed from the content, header-declared size and frame count,
+then the real decode. Every decoder exception is wrapped into a typed :class:`RestoraError`.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from restora.errors import (CorruptImage, EmptyFile, InvalidParameter, RestoraError,
-                            UnsupportedFormat)
+from restora.errors import (CorruptImage, EmptyFile, FileNotFound, FileNotReadable,
+                            InvalidParameter, RestoraError, UnsupportedFormat)
 from restora.io.image import Image
 from restora.io.limits import Limits
 from restora.io.sniff import sniff_format
@@ -43,23 +46,94 @@ def _decoder(fmt: str) -> Decoder:
 
 
 def read_input(src: bytes | bytearray | memoryview | str | os.PathLike, limits: Limits) -> bytes:
-    """The input's bytes, refusing oversized files before reading them."""
+    """The input's bytes, refusing oversized files before reading them.
+
+    A path must name a regular file: a folder, FIFO, device or socket is refused with
+    :class:`FileNotReadable` without reading from it (a FIFO would block until a writer came,
+    a device like ``/dev/zero`` never ends). The file is opened non-blocking and checked on the
+    opened descriptor, so a path swapped for a FIFO after any earlier check cannot hang the
+    read either; at most ``max_bytes + 1`` bytes are read.
+    """
     if isinstance(src, (bytes, bytearray, memoryview)):
         data = bytes(src)
         limits.check_bytes(len(data))
         return data
+    if not isinstance(src, (str, os.PathLike)):
+        raise InvalidParameter("image", f"expected bytes or a path, got {type(src).__name__}")
+    fd, size = _open_regular(src)
     try:
-        size = os.stat(src).st_size
         limits.check_bytes(size)
-        with open(src, "rb") as fh:
+        with open(fd, "rb", closefd=False) as fh:
             # size + 1 (never more than the limit + 1): a file that grew since stat stays bounded
             data = fh.read(min(size, limits.max_bytes) + 1)
-    except RestoraError:
-        raise
     except OSError as exc:
-        raise UnsupportedFormat(f"The file could not be read: {exc.strerror or exc}.") from exc
+        raise _unreadable(src, exc) from None
+    finally:
+        os.close(fd)
     limits.check_bytes(len(data))
     return data
+
+
+def _open_regular(path: str | os.PathLike, *, look_first: bool = True) -> tuple[int, int]:
+    """(descriptor, size) of ``path`` opened for reading, if it is a regular file.
+
+    Checked on the path first (``look_first``), since opening a device can itself do
+    something, and always on the descriptor, which is what gets read: the path may have been
+    swapped meanwhile. The open is non-blocking, so a FIFO swapped in returns at once (to be
+    refused) instead of waiting for a writer; the descriptor is made blocking for the read.
+    """
+    try:
+        if look_first:  # symlinks followed: a link to a photo is fine
+            _check_regular(os.stat(path).st_mode, path)
+        fd = os.open(path, _OPEN_FLAGS)
+    except ValueError:  # a NUL byte in the name
+        raise FileNotReadable("The file could not be read: its name contains a NUL byte.",
+                              path=repr(path), reason="invalid name") from None
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+    try:
+        st = os.fstat(fd)
+        _check_regular(st.st_mode, path)
+        os.set_blocking(fd, True)
+    except BaseException as exc:
+        os.close(fd)
+        if isinstance(exc, OSError):
+            raise _unreadable(path, exc) from None
+        raise
+    return fd, st.st_size
+
+
+#: non-blocking: opening a FIFO with no writer returns at once instead of waiting for one;
+#: no controlling terminal from a tty; not inherited by child processes
+_OPEN_FLAGS = (os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
+               | getattr(os, "O_CLOEXEC", 0))
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def _check_regular(mode: int, path: str | os.PathLike) -> None:
+    """Refuse anything but a regular file, naming what it is."""
+    if stat.S_ISREG(mode):
+        return
+    kind = next((name for test, name in _KINDS if test(mode)), "a special file")
+    raise FileNotReadable(f"The file could not be read: it is {kind}, not a regular file.",
+                          path=str(path), reason=kind.removeprefix("a "))
+
+
+def _unreadable(path: str | os.PathLike, exc: OSError) -> FileNotReadable:
+    """The typed error of an ``open``/``read`` that failed: missing, not permitted, ..."""
+    where = str(path)
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        return FileNotFound("The file could not be read: it does not exist.", path=where,
+                            reason="not found")
+    if exc.errno == errno.ENXIO:  # open() of a socket
+        return FileNotReadable("The file could not be read: it is a socket, not a regular "
+                               "file.", path=where, reason="socket")
+    why = exc.strerror or type(exc).__name__
+    return FileNotReadable(f"The file could not be read: {why}.", path=where,
+                           reason=why.lower())
 
 
 def _run(decoder: Decoder, data: bytes, fmt: str, limits: Limits) -> Image:
