@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 
@@ -91,3 +92,40 @@ def test_concurrent_writers_of_one_path_each_write_their_own_whole_file(tmp_path
     assert errors == []
     assert target.read_bytes() in payloads.values()
     assert os.listdir(tmp_path) == ["hashes.json"]
+
+
+@pytest.mark.parametrize("name", ["a" * 246 + ".png",  # 250 bytes
+                                  "é" * 123 + ".png",  # 250 bytes: 2 per character
+                                  "写" * 82 + ".png",  # 250 bytes: 3 per character
+                                  "b" * 255],          # the longest name there is
+                         ids=["ascii-250", "utf8-2byte-250", "utf8-3byte-250", "ascii-255"])
+def test_a_long_name_that_fits_is_written_through_a_temporary_that_fits(tmp_path, name):
+    """The temporary added 18 bytes to the name: a result name the file system accepts failed
+    with ENAMETOOLONG. Now its middle is left out of the temporary's name (never splitting a
+    character), which stays hidden, told apart per writer and in the same folder."""
+    target = tmp_path / name
+    seen = []
+
+    def writer(fh):
+        (temp,) = os.listdir(tmp_path)
+        seen.append(temp)
+        fh.write(b"result")
+
+    write_atomic(target, writer)
+    assert target.read_bytes() == b"result"
+    assert os.listdir(tmp_path) == [name]
+    (temp,) = seen
+    encoded = os.fsencode(temp)
+    assert len(encoded) <= os.pathconf(tmp_path, "PC_NAME_MAX")
+    assert temp.startswith("." + name[:20]) and temp.endswith(".tmp") and "~" in temp
+    assert temp[-4 - 12:-4].isalnum() and encoded.decode("utf-8")  # whole characters only
+    assert temp_name(target, "ab12").parent == tmp_path
+    assert temp_name(target) != temp_name(target)
+
+
+def test_a_name_too_long_for_the_file_system_fails_at_once_and_leaves_nothing(tmp_path):
+    calls = []
+    with pytest.raises(OSError) as info:
+        write_atomic(tmp_path / ("c" * 256), lambda fh: calls.append(fh))
+    assert info.value.errno == errno.ENAMETOOLONG and calls == []
+    assert os.listdir(tmp_path) == []
