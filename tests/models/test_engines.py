@@ -1210,3 +1210,112 @@ def test_closing_an_engine_drops_its_graph_and_reopens_it_from_the_cache(
     engine = net.engine
     eager.close_engines(["tiny-gfpgan"])
     assert net.engine is engine and not any(p.is_meta for p in net.module.parameters())
+
+
+def test_an_engine_cache_that_cannot_be_created_exports_to_a_temporary_folder_once_warned(
+        setup: tuple[Path, Path], tmp_path: Path) -> None:
+    """RESTORA_HOME (or RESTORA_ENGINE_CACHE) on a regular file: the library and the service
+    had a NotADirectoryError traceback from the cache when a fast engine built its graph (the
+    CLI checks beforehand). Now the graph is exported into a temporary folder of the runtime's
+    own, with one warning (log, RuntimeWarning, the engine notes), and nothing is written
+    where the cache should be; the folder goes with the runtime. Under a file, so that root
+    cannot create it either."""
+    import gc
+
+    manifest, _ = setup
+    (tmp_path / "a-file").write_text("not a folder")
+    cache = tmp_path / "a-file" / "engines"
+    rt = on_cache(tmp_path, manifest, cache, "onnxruntime")
+    x = np.full((1, 3, 16, 16), 0.5, np.float32)
+    with pytest.warns(RuntimeWarning, match=r"engine cache .* cannot be written \(Not a "
+                                            r"directory\): graphs are exported into a "
+                                            r"temporary folder"):
+        out = rt.load("tiny-realesrgan-x2")(x)
+    assert rt.load("tiny-realesrgan-x2").engine_name == "onnxruntime"
+    assert out.shape == (1, 3, 32, 32)
+    rt.load("tiny-parsenet").prepare()  # a second graph: no second warning
+    assert rt.load("tiny-parsenet").engine_name == "onnxruntime"
+    assert len(rt.engines.notes) == 1 and str(cache) in rt.engines.notes[0]
+    assert (tmp_path / "a-file").read_text() == "not a folder"
+    scratch = rt.engines._scratch.root
+    assert len(list(scratch.rglob("meta.json"))) == 2
+    # the same output as a runtime on a cache that works
+    np.testing.assert_array_equal(out, make(setup, "onnxruntime").load("tiny-realesrgan-x2")(x))
+    del rt
+    gc.collect()
+    assert not scratch.exists()
+
+
+def _as_user() -> list[str]:
+    """The command prefix that runs a child without root's right to write anywhere (root
+    ignores a folder's mode): empty for other users; skips where it cannot be dropped."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("root writes into read-only folders; dropping CAP_DAC_OVERRIDE needs "
+                    "setpriv")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+
+
+_RUN_X2 = ("import json, sys, warnings\n"
+           "import numpy as np\n"
+           "from pathlib import Path\n"
+           "from restora.config import Settings\n"
+           "from restora.models.runtime import Runtime\n"
+           "rt = Runtime(Settings(home=Path(sys.argv[1]), models=Path(sys.argv[2]), "
+           "engine_cache=Path(sys.argv[3])), device='cpu', engine='onnxruntime')\n"
+           "with warnings.catch_warnings(record=True):\n"
+           "    net = rt.load('tiny-realesrgan-x2')\n"
+           "    out = net(np.full((1, 3, 16, 16), 0.5, np.float32))\n"
+           "print(json.dumps({'engine': net.engine_name, 'shape': list(out.shape), "
+           "'sum': float(out.sum()), 'notes': rt.engines.notes}))\n")
+
+
+def _run_x2(tmp_path: Path, manifest: Path, cache: Path) -> dict[str, Any]:
+    proc = subprocess.run([*_as_user(), sys.executable, "-c", _RUN_X2, str(tmp_path / "home"),
+                           str(manifest), str(cache)], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def test_a_read_only_engine_cache_is_used_as_it_is_and_never_a_traceback(
+        setup: tuple[Path, Path], tmp_path: Path) -> None:
+    """A read-only cache (chmod 0o555; a read-only mount alike): an empty one was a
+    PermissionError traceback (its hash memo, lock or export could not be written). Now an
+    entry prepared ahead is used as it is, without a lock and without a warning; an entry
+    missing or corrupt there is exported into a temporary folder with one warning, and the
+    read-only entry is left untouched."""
+    manifest, _ = setup
+    want = _run_x2(tmp_path, manifest, tmp_path / "writable")  # the reference, cache written
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    prepared = tmp_path / "prepared"
+    on_cache(tmp_path, manifest, prepared, "onnxruntime").load("tiny-realesrgan-x2").prepare()
+    for lock in prepared.rglob("*.lock"):  # as a cache copied into an image would be
+        lock.unlink()
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(prepared, corrupt)
+    (graph,) = corrupt.rglob("graph.onnx")
+    graph.write_bytes(graph.read_bytes()[:100])
+    trees = (empty, prepared, corrupt)
+    before = {root: sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns)
+                           for p in root.rglob("*")) for root in trees}
+    for root in trees:
+        for p in [root, *root.rglob("*")]:
+            p.chmod(0o555 if p.is_dir() else 0o444)
+    try:
+        runs = {root: _run_x2(tmp_path, manifest, root) for root in trees}
+    finally:
+        for root in trees:
+            for p in [root, *root.rglob("*")]:
+                p.chmod(0o755 if p.is_dir() else 0o644)
+    for root, got in runs.items():
+        assert {k: got[k] for k in ("engine", "shape", "sum")} == \
+            {k: want[k] for k in ("engine", "shape", "sum")}, root
+    assert runs[prepared]["notes"] == []
+    for root in (empty, corrupt):
+        (note,) = runs[root]["notes"]
+        assert f"the engine cache {root} cannot be written (Permission denied)" in note
+    assert {root: sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns)
+                         for p in root.rglob("*")) for root in trees} == before

@@ -28,6 +28,7 @@ import shutil
 import tempfile
 import threading
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -736,14 +737,24 @@ def cpu_candidates(candidates: Sequence[tuple[str, str]], amx: bool
 
 # --- the on-disk cache of exported graphs -------------------------------------------------------
 
+class CacheUnwritable(OSError):
+    """The export cache cannot be written (a read-only folder or mount, a folder that cannot
+    be created, a full disk): the engine factory then uses it as it is, or exports elsewhere."""
+
+
 class ExportCache:
     """Exported graphs under ``root``, one folder per (model hash, engine, engine version,
     shape, precision) with a ``meta.json`` recording the key, the files' sizes and the verdict
     of the accuracy check. A folder whose files do not match its meta (truncated, edited, a
-    crash mid-write) or that fails to load is deleted and rebuilt."""
+    crash mid-write) or that fails to load is deleted and rebuilt.
 
-    def __init__(self, root: Path) -> None:
+    A write that fails raises :class:`CacheUnwritable`. ``read_only``: complete entries are
+    read without a lock and nothing is written, deleted or rebuilt (an entry that would need
+    it raises :class:`CacheUnwritable`)."""
+
+    def __init__(self, root: Path, *, read_only: bool = False) -> None:
         self.root = Path(root)
+        self.read_only = read_only
 
     def model_hash(self, path: Path) -> str:
         """SHA-256 of a model file, remembered per (path, size, mtime) so it is read once."""
@@ -763,8 +774,12 @@ class ExportCache:
         digest = h.hexdigest()
         memo = memo if isinstance(memo, dict) else {}
         memo[key] = digest
-        self.root.mkdir(parents=True, exist_ok=True)
-        _atomic_write(memo_path, json.dumps(memo, indent=1))
+        if not self.read_only:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+                _atomic_write(memo_path, json.dumps(memo, indent=1))
+            except OSError as exc:  # only a memo: the hash is right, the next process reads again
+                log.debug("could not remember the hash of %s in %s: %s", path, memo_path, exc)
         return digest
 
     def folder(self, key: dict[str, Any]) -> Path:
@@ -785,25 +800,53 @@ class ExportCache:
             if folder.exists():
                 self.discard(folder, "no meta.json")
             return None
+        except NotADirectoryError:  # a cache root on a file: there is no entry
+            return None
         except (OSError, ValueError, AttributeError) as exc:
             self.discard(folder, str(exc))
             return None
 
     def write(self, folder: Path, key: dict[str, Any], meta: dict[str, Any]) -> None:
-        files = {p.name: p.stat().st_size for p in folder.iterdir()
-                 if p.is_file() and p.name != "meta.json"}
-        _atomic_write(folder / "meta.json", json.dumps({**meta, "key": key, "files": files},
-                                                       indent=1))
+        self.writable(folder)
+        try:
+            files = {p.name: p.stat().st_size for p in folder.iterdir()
+                     if p.is_file() and p.name != "meta.json"}
+            _atomic_write(folder / "meta.json", json.dumps({**meta, "key": key,
+                                                            "files": files}, indent=1))
+        except OSError as exc:
+            raise _unwritable(exc) from exc
+
+    def writable(self, folder: Path) -> None:
+        """Raise :class:`CacheUnwritable` if this cache is only read (``folder`` would need
+        writing)."""
+        if self.read_only:
+            raise CacheUnwritable(f"{folder} would need writing in a cache that is only read")
 
     def discard(self, folder: Path, why: str) -> None:
+        if self.read_only:  # left as it is; the caller builds the entry elsewhere
+            return
         log.warning("engine cache entry %s is unusable (%s): rebuilding it", folder, why)
         shutil.rmtree(folder, ignore_errors=True)
 
-    def lock(self, folder: Path) -> Any:
+    @contextlib.contextmanager
+    def lock(self, folder: Path) -> Iterator[None]:
+        """Hold the file lock of ``folder``'s entry (none where the cache is only read: no
+        one rebuilds it then). A lock that cannot be made raises :class:`CacheUnwritable`."""
+        if self.read_only:
+            yield
+            return
         from filelock import FileLock
 
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(folder) + ".lock")
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            held = FileLock(str(folder) + ".lock")
+            held.acquire()
+        except OSError as exc:
+            raise _unwritable(exc) from exc
+        try:
+            yield
+        finally:
+            held.release()
 
 
 #: precisions an export cache entry is built in now (others were written by an older Restora)
@@ -875,6 +918,15 @@ def prune_cache(root: Path, model_hashes: set[str]) -> list[dict[str, Any]]:
         if not any(model_dir.iterdir()):
             model_dir.rmdir()
     return pruned
+
+
+def _unwritable(exc: OSError) -> CacheUnwritable:
+    """``exc`` (a failed write into the cache) as :class:`CacheUnwritable`."""
+    if isinstance(exc, CacheUnwritable):
+        return exc
+    if exc.errno is None:
+        return CacheUnwritable(str(exc))
+    return CacheUnwritable(exc.errno, exc.strerror or str(exc), exc.filename)
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -987,6 +1039,7 @@ class EngineFactory:
         self._warned: set[str] = set()
         self._lock = threading.Lock()
         self.notes: list[str] = []
+        self._scratch: ExportCache | None = None
 
     def torch(self, net: Network, dtype: Any = None) -> TorchEngine:
         with net.weights():  # read again if a large job dropped them
@@ -1122,6 +1175,42 @@ class EngineFactory:
                "torch": _torch_version()}
         if quantizer is not None:
             key["nncf"] = quantizer
+        args = (net, engine, precision, specs, key, verify, usable, open_graph)
+        try:
+            return self._load_in(cache, *args)
+        except CacheUnwritable as exc:
+            problem = exc
+        try:  # a cache prepared ahead and mounted read-only: its complete entries serve
+            return self._load_in(ExportCache(self.cache_dir, read_only=True), *args)
+        except CacheUnwritable:
+            pass
+        self._warn("engine-cache", f"the engine cache {self.cache_dir} cannot be written "
+                   f"({problem.strerror or problem}): graphs are exported into a temporary "
+                   "folder for this process only, so every new process exports and checks "
+                   "them again (set RESTORA_ENGINE_CACHE or RESTORA_HOME to a writable folder, "
+                   "or RESTORA_ENGINE=torch)")
+        return self._load_in(self._scratch_cache(), *args)
+
+    def _scratch_cache(self) -> ExportCache:
+        """This factory's own export cache in a temporary folder, deleted with the factory
+        (or at exit): where the configured cache cannot be written."""
+        with self._lock:
+            if self._scratch is None:
+                try:
+                    root = Path(tempfile.mkdtemp(prefix="restora-engines-"))
+                except OSError as exc:
+                    raise EngineUnavailable(f"no folder to export into: the engine cache and "
+                                            f"the temporary folder cannot be written "
+                                            f"({exc.strerror or exc})") from exc
+                weakref.finalize(self, shutil.rmtree, str(root), True)
+                self._scratch = ExportCache(root)
+            return self._scratch
+
+    def _load_in(self, cache: ExportCache, net: Network, engine: str, precision: str,
+                 specs: Sequence[InputSpec], key: dict[str, Any], verify: bool,
+                 usable: Callable[[dict[str, Any]], bool], open_graph: bool
+                 ) -> tuple[Engine, dict[str, Any]]:
+        """:meth:`_load` in ``cache``: its entry for ``key``, built, checked and opened."""
         folder = cache.folder(key)
         with cache.lock(folder):
             meta = cache.read(folder, key)
@@ -1144,6 +1233,7 @@ class EngineFactory:
             try:
                 opened = self._open(engine, folder, specs, precision)
             except Exception as exc:  # noqa: BLE001 - a corrupt file: rebuild once
+                cache.writable(folder)
                 cache.discard(folder, f"{engine} cannot load it: {exc}")
                 meta = self._build_entry(net, engine, precision, specs, folder, cache, key,
                                          verify)
@@ -1174,8 +1264,12 @@ class EngineFactory:
     def _build_entry(self, net: Network, engine: str, precision: str,
                      specs: Sequence[InputSpec], folder: Path, cache: ExportCache,
                      key: dict[str, Any], verify: bool) -> dict[str, Any]:
+        cache.writable(folder)
         shutil.rmtree(folder, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".build-"))
+        try:
+            tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".build-"))
+        except OSError as exc:
+            raise _unwritable(exc) from exc
         try:
             example = probe_inputs(net, specs)
             log.warning("exporting %s for %s/%s: once per model file and engine version, "
@@ -1197,7 +1291,10 @@ class EngineFactory:
                 tmp.mkdir()
                 meta = {"ok": False, "reason": f"export failed: {type(exc).__name__}: "
                                                f"{str(exc)[:300]}"}
-            os.replace(tmp, folder)
+            try:
+                os.replace(tmp, folder)
+            except OSError as exc:
+                raise _unwritable(exc) from exc
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         cache.write(folder, key, meta)
@@ -1210,6 +1307,7 @@ class EngineFactory:
                 folder: Path, cache: ExportCache, key: dict[str, Any], meta: dict[str, Any]
                 ) -> dict[str, Any]:
         """Run the probe on torch float32 and on the engine; record the task's verdict."""
+        cache.writable(folder)
         example = probe_inputs(net, specs)
         ref = [np.asarray(_to_numpy(o)) for o in self.torch(net).run(example)]
         engine_run = self._open(engine, folder, specs, precision)
@@ -1233,6 +1331,7 @@ class EngineFactory:
                     meta: dict[str, Any], example: Sequence[np.ndarray]) -> dict[str, Any]:
         """Add the probe's CPU seconds to a cached verdict that lacks them (once per entry: it
         is written back), without the torch reference run the verdict already had."""
+        cache.writable(folder)
         engine_run = self._open(engine, folder, specs, precision)
         engine_run.run(example)  # warm-up, as the verdict's own run is in ``_verify``
         meta = {**meta, "cpu_s": _probe_cpu_s(engine_run, example)}
