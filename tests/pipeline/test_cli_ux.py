@@ -514,3 +514,40 @@ def test_serve_with_an_unknown_log_level_is_one_line(
     line = one_error_line(capsys.readouterr().err)
     assert line == ("error[invalid_parameter]: unknown --log-level 'bogus'; use critical, error, "
                     "warning, info, debug or trace"), line
+
+
+def test_ctrl_c_before_the_first_image_is_one_line(env: Path) -> None:
+    """Ctrl+C while the command was starting (torch imported, the runtime made, reference
+    photos read) exited 130 without a word: typer turns KeyboardInterrupt into a silent exit.
+    Now it is one line, exit 130, nothing written. The deterministic point: a reference photo
+    that is a FIFO nobody writes to; the command blocks opening it (the kernel says so in
+    /proc/PID/wchan), and SIGINT arrives there."""
+    import signal
+    import time
+
+    fifo = env / "ref.jpg"
+    os.mkfifo(fifo)
+    out = env / "out"
+    with subprocess.Popen(
+            [sys.executable, "-m", "restora", "enhance-faces", str(photo(env)), "-o", str(out),
+             "--reference", str(fifo)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+            # a runner started in the background may ignore SIGINT; a terminal's Ctrl+C does not
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) as proc:
+        wchan = Path(f"/proc/{proc.pid}/wchan")
+        seen = set()
+        deadline = time.monotonic() + 240
+        while proc.poll() is None and time.monotonic() < deadline:
+            seen.add(wchan.read_text() if wchan.is_file() else "0")
+            if "wait_for_partner" in seen:  # blocked opening the FIFO
+                break
+            time.sleep(0.01)
+        if seen <= {"0"}:  # not Linux, or a kernel that hides where processes wait
+            proc.kill()
+            pytest.skip("needs Linux's /proc/PID/wchan to see the command wait")
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr.decode()
+    assert stderr.decode() == "error[cancelled]: interrupted by SIGINT\n" and stdout == b""
+    assert not out.exists() or not list(out.iterdir())

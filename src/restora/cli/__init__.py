@@ -6,12 +6,28 @@ Each area registers its own sub-commands (``models``, ``enhance-faces``, ``resto
 
 from __future__ import annotations
 
+import functools
 import sys
+from typing import Any, Callable, NoReturn
 
-import typer
+#: What Ctrl+C prints wherever it lands (a batch's summary says it its own way).
+INTERRUPTED = "error[cancelled]: interrupted by SIGINT"
 
-from restora import __version__
-from restora.errors import RestoraError
+
+def _interrupted_while_starting() -> NoReturn:
+    """Ctrl+C while the command's modules load (a few tenths of a second, longer on a cold
+    disk): the one line, exit 130, not an import traceback."""
+    sys.stderr.write(INTERRUPTED + "\n")
+    raise SystemExit(130) from None
+
+
+try:
+    import typer
+
+    from restora import __version__
+    from restora.errors import RestoraError
+except KeyboardInterrupt:
+    _interrupted_while_starting()
 
 app = typer.Typer(
     name="restora",
@@ -38,24 +54,50 @@ def _root(
     """Restore faces and repair old photos."""
 
 
+def _cancellable(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``command`` printing :data:`INTERRUPTED` and exiting 130 on Ctrl+C: typer turns a
+    KeyboardInterrupt into a silent exit 130, so Ctrl+C while models load said nothing."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            typer.echo(INTERRUPTED, err=True)
+            raise typer.Exit(130) from None
+
+    return run
+
+
 def _register() -> None:
     from restora.cli import enhance, models, restore, serve, worker
 
     for module in (models, enhance, restore, serve, worker):
         module.register(app)
+    groups = [app, *(group.typer_instance for group in app.registered_groups)]
+    for info in (info for group in groups if group is not None
+                 for info in group.registered_commands):
+        if info.callback is not None:
+            info.callback = _cancellable(info.callback)
 
 
-_register()
+try:
+    _register()
+except KeyboardInterrupt:
+    _interrupted_while_starting()
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: turns every :class:`RestoraError` and every bad ``RESTORA_*`` setting into
     one readable line and exit code 1, and a usage error (unknown option, bad value, missing
     argument) into one ``error[usage]`` line and exit code 2."""
-    from pydantic import ValidationError
+    try:
+        from pydantic import ValidationError
 
-    from restora.config import Settings, settings_error_line
-
+        from restora.config import Settings, settings_error_line
+    except KeyboardInterrupt:
+        typer.echo(INTERRUPTED, err=True)
+        return 130
     # click's UsageError, from whichever click typer uses (its own copy in recent versions)
     usage_error = typer.BadParameter.__base__
     try:
@@ -80,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo(f"error[invalid_settings]: {settings_error_line(exc)}", err=True)
         return 1
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+        typer.echo(INTERRUPTED, err=True)
         return 130
     return 0
 

@@ -47,8 +47,10 @@ def check_output(output: Path, *, file_target: bool,
     # Permissions alone do not tell (read-only mounts, /proc, root): write and remove a file.
     try:
         fd, probe = tempfile.mkstemp(prefix=".restora-", suffix=".tmp", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
+        try:
+            os.close(fd)
+        finally:  # Ctrl+C here too: no probe file left behind
+            os.unlink(probe)
     except OSError as exc:
         raise OutputNotWritable(f"cannot write into output folder {folder}: "
                                 f"{exc.strerror or exc}", path=str(folder)) from None
