@@ -551,3 +551,32 @@ def test_ctrl_c_before_the_first_image_is_one_line(env: Path) -> None:
     assert proc.returncode == 130, stderr.decode()
     assert stderr.decode() == "error[cancelled]: interrupted by SIGINT\n" and stdout == b""
     assert not out.exists() or not list(out.iterdir())
+
+
+def test_a_newline_or_tab_in_a_file_name_keeps_one_result_per_line(
+        env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A newline in a file name split its result line in two (scripts read one result per
+    line); the name is now quoted as bash's $'...' reads it back, and so is a tab, a byte that
+    is not UTF-8, and the name in an error line."""
+    folder = env / "album"
+    folder.mkdir()
+    for name in ("a\nb.jpg", "c\td.jpg", os.fsdecode(b"e\xff.jpg"), "plain name.jpg"):
+        shutil.copy(shared_path("testdata", "photos", "04.jpg"), folder / name)
+    (folder / "x\ny.jpg").write_bytes(b"not an image")
+    assert main(["enhance-faces", "album", "-o", "out", "--model", "gfpgan"]) == 1
+    out, err = capsys.readouterr()
+    assert [line.split(" (")[0] for line in out.splitlines()] == [
+        "$'album/a\\nb.jpg' -> $'out/a\\nb_enhanced.png'",
+        "$'album/c\\td.jpg' -> $'out/c\\td_enhanced.png'",
+        "$'album/e\\xff.jpg' -> $'out/e\\xff_enhanced.png'",
+        "album/plain name.jpg -> out/plain name_enhanced.png"], out
+    assert "error[unsupported_format]: $'album/x\\ny.jpg': " in err.splitlines()[0], err
+    assert main(["restore-photo", "album/a\nb.jpg", "-o", "out2", "--no-face-enhancement"]) == 0
+    assert capsys.readouterr().out.startswith("$'album/a\\nb.jpg' -> $'out2/a\\nb_restored.jpg' (")
+    assert main(["enhance-faces", "album/no\nsuch.jpg"]) == 1
+    assert one_error_line(capsys.readouterr().err).startswith(
+        "error[file_not_found]: album/no\\nsuch.jpg does not exist")
+    bash = shutil.which("bash")
+    if bash:  # the quoted name is the file's name to a shell
+        quoted = out.splitlines()[0].split(" -> ")[0]
+        assert subprocess.run([bash, "-c", f"test -f {quoted}"], cwd=env).returncode == 0

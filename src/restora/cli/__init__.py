@@ -114,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0) if isinstance(exc.code, int) else 1
     except RestoraError as exc:
-        typer.echo(f"error[{exc.code}]: {exc.message}", err=True)
+        from restora.cli._batch import one_line  # a file name in it may hold a newline
+
+        typer.echo(f"error[{exc.code}]: {one_line(exc.message)}", err=True)
         return 1
     except ValidationError as exc:
         if not any(cls.__name__ == exc.title for cls in _settings_classes(Settings)):

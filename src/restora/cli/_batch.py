@@ -30,6 +30,46 @@ IMAGE_SUFFIXES = frozenset({
 STDIO = Path("-")
 
 
+#: Characters that break or reorder a line of text: C0/C1 controls, line and paragraph
+#: separators, bidirectional overrides and isolates.
+_UNSAFE = frozenset([*map(chr, range(0x20)), *map(chr, range(0x7f, 0xa0)), "\u2028", "\u2029",
+                     *map(chr, range(0x202a, 0x202f)), *map(chr, range(0x2066, 0x206a))])
+_ESCAPES = {"\a": "\\a", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\v": "\\v", "\f": "\\f",
+            "\r": "\\r", "\x1b": "\\e", "\\": "\\\\", "'": "\\'"}
+
+
+def _unsafe(char: str) -> bool:
+    """A character that would break, reorder or garble a line (lone surrogates are the bytes
+    of a file name that is not UTF-8)."""
+    return char in _UNSAFE or "\ud800" <= char <= "\udfff"
+
+
+def _escape(char: str) -> str:
+    if char in _ESCAPES:
+        return _ESCAPES[char]
+    code = ord(char)
+    if 0xdc80 <= code <= 0xdcff:  # an undecodable byte, as os.fsdecode keeps it
+        return f"\\x{code - 0xdc00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def shown(path: Path | str) -> str:
+    """``path`` for one line of text output: unchanged, or, if it holds a newline, tab, other
+    control character or bytes that are not UTF-8, quoted the way bash's ``$'...'`` reads it
+    back (``$'a\\nb.jpg'``), so one result stays one line and the name can be pasted into a
+    shell."""
+    text = str(path)
+    if not any(map(_unsafe, text)):
+        return text
+    return "$'" + "".join(_escape(c) if _unsafe(c) or c in "\\'" else c for c in text) + "'"
+
+
+def one_line(text: str) -> str:
+    """``text`` (a message that may quote a file name) with every character that would break
+    the line escaped (``\\n``, ``\\t``, ``\\xNN``)."""
+    return "".join(_escape(c) if _unsafe(c) else c for c in text)
+
+
 def collect_inputs(inputs: list[Path], output: Path | None = None) -> list[tuple[Path, Path]]:
     """(file, its path relative to the output folder, with its own name) for every input image.
 
@@ -259,7 +299,7 @@ def run_batch(jobs: list[tuple[Path, Path]], *, name: str, single: bool, as_json
                     if single:
                         raise
                     failed += 1
-                    bar.error(f"error[{exc.code}]: {path}: {exc.message}")
+                    bar.error(f"error[{exc.code}]: {shown(path)}: {one_line(exc.message)}")
                     if as_json:
                         bar.result(json.dumps({"input": str(path), "error": exc.to_dict()}))
                     bar.advance()
@@ -345,7 +385,7 @@ class Progress:
             self._bar = None
 
     def start(self, path: Path) -> None:
-        self._image = path.name
+        self._image = shown(path.name)
         self._announced = False
         self.stage("start", 0.0)
 

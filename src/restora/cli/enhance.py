@@ -82,7 +82,7 @@ def enhance_faces_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
 ) -> None:
     """Restore the faces in photos (GFPGAN v1.4 / CodeFormer) and write PNG + WebP preview."""
-    from restora.cli._batch import STDIO, plan_batch, run_batch
+    from restora.cli._batch import STDIO, plan_batch, run_batch, shown
 
     options = parse(EnhanceOptions, dict(
         model=model, strength=strength, fidelity=fidelity, upscale=upscale,
@@ -118,8 +118,9 @@ def enhance_faces_command(
               image_to_stdout=to_stdout,
               process=lambda path, rel, bar: _process(path, rel, output, single, runtime,
                                                       options, bar, refs, keep),
-              summary=lambda r: [f"{r['input']} -> {r['output']} ({r['facesDetected']} face(s), "
-                                 f"{r['model'] or 'no model'}, {r['seconds']:.1f} s)"])
+              summary=lambda r: [f"{shown(r['input'])} -> {shown(r['output'])} "
+                                 f"({r['facesDetected']} face(s), {r['model'] or 'no model'}, "
+                                 f"{r['seconds']:.1f} s)"])
 
 
 def _process(path: Path, rel: Path, output: Path, single: bool, runtime: Any,

@@ -121,10 +121,12 @@ def restore_photo_command(
 
 
 def _summary(record: dict[str, Any]) -> list[str]:
+    from restora.cli._batch import one_line, shown
+
     steps = ", ".join(record["steps"]) or "nothing needed"
-    return [f"{record['input']} -> {record['output']} ({steps}; scratches "
+    return [f"{shown(record['input'])} -> {shown(record['output'])} ({steps}; scratches "
             f"{record['scratchCoverage']:.2f}%, {record['seconds']:.1f} s)",
-            *(f"warning: {w}" for w in record["warnings"])]
+            *(f"warning: {one_line(w)}" for w in record["warnings"])]
 
 
 def mask_path_for(out_path: Path, rel: Path, output: Path, single: bool) -> Path:
