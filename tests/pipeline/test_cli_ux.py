@@ -580,3 +580,37 @@ def test_a_newline_or_tab_in_a_file_name_keeps_one_result_per_line(
     if bash:  # the quoted name is the file's name to a shell
         quoted = out.splitlines()[0].split(" -> ")[0]
         assert subprocess.run([bash, "-c", f"test -f {quoted}"], cwd=env).returncode == 0
+
+
+def test_a_bad_serve_option_names_the_option_not_the_variable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`restora serve --port 99999` said "RESTORA_PORT: ..." although the user typed --port;
+    the variable is named only when the value came from it. An empty --host (an unset shell
+    variable) listened on every interface; it is refused, as an empty RESTORA_HOST is."""
+    monkeypatch.setenv("RESTORA_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("RESTORA_PORT", raising=False)
+    monkeypatch.delenv("RESTORA_HOST", raising=False)
+    for port in ("99999", "-1"):
+        assert main(["serve", "--port", port]) == 2
+        line = one_error_line(capsys.readouterr().err)
+        assert line.startswith("error[usage]: Invalid value for '--port': ") and \
+            "RESTORA_PORT" not in line, line
+    monkeypatch.setenv("RESTORA_PORT", "99999")
+    assert main(["serve"]) == 1
+    assert one_error_line(capsys.readouterr().err).startswith(
+        "error[invalid_settings]: RESTORA_PORT: ")
+    assert main(["worker", "--health-port", "70000"]) == 2
+    assert "'--health-port'" in one_error_line(capsys.readouterr().err)
+    for queue in ("", "q" * 101):  # '' consumed the default queue without a word
+        assert main(["worker", "--queue", queue]) == 1
+        assert one_error_line(capsys.readouterr().err).startswith(
+            f"error[invalid_parameter]: --queue {queue!r}: String should have at ")
+    monkeypatch.delenv("RESTORA_PORT")
+    assert main(["serve", "--host", ""]) == 1
+    assert one_error_line(capsys.readouterr().err).startswith(
+        "error[invalid_parameter]: --host is empty: it would listen on every interface")
+    monkeypatch.setenv("RESTORA_HOST", " ")
+    assert main(["serve"]) == 1
+    assert one_error_line(capsys.readouterr().err).startswith(
+        "error[invalid_settings]: RESTORA_HOST is empty")

@@ -3,15 +3,42 @@
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from restora.service.settings import ServiceSettings
+
+
+def service_settings(flags: dict[str, tuple[str, Any]]) -> ServiceSettings:
+    """The service's settings with ``flags`` ({field: (option, value or None)}) over the
+    ``RESTORA_*`` environment. A flag's bad value is an ``invalid_parameter`` line naming the
+    option the user typed (``--port``), not the environment variable it stands for; a bad
+    variable is still ``invalid_settings`` naming it (see :func:`restora.cli.main`)."""
+    from pydantic import ValidationError
+
+    from restora.errors import InvalidParameter
+    from restora.service.settings import ServiceSettings
+
+    given = {field: value for field, (_, value) in flags.items() if value is not None}
+    try:
+        return ServiceSettings(**given)
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            if field in given:
+                option, value = flags[field][0], given[field]
+                shown = repr(value) if isinstance(value, str) else value
+                raise InvalidParameter(field, f"{option} {shown}: {error['msg']}") from None
+        raise
 
 
 def serve(
     host: Optional[str] = typer.Option(None, "--host",
                                        help="Interface (default RESTORA_HOST or 127.0.0.1)."),
-    port: Optional[int] = typer.Option(None, "--port", help="Port (default RESTORA_PORT or 8000)."),
+    port: Optional[int] = typer.Option(None, "--port", min=0, max=65535,
+                                       help="Port (default RESTORA_PORT or 8000)."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1,
                                           help="Jobs run at once (default RESTORA_WORKERS or 1)."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
@@ -31,11 +58,17 @@ def serve(
                                f"{', '.join(rest)} or {last}")
 
     from restora.service.app import create_app
-    from restora.service.settings import ServiceSettings
 
-    overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items()
-                 if v is not None}
-    settings = ServiceSettings(**overrides)
+    settings = service_settings({"host": ("--host", host), "port": ("--port", port),
+                                 "workers": ("--workers", workers)})
+    if not settings.host.strip():  # uvicorn would listen on every interface, said as "http://:8000"
+        from restora.errors import InvalidParameter, RestoraError
+
+        why = ("is empty: it would listen on every interface; give one (127.0.0.1 for this "
+               "machine only, 0.0.0.0 for all)")
+        if host is not None:
+            raise InvalidParameter("host", f"--host {why}")
+        raise RestoraError(f"RESTORA_HOST {why}", code="invalid_settings")
     from restora.service import logs
 
     logs.configure(settings.log_format, node=f"api:{settings.port}")

@@ -13,13 +13,14 @@ def worker(
     queue: Optional[str] = typer.Option(None, "--queue",
                                         help="Queue to consume (default RESTORA_QUEUE_NAME)."),
     health_port: Optional[int] = typer.Option(
-        None, "--health-port", help="Serve /healthz, /readyz and /metrics on this port."),
+        None, "--health-port", min=0, max=65535,
+        help="Serve /healthz, /readyz and /metrics on this port."),
 ) -> None:
     """Run jobs from the queue (needs RESTORA_DATABASE_URL and RESTORA_QUEUE_URL)."""
-    from restora.service.settings import ServiceSettings
+    from restora.cli.serve import service_settings
     from restora.service.worker import run_worker
 
-    settings = ServiceSettings(**({"queue_name": queue} if queue else {}))
+    settings = service_settings({"queue_name": ("--queue", queue)})
     run_worker(settings, threads=threads, health_port=health_port)
 
 
