@@ -614,3 +614,23 @@ def test_a_bad_serve_option_names_the_option_not_the_variable(
     assert main(["serve"]) == 1
     assert one_error_line(capsys.readouterr().err).startswith(
         "error[invalid_settings]: RESTORA_HOST is empty")
+
+
+@pytest.mark.parametrize("command", ["enhance-faces", "restore-photo"])
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(
+        env: Path, command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`-o ''` (`-o "$OUT"` with OUT unset) silently wrote into the current folder, and an
+    empty INPUT searched the whole current folder; both are one invalid_parameter line now,
+    and so is an empty --reference or --mask."""
+    src = photo(env)
+    before = sorted(p.name for p in env.iterdir())
+    extra = ["--reference", ""] if command == "enhance-faces" else ["--mask", ""]
+    flag = extra[0]
+    for args, name in (([str(src), "-o", ""], "-o"), (["", "-o", "out"], "an INPUT"),
+                       ([str(src), "-o", "out", *extra], flag)):
+        assert main([command, *args]) == 1
+        captured = capsys.readouterr()
+        assert one_error_line(captured.err).startswith(
+            f"error[invalid_parameter]: {name} is empty; give "), captured.err
+        assert captured.out == ""
+    assert sorted(p.name for p in env.iterdir()) == before  # nothing written anywhere

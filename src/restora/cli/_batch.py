@@ -70,6 +70,25 @@ def one_line(text: str) -> str:
     return "".join(_escape(c) if _unsafe(c) else c for c in text)
 
 
+def path_arg(name: str, field: str, want: str = "a file or folder (. for the current folder)"
+             ) -> Callable[[str], Path]:
+    """The parser of a path option or argument (``name`` as the user sees it): an empty value
+    (``-o "$OUT"`` with OUT unset) is one ``invalid_parameter`` line; as ``Path('')`` it meant
+    the current folder, so ``-o ''`` wrote there and an empty INPUT searched every photo below
+    it."""
+
+    def parse(value: str | Path) -> Path:
+        from restora.errors import InvalidParameter
+
+        if isinstance(value, Path):  # the default
+            return value
+        if not value:
+            raise InvalidParameter(field, f"{name} is empty; give {want}")
+        return Path(value)
+
+    return parse
+
+
 def collect_inputs(inputs: list[Path], output: Path | None = None) -> list[tuple[Path, Path]]:
     """(file, its path relative to the output folder, with its own name) for every input image.
 

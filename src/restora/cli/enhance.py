@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
+from restora.cli._batch import path_arg
 from restora.pipeline.options import EnhanceOptions, default, help_text, parse
 
 if TYPE_CHECKING:
@@ -46,11 +47,14 @@ def output_paths(rel: Path, output: Path, single: bool) -> tuple[Path, Path]:
 
 
 def enhance_faces_command(
-    # readable=False: an unreadable input is that image's error, not a usage error for all
-    inputs: list[Path] = typer.Argument(..., metavar="INPUT...", readable=False,
+    # not click's Path: an unreadable input is that image's error, not a usage error for all
+    inputs: list[Path] = typer.Argument(..., metavar="INPUT...",
+                                        parser=path_arg("an INPUT", "input"),
                                         help="Image files or folders (searched recursively); "
                                              "- reads one image from standard input."),
-    output: Path = typer.Option(Path("restored"), "-o", "--output", readable=False,
+    output: Path = typer.Option(Path("restored"), "-o", "--output", metavar="PATH",
+                                parser=path_arg("-o", "output",
+                                                "a folder (. for the current one) or file"),
                                 help="Output folder, or a .png path for a single input, or - "
                                      "for standard output (PNG, no preview)."),
     model: str = typer.Option(_d("model"), "--model", help=_h("model")),
@@ -69,7 +73,8 @@ def enhance_faces_command(
                                     help=_h("orientation") + " (auto, search, upright)"),
     seed: Optional[int] = typer.Option(_d("seed"), "--seed", help=_h("seed")),
     reference: Optional[list[Path]] = typer.Option(  # noqa: UP007 - typer needs Optional
-        None, "--reference", metavar="FILE", readable=False,
+        None, "--reference", metavar="FILE",
+        parser=path_arg("--reference", "reference", "a photo"),
         help="Reference photo of a person (repeatable): matching faces are restored closest to "
              "it."),
     only_reference_faces: bool = typer.Option(_d("only_reference_faces"),

@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 
+from restora.cli._batch import path_arg
 from restora.pipeline.options import PhotoOptions, default, help_text, parse
 
 _FORMAT_OF_SUFFIX = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
@@ -47,11 +48,14 @@ def output_paths(rel: Path, output: Path, single: bool, fmt: str) -> tuple[Path,
 
 
 def restore_photo_command(
-    # readable=False: an unreadable input is that image's error, not a usage error for all
-    inputs: list[Path] = typer.Argument(..., metavar="INPUT...", readable=False,
+    # not click's Path: an unreadable input is that image's error, not a usage error for all
+    inputs: list[Path] = typer.Argument(..., metavar="INPUT...",
+                                        parser=path_arg("an INPUT", "input"),
                                         help="Image files or folders (searched recursively); "
                                              "- reads one image from standard input."),
-    output: Path = typer.Option(Path("restored"), "-o", "--output", readable=False,
+    output: Path = typer.Option(Path("restored"), "-o", "--output", metavar="PATH",
+                                parser=path_arg("-o", "output",
+                                                "a folder (. for the current one) or file"),
                                 help="Output folder, or a .png/.jpg/.webp path for one input, "
                                      "or - for standard output (the input's format rule, no "
                                      "preview)."),
@@ -68,7 +72,8 @@ def restore_photo_command(
                                             help=_h("colorize_strength")),
     orientation: str = typer.Option(_d("orientation"), "--orientation",
                                     help=_h("orientation") + " (auto, search, upright)"),
-    mask: Path | None = typer.Option(None, "--mask", metavar="FILE", readable=False,
+    mask: Path | None = typer.Option(None, "--mask", metavar="FILE",
+        parser=path_arg("--mask", "mask", "a mask image"),
                                      help="Damage mask image for a single input (white = repair)."),
     mask_mode: str = typer.Option(_d("mask_mode"), "--mask-mode", help=_h("mask_mode")),
     save_mask: bool = typer.Option(False, "--save-mask",
