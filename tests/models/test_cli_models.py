@@ -144,6 +144,54 @@ def test_pull_errors(capsys: pytest.CaptureFixture[str], restora_home: Path,
     assert not (restora_home / "models" / "face_detection_yunet_2023mar.onnx").exists()
 
 
+def test_a_model_without_a_download_url_is_never_suggested_for_pull(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, restora_home: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A manifest's own model (a local 'path', no URL) was suggested for `restora models pull`
+    (itself, or the bundle it was added to), and pulling it stopped the whole pull with the
+    other models not tried. Suggestions now name only what can be downloaded, pulling a
+    URL-less model says in one line why it cannot, and the other models still come."""
+    from restora.config import Settings
+    from restora.models.registry import Registry
+
+    entry = {"task": "face-restoration", "arch": "gfpgan_v1_clean", "license": "test",
+             "commercial_use": True}
+    manifest = tmp_path / "models.json"
+    manifest.write_text(json.dumps({"models": [
+        {"id": "nolink", "path": str(tmp_path / "gone.pth"), "default": True,
+         "bundles": ["upscale-enhance"], **entry},
+        {"id": "nolink-det", "task": "face-detection", "arch": "yunet", "license": "test",
+         "commercial_use": True, "path": str(tmp_path / "gone.onnx"), "default": True}]}))
+    monkeypatch.setenv("RESTORA_MODELS", str(manifest))
+    photo = shutil.copy(shared_path("testdata", "photos", "04.jpg"), tmp_path / "a.jpg")
+
+    rc, out, err = run(capsys, "enhance-faces", str(photo), "-o", str(tmp_path / "out"))
+    assert rc == 1 and "models pull" not in err, err
+    assert "'nolink' cannot be downloaded: it has no download URL" in err
+    assert "'nolink-det' cannot be downloaded" in err and len(err.splitlines()) == 1
+
+    rc, out, err = run(capsys, "enhance-faces", str(photo), "-o", str(tmp_path / "out"),
+                       "--model", "codeformer")  # downloadable, bundled with nolink
+    assert rc == 1 and "`restora models pull photo-restoration`" in err, err
+    assert "upscale-enhance" not in err and "'nolink-det' cannot be downloaded" in err
+    registry = Registry.from_settings(Settings())
+    assert registry.not_installed(registry.get("gfpgan-v1.4")).details["command"] == \
+        "restora models pull gfpgan-v1.4"  # the bundle would fail on nolink
+    assert registry.pull_target(registry.get("yunet")) == "face-detection"
+
+    rc, out, err = run(capsys, "models", "pull", "nolink")
+    assert rc == 1 and out == "" and err.splitlines() == [
+        f"error[model_not_installed]: 'nolink' cannot be downloaded: it has no download URL "
+        f"(its file {tmp_path / 'gone.pth'} does not exist); fix its 'path' in the model "
+        "manifest, or install a copy with `restora models import FILE --id nolink`"], err
+    monkeypatch.setenv("RESTORA_OFFLINE", "1")
+    rc, out, err = run(capsys, "models", "pull", "nolink", "face-detection")
+    lines = err.splitlines()
+    assert rc == 1 and lines[0].startswith("error[model_not_installed]: 'nolink' cannot")
+    assert lines[1].startswith("error[offline]: model 'yunet'"), err  # the others were tried
+    assert "nolink" not in "\n".join(lines[2:]) and "(no URL known)" not in err
+
+
 def test_pull_already_installed(capsys: pytest.CaptureFixture[str], importable: Path,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     assert run(capsys, "models", "import", str(tiny_file()), "--id", "x2-small")[0] == 0

@@ -99,12 +99,31 @@ def require_models(runtime: Any, needs: Iterable[tuple[str, str | None]],
     if len(missing) == 1:
         raise runtime.not_installed(missing[0])
     names = ", ".join(f"'{s.id}' ({s.task})" for s in missing)
-    targets = list(dict.fromkeys(s.bundles[0] if s.bundles else s.id for s in missing))
-    command = f"restora models pull {' '.join(targets)}"
+    command, others = install_advice(registry, missing)
+    how = (f"run `{command}`, or install files you already have with `restora models import "
+           f"FILE --id ID`{others}" if command else others[2:])
     raise ModelNotInstalled(
-        f"{len(missing)} models this job needs are not installed: {names}; run `{command}`, "
-        "or install files you already have with `restora models import FILE --id ID`",
+        f"{len(missing)} models this job needs are not installed: {names}; {how}",
         models=[s.id for s in missing], command=command)
+
+
+def cannot_pull(registry: Any, spec: Any) -> str:
+    """Why ``spec`` cannot be downloaded, and how to install it instead (one sentence)."""
+    if spec.package is not None:
+        return (f"'{spec.id}' cannot be downloaded: pip installs it; run "
+                f"`pip install '{spec.package}'`")
+    return (f"'{spec.id}' cannot be downloaded: it has no download URL (its file "
+            f"{registry.path(spec)} does not exist); fix its 'path' in the model manifest, or "
+            f"install a copy with `restora models import FILE --id {spec.id}`")
+
+
+def install_advice(registry: Any, specs: Iterable[Any]) -> tuple[str | None, str]:
+    """(the ``restora models pull`` command for the models among ``specs`` that can be
+    downloaded, or None; the sentences for those that cannot, each starting "; ")."""
+    specs = list(specs)
+    targets = list(dict.fromkeys(t for s in specs if (t := registry.pull_target(s))))
+    others = "".join(f"; {cannot_pull(registry, s)}" for s in specs if not s.urls)
+    return (f"restora models pull {' '.join(targets)}" if targets else None), others
 
 
 def enhance_needs(model: str, detector: str | None) -> tuple[list[tuple[str, str | None]],
@@ -129,7 +148,7 @@ def face_models_missing(runtime: Any) -> str | None:
                if (s := _missing(runtime, task))]
     if not missing:
         return None
-    targets = list(dict.fromkeys(s.bundles[0] if s.bundles else s.id for s in missing))
+    command, others = install_advice(runtime.registry, missing)
+    run = f"run `{command}` to enable it{others}, or" if command else f"{others[2:]}; or"
     return (f"no face models installed ({', '.join(s.id for s in missing)}): faces will not "
-            f"be enhanced; run `restora models pull {' '.join(targets)}` to enable it, or pass "
-            "--no-face-enhancement")
+            f"be enhanced; {run} pass --no-face-enhancement")

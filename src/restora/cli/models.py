@@ -98,10 +98,17 @@ def pull(
                               progress=False if quiet else None)
     from restora.errors import DownloadError, OfflineError
 
+    from restora.cli._checks import cannot_pull
+
     todo = [s for s in specs.values() if not registry.is_installed(s)]
     for spec in specs.values():
         if registry.is_installed(spec):
             typer.echo(f"{spec.id}: already installed at {registry.path(spec)}")
+    # A model without a download URL is said first, in one line each; the others still come.
+    unpullable = [s for s in todo if not s.urls]
+    for spec in unpullable:
+        typer.echo(f"error[model_not_installed]: {cannot_pull(registry, spec)}", err=True)
+    todo = [s for s in todo if s.urls]
     for i, spec in enumerate(todo):
         try:
             path = pull_file(registry, spec, offline=settings.offline, options=options,
@@ -114,6 +121,8 @@ def pull(
                        err=True)
             raise typer.Exit(1) from None
         typer.echo(f"{spec.id}: installed at {path}")
+    if unpullable:
+        raise typer.Exit(1)
 
 
 def manual_install_help(registry: Registry, specs: list, *, offline: bool) -> str:

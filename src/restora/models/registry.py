@@ -611,14 +611,23 @@ class Registry:
                 f"model '{spec.id}' is not installed: its file {path} does not exist; fix "
                 f"'path' in the model manifest or install a copy with "
                 f"`restora models import FILE --id {spec.id}`", model=spec.id, path=str(path))
-        where = f" (bundle '{spec.bundles[0]}')" if spec.bundles else ""
-        target = spec.bundles[0] if spec.bundles else spec.id
+        target = self.pull_target(spec) or spec.id
+        bundle = target if target != spec.id else None
+        where = f" (bundle '{bundle}')" if bundle else ""
         return ModelNotInstalled(
             f"model '{spec.id}'{where} is not installed: run `restora models pull {target}`, "
             f"or install a file you already have with "
             f"`restora models import FILE --id {spec.id}`",
-            model=spec.id, bundle=spec.bundles[0] if spec.bundles else None,
-            command=f"restora models pull {target}")
+            model=spec.id, bundle=bundle, command=f"restora models pull {target}")
+
+    def pull_target(self, spec: ModelSpec) -> str | None:
+        """What ``restora models pull`` installs ``spec`` with: its first bundle that can be
+        pulled whole (every model in it downloadable or already installed), else its id; None
+        when it has no download URL (a manifest's local file, a model pip installs)."""
+        if not spec.urls:
+            return None
+        return next((name for name in spec.bundles
+                     if all(m.urls or self.is_installed(m) for m in self.bundle(name))), spec.id)
 
     def pick(self, task: str, model_id: str | None, *, param: str) -> ModelSpec | None:
         """The model a job uses for ``task``: ``model_id`` when given (it must be a ``task``
