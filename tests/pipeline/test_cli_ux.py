@@ -322,7 +322,7 @@ def test_a_signal_mid_write_leaves_no_temporary_file(env: Path, sig: str, code: 
             assert last == f"error[cancelled]: interrupted by {sig}", err.decode()
         else:
             assert last.startswith("enhance-faces: ") and last.endswith(
-                f" s, interrupted by {sig}") and "skipped (of 2)" in last, err.decode()
+                f" s, interrupted by {sig}") and ", 2 not started (of 2)" in last, err.decode()
         assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
 
 
@@ -634,3 +634,52 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_folder(
             f"error[invalid_parameter]: {name} is empty; give "), captured.err
         assert captured.out == ""
     assert sorted(p.name for p in env.iterdir()) == before  # nothing written anywhere
+
+
+@pytest.mark.parametrize(("command", "suffix"), [("enhance-faces", "_enhanced.png"),
+                                                 ("restore-photo", "_restored.jpg")])
+def test_skip_existing_resumes_a_batch_without_redoing_it(
+        env: Path, command: str, suffix: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A re-run replaced every earlier result without a word, and an interrupted batch of
+    thousands of photos could only start again from the first. The summary now counts the
+    results replaced, and --skip-existing leaves an image whose result is there (not an empty
+    one, nor the temporary file of a write that was cut), counting it as skipped."""
+    from restora.io.files import temp_name
+
+    folder = env / "album"
+    folder.mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        shutil.copy(shared_path("testdata", "photos", "04.jpg"), folder / name)
+    out = env / "out"
+    args = [command, "album", "-o", "out"] + (
+        ["--no-face-enhancement"] if command == "restore-photo" else ["--model", "gfpgan"])
+    assert main(args) == 0
+    assert capsys.readouterr().err.splitlines()[-1].startswith(
+        f"{command}: 3 done, 0 failed, 0 skipped (of 3) in ")
+    assert main(args) == 0  # by default a re-run replaces, and says so
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith(f"{command}: 3 done, 0 failed, 0 skipped (of 3) in ") and \
+        err.endswith(" s; 3 existing results replaced"), err
+    results = sorted(out.iterdir())
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in results}
+
+    assert main([*args, "--skip-existing"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [
+        f"album/{n}.jpg -> out/{n}{suffix} (exists, skipped)" for n in "abc"], captured.out
+    assert captured.err.splitlines()[-1].startswith(
+        f"{command}: 0 done, 0 failed, 3 skipped (of 3) in "), captured.err
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(out.iterdir())} == \
+        before  # no work, nothing rewritten
+
+    (out / f"a{suffix}").write_bytes(b"")  # an empty file is no result
+    (out / f"b{suffix}").unlink()
+    temp_name(out / f"b{suffix}").write_bytes(b"partial")  # a write that was cut off
+    assert main([*args, "--skip-existing", "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["input"], r.get("skipped"), r["replaced"] if "replaced" in r else None)
+            for r in records] == [("album/a.jpg", None, True), ("album/b.jpg", None, False),
+                                  ("album/c.jpg", "exists", None)]
+    assert records[2]["output"] == f"out/c{suffix}"
+    assert (out / f"a{suffix}").stat().st_size > 0 and (out / f"b{suffix}").stat().st_size > 0
+    assert (out / f"c{suffix}").stat().st_mtime_ns == before[f"c{suffix}"][0]

@@ -284,16 +284,31 @@ def write_atomic(path: Path, data: Payload,
                                 path=str(path)) from None
 
 
+def existing_result(path: Path) -> bool:
+    """Whether ``path`` is a finished result a resumed run may keep: a non-empty file. Results
+    are written through a hidden temporary file renamed into place, and the preview (and mask)
+    before the result itself, so one that exists is complete."""
+    try:
+        return path.is_file() and path.stat().st_size > 0
+    except OSError:
+        return False
+
+
 def run_batch(jobs: list[tuple[Path, Path]], *, name: str, single: bool, as_json: bool,
               process: Callable[[Path, Path, "Progress"], dict[str, Any]],
               summary: Callable[[dict[str, Any]], list[str]],
-              image_to_stdout: bool = False) -> None:
+              image_to_stdout: bool = False,
+              existing: Callable[[Path, Path], Path | None] | None = None) -> None:
     """Run ``process`` per image. A bad input file is reported and the batch goes on; model and
     system errors stop it (they would fail every image). Exit code 1 if any image failed.
 
     Results go to stdout, one line each (``--json``: one object per line), whatever the
     terminal width; progress, warnings and the closing summary go to stderr. With
     ``image_to_stdout`` (``-o -``) stdout carries the image, so result lines go to stderr.
+
+    ``existing`` (``--skip-existing``) gives an image's finished result from an earlier run, or
+    None: such an image is not processed, its line says so, the summary counts it as skipped.
+    A record with ``replaced`` true overwrote an earlier result: the summary counts those too.
 
     Ctrl+C, SIGTERM and SIGHUP stop it alike: the write in progress removes its temporary
     file, the summary (one image: an error line) names the signal, exit code 128 + signal.
@@ -302,7 +317,7 @@ def run_batch(jobs: list[tuple[Path, Path]], *, name: str, single: bool, as_json
 
     from restora.errors import InputError
 
-    done = failed = 0
+    done = failed = skipped = replaced = 0
     stopped = None
     t0 = time.perf_counter()
     previous = _stop_on_signals()
@@ -310,6 +325,14 @@ def run_batch(jobs: list[tuple[Path, Path]], *, name: str, single: bool, as_json
         try:
             for path, rel in jobs:
                 bar.start(path)
+                kept = existing(path, rel) if existing is not None and path != STDIO else None
+                if kept is not None:
+                    skipped += 1
+                    bar.advance()
+                    bar.result(json.dumps({"input": str(path), "output": str(kept),
+                                           "skipped": "exists"}) if as_json else
+                               f"{shown(path)} -> {shown(kept)} (exists, skipped)")
+                    continue
                 try:
                     if os.path.isdir(path):  # a folder collect_inputs could not search
                         _unreadable_folder(path)
@@ -324,6 +347,7 @@ def run_batch(jobs: list[tuple[Path, Path]], *, name: str, single: bool, as_json
                     bar.advance()
                     continue
                 done += 1
+                replaced += bool(record.get("replaced"))
                 bar.advance()
                 if as_json:
                     bar.result(json.dumps(record))
@@ -338,15 +362,28 @@ def run_batch(jobs: list[tuple[Path, Path]], *, name: str, single: bool, as_json
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-            why = f", interrupted by {stopped.name}" if stopped else ""
             if not single:
-                skipped = len(jobs) - done - failed
-                bar.error(f"{name}: {done} done, {failed} failed, {skipped} skipped "
-                          f"(of {len(jobs)}) in {time.perf_counter() - t0:.1f} s{why}")
+                bar.error(batch_summary(name, total=len(jobs), done=done, failed=failed,
+                                        skipped=skipped, replaced=replaced,
+                                        seconds=time.perf_counter() - t0, stopped=stopped))
             elif stopped:
                 bar.error(f"error[cancelled]: interrupted by {stopped.name}")
     if failed:
         raise typer.Exit(1)
+
+
+def batch_summary(name: str, *, total: int, done: int, failed: int, skipped: int,
+                  replaced: int, seconds: float, stopped: Any = None) -> str:
+    """The closing line: ``enhance-faces: 3 done, 0 failed, 2 skipped (of 5) in 9.1 s``, with
+    ``, 4 not started`` after an interruption or a stop, and ``; 1 existing result replaced``."""
+    left = total - done - failed - skipped
+    line = (f"{name}: {done} done, {failed} failed, {skipped} skipped"
+            + (f", {left} not started" if left else "")
+            + f" (of {total}) in {seconds:.1f} s"
+            + (f", interrupted by {stopped.name}" if stopped else ""))
+    if replaced:
+        line += f"; {replaced} existing result{'s' if replaced > 1 else ''} replaced"
+    return line
 
 
 def _stop_on_signals() -> dict[int, Any]:

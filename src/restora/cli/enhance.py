@@ -84,6 +84,9 @@ def enhance_faces_command(
                                   help=_h("identity")),
     identity_model: Optional[str] = typer.Option(_d("identity_model"), "--identity-model",
                                                  help=_h("identity_model")),
+    skip_existing: bool = typer.Option(
+        False, "--skip-existing", help="Leave an image whose result file already exists (a "
+        "resumed batch); by default results are replaced."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
 ) -> None:
     """Restore the faces in photos (GFPGAN v1.4 / CodeFormer) and write PNG + WebP preview."""
@@ -119,8 +122,15 @@ def enhance_faces_command(
     keep = file_ids([path for path, _ in jobs if path != STDIO] + refs)  # never overwritten
     if not to_stdout:
         check_output(output, file_target=single and output.suffix.lower() == ".png", keep=keep)
+    from restora.cli._batch import existing_result
+
+    def existing(path: Path, rel: Path) -> Path | None:
+        result = output_paths(rel, output, single)[0]
+        return result if existing_result(result) else None
+
     run_batch(jobs, name="enhance-faces", single=single, as_json=as_json,
               image_to_stdout=to_stdout,
+              existing=existing if skip_existing and not to_stdout else None,
               process=lambda path, rel, bar: _process(path, rel, output, single, runtime,
                                                       options, bar, refs, keep),
               summary=lambda r: [f"{shown(r['input'])} -> {shown(r['output'])} "
@@ -142,15 +152,19 @@ def _process(path: Path, rel: Path, output: Path, single: bool, runtime: Any,
                            on_estimate=bar.estimate)
     bar.stage("encode", 100.0)
     t_enc = time.perf_counter()
+    replaced = False
     if output == STDIO:
         write_stdout(lambda fh: encode_to(fh, result.image, "png"))
         png, preview = "-", None
     else:
         png_path, preview_path = output_paths(rel, output, single)
-        write_atomic(png_path, lambda fh: encode_to(fh, result.image, "png"), keep)
+        # the result last: once it exists, its preview does too (--skip-existing relies on it)
         write_atomic(preview_path, make_preview(result.image), keep)
+        replaced = png_path.is_file()
+        write_atomic(png_path, lambda fh: encode_to(fh, result.image, "png"), keep)
         png, preview = str(png_path), str(preview_path)
-    record = {"input": str(path), **result.to_dict(), "output": png, "preview": preview}
+    record = {"input": str(path), **result.to_dict(), "output": png, "preview": preview,
+              "replaced": replaced}
     record["timings"]["encode"] = round(time.perf_counter() - t_enc, 4)
     record["seconds"] = round(time.perf_counter() - t0, 3)
     return record

@@ -78,6 +78,9 @@ def restore_photo_command(
     mask_mode: str = typer.Option(_d("mask_mode"), "--mask-mode", help=_h("mask_mode")),
     save_mask: bool = typer.Option(False, "--save-mask",
                                    help="Also write <stem>.mask.png (white = repaired)."),
+    skip_existing: bool = typer.Option(
+        False, "--skip-existing", help="Leave an image whose result file already exists (a "
+        "resumed batch); by default results are replaced."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
 ) -> None:
     """Repair old photos (scratches, dust, noise, faces; optional colour) in their own format."""
@@ -119,10 +122,32 @@ def restore_photo_command(
                      keep=keep)
     if options.face_enhancement and (why := face_models_missing(runtime)):
         typer.echo(f"warning: {why}", err=True)  # said once, before the first image
+    from restora.cli._batch import existing_result
+
+    def existing(path: Path, rel: Path) -> Path | None:
+        result = output_paths(rel, output, single, predicted_format(path))[0]
+        return result if existing_result(result) else None
+
     run_batch(jobs, name="restore-photo", single=single, as_json=as_json,
+              existing=existing if skip_existing and not to_stdout else None,
               process=lambda path, rel, bar: _process(path, rel, output, single, runtime,
                                                       options, bar, save_mask, mask, keep),
               summary=_summary, image_to_stdout=to_stdout)
+
+
+def predicted_format(path: Path) -> str:
+    """The format this input's result will have (``output_format_for`` its format, sniffed
+    from its first bytes as decoding does), without decoding it; PNG when it cannot be read
+    (it will fail then, and is not skipped: no result is named for it)."""
+    from restora.io import output_format_for
+    from restora.io.sniff import sniff_format
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError:
+        return "png"
+    return output_format_for(sniff_format(head) or "png")
 
 
 def _summary(record: dict[str, Any]) -> list[str]:
@@ -157,24 +182,29 @@ def _process(path: Path, rel: Path, output: Path, single: bool, runtime: Any,
                            on_estimate=bar.estimate)
     bar.stage("encode", 100.0)
     t_enc = time.perf_counter()
+    replaced = False
+    mask_file = None
     if output == STDIO:
         fmt = result.output_format
         write_stdout(lambda fh: encode_to(fh, result.image, fmt, quality=JPEG_QUALITY))
         out, preview = "-", None
     else:
         out_path, preview_path, fmt = output_paths(rel, output, single, result.output_format)
+        # the result last: once it exists, its preview and mask do too (--skip-existing)
+        write_atomic(preview_path, make_preview(result.image), keep)
+        if save_mask:
+            from restora.pipeline.photo.masks import mask_png
+
+            assert result.mask is not None
+            mask_file = mask_path_for(out_path, rel, output, single)
+            write_atomic(mask_file, mask_png(result.mask), keep)
+        replaced = out_path.is_file()
         write_atomic(out_path, lambda fh: encode_to(fh, result.image, fmt,
                                                     quality=JPEG_QUALITY), keep)
-        write_atomic(preview_path, make_preview(result.image), keep)
         out, preview = str(out_path), str(preview_path)
     record = {"input": str(path), **result.to_dict(), "format": fmt, "output": out,
-              "preview": preview}
-    if save_mask:
-        from restora.pipeline.photo.masks import mask_png
-
-        assert result.mask is not None
-        mask_file = mask_path_for(Path(out), rel, output, single)  # never "-": refused up front
-        write_atomic(mask_file, mask_png(result.mask), keep)
+              "preview": preview, "replaced": replaced}
+    if mask_file is not None:
         record["mask"] = str(mask_file)
     record["timings"]["encode"] = round(time.perf_counter() - t_enc, 4)
     record["seconds"] = round(time.perf_counter() - t0, 3)
