@@ -131,6 +131,12 @@ def test_path(capsys: pytest.CaptureFixture[str], restora_home: Path) -> None:
     assert out.strip() == str(restora_home / "models" / "RealESRGAN_x4plus.pth")
     rc, _, err = run(capsys, "models", "path", "realesrgan-x4")
     assert rc == 1 and "did you mean" in err
+    # `restora models path "$ID"` with ID unset printed the folder as if no id was given
+    rc, out, err = run(capsys, "models", "path", "")
+    assert rc == 1 and out == "" and err.startswith("error[unknown_model]: unknown model ''")
+    rc, out, err = run(capsys, "models", "import", "")  # was ". is not a file"
+    assert rc == 1 and err == ("error[invalid_parameter]: FILE is empty; give a checkpoint "
+                               "file\n")
 
 
 def test_pull_errors(capsys: pytest.CaptureFixture[str], restora_home: Path,

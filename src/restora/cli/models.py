@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
+from restora.cli._batch import path_arg
+
 if TYPE_CHECKING:
     from restora.config import Settings
     from restora.models.registry import Registry
@@ -143,7 +145,8 @@ def manual_install_help(registry: Registry, specs: list, *, offline: bool) -> st
 
 @models_app.command("import")
 def import_model(
-    file: Path = typer.Argument(..., readable=False,
+    file: Path = typer.Argument(..., metavar="FILE", parser=path_arg("FILE", "file",
+                                                                      "a checkpoint file"),
                                 help="A checkpoint file you already have."),
     model_id: Optional[str] = typer.Option(  # noqa: UP007 - typer needs Optional here
         None, "--id", help="The model this file is; without it the SHA-256 identifies it."),
@@ -216,7 +219,9 @@ def path(
 ) -> None:
     """Print the models folder, or where a model's file is (or will be)."""
     _, registry = _registry()
-    typer.echo(str(registry.path(registry.get(model_id)) if model_id else registry.models_dir))
+    # '' (an unset shell variable) is an unknown id, not a request for the folder
+    typer.echo(str(registry.path(registry.get(model_id)) if model_id is not None
+                   else registry.models_dir))
 
 
 def _verdict(meta: dict) -> str:
