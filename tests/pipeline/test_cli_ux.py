@@ -560,16 +560,18 @@ def test_a_newline_or_tab_in_a_file_name_keeps_one_result_per_line(
     is not UTF-8, and the name in an error line."""
     folder = env / "album"
     folder.mkdir()
-    for name in ("a\nb.jpg", "c\td.jpg", os.fsdecode(b"e\xff.jpg"), "plain name.jpg"):
+    for name in ("a\nb.jpg", "c\td.jpg", os.fsdecode(b"e\xff.jpg"), "f -> g.jpg",
+                 "plain name (1).jpg"):
         shutil.copy(shared_path("testdata", "photos", "04.jpg"), folder / name)
     (folder / "x\ny.jpg").write_bytes(b"not an image")
     assert main(["enhance-faces", "album", "-o", "out", "--model", "gfpgan"]) == 1
     out, err = capsys.readouterr()
-    assert [line.split(" (")[0] for line in out.splitlines()] == [
+    assert [line.rsplit(" (", 1)[0] for line in out.splitlines()] == [
         "$'album/a\\nb.jpg' -> $'out/a\\nb_enhanced.png'",
         "$'album/c\\td.jpg' -> $'out/c\\td_enhanced.png'",
         "$'album/e\\xff.jpg' -> $'out/e\\xff_enhanced.png'",
-        "album/plain name.jpg -> out/plain name_enhanced.png"], out
+        "$'album/f -> g.jpg' -> $'out/f -> g_enhanced.png'",
+        "album/plain name (1).jpg -> out/plain name (1)_enhanced.png"], out
     assert "error[unsupported_format]: $'album/x\\ny.jpg': " in err.splitlines()[0], err
     assert main(["restore-photo", "album/a\nb.jpg", "-o", "out2", "--no-face-enhancement"]) == 0
     assert capsys.readouterr().out.startswith("$'album/a\\nb.jpg' -> $'out2/a\\nb_restored.jpg' (")

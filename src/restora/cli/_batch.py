@@ -55,11 +55,12 @@ def _escape(char: str) -> str:
 
 def shown(path: Path | str) -> str:
     """``path`` for one line of text output: unchanged, or, if it holds a newline, tab, other
-    control character or bytes that are not UTF-8, quoted the way bash's ``$'...'`` reads it
-    back (``$'a\\nb.jpg'``), so one result stays one line and the name can be pasted into a
-    shell."""
+    control character or bytes that are not UTF-8 (or `` -> ``, or starts with ``$'``), quoted
+    the way bash's ``$'...'`` reads it back (``$'a\\nb.jpg'``), so one result stays one line,
+    splits at its first `` -> ``, and the name can be pasted into a shell."""
     text = str(path)
-    if not any(map(_unsafe, text)):
+    # " -> " separates input from result, and a bare name must not look quoted
+    if not any(map(_unsafe, text)) and " -> " not in text and not text.startswith("$'"):
         return text
     return "$'" + "".join(_escape(c) if _unsafe(c) or c in "\\'" else c for c in text) + "'"
 
