@@ -685,3 +685,45 @@ def test_skip_existing_resumes_a_batch_without_redoing_it(
     assert records[2]["output"] == f"out/c{suffix}"
     assert (out / f"a{suffix}").stat().st_size > 0 and (out / f"b{suffix}").stat().st_size > 0
     assert (out / f"c{suffix}").stat().st_mtime_ns == before[f"c{suffix}"][0]
+
+
+def test_a_bracket_in_a_file_name_is_shown_in_the_progress_bar_as_it_is(env: Path) -> None:
+    """With stderr on a terminal (the progress bar), "IMG [b].jpg" was shown as a bold
+    "IMG .jpg" and "scan [red].png" as a red "scan .png": the bar read the name as markup."""
+    import pty
+    import threading
+
+    folder = env / "album"
+    folder.mkdir()
+    for name in ("scan [red].jpg", "IMG [b].jpg"):
+        shutil.copy(shared_path("testdata", "photos", "04.jpg"), folder / name)
+    master, slave = pty.openpty()
+    screen = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's other end was closed
+                return
+            if not chunk:
+                return
+            screen.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "restora", "enhance-faces", "album", "-o",
+                               "out", "--model", "gfpgan"], stdout=subprocess.PIPE,
+                              stderr=slave, cwd=env, timeout=600,
+                              env={**os.environ, "PYTHONPATH": str(REPO / "src"),
+                                   "COLUMNS": "200"})
+    finally:
+        os.close(slave)
+        reader.join(timeout=60)
+        os.close(master)
+    text = screen.decode(errors="replace")
+    assert proc.returncode == 0, text
+    assert "IMG [b].jpg" in text and "scan [red].jpg" in text, text[-400:]  # names as they are
+    assert [line.split(" -> ")[0] for line in proc.stdout.decode().splitlines()] == [
+        "album/IMG [b].jpg", "album/scan [red].jpg"]

@@ -428,7 +428,8 @@ class Progress:
             from rich.progress import Progress as RichProgress
 
             # No stdout redirection: results must reach stdout untouched (pipes, --json).
-            self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(),
+            # markup=False: "IMG [b].jpg" is a name, not bold "IMG .jpg"
+            self._bar = RichProgress(TextColumn("{task.description}", markup=False), BarColumn(),
                                      MofNCompleteColumn(), TimeElapsedColumn(),
                                      console=Console(stderr=True), redirect_stdout=False,
                                      redirect_stderr=False, transient=True)
