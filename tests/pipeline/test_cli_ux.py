@@ -727,3 +727,18 @@ def test_a_bracket_in_a_file_name_is_shown_in_the_progress_bar_as_it_is(env: Pat
     assert "IMG [b].jpg" in text and "scan [red].jpg" in text, text[-400:]  # names as they are
     assert [line.split(" -> ")[0] for line in proc.stdout.decode().splitlines()] == [
         "album/IMG [b].jpg", "album/scan [red].jpg"]
+
+
+@pytest.mark.parametrize(("args", "flag"), [
+    (["enhance-faces", "--strength", "nan"], "--strength"),
+    (["enhance-faces", "--identity-model", ""], "--identity-model"),
+    (["restore-photo", "--denoise-strength", "200"], "--denoise-strength"),
+    (["restore-photo", "--mask-mode", "bogus"], "--mask-mode"),
+])
+def test_a_bad_option_value_names_the_flag_typed(env: Path, args: list[str], flag: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """`--denoise-strength 200` said "Invalid value for 'denoiseStrength'" (the HTTP field);
+    the line now names the flag the user typed."""
+    assert main([*args, str(photo(env)), "-o", "out"]) == 1
+    assert one_error_line(capsys.readouterr().err).startswith(
+        f"error[invalid_parameter]: Invalid value for '{flag}': ")

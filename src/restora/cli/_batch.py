@@ -90,6 +90,18 @@ def path_arg(name: str, field: str, want: str = "a file or folder (. for the cur
     return parse
 
 
+def parse_flags(model: type, values: dict[str, Any], flags: dict[str, str] | None = None
+                ) -> Any:
+    """:func:`restora.pipeline.options.parse` of the command's option ``values`` (by field
+    name), with a bad value named by the flag the user typed (``--denoise-strength``), not the
+    API's field (``denoiseStrength``). ``flags`` gives the flags not spelt ``--field-name``."""
+    from restora.pipeline.options import parse
+
+    names = {model.model_fields[f].alias or f: (flags or {}).get(f, "--" + f.replace("_", "-"))
+             for f in values}
+    return parse(model, values, names=names)
+
+
 def collect_inputs(inputs: list[Path], output: Path | None = None) -> list[tuple[Path, Path]]:
     """(file, its path relative to the output folder, with its own name) for every input image.
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import typer
 
 from restora.cli._batch import path_arg
-from restora.pipeline.options import EnhanceOptions, default, help_text, parse
+from restora.pipeline.options import EnhanceOptions, default, help_text
 
 if TYPE_CHECKING:
     from restora.cli._batch import Progress
@@ -90,9 +90,9 @@ def enhance_faces_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
 ) -> None:
     """Restore the faces in photos (GFPGAN v1.4 / CodeFormer) and write PNG + WebP preview."""
-    from restora.cli._batch import STDIO, plan_batch, run_batch, shown
+    from restora.cli._batch import STDIO, parse_flags, plan_batch, run_batch, shown
 
-    options = parse(EnhanceOptions, dict(
+    options = parse_flags(EnhanceOptions, dict(
         model=model, strength=strength, fidelity=fidelity, upscale=upscale,
         bg_upscale=bg_upscale, face_upsample=face_upsample, only_center_face=only_center_face,
         sensitivity=sensitivity, detector=detector, orientation=orientation, seed=seed,

@@ -16,7 +16,7 @@ from typing import Any
 import typer
 
 from restora.cli._batch import path_arg
-from restora.pipeline.options import PhotoOptions, default, help_text, parse
+from restora.pipeline.options import PhotoOptions, default, help_text
 
 _FORMAT_OF_SUFFIX = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 JPEG_QUALITY = 95
@@ -84,14 +84,16 @@ def restore_photo_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
 ) -> None:
     """Repair old photos (scratches, dust, noise, faces; optional colour) in their own format."""
-    from restora.cli._batch import STDIO, plan_batch, run_batch
+    from restora.cli._batch import STDIO, parse_flags, plan_batch, run_batch
     from restora.errors import InvalidParameter
 
-    options = parse(PhotoOptions, dict(
+    options = parse_flags(PhotoOptions, dict(
         scratch_removal=not no_scratch_removal, face_enhancement=not no_face_enhancement,
         fidelity=fidelity, denoise=not no_denoise, denoise_strength=denoise_strength,
         colorize=colorize, colorize_strength=colorize_strength, mask_mode=mask_mode,
-        orientation=orientation))
+        orientation=orientation), {"scratch_removal": "--no-scratch-removal",
+                                   "face_enhancement": "--no-face-enhancement",
+                                   "denoise": "--no-denoise"})
     jobs, single, to_stdout = plan_batch(inputs, output)
     if to_stdout and save_mask:
         raise InvalidParameter("output", "--save-mask needs an output folder or file, not -")
