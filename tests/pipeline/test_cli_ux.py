@@ -742,3 +742,29 @@ def test_a_bad_option_value_names_the_flag_typed(env: Path, args: list[str], fla
     assert main([*args, str(photo(env)), "-o", "out"]) == 1
     assert one_error_line(capsys.readouterr().err).startswith(
         f"error[invalid_parameter]: Invalid value for '{flag}': ")
+
+
+def test_serve_on_a_port_in_use_is_one_line_before_it_starts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A port already in use (or a host name that does not resolve) printed "serving on
+    http://..." and then uvicorn's own error, exit 3; now one invalid_parameter line, naming
+    where the value came from, and nothing starts."""
+    import socket
+
+    monkeypatch.setenv("RESTORA_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("RESTORA_HOST", raising=False)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 1
+        assert one_error_line(capsys.readouterr().err) == (
+            f"error[invalid_parameter]: port {port} (--port) is in use on 127.0.0.1; stop what "
+            "listens there or give another --port")
+        monkeypatch.setenv("RESTORA_PORT", str(port))
+        assert main(["serve"]) == 1
+        assert f"port {port} (RESTORA_PORT) is in use" in one_error_line(capsys.readouterr().err)
+    assert main(["serve", "--host", "no-such-host.invalid", "--port", "0"]) == 1
+    assert one_error_line(capsys.readouterr().err).startswith(
+        "error[invalid_parameter]: cannot listen on 'no-such-host.invalid' (--host): ")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any, Optional
 
 import typer
@@ -69,6 +70,8 @@ def serve(
         if host is not None:
             raise InvalidParameter("host", f"--host {why}")
         raise RestoraError(f"RESTORA_HOST {why}", code="invalid_settings")
+    check_listen(settings.host, settings.port, host_flag=host is not None,
+                 port_flag=port is not None)
     from restora.service import logs
 
     logs.configure(settings.log_format, node=f"api:{settings.port}")
@@ -82,6 +85,38 @@ def serve(
 
     uvicorn.Server(uvicorn_config(app, settings, log_level=log_level, proxy_headers=False,
                                   log_config=logs.uvicorn_log_config(settings.log_format))).run()
+
+
+def check_listen(host: str, port: int, *, host_flag: bool, port_flag: bool) -> None:
+    """One ``invalid_parameter`` line, before anything starts, when ``host:port`` cannot be
+    listened on (a port in use, a host that does not resolve or is not this machine's): uvicorn
+    printed "serving on" first, then its own error, and exited 3. The check binds as uvicorn
+    does (SO_REUSEADDR), so what passes here binds there, barring a race."""
+    import errno
+    import socket
+
+    from restora.errors import InvalidParameter
+
+    host_name = "--host" if host_flag else "RESTORA_HOST" if "RESTORA_HOST" in os.environ \
+        else "the default host"
+    port_name = "--port" if port_flag else "RESTORA_PORT" if "RESTORA_PORT" in os.environ \
+        else "the default port"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise InvalidParameter("host", f"cannot listen on {host!r} ({host_name}): "
+                               f"{getattr(exc, 'strerror', None) or exc}") from None
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise InvalidParameter("port", f"port {port} ({port_name}) is in use on {host}; "
+                                       "stop what listens there or give another --port") from None
+            raise InvalidParameter("host", f"cannot listen on {host}:{port} ({host_name}): "
+                                   f"{exc.strerror or exc}") from None
 
 
 def register(app: typer.Typer) -> None:
