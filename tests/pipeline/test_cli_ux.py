@@ -768,3 +768,18 @@ def test_serve_on_a_port_in_use_is_one_line_before_it_starts(
     assert main(["serve", "--host", "no-such-host.invalid", "--port", "0"]) == 1
     assert one_error_line(capsys.readouterr().err).startswith(
         "error[invalid_parameter]: cannot listen on 'no-such-host.invalid' (--host): ")
+
+
+def test_dot_slash_dash_is_the_file_named_dash_not_standard_input(
+        env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`./-`, the usual way to name a file called "-", was standard input (pathlib drops the
+    ./), so `restora enhance-faces ./-` waited on stdin and `-o ./-` wrote to stdout."""
+    photo(env)
+    shutil.copy(env / "04.jpg", env / "-")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    assert main(["enhance-faces", "./-", "-o", "out", "--model", "gfpgan"]) == 0
+    assert capsys.readouterr().out.startswith(f"{env / '-'} -> out/-_enhanced.png (")
+    (env / "-").unlink()
+    assert main(["enhance-faces", "04.jpg", "-o", "./-", "--model", "gfpgan"]) == 0
+    assert capsys.readouterr().out.startswith(f"04.jpg -> {env / '-' / '04_enhanced.png'} (")
+    assert (env / "-" / "04_enhanced.png").is_file()

@@ -85,7 +85,10 @@ def path_arg(name: str, field: str, want: str = "a file or folder (. for the cur
             return value
         if not value:
             raise InvalidParameter(field, f"{name} is empty; give {want}")
-        return Path(value)
+        path = Path(value)
+        if path == STDIO and value != "-":  # ./- is the file named "-": pathlib drops the ./
+            return Path(os.path.abspath(value))
+        return path
 
     return parse
 
