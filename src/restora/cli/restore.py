@@ -73,7 +73,7 @@ def restore_photo_command(
     orientation: str = typer.Option(_d("orientation"), "--orientation",
                                     help=_h("orientation") + " (auto, search, upright)"),
     mask: Path | None = typer.Option(None, "--mask", metavar="FILE",
-        parser=path_arg("--mask", "mask", "a mask image"),
+                                     parser=path_arg("--mask", "mask", "a mask image"),
                                      help="Damage mask image for a single input (white = repair)."),
     mask_mode: str = typer.Option(_d("mask_mode"), "--mask-mode", help=_h("mask_mode")),
     save_mask: bool = typer.Option(False, "--save-mask",
@@ -139,8 +139,8 @@ def restore_photo_command(
 
 def predicted_format(path: Path) -> str:
     """The format this input's result will have (``output_format_for`` its format, sniffed
-    from its first bytes as decoding does), without decoding it; PNG when it cannot be read
-    (it will fail then, and is not skipped: no result is named for it)."""
+    from its first bytes as decoding does), without decoding it; PNG for an input that cannot
+    be read (processing it then reports why)."""
     from restora.io import output_format_for
     from restora.io.sniff import sniff_format
 
