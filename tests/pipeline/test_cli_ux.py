@@ -783,3 +783,32 @@ def test_dot_slash_dash_is_the_file_named_dash_not_standard_input(
     assert main(["enhance-faces", "04.jpg", "-o", "./-", "--model", "gfpgan"]) == 0
     assert capsys.readouterr().out.startswith(f"04.jpg -> {env / '-' / '04_enhanced.png'} (")
     assert (env / "-" / "04_enhanced.png").is_file()
+
+
+def test_ctrl_c_stops_serve_quietly_once_it_is_running(tmp_path: Path) -> None:
+    """uvicorn re-raises Ctrl+C after its graceful shutdown; that normal stop must not end with
+    the 'interrupted' error line that Ctrl+C while a command starts prints."""
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "RESTORA_HOME": str(tmp_path / "h")}
+    with subprocess.Popen([sys.executable, "-m", "restora", "serve", "--port", str(port)],
+                          stderr=subprocess.PIPE, env=env,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) as proc:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()
+    assert "Application shutdown complete" in err.decode() and "error[" not in err.decode()

@@ -83,8 +83,13 @@ def serve(
         typer.echo(f"restora: {serving}", err=True)
     from restora.service.protocol import uvicorn_config
 
-    uvicorn.Server(uvicorn_config(app, settings, log_level=log_level, proxy_headers=False,
-                                  log_config=logs.uvicorn_log_config(settings.log_format))).run()
+    server = uvicorn.Server(uvicorn_config(app, settings, log_level=log_level,
+                                          proxy_headers=False,
+                                          log_config=logs.uvicorn_log_config(settings.log_format)))
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C once it has shut down: a normal stop
+        raise typer.Exit(130) from None
 
 
 def check_listen(host: str, port: int, *, host_flag: bool, port_flag: bool) -> None:
