@@ -134,6 +134,15 @@ class OfflineError(ModelError):
     http_status = 503
 
 
+class ModelStorageError(ModelError):
+    """The models folder cannot take a file: ``disk_full`` (no space or quota left, or the file
+    size limit) or ``models_not_writable`` (read-only, not a folder, no permission). A partial
+    download stays where it is (``partial`` names it) so that the next pull resumes."""
+
+    code = "models_not_writable"
+    http_status = 507
+
+
 class CheckpointError(ModelError):
     """A checkpoint file does not match the architecture it is declared for."""
 

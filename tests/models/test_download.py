@@ -28,6 +28,7 @@ from restora.errors import ChecksumMismatch, DownloadError, ModelNotInstalled, O
 from restora.models.download import DownloadOptions, partial_path, pull
 from restora.models.registry import RECORDED_HASHES, Registry
 
+ENDLESS = 16 << 20
 FAST = DownloadOptions(connect_timeout=2.0, read_timeout=2.0, retries=2, backoff=0.01,
                        progress=False)
 
@@ -43,6 +44,8 @@ class Behaviour:
     stall_after: int | None = None  # send N bytes, then go silent
     ignore_range: bool = False
     gate_after: int | None = None  # send N bytes, then wait for `gate`
+    headers: dict[str, str] = field(default_factory=dict)  # extra or replaced headers
+    endless: bool = False  # after the body, send zeros (no Content-Length) up to ENDLESS bytes
 
 
 class FixtureServer:
@@ -86,9 +89,23 @@ class FixtureServer:
                 else:
                     self.send_response(200)
                 data = b.body[start:]
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("Content-Type", "application/octet-stream")
+                extra = {"Content-Type": "application/octet-stream", **b.headers}
+                if not b.endless:
+                    extra.setdefault("Content-Length", str(len(data)))
+                for name, value in extra.items():
+                    self.send_header(name, value)
                 self.end_headers()
+                if b.endless:  # until the client hangs up; closing ends the body
+                    self.close_connection = True
+                    try:
+                        self.wfile.write(data)
+                        # bounded, so that a client that does not stop fails its test
+                        # instead of filling the disk
+                        for _ in range(ENDLESS // 65536):
+                            self.wfile.write(b"\0" * 65536)
+                    except OSError:
+                        pass
+                    return None
                 limit = b.cut_after.pop(0) if b.cut_after else None
                 hold = b.stall_after if b.stall_after is not None else b.gate_after
                 for i in range(0, len(data), 8192):
@@ -376,3 +393,187 @@ def test_two_processes_download_once(tmp_path: Path, server: FixtureServer,
     assert "installed at" in out_a and "installed at" in out_b
     assert server.gets("/x2.pth") == [None]  # exactly one download
     assert registry.path(registry.get("remote-x2")).read_bytes() == payload
+
+
+# --- servers that send something else than the file ---------------------------------------------
+
+def test_html_page_with_200_is_refused_not_installed_nor_recorded(
+        tmp_path: Path, server: FixtureServer, payload: bytes) -> None:
+    """A captive portal answers 200 with its login page: for a model without a published hash
+    that page used to be installed as the model and its hash recorded as the trusted one."""
+    page = b"<!DOCTYPE html><html><body>Log in to the hotel Wi-Fi</body></html>"
+    server.routes["/typed.pth"] = Behaviour(page, headers={"Content-Type": "text/html"})
+    server.routes["/sniffed.pth"] = Behaviour(b"\n  <HTML><body>proxy error</body></HTML>")
+    for route in ("/typed.pth", "/sniffed.pth"):
+        registry, _ = make_registry(tmp_path, [server.base + route], page, sha256=None)
+        spec = registry.get("remote-x2")
+        with pytest.raises(DownloadError, match="HTML page") as err:
+            pull(registry, spec, options=FAST)
+        assert err.value.code == "download_failed"
+        dest = registry.path(spec)
+        assert not dest.exists() and not partial_path(dest).exists()
+        assert not (registry.models_dir / RECORDED_HASHES).exists()
+        assert len(server.gets(route)) == 1  # not retried: the next mirror is tried instead
+
+
+def test_gzip_encoded_body_is_refused(tmp_path: Path, server: FixtureServer,
+                                      payload: bytes) -> None:
+    """A server (or proxy) that gzips the file despite Accept-Encoding: identity: its bytes are
+    not the file's, so they are neither installed nor recorded as the file's hash."""
+    import gzip
+
+    server.routes["/x2.pth"] = Behaviour(gzip.compress(payload),
+                                         headers={"Content-Encoding": "gzip"})
+    registry, _ = make_registry(tmp_path, [server.base + "/x2.pth"], payload, sha256=None)
+    spec = registry.get("remote-x2")
+    with pytest.raises(DownloadError, match="Content-Encoding 'gzip'"):
+        pull(registry, spec, options=FAST)
+    assert not registry.path(spec).exists()
+    assert not (registry.models_dir / RECORDED_HASHES).exists()
+
+
+def test_endless_body_stops_at_the_pinned_size(tmp_path: Path, server: FixtureServer,
+                                               payload: bytes) -> None:
+    """A body that never ends used to be written until the disk was full."""
+    server.routes["/x2.pth"] = Behaviour(payload, endless=True)
+    registry, _ = make_registry(tmp_path, [server.base + "/x2.pth"], payload, size=len(payload))
+    spec = registry.get("remote-x2")
+    with pytest.raises(DownloadError, match=f"more than the {len(payload)} bytes"):
+        pull(registry, spec, options=FAST)
+    dest = registry.path(spec)
+    assert not dest.exists() and not partial_path(dest).exists()
+
+
+def test_announced_length_over_the_pinned_size_is_refused_before_reading(
+        tmp_path: Path, server: FixtureServer, payload: bytes) -> None:
+    server.routes["/x2.pth"] = Behaviour(payload + b"\0" * 1000)
+    registry, _ = make_registry(tmp_path, [server.base + "/x2.pth"], payload, size=len(payload))
+    spec = registry.get("remote-x2")
+    with pytest.raises(DownloadError, match="announces"):
+        pull(registry, spec, options=FAST)
+    assert not partial_path(registry.path(spec)).exists()
+
+
+def test_partial_holding_other_bytes_is_fetched_again_whole(
+        tmp_path: Path, server: FixtureServer, payload: bytes) -> None:
+    """A partial left by an earlier run with wrong bytes (a cut login page, an old release):
+    the resumed file fails its hash, so the file is fetched once more from the start instead
+    of failing this pull with checksum_mismatch."""
+    server.routes["/x2.pth"] = Behaviour(payload)
+    registry, _ = make_registry(tmp_path, [server.base + "/x2.pth"], payload)
+    spec = registry.get("remote-x2")
+    dest = registry.path(spec)
+    dest.parent.mkdir(parents=True)
+    partial_path(dest).write_bytes(b"\xff" * 1000)
+    assert pull(registry, spec, options=FAST).read_bytes() == payload
+    assert server.gets("/x2.pth") == ["bytes=1000-", None]
+
+
+def test_credentials_in_a_url_are_never_in_errors(tmp_path: Path, server: FixtureServer,
+                                                  payload: bytes) -> None:
+    url = server.base.replace("http://", "http://alice:s3cret@") + "/gone.pth?token=t0ps3cret"
+    registry, _ = make_registry(tmp_path, [url], payload)
+    with pytest.raises(DownloadError) as err:
+        pull(registry, registry.get("remote-x2"), options=FAST)
+    text = json.dumps(err.value.to_dict())
+    assert "HTTP 404" in text and "/gone.pth" in text
+    assert "alice" not in text and "s3cret" not in text and "t0ps3cret" not in text
+    assert len(server.gets("/gone.pth?token=t0ps3cret")) == 1  # the real URL was used
+
+    server.routes["/x2.pth"] = Behaviour(payload[::-1])
+    url = server.base.replace("http://", "http://alice:s3cret@") + "/x2.pth"
+    registry, _ = make_registry(tmp_path, [url], payload)
+    with pytest.raises(ChecksumMismatch) as mismatch:
+        pull(registry, registry.get("remote-x2"), options=FAST)
+    assert "s3cret" not in json.dumps(mismatch.value.to_dict())
+
+
+# --- the models folder cannot take the file ------------------------------------------------------
+
+def test_disk_full_is_one_error_and_the_partial_resumes(tmp_path: Path, server: FixtureServer,
+                                                        payload: bytes) -> None:
+    """A child process whose file size limit (RLIMIT_FSIZE) is hit mid-download gets the
+    same error as a full disk: one disk_full line, not an OSError traceback; the bytes it got
+    stay in the partial and the next pull resumes from there."""
+    server.routes["/x2.pth"] = Behaviour(payload)
+    registry, settings = make_registry(tmp_path, [server.base + "/x2.pth"], payload)
+    env = {**os.environ, "RESTORA_HOME": str(settings.home),
+           "RESTORA_MODELS": str(settings.models), "PYTHONPATH": str(REPO / "src")}
+    env.pop("RESTORA_OFFLINE", None)
+    limit = 40_000
+    code = ("import resource, sys\n"
+            f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))\n"
+            "from restora.cli import main\n"
+            "sys.exit(main(['models', 'pull', 'remote-x2', '--quiet']))\n")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error[disk_full]: "), done.stderr
+    dest = registry.path(registry.get("remote-x2"))
+    assert "next pull resumes" in lines[0] and str(partial_path(dest)) in lines[0]
+    assert not dest.exists()
+    assert partial_path(dest).stat().st_size == limit
+    assert pull(registry, registry.get("remote-x2"), options=FAST).read_bytes() == payload
+    assert server.gets("/x2.pth") == [None, f"bytes={limit}-"]
+
+
+def test_a_file_larger_than_the_free_space_is_refused_before_downloading(
+        tmp_path: Path, server: FixtureServer, payload: bytes) -> None:
+    from restora.errors import ModelStorageError
+
+    server.routes["/x2.pth"] = Behaviour(payload)
+    registry, _ = make_registry(tmp_path, [server.base + "/x2.pth"], payload, size=10 ** 18)
+    with pytest.raises(ModelStorageError, match="needs .* more bytes") as err:
+        pull(registry, registry.get("remote-x2"), options=FAST)
+    assert err.value.code == "disk_full"
+    assert server.requests == []
+
+
+def test_models_folder_that_cannot_be_written_is_one_error(tmp_path: Path, server: FixtureServer,
+                                                           payload: bytes) -> None:
+    from restora.errors import ModelStorageError
+
+    server.routes["/x2.pth"] = Behaviour(payload)
+    registry, _ = make_registry(tmp_path, [server.base + "/x2.pth"], payload)
+    home = registry.models_dir.parent
+    home.parent.mkdir(parents=True, exist_ok=True)
+    home.write_text("a file where RESTORA_HOME should be a folder")
+    with pytest.raises(ModelStorageError, match="cannot write model 'remote-x2'") as err:
+        pull(registry, registry.get("remote-x2"), options=FAST)
+    assert err.value.code == "models_not_writable"
+    assert server.requests == []
+
+
+def test_http_proxy_and_no_proxy_from_the_environment_are_honoured(
+        tmp_path: Path, server: FixtureServer, payload: bytes,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY: the request goes to the proxy (here the fixture server, which sees the
+    absolute URL); NO_PROXY naming the host: straight to the host (which does not exist)."""
+    url = "http://models.example.invalid/x2.pth"
+    server.routes[url] = Behaviour(payload)
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", server.base)
+    registry, _ = make_registry(tmp_path, [url], payload)
+    assert pull(registry, registry.get("remote-x2"), options=FAST).read_bytes() == payload
+    assert server.gets(url) == [None]
+
+    monkeypatch.setenv("NO_PROXY", "models.example.invalid")
+    (tmp_path / "direct").mkdir()
+    registry, _ = make_registry(tmp_path / "direct", [url], payload)
+    with pytest.raises(DownloadError, match="ConnectError"):
+        pull(registry, registry.get("remote-x2"), options=FAST)
+    assert server.gets(url) == [None]
+
+
+def test_unusable_proxy_setting_is_one_download_error(
+        tmp_path: Path, server: FixtureServer, payload: bytes,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    server.routes["/x2.pth"] = Behaviour(payload)
+    monkeypatch.setenv("HTTP_PROXY", "http://user:pw@proxy.invalid::")
+    registry, _ = make_registry(tmp_path, [server.base + "/x2.pth"], payload)
+    with pytest.raises(DownloadError, match="proxy settings of the environment") as err:
+        pull(registry, registry.get("remote-x2"), options=FAST)
+    assert "pw" not in err.value.message
+    assert server.requests == []

@@ -17,6 +17,7 @@ leaves nothing installed and no archive behind.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -28,15 +29,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from restora import __version__
-from restora.errors import (ChecksumMismatch, DownloadError, ModelNotInstalled, OfflineError,
-                            UnknownModel)
-from restora.models.registry import ModelSpec, Registry
+from restora.errors import (ChecksumMismatch, DownloadError, ModelNotInstalled,
+                            ModelStorageError, OfflineError, UnknownModel)
+from restora.models.registry import ModelSpec, Registry, redact_url
 
 if TYPE_CHECKING:
     import httpx
     from rich.progress import Progress, TaskID
 
 _CHUNK = 1 << 20
+
+#: most bytes a download without a known size may have (an endless body stops here)
+MAX_DOWNLOAD_BYTES = 8 << 30
+#: errno values that mean "no room": no space, quota, the process's file size limit
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 @dataclass(frozen=True)
@@ -105,27 +111,66 @@ def pull(registry: Registry, spec: ModelSpec, *, offline: bool = False,
         raise ModelNotInstalled(f"model '{spec.id}' has no download URL and its file {dest} "
                                 "does not exist; fix 'path' in the model manifest",
                                 model=spec.id)
-    lock_file = lock_path(registry, spec)
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(lock_file))
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        if on_wait is not None:
-            on_wait(f"waiting for another process that is downloading {spec.id}")
+        lock_file = lock_path(registry, spec)
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(lock_file))
         try:
-            lock.acquire(timeout=opts.lock_timeout)
+            lock.acquire(timeout=0)
         except Timeout:
-            raise DownloadError(f"another process has been downloading '{spec.id}' for more "
-                                f"than {opts.lock_timeout:g} s", model=spec.id) from None
-    try:
-        if dest.is_file():  # the other process finished it while we waited
+            if on_wait is not None:
+                on_wait(f"waiting for another process that is downloading {spec.id}")
+            try:
+                lock.acquire(timeout=opts.lock_timeout)
+            except Timeout:
+                raise DownloadError(f"another process has been downloading '{spec.id}' for "
+                                    f"more than {opts.lock_timeout:g} s", model=spec.id) from None
+        try:
+            if dest.is_file():  # the other process finished it while we waited
+                return dest
+            _check_free_space(spec, dest)
+            _download(registry, spec, dest, opts)
             return dest
-        _download(registry, spec, dest, opts)
-        return dest
-    finally:
-        lock.release()
+        finally:
+            lock.release()
+    except OSError as exc:  # the local file system, never the network (httpx wraps its own)
+        raise storage_error(spec, dest, exc) from None
+
+
+def storage_error(spec: ModelSpec, dest: Path, exc: OSError) -> ModelStorageError:
+    """The one-sentence error for a models folder that cannot take ``spec``'s file."""
+    partial = partial_path(dest)
+    kept = partial.stat().st_size if partial.is_file() else 0
+    resume = (f"; the {kept} bytes received are kept in {partial} and the next pull resumes "
+              "from there (delete it to free them)" if kept else "")
+    folder = dest.parent
+    if exc.errno in _FULL:
+        return ModelStorageError(
+            f"no space left for model '{spec.id}' in {folder} ({exc.strerror or exc}){resume}; "
+            "free some space (or point RESTORA_HOME elsewhere) and pull again",
+            code="disk_full", model=spec.id, path=str(folder),
+            partial=str(partial) if kept else None)
+    where = exc.filename or folder
+    return ModelStorageError(
+        f"cannot write model '{spec.id}' into {folder}: {where}: {exc.strerror or exc}{resume}; "
+        "make the folder writable or point RESTORA_HOME elsewhere (installed models can "
+        "still be loaded from a read-only folder)", model=spec.id, path=str(folder),
+        partial=str(partial) if kept else None)
+
+
+def _check_free_space(spec: ModelSpec, dest: Path) -> None:
+    """Refuse before any byte is fetched when the known size cannot fit on the disk."""
+    need = (spec.size or 0) + (spec.archive_size or 0 if spec.member else 0)
+    partial = partial_path(dest)
+    have = partial.stat().st_size if partial.is_file() else 0
+    free = shutil.disk_usage(dest.parent).free
+    if need and need - have > free:
+        raise ModelStorageError(
+            f"model '{spec.id}' needs {need - have} more bytes but {dest.parent} has only "
+            f"{free} free; free some space (or point RESTORA_HOME elsewhere) and pull again",
+            code="disk_full", model=spec.id, path=str(dest.parent), needed=need - have,
+            free=free)
 
 
 def archive_partial_path(registry: Registry, spec: ModelSpec) -> Path:
@@ -149,27 +194,26 @@ def _download(registry: Registry, spec: ModelSpec, dest: Path, opts: DownloadOpt
     with _client(opts) as client, _progress(opts) as progress:
         task = progress.add_task(spec.id, total=spec.size)
         for url in spec.urls:
+            shown = redact_url(url)
+            # A partial left by an earlier run may hold another file's bytes (a login page, an
+            # older release): when a resumed download fails its check, fetch it once whole.
+            resumed = partial.is_file() and partial.stat().st_size > 0
             try:
                 digest = _fetch_with_retries(client, url, partial, spec.size, opts, progress,
                                              task)
+                problem = _check_file(spec, partial, digest, expected, shown)
+                if problem is not None and resumed:
+                    partial.unlink(missing_ok=True)
+                    digest = _fetch_with_retries(client, url, partial, spec.size, opts,
+                                                 progress, task)
+                    problem = _check_file(spec, partial, digest, expected, shown)
             except (_Fatal, _Transient, httpx.HTTPError) as exc:
-                errors.append(f"{url}: {_describe(exc)}")
+                errors.append(f"{shown}: {_describe(exc)}")
                 continue
-            size = partial.stat().st_size
-            if spec.size is not None and size != spec.size:
+            if problem is not None:
                 partial.unlink(missing_ok=True)
-                mismatch = ChecksumMismatch(
-                    f"download of '{spec.id}' from {url} has {size} bytes, expected "
-                    f"{spec.size}; nothing was installed", model=spec.id, url=url)
-                errors.append(f"{url}: wrong size {size}")
-                continue
-            if expected is not None and digest != expected:
-                partial.unlink(missing_ok=True)
-                mismatch = ChecksumMismatch(
-                    f"download of '{spec.id}' from {url} has SHA-256 {digest}, expected "
-                    f"{expected}; nothing was installed", model=spec.id, url=url,
-                    sha256=digest, expected=expected)
-                errors.append(f"{url}: SHA-256 mismatch")
+                mismatch = problem
+                errors.append(f"{shown}: {problem.message}")
                 continue
             os.replace(partial, dest)
             if expected is None:
@@ -180,6 +224,21 @@ def _download(registry: Registry, spec: ModelSpec, dest: Path, opts: DownloadOpt
         raise mismatch
     raise DownloadError(f"could not download '{spec.id}' ({'; '.join(errors)})",
                         model=spec.id, attempts=errors)
+
+
+def _check_file(spec: ModelSpec, partial: Path, digest: str, expected: str | None,
+                shown: str) -> ChecksumMismatch | None:
+    """Why the downloaded ``partial`` is not ``spec``'s file (size, then SHA-256), or None."""
+    size = partial.stat().st_size
+    if spec.size is not None and size != spec.size:
+        return ChecksumMismatch(f"download of '{spec.id}' from {shown} has {size} bytes, "
+                                f"expected {spec.size}; nothing was installed", model=spec.id,
+                                url=shown)
+    if expected is not None and digest != expected:
+        return ChecksumMismatch(f"download of '{spec.id}' from {shown} has SHA-256 {digest}, "
+                                f"expected {expected}; nothing was installed", model=spec.id,
+                                url=shown, sha256=digest, expected=expected)
+    return None
 
 
 def _download_member(registry: Registry, spec: ModelSpec, dest: Path,
@@ -197,29 +256,30 @@ def _download_member(registry: Registry, spec: ModelSpec, dest: Path,
     with _client(opts) as client, _progress(opts) as progress:
         task = progress.add_task(f"{spec.id} (archive)", total=spec.archive_size)
         for url in spec.urls:
+            shown = redact_url(url)
             try:
                 digest = _fetch_with_retries(client, url, archive, spec.archive_size, opts,
                                              progress, task)
             except (_Fatal, _Transient, httpx.HTTPError) as exc:
-                errors.append(f"{url}: {_describe(exc)}")
+                errors.append(f"{shown}: {_describe(exc)}")
                 continue
             try:
-                problem = _check_archive(spec, archive, digest, url)
+                problem = _check_archive(spec, archive, digest, shown)
                 if problem is None:
                     member_digest = _extract_member(spec, archive, partial)
                     if expected is not None and member_digest != expected:
                         problem = ChecksumMismatch(
-                            f"'{spec.member}' in the archive of '{spec.id}' from {url} has "
+                            f"'{spec.member}' in the archive of '{spec.id}' from {shown} has "
                             f"SHA-256 {member_digest}, expected {expected}; nothing was "
-                            "installed", model=spec.id, url=url, sha256=member_digest,
+                            "installed", model=spec.id, url=shown, sha256=member_digest,
                             expected=expected)
             except _BadArchive as exc:
-                problem = DownloadError(f"the archive of '{spec.id}' from {url} is unusable: "
-                                        f"{exc}; nothing was installed", model=spec.id, url=url)
+                problem = DownloadError(f"the archive of '{spec.id}' from {shown} is unusable: "
+                                        f"{exc}; nothing was installed", model=spec.id, url=shown)
             if problem is not None:
                 partial.unlink(missing_ok=True)
                 archive.unlink(missing_ok=True)
-                errors.append(f"{url}: {problem.message}")
+                errors.append(f"{shown}: {problem.message}")
                 if isinstance(problem, ChecksumMismatch) or mismatch is None:
                     mismatch = problem  # type: ignore[assignment]
                 continue
@@ -339,20 +399,54 @@ def _fetch_once(client: httpx.Client, url: str, partial: Path, size: int | None,
             mode, hasher = "ab", _hash_prefix(partial)
         else:  # 200: the server ignored Range, so the whole file comes again
             have, mode, hasher = 0, "wb", hashlib.sha256()
+        _check_response(resp)
+        limit = size if size is not None else MAX_DOWNLOAD_BYTES
         length = resp.headers.get("content-length")
         if length is not None and length.isdigit():
+            if have + int(length) > limit:
+                raise _Fatal(f"the server announces {have + int(length)} bytes, more than the "
+                             f"{limit} expected")
             progress.update(task, total=have + int(length))
         progress.update(task, completed=have)
+        received = have
         with open(partial, mode) as fh:
             # iter_raw yields bytes as they arrive (no buffering up to a chunk size), so a cut
             # connection keeps everything received so far for the resume.
             for chunk in resp.iter_raw():
+                if received == 0 and _looks_like_html(chunk):
+                    fh.close()
+                    partial.unlink(missing_ok=True)
+                    raise _Fatal("the server answered with an HTML page, not the model file "
+                                 "(a captive portal, proxy or login page?)")
+                received += len(chunk)
+                if received > limit:  # an endless or wrong body must not fill the disk
+                    fh.close()
+                    partial.unlink(missing_ok=True)
+                    raise _Fatal(f"the server sent more than the {limit} bytes expected")
                 fh.write(chunk)
                 hasher.update(chunk)
                 progress.advance(task, len(chunk))
             fh.flush()
             os.fsync(fh.fileno())
     return hasher.hexdigest()
+
+
+def _check_response(resp: httpx.Response) -> None:
+    """Refuse a body that cannot be the file's bytes: an HTML page, or an encoded stream (the
+    hash, the size and Range offsets are about the file itself)."""
+    ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype in ("text/html", "application/xhtml+xml"):
+        raise _Fatal(f"the server answered with an HTML page ({ctype}), not the model file "
+                     "(a captive portal, proxy or login page?)")
+    encoding = resp.headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        raise _Fatal(f"the server sent the file with Content-Encoding '{encoding}' although "
+                     "the plain bytes were asked for (a proxy rewriting downloads?)")
+
+
+def _looks_like_html(first: bytes) -> bool:
+    head = first[:64].lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html"))
 
 
 def _range_start(content_range: str) -> int | None:
@@ -385,8 +479,14 @@ def _client(opts: DownloadOptions) -> httpx.Client:
 
     timeout = httpx.Timeout(connect=opts.connect_timeout, read=opts.read_timeout,
                             write=opts.read_timeout, pool=opts.connect_timeout)
-    return httpx.Client(timeout=timeout, follow_redirects=True,
-                        headers={"User-Agent": f"restora/{__version__}"})
+    try:
+        # trust_env (the default): HTTP(S)_PROXY, ALL_PROXY, NO_PROXY, SSL_CERT_FILE/DIR
+        return httpx.Client(timeout=timeout, follow_redirects=True,
+                            headers={"User-Agent": f"restora/{__version__}"})
+    except (ImportError, ValueError, httpx.InvalidURL) as exc:
+        # the proxy variables are read here: a SOCKS proxy without socksio, a malformed URL
+        raise DownloadError(f"the proxy settings of the environment (HTTP_PROXY, HTTPS_PROXY, "
+                            f"ALL_PROXY) cannot be used: {exc}") from None
 
 
 def _progress(opts: DownloadOptions) -> Progress:

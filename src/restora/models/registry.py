@@ -349,6 +349,21 @@ def _builtin_specs() -> list[ModelSpec]:
     ]
 
 
+def redact_url(url: str) -> str:
+    """``url`` safe to print: a user name or password (``https://user:token@host``) and the
+    query (signed URLs carry their token there) are replaced by ``***``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            netloc = "***@" + netloc.rsplit("@", 1)[1]
+        return urlunsplit(parts._replace(netloc=netloc, query="***" if parts.query else ""))
+    except ValueError:  # not even parseable: show nothing of it
+        return "(an unparseable URL)"
+
+
 # --- custom manifest ----------------------------------------------------------------------------
 
 class ManifestError(ModelError):
