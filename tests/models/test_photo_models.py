@@ -72,7 +72,7 @@ def _registry(tmp_path: Path, entry: dict) -> tuple[Registry, Settings]:
 def _scratch_entry(urls: list[str], member_sha: str, **extra: object) -> dict:
     return {"id": "tiny-scratch", "task": "damage-segmentation", "arch": "scratch_unet",
             "hparams": _conf("scratchunet.tiny.json")["constructor_kwargs"],
-            "filename": "FT_Epoch_latest.pt", "urls": urls, "member": MEMBER,
+            "filename": "tiny_FT_Epoch_latest.pt", "urls": urls, "member": MEMBER,
             "sha256": member_sha, "nesting": "model_state", "license": "test fixture",
             "default": True, **extra}
 

@@ -261,6 +261,45 @@ extra = ["codeformer", "my-upscaler"]
     ({"id": "x", "task": "upscale", "arch": "rrdbnet", "path": "a.pth", "nesting": "state"},
      "nesting"),
     ({"task": "upscale"}, "no string 'id'"),
+    # wrong types: one sentence naming the field, never a TypeError (or a truthy "no")
+    ({"id": "x", "task": "upscale", "arch": "rrdbnet", "urls": 5}, "'urls' must be a string"),
+    ({"id": "x", "task": "upscale", "arch": "rrdbnet", "urls": ["https://e.org/a.pth", 5]},
+     "'urls' must be a string or a list of strings"),
+    ({"id": "x", "task": "upscale", "arch": "rrdbnet", "path": "a.pth", "sha256": 5},
+     "'sha256' must be a string or null"),
+    ({"id": "x", "task": "upscale", "arch": "rrdbnet", "path": "a.pth", "filename": 5},
+     "'filename' must be"),
+    ({"id": "x", "task": "upscale", "arch": "rrdbnet", "path": "a.pth", "bundles": 5},
+     "'bundles' must be"),
+    ({"id": "x", "task": "upscale", "arch": "rrdbnet", "path": "a.pth", "license": 5},
+     "'license' must be a string"),
+    ({"id": "x", "task": "upscale", "arch": "rrdbnet", "path": "a.pth",
+      "commercial_use": "no"}, "'commercial_use' must be true or false, not 'no'"),
+    ({"id": "x", "task": "upscale", "arch": "rrdbnet", "path": "a.pth", "default": "false"},
+     "'default' must be true or false"),
+    ({"id": "x", "task": "upscale", "arch": "rrdbnet", "path": "a.pth", "size": True},
+     "'size' must be a whole number"),
+    ({"id": "x", "task": "upscale", "arch": "rrdbnet", "urls": "https://e.org/a.zip",
+      "member": "a.pth", "archive_size": "big"}, "'archive_size' must be a whole number"),
+    ({"id": "x", "task": "upscale", "arch": "rrdbnet", "urls": "https://e.org/a.zip",
+      "member": "a.pth", "archive_size": -1}, "archive_size must be a positive"),
+    ({"id": "x", "task": "upscale", "arch": "rrdbnet", "path": "a.pth", "strip_prefix": 5},
+     "'strip_prefix' must be"),
+    ({"id": "x", "task": "upscale", "arch": "rrdbnet", "path": 5}, "'path' must be a string"),
+    # URLs: http(s) with a host only
+    ({"id": "x", "task": "upscale", "arch": "rrdbnet", "urls": "ftp://e.org/a.pth"},
+     "'ftp://e.org/a.pth' is not an http:// or https:// address"),
+    ({"id": "x", "task": "upscale", "arch": "rrdbnet", "urls": "file:///etc/passwd"},
+     "not an http:// or https:// address"),
+    ({"id": "x", "task": "upscale", "arch": "rrdbnet", "urls": "https:///a.pth"},
+     "with a host"),
+    # names Restora uses in the models folder
+    ({"id": "x", "task": "upscale", "arch": "rrdbnet", "urls": "https://e.org/a.pth",
+      "filename": "recorded-hashes.json"}, "not a usable file name"),
+    ({"id": "x", "task": "upscale", "arch": "rrdbnet", "urls": "https://e.org/a.pth",
+      "filename": "b.pth.partial"}, "not a usable file name"),
+    ({"id": "x", "task": "upscale", "arch": "rrdbnet", "urls": "https://e.org/a.pth",
+      "filename": "..\\a.pth"}, "not a usable file name"),
 ])
 def test_invalid_manifest_entries(tmp_path: Path, entry: dict, message: str) -> None:
     manifest = tmp_path / "m.json"
@@ -268,6 +307,41 @@ def test_invalid_manifest_entries(tmp_path: Path, entry: dict, message: str) -> 
     with pytest.raises(ManifestError, match=message) as err:
         Registry.from_settings(Settings(home=tmp_path, models=manifest))
     assert err.value.code == "invalid_manifest"
+
+
+def test_a_url_with_credentials_is_never_in_a_manifest_error(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"models": [
+        {"id": "x", "task": "upscale", "arch": "rrdbnet",
+         "urls": ["ftp://bob:hunter2@e.org/a.pth?token=t0k3n"]}]}))
+    with pytest.raises(ManifestError, match="ftp://\\*\\*\\*@e.org/a.pth") as err:
+        Registry.from_settings(Settings(home=tmp_path, models=manifest))
+    assert "hunter2" not in err.value.message and "t0k3n" not in err.value.message
+
+
+def test_duplicate_ids_in_a_manifest_are_refused(tmp_path: Path) -> None:
+    """The second entry used to merge silently into the first (arch of one, file of other)."""
+    manifest = tmp_path / "m.json"
+    entry = {"id": "mine", "task": "upscale", "arch": "rrdbnet", "path": "a.pth"}
+    manifest.write_text(json.dumps({"models": [entry, {**entry, "arch": "srvgg"}]}))
+    with pytest.raises(ManifestError, match="'mine' appears twice .*entries 0 and 1"):
+        Registry.from_settings(Settings(home=tmp_path, models=manifest))
+
+
+def test_a_custom_model_cannot_take_another_models_file(tmp_path: Path) -> None:
+    """A custom entry downloading to GFPGANv1.4.pth was "installed" as soon as gfpgan-v1.4 was,
+    and loaded its weights."""
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"models": [
+        {"id": "mine", "task": "upscale", "arch": "rrdbnet",
+         "urls": "https://e.org/GFPGANv1.4.pth"}]}))
+    with pytest.raises(ManifestError, match="already the file of model 'gfpgan-v1.4'"):
+        Registry.from_settings(Settings(home=tmp_path, models=manifest))
+    # overriding the built-in itself (same id) is fine
+    manifest.write_text(json.dumps({"models": [
+        {"id": "gfpgan-v1.4", "urls": "https://mirror.example.org/GFPGANv1.4.pth"}]}))
+    reg = Registry.from_settings(Settings(home=tmp_path, models=manifest))
+    assert reg.get("gfpgan-v1.4").urls == ("https://mirror.example.org/GFPGANv1.4.pth",)
 
 
 def test_unreadable_manifests(tmp_path: Path) -> None:

@@ -398,11 +398,19 @@ def read_manifest(path: Path) -> tuple[list[dict[str, Any]], dict[str, list[str]
         if not isinstance(raw, dict) or not isinstance(raw.get("id"), str) or not raw["id"]:
             raise ManifestError(f"entry {i} of model manifest {path} has no string 'id'",
                                 path=str(path))
+        if any(e["id"] == raw["id"] for e in entries):
+            # the second would silently merge into the first: say which one is meant
+            raise ManifestError(f"model '{raw['id']}' appears twice in {path} (entries "
+                                f"{[e['id'] for e in entries].index(raw['id'])} and {i}); "
+                                "keep one", path=str(path))
         entry = {_ALIASES.get(k, k): v for k, v in raw.items()}
         unknown = sorted(set(entry) - _SPEC_FIELDS)
         if unknown:
             raise ManifestError(f"model '{raw['id']}' in {path} has unknown field(s) "
                                 f"{', '.join(unknown)}", path=str(path))
+        if entry.get("path") is not None and not isinstance(entry["path"], str):
+            raise ManifestError(f"model '{raw['id']}' in {path}: 'path' must be a string, not "
+                                f"{entry['path']!r}", path=str(path))
         if entry.get("path"):
             # Relative paths are relative to the manifest, not to the working directory.
             p = Path(str(entry["path"])).expanduser()
@@ -431,9 +439,61 @@ def _parse_manifest_text(path: Path, text: str) -> Any:
                             path=str(path)) from exc
 
 
+#: manifest field -> the JSON/TOML types it accepts (None: may be null)
+_FIELD_TYPES: dict[str, tuple[type | None, ...]] = {
+    **{k: (str,) for k in ("task", "arch", "license", "description", "loader")},
+    **{k: (str, None) for k in ("filename", "sha256", "archive_sha256", "nesting",
+                                "strip_prefix", "member", "package")},
+    **{k: (bool,) for k in ("commercial_use", "default")},
+    **{k: (int, None) for k in ("size", "archive_size")},
+    "hparams": (dict,),
+    "urls": (str, list, None),
+    "bundles": (str, list, None),
+}
+_TYPE_NAMES = {str: "a string", bool: "true or false", int: "a whole number",
+               dict: "a table/object", list: "a list", None: "null"}
+#: names Restora itself uses in the models folder: a model file must not take one
+_RESERVED_SUFFIXES = (".partial", ".importing", ".lock", ".tmp")
+
+
+def _check_types(entry: dict[str, Any], where: str) -> None:
+    """One sentence naming the entry and the field for a value of the wrong type (a string
+    where true/false is meant would otherwise be truthy: ``"commercial_use": "no"``)."""
+    for key, value in entry.items():
+        allowed = _FIELD_TYPES.get(key)
+        if allowed is None:
+            continue
+        ok = any((value is None) if t is None else
+                 (isinstance(value, t) and not (t is int and isinstance(value, bool)))
+                 for t in allowed)
+        if ok and isinstance(value, list):
+            ok = all(isinstance(v, str) for v in value)
+        if not ok:
+            names = " or ".join(_TYPE_NAMES[t] for t in allowed)
+            if key in ("urls", "bundles"):
+                names = "a string or a list of strings" + (" or null" if None in allowed else "")
+            # a URL list may hold a token: name the wrong value's type, never the value
+            shown = (type(value).__name__ if key == "urls" else repr(value))[:60]
+            raise ManifestError(f"{where}: '{key}' must be {names}, not {shown}")
+
+
+def _check_url(url: str, where: str) -> None:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        parts, host = None, None
+    if parts is None or parts.scheme not in ("http", "https") or not host:
+        raise ManifestError(f"{where}: URL {redact_url(url)!r} is not an http:// or https:// "
+                            "address with a host")
+
+
 def _coerce(entry: dict[str, Any], base: ModelSpec | None, source: str) -> ModelSpec:
     """Turn a manifest entry into a spec, on top of ``base`` when it overrides a built-in."""
     mid = entry["id"]
+    _check_types(entry, f"model '{mid}' in {source}")
     values = dict(entry)
     if "urls" in values:
         urls = values["urls"]
@@ -483,13 +543,36 @@ def _validate(spec: ModelSpec, source: str) -> None:
         raise ManifestError(f"{where}: archive_sha256 must be 64 hexadecimal digits")
     if spec.path is None and not spec.urls:
         raise ManifestError(f"{where} needs a local 'path' or at least one 'url'")
-    if not spec.filename or "/" in spec.filename or spec.filename.startswith("."):
-        raise ManifestError(f"{where}: '{spec.filename}' is not a usable file name")
+    for url in spec.urls:
+        _check_url(url, where)
+    if (not spec.filename or "/" in spec.filename or "\\" in spec.filename
+            or spec.filename.startswith(".") or spec.filename == RECORDED_HASHES
+            or spec.filename.endswith(_RESERVED_SUFFIXES)):
+        raise ManifestError(f"{where}: '{spec.filename}' is not a usable file name (a plain "
+                            f"name, not hidden, not {RECORDED_HASHES} nor ending in "
+                            f"{', '.join(_RESERVED_SUFFIXES)})")
     if spec.sha256 is not None and (len(spec.sha256) != 64 or
                                     any(c not in "0123456789abcdef" for c in spec.sha256)):
         raise ManifestError(f"{where}: sha256 must be 64 hexadecimal digits")
-    if spec.size is not None and (not isinstance(spec.size, int) or spec.size <= 0):
-        raise ManifestError(f"{where}: size must be a positive number of bytes")
+    for key in ("size", "archive_size"):
+        value = getattr(spec, key)
+        if value is not None and (not isinstance(value, int) or value <= 0):
+            raise ManifestError(f"{where}: {key} must be a positive number of bytes")
+
+
+def _check_shared_files(specs: list[ModelSpec], custom: set[str], source: str) -> None:
+    """Two models may not share a file of the models folder: the second would be "installed"
+    as soon as the first is, and load the first one's weights."""
+    owner: dict[str, str] = {}
+    for spec in specs:
+        if spec.path is not None:
+            continue
+        other = owner.setdefault(spec.filename, spec.id)
+        if other != spec.id and (spec.id in custom or other in custom):
+            mine, theirs = (spec.id, other) if spec.id in custom else (other, spec.id)
+            raise ManifestError(f"model '{mine}' in {source}: its file name '{spec.filename}' "
+                                f"is already the file of model '{theirs}'; give it another "
+                                "'filename'")
 
 
 # --- registry -----------------------------------------------------------------------------------
@@ -536,6 +619,7 @@ class Registry:
                         bundles[name].append(spec.id)
             for name, ids in extra_bundles.items():
                 bundles[name] = list(ids)
+            _check_shared_files(list(specs.values()), custom, source)
         return cls(list(specs.values()), bundles, settings.models_dir,
                    custom_ids=frozenset(custom))
 
