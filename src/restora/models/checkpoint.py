@@ -109,11 +109,12 @@ def load_state_dict(path: str | Path, nesting: str | None = None,
             obj = _torch_load(path, mmap)
     except FileNotFoundError as exc:
         raise CheckpointError(f"checkpoint file {path} does not exist", path=str(path)) from exc
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError,
+            *_safetensors_errors()) as exc:
         kind = {"torchscript": "TorchScript archive",
                 "lightning": "Lightning checkpoint"}.get(loader, "PyTorch checkpoint")
         raise CheckpointError(f"{path.name} is not a loadable {kind} "
-                              f"(weights-only load failed: {_first_line(exc)})",
+                              f"(weights-only load failed: {_reason(exc, path)})",
                               path=str(path)) from exc
     state = _unnest(obj, nesting, path)
     if loader == "lightning" and strip_prefix:
@@ -178,6 +179,8 @@ def load_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], *,
     """Load ``state`` into ``model`` strictly; any difference is one clear CheckpointError.
     ``assign``: the module takes ``state``'s tensors themselves instead of copies (mapped
     ones stay mapped)."""
+    import torch
+
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -197,12 +200,67 @@ def load_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], *,
         raise CheckpointError(f"{name} does not match {type(model).__name__}: {len(wrong)} "
                               f"tensor(s) have the wrong shape (checkpoint vs model: "
                               f"{_names(wrong)}); check the model's hparams")
+    # assign=True would make the module hold an integer or complex tensor where it computes in
+    # floating point (or fail inside torch with a traceback): name the entries instead
+    kinds = [f"{k} {_kind(state[k])}" for k, v in expected.items()
+             if v.is_floating_point() and (state[k].layout != torch.strided
+                                           or not state[k].is_floating_point())]
+    if kinds:
+        raise CheckpointError(f"{name} does not match {type(model).__name__}: {len(kinds)} "
+                              f"tensor(s) are not dense floating-point ({_names(kinds)})")
     model.load_state_dict(dict(state), strict=True, assign=assign)
+
+
+def _kind(tensor: torch.Tensor) -> str:
+    import torch
+
+    dtype = str(tensor.dtype).removeprefix("torch.")
+    layout = str(tensor.layout).removeprefix("torch.")
+    return dtype if tensor.layout == torch.strided else f"{dtype}, {layout}"
 
 
 def _names(keys: list[str]) -> str:
     shown = ", ".join(keys[:_SHOWN])
     return shown + (f", ... {len(keys) - _SHOWN} more" if len(keys) > _SHOWN else "")
+
+
+def _safetensors_errors() -> tuple[type[BaseException], ...]:
+    """torch.load hands a ``*.safetensors`` path to safetensors, whose header errors are their
+    own class (the header is validated against the file: no allocation from its claims)."""
+    try:
+        from safetensors import SafetensorError
+    except ImportError:
+        return ()
+    return (SafetensorError,)
+
+
+def _reason(exc: BaseException, path: Path) -> str:
+    """The useful line of a load failure. torch's weights-only refusal starts with advice to
+    load with ``weights_only=False`` (never do that with a downloaded file); the line naming the
+    refused global, or what the file is instead, is the one to show."""
+    import zipfile
+
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line:
+            return f"it needs code that is never run from a model file: {line[:200]}"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+    except OSError:
+        head = b""
+    if not head:
+        return "the file is empty"
+    if head.lstrip()[:1] == b"<":
+        return "it is an HTML or XML page, not a checkpoint"
+    if head[:4] == b"PK\x03\x04" and not zipfile.is_zipfile(path):
+        return "the file is truncated or corrupt (a zip archive without its directory)"
+    useful = [line for line in lines if not line.startswith(_TORCH_ADVICE)]
+    return useful[0][:200] if useful else _first_line(exc)
+
+
+#: the boilerplate lines of torch's weights-only error (the advice to turn the safety off)
+_TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,129 @@
+"""Checkpoint files that are hostile, damaged or of the wrong kind: each is one CheckpointError
+(``bad_checkpoint``) that says what is wrong, never a traceback, and never runs code."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import shared_path
+
+from restora.config import Settings
+from restora.errors import CheckpointError
+from restora.models.checkpoint import load_state_dict
+from restora.models.runtime import Runtime
+
+TINY = shared_path("conformance", "rrdbnet_s2.tiny.pth")
+
+
+def _runtime(tmp_path: Path, path: Path, **entry: object) -> Runtime:
+    hparams = json.loads(shared_path("conformance", "rrdbnet_s2.tiny.json").read_text())
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"models": [
+        {"id": "m", "task": "upscale", "arch": "rrdbnet", "license": "test", "path": str(path),
+         "hparams": hparams["constructor_kwargs"], **entry}]}))
+    return Runtime(Settings(home=tmp_path / "home", models=manifest), device="cpu",
+                   engine="torch")
+
+
+class _Writes:
+    """Unpickled without the weights-only guard, this would create ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_a_pickle_with_a_forbidden_global_is_refused_by_name(tmp_path: Path, mmap: bool) -> None:
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.pth"
+    torch.save({"params_ema": {"w": _Writes(marker)}}, evil)
+    with pytest.raises(CheckpointError) as err:
+        load_state_dict(evil, mmap=mmap)
+    assert err.value.code == "bad_checkpoint"
+    assert "never run from a model file" in err.value.message
+    assert "builtins.open" in err.value.message or "io.open" in err.value.message
+    # torch's advice to load with weights_only=False must not reach the user
+    assert "weights_only" not in err.value.message
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    (lambda data: data[: len(data) // 2], "truncated or corrupt"),
+    (lambda data: b"", "the file is empty"),
+    (lambda data: b"<!DOCTYPE html><html>Sign in</html>", "HTML or XML page"),
+])
+def test_damaged_or_foreign_files_say_what_they_are(tmp_path: Path, content, reason: str) -> None:  # noqa: ANN001
+    bad = tmp_path / "m.pth"
+    bad.write_bytes(content(TINY.read_bytes()))
+    for mmap in (False, True):
+        with pytest.raises(CheckpointError, match=reason):
+            load_state_dict(bad, mmap=mmap)
+
+
+@pytest.mark.parametrize("convert", [
+    lambda t: t.long(), lambda t: t.bool(), lambda t: t.to(torch.complex64),
+    lambda t: t.to_sparse(),
+])
+def test_a_tensor_of_the_wrong_kind_is_named(tmp_path: Path, convert) -> None:  # noqa: ANN001
+    """Right keys and shapes, but an integer, boolean, complex or sparse tensor where the
+    network has a float parameter: used to be a RuntimeError traceback from inside torch (or,
+    for complex and sparse, a network that loaded and computed nonsense)."""
+    state = load_state_dict(TINY, "params_ema")
+    state["conv_first.weight"] = convert(state["conv_first.weight"])
+    path = tmp_path / "kind.pth"
+    torch.save({"params_ema": state}, path)
+    rt = _runtime(tmp_path, path)
+    with pytest.raises(CheckpointError, match=r"not dense floating-point \(conv_first.weight"):
+        rt.load("m")
+    assert rt.loaded() == []
+
+
+def test_other_float_types_are_converted(tmp_path: Path) -> None:
+    state = load_state_dict(TINY, "params_ema")
+    path = tmp_path / "f64.pth"
+    torch.save({"params_ema": {k: v.double() for k, v in state.items()}}, path)
+    net = _runtime(tmp_path, path).load("m")
+    assert {p.dtype for p in net.module.parameters()} == {torch.float32}
+
+
+def test_a_storage_smaller_than_its_tensor_claims_is_refused(tmp_path: Path) -> None:
+    """A pickle claiming a 2e9-element tensor over a 3-element storage: refused, no allocation."""
+    small = tmp_path / "small.pth"
+    torch.save({"w": torch.zeros(3)}, small)
+    lying = tmp_path / "lying.pth"
+    with zipfile.ZipFile(small) as zin, zipfile.ZipFile(lying, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            if info.filename.endswith("data.pkl"):
+                assert data.count(b"K\x03\x85") == 1  # BININT1 3, TUPLE1: the size (3,)
+                data = data.replace(b"K\x03\x85", b"J" + struct.pack("<i", 2_000_000_000) + b"\x85")
+            zout.writestr(info, data)
+    for mmap in (False, True):
+        with pytest.raises(CheckpointError, match="not a loadable PyTorch checkpoint"):
+            load_state_dict(lying, mmap=mmap)
+
+
+def test_safetensors_files_load_and_a_lying_header_is_refused(tmp_path: Path) -> None:
+    """torch.load hands ``*.safetensors`` paths to safetensors: a valid file is a flat state
+    dict like any other; a header whose offsets lie about the file was a SafetensorError
+    traceback."""
+    pytest.importorskip("safetensors")
+    from safetensors.torch import save_file
+
+    good = tmp_path / "m.safetensors"
+    save_file(load_state_dict(TINY, "params_ema"), str(good))
+    assert _runtime(tmp_path, good).load("m").module is not None
+    header = json.dumps({"w": {"dtype": "F32", "shape": [100000, 100000],
+                               "data_offsets": [0, 40_000_000_000]}}).encode()
+    lying = tmp_path / "lying.safetensors"
+    lying.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 16)
+    with pytest.raises(CheckpointError, match="lying.safetensors is not a loadable"):
+        load_state_dict(lying)
