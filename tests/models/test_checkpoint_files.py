@@ -127,3 +127,34 @@ def test_safetensors_files_load_and_a_lying_header_is_refused(tmp_path: Path) ->
     lying.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 16)
     with pytest.raises(CheckpointError, match="lying.safetensors is not a loadable"):
         load_state_dict(lying)
+
+
+def _installed(tmp_path: Path, data: bytes) -> Runtime:
+    """A Runtime whose model 'm' lives in the models folder (as pulled) with ``data``."""
+    hparams = json.loads(shared_path("conformance", "rrdbnet_s2.tiny.json").read_text())
+    tmp_path.mkdir(exist_ok=True)
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"models": [
+        {"id": "m", "task": "upscale", "arch": "rrdbnet", "license": "test",
+         "urls": ["https://models.invalid/m.pth"], "filename": "m.pth",
+         "size": TINY.stat().st_size, "hparams": hparams["constructor_kwargs"]}]}))
+    settings = Settings(home=tmp_path / "home", models=manifest)
+    settings.models_dir.mkdir(parents=True)
+    (settings.models_dir / "m.pth").write_bytes(data)
+    return Runtime(settings, device="cpu", engine="torch")
+
+
+def test_an_installed_file_of_the_wrong_size_says_how_to_mend_it(tmp_path: Path) -> None:
+    """Truncated after it was verified (a copy cut short, a disk error): the load names the
+    sizes and the commands, instead of an unreadable-zip message (pull says 'installed')."""
+    data = TINY.read_bytes()
+    rt = _installed(tmp_path, data[:-1000])
+    with pytest.raises(CheckpointError, match=f"has {len(data) - 1000} bytes, expected "
+                       f"{len(data)}.*damaged or replaced.*restora models pull m"):
+        rt.load("m")
+    # same size, other bytes: the load fails on the content and says the same
+    rt = _installed(tmp_path / "b", b"\0" * len(data))
+    with pytest.raises(CheckpointError, match="must be installed again: delete .*m.pth and run "
+                       "`restora models pull m`"):
+        rt.load("m")
+    assert _installed(tmp_path / "c", data).load("m").module is not None

@@ -194,12 +194,23 @@ class Runtime:
             return _construct(cls, spec, str(path))
         import torch
 
+        managed = spec.path is None  # in the models folder, put there by pull or import
+        if managed:
+            _check_installed_size(spec, path)
         # Files in the models folder are only ever replaced atomically (pull, import), so they
         # are mapped: weights stay in the page cache until a forward or an export reads them (an
         # exported graph's network may never), and other entries of the file are never read.
         # A manifest's own paths are read: their owner may rewrite them in place.
-        state = load_state_dict(path, spec.nesting, spec.strip_prefix, loader=spec.loader,
-                                mmap=spec.path is None)
+        try:
+            state = load_state_dict(path, spec.nesting, spec.strip_prefix, loader=spec.loader,
+                                    mmap=managed)
+        except CheckpointError as exc:
+            if not (managed and spec.urls):
+                raise
+            # the file is not what pull installed (damaged, or replaced since): say how to mend
+            raise CheckpointError(f"{exc.message}; model '{spec.id}' must be installed again: "
+                                  f"delete {path} and run `restora models pull {spec.id}`",
+                                  model=spec.id, path=str(path)) from exc
         model = _construct_loaded(cls, spec, state,
                                   f"checkpoint of model '{spec.id}' ({path.name})")
         model = model.to(device=torch.device(self.device),
@@ -211,6 +222,20 @@ class Runtime:
     def not_installed(self, spec: ModelSpec) -> ModelNotInstalled:
         """The one-sentence error for a model whose file is absent."""
         return self.registry.not_installed(spec)
+
+
+def _check_installed_size(spec: ModelSpec, path: Any) -> None:
+    """A models-folder file whose size is not the published one was damaged or replaced after
+    its SHA-256 was checked (a stat, not a hash: ``restora models verify`` re-hashes)."""
+    if spec.size is None:
+        return
+    size = path.stat().st_size
+    if size != spec.size:
+        again = (f"delete {path} and run `restora models pull {spec.id}`" if spec.urls else
+                 f"install it again with `restora models import FILE --id {spec.id}`")
+        raise CheckpointError(f"model '{spec.id}': {path} has {size} bytes, expected "
+                              f"{spec.size}; the file was damaged or replaced after it was "
+                              f"installed: {again}", model=spec.id, path=str(path))
 
 
 def architecture_class(arch: str) -> Any:
