@@ -577,3 +577,52 @@ def test_unusable_proxy_setting_is_one_download_error(
         pull(registry, registry.get("remote-x2"), options=FAST)
     assert "pw" not in err.value.message
     assert server.requests == []
+
+
+def test_import_into_a_folder_that_cannot_take_it_is_one_error(tmp_path: Path,
+                                                               payload: bytes) -> None:
+    from restora.errors import ModelStorageError
+    from restora.models.download import import_file
+
+    registry, _ = make_registry(tmp_path, ["https://models.invalid/x2.pth"], payload)
+    home = registry.models_dir.parent
+    home.parent.mkdir(parents=True, exist_ok=True)
+    home.write_text("a file where RESTORA_HOME should be a folder")
+    source = tmp_path / "x2.pth"
+    source.write_bytes(payload)
+    with pytest.raises(ModelStorageError, match="cannot write model 'remote-x2'") as err:
+        import_file(registry, source, "remote-x2")
+    assert err.value.code == "models_not_writable"
+
+
+def test_killed_download_is_resumed_by_another_process(tmp_path: Path, server: FixtureServer,
+                                                       payload: bytes) -> None:
+    """Process A is killed mid-download (its lock dies with it); this process then resumes
+    A's partial with a Range request instead of starting over or waiting forever."""
+    import signal
+
+    server.routes["/x2.pth"] = Behaviour(payload, gate_after=5 * 8192)
+    registry, settings = make_registry(tmp_path, [server.base + "/x2.pth"], payload)
+    env = {**os.environ, "RESTORA_HOME": str(settings.home), "RESTORA_MODELS": str(settings.models),
+           "PYTHONPATH": str(REPO / "src")}
+    env.pop("RESTORA_OFFLINE", None)
+    a = subprocess.Popen([sys.executable, "-m", "restora.cli", "models", "pull", "remote-x2",
+                          "--quiet"], env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    dest = registry.path(registry.get("remote-x2"))
+    try:
+        assert server.seen.wait(60), "process A never reached the server"
+        deadline = time.monotonic() + 60
+        while (not partial_path(dest).exists() or partial_path(dest).stat().st_size < 5 * 8192):
+            assert time.monotonic() < deadline, "process A wrote nothing"
+            time.sleep(0.05)
+    finally:
+        a.send_signal(signal.SIGKILL)
+        a.wait(timeout=60)
+    kept = partial_path(dest).stat().st_size
+    server.routes["/x2.pth"] = Behaviour(payload)
+    waited: list[str] = []
+    assert pull(registry, registry.get("remote-x2"), options=FAST,
+                on_wait=waited.append).read_bytes() == payload
+    assert waited == []  # the dead process's lock was free at once
+    assert server.gets("/x2.pth") == [None, f"bytes={kept}-"]

@@ -135,28 +135,31 @@ def pull(registry: Registry, spec: ModelSpec, *, offline: bool = False,
         finally:
             lock.release()
     except OSError as exc:  # the local file system, never the network (httpx wraps its own)
-        raise storage_error(spec, dest, exc) from None
+        kept = archive_partial_path(registry, spec) if spec.member else partial_path(dest)
+        raise storage_error(spec.id, dest, exc, kept=kept) from None
 
 
-def storage_error(spec: ModelSpec, dest: Path, exc: OSError) -> ModelStorageError:
-    """The one-sentence error for a models folder that cannot take ``spec``'s file."""
-    partial = partial_path(dest)
-    kept = partial.stat().st_size if partial.is_file() else 0
-    resume = (f"; the {kept} bytes received are kept in {partial} and the next pull resumes "
-              "from there (delete it to free them)" if kept else "")
+def storage_error(model_id: str, dest: Path, exc: OSError,
+                  kept: Path | None = None) -> ModelStorageError:
+    """The one-sentence error for a folder that cannot take model ``model_id``'s file ``dest``;
+    ``kept``: the partial download that stays for the next pull, if any."""
+    partial = kept if kept is not None else dest
+    kept_bytes = partial.stat().st_size if kept is not None and partial.is_file() else 0
+    resume = (f"; the {kept_bytes} bytes received are kept in {partial} and the next pull "
+              "resumes from there (delete it to free them)" if kept_bytes else "")
     folder = dest.parent
     if exc.errno in _FULL:
         return ModelStorageError(
-            f"no space left for model '{spec.id}' in {folder} ({exc.strerror or exc}){resume}; "
-            "free some space (or point RESTORA_HOME elsewhere) and pull again",
-            code="disk_full", model=spec.id, path=str(folder),
-            partial=str(partial) if kept else None)
+            f"no space left for model '{model_id}' in {folder} ({exc.strerror or exc}){resume}; "
+            "free some space (or point RESTORA_HOME elsewhere) and try again",
+            code="disk_full", model=model_id, path=str(folder),
+            partial=str(partial) if kept_bytes else None)
     where = exc.filename or folder
     return ModelStorageError(
-        f"cannot write model '{spec.id}' into {folder}: {where}: {exc.strerror or exc}{resume}; "
+        f"cannot write model '{model_id}' into {folder}: {where}: {exc.strerror or exc}{resume}; "
         "make the folder writable or point RESTORA_HOME elsewhere (installed models can "
-        "still be loaded from a read-only folder)", model=spec.id, path=str(folder),
-        partial=str(partial) if kept else None)
+        "still be loaded from a read-only folder)", model=model_id, path=str(folder),
+        partial=str(partial) if kept_bytes else None)
 
 
 def _check_free_space(spec: ModelSpec, dest: Path) -> None:
@@ -344,7 +347,7 @@ def _extract_member(spec: ModelSpec, archive: Path, partial: Path) -> str:
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
         partial.unlink(missing_ok=True)
         raise _BadArchive(str(exc) or type(exc).__name__) from None
-    except _BadArchive:
+    except (_BadArchive, OSError):  # a half-extracted member is never resumed: drop it
         partial.unlink(missing_ok=True)
         raise
     if spec.size is not None and written != spec.size:
@@ -505,11 +508,26 @@ def _progress(opts: DownloadOptions) -> Progress:
 def import_file(registry: Registry, source: str | Path, model_id: str | None = None) -> ModelSpec:
     """Install a file the user already has, after checking its hash; returns the model it is.
 
-    Without ``model_id`` the file is identified by its SHA-256 among the known models.
+    Without ``model_id`` the file is identified by its SHA-256 among the known models. A folder
+    that cannot take the file is one :class:`ModelStorageError`, a source that cannot be read
+    one ``import_failed``.
     """
+    source = Path(source).expanduser()
+    try:
+        return _import_file(registry, source, model_id)
+    except OSError as exc:
+        if exc.errno not in _FULL and exc.filename == str(source) and exc.filename2 is None:
+            raise DownloadError(f"cannot read {source}: {exc.strerror or exc}",
+                                code="import_failed", path=str(source)) from None
+        dest = registry.models_dir / source.name
+        if model_id is not None:
+            dest = registry.path(registry.get(model_id))
+        raise storage_error(model_id or source.name, dest, exc) from None
+
+
+def _import_file(registry: Registry, source: Path, model_id: str | None) -> ModelSpec:
     from filelock import FileLock
 
-    source = Path(source).expanduser()
     if not source.is_file():
         raise DownloadError(f"{source} is not a file", code="import_failed", path=str(source))
     if model_id is not None:
