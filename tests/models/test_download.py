@@ -45,6 +45,7 @@ class Behaviour:
     ignore_range: bool = False
     gate_after: int | None = None  # send N bytes, then wait for `gate`
     headers: dict[str, str] = field(default_factory=dict)  # extra or replaced headers
+    range_from_zero: bool = False  # answer any Range with 206 from byte 0 (a broken cache)
     endless: bool = False  # after the body, send zeros (no Content-Length) up to ENDLESS bytes
 
 
@@ -76,7 +77,8 @@ class FixtureServer:
                 start = 0
                 rng = self.headers.get("Range")
                 if rng and not b.ignore_range:
-                    start = int(rng.removeprefix("bytes=").split("-")[0])
+                    start = 0 if b.range_from_zero else int(
+                        rng.removeprefix("bytes=").split("-")[0])
                     if start >= len(b.body):
                         self.send_response(416)
                         self.send_header("Content-Range", f"bytes */{len(b.body)}")
@@ -626,3 +628,27 @@ def test_killed_download_is_resumed_by_another_process(tmp_path: Path, server: F
                 on_wait=waited.append).read_bytes() == payload
     assert waited == []  # the dead process's lock was free at once
     assert server.gets("/x2.pth") == [None, f"bytes={kept}-"]
+
+
+def test_a_complete_partial_answered_416_is_installed_without_a_new_download(
+        tmp_path: Path, server: FixtureServer, payload: bytes) -> None:
+    """Killed after the last byte but before the rename: the resume asks for bytes past the
+    end, the server answers 416, and the partial (size and hash right) is installed."""
+    server.routes["/x2.pth"] = Behaviour(payload)
+    registry, _ = make_registry(tmp_path, [server.base + "/x2.pth"], payload, size=len(payload))
+    dest = registry.path(registry.get("remote-x2"))
+    dest.parent.mkdir(parents=True)
+    partial_path(dest).write_bytes(payload)
+    assert pull(registry, registry.get("remote-x2"), options=FAST).read_bytes() == payload
+    assert server.gets("/x2.pth") == [f"bytes={len(payload)}-"]
+
+
+def test_a_resume_answered_from_the_wrong_byte_starts_over(
+        tmp_path: Path, server: FixtureServer, payload: bytes) -> None:
+    server.routes["/x2.pth"] = Behaviour(payload, range_from_zero=True)
+    registry, _ = make_registry(tmp_path, [server.base + "/x2.pth"], payload)
+    dest = registry.path(registry.get("remote-x2"))
+    dest.parent.mkdir(parents=True)
+    partial_path(dest).write_bytes(payload[:5000])
+    assert pull(registry, registry.get("remote-x2"), options=FAST).read_bytes() == payload
+    assert server.gets("/x2.pth") == ["bytes=5000-", None]
