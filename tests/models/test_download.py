@@ -45,6 +45,7 @@ class Behaviour:
     ignore_range: bool = False
     gate_after: int | None = None  # send N bytes, then wait for `gate`
     headers: dict[str, str] = field(default_factory=dict)  # extra or replaced headers
+    redirect: str | None = None  # answer 302 to this Location
     range_from_zero: bool = False  # answer any Range with 206 from byte 0 (a broken cache)
     endless: bool = False  # after the body, send zeros (no Content-Length) up to ENDLESS bytes
 
@@ -72,6 +73,12 @@ class FixtureServer:
                     return self._plain(404, b"not found")
                 if b.fail_first:
                     return self._plain(b.fail_first.pop(0), b"try again")
+                if b.redirect is not None:
+                    self.send_response(302)
+                    self.send_header("Location", b.redirect)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return None
                 if b.status != 200:
                     return self._plain(b.status, b"no")
                 start = 0
@@ -652,3 +659,19 @@ def test_a_resume_answered_from_the_wrong_byte_starts_over(
     partial_path(dest).write_bytes(payload[:5000])
     assert pull(registry, registry.get("remote-x2"), options=FAST).read_bytes() == payload
     assert server.gets("/x2.pth") == ["bytes=5000-", None]
+
+
+@pytest.mark.parametrize(("location", "reason"), [
+    ("/loop.pth", "TooManyRedirects"),
+    ("file:///etc/passwd", "unsupported protocol 'file://'"),
+    ("ftp://127.0.0.1/x2.pth", "unsupported protocol 'ftp://'"),
+])
+def test_bad_redirects_are_one_download_error(tmp_path: Path, server: FixtureServer,
+                                              payload: bytes, location: str,
+                                              reason: str) -> None:
+    server.routes["/loop.pth"] = Behaviour(payload, redirect=location)
+    registry, _ = make_registry(tmp_path, [server.base + "/loop.pth"], payload)
+    spec = registry.get("remote-x2")
+    with pytest.raises(DownloadError, match=reason):
+        pull(registry, spec, options=FAST)
+    assert not registry.path(spec).exists() and not partial_path(registry.path(spec)).exists()
