@@ -158,3 +158,71 @@ def test_an_installed_file_of_the_wrong_size_says_how_to_mend_it(tmp_path: Path)
                        "`restora models pull m`"):
         rt.load("m")
     assert _installed(tmp_path / "c", data).load("m").module is not None
+
+
+class _Rehost(torch.nn.Module):
+    """The layout of a TorchScript re-host: the network under ``model.``."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class _Announces(torch.nn.Module):
+    """A scripted module whose stored __setstate__ prints: torch.jit.load runs it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("w", torch.zeros(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[torch.Tensor, bool]:
+        return (self.w, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[torch.Tensor, bool]) -> None:
+        print("stored code ran")
+        self.w = state[0]
+        self.training = state[1]
+
+
+def test_a_torchscript_archive_is_opened_only_with_its_pinned_hash(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Opening a TorchScript archive runs the TorchScript code it stores (its __setstate__):
+    the runtime used to open any such file a manifest named. Now the file's SHA-256 must be the
+    pinned one, checked before the archive is opened."""
+    import hashlib
+
+    from restora.models.runtime import architecture_class
+
+    hidden = tmp_path / "announces.pt"
+    torch.jit.save(torch.jit.script(_Announces()), str(hidden))
+    torch.jit.load(str(hidden))
+    assert "stored code ran" in capfd.readouterr().out  # the hazard is real
+
+    for sha256 in (None, "0" * 64):
+        entry = {"loader": "torchscript", "strip_prefix": "model."}
+        if sha256:
+            entry["sha256"] = sha256
+        with pytest.raises(CheckpointError, match="TorchScript archive") as err:
+            _runtime(tmp_path, hidden, **entry).load("m")
+        assert ("without a known SHA-256" if sha256 is None else "never opened") in \
+            err.value.message
+        assert "stored code ran" not in capfd.readouterr().out
+
+    hparams = json.loads(shared_path("conformance", "rrdbnet_s2.tiny.json").read_text())
+    net = architecture_class("rrdbnet")(**hparams["constructor_kwargs"])
+    net.load_state_dict(load_state_dict(TINY, "params_ema"))
+    rehost = tmp_path / "rehost.pt"
+    torch.jit.save(torch.jit.trace(_Rehost(net.eval()), torch.rand(1, 3, 8, 8)), str(rehost))
+    digest = hashlib.sha256(rehost.read_bytes()).hexdigest()
+    loaded = _runtime(tmp_path, rehost, loader="torchscript", strip_prefix="model.",
+                      sha256=digest).load("m")
+    assert torch.equal(loaded.module.state_dict()["conv_first.weight"],
+                       net.state_dict()["conv_first.weight"])

@@ -17,7 +17,10 @@ Two more containers (``loader``):
   belong to the training system and are dropped.
 * ``torchscript``: a TorchScript archive (the re-hosted ``big-lama.pt``). ``torch.jit.load``
   restores TorchScript code and tensors, not arbitrary Python classes; we take its
-  ``state_dict()`` and never call the module, so its stored code never runs.
+  ``state_dict()`` and never call the module. Loading does run the TorchScript ``__setstate__``
+  methods an archive stores (TorchScript, not Python, but code from the file all the same), so
+  the Runtime opens such a file only when its SHA-256 is the pinned one
+  (``restora.models.runtime``); this function does not check it.
 """
 
 from __future__ import annotations

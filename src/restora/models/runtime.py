@@ -197,6 +197,8 @@ class Runtime:
         managed = spec.path is None  # in the models folder, put there by pull or import
         if managed:
             _check_installed_size(spec, path)
+        if spec.loader == "torchscript":
+            _check_torchscript_hash(self.registry, spec, path)
         # Files in the models folder are only ever replaced atomically (pull, import), so they
         # are mapped: weights stay in the page cache until a forward or an export reads them (an
         # exported graph's network may never), and other entries of the file are never read.
@@ -236,6 +238,27 @@ def _check_installed_size(spec: ModelSpec, path: Any) -> None:
         raise CheckpointError(f"model '{spec.id}': {path} has {size} bytes, expected "
                               f"{spec.size}; the file was damaged or replaced after it was "
                               f"installed: {again}", model=spec.id, path=str(path))
+
+
+def _check_torchscript_hash(registry: Registry, spec: ModelSpec, path: Any) -> None:
+    """Opening a TorchScript archive runs the TorchScript code it stores for its classes
+    (``__setstate__``), before we take its tensors: only an archive whose SHA-256 is the
+    published (or recorded) one is opened, checked at every load (205 MB: about 0.2 s)."""
+    from restora.models.download import sha256_file
+
+    expected = registry.expected_sha256(spec)
+    if expected is None:
+        raise CheckpointError(f"model '{spec.id}' is a TorchScript archive without a known "
+                              "SHA-256; opening one runs code it stores, so give its 'sha256' "
+                              "in the model manifest (or install it with `restora models "
+                              f"import FILE --id {spec.id}`, which records it)",
+                              model=spec.id, path=str(path))
+    digest = sha256_file(path)
+    if digest != expected:
+        raise CheckpointError(f"model '{spec.id}': {path} has SHA-256 {digest}, expected "
+                              f"{expected}; a TorchScript archive that is not the pinned one is "
+                              "never opened (it would run code it stores)", model=spec.id,
+                              path=str(path), sha256=digest, expected=expected)
 
 
 def architecture_class(arch: str) -> Any:
