@@ -675,3 +675,19 @@ def test_bad_redirects_are_one_download_error(tmp_path: Path, server: FixtureSer
     with pytest.raises(DownloadError, match=reason):
         pull(registry, spec, options=FAST)
     assert not registry.path(spec).exists() and not partial_path(registry.path(spec)).exists()
+
+
+def test_a_symlinked_models_folder_is_pulled_into_and_loaded_from(
+        tmp_path: Path, server: FixtureServer, payload: bytes) -> None:
+    from restora.models.runtime import Runtime
+
+    server.routes["/x2.pth"] = Behaviour(payload)
+    registry, settings = make_registry(tmp_path, [server.base + "/x2.pth"], payload,
+                                       size=len(payload))
+    elsewhere = tmp_path / "big-disk" / "models"
+    elsewhere.mkdir(parents=True)
+    settings.models_dir.parent.mkdir(parents=True)
+    settings.models_dir.symlink_to(elsewhere, target_is_directory=True)
+    pull(registry, registry.get("remote-x2"), options=FAST)
+    assert (elsewhere / "remote_x2.pth").read_bytes() == payload
+    assert Runtime(settings, device="cpu", engine="torch").load("remote-x2").module is not None
