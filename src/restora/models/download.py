@@ -13,6 +13,11 @@ known), then the member alone is streamed out to ``<file>.partial`` (zip CRC che
 checked against the member's size and SHA-256 and moved into place with ``os.replace``; the
 archive is deleted afterwards. A wrong hash, a truncated or corrupt archive or a missing member
 leaves nothing installed and no archive behind.
+
+A body that cannot be the file (an HTML page, a Content-Encoding, more bytes than the known
+size) is refused as it arrives, so nothing else is ever installed or recorded as trusted. The
+local file system's failures (a full disk, a read-only folder) are one :class:`ModelStorageError`;
+URLs are shown through :func:`~restora.models.registry.redact_url` (no credentials).
 """
 
 from __future__ import annotations
