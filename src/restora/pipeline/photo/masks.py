@@ -36,7 +36,8 @@ def load_user_mask(source: MaskSource, height: int, width: int,
                    settings: object | None = None) -> np.ndarray:
     """The user's mask as an ``height x width`` bool array (True = repair).
 
-    Arrays are taken as they are (bool, or numbers with > 0 / >= 128 rules below); images are
+    Arrays are taken as they are (bools; 8-bit 0-255 numbers count from 128, other numbers
+    from 0.5; NaN or infinity is refused, as it says nothing about the pixel); images are
     decoded with the photo's own limits. A mask of another size with the photo's aspect ratio is
     scaled (nearest); anything else is an :class:`InvalidParameter` on ``mask``.
     """
@@ -49,6 +50,10 @@ def load_user_mask(source: MaskSource, height: int, width: int,
         if arr.ndim != 2 or not arr.size or arr.dtype.kind not in "biuf":
             raise InvalidParameter("mask", "a mask array must be a non-empty H x W array of "
                                    f"bools or numbers, got {source.dtype} {source.shape}")
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            # NaN compares False with every threshold: it read as "no damage" without a word
+            raise InvalidParameter("mask", "a mask array must hold finite numbers; this one "
+                                   "has NaN or infinite values")
         on = arr if arr.dtype == bool else arr >= (128 if arr.dtype == np.uint8 and
                                                     arr.max(initial=0) > 1 else 0.5)
     else:
