@@ -235,8 +235,8 @@ def test_faces_cut_by_the_border_are_restored_within_the_image(face_runtime: Run
     ({"x": 10, "y": 10, "w": 0.5, "h": 0.5}, False),  # under a pixel
     ({"x": 0, "y": 0, "w": float("inf"), "h": 5}, False),
     ({"x": 0, "y": 0, "w": 1e300, "h": 1e300}, True),  # the whole image
-    ({"x": 399, "y": 224, "w": 1, "h": 1}, True),  # the last pixel
-    ({"x": 0, "y": 100, "w": 400, "h": 1}, True),  # one row
+    ({"x": 399, "y": 224, "w": 1, "h": 1}, True),  # the last pixel: too small, reported
+    ({"x": 0, "y": 100, "w": 400, "h": 1}, True),  # one row: too small, reported
 ])
 def test_client_boxes_at_their_limits(face_runtime: Runtime, box: dict, ok: bool) -> None:
     img = decode(shared_path("testdata", "photos", "03.jpg"))  # 400 x 225
@@ -247,6 +247,58 @@ def test_client_boxes_at_their_limits(face_runtime: Runtime, box: dict, ok: bool
     result = enhance_faces(img, runtime=face_runtime, model="gfpgan", faces=[box], upscale=2)
     assert result.faces_detected == 1
     assert result.image.pixels.shape == (450, 800, 3)
+    assert result.faces[0].restored == (box["w"] > 1 and box["h"] > 1)
+
+
+def test_a_client_box_of_11_px_is_restored(face_runtime: Runtime) -> None:
+    img = decode(shared_path("testdata", "photos", "03.jpg"))
+    result = enhance_faces(img, runtime=face_runtime, model="gfpgan",
+                           faces=[{"x": 300, "y": 150, "w": 11, "h": 11}])
+    assert result.faces[0].restored and not any("too small" in w for w in result.warnings)
+
+
+TINY_BOXES = {"1 x 1": {"x": 10, "y": 10, "w": 1, "h": 1},
+              "10 x 10": {"x": 300, "y": 150, "w": 10, "h": 10},  # eyes 4.6 px apart
+              "one row": {"x": 0, "y": 200, "w": 400, "h": 1},  # wide eyes, no face under them
+              "4 rows": {"x": 0, "y": 200, "w": 400, "h": 4}}
+
+
+@pytest.mark.parametrize("name", list(TINY_BOXES))
+def test_a_client_box_too_small_is_reported_not_restored(face_runtime: Runtime,
+                                                         name: str) -> None:
+    """A 1 x 1 client box was "restored": its crop enlarged to 512 px from nothing and pasted
+    back. Client boxes now meet the detector's minimum (eyes 5 px apart, and the mouth 3.75 px
+    from them: a box of about 11 x 11 px): such a box stays in ``faces``, not restored, with its reason and a warning;
+    the other boxes are restored and the tiny box's pixels are left exactly as they were."""
+    img = decode(shared_path("testdata", "photos", "03.jpg"))  # 400 x 225, one face
+    face = enhance_faces(img, runtime=face_runtime, model="gfpgan", seed=0).faces[0]
+    real = {"x": face.x, "y": face.y, "w": face.w, "h": face.h}
+    tiny = TINY_BOXES[name]
+    result = enhance_faces(img, runtime=face_runtime, model="gfpgan", seed=0,
+                           faces=[tiny, real])
+    assert result.faces_detected == 2
+    restored = [f for f in result.faces if f.restored]
+    skipped = [f for f in result.faces if not f.restored]
+    assert len(restored) == 1 and len(skipped) == 1
+    assert (skipped[0].x, skipped[0].y) == (tiny["x"], tiny["y"])
+    assert "face too small" in skipped[0].identity.reason
+    assert skipped[0].to_dict()["restoration"] is None
+    assert any("1 supplied face box(es) not restored: too small" in w for w in result.warnings)
+    out = result.image.pixels
+    assert not np.array_equal(out, img.pixels)  # the real face was restored
+    # the tiny box lies away from the real face: its pixels are untouched
+    ys, xs = slice(tiny["y"], tiny["y"] + tiny["h"]), slice(tiny["x"], tiny["x"] + tiny["w"])
+    assert np.array_equal(out[ys, xs], img.pixels[ys, xs])
+
+
+def test_only_tiny_client_boxes_leave_the_image_as_it_was(face_runtime: Runtime) -> None:
+    img = decode(shared_path("testdata", "photos", "03.jpg"))
+    result = enhance_faces(img, runtime=face_runtime, model="gfpgan",
+                           faces=[TINY_BOXES["1 x 1"], TINY_BOXES["one row"]])
+    assert result.faces_detected == 2 and not any(f.restored for f in result.faces)
+    assert "every supplied face box is too small" in result.reason
+    assert result.model is None and np.array_equal(result.image.pixels, img.pixels)
+    assert result.to_dict()["faces"][0]["identity"]["reason"].startswith("not restored: face")
 
 
 @pytest.mark.parametrize("stage", ["decode", "detect", "align", "load", "restore", "upscale",

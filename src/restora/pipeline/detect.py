@@ -25,6 +25,9 @@ MAX_WORKING_SIDE = 4096
 MAX_WORKING_PIXELS = 4 * 2**20
 #: Faces whose eyes are closer than this (input pixels) are too small to restore.
 MIN_EYE_DISTANCE = 5.0
+#: Client boxes also need the mouth this far from the eyes' midpoint (input pixels): with
+#: box-proportion landmarks (``BOX_LANDMARKS``) a box of about 11 x 11 px passes both rules.
+MIN_MOUTH_DISTANCE = 3.75
 NMS_IOU = 0.4
 
 #: Thresholds at sensitivity 0 (only sure faces) and 1 (everything plausible).
@@ -101,6 +104,12 @@ class Detection:
     @property
     def eye_distance(self) -> float:
         return float(np.hypot(*(self.landmarks[0] - self.landmarks[1])))
+
+    @property
+    def mouth_distance(self) -> float:
+        """From the eyes' midpoint to the mouth corners' midpoint."""
+        lm = self.landmarks
+        return float(np.hypot(*((lm[0] + lm[1]) / 2 - (lm[3] + lm[4]) / 2)))
 
     @property
     def area(self) -> float:
@@ -342,6 +351,21 @@ def drop_small(dets: Sequence[Detection], min_eye_distance: float = MIN_EYE_DIST
     """Drop faces whose eyes (landmarks 0 and 1) are closer than ``min_eye_distance`` pixels."""
     kept = [d for d in dets if d.eye_distance >= min_eye_distance]
     return kept, len(dets) - len(kept)
+
+
+def too_small(d: Detection) -> str | None:
+    """Why a client box's face is too small to restore, or None.
+
+    The detector's rule (eyes at least :data:`MIN_EYE_DISTANCE` px apart) plus the mouth at
+    least :data:`MIN_MOUTH_DISTANCE` px from the eyes: the box-proportion landmarks of a box a
+    few pixels high have wide eyes but no face between them and the mouth."""
+    if d.eye_distance < MIN_EYE_DISTANCE:
+        return (f"face too small: eyes {d.eye_distance:.1f} px apart "
+                f"(at least {MIN_EYE_DISTANCE:g})")
+    if d.mouth_distance < MIN_MOUTH_DISTANCE:
+        return (f"face too small: mouth {d.mouth_distance:.1f} px from the eyes "
+                f"(at least {MIN_MOUTH_DISTANCE:g})")
+    return None
 
 
 def center_face(dets: Sequence[Detection], width: int, height: int) -> list[Detection]:

@@ -145,7 +145,7 @@ def enhance_faces(
     pixels = img.pixels
     with stages.stage("detect"):
         rule = _detection_rule(runtime, model, restorer)
-        dets, source = _find_faces(runtime, pixels, faces=opts.face_dicts(),
+        dets, source, small = _find_faces(runtime, pixels, faces=opts.face_dicts(),
                                    detector=opts.detector, rule=rule,
                                    sensitivity=opts.sensitivity, orientation=opts.orientation,
                                    only_center_face=opts.only_center_face, warnings=warnings,
@@ -175,13 +175,18 @@ def enhance_faces(
         ref_desc, result.references = (_describe_references(runtime, checker, refs, opts.detector)
                                        if refs and checker is not None else (None, []))
         matches: dict[int, tuple[int, float]] = {}
-        if ref_desc is not None and dets and checker is not None:
-            in_desc = checker.describe(choose.input_crops(pixels, dets))
-            for i, j, d in match_references(in_desc, ref_desc, checker):
-                matches[i] = (j, d)
-                result.references[j].update(face=i, distance=round(d, 4))
+        usable = [i for i in range(len(dets)) if i not in small]
+        if ref_desc is not None and usable and checker is not None:
+            in_desc = checker.describe(choose.input_crops(pixels, [dets[i] for i in usable]))
+            for k, j, d in match_references(in_desc, ref_desc, checker):
+                matches[usable[k]] = (j, d)
+                result.references[j].update(face=usable[k], distance=round(d, 4))
         if not dets:
             result.reason = "no faces detected"
+        elif not usable:
+            result.reason = ("no face restored: every supplied face box is too small "
+                             f"(eyes {det.MIN_EYE_DISTANCE:g} px apart, mouth "
+                             f"{det.MIN_MOUTH_DISTANCE:g} px from them, at least)")
         elif strength == 0.0:
             result.reason = "strength 0: faces left unchanged"
         elif only_reference_faces and not matches:
@@ -189,7 +194,7 @@ def enhance_faces(
                              if refs else "onlyReferenceFaces without a reference photo")
         else:
             plan = _plan(runtime, model, pixels, dets, fidelity, restorer, matches,
-                         only_reference_faces)
+                         only_reference_faces, skip=set(small))
     n_faces = sum(plan.restore) if result.reason is None else 0
     large = pixels.shape[0] * pixels.shape[1] * upscale * upscale >= RELEASE_FROM_PIXELS
     with stages.stage("load"):
@@ -228,7 +233,7 @@ def enhance_faces(
     if large:
         runtime.release_memory()
     result.faces = [_report(f, outcomes[i] if outcomes else None, checker, identity,
-                            strength, i in matches, only_reference_faces)
+                            strength, i in matches, only_reference_faces, small.get(i))
                     for i, f in enumerate(found)]
     done = [o for o in outcomes if o.restored and o.face is not None]
     aligned = [o.aligned for o in done if o.aligned is not None]
@@ -459,9 +464,14 @@ def _detection_rule(runtime: Runtime, model: str,
 def _find_faces(runtime: Runtime, pixels: np.ndarray, *, faces: Sequence[dict] | None,
                 detector: str | None, rule: det.DetectionRule, sensitivity: float,
                 only_center_face: bool, warnings: list[str], used: list[Network] | None = None,
-                orientation: str = "auto") -> tuple[list[det.Detection], str]:
+                orientation: str = "auto"
+                ) -> tuple[list[det.Detection], str, dict[int, str]]:
+    """The faces to restore and where their landmarks came from, plus, for client boxes too
+    small to restore (``det.too_small``), their index (after the others) and reason: they
+    stay in the result, not restored, as the client asked for each of them."""
     height, width = pixels.shape[:2]
     max_faces = runtime.settings.max_faces
+    tiny: list[tuple[det.Detection, str]] = []
     if faces is not None:
         boxes = det.parse_boxes(faces, width, height)
         try:
@@ -481,6 +491,13 @@ def _find_faces(runtime: Runtime, pixels: np.ndarray, *, faces: Sequence[dict] |
         if "box" in sources:
             warnings.append(f"{sources.count('box')} supplied face box(es) had no detectable "
                             "landmarks: landmarks were estimated from the box proportions")
+        why = [det.too_small(d) for d in dets]
+        tiny = [(d, r) for d, r in zip(dets, why) if r is not None]
+        dets = [d for d, r in zip(dets, why) if r is None]
+        if tiny:
+            warnings.append(f"{len(tiny)} supplied face box(es) not restored: too small (eyes "
+                            f"{det.MIN_EYE_DISTANCE:g} px apart, mouth "
+                            f"{det.MIN_MOUTH_DISTANCE:g} px from them, at least)")
     else:
         spec = _detector_spec(runtime, detector)
         net = runtime.load(spec.id)
@@ -496,11 +513,13 @@ def _find_faces(runtime: Runtime, pixels: np.ndarray, *, faces: Sequence[dict] |
         source = "detector"
     if only_center_face:
         dets = det.center_face(dets, width, height)
+        tiny = []  # only the centre face is kept, and it is one that can be restored
     dets, dropped = det.largest_first(dets, max_faces)
     if dropped:
         warnings.append(f"{dropped} smaller face(s) not restored: at most {max_faces} per image "
                         "(RESTORA_MAX_FACES)")
-    return dets, source
+    small = {len(dets) + k: why for k, (_, why) in enumerate(tiny)}
+    return dets + [d for d, _ in tiny], source, small
 
 
 def _to_face(d: det.Detection, width: int, height: int) -> Face:
@@ -540,10 +559,13 @@ def _kinds(runtime: Runtime) -> dict[str, FaceRestorer]:
 
 def _plan(runtime: Runtime, model: str, pixels: np.ndarray, dets: Sequence[det.Detection],
           fidelity: float, restorer: FaceRestorer | Sequence[FaceRestorer] | None,
-          matches: dict[int, tuple[int, float]], only_reference: bool) -> choose.Plan:
-    """Each face's candidates and the reason for the first one (docs: ``auto``)."""
+          matches: dict[int, tuple[int, float]], only_reference: bool,
+          skip: set[int] | None = None) -> choose.Plan:
+    """Each face's candidates and the reason for the first one (docs: ``auto``); faces in
+    ``skip`` (client boxes too small) are planned but not restored."""
     n = len(dets)
-    restore = [not only_reference or i in matches for i in range(n)]
+    skip = skip or set()
+    restore = [(not only_reference or i in matches) and i not in skip for i in range(n)]
     if restorer is not None:
         ladder = [choose.Candidate(r, fidelity) for r in
                   (restorer if isinstance(restorer, Sequence) else [restorer])]
@@ -603,15 +625,19 @@ def _summary(plan: choose.Plan, outcomes: Sequence[choose.FaceOutcome]) -> str:
 
 
 def _report(face: Face, outcome: choose.FaceOutcome | None, checker: IdentityChecker | None,
-            identity: bool, strength: float, matched: bool, only_reference: bool) -> Face:
-    """The face with its identity, restoration choice and reference match filled in."""
+            identity: bool, strength: float, matched: bool, only_reference: bool,
+            too_small: str | None = None) -> Face:
+    """The face with its identity, restoration choice and reference match filled in;
+    ``too_small``: why a client box was not restored (``det.too_small``)."""
     if outcome is not None and outcome.restored and outcome.identity is not None:
         ident = outcome.identity
         if not identity and not matched:
             ident = Identity("unknown", None, None, "identity check turned off")
         return replace(face, identity=ident, restoration=outcome.restoration(),
                        reference=outcome.reference, restored=True)
-    if strength == 0.0:
+    if too_small is not None:
+        why = f"not restored: {too_small}"
+    elif strength == 0.0:
         why = "not restored (strength 0)"
     elif only_reference and not matched:
         why = "not restored: no reference photo matches this face"
