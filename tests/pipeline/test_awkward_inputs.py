@@ -318,3 +318,86 @@ def test_cancel_from_a_progress_callback_at_each_stage(face_runtime: Runtime,
     with pytest.raises(Cancelled):
         enhance_faces(decode(shared_path("testdata", "photos", "03.jpg")), runtime=face_runtime,
                       model="gfpgan", upscale=2, progress=progress, cancel=stop)
+
+
+# --- restore-photo's analyses and networks do not see what transparency hides ----------------
+
+def einstein_with_hidden(colour: bool) -> Image:
+    """The grey Einstein scan, fully transparent on its right two thirds, on every 40th row and
+    on two columns; under them random colour and a white line (``colour``), or the scan's own
+    grey. Only what lies under alpha 0 differs between the two."""
+    src = decode(shared_path("testdata", "gray", "Einstein01.png"))
+    px = np.repeat(cv2.cvtColor(src.pixels, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+    h, w = px.shape[:2]
+    alpha = np.full((h, w), 255, np.uint8)
+    alpha[:, w // 3:] = 0
+    alpha[10:h - 10:40] = 0
+    alpha[:, 20:22] = 0
+    if colour:
+        px[alpha == 0] = noise(1, int((alpha == 0).sum()), seed=7)[0]
+        px[:, 20:22] = 255  # a "scratch" nobody sees
+    return Image(px, alpha)
+
+
+def test_the_noise_estimate_ignores_colour_under_transparency() -> None:
+    """Colour noise under the transparent part read as 47 levels of luma noise (0.25 without
+    it), so a clean scan was denoised; now only the shown pixels are measured."""
+    from restora.pipeline.paste import fill_hidden, hidden
+    from restora.pipeline.photo.denoise import estimate_noise
+
+    est = []
+    for colour in (True, False):
+        img = einstein_with_hidden(colour)
+        unseen = hidden(img.alpha)
+        est.append(estimate_noise(fill_hidden(img.pixels, unseen), exclude=unseen))
+    assert est[0] == est[1] and est[0].is_clean
+    whole = estimate_noise(decode(shared_path("testdata", "gray", "Einstein01.png")).pixels)
+    assert abs(est[0].luma - whole.luma) < 0.5
+
+
+@pytest.mark.parametrize("detector", ["classical", "learned"])
+def test_damage_found_does_not_depend_on_what_transparency_hides(
+        bare: Runtime, repair_runtime: Runtime, detector: str) -> None:
+    """The classical detector took the hidden white line for a scratch reaching into the shown
+    rows (22 shown pixels repaired; none with grey under it); the U-Net's verdicts on shown
+    pixels moved too. Now both see a fill from the shown pixels: same verdicts, same report,
+    same result, and the hidden pixels come back as they were (nothing there is repaired)."""
+    runtime = bare if detector == "classical" else repair_runtime
+    runs = []
+    for colour in (True, False):
+        img = einstein_with_hidden(colour)
+        runs.append((img, restore_photo(img, runtime=runtime, face_enhancement=False)))
+    (img, a), (_, b) = runs
+    assert a.reports["scratch-removal"].get("detector", detector) == detector
+    assert np.array_equal(a.mask, b.mask) and not a.mask[img.alpha == 0].any()
+    assert a.reports["analysis"] == b.reports["analysis"]
+    assert a.reports["denoise"] == b.reports["denoise"] and "denoise" not in a.steps
+    assert a.scratch_coverage == b.scratch_coverage and a.steps == b.steps
+    shown = img.alpha > 0
+    assert np.array_equal(a.image.pixels[shown], b.image.pixels[shown])
+    assert np.array_equal(a.image.pixels[~shown], img.pixels[~shown])
+    assert np.array_equal(a.image.alpha, img.alpha)
+
+
+def test_colorization_does_not_see_colour_under_transparency(tmp_path: Path) -> None:
+    """DDColor's S x S input blended the hidden colour into the shown pixels' neighbourhoods
+    (and so into the colours they were given)."""
+    from tiny_models import tiny_ddcolor_entry
+
+    manifest = write_tiny_manifest(tmp_path, include=set(),
+                                   extra=[tiny_ddcolor_entry(input_size=64)])
+    rt = Runtime(Settings(models=manifest, home=tmp_path / "home"), device="cpu")
+    out = []
+    for colour in (True, False):
+        img = einstein_with_hidden(colour)
+        result = restore_photo(img, runtime=rt, face_enhancement=False, colorize=True,
+                               scratch_removal=False)
+        assert result.colorized and result.is_grayscale
+        out.append(result.image.pixels[img.alpha > 0])
+    assert np.array_equal(out[0], out[1])
+    # the colorize step on its own too
+    from restora.pipeline.colorize import colorize
+
+    direct = [colorize(einstein_with_hidden(c), runtime=rt)[0].pixels for c in (True, False)]
+    shown = einstein_with_hidden(False).alpha > 0
+    assert np.array_equal(direct[0][shown], direct[1][shown])

@@ -50,7 +50,8 @@ def colorize(image: Image, *, runtime: Runtime, model_id: str | None = None,
     the face step found it): the network sees it the right way up, as it was trained (sky
     above, ground below), and its colours are turned back; only the S x S input and output
     are turned. A missing model raises :class:`~restora.errors.ModelNotInstalled`, even at
-    strength 0, so a job never reports colorization it could not have done.
+    strength 0, so a job never reports colorization it could not have done. Fully
+    transparent pixels are not shown to the network (a fill from the shown ones instead).
     """
     strength = _check_strength(strength)
     if rotation % 90:
@@ -63,7 +64,11 @@ def colorize(image: Image, *, runtime: Runtime, model_id: str | None = None,
     if strength == 0.0:
         return image.with_pixels(image.pixels.copy(), _copy(image.alpha)), report
 
-    x = model_input(to_unit_float(image.pixels), size)
+    from restora.pipeline.paste import fill_hidden, hidden
+
+    # the network sees the photo at S x S: colour left under fully transparent pixels would
+    # blend into the shown ones' neighbourhoods there and change the colours they are given
+    x = model_input(to_unit_float(fill_hidden(image.pixels, hidden(image.alpha))), size)
     if turn:  # the square input the right way up, its answer turned back (both exact)
         x = np.ascontiguousarray(np.rot90(x, turn, axes=(2, 3)))
     ab = predict_ab(net, x)

@@ -152,6 +152,40 @@ def hidden(alpha: np.ndarray | None) -> np.ndarray | None:
     return out if out.any() else None
 
 
+def fill_hidden(pixels: np.ndarray, unseen: np.ndarray | None) -> np.ndarray:
+    """``pixels`` with the ``unseen`` ones (see :func:`hidden`) replaced by a smooth fill from
+    the shown ones (push-pull: averages of the shown pixels over ever coarser cells, brought
+    back down bilinearly), so what analyses or networks read around them no longer depends on
+    the colour an editor left there. The same array when nothing is hidden; zeros when
+    everything is. A new array otherwise, of the same dtype."""
+    import cv2
+
+    if unseen is None or not unseen.any():
+        return pixels
+    if unseen.all():
+        return np.zeros_like(pixels)
+
+    def half(a: np.ndarray) -> np.ndarray:
+        return cv2.resize(a, ((a.shape[1] + 1) // 2, (a.shape[0] + 1) // 2),
+                          interpolation=cv2.INTER_AREA)
+
+    # the first level from the integers (hidden ones zeroed): no full-size float copy
+    value = half(np.where(unseen[..., None], 0, pixels)).astype(np.float32)
+    weight = half(np.where(unseen, 0, 255).astype(np.uint8)).astype(np.float32) / 255.0
+    levels = [(value, weight)]
+    while weight.min() == 0 and max(weight.shape) > 1:
+        value, weight = half(value), half(weight)
+        levels.append((value, weight))
+    est = value / np.maximum(weight, 1e-12)[..., None]
+    for value, weight in reversed(levels[:-1]):
+        up = cv2.resize(est, (weight.shape[1], weight.shape[0]), interpolation=cv2.INTER_LINEAR)
+        est = value + (1.0 - weight)[..., None] * up
+    top = 65535 if pixels.dtype == np.uint16 else 255
+    coarse = np.clip(np.rint(est), 0, top).astype(pixels.dtype)
+    up = cv2.resize(coarse, (pixels.shape[1], pixels.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return np.where(unseen[..., None], up, pixels)
+
+
 def photo_tone(pixels: np.ndarray, alpha: np.ndarray | None = None) -> PhotoTone | None:
     """The tone faces must take in ``pixels`` (uint8/uint16 RGB), judged on the pixels
     ``alpha`` shows (see :func:`hidden`); None for a colour photo."""

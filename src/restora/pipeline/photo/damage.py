@@ -149,16 +149,22 @@ def repair_damage(pixels: np.ndarray, noise_sigma: float, runtime: Runtime | Non
                   progress: Callable[[float], None] | None = None,
                   on_crop: CropFn | None = None,
                   on_detected: Callable[[dict[str, Any]], None] | None = None,
-                  orientation: str = "auto") -> DamageRepair:
+                  orientation: str = "auto", exclude: np.ndarray | None = None
+                  ) -> DamageRepair:
     """Detect (unless the user's mask replaces it), then fill; see the module docstring.
     ``on_crop``: see :func:`.fill.fill_damage`. ``on_detected`` receives the detection's
     report (the classical detector's ``facesProtected`` among it) before the fill starts.
-    ``orientation``: how the faces whose features are protected are searched."""
+    ``orientation``: how the faces whose features are protected are searched. ``exclude``
+    (H x W bool; fully transparent pixels): nothing detected there is damage (the user's mask
+    still is)."""
     report: dict[str, Any] = {}
     mask = np.zeros(pixels.shape[:2], bool)
     folds = None
     if detect and (user_mask is None or mask_mode == "add"):
         mask, report, folds = _detect(pixels, noise_sigma, runtime, orientation)
+        if exclude is not None:
+            mask = mask & ~exclude
+            folds = None if folds is None else (folds[0] & ~exclude, folds[1] & ~exclude)
         if on_detected is not None:
             on_detected(report)
     if user_mask is not None:

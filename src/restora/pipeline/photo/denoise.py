@@ -58,13 +58,15 @@ class NoiseEstimate:
         return max(self.luma, self.chroma) < SKIP_SIGMA
 
 
-def _residuals(plane: np.ndarray) -> np.ndarray:
-    """|second-difference response| of one plane (float32, 0-255 scale), borders dropped."""
+def _residuals(plane: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+    """|second-difference response| of one plane (float32, 0-255 scale), borders dropped;
+    ``keep`` (the plane's shape, bool): only responses of pixels it keeps."""
     import cv2
 
     if min(plane.shape) < 3:
         return np.zeros(0, np.float32)
-    return np.abs(cv2.filter2D(plane, cv2.CV_32F, _KERNEL)[1:-1, 1:-1]).ravel()
+    res = np.abs(cv2.filter2D(plane, cv2.CV_32F, _KERNEL)[1:-1, 1:-1])
+    return res.ravel() if keep is None else res[keep[1:-1, 1:-1]]
 
 
 def sample_windows(h: int, w: int) -> list[tuple[slice, slice]]:
@@ -86,8 +88,13 @@ def to_ycrcb8(pixels: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb8, cv2.COLOR_RGB2YCrCb)
 
 
-def estimate_noise(pixels: np.ndarray) -> NoiseEstimate:
-    """Estimate luma and chroma noise of RGB ``pixels`` in 8-bit levels."""
+def estimate_noise(pixels: np.ndarray, exclude: np.ndarray | None = None) -> NoiseEstimate:
+    """Estimate luma and chroma noise of RGB ``pixels`` in 8-bit levels.
+
+    ``exclude`` (H x W bool; fully transparent pixels) takes no part: no residual whose 3 x 3
+    window touches it, no flat block holding one of its pixels. Their values still pass
+    through the flat blocks' blur, so give them a fill that does not depend on what they hid
+    (:func:`restora.pipeline.paste.fill_hidden`) to make the estimate independent of it."""
     import cv2
 
     per_plane: list[list[np.ndarray]] = [[], [], []]
@@ -96,9 +103,13 @@ def estimate_noise(pixels: np.ndarray) -> NoiseEstimate:
     for rows, cols in sample_windows(*pixels.shape[:2]):
         ycc = cv2.cvtColor(pixels[rows, cols].astype(np.float32) / np.float32(top),
                            cv2.COLOR_RGB2YCrCb)
+        keep = None
+        if exclude is not None:
+            keep = cv2.dilate(exclude[rows, cols].astype(np.uint8), np.ones((3, 3), np.uint8)) == 0
         for i in range(3):
-            per_plane[i].append(_residuals(np.ascontiguousarray(ycc[..., i])))
-        flat.append(flat_block_sigmas(np.ascontiguousarray(ycc[..., 0])))
+            per_plane[i].append(_residuals(np.ascontiguousarray(ycc[..., i]), keep))
+        flat.append(flat_block_sigmas(np.ascontiguousarray(ycc[..., 0]),
+                                      exclude=None if exclude is None else exclude[rows, cols]))
     sig = [_sigma(np.concatenate(r)) for r in per_plane]
     fs = np.concatenate(flat) if flat else np.zeros(0)
     grain = float(np.median(fs)) if fs.size else 0.0
@@ -107,9 +118,11 @@ def estimate_noise(pixels: np.ndarray) -> NoiseEstimate:
 
 
 def flat_block_sigmas(plane: np.ndarray, block: int = _FLAT_BLOCK,
-                      share: float = _FLAT_SHARE) -> np.ndarray:
+                      share: float = _FLAT_SHARE, exclude: np.ndarray | None = None
+                      ) -> np.ndarray:
     """Noise sigma of each of the flattest ``share`` of ``block`` px blocks of ``plane``
-    (0-255 float): the standard deviation left by a least-squares plane, in levels."""
+    (0-255 float): the standard deviation left by a least-squares plane, in levels. Blocks
+    holding a pixel of ``exclude`` (bool, the plane's shape) are not used."""
     import cv2
 
     h, w = plane.shape
@@ -128,6 +141,9 @@ def flat_block_sigmas(plane: np.ndarray, block: int = _FLAT_BLOCK,
     sd = (blocks - fit).std(axis=1) * np.float32(np.sqrt(n / (n - 3)))
     mean = blocks.mean(axis=1)
     usable = (mean > 12) & (mean < 243)  # clipped blocks have no noise to measure
+    if exclude is not None:
+        usable &= ~exclude[:hb * block, :wb * block].reshape(hb, block, wb, block).any(
+            axis=(1, 3)).ravel()
     if not usable.any():
         return np.zeros(0)
     k = max(1, int(share * usable.sum()))

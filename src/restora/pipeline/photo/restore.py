@@ -31,7 +31,7 @@ from restora.io.image import Image
 from restora.models.registry import RESTORER_FAMILIES
 from restora.pipeline._timing import EstimateFn, Stages, estimate_text
 from restora.pipeline.options import PhotoOptions, with_overrides
-from restora.pipeline.paste import hidden
+from restora.pipeline.paste import fill_hidden, hidden
 from restora.pipeline.photo.denoise import (NoiseEstimate, estimate_noise, filter_strengths,
                                             planes_filtered)
 from restora.pipeline.photo.denoise import denoise as denoise_pixels
@@ -146,12 +146,15 @@ def restore_photo(
     unseen = hidden(img.alpha)  # colour under transparent pixels is not the photo's
     with stages.stage("analyse"):
         mono = detect_monochrome(img.pixels, exclude=unseen)
-        noise = estimate_noise(img.pixels)
+        # the steps read a smooth fill there instead: detectors, filters and networks look at
+        # neighbourhoods, and their verdicts on the shown pixels must not depend on it
+        seen = fill_hidden(img.pixels, unseen)
+        noise = estimate_noise(seen, exclude=unseen)
     result.is_grayscale = mono.is_monochrome
     result.reports["analysis"] = {**mono.to_dict(), "noiseSigma": round(noise.luma, 2),
                                   "chromaNoiseSigma": round(noise.chroma, 2),
                                   "flatPatchSigma": round(noise.flat, 2)}
-    pixels = img.pixels
+    pixels = seen
     repair = opts.scratch_removal or user_mask is not None
     if repair or opts.face_enhancement:
         runtime = runtime or _new_runtime()
@@ -179,7 +182,8 @@ def restore_photo(
             pixels = _remove_scratches(pixels, noise, result, stages, runtime,
                                        detect=opts.scratch_removal, user_mask=user_mask,
                                        mask_mode=opts.mask_mode, clock=clock,
-                                       per_face=per_face, orientation=opts.orientation)
+                                       per_face=per_face, orientation=opts.orientation,
+                                       exclude=unseen)
         if large:  # LaMa's working buffers would stay under the face step's peak
             runtime.release_memory()
     else:
@@ -228,6 +232,12 @@ def restore_photo(
     else:
         result.reports["colorize"] = {"skipped": True, "reason": "not requested"}
 
+    if unseen is not None:
+        # the hidden pixels keep what they held (an editor may show them again); nothing
+        # there was repaired
+        current = current.with_pixels(np.where(unseen[..., None], img.pixels, current.pixels),
+                                      current.alpha)
+        result.mask &= ~unseen
     result.image = current
     result.estimate = stages.first_estimate
     if result.estimate is not None and result.estimate["long"]:
@@ -317,9 +327,11 @@ def _release_from() -> int:
 def _remove_scratches(pixels: np.ndarray, noise: NoiseEstimate, result: RestoreResult,
                       stages: Stages, runtime: Runtime, *, detect: bool,
                       user_mask: np.ndarray | None, mask_mode: str, clock: _Clock,
-                      per_face: float | None, orientation: str = "auto") -> np.ndarray:
+                      per_face: float | None, orientation: str = "auto",
+                      exclude: np.ndarray | None = None) -> np.ndarray:
     """``per_face``: the face step's nominal seconds per face where it will run (the faces
-    the detection finds join the estimate's tail), else None."""
+    the detection finds join the estimate's tail), else None. ``exclude``: fully transparent
+    pixels, where nothing detected is damage."""
     def on_progress(fraction: float) -> None:
         stages.check()
         stages.report("scratch-removal", fraction)
@@ -330,7 +342,7 @@ def _remove_scratches(pixels: np.ndarray, noise: NoiseEstimate, result: RestoreR
 
     out = repair_damage(pixels, noise.luma, runtime, detect=detect, user_mask=user_mask,
                         mask_mode=mask_mode, progress=on_progress, on_crop=clock.on_crop,
-                        on_detected=on_detected, orientation=orientation)
+                        on_detected=on_detected, orientation=orientation, exclude=exclude)
     result.mask = out.mask
     result.scratch_coverage = out.coverage
     result.warnings.extend(out.warnings)
