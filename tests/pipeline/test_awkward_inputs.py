@@ -401,3 +401,72 @@ def test_colorization_does_not_see_colour_under_transparency(tmp_path: Path) -> 
     direct = [colorize(einstein_with_hidden(c), runtime=rt)[0].pixels for c in (True, False)]
     shown = einstein_with_hidden(False).alpha > 0
     assert np.array_equal(direct[0][shown], direct[1][shown])
+
+
+# --- the library API given the wrong kind of argument ------------------------------------------
+
+@pytest.mark.parametrize("stage", ["decode", "analyse", "load", "scratch-removal", "denoise",
+                                   "face-enhancement", "colorize"])
+def test_cancel_from_a_progress_callback_at_each_photo_stage(tmp_path: Path,
+                                                            stage: str) -> None:
+    """Cancelling as the colorize step began (a colour photo: it only says why it skips) still
+    returned a result; every stage now checks again as it ends."""
+    import threading
+
+    from restora.errors import Cancelled
+    from tiny_models import tiny_ddcolor_entry
+
+    manifest = write_tiny_manifest(tmp_path, include=set(),
+                                   extra=[tiny_ddcolor_entry(input_size=64)])
+    rt = Runtime(Settings(models=manifest, home=tmp_path / "home"), device="cpu")
+
+    stop = threading.Event()
+
+    def progress(name: str, _pct: float) -> None:
+        if name == stage:
+            stop.set()
+
+    with pytest.raises(Cancelled):
+        restore_photo(Image(noise(40, 60, seed=4)), runtime=rt, progress=progress,
+                      cancel=stop, mask=np.ones((40, 60), bool), colorize=True)
+
+
+@pytest.mark.parametrize("pipeline", ["enhance", "photo"])
+def test_options_as_a_dict(face_runtime: Runtime, pipeline: str) -> None:
+    """``options`` given as a plain dict (what a job stores) failed with AttributeError; it is
+    now taken as the options (either spelling), keyword arguments still override it, and
+    another type is InvalidParameter on ``options``."""
+    px = Image(np.full((20, 30, 3), 90, np.uint8))
+    if pipeline == "enhance":
+        result = enhance_faces(px, {"onlyCenterFace": True, "strength": 0.3},
+                               runtime=face_runtime, strength=0.0)
+        assert result.reason == "no faces detected"
+        with pytest.raises(InvalidParameter) as err:
+            enhance_faces(px, {"strength": 2}, runtime=face_runtime)
+        assert err.value.field == "strength"
+    else:
+        result = restore_photo(px, {"faceEnhancement": False, "denoise": True},
+                               runtime=face_runtime, denoise=False, scratch_removal=False)
+        assert result.reports["denoise"]["reason"] == "turned off"
+        assert result.reports["face-enhancement"]["reason"] == "turned off"
+    run = enhance_faces if pipeline == "enhance" else restore_photo
+    with pytest.raises(InvalidParameter) as err:
+        run(px, ["strength", 1], runtime=face_runtime)
+    assert err.value.field == "options"
+
+
+def test_a_reference_of_the_wrong_type_is_invalid_parameter(face_runtime: Runtime) -> None:
+    """``reference=123`` failed with "TypeError: 'int' object is not iterable"."""
+    with pytest.raises(InvalidParameter) as err:
+        enhance_faces(Image(np.full((20, 30, 3), 90, np.uint8)), runtime=face_runtime,
+                      reference=123)
+    assert err.value.field == "reference"
+
+
+def test_an_empty_restorer_ladder_is_invalid_parameter(face_runtime: Runtime) -> None:
+    """``restorer=[]`` reached the ladder's choice with no candidate: "ValueError: min() arg
+    is an empty sequence" once a face was found."""
+    with pytest.raises(InvalidParameter) as err:
+        enhance_faces(decode(shared_path("testdata", "photos", "03.jpg")),
+                      runtime=face_runtime, restorer=[])
+    assert err.value.field == "restorer"

@@ -71,7 +71,9 @@ class Stages:
     @contextmanager
     def stage(self, name: str, *, report: bool = True) -> Iterator[None]:
         """Time ``name`` (times add up when a stage is entered again); ``report=False`` keeps
-        the progress bar where it is (work of a later stage done early, e.g. timing tiles)."""
+        the progress bar where it is (work of a later stage done early, e.g. timing tiles).
+        Cancellation is checked on entry and again on leaving: a stage whose work has no check
+        of its own (one network forward) still ends the job when asked to during it."""
         self.check()
         if report:
             self.report(name, 0.0)
@@ -80,6 +82,7 @@ class Stages:
             yield
         finally:
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
+        self.check()
         if report:
             self.report(name, 1.0)
 

@@ -121,6 +121,8 @@ def enhance_faces(
     Raises :class:`~restora.errors.Cancelled` when ``cancel`` is set.
     """
     opts = with_overrides(EnhanceOptions, options, overrides)
+    if isinstance(restorer, Sequence) and not restorer:
+        raise InvalidParameter("restorer", "an empty list of restorers: give at least one")
     model, strength, fidelity, upscale = opts.model, opts.strength, opts.fidelity, opts.upscale
     bg_upscale, face_upsample = opts.bg_upscale, opts.face_upsample
     identity, only_reference_faces = opts.identity, opts.only_reference_faces
@@ -653,7 +655,11 @@ def _as_list(reference: ImageInput | Sequence[ImageInput] | None) -> list[ImageI
         return []
     if isinstance(reference, (Image, bytes, str, Path)):
         return [reference]
-    return list(reference)
+    try:
+        return list(reference)
+    except TypeError:
+        raise InvalidParameter("reference", "a reference must be an Image, bytes, a path or a "
+                               f"list of them, got {type(reference).__name__}") from None
 
 
 def _describe_references(runtime: Runtime, checker: IdentityChecker, refs: Sequence[ImageInput],

@@ -128,12 +128,26 @@ def parse(model: type[M], data: Any, *, names: dict[str, str] | None = None) -> 
         raise _invalid(exc, model, names or {}) from None
 
 
-def with_overrides(model: type[M], options: M | None, overrides: dict[str, Any]) -> M:
+def with_overrides(model: type[M], options: M | dict[str, Any] | None,
+                   overrides: dict[str, Any]) -> M:
     """``options`` (or the defaults) with keyword ``overrides`` applied, validated as a whole.
 
     A given instance is validated again, so a pipeline never trusts a model built with
-    ``model_construct`` or mutated after validation."""
-    base = options.model_dump() if options is not None else {}
+    ``model_construct`` or mutated after validation. A plain dict (snake_case or camelCase
+    names, as a job stores them) is taken as the same options; anything else is an
+    :class:`InvalidParameter` on ``options``."""
+    if options is None:
+        base: dict[str, Any] = {}
+    elif isinstance(options, BaseModel):
+        base = options.model_dump()
+    elif isinstance(options, dict):
+        # one name per field, whichever spelling: a camelCase key must not stay beside the
+        # snake_case override of the same field (pydantic would keep the first it reads)
+        names = {f.alias: n for n, f in model.model_fields.items() if f.alias}
+        base = {names.get(k, k) if isinstance(k, str) else k: v for k, v in options.items()}
+    else:
+        raise InvalidParameter("options", f"options must be a {model.__name__} or a dict, "
+                               f"got {type(options).__name__}")
     return parse(model, {**base, **overrides})
 
 
