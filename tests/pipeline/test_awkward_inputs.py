@@ -470,3 +470,60 @@ def test_an_empty_restorer_ladder_is_invalid_parameter(face_runtime: Runtime) ->
         enhance_faces(decode(shared_path("testdata", "photos", "03.jpg")),
                       runtime=face_runtime, restorer=[])
     assert err.value.field == "restorer"
+
+
+# --- enhance-faces and what transparency hides -------------------------------------------------
+
+def photo_half_hidden(seed: int | None) -> Image:
+    """Photo 03 (one face, x 102-204) fully transparent from x = 160 on, through the face:
+    under it the photo itself (``seed`` None) or colour noise."""
+    img = decode(shared_path("testdata", "photos", "03.jpg"))
+    px = img.pixels.copy()
+    alpha = np.full(px.shape[:2], 255, np.uint8)
+    alpha[:, 160:] = 0
+    if seed is not None:
+        px[:, 160:] = noise(px.shape[0], px.shape[1] - 160, seed=seed)
+    return Image(px, alpha)
+
+
+@pytest.mark.parametrize("upscale", [1, 2])
+def test_a_face_at_the_alpha_edge_does_not_depend_on_what_transparency_hides(
+        face_runtime: Runtime, upscale: int) -> None:
+    """The detector, the restorer's crop and the upscaler read the colour under alpha 0: the
+    face's landmarks and the shown half of the restored face changed with it. Now they read a
+    fill from the shown pixels; at scale 1 the hidden pixels come back as they were."""
+    runs = [(img, enhance_faces(img, runtime=face_runtime, model="gfpgan", seed=0,
+                                upscale=upscale))
+            for img in (photo_half_hidden(None), photo_half_hidden(3))]
+    (a_in, a), (b_in, b) = runs
+    assert a.faces_detected == b.faces_detected == 1 and a.faces[0].restored
+    assert a.faces[0].landmarks == b.faces[0].landmarks
+    shown = cv2.resize(a_in.alpha, None, fx=upscale, fy=upscale,
+                       interpolation=cv2.INTER_NEAREST) > 0
+    shown[:, 160 * upscale - 4 * upscale:] = False  # Lanczos alpha's edge: both are partly hidden
+    assert np.array_equal(a.image.pixels[shown], b.image.pixels[shown])
+    assert not np.array_equal(a.image.pixels[shown], cv2.resize(
+        a_in.pixels, None, fx=upscale, fy=upscale, interpolation=cv2.INTER_LANCZOS4)[shown])
+    if upscale == 1:
+        for img, result in runs:
+            assert np.array_equal(result.image.pixels[:, 160:], img.pixels[:, 160:])
+            assert np.array_equal(result.image.alpha, img.alpha)
+
+
+def test_a_face_wholly_under_transparency_is_not_found(face_runtime: Runtime) -> None:
+    """An erased person (alpha 0, the pixels left in the file) was detected, reported and
+    restored, invisibly; an image whose pixels are all hidden now has no face."""
+    img = decode(shared_path("testdata", "photos", "03.jpg"))
+    hidden_all = Image(img.pixels, np.zeros(img.pixels.shape[:2], np.uint8))
+    result = enhance_faces(hidden_all, runtime=face_runtime, model="gfpgan", upscale=1)
+    assert result.faces_detected == 0 and result.reason == "no faces detected"
+    assert np.array_equal(result.image.pixels, img.pixels)
+
+
+def test_a_reference_face_under_transparency_does_not_count(face_runtime: Runtime) -> None:
+    """A reference photo whose only face is erased (alpha 0) has no face, as the image would."""
+    ref = decode(shared_path("testdata", "photos", "03.jpg"))
+    erased = Image(ref.pixels, np.zeros(ref.pixels.shape[:2], np.uint8))
+    with pytest.raises(InvalidParameter) as err:
+        enhance_faces(ref, runtime=face_runtime, model="gfpgan", reference=erased)
+    assert err.value.field == "reference" and "no face" in err.value.message

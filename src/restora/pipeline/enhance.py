@@ -25,7 +25,8 @@ from restora.pipeline.align import (AlignedFace, align_face, compose, invert, sc
                                     scale_of)
 from restora.models.nets import FaceParser, FaceRestorer, Network, Upscaler
 from restora.models.registry import RESTORER_FAMILIES
-from restora.pipeline.paste import PasteFace, parse_to_mask, paste_faces, photo_tone
+from restora.pipeline.paste import (PasteFace, fill_hidden, hidden, parse_to_mask, paste_faces,
+                                    photo_tone)
 from restora.pipeline import choose
 from restora.pipeline.identity import (MAX_REFERENCES, Identity, IdentityChecker, load_checker,
                                        match_references)
@@ -144,7 +145,11 @@ def enhance_faces(
     stages.long_s = runtime.settings.long_job_s
     if model != "auto" and model not in MODEL_ARCH and restorer is None:
         runtime.registry.get(model)  # unknown ids fail now, even on an image without faces
-    pixels = img.pixels
+    unseen = hidden(img.alpha)
+    # colour under fully transparent pixels is an editor's leftover, not the photo: faces are
+    # found, restored and upscaled from a fill there (docs: "Alpha"), and at scale 1 what it
+    # held is put back
+    pixels = fill_hidden(img.pixels, unseen)
     with stages.stage("detect"):
         rule = _detection_rule(runtime, model, restorer)
         dets, source, small = _find_faces(runtime, pixels, faces=opts.face_dicts(),
@@ -242,11 +247,11 @@ def enhance_faces(
     restored = [o.face for o in done if o.face is not None]
 
     with stages.stage("upscale"):
-        canvas, alpha, result.upscaler = _background(img, upscale, bg_upscale, up, tiles,
-                                                     cancel, clock.on_tile)
+        canvas, alpha, result.upscaler = _background(img, pixels, upscale, bg_upscale, up,
+                                                     tiles, cancel, clock.on_tile)
         if up is not None:
             used.append(up)
-        if canvas is pixels and restored:
+        if canvas is img.pixels and restored:
             canvas = pixels.copy()  # faces are pasted in place: never into the input's pixels
     if large:
         runtime.release_memory()
@@ -265,8 +270,10 @@ def enhance_faces(
                                  cancel, tone.apply if tone is not None else None)
             canvas = paste_faces(canvas, items, strength, upscale=upscale, out=canvas)
             clock.masks_done()
-        elif canvas is pixels:
+        elif canvas is img.pixels:
             canvas = pixels.copy()
+    if unseen is not None and upscale == 1:
+        canvas[unseen] = img.pixels[unseen]  # canvas is never the input's array here
     result.image = img.with_pixels(canvas, alpha)
     result.estimate = stages.first_estimate
     if result.estimate is not None and result.estimate["long"]:
@@ -421,13 +428,15 @@ def _probe_face_s(net: Network) -> float | None:
     return cpu_s / probe_batch(net.inputs())
 
 
-def _background(img: Image, upscale: int, bg_upscale: bool, up: Upscaler | None,
+def _background(img: Image, pixels: np.ndarray, upscale: int, bg_upscale: bool,
+                up: Upscaler | None,
                 tiles: TileRun | None, cancel: threading.Event | None,
                 on_tile: Callable[[int, int], None] | None = None
                 ) -> tuple[np.ndarray, np.ndarray | None, str | None]:
-    """(pixels, alpha, upscaler name) of the canvas the faces are pasted into; ``tiles`` is
-    the network's run over the image (already started for the estimate)."""
-    pixels, alpha = img.pixels, img.alpha
+    """(pixels, alpha, upscaler name) of the canvas the faces are pasted into, from
+    ``pixels`` (the image's, fully transparent ones filled); ``tiles`` is the network's run
+    over the image (already started for the estimate)."""
+    alpha = img.alpha
     if upscale > 1:
         canvas = (tiles.run(cancel=cancel, on_tile=on_tile) if tiles is not None
                   else resize(pixels, img.width * upscale, img.height * upscale))
@@ -677,15 +686,16 @@ def _describe_references(runtime: Runtime, checker: IdentityChecker, refs: Seque
             ref_img = as_image(ref, runtime.settings)
         except RestoraError as exc:
             raise InvalidParameter("reference", f"reference {j + 1}: {exc.message}") from None
+        # as for the image: nothing under fully transparent pixels is a face to match
+        ref_px = fill_hidden(ref_img.pixels, hidden(ref_img.alpha))
         # the face with the widest eyes: box areas let a loose false positive win
-        found = sorted(det.detect_faces(net, ref_img.pixels, conf_threshold=thr,
-                                        orientation="auto"),
+        found = sorted(det.detect_faces(net, ref_px, conf_threshold=thr, orientation="auto"),
                        key=lambda d: -d.eye_distance)[:1]
         if not found:
             raise InvalidParameter("reference", f"reference {j + 1}"
                                    + (f" ({Path(name).name})" if name else "")
                                    + ": no face found in the reference photo")
-        crops.append(choose.input_crops(ref_img.pixels, found)[0])
+        crops.append(choose.input_crops(ref_px, found)[0])
         report.append({"index": j, "name": Path(name).name if name else None,
                        "eyeDistance": round(found[0].eye_distance, 1), "face": None,
                        "distance": None})
