@@ -527,3 +527,17 @@ def test_a_reference_face_under_transparency_does_not_count(face_runtime: Runtim
     with pytest.raises(InvalidParameter) as err:
         enhance_faces(ref, runtime=face_runtime, model="gfpgan", reference=erased)
     assert err.value.field == "reference" and "no face" in err.value.message
+
+
+def test_a_user_mask_over_transparent_pixels_only_repairs_nothing(bare: Runtime) -> None:
+    """The fill ran on the hidden pixels (then put back), so the step reported a repair that
+    changed nothing; a mask over alpha 0 alone is now an empty mask."""
+    img = einstein_with_hidden(True)
+    mask = img.alpha == 0
+    result = restore_photo(img, runtime=bare, face_enhancement=False, denoise=False,
+                           mask=mask)
+    assert np.array_equal(mask, img.alpha == 0)  # the caller's array is not written
+    report = result.reports["scratch-removal"]
+    assert report["skipped"] and report["reason"] == "the given mask is empty"
+    assert "scratch-removal" not in result.steps and not result.mask.any()
+    assert np.array_equal(result.image.pixels, img.pixels)

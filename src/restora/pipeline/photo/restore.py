@@ -144,6 +144,10 @@ def restore_photo(
     result = RestoreResult(image=img, width=img.width, height=img.height,
                            output_format=output_format_for(img.format))
     unseen = hidden(img.alpha)  # colour under transparent pixels is not the photo's
+    if user_mask is not None and unseen is not None:
+        # nothing shown there to repair (and it is put back at the end); a new array: the
+        # caller's own bool mask may be the one loaded
+        user_mask = user_mask & ~unseen
     with stages.stage("analyse"):
         mono = detect_monochrome(img.pixels, exclude=unseen)
         # the steps read a smooth fill there instead: detectors, filters and networks look at
