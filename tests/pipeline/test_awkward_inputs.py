@@ -541,3 +541,18 @@ def test_a_user_mask_over_transparent_pixels_only_repairs_nothing(bare: Runtime)
     assert report["skipped"] and report["reason"] == "the given mask is empty"
     assert "scratch-removal" not in result.steps and not result.mask.any()
     assert np.array_equal(result.image.pixels, img.pixels)
+
+
+def test_a_client_box_given_twice_is_restored_once(face_runtime: Runtime) -> None:
+    """The same box three times was restored three times and pasted over itself (strength 0.8
+    three times over is 0.99), with three faces reported; now once, with a warning."""
+    img = decode(shared_path("testdata", "photos", "03.jpg"))
+    face = enhance_faces(img, runtime=face_runtime, model="gfpgan", seed=0).faces[0]
+    box = {"x": face.x, "y": face.y, "w": face.w, "h": face.h}
+    near = {**box, "x": face.x + 1}
+    once = enhance_faces(img, runtime=face_runtime, model="gfpgan", seed=0, faces=[box])
+    thrice = enhance_faces(img, runtime=face_runtime, model="gfpgan", seed=0,
+                           faces=[box, box, near])
+    assert thrice.faces_detected == 1
+    assert any("2 supplied face box(es) repeat an earlier one" in w for w in thrice.warnings)
+    assert np.array_equal(thrice.image.pixels, once.image.pixels)

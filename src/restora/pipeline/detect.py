@@ -404,6 +404,21 @@ def parse_boxes(faces: Sequence[Any], width: int, height: int) -> list[tuple[flo
     return out
 
 
+#: Client boxes overlapping an earlier one this much (IoU) are the same face given twice.
+SAME_BOX_IOU = 0.9
+
+
+def distinct_boxes(boxes: Sequence[tuple[float, float, float, float, float]]
+                   ) -> tuple[list[tuple[float, float, float, float, float]], int]:
+    """``boxes`` without those that repeat an earlier one (IoU >= :data:`SAME_BOX_IOU`), and
+    how many were left out: a face pasted twice is blended twice (strength 0.8 became 0.96)."""
+    kept: list[tuple[float, float, float, float, float]] = []
+    for b in boxes:
+        if all(box_iou(b, k) < SAME_BOX_IOU for k in kept):
+            kept.append(b)
+    return kept, len(boxes) - len(kept)
+
+
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))

@@ -484,7 +484,10 @@ def _find_faces(runtime: Runtime, pixels: np.ndarray, *, faces: Sequence[dict] |
     max_faces = runtime.settings.max_faces
     tiny: list[tuple[det.Detection, str]] = []
     if faces is not None:
-        boxes = det.parse_boxes(faces, width, height)
+        boxes, repeated = det.distinct_boxes(det.parse_boxes(faces, width, height))
+        if repeated:
+            warnings.append(f"{repeated} supplied face box(es) repeat an earlier one (overlap "
+                            f"{det.SAME_BOX_IOU:g} or more): each face is restored once")
         try:
             spec = _detector_spec(runtime, detector)
             net = runtime.load(spec.id)
