@@ -556,3 +556,26 @@ def test_a_client_box_given_twice_is_restored_once(face_runtime: Runtime) -> Non
     assert thrice.faces_detected == 1
     assert any("2 supplied face box(es) repeat an earlier one" in w for w in thrice.warnings)
     assert np.array_equal(thrice.image.pixels, once.image.pixels)
+
+
+def test_a_painted_mask_array_counts_like_a_mask_image(bare: Runtime) -> None:
+    """An H x W x 3/4 mask array was read by its first (red) channel alone: green strokes were
+    no damage, and strokes erased to alpha 0 were. It now counts as a mask image does: luma
+    from 128, and alpha from 128; other channel counts are InvalidParameter."""
+    px = Image(noise(40, 60, seed=9))
+    rgba = np.zeros((40, 60, 4), np.uint8)
+    rgba[5:10, :, 1] = 255  # a green stroke, opaque
+    rgba[5:10, :, 3] = 255
+    rgba[20:25] = 255  # a white stroke...
+    rgba[20:25, 30:, 3] = 0  # ...half erased
+    expected = np.zeros((40, 60), bool)
+    expected[5:10] = True
+    expected[20:25, :30] = True
+    for mask in (rgba, rgba[..., :3].copy()):
+        result = restore_photo(px, runtime=bare, mask=mask, face_enhancement=False,
+                               denoise=False)
+        assert result.reports["scratch-removal"]["userMask"]["pixels"] == (
+            expected.sum() if mask.shape[2] == 4 else expected.sum() + 5 * 30)
+    with pytest.raises(InvalidParameter) as err:
+        restore_photo(px, runtime=bare, mask=np.zeros((40, 60, 2), np.uint8))
+    assert err.value.field == "mask"

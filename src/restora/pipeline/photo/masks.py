@@ -45,17 +45,18 @@ def load_user_mask(source: MaskSource, height: int, width: int,
 
     if isinstance(source, np.ndarray):
         arr = source
-        if arr.ndim == 3:
+        if arr.ndim == 3 and arr.shape[2] == 1:
             arr = arr[..., 0]
-        if arr.ndim != 2 or not arr.size or arr.dtype.kind not in "biuf":
-            raise InvalidParameter("mask", "a mask array must be a non-empty H x W array of "
-                                   f"bools or numbers, got {source.dtype} {source.shape}")
+        if (arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4))
+                or not arr.size or arr.dtype.kind not in "biuf"):
+            raise InvalidParameter("mask", "a mask array must be a non-empty H x W (or H x W x "
+                                   "3/4, painted) array of bools or numbers, got "
+                                   f"{source.dtype} {source.shape}")
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             # NaN compares False with every threshold: it read as "no damage" without a word
             raise InvalidParameter("mask", "a mask array must hold finite numbers; this one "
                                    "has NaN or infinite values")
-        on = arr if arr.dtype == bool else arr >= (128 if arr.dtype == np.uint8 and
-                                                    arr.max(initial=0) > 1 else 0.5)
+        on = _array_on(arr)
     else:
         on = _decode_mask(source, settings)
     mh, mw = on.shape
@@ -67,6 +68,24 @@ def load_user_mask(source: MaskSource, height: int, width: int,
         on = cv2.resize(on.astype(np.uint8), (width, height),
                         interpolation=cv2.INTER_NEAREST).astype(bool)
     return np.ascontiguousarray(on, dtype=bool)
+
+
+def _array_on(arr: np.ndarray) -> np.ndarray:
+    """Where a mask array says "repair": a 2-D array by its values; a painted H x W x 3/4 one
+    like a mask image, by its luma and, with four channels, its alpha (the first channel
+    alone missed strokes painted in green or blue, and counted erased ones)."""
+    def on(a: np.ndarray) -> np.ndarray:
+        if a.dtype == bool:
+            return a
+        return a >= (128 if arr.dtype == np.uint8 and arr.max(initial=0) > 1 else 0.5)
+
+    if arr.ndim == 2:
+        return on(arr)
+    luma = arr[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    out = luma >= 0.5 if arr.dtype == bool else on(luma.astype(np.float32))
+    if arr.shape[2] == 4:
+        out &= on(arr[..., 3])
+    return out
 
 
 def _decode_mask(source: Image | bytes | str | Path, settings: object | None) -> np.ndarray:
