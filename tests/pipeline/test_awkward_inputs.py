@@ -268,8 +268,9 @@ def test_a_client_box_too_small_is_reported_not_restored(face_runtime: Runtime,
                                                          name: str) -> None:
     """A 1 x 1 client box was "restored": its crop enlarged to 512 px from nothing and pasted
     back. Client boxes now meet the detector's minimum (eyes 5 px apart, and the mouth 3.75 px
-    from them: a box of about 11 x 11 px): such a box stays in ``faces``, not restored, with its reason and a warning;
-    the other boxes are restored and the tiny box's pixels are left exactly as they were."""
+    from them: a box of about 11 x 11 px): such a box stays in ``faces``, not restored, with
+    its reason and a warning; the other boxes are restored and the tiny box's pixels are left
+    exactly as they were."""
     img = decode(shared_path("testdata", "photos", "03.jpg"))  # 400 x 225, one face
     face = enhance_faces(img, runtime=face_runtime, model="gfpgan", seed=0).faces[0]
     real = {"x": face.x, "y": face.y, "w": face.w, "h": face.h}

@@ -147,16 +147,15 @@ def enhance_faces(
         runtime.registry.get(model)  # unknown ids fail now, even on an image without faces
     unseen = hidden(img.alpha)
     # colour under fully transparent pixels is an editor's leftover, not the photo: faces are
-    # found, restored and upscaled from a fill there (docs: "Alpha"), and at scale 1 what it
-    # held is put back
+    # found, restored and upscaled from a fill there (docs/enhance-faces.md, "Fully
+    # transparent pixels"), and at scale 1 what it held is put back
     pixels = fill_hidden(img.pixels, unseen)
     with stages.stage("detect"):
         rule = _detection_rule(runtime, model, restorer)
-        dets, source, small = _find_faces(runtime, pixels, faces=opts.face_dicts(),
-                                   detector=opts.detector, rule=rule,
-                                   sensitivity=opts.sensitivity, orientation=opts.orientation,
-                                   only_center_face=opts.only_center_face, warnings=warnings,
-                                   used=used)
+        dets, source, small = _find_faces(
+            runtime, pixels, faces=opts.face_dicts(), detector=opts.detector, rule=rule,
+            sensitivity=opts.sensitivity, orientation=opts.orientation,
+            only_center_face=opts.only_center_face, warnings=warnings, used=used)
     found = [_to_face(d, img.width, img.height) for d in dets]
     result = EnhanceResult(image=img, faces=found, faces_detected=len(found), scale=upscale,
                            landmark_source=source, warnings=warnings)
