@@ -46,9 +46,9 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def run_server(home: Path, manifest: Path, **extra_env: str):
-    """`restora serve` as a subprocess on a free port; yields its base URL."""
-    port = _free_port()
+def run_server(home: Path, manifest: Path, port: int | None = None, **extra_env: str):
+    """`restora serve` as a subprocess on ``port`` (default: a free one); yields its base URL."""
+    port = port or _free_port()
     env = {**os.environ, "RESTORA_HOME": str(home), "RESTORA_MODELS": str(manifest),
            "RESTORA_WORKERS": "1", "PYTHONPATH": str(REPO / "src"), **extra_env}
     log = open(home / "server.log", "w")

@@ -46,3 +46,38 @@ def test_a_360px_phone_never_scrolls_sideways(server: str, browser, tmp_path: Pa
         assert page.evaluate(SPILLS) == []
         assert page.evaluate("document.documentElement.scrollWidth") <= 361
         shot(page, "narrow-360")
+
+
+def test_the_server_going_away_mid_job_is_said_and_the_page_recovers(browser,
+                                                                    tmp_path: Path) -> None:
+    """The server stops while the batch runs: the rows say the connection is lost (not a frozen
+    percentage), and when it is back on the same address they pick up where they were: the
+    waiting jobs, queued again by the restarted server, run to the end."""
+    from test_web_page import _free_port
+
+    photo = shared_path("testdata", "photos", "00.jpg")  # a group photo: the longest job
+    home = tmp_path / "home"
+    home.mkdir()
+    manifest = write_tiny_manifest(tmp_path)
+    port = _free_port()
+    with Page(browser, "") as page:
+        with run_server(home, manifest, port=port) as base:
+            page.goto(base + "/")
+            page.set_input_files("#file", [str(photo)] * 3)
+            page.click("#submit")
+            page.wait_for_function("state.entries.every((e) => e.jobId)", timeout=JOB_TIMEOUT_MS)
+            page.wait_for_function("document.querySelector('#queue li:last-child')"
+                                   ".dataset.status == 'queued'")
+        # Stopped (one worker: the last job was still waiting for it).
+        last = page.locator("#queue li").last
+        page.wait_for_function(
+            "document.querySelector('#queue li:last-child .status').textContent"
+            ".includes('connection to the server lost')", timeout=30_000)
+        assert last.get_attribute("data-status") == "queued"
+        page.wait_for_function("document.getElementById('announce').textContent"
+                               ".includes('Lost the connection')")
+        shot(page, "server-gone")
+        with run_server(home, manifest, port=port):
+            wait_done(page, n=3)
+            assert last.get_attribute("data-status") == "succeeded"
+            assert "connection" not in page.locator("#queue").inner_text()

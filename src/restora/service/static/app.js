@@ -257,6 +257,9 @@ function timeLeft(entry) {
 }
 
 function statusText(entry) {
+  if (entry.offline && ["queued", "processing", "cancelling"].includes(entry.status)) {
+    return `${Math.round(entry.percent)}% · connection to the server lost, reconnecting…`;
+  }
   const processing = [`${Math.round(entry.percent)}%`, entry.stage || "working", timeLeft(entry)];
   return {
     waiting: "waiting", uploading: "uploading…", queued: "queued", processing: processing.filter(Boolean).join(" · "),
@@ -414,6 +417,24 @@ $("clear-finished").addEventListener("click", () => {
 
 // ---- progress over SSE -------------------------------------------------------------------------
 // fetch (not EventSource) so an API key header can be sent; reconnects with Last-Event-ID.
+// A dropped connection (the server restarting, a proxy timing out, the laptop's Wi-Fi) is
+// retried for as long as the page is open, and the row says so: a job never sits silently on
+// its last percentage. Once connected again the stream replays what was missed.
+const RECONNECT_MAX_MS = 10000;
+
+function reconnectDelay(attempt) {
+  return Math.min(RECONNECT_MAX_MS, 500 * 2 ** Math.min(attempt, 5));
+}
+
+function setOffline(entry, offline) {
+  if (entry.offline === offline) return;
+  entry.offline = offline;
+  renderEntry(entry);
+  if (offline && !state.entries.some((e) => e !== entry && e.offline)) {
+    announce("Lost the connection to the server; reconnecting.");
+  }
+}
+
 async function followProgress(entry, lastEventId = null, attempt = 0) {
   const headers = { Accept: "text/event-stream", ...authHeaders() };
   if (lastEventId) headers["Last-Event-ID"] = lastEventId;
@@ -422,9 +443,17 @@ async function followProgress(entry, lastEventId = null, attempt = 0) {
   try {
     const response = await fetch(`/api/v1/jobs/${entry.jobId}/progress`, { headers, signal: entry.abort.signal });
     if (!response.ok) {
-      failEntry(entry, errorInfo(await response.json().catch(() => null), `Progress stream failed (${response.status}).`));
-      return;
+      // A gateway or a server starting up answers 5xx for a moment: wait for it like for a
+      // dropped connection. Anything else (the job deleted or expired, a key refused) is final.
+      if (response.status < 500) {
+        entry.offline = false;
+        failEntry(entry, errorInfo(await response.json().catch(() => null), `Progress stream failed (${response.status}).`));
+        return;
+      }
+      throw new Error(`server answered ${response.status}`);
     }
+    setOffline(entry, false);
+    attempt = 0;
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
     let buffer = "";
@@ -457,9 +486,10 @@ async function followProgress(entry, lastEventId = null, attempt = 0) {
   } catch (err) {
     if (err.name === "AbortError") return;
   }
-  if (!finished && attempt < 20) {
-    setTimeout(() => followProgress(entry, lastEventId, attempt + 1), 500 * Math.min(attempt + 1, 6));
-  }
+  if (finished || ["succeeded", "failed", "canceled"].includes(entry.status)) return;
+  // A stream that ends before the job does is a lost connection too (a proxy's idle timeout).
+  if (attempt > 0) setOffline(entry, true);
+  setTimeout(() => followProgress(entry, lastEventId, attempt + 1), reconnectDelay(attempt));
 }
 
 function handleEvent(entry, type, raw) {
