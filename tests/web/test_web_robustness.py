@@ -7,8 +7,10 @@ Servers and the browser are started as in ``test_web_page.py`` (tiny models, 127
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import httpx
 import pytest
 
 from conftest import shared_path
@@ -81,3 +83,41 @@ def test_the_server_going_away_mid_job_is_said_and_the_page_recovers(browser,
             wait_done(page, n=3)
             assert last.get_attribute("data-status") == "succeeded"
             assert "connection" not in page.locator("#queue").inner_text()
+
+
+def test_a_full_server_queue_holds_the_batch_instead_of_failing_it(browser,
+                                                                   tmp_path: Path) -> None:
+    """Another client filled the server's queue (one running job, ``QUEUE_DEPTH=1`` waiting):
+    the page's uploads are answered 429. The files wait their turn and say why instead of
+    failing, the page does not hammer the server meanwhile (it waits for Retry-After), and once
+    there is room the whole batch runs to the end."""
+    photo = shared_path("testdata", "photos", "01.jpg")
+    big = shared_path("testdata", "photos", "00.jpg").read_bytes()
+    home = tmp_path / "home"
+    home.mkdir()
+    with run_server(home, write_tiny_manifest(tmp_path), RESTORA_QUEUE_DEPTH="1") as base, \
+            Page(browser, base) as page, httpx.Client(base_url=base, timeout=60) as other:
+        page.goto(base + "/")
+        answers: list[int] = []
+        page.on("response", lambda r: answers.append(r.status)
+                if r.request.method == "POST" and "/api/v1/tools/" in r.url else None)
+        # Someone else's long job (x4 with the background upscaled) and one waiting behind it.
+        others = [other.post("/api/v1/tools/enhance-faces",
+                             files={"file": ("other.jpg", big, "image/jpeg")},
+                             data={"settings": json.dumps({"upscale": 4, "bgUpscale": True})})
+                  for _ in range(2)]
+        assert [r.status_code for r in others] == [202, 202]
+        page.set_input_files("#file", [str(photo)] * 3)
+        page.click("#submit")
+        page.wait_for_function("document.querySelector('#queue li .status').textContent =="
+                               " 'waiting: the server is busy, trying again shortly'")
+        assert 429 in answers and 202 not in answers, answers
+        assert page.evaluate("state.entries.map((e) => e.status)") == ["waiting"] * 3
+        assert page.locator("#error-panel").is_hidden()
+        shot(page, "server-busy")
+        for r in others:  # room again
+            other.post(f"/api/v1/jobs/{r.json()['jobId']}/cancel")
+        wait_done(page, n=3)
+        statuses = page.evaluate("state.entries.map((e) => e.status)")
+        assert statuses == ["succeeded"] * 3, page.locator("#queue").inner_text()
+        assert answers.count(202) == 3 and answers.count(429) < 20, answers

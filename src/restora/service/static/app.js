@@ -14,6 +14,8 @@ const state = {
   shown: null,        // the entry or history job shown in the result panel
   focusedResult: false,
   historyCursor: null,
+  holdUntil: 0,       // no upload before this time (the server said it was busy, or was unreachable)
+  unreachable: 0,     // uploads in a row that could not reach the server
 };
 let keySeq = 0;
 
@@ -262,7 +264,7 @@ function statusText(entry) {
   }
   const processing = [`${Math.round(entry.percent)}%`, entry.stage || "working", timeLeft(entry)];
   return {
-    waiting: "waiting", uploading: "uploading…", queued: "queued", processing: processing.filter(Boolean).join(" · "),
+    waiting: entry.note ? `waiting: ${entry.note}` : "waiting", uploading: "uploading…", queued: "queued", processing: processing.filter(Boolean).join(" · "),
     succeeded: "done", failed: `failed: ${entry.error || ""}`, canceled: "cancelled", cancelling: "cancelling…",
   }[entry.status] || entry.status;
 }
@@ -332,14 +334,51 @@ $("job-form").addEventListener("submit", (e) => {
 
 // Jobs in flight (uploading, queued or running) are capped, so a big batch never overruns the
 // server's queue or upload budget; the rest wait here and start as earlier ones finish.
+// When the server still says it is busy (429: its queue is full, or this client's byte budget is
+// used; 503 while it restarts) or cannot be reached, every upload is held until it said to come
+// back (Retry-After) or one of our jobs ends and frees a place: the files wait, they do not fail.
+const HOLD_MAX_S = 60;
+const DEFER_LIMIT = 30;  // a file refused this many times in a row fails with the server's reason
+let pumpTimer = null;
+
 function pump() {
+  clearTimeout(pumpTimer);
+  const wait = (state.holdUntil || 0) - Date.now();
+  if (wait > 0) { pumpTimer = setTimeout(pump, wait); return; }
   const active = state.entries.filter((e) => ["uploading", "queued", "processing", "cancelling"].includes(e.status)).length;
   const next = state.entries.filter((e) => e.status === "waiting").slice(0, Math.max(0, CONCURRENT - active));
   next.forEach(submitEntry);
 }
 
+function releaseHold() {
+  state.holdUntil = 0;
+}
+
+// The server's "come back later": 429, or 502-504 from it or a gateway, except a missing model.
+function isBusy(response, info) {
+  if (response.status === 429) return true;
+  return [502, 503, 504].includes(response.status) && info.code !== "model_not_installed";
+}
+
+function retryAfterSeconds(response, body) {
+  const given = Number(response.headers.get("Retry-After") || (body && body.retryAfter));
+  return Math.max(1, Math.min(HOLD_MAX_S, Number.isFinite(given) && given > 0 ? given : 5));
+}
+
+// Back to the waiting list (first in line, as before) with the reason in its row.
+function deferEntry(entry, seconds, note, info) {
+  entry.deferred = (entry.deferred || 0) + 1;
+  if (entry.deferred > DEFER_LIMIT) return failEntry(entry, info);
+  entry.status = "waiting";
+  entry.note = note;
+  state.holdUntil = Math.max(state.holdUntil || 0, Date.now() + seconds * 1000);
+  renderEntry(entry);
+  pump();
+}
+
 async function submitEntry(entry, extraFields = null) {
   entry.status = "uploading";
+  entry.note = "";
   renderEntry(entry);
   const form = new FormData();
   form.append("file", entry.file, entry.file.name);
@@ -352,11 +391,18 @@ async function submitEntry(entry, extraFields = null) {
   try {
     response = await fetch(`/api/v1/tools/${entry.tool}`, { method: "POST", body: form, headers: authHeaders() });
   } catch (err) {
-    return failEntry(entry, { message: `Could not reach the server: ${err.message}`, code: null });
+    if (entry.status === "cancelling") { entry.status = "canceled"; renderEntry(entry); pump(); return undefined; }
+    state.unreachable = (state.unreachable || 0) + 1;
+    return deferEntry(entry, Math.min(30, 2 ** state.unreachable), "the server cannot be reached, trying again",
+      { message: `Could not reach the server: ${err.message}`, code: null });
   }
+  state.unreachable = 0;
   const body = await response.json().catch(() => null);
   if (!response.ok || !body || !body.jobId) {
-    return failEntry(entry, errorInfo(body, `The server answered ${response.status}.`));
+    const info = errorInfo(body, `The server answered ${response.status}.`);
+    if (entry.status === "cancelling") { entry.status = "canceled"; renderEntry(entry); pump(); return undefined; }
+    if (isBusy(response, info)) return deferEntry(entry, retryAfterSeconds(response, body), "the server is busy, trying again shortly", info);
+    return failEntry(entry, info);
   }
   entry.jobId = body.jobId;
   if (entry.status === "cancelling") {  // cancelled while uploading
@@ -367,6 +413,7 @@ async function submitEntry(entry, extraFields = null) {
   renderEntry(entry);
   pump();
   followProgress(entry);
+  return undefined;
 }
 
 function failEntry(entry, info) {
@@ -514,6 +561,7 @@ function handleEvent(entry, type, raw) {
     if (!state.focusedResult) { state.focusedResult = true; showEntry(entry, true); }
     else announce(`${entry.name} is ready.`);
     refreshHistorySoon();
+    releaseHold();
     pump();
     return true;
   }
@@ -529,6 +577,7 @@ function handleEvent(entry, type, raw) {
       showNotice("error", errorInfo(data, "The job failed."), entry.name);
     }
     refreshHistorySoon();
+    releaseHold();
     pump();
     return true;
   }
