@@ -8,13 +8,14 @@ Servers and the browser are started as in ``test_web_page.py`` (tiny models, 127
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import httpx
 import pytest
 
 from conftest import shared_path
-from test_web_page import JOB_TIMEOUT_MS, Page, browser, run_server, server, shot, wait_done  # noqa: F401
+from test_web_page import DESKTOP, JOB_TIMEOUT_MS, Page, browser, run_server, server, shot, wait_done  # noqa: F401
 from tiny_models import write_tiny_manifest
 
 NARROW = {"width": 360, "height": 740}
@@ -121,3 +122,43 @@ def test_a_full_server_queue_holds_the_batch_instead_of_failing_it(browser,
         statuses = page.evaluate("state.entries.map((e) => e.status)")
         assert statuses == ["succeeded"] * 3, page.locator("#queue").inner_text()
         assert answers.count(202) == 3 and answers.count(429) < 20, answers
+
+
+def test_a_reload_mid_batch_finds_the_queue_again_and_follows_it(server: str, browser) -> None:
+    """Reloading while a batch runs: leaving asks first while files are still only in the page;
+    after the reload the rows of the jobs the server has come back (finished as they ended,
+    running ones followed live to the end), and Download all still gives the whole batch."""
+    photos = [shared_path("testdata", "photos", n) for n in ("00.jpg", "01.jpg", "03.jpg",
+                                                             "04.jpg", "05.jpg")]
+    with Page(browser, server, viewport=DESKTOP) as page:
+        page.goto(server + "/")
+        page.set_input_files("#file", [str(p) for p in photos])
+        page.click("#submit")  # three go up at once, two wait in the page
+        page.wait_for_function("state.entries.filter((e) => e.jobId).length == 3")
+        sent = page.evaluate("state.entries.filter((e) => e.jobId).map((e) => [e.jobId, e.name])")
+        dialogs: list[str] = []
+        page.on("dialog", lambda d: (dialogs.append(d.type), d.accept()))
+        page.reload()
+        assert dialogs == ["beforeunload"]  # the two files not yet sent would be lost
+        page.wait_for_function("state.entries.length == 3")
+        assert page.evaluate("state.entries.map((e) => [e.jobId, e.name])") == sent
+        assert page.locator("#progress-panel").is_visible()
+        wait_done(page, n=3)
+        assert page.evaluate("state.entries.map((e) => e.status)") == ["succeeded"] * 3
+        page.wait_for_selector("#result-panel:not([hidden])")  # the first result opened
+        with page.expect_download() as dl:
+            page.click("#download-all")
+        names = zipfile.ZipFile(dl.value.path()).namelist()
+        assert sorted(names) == sorted(f"{Path(n).stem}_enhanced.png" for _, n in sent), names
+        shot(page, "reload-mid-batch")
+        # Nothing waits in the page any more: leaving does not ask.
+        page.reload()
+        assert dialogs == ["beforeunload"]
+        page.wait_for_function("state.entries.length == 3")
+        assert page.locator('#queue li[data-status="succeeded"]').count() == 3
+        # Cleared rows stay cleared.
+        page.click("#clear-finished")
+        page.reload()
+        page.wait_for_function("document.querySelectorAll('#history li').length >= 3")
+        assert page.evaluate("state.entries.length") == 0
+        assert page.locator("#progress-panel").is_hidden()

@@ -300,6 +300,10 @@ function renderEntry(entry) {
       el("a", { class: "button small-button", href: authUrl(entry.result.downloadUrl), download: entry.result.filename || "" },
         "Download", el("span", { class: "visually-hidden" }, ` ${entry.name}`)));
   }
+  renderQueueButtons();
+}
+
+function renderQueueButtons() {
   const done = state.entries.filter((e) => e.status === "succeeded");
   $("clear-finished").hidden = !state.entries.some((e) => ["succeeded", "failed", "canceled"].includes(e.status));
   $("download-all").hidden = done.length < 2;
@@ -405,6 +409,7 @@ async function submitEntry(entry, extraFields = null) {
     return failEntry(entry, info);
   }
   entry.jobId = body.jobId;
+  saveQueue();
   if (entry.status === "cancelling") {  // cancelled while uploading
     cancelEntry(entry);
   } else {
@@ -459,8 +464,61 @@ $("clear-finished").addEventListener("click", () => {
   $("clear-finished").hidden = true;
   $("download-all").hidden = true;
   if (!state.entries.length) $("progress-panel").hidden = true;
+  saveQueue();
   $("drop").focus();
 });
+
+// ---- the queue survives a reload ---------------------------------------------------------------
+// The jobs the server has (uploaded files) are kept per tab in sessionStorage, so a reload, or a
+// tab the browser restores, finds the batch again: finished rows as they ended, running ones
+// followed live. Files not yet uploaded exist only in this page: leaving then asks first.
+const QUEUE_KEY = "restora-queue";
+
+function saveQueue() {
+  const kept = state.entries.filter((e) => e.jobId).map((e) => ({ jobId: e.jobId, name: e.name, tool: e.tool }));
+  try { sessionStorage.setItem(QUEUE_KEY, JSON.stringify(kept)); } catch { /* storage off or full: no restore */ }
+}
+
+function savedQueue() {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(QUEUE_KEY) || "[]");
+    return Array.isArray(saved) ? saved.filter((s) => s && typeof s.jobId === "string") : [];
+  } catch { return []; }
+}
+
+window.addEventListener("beforeunload", (e) => {
+  if (!state.entries.some((x) => ["waiting", "uploading"].includes(x.status))) return;
+  e.preventDefault();
+  e.returnValue = "";  // Chromium asks "Leave site?" only when this is set
+});
+
+// A job the server has, as a queue row: finished as it ended, unfinished followed live.
+function adoptJob(job, name) {
+  const entry = { key: ++keySeq, file: null, name, tool: job.tool, settings: {}, status: job.status,
+    percent: (job.progress && job.progress.percent) || 0, stage: (job.progress && job.progress.stage) || "",
+    jobId: job.jobId, result: job.status === "succeeded" ? job.result : null,
+    error: job.status === "failed" && job.error ? job.error.message : null, localUrl: null };
+  state.entries.push(entry);
+  $("progress-panel").hidden = false;
+  $("queue").append(queueRow(entry));
+  renderEntry(entry);
+  if (["queued", "processing"].includes(job.status)) followProgress(entry);
+  return entry;
+}
+
+async function restoreQueue() {
+  const saved = savedQueue();
+  // One request per job, all at once (no stream held): then the rows in their old order.
+  const jobs = await Promise.all(saved.map(async (s) => {
+    const response = await fetch(`/api/v1/jobs/${encodeURIComponent(s.jobId)}`, { headers: authHeaders() }).catch(() => null);
+    return response && response.ok ? response.json().catch(() => null) : null;
+  }));
+  jobs.forEach((job, i) => { if (job && job.jobId) adoptJob(job, saved[i].name); });
+  // As before the reload: the batch's first result opens by itself unless one was already shown.
+  state.focusedResult = new URLSearchParams(location.search).has("job")
+    || state.entries.some((e) => e.status === "succeeded");
+  saveQueue();
+}
 
 // ---- progress over SSE -------------------------------------------------------------------------
 // fetch (not EventSource) so an API key header can be sent; reconnects with Last-Event-ID.
@@ -1036,6 +1094,7 @@ async function retryJob(job, name, button) {
   const entry = { key: ++keySeq, file: null, name, tool: job.tool, settings: {}, status: body.status || "queued", percent: 0,
     stage: "", jobId: body.jobId, result: null, error: null, localUrl: null };
   state.entries.push(entry);
+  saveQueue();
   $("progress-panel").hidden = false;
   $("queue").append(queueRow(entry));
   renderEntry(entry);
@@ -1054,6 +1113,12 @@ async function deleteJob(jobId, li, name) {
   }
   const next = li.nextElementSibling || li.previousElementSibling;
   li.remove();
+  // Its queue row, if any, would only lead to a deleted file.
+  state.entries.filter((e) => e.jobId === jobId).forEach((e) => e.row.li.remove());
+  state.entries = state.entries.filter((e) => e.jobId !== jobId);
+  if (!state.entries.length) $("progress-panel").hidden = true;
+  renderQueueButtons();
+  saveQueue();
   if (state.shown && state.shown.jobId === jobId) { clearResult(); history.replaceState(null, "", location.pathname); }
   $("history-empty").hidden = $("history").children.length > 0;
   announce(`${name} deleted.`);
@@ -1075,14 +1140,8 @@ async function openFromUrl() {
   const job = await response.json();
   const name = historyNames.get(jobId) || (job.result && job.result.filename) || jobId;
   if (job.status === "succeeded") { showResult(job.result, { name, jobId }, false); return; }
-  const entry = { key: ++keySeq, file: null, name, tool: job.tool, settings: {}, status: job.status, percent: job.progress.percent,
-    stage: job.progress.stage, jobId, result: null, error: null, localUrl: null };
-  state.entries.push(entry);
-  $("progress-panel").hidden = false;
-  $("queue").append(queueRow(entry));
-  renderEntry(entry);
-  followProgress(entry);
+  if (!state.entries.some((e) => e.jobId === jobId)) adoptJob(job, name);
 }
 
 syncControls();
-loadHistory().then(openFromUrl);
+loadHistory().then(restoreQueue).then(openFromUrl);
