@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from conftest import shared_path
@@ -162,3 +163,50 @@ def test_a_reload_mid_batch_finds_the_queue_again_and_follows_it(server: str, br
         page.wait_for_function("document.querySelectorAll('#history li').length >= 3")
         assert page.evaluate("state.entries.length") == 0
         assert page.locator("#progress-panel").is_hidden()
+
+
+# Counts the page's live object URLs (made and not yet revoked) in window.liveUrls.
+COUNT_OBJECT_URLS = """(() => {
+    const live = new Set(); window.liveUrls = live;
+    const make = URL.createObjectURL.bind(URL), revoke = URL.revokeObjectURL.bind(URL);
+    URL.createObjectURL = (o) => { const u = make(o); live.add(u); return u; };
+    URL.revokeObjectURL = (u) => { live.delete(u); revoke(u); };
+})();"""
+
+
+def test_object_urls_of_the_files_are_let_go_when_their_rows_go(server: str, browser,
+                                                                tmp_path: Path) -> None:
+    """Each local preview pins its file in the browser's memory: once its queue row is cleared
+    and its result no longer shown, the page revokes it; a TIFF (shown from the server's
+    preview) never gets one."""
+    import tifffile
+
+    tif = tmp_path / "scan.tif"
+    tifffile.imwrite(tif, np.zeros((64, 64, 3), np.uint8), photometric="rgb")
+    photos = [shared_path("testdata", "photos", n) for n in ("01.jpg", "03.jpg")]
+    with Page(browser, server, viewport=DESKTOP) as page:
+        page.add_init_script(COUNT_OBJECT_URLS)
+        page.goto(server + "/")
+        page.set_input_files("#file", [str(p) for p in photos] + [str(tif)])
+        page.click("#submit")
+        assert page.evaluate("window.liveUrls.size") == 2  # not for the TIFF
+        wait_done(page, n=3)
+        page.wait_for_function("document.getElementById('before').naturalWidth > 0")
+        shown = page.evaluate("document.getElementById('before').src")
+        assert shown.startswith("blob:")
+        page.click("#clear-finished")
+        # Only the result on show keeps its file, and its picture stays.
+        assert page.evaluate("[...window.liveUrls]") == [shown]
+        assert page.evaluate("document.getElementById('before').naturalWidth") > 0
+        # A new choice closes that result: nothing is pinned any more.
+        page.set_input_files("#file", str(photos[0]))
+        assert page.evaluate("window.liveUrls.size") == 0
+        # Deleting a job from the history lets its file go too.
+        page.click("#submit")
+        wait_done(page)
+        job = page.evaluate("state.entries[0].jobId")
+        assert page.evaluate("window.liveUrls.size") == 1
+        page.wait_for_selector(f'#history li[data-job="{job}"]')
+        page.locator(f'#history li[data-job="{job}"]').get_by_role("button", name="Delete").click()
+        page.wait_for_function("window.liveUrls.size == 0")
+        assert page.evaluate("state.entries.length") == 0 and page.locator("#queue li").count() == 0

@@ -320,7 +320,9 @@ $("job-form").addEventListener("submit", (e) => {
   state.focusedResult = false;
   const fresh = state.files.map((file) => ({
     key: ++keySeq, file, name: file.name, tool, settings, status: "waiting", percent: 0, stage: "",
-    jobId: null, result: null, error: null, localUrl: URL.createObjectURL(file), extra: null,
+    jobId: null, result: null, error: null, extra: null,
+    // The page shows the file itself only where the browser can (else the server's preview).
+    localUrl: BROWSER_TYPES.has(file.type) ? URL.createObjectURL(file) : null,
     references: tool === "enhance-faces" ? [...$("reference").files] : [],
   }));
   state.files = [];
@@ -456,11 +458,13 @@ $("download-all").addEventListener("click", async () => {
 });
 
 $("clear-finished").addEventListener("click", () => {
+  const removedUrls = state.entries.map((e) => e.localUrl);
   state.entries = state.entries.filter((e) => {
     const over = ["succeeded", "failed", "canceled"].includes(e.status);
     if (over) e.row.li.remove();
     return !over;
   });
+  removedUrls.forEach(releaseUrl);
   $("clear-finished").hidden = true;
   $("download-all").hidden = true;
   if (!state.entries.length) $("progress-panel").hidden = true;
@@ -643,8 +647,18 @@ function handleEvent(entry, type, raw) {
 }
 
 // ---- result ------------------------------------------------------------------------------------
+// An object URL pins its file in the browser's memory (a 50 MB photo, for the whole session):
+// it is let go once no queue row and not the result on show use it any more.
+function releaseUrl(url) {
+  if (!url) return;
+  if (state.entries.some((e) => e.localUrl === url) || (state.shown && state.shown.before === url)) return;
+  URL.revokeObjectURL(url);
+}
+
 function clearResult() {
+  const old = state.shown;
   state.shown = null;
+  if (old) releaseUrl(old.before);
   $("result-panel").hidden = true;
   ["after", "before", "side-before", "side-after"].forEach((id) => { $(id).removeAttribute("src"); });
   $("facts").textContent = "";
@@ -661,7 +675,9 @@ function showEntry(entry, fromJob = false) {
 }
 
 function showResult(result, info, moveFocus = true) {
+  const old = state.shown;
   state.shown = { result, ...info };
+  if (old) releaseUrl(old.before);
   history.replaceState(null, "", `?job=${encodeURIComponent(info.jobId)}`);
   $("result-panel").hidden = false;
   $("result-title").textContent = `Result — ${info.name}`;
@@ -1115,7 +1131,9 @@ async function deleteJob(jobId, li, name) {
   li.remove();
   // Its queue row, if any, would only lead to a deleted file.
   state.entries.filter((e) => e.jobId === jobId).forEach((e) => e.row.li.remove());
+  const gone = state.entries.filter((e) => e.jobId === jobId).map((e) => e.localUrl);
   state.entries = state.entries.filter((e) => e.jobId !== jobId);
+  gone.forEach(releaseUrl);
   if (!state.entries.length) $("progress-panel").hidden = true;
   renderQueueButtons();
   saveQueue();
