@@ -210,3 +210,38 @@ def test_object_urls_of_the_files_are_let_go_when_their_rows_go(server: str, bro
         page.locator(f'#history li[data-job="{job}"]').get_by_role("button", name="Delete").click()
         page.wait_for_function("window.liveUrls.size == 0")
         assert page.evaluate("state.entries.length") == 0 and page.locator("#queue li").count() == 0
+
+
+def test_an_invalid_seed_is_said_at_its_field_and_nothing_is_sent(server: str, browser) -> None:
+    """A seed the server would refuse (negative, a fraction) or that the browser cannot read
+    ("e") stops the submission at the field, with a message screen readers get, instead of
+    uploading every file to fail (or silently running with a random seed)."""
+    from playwright.sync_api import expect
+
+    photo = shared_path("testdata", "photos", "01.jpg")
+    seed = '#params-enhance-faces [name="seed"]'
+    with Page(browser, server, viewport=DESKTOP) as page:
+        page.goto(server + "/")
+        posts: list[str] = []
+        page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+        page.set_input_files("#file", [str(photo), str(photo)])
+        for typed in ("-5", "1.5", "e"):
+            page.fill(seed, "")
+            page.locator(seed).press_sequentially(typed)
+            page.click("#submit")
+            assert page.evaluate("document.activeElement.name") == "seed", typed
+            assert page.get_attribute(seed, "aria-invalid") == "true", typed
+            expect(page.locator(seed)).to_have_accessible_description(
+                "The seed is a whole number, 0 or more (at most 9007199254740991), or empty for "
+                "a random one.")
+            assert page.locator("#seed-error").is_visible()
+        assert posts == [] and page.locator("#queue li").count() == 0
+        shot(page, "invalid-seed")
+        # Corrected: the message goes, and the batch is sent with that seed.
+        page.fill(seed, "7")
+        assert page.get_attribute(seed, "aria-invalid") is None
+        assert page.locator("#seed-error").is_hidden()
+        page.click("#submit")
+        assert page.evaluate("state.entries.map((e) => e.settings.seed)") == [7, 7]
+        wait_done(page, n=2)
+        assert page.evaluate("state.entries.map((e) => e.status)") == ["succeeded"] * 2

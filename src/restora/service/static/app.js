@@ -178,6 +178,7 @@ $("reset-settings").addEventListener("click", () => {
     else c.value = c.defaultValue;
     const out = document.querySelector(`output[for="${c.id}"]`);
     if (out) out.textContent = c.value;
+    if (c.type === "number") checkField(c);
   });
   syncControls();
 });
@@ -310,10 +311,43 @@ function renderQueueButtons() {
   $("download-all").textContent = `Download all (${done.length}, zip)`;
 }
 
+// A typed setting the server would refuse (a seed of -5, 1.5, or "e") is said next to its field
+// before anything is sent: otherwise every file of the batch would be uploaded to fail the same
+// way, and a value the browser cannot read at all would silently become "random".
+function fieldError(input) {
+  const id = `${input.name}-error`;
+  let note = document.getElementById(id);
+  if (!note) {
+    note = el("span", { id, class: "field-error", hidden: true });
+    input.after(note);
+    input.setAttribute("aria-describedby", [input.getAttribute("aria-describedby"), id].filter(Boolean).join(" "));
+  }
+  return note;
+}
+
+function checkField(input) {
+  const valid = input.checkValidity();
+  if (valid) input.removeAttribute("aria-invalid"); else input.setAttribute("aria-invalid", "true");
+  const note = fieldError(input);
+  note.textContent = valid ? "" : input.dataset.error || input.validationMessage;
+  note.hidden = valid;
+  return valid;
+}
+
+function invalidSetting(tool) {
+  const inputs = [...$(`params-${tool}`).querySelectorAll('input[type="number"]')];
+  return inputs.filter((input) => !checkField(input))[0] || null;
+}
+document.querySelectorAll('.params input[type="number"]').forEach((input) => input.addEventListener("input", () => {
+  if (input.hasAttribute("aria-invalid")) checkField(input);
+}));
+
 $("job-form").addEventListener("submit", (e) => {
   e.preventDefault();
   if (!state.files.length) return;
   const tool = currentTool();
+  const bad = invalidSetting(tool);
+  if (bad) { bad.focus(); announce(fieldError(bad).textContent); return; }
   const settings = collectSettings(tool);
   $("error-panel").hidden = true;
   $("progress-panel").hidden = false;
