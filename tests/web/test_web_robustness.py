@@ -245,3 +245,36 @@ def test_an_invalid_seed_is_said_at_its_field_and_nothing_is_sent(server: str, b
         assert page.evaluate("state.entries.map((e) => e.settings.seed)") == [7, 7]
         wait_done(page, n=2)
         assert page.evaluate("state.entries.map((e) => e.status)") == ["succeeded"] * 2
+
+
+def test_every_setting_has_its_own_name_for_screen_readers(server: str, browser) -> None:
+    """A label holding an ``<output>`` labelled the output (the first labelable element in it),
+    so the sliders had no name at all; fields with a hint inside their label took the hint into
+    their name. Each control's accessible name is its label alone (hints are descriptions)."""
+    from playwright.sync_api import expect
+
+    names = {
+        "#strength": "Strength", "#fidelity-e": "Fidelity (CodeFormer)",
+        "#sensitivity": "Sensitivity", "#denoiseStrength": "Denoise strength",
+        "#fidelity": "Face fidelity", "#colorizeStrength": "Colorize strength",
+        "#brush-size": "Brush size", "#reference": "Reference photos of the people (optional)",
+        '#params-enhance-faces [name="orientation"]': "Faces the wrong way up",
+        '#params-restore-photo [name="orientation"]': "Faces the wrong way up",
+        "#model": "Model", '#params-enhance-faces [name="seed"]': "Seed (optional)",
+        "#slider": "Before / after split", "#zoom": "Zoom", "#mask-mode": "Use as",
+    }
+    with Page(browser, server, viewport=DESKTOP) as page:
+        page.goto(server + "/")
+        # Hidden controls have no name: show the other tool's settings and the result panel.
+        page.evaluate("""() => { for (const id of ['params-restore-photo', 'result-panel',
+            'mask-section']) document.getElementById(id).hidden = false; }""")
+        for selector, name in names.items():
+            expect(page.locator(selector)).to_have_accessible_name(name)
+        page.reload()
+        expect(page.locator('#params-enhance-faces [name="orientation"]')).to_have_accessible_description(
+            "Faces in a photo lying on its side are found and restored the right way up.")
+        # The visible slider is reachable by its name; its value is still shown beside it.
+        page.get_by_role("slider", name="Strength").focus()
+        page.keyboard.press("ArrowLeft")
+        assert page.locator('output[for="strength"]').inner_text() == "0.75"
+        assert page.evaluate("collectSettings('enhance-faces').strength") == 0.75
