@@ -56,7 +56,8 @@ def test_the_server_going_away_mid_job_is_said_and_the_page_recovers(browser,
                                                                     tmp_path: Path) -> None:
     """The server stops while the batch runs: the rows say the connection is lost (not a frozen
     percentage), and when it is back on the same address they pick up where they were: the
-    waiting jobs, queued again by the restarted server, run to the end."""
+    waiting jobs, queued again by the restarted server, run to the end, except the one
+    cancelled meanwhile, whose cancel is sent again once the server answers."""
     from test_web_page import _free_port
 
     photo = shared_path("testdata", "photos", "00.jpg")  # a group photo: the longest job
@@ -81,9 +82,16 @@ def test_the_server_going_away_mid_job_is_said_and_the_page_recovers(browser,
         page.wait_for_function("document.getElementById('announce').textContent"
                                ".includes('Lost the connection')")
         shot(page, "server-gone")
+        # Cancelled while the server is away: the server must still hear of it.
+        second = page.locator("#queue li").nth(1)
+        queued = second.get_attribute("data-status") == "queued"
+        last.get_by_role("button", name="Cancel").click()
+        assert last.get_attribute("data-status") == "cancelling"
         with run_server(home, manifest, port=port):
             wait_done(page, n=3)
-            assert last.get_attribute("data-status") == "succeeded"
+            assert last.get_attribute("data-status") == "canceled"
+            if queued:  # (else it was running, and ended 'interrupted by restart')
+                assert second.get_attribute("data-status") == "succeeded"
             assert "connection" not in page.locator("#queue").inner_text()
 
 

@@ -473,7 +473,14 @@ async function cancelEntry(entry) {
   }
   entry.status = "cancelling";
   renderEntry(entry);
-  await fetch(`/api/v1/jobs/${entry.jobId}/cancel`, { method: "POST", headers: authHeaders() }).catch(() => null);
+  await sendCancel(entry);
+}
+
+// A cancel the server did not get (it was away) is sent again as soon as the job's progress
+// stream is back, so the job does not run on to the end after all.
+async function sendCancel(entry) {
+  const response = await fetch(`/api/v1/jobs/${entry.jobId}/cancel`, { method: "POST", headers: authHeaders() }).catch(() => null);
+  entry.cancelPending = !response || response.status >= 500;
 }
 
 $("download-all").addEventListener("click", async () => {
@@ -597,6 +604,7 @@ async function followProgress(entry, lastEventId = null, attempt = 0) {
     }
     setOffline(entry, false);
     attempt = 0;
+    if (entry.cancelPending) sendCancel(entry);
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
     let buffer = "";
