@@ -46,8 +46,10 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def run_server(home: Path, manifest: Path, port: int | None = None, **extra_env: str):
-    """`restora serve` as a subprocess on ``port`` (default: a free one); yields its base URL."""
+def run_server(home: Path, manifest: Path, port: int | None = None, *, crash: bool = False,
+               **extra_env: str):
+    """`restora serve` as a subprocess on ``port`` (default: a free one); yields its base URL.
+    Stopped with SIGTERM, or SIGKILL with ``crash`` (gone at once, as in a crash)."""
     port = port or _free_port()
     env = {**os.environ, "RESTORA_HOME": str(home), "RESTORA_MODELS": str(manifest),
            "RESTORA_WORKERS": "1", "PYTHONPATH": str(REPO / "src"), **extra_env}
@@ -69,7 +71,10 @@ def run_server(home: Path, manifest: Path, port: int | None = None, **extra_env:
             raise RuntimeError("server did not start within 60 s")
         yield base
     finally:
-        proc.terminate()
+        if crash:
+            proc.kill()
+        else:
+            proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
