@@ -273,3 +273,36 @@ def test_every_setting_has_its_own_name_for_screen_readers(server: str, browser)
         page.keyboard.press("ArrowLeft")
         assert page.locator('output[for="strength"]').inner_text() == "0.75"
         assert page.evaluate("collectSettings('enhance-faces').strength") == 0.75
+
+
+def test_a_slow_upload_shows_how_far_it_got_and_cancel_stops_it(server: str, browser,
+                                                                 tmp_path: Path) -> None:
+    """Over a slow link (Chromium's network emulation: 400 KB/s up) a 2 MB photo's row counts
+    its upload up ("uploading 37%") instead of a bare "uploading…", and Cancel stops the upload
+    itself: no job is made from it."""
+    from PIL import Image as PILImage
+
+    noisy = tmp_path / "scan.png"
+    PILImage.fromarray(np.random.default_rng(1).integers(0, 255, (820, 820, 3), np.uint8)).save(noisy)
+    with Page(browser, server, viewport=DESKTOP) as page:
+        page.goto(server + "/")
+        before = page.evaluate("fetch('/api/v1/jobs?limit=100').then((r) => r.json())"
+                               ".then((b) => b.jobs.map((j) => j.jobId))")
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("Network.enable")
+        cdp.send("Network.emulateNetworkConditions", {
+            "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 400_000})
+        page.set_input_files("#file", str(noisy))
+        page.click("#submit")
+        row = page.locator("#queue li").first
+        page.wait_for_function(
+            "/^uploading [1-9][0-9]?%$/.test(document.querySelector('#queue li .status').textContent)")
+        shot(page, "uploading")
+        row.get_by_role("button", name="Cancel").click()
+        page.wait_for_function("document.querySelector('#queue li').dataset.status == 'canceled'")
+        assert page.evaluate("state.entries[0].jobId") is None
+        cdp.send("Network.emulateNetworkConditions", {
+            "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+        after = page.evaluate("fetch('/api/v1/jobs?limit=100').then((r) => r.json())"
+                              ".then((b) => b.jobs.map((j) => j.jobId))")
+        assert after == before  # the server made no job of the stopped upload
