@@ -496,7 +496,9 @@ async function cancelEntry(entry) {
   if (!entry.jobId) {
     if (entry.status === "waiting") { entry.status = "canceled"; renderEntry(entry); return; }
     entry.status = "cancelling"; renderEntry(entry);
-    if (entry.upload) entry.upload.abort();  // the server never gets the rest of the file
+    // Stopped while the file is still going up, the server never gets it whole (no job is made);
+    // once it is all sent, the job may exist: it is cancelled when its id comes back.
+    if (entry.upload && (entry.uploaded ?? 0) < 1) entry.upload.abort();
     return;
   }
   entry.status = "cancelling";
