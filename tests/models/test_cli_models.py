@@ -596,3 +596,24 @@ def test_import_never_replaces_an_installed_file_it_cannot_check(
         rc, out, _ = run(capsys, "models", "import", str(source), "--id", "my-x2")
         assert rc == 0 and out.startswith(f"my-x2: installed at {own}")
     assert own.read_bytes() == tiny_file().read_bytes()
+
+
+def test_manifest_url_credentials_stay_out_of_list_and_help(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, restora_home: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A private mirror's user:token and signed query are never printed by `models list
+    --json` or the manual-install help; the host and path still are."""
+    secret = "https://alice:s3cr3t-token@mirror.example/w/x2.pth?X-Signature=abc123"
+    manifest = write_tiny_manifest(tmp_path, extra=[
+        {"id": "x2-private", "task": "upscale", "arch": "rrdbnet",
+         "hparams": {"scale": 2}, "filename": "x2_private.pth", "urls": [secret],
+         "license": "test", "commercial_use": True}])
+    monkeypatch.setenv("RESTORA_MODELS", str(manifest))
+    rc, out, err = run(capsys, "models", "list", "--json")
+    assert rc == 0 and "s3cr3t" not in out + err and "abc123" not in out + err
+    row = {m["id"]: m for m in json.loads(out)["models"]}["x2-private"]
+    assert row["urls"] == ["https://***@mirror.example/w/x2.pth?***"]
+    monkeypatch.setenv("RESTORA_OFFLINE", "1")
+    rc, out, err = run(capsys, "models", "pull", "x2-private")
+    assert rc == 1 and "s3cr3t" not in out + err and "abc123" not in out + err
+    assert "mirror.example/w/x2.pth" in err and "credentials hidden" in err

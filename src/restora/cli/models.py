@@ -51,6 +51,8 @@ def list_models(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """List known models: task, size, licence, installed, default (--json adds SHA-256, URLs)."""
+    from restora.models.registry import redact_url
+
     _, registry = _registry()
     rows = []
     for spec in registry.all():
@@ -61,7 +63,8 @@ def list_models(
             "sha256Published": spec.sha256 is not None, "license": spec.license,
             "commercialUse": spec.commercial_use, "installed": path.is_file(),
             "default": spec.default, "bundles": list(spec.bundles), "path": str(path),
-            "urls": list(spec.urls), "custom": registry.is_custom(spec),
+            # credentials a manifest URL carries (user:token@, signed query) stay out of output
+            "urls": [redact_url(u) for u in spec.urls], "custom": registry.is_custom(spec),
             "description": spec.description,
         })
     if as_json:
@@ -130,12 +133,16 @@ def pull(
 def manual_install_help(registry: Registry, specs: list, *, offline: bool) -> str:
     """What to do when models cannot be downloaded here: the files to fetch by hand (URL and
     SHA-256), the import command, and RESTORA_OFFLINE."""
+    from restora.models.registry import redact_url
+
     lines = ["To install without network access here, download these files on a machine that "
              "has it:"]
     for spec in specs:
         sha = registry.expected_sha256(spec)
-        lines.append(f"  {spec.id}: {spec.urls[0] if spec.urls else '(no URL known)'}"
-                     + (f"  (SHA-256 {sha})" if sha else ""))
+        url = spec.urls[0] if spec.urls else None
+        shown = redact_url(url) if url else "(no URL known)"
+        hidden = "  (credentials hidden: see RESTORA_MODELS)" if url and shown != url else ""
+        lines.append(f"  {spec.id}: {shown}" + (f"  (SHA-256 {sha})" if sha else "") + hidden)
     lines.append("then copy them here and run `restora models import FILE` for each (the "
                  "SHA-256 identifies the model; add `--id ID` for files without one).")
     lines.append("RESTORA_OFFLINE=1 is set: Restora will not try the network." if offline else
