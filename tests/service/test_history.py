@@ -279,3 +279,21 @@ def test_a_filter_value_that_can_never_match_is_a_400_naming_the_field(server, f
         assert c.get("/api/v1/jobs", params={field: ""}).json()["jobs"]
         assert c.get("/api/v1/jobs", params={"status": "succeeded", "tool": "enhance-faces"}
                      ).json()["jobs"]
+
+
+def test_the_archive_limit_is_a_setting_and_its_refusal_says_it(tmp_path):
+    """archive_max_jobs bounds one zip; asking for more is a 400 on `jobs` carrying `limit`
+    (what the web page reads to ask for several zips instead)."""
+    settings = make_settings(tmp_path, archive_max_jobs=2)
+    with live_server(settings, tools=service_tools()) as srv, \
+            httpx.Client(base_url=srv.url, timeout=30) as c:
+        jobs = [_submit(c, png_bytes(40, 30, seed=i), f"p{i}.png") for i in range(3)]
+        r = c.get("/api/v1/archive.zip", params={"jobs": ",".join(jobs)})
+        assert r.status_code == 400, r.text
+        body = r.json()  # this API's error shape: the message in `error`, details beside it
+        assert body["code"] == "invalid_parameter" and body["field"] == "jobs"
+        assert body["limit"] == 2 and "1 to 2" in body["error"]
+        z = c.get("/api/v1/archive.zip", params={"jobs": ",".join(jobs[:2])})
+        assert z.status_code == 200
+        assert zipfile.ZipFile(io.BytesIO(z.content)).namelist() == ["p0_enhanced.png",
+                                                                    "p1_enhanced.png"]

@@ -313,3 +313,31 @@ def test_a_slow_upload_shows_how_far_it_got_and_cancel_stops_it(server: str, bro
         after = page.evaluate("fetch('/api/v1/jobs?limit=100').then((r) => r.json())"
                               ".then((b) => b.jobs.map((j) => j.jobId))")
         assert after == before  # the server made no job of the stopped upload
+
+
+def test_download_all_past_the_servers_zip_limit_gives_several_zips(browser,
+                                                                     tmp_path: Path) -> None:
+    """A batch larger than one archive may bundle (archive_max_jobs, 2 here; 100 by default)
+    comes down as several zips holding every result once, not as an error."""
+    photos = [shared_path("testdata", "photos", n) for n in ("01.jpg", "03.jpg", "04.jpg")]
+    home = tmp_path / "home"
+    home.mkdir()
+    with run_server(home, write_tiny_manifest(tmp_path), RESTORA_ARCHIVE_MAX_JOBS="2") as base, \
+            Page(browser, base, viewport=DESKTOP) as page:
+        page.goto(base + "/")
+        page.set_input_files("#file", [str(p) for p in photos])
+        page.click("#submit")
+        wait_done(page, n=3)
+        assert page.evaluate("state.entries.map((e) => e.status)") == ["succeeded"] * 3
+        downloads = []
+        page.on("download", lambda d: downloads.append(d))
+        page.click("#download-all")
+        deadline = 60_000
+        while len(downloads) < 2 and deadline > 0:
+            page.wait_for_timeout(200)
+            deadline -= 200
+        assert sorted(d.suggested_filename for d in downloads) == [
+            "restora-results-1-of-2.zip", "restora-results-2-of-2.zip"]
+        names = [n for d in downloads for n in zipfile.ZipFile(d.path()).namelist()]
+        assert sorted(names) == ["01_enhanced.png", "03_enhanced.png", "04_enhanced.png"]
+        assert page.locator("#error-panel").is_hidden()

@@ -33,8 +33,6 @@ router = Router(tags=["History"])
 
 #: longest side of the input preview: enough to compare at 100 % on most screens
 INPUT_PREVIEW_SIDE = 2048
-#: most jobs one archive may bundle
-MAX_ARCHIVE_JOBS = 100
 
 
 async def _own_job(request: Request, job_id: str) -> Any:
@@ -145,9 +143,10 @@ def _archive(entries: list[tuple[str, Path]]) -> Iterator[bytes]:
 async def archive(request: Request, jobs: str = Query(..., description="job ids, comma-separated")
                   ) -> StreamingResponse:
     ids = [j for j in (part.strip() for part in jobs.split(",")) if j]
-    if not ids or len(ids) > MAX_ARCHIVE_JOBS:
-        raise InvalidParameter("jobs", f"jobs must name 1 to {MAX_ARCHIVE_JOBS} job ids.")
     m = manager(request)
+    limit = settings(request).archive_max_jobs
+    if not ids or len(ids) > limit:
+        raise InvalidParameter("jobs", f"jobs must name 1 to {limit} job ids.", limit=limit)
     entries: list[tuple[str, Path]] = []
     used: set[str] = set()
     for job_id in dict.fromkeys(ids):

@@ -46,6 +46,9 @@ class ServiceSettings(Settings):
     decode_in_subprocess: bool = Field(
         default=True, description="Decode inputs in a killable child process so cancel and "
         "timeout stop a decode at once.")
+    archive_max_jobs: int = Field(
+        default=100, ge=1, description="Most jobs one archive.zip may bundle; more gives 400 "
+        "invalid_parameter with `limit` (the web page then asks for several zips).")
     queue_depth: int = Field(default=32, ge=1,
                              description="Jobs waiting (not running); more gives 429.")
     workers: int | None = Field(default=None, ge=1,

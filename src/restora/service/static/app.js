@@ -513,19 +513,39 @@ async function sendCancel(entry) {
   entry.cancelPending = !response || response.status >= 500;
 }
 
+// The server bundles at most archive_max_jobs results per zip (100 unless configured); a
+// larger batch becomes several zips. The server's refusal says its limit, so a server set
+// lower than the page's guess is followed.
+let archiveLimit = 100;
+
 $("download-all").addEventListener("click", async () => {
   const ids = state.entries.filter((e) => e.status === "succeeded").map((e) => e.jobId);
-  const response = await fetch(`/api/v1/archive.zip?jobs=${ids.join(",")}`, { headers: authHeaders() }).catch(() => null);
-  if (!response || !response.ok) {
-    showNotice("error", errorInfo(response && await response.json().catch(() => null), "The zip could not be made."));
-    return;
+  const zips = [];
+  for (let start = 0; start < ids.length;) {
+    const part = ids.slice(start, start + archiveLimit);
+    const response = await fetch(`/api/v1/archive.zip?jobs=${part.join(",")}`, { headers: authHeaders() }).catch(() => null);
+    const body = response && !response.ok ? await response.json().catch(() => null) : null;
+    const limit = body && body.field === "jobs" && Number.isInteger(body.limit) ? body.limit : 0;
+    if (limit > 0 && limit < part.length) {
+      archiveLimit = limit;
+      continue;
+    }
+    if (!response || !response.ok) {
+      showNotice("error", errorInfo(body, "The zip could not be made."));
+      return;
+    }
+    zips.push(await response.blob());
+    start += part.length;
   }
-  const url = URL.createObjectURL(await response.blob());
-  const a = el("a", { href: url, download: "restora-results.zip" });
-  document.body.append(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 10000);
+  zips.forEach((blob, i) => {
+    const url = URL.createObjectURL(blob);
+    const name = zips.length > 1 ? `restora-results-${i + 1}-of-${zips.length}.zip` : "restora-results.zip";
+    const a = el("a", { href: url, download: name });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  });
 });
 
 $("clear-finished").addEventListener("click", () => {
