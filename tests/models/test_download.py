@@ -691,3 +691,29 @@ def test_a_symlinked_models_folder_is_pulled_into_and_loaded_from(
     pull(registry, registry.get("remote-x2"), options=FAST)
     assert (elsewhere / "remote_x2.pth").read_bytes() == payload
     assert Runtime(settings, device="cpu", engine="torch").load("remote-x2").module is not None
+
+
+def test_a_complete_partial_answered_416_without_a_known_size_is_installed(
+        tmp_path: Path, server: FixtureServer, payload: bytes) -> None:
+    """A model with a hash but no published size (as the DDColor entries): the 416's
+    `bytes */N` says the partial is whole, so it is checked and installed, not fetched again."""
+    server.routes["/x2.pth"] = Behaviour(payload)
+    registry, _ = make_registry(tmp_path, [server.base + "/x2.pth"], payload)
+    dest = registry.path(registry.get("remote-x2"))
+    dest.parent.mkdir(parents=True)
+    partial_path(dest).write_bytes(payload)
+    assert pull(registry, registry.get("remote-x2"), options=FAST).read_bytes() == payload
+    assert server.gets("/x2.pth") == [f"bytes={len(payload)}-"]
+
+
+def test_a_whole_length_partial_of_other_bytes_answered_416_is_fetched_again(
+        tmp_path: Path, server: FixtureServer, payload: bytes) -> None:
+    """Same length, wrong bytes, no published size: the hash refuses it and the file comes
+    again whole; nothing wrong is installed."""
+    server.routes["/x2.pth"] = Behaviour(payload)
+    registry, _ = make_registry(tmp_path, [server.base + "/x2.pth"], payload)
+    dest = registry.path(registry.get("remote-x2"))
+    dest.parent.mkdir(parents=True)
+    partial_path(dest).write_bytes(bytes(len(payload)))
+    assert pull(registry, registry.get("remote-x2"), options=FAST).read_bytes() == payload
+    assert server.gets("/x2.pth")[-1] is None  # the last request was a whole-file GET

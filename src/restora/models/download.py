@@ -391,8 +391,11 @@ def _fetch_once(client: httpx.Client, url: str, partial: Path, size: int | None,
     with client.stream("GET", url, headers=headers) as resp:
         status = resp.status_code
         if status == 416 and have:
-            if size is not None and have == size:
-                return sha256_file(partial)  # already complete from an earlier attempt
+            # the file's length: the registry's, else the one a 416 states ("bytes */1000")
+            total = size if size is not None else _unsatisfied_total(
+                resp.headers.get("content-range", ""))
+            if total is not None and have == total:
+                return sha256_file(partial)  # complete from an earlier attempt (hash checked next)
             partial.unlink()
             raise _Transient("server refused to resume; starting over")
         if status >= 500 or status == 429:
@@ -463,6 +466,15 @@ def _range_start(content_range: str) -> int | None:
         return int(content_range.split()[1].split("-")[0])
     except (IndexError, ValueError):
         return None
+
+
+def _unsatisfied_total(content_range: str) -> int | None:
+    # a 416's "bytes */1000": the whole file's length
+    unit, _, rest = content_range.strip().partition(" ")
+    star, _, total = rest.partition("/")
+    if unit != "bytes" or star != "*" or not total.isdigit():
+        return None
+    return int(total)
 
 
 def _hash_prefix(path: Path) -> hashlib._Hash:
