@@ -64,3 +64,17 @@ def test_pipelines_reject_bad_options_before_any_work(fn, kwargs, field) -> None
     with pytest.raises(InvalidParameter) as info:
         fn(b"not an image", **kwargs)
     assert info.value.field == field
+
+
+@pytest.mark.parametrize("model,field,value", [
+    (EnhanceOptions, "seed", True), (EnhanceOptions, "upscale", True),
+    (EnhanceOptions, "strength", False), (EnhanceOptions, "model", True),
+    (PhotoOptions, "denoiseStrength", True), (PhotoOptions, "fidelity", False)])
+def test_true_or_false_is_never_taken_for_a_number(model, field, value) -> None:
+    """Lax validation took `seed: true` as seed 1 and `upscale: true` as 1 (a client's slip
+    ran with settings it never chose); true/false still work for the switches."""
+    with pytest.raises(InvalidParameter) as err:
+        parse(model, {field: value})
+    assert err.value.field == field and str(value).lower() in err.value.message
+    assert parse(EnhanceOptions, {"bgUpscale": True, "seed": 3, "upscale": 2}).upscale == 2
+    assert parse(PhotoOptions, {"colorize": "true", "denoise": False}).colorize is True

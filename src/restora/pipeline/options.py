@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 from restora.errors import InvalidParameter
 
@@ -50,7 +51,23 @@ class FaceBox(BaseModel):
     score: float = Field(default=1.0, ge=0, le=1)
 
 
-class EnhanceOptions(BaseModel):
+class _Options(BaseModel):
+    """Lax where callers send text (form fields: ``"0.5"``, ``"true"``), but true/false is
+    never a number: pydantic would take ``seed: true`` as seed 1 and ``upscale: true`` as 1."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: Any) -> Any:
+        annotation = cls.model_fields[info.field_name].annotation
+        if isinstance(value, bool) and annotation is not bool:
+            numeric = any(t in str(annotation) for t in ("int", "float", "Literal[1"))
+            raise PydanticCustomError(
+                "bool_type", "must be a number, not {value}" if numeric else
+                "must not be {value}", {"value": str(value).lower()})
+        return value
+
+
+class EnhanceOptions(_Options):
     """Options of :func:`restora.pipeline.enhance.enhance_faces` (see docs/enhance-faces.md)."""
 
     model_config = _CONFIG
@@ -93,7 +110,7 @@ class EnhanceOptions(BaseModel):
         return None if self.faces is None else [f.model_dump() for f in self.faces]
 
 
-class PhotoOptions(BaseModel):
+class PhotoOptions(_Options):
     """Options of :func:`restora.pipeline.photo.restore_photo` (see docs/restore-photo.md)."""
 
     model_config = _CONFIG
