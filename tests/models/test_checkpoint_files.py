@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import shared_path
+from test_photo_models import _Rehost
 
 from restora.config import Settings
 from restora.errors import CheckpointError
@@ -158,17 +159,6 @@ def test_an_installed_file_of_the_wrong_size_says_how_to_mend_it(tmp_path: Path)
                        "`restora models pull m`"):
         rt.load("m")
     assert _installed(tmp_path / "c", data).load("m").module is not None
-
-
-class _Rehost(torch.nn.Module):
-    """The layout of a TorchScript re-host: the network under ``model.``."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
 
 
 class _Announces(torch.nn.Module):
