@@ -13,10 +13,12 @@ import re
 import shutil
 import threading
 import time
+import unicodedata
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import quote
 
 from pydantic import BaseModel
 
@@ -35,19 +37,75 @@ from restora.service.store import (CANCELED, FAILED, PROCESSING, SUCCEEDED, JobR
 
 log = logging.getLogger("restora.service.jobs")
 
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-_FILENAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+#: the stored input name's limit in UTF-8 bytes: every name derived from it
+#: (``<stem>_enhanced.png``, ``<stem>_mask.png``, a zip's ``-2`` twin, the hidden
+#: ``.<name>.<token>.tmp`` sibling) stays far within the 255 bytes file systems allow per name
+NAME_MAX_BYTES = 120
+#: the longest download name accepted (bytes): above anything derived from a stored input name
+_DOWNLOAD_MAX_BYTES = 200
+#: an extension kept through the cut of a long name (".jpeg", ".webp", ".tiff", ...)
+_EXT_MAX_BYTES = 10
+_PUNCT_OK = frozenset("._-")
+_DOTS = re.compile(r"\.{2,}")
+
+
+def _name_char_ok(ch: str) -> bool:
+    """Letters, digits and combining marks of any script, and ``._-``: nothing that separates
+    paths, controls the terminal, reorders text (bidi overrides) or hides (zero-width)."""
+    return ch in _PUNCT_OK or unicodedata.category(ch)[0] in "LNM"
+
+
+def _starts_ok(ch: str) -> bool:
+    """A name starts with a letter or digit: never a dot (hidden, ``..``), a dash (an option to
+    a shell tool) or a lone combining mark."""
+    return unicodedata.category(ch)[0] in "LN"
+
+
+def _cut_utf8(text: str, limit: int) -> str:
+    """The longest prefix of ``text`` whose UTF-8 encoding has at most ``limit`` bytes (cut
+    between characters, never inside one)."""
+    return text.encode("utf-8")[:limit].decode("utf-8", "ignore")
+
+
+def _bounded(base: str) -> str:
+    """``base`` within :data:`NAME_MAX_BYTES`, the stem shortened and a short extension kept."""
+    if len(base.encode("utf-8")) <= NAME_MAX_BYTES:
+        return base
+    stem, dot, ext = base.rpartition(".")
+    if not dot or not stem or len(ext.encode("utf-8")) + 1 > _EXT_MAX_BYTES:
+        stem, ext = base, ""
+    tail = f".{ext}" if ext else ""
+    stem = _cut_utf8(stem, NAME_MAX_BYTES - len(tail.encode("utf-8"))).rstrip("._-")
+    return f"{stem}{tail}" if stem else ""
 
 
 def safe_filename(name: str | None, default: str = "image") -> str:
-    """A file name safe to store and echo back (no path, no odd characters)."""
-    base = Path(str(name or "")).name.replace("\\", "/").split("/")[-1]
-    base = _SAFE_NAME.sub("_", base).strip("._")[:120]
+    """A file name safe to store and echo back: the last path part of ``name`` in NFC (macOS
+    browsers send NFD), each run of characters other than Unicode letters, digits, combining
+    marks and ``._-`` made one ``_``, starting with a letter or digit, at most
+    :data:`NAME_MAX_BYTES` bytes of UTF-8; ``default`` when nothing is left."""
+    text = unicodedata.normalize("NFC", str(name or ""))
+    base = text.replace("\\", "/").split("/")[-1]
+    out: list[str] = []
+    for ch in base:
+        if _name_char_ok(ch):
+            out.append(ch)
+        elif not out or out[-1] != "\0":
+            out.append("\0")  # one "_" per run of refused characters, as before
+    # runs of dots made one: ".." never reaches a name (the download route refuses it)
+    base = _DOTS.sub(".", "".join(out).replace("\0", "_"))
+    start = next((i for i, ch in enumerate(base) if _starts_ok(ch)), len(base))
+    base = _bounded(base[start:].rstrip("._"))
     return base or default
 
 
 def is_valid_download_name(name: str) -> bool:
-    return bool(_FILENAME_OK.match(name)) and ".." not in name
+    """Whether ``name`` could be a file the service wrote for a job: the characters
+    :func:`safe_filename` keeps, in NFC, starting with a letter or digit, no ``..``, bounded."""
+    return (bool(name) and _starts_ok(name[0]) and ".." not in name
+            and all(_name_char_ok(ch) for ch in name)
+            and unicodedata.is_normalized("NFC", name)
+            and len(name.encode("utf-8")) <= _DOWNLOAD_MAX_BYTES)
 
 
 EXTRA_DIR = "extra"  # per job: extra uploads beside input/ (a name the input's own cannot take)
@@ -122,7 +180,8 @@ class JobContext:
         return write_atomic(self.output_dir / name, data)
 
     def download_url(self, name: str) -> str:
-        return f"/api/v1/download/{self.job.id}/{name}"
+        """The path of output ``name``, percent-encoded (UTF-8) as one path segment."""
+        return f"/api/v1/download/{self.job.id}/{quote(name, safe='')}"
 
     def extra_input(self, name: str) -> Path | None:
         """An extra uploaded file of this job (e.g. ``mask``), or None when none was sent."""

@@ -158,11 +158,13 @@ async def archive(request: Request, jobs: str = Query(..., description="job ids,
         if path is None:
             continue
         unique, n = name, 1
-        while unique in used:  # two inputs with the same name: keep both results
+        # two inputs with the same name: keep both results (case-blind: macOS and Windows
+        # would extract "Foto.png" and "foto.png" into one file)
+        while unique.casefold() in used:
             stem, dot, ext = name.rpartition(".")
             unique = f"{stem}-{n}.{ext}" if dot else f"{name}-{n}"
             n += 1
-        used.add(unique)
+        used.add(unique.casefold())
         entries.append((unique, path))
     if not entries:
         raise JobNotFound("None of these jobs has a finished result to download.")

@@ -16,8 +16,9 @@ from restora.service.jobs import is_valid_download_name
 from restora.service.references import check_references, url_list
 from restora.service.routing import Router
 from restora.service.sse import job_events, parse_last_event_id
-from restora.service.views import (JobNotFound, check_image, check_job_image, file_response,
-                                   get_job, manager, owner, settings, snapshot)
+from restora.service.views import (JobNotFound, check_image, check_job_image,
+                                   content_disposition, file_response, get_job, manager, owner,
+                                   settings, snapshot)
 
 settings_of = settings  # the route parameter named ``settings`` shadows it inside routes
 
@@ -136,5 +137,8 @@ async def download(request: Request, job_id: str, filename: str) -> Response:
     if not path.is_file():
         raise JobNotFound(f"No file '{filename}' for job '{job_id}'.", jobId=job_id)
     ext = filename.rsplit(".", 1)[-1].lower()
+    # our own header, not FileResponse(filename=...): Starlette gives a Unicode name no ASCII
+    # fallback
     return await file_response(request, path, _MEDIA.get(ext, "application/octet-stream"),
-                               filename=filename, content_disposition_type="inline")
+                               headers={"Content-Disposition":
+                                        content_disposition("inline", filename)})

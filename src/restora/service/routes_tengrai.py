@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -47,7 +47,8 @@ async def create_face_refiner(request: Request) -> JSONResponse:
     seed_used = P.refiner_seed(seed)
     job_params: dict[str, Any] = {**req.model_dump(mode="json"), "seed": seed,
                                   "seedUsed": seed_used, **refs.params()}
-    name = PurePosixPath(urlsplit(req.imageUrl).path).name or "image"
+    # the URL's last path segment, decoded: "%E5%86%99.jpg" names the result "写_refined..."
+    name = unquote(PurePosixPath(urlsplit(req.imageUrl).path).name) or "image"
     record = await run_in_threadpool(
         manager(request).submit, "face-refiner", api="tengrai", params=job_params,
         options=P.refiner_options(req, seed_used), input_bytes=None, input_name=name,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import quote
 
 from fastapi import Request, Response
 from fastapi.responses import FileResponse
@@ -142,6 +144,37 @@ def not_modified(headers: Headers, etag: str, mtime: float) -> bool:
     if date.tzinfo is None:
         date = date.replace(tzinfo=timezone.utc)
     return int(mtime) <= date.timestamp()  # Last-Modified has whole seconds
+
+
+_NOT_ASCII = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _ascii_part(text: str) -> str:
+    return re.sub(r"_+", "_", _NOT_ASCII.sub("_", text)).strip("._-")
+
+
+def ascii_fallback(filename: str, default: str = "download") -> str:
+    """``filename`` in ASCII for clients that ignore ``filename*``: accents dropped (NFKD),
+    other non-ASCII characters made ``_``; a stem with nothing left becomes ``default``."""
+    plain = "".join(ch for ch in unicodedata.normalize("NFKD", filename)
+                    if not unicodedata.combining(ch))
+    stem, dot, ext = plain.rpartition(".")
+    if not dot:
+        stem, ext = plain, ""
+    stem, ext = _ascii_part(stem) or default, _ascii_part(ext)
+    return f"{stem}.{ext}" if ext else stem
+
+
+def content_disposition(disposition: str, filename: str) -> str:
+    """A ``Content-Disposition`` value (RFC 6266) naming ``filename``: a plain quoted
+    ``filename`` for an ASCII name, else the UTF-8 name in ``filename*`` (RFC 8187) after an
+    ASCII ``filename`` fallback. (Starlette sends only ``filename*`` for such a name.) Names
+    here come from :func:`restora.service.jobs.safe_filename`, so no quote or backslash needs
+    escaping."""
+    if filename.isascii():
+        return f'{disposition}; filename="{filename}"'
+    return (f'{disposition}; filename="{ascii_fallback(filename)}"; '
+            f"filename*=UTF-8''{quote(filename, safe='')}")
 
 
 async def file_response(request: Request, path: Path, media_type: str,
