@@ -207,7 +207,8 @@ def test_tengrai_names_the_result_after_the_decoded_url_name(c):
     ("C:\\Users\\Анна\\фото.png", "фото.png"), ("x\u202egpj.exe", "x_gpj.exe"),
     ("a\u200bb\ufeff.png", "a_b_.png"), ("😀 smile.png", "smile.png"),
     (".hidden.png", "hidden.png"),
-    ("-rf.png", "rf.png"), ("a..b.png", "a.b.png"), ("..", "image"), ("\u0301x.png", "x.png"),
+    ("-rf.png", "rf.png"), ("😀.jpg", "image.jpg"), ("写真", "写真"), (".png", "image.png"),
+    ("..jpg", "image.jpg"), ("a.b.jpg", "a.b.jpg"), ("a..b.png", "a.b.png"), ("..", "image"), ("\u0301x.png", "x.png"),
     ("ab\x00\x1b[31m.png", "ab_31m.png"), ("Ölfoto 写真.jpg", "Ölfoto_写真.jpg"),
 ])
 def test_safe_filename_keeps_letters_digits_and_marks_of_any_script(raw, stored):

@@ -94,6 +94,9 @@ def safe_filename(name: str | None, default: str = "image") -> str:
             out.append("\0")  # one "_" per run of refused characters, as before
     # runs of dots made one: ".." never reaches a name (the download route refuses it)
     base = _DOTS.sub(".", "".join(out).replace("\0", "_"))
+    stem, dot, ext = base.rpartition(".")
+    if dot and not any(_starts_ok(ch) for ch in stem):
+        base = f"{default}.{ext}"  # "😀.jpg": not "jpg", whose result would be "jpg_enhanced"
     start = next((i for i, ch in enumerate(base) if _starts_ok(ch)), len(base))
     base = _bounded(base[start:].rstrip("._"))
     return base or default
