@@ -106,6 +106,15 @@ def test_the_users_name_survives_into_the_result_and_its_download(c, server, job
     assert head.status_code == 200 and head.headers["content-disposition"] == disposition
 
 
+def test_the_ascii_fallback_drops_accents_and_names_a_bare_extension(c, jobs):
+    olfoto, cjk = (c.get(jobs[n]["result"]["downloadUrl"]).headers["content-disposition"]
+                   for n in (NFD_OLFOTO, "写真.jpg"))
+    assert olfoto == ("inline; filename=\"Olfoto_enhanced.png\"; "
+                      "filename*=UTF-8''%C3%96lfoto_enhanced.png")
+    assert cjk == ("inline; filename=\"enhanced.png\"; "
+                   "filename*=UTF-8''%E5%86%99%E7%9C%9F_enhanced.png")
+
+
 def test_history_lists_the_unicode_input_name(c, jobs):
     listed = {j["jobId"]: j for j in c.get("/api/v1/jobs", params={"limit": 100}).json()["jobs"]}
     snap = jobs["Фото 1.jpg"]
@@ -207,7 +216,7 @@ def test_tengrai_names_the_result_after_the_decoded_url_name(c):
     ("C:\\Users\\Анна\\фото.png", "фото.png"), ("x\u202egpj.exe", "x_gpj.exe"),
     ("a\u200bb\ufeff.png", "a_b_.png"), ("😀 smile.png", "smile.png"),
     (".hidden.png", "hidden.png"),
-    ("-rf.png", "rf.png"), ("😀.jpg", "image.jpg"), ("写真", "写真"), (".png", "image.png"),
+    (unicodedata.normalize("NFD", "사진.jpg"), "사진.jpg"), ("-rf.png", "rf.png"), ("😀.jpg", "image.jpg"), ("写真", "写真"), (".png", "image.png"),
     ("..jpg", "image.jpg"), ("a.b.jpg", "a.b.jpg"), ("a..b.png", "a.b.png"), ("..", "image"), ("\u0301x.png", "x.png"),
     ("ab\x00\x1b[31m.png", "ab_31m.png"), ("Ölfoto 写真.jpg", "Ölfoto_写真.jpg"),
 ])
