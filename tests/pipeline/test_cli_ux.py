@@ -519,19 +519,21 @@ def test_serve_with_an_unknown_log_level_is_one_line(
 def test_ctrl_c_before_the_first_image_is_one_line(env: Path) -> None:
     """Ctrl+C while the command was starting (torch imported, the runtime made, reference
     photos read) exited 130 without a word: typer turns KeyboardInterrupt into a silent exit.
-    Now it is one line, exit 130, nothing written. The deterministic point: a reference photo
-    that is a FIFO nobody writes to; the command blocks opening it (the kernel says so in
-    /proc/PID/wchan), and SIGINT arrives there."""
+    Now it is one line, exit 130, nothing written. The deterministic point: a models manifest
+    (RESTORA_MODELS) that is a FIFO nobody writes to, as `<(...)` gives; the command blocks
+    opening it while it starts (the kernel says so in /proc/PID/wchan), and SIGINT arrives
+    there. (A FIFO as reference photo no longer blocks: inputs are refused unless they are
+    regular files.)"""
     import signal
     import time
 
-    fifo = env / "ref.jpg"
+    fifo = env / "models-fifo.json"
     os.mkfifo(fifo)
     out = env / "out"
     with subprocess.Popen(
-            [sys.executable, "-m", "restora", "enhance-faces", str(photo(env)), "-o", str(out),
-             "--reference", str(fifo)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+            [sys.executable, "-m", "restora", "enhance-faces", str(photo(env)), "-o", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(REPO / "src"), "RESTORA_MODELS": str(fifo)},
             # a runner started in the background may ignore SIGINT; a terminal's Ctrl+C does not
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) as proc:
         wchan = Path(f"/proc/{proc.pid}/wchan")

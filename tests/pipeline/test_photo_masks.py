@@ -152,7 +152,7 @@ def test_cli_mask_and_save_mask(restora_home: Path, tmp_path: Path,
     # a bad mask mode or a mask for several inputs: one line, exit code != 0
     assert main(["restore-photo", str(src), "-o", str(out), "--mask", str(mask_file),
                  "--mask-mode", "subtract"]) != 0
-    assert "maskMode" in capsys.readouterr().err
+    assert "--mask-mode" in capsys.readouterr().err  # the flag typed, not the API field
     other = tmp_path / "other.png"  # a second photo (the same file twice is one input)
     other.write_bytes(src.read_bytes())
     assert main(["restore-photo", str(src), str(other), "-o", str(out), "--mask",
