@@ -102,6 +102,12 @@ def test_input_preview_makes_tiff_viewable_and_zip_bundles_results(server):
         # TIFF input -> PNG result: both are scan_enhanced.png, and the zip keeps both.
         assert names == ["scan_enhanced.png", "scan_enhanced-1.png"], names
         assert c.get("/api/v1/archive.zip", params={"jobs": ""}).status_code == 400
+        named = c.get("/api/v1/archive.zip", params={"jobs": tif, "name": "scans-2-of-3.zip"})
+        assert named.headers["content-disposition"] == 'attachment; filename="scans-2-of-3.zip"'
+        assert z.headers["content-disposition"] == 'attachment; filename="restora-results.zip"'
+        for bad in ("../x.zip", "a b.zip", "x.png", ".zip", "x.zip\r\nSet-Cookie: a=b"):
+            r = c.get("/api/v1/archive.zip", params={"jobs": tif, "name": bad})
+            assert r.status_code == 400 and r.json()["field"] == "name", (bad, r.text)
     with _client(server, "bob-key") as bob:
         assert bob.get(f"/api/v1/jobs/{tif}/input.webp").status_code == 404
 

@@ -26,8 +26,9 @@ from restora.service.middleware import client_id
 from restora.service.routing import Router
 from restora.service.store import SUCCEEDED
 from restora.service.webhooks import validate_webhook_url
-from restora.service.views import (JobNotFound, check_job_image, file_response, get_job,
-                                   manager, owner, settings, snapshot)
+from restora.service.jobs import safe_filename
+from restora.service.views import (JobNotFound, check_job_image, content_disposition,
+                                   file_response, get_job, manager, owner, settings, snapshot)
 
 router = Router(tags=["History"])
 
@@ -140,8 +141,12 @@ def _archive(entries: list[tuple[str, Path]]) -> Iterator[bytes]:
 
 
 @router.get("/api/v1/archive.zip", summary="The results of several jobs as one zip")
-async def archive(request: Request, jobs: str = Query(..., description="job ids, comma-separated")
-                  ) -> StreamingResponse:
+async def archive(request: Request, jobs: str = Query(..., description="job ids, comma-separated"),
+                  name: Optional[str] = Query(None, description="the zip's file name (default "
+                                              "restora-results.zip)")) -> StreamingResponse:
+    if name is not None and (safe_filename(name) != name or not name.lower().endswith(".zip")):
+        raise InvalidParameter("name", "name must be a plain file name ending in .zip (letters, "
+                               "digits, '.', '_', '-').")
     ids = [j for j in (part.strip() for part in jobs.split(",")) if j]
     m = manager(request)
     limit = settings(request).archive_max_jobs
@@ -153,21 +158,20 @@ async def archive(request: Request, jobs: str = Query(..., description="job ids,
         record = await _own_job(request, job_id)
         if record.status != SUCCEEDED or not record.result:
             continue  # a failed or unfinished job has nothing to download
-        name = str(record.result.get("filename") or "")
-        path = m.storage.path(record.id, "output", name) if name else None
+        filename = str(record.result.get("filename") or "")
+        path = m.storage.path(record.id, "output", filename) if filename else None
         if path is None:
             continue
-        unique, n = name, 1
+        unique, n = filename, 1
         # two inputs with the same name: keep both results (case-blind: macOS and Windows
         # would extract "Foto.png" and "foto.png" into one file)
         while unique.casefold() in used:
-            stem, dot, ext = name.rpartition(".")
-            unique = f"{stem}-{n}.{ext}" if dot else f"{name}-{n}"
+            stem, dot, ext = filename.rpartition(".")
+            unique = f"{stem}-{n}.{ext}" if dot else f"{filename}-{n}"
             n += 1
         used.add(unique.casefold())
         entries.append((unique, path))
     if not entries:
         raise JobNotFound("None of these jobs has a finished result to download.")
-    return StreamingResponse(_archive(entries), media_type="application/zip",
-                             headers={"Content-Disposition":
-                                      'attachment; filename="restora-results.zip"'})
+    return StreamingResponse(_archive(entries), media_type="application/zip", headers={
+        "Content-Disposition": content_disposition("attachment", name or "restora-results.zip")})

@@ -515,36 +515,41 @@ async function sendCancel(entry) {
 
 // The server bundles at most archive_max_jobs results per zip (100 unless configured); a
 // larger batch becomes several zips. The server's refusal says its limit, so a server set
-// lower than the page's guess is followed.
+// lower than the page's guess is followed. Each zip is checked with HEAD (nothing is built),
+// then fetched by the browser itself, which streams it to disk: a zip of a hundred large
+// results never sits in the page's memory.
 let archiveLimit = 100;
 
 $("download-all").addEventListener("click", async () => {
   const ids = state.entries.filter((e) => e.status === "succeeded").map((e) => e.jobId);
-  const zips = [];
+  const urls = [];
   for (let start = 0; start < ids.length;) {
     const part = ids.slice(start, start + archiveLimit);
-    const response = await fetch(`/api/v1/archive.zip?jobs=${part.join(",")}`, { headers: authHeaders() }).catch(() => null);
+    const url = `/api/v1/archive.zip?jobs=${part.join(",")}`;
+    const head = await fetch(url, { method: "HEAD", headers: authHeaders() }).catch(() => null);
+    if (head && head.ok) {
+      urls.push(url);
+      start += part.length;
+      continue;
+    }
+    // the reason is in the body, which HEAD leaves out: ask again (an error is small)
+    const response = head && await fetch(url, { headers: authHeaders() }).catch(() => null);
     const body = response && !response.ok ? await response.json().catch(() => null) : null;
     const limit = body && body.field === "jobs" && Number.isInteger(body.limit) ? body.limit : 0;
     if (limit > 0 && limit < part.length) {
       archiveLimit = limit;
       continue;
     }
-    if (!response || !response.ok) {
-      showNotice("error", errorInfo(body, "The zip could not be made."));
-      return;
-    }
-    zips.push(await response.blob());
-    start += part.length;
+    showNotice("error", errorInfo(body, "The zip could not be made."));
+    return;
   }
-  zips.forEach((blob, i) => {
-    const url = URL.createObjectURL(blob);
-    const name = zips.length > 1 ? `restora-results-${i + 1}-of-${zips.length}.zip` : "restora-results.zip";
-    const a = el("a", { href: url, download: name });
+  urls.forEach((url, i) => {
+    // the server's Content-Disposition names a same-origin download, not the download attribute
+    const name = urls.length > 1 ? `restora-results-${i + 1}-of-${urls.length}.zip` : "restora-results.zip";
+    const a = el("a", { href: authUrl(`${url}&name=${name}`), download: name });
     document.body.append(a);
     a.click();
     a.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 10000);
   });
 });
 
