@@ -410,23 +410,27 @@ def test_what_cannot_be_read_is_a_failure_not_silence(env: Path) -> None:
 
 
 @pytest.mark.parametrize("command", ["enhance-faces", "restore-photo"])
-def test_an_engine_cache_that_cannot_be_made_is_one_line(env: Path, command: str) -> None:
-    """RESTORA_HOME on a file (or a read-only place) was a NotADirectoryError/PermissionError
-    traceback from the engine cache once the first network ran (a new process: engines built
-    in this one are kept in memory)."""
+def test_an_engine_cache_that_cannot_be_made_is_one_warning_and_the_run_goes_on(
+        env: Path, command: str) -> None:
+    """RESTORA_HOME on a file (or a read-only place, as in a container with models baked in)
+    was a traceback from the engine cache, then a refusal before any work; the engines now
+    export into a temporary folder of their own: the run goes on and says so once (the
+    engine's RuntimeWarning, meant for library callers, is not printed again)."""
     src = photo(env)
     (env / "not-a-folder").write_text("x")
     proc_env = {**os.environ, "PYTHONPATH": str(REPO / "src"),
                 "RESTORA_HOME": str(env / "not-a-folder"), "RESTORA_ENGINE": "auto"}
     proc = subprocess.run([sys.executable, "-m", "restora", command, str(src), "-o",
                            str(env / "out")], capture_output=True, text=True, env=proc_env,
-                          timeout=300)
-    assert proc.returncode == 1
-    line = one_error_line(proc.stderr)
-    assert line.startswith(f"error[output_not_writable]: cannot create the engine cache "
-                           f"{env / 'not-a-folder' / 'engines'}: ")
-    assert "RESTORA_ENGINE=torch" in line
-    assert not (env / "out").exists()
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    said = [line for line in proc.stderr.splitlines() if "cannot be written" in line]
+    assert len(said) == 1, proc.stderr
+    assert said[0].startswith(f"the engine cache {env / 'not-a-folder' / 'engines'} cannot be "
+                              "written (Not a directory): graphs are exported into a temporary "
+                              "folder"), said
+    assert "RuntimeWarning" not in proc.stderr and "Traceback" not in proc.stderr
+    assert len(list((env / "out").glob(f"{src.stem}_*"))) >= 1
 
 
 def test_a_usage_error_is_one_line(env: Path) -> None:

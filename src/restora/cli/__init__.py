@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from typing import Any, Callable, NoReturn
 
 #: What Ctrl+C prints wherever it lands (a batch's summary says it its own way).
@@ -98,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo(INTERRUPTED, err=True)
         return 130
+    # the engines log each of their warnings (one plain line on stderr) and also raise it as a
+    # RuntimeWarning for library callers: here that would print it twice, with a source line
+    warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"restora\.models\.")
     # click's UsageError, from whichever click typer uses (its own copy in recent versions)
     usage_error = typer.BadParameter.__base__
     try:

@@ -56,23 +56,6 @@ def check_output(output: Path, *, file_target: bool,
                                 f"{exc.strerror or exc}", path=str(folder)) from None
 
 
-def check_engine_cache(settings: Any) -> None:
-    """Fail with one line, before any work, when the engine cache (``RESTORA_ENGINE_CACHE``,
-    default ``$RESTORA_HOME/engines``) is missing and cannot be made: a network's first use
-    exports into it (not with ``RESTORA_ENGINE=torch``). An existing cache may be read-only
-    (prepared at build time), so only its creation is checked."""
-    folder = settings.engines_dir
-    if settings.engine == "torch" or os.path.isdir(folder):
-        return
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputNotWritable(f"cannot create the engine cache {folder}: "
-                                f"{exc.strerror or exc} (set RESTORA_HOME or "
-                                "RESTORA_ENGINE_CACHE to a writable folder, or "
-                                "RESTORA_ENGINE=torch)", path=str(folder)) from None
-
-
 def _missing(runtime: Any, task: str, arch: str | None = None) -> Any | None:
     """The default spec for (task, arch) when no such model is installed, else None."""
     registry = runtime.registry

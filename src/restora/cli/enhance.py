@@ -109,12 +109,11 @@ def enhance_faces_command(
         raise InvalidParameter("output", f"output {output} must be a folder or a .png file")
 
     from restora.cli._batch import file_ids
-    from restora.cli._checks import (check_engine_cache, check_output, enhance_needs,
+    from restora.cli._checks import (check_output, enhance_needs,
                                      require_models)
     from restora.models.runtime import Runtime
 
     runtime = Runtime()
-    check_engine_cache(runtime.settings)
     refs = _read_references(reference or [], runtime)  # a bad one stops before any output
     require_models(runtime, *enhance_needs(options.model, options.detector))
     if refs:  # matching faces to references needs a face-recognition model

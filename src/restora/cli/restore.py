@@ -110,12 +110,11 @@ def restore_photo_command(
             raise InvalidParameter("mask", f"mask file {mask} does not exist")
 
     from restora.cli._batch import file_ids
-    from restora.cli._checks import (check_engine_cache, check_output, face_models_missing,
+    from restora.cli._checks import (check_output, face_models_missing,
                                      require_models)
     from restora.models.runtime import Runtime
 
     runtime = Runtime()
-    check_engine_cache(runtime.settings)
     if options.colorize:
         require_models(runtime, [("colorization", None)])
     keep = file_ids([path for path, _ in jobs if path != STDIO] + ([mask] if mask else []))
