@@ -392,8 +392,8 @@ def _fetch_once(client: httpx.Client, url: str, partial: Path, size: int | None,
         status = resp.status_code
         if status == 416 and have:
             # the file's length: the registry's, else the one a 416 states ("bytes */1000")
-            total = size if size is not None else _unsatisfied_total(
-                resp.headers.get("content-range", ""))
+            first, stated = _content_range(resp.headers.get("content-range", ""))
+            total = size if size is not None else stated if first is None else None
             if total is not None and have == total:
                 return sha256_file(partial)  # complete from an earlier attempt (hash checked next)
             partial.unlink()
@@ -403,7 +403,7 @@ def _fetch_once(client: httpx.Client, url: str, partial: Path, size: int | None,
         if status >= 400:
             raise _Fatal(f"HTTP {status}")
         if status == 206:
-            start = _range_start(resp.headers.get("content-range", ""))
+            start = _content_range(resp.headers.get("content-range", ""))[0]
             if start != have:
                 partial.unlink()
                 raise _Transient(f"server resumed at byte {start}, not {have}; starting over")
@@ -460,21 +460,16 @@ def _looks_like_html(first: bytes) -> bool:
     return head.startswith((b"<!doctype html", b"<html"))
 
 
-def _range_start(content_range: str) -> int | None:
-    # "bytes 100-999/1000"
-    try:
-        return int(content_range.split()[1].split("-")[0])
-    except (IndexError, ValueError):
-        return None
-
-
-def _unsatisfied_total(content_range: str) -> int | None:
-    # a 416's "bytes */1000": the whole file's length
-    unit, _, rest = content_range.strip().partition(" ")
-    star, _, total = rest.partition("/")
-    if unit != "bytes" or star != "*" or not total.isdigit():
-        return None
-    return int(total)
+def _content_range(value: str) -> tuple[int | None, int | None]:
+    """(first byte, whole length) of a ``Content-Range``: ``bytes 100-999/1000`` (a 206) or
+    ``bytes */1000`` (a 416, no range); None for a part it does not state or cannot be read."""
+    unit, _, rest = value.strip().partition(" ")
+    span, _, total = rest.partition("/")
+    if unit != "bytes":
+        return None, None
+    first = span.partition("-")[0]
+    return (int(first) if first.isdigit() else None,
+            int(total) if total.isdigit() else None)
 
 
 def _hash_prefix(path: Path) -> hashlib._Hash:
