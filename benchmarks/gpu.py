@@ -7,7 +7,11 @@ may be a trained surrogate, ``--parsenet-weights``), fed the real aligned faces 
 ``../shared/testdata/faces``. Each row: median wall seconds of ``--runs`` calls after two
 warm-ups, as the pipeline calls the descriptor (numpy in, numpy out: the host <-> GPU copies
 count), faces/s = batch / that, the peak GPU memory of the row, and the task's own bound
-(``policy_for(task).check``) of the ``auto`` output against float32 on the same GPU.
+(``policy_for(task).check``) of the ``auto`` output against float32 on the same GPU. On CUDA a
+``tf32`` row runs the float32 network with TF32 allowed (cuDNN's default, which Restora turns
+off), with its bound against IEEE float32; and each network's float32, TF32 and ``auto`` outputs
+are checked against torch float32 on the CPU (the reference every bound is written against), on
+the same faces and, for GFPGAN, the same noise.
 
 On a GPU machine: ``scripts/gpu_check.sh`` (it also runs the GPU tests). Here, a smoke test of
 the same code on the CPU: ``--device cpu --batches 1 --runs 1 --photos 00.jpg``.
@@ -69,6 +73,61 @@ def timed_calls(call: Any, runs: int, device: str) -> tuple[float, Any]:
     return statistics.median(times), out
 
 
+class _TF32:
+    """TF32 allowed inside the block (the benchmark's only use of it), IEEE float32 after."""
+
+    def __enter__(self) -> None:
+        import torch
+
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+
+    def __exit__(self, *_: Any) -> None:
+        import torch
+
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def _labels(runtimes: dict[str, Any], device: str) -> list[tuple[str, Any, Any]]:
+    """(label, runtime, context) per timed row: float32, TF32 on CUDA, auto."""
+    from contextlib import nullcontext
+
+    rows = [("fp32", runtimes["fp32"], nullcontext)]
+    if device.startswith("cuda"):
+        rows.append(("tf32", runtimes["fp32"], _TF32))
+    return rows + [("auto", runtimes["auto"], nullcontext)]
+
+
+def cpu_reference_rows(runtimes: dict[str, Any], faces: Path,
+                       device: str) -> list[dict[str, Any]]:
+    """Each network's outputs on ``device`` against torch float32 on the CPU, 2 faces."""
+    import torch
+
+    from restora.models.engines import policy_for
+
+    rows = []
+    cpu = runtimes["cpu"]
+    for model_id in NETWORKS:
+        ref_net = cpu.load(model_id)
+        x = load_faces(faces, 2, ref_net.input_size)
+        kwargs: dict[str, Any] = {"fidelity": 0.5} if "codeformer" in model_id else {}
+
+        def call(net: Any, x: np.ndarray = x, kwargs: dict = kwargs) -> np.ndarray:
+            if "gfpgan" in model_id:  # noise drawn on the CPU: the same on every device
+                kwargs = {"generator": torch.Generator().manual_seed(0)}
+            return np.asarray(net(x, **kwargs))
+
+        ref = call(ref_net)
+        row: dict[str, Any] = {"network": model_id, "task": ref_net.task}
+        for label, runtime, context in _labels(runtimes, device):
+            net = runtime.load(model_id)
+            with context():
+                got = call(net)
+            ok, measure = policy_for(ref_net.task).check([ref], [got])
+            row[label] = {"precision": net.precision, "ok": bool(ok), "measure": measure}
+        rows.append(row)
+    return rows
+
+
 def network_rows(runtimes: dict[str, Any], faces: Path, batches: list[int], runs: int,
                  device: str) -> list[dict[str, Any]]:
     import torch
@@ -79,7 +138,7 @@ def network_rows(runtimes: dict[str, Any], faces: Path, batches: list[int], runs
     for model_id in NETWORKS:
         for batch in batches:
             outputs: dict[str, np.ndarray] = {}
-            for label, runtime in runtimes.items():
+            for label, runtime, context in _labels(runtimes, device):
                 net = runtime.load(model_id)
                 x = load_faces(faces, batch, net.input_size)
                 kwargs: dict[str, Any] = {"fidelity": 0.5} if "codeformer" in model_id else {}
@@ -91,18 +150,20 @@ def network_rows(runtimes: dict[str, Any], faces: Path, batches: list[int], runs
 
                 if device.startswith("cuda"):
                     torch.cuda.reset_peak_memory_stats()
-                seconds, out = timed_calls(call, runs, device)
+                with context():
+                    seconds, out = timed_calls(call, runs, device)
                 outputs[label] = out
                 peak = torch.cuda.max_memory_allocated() / 2**30 \
                     if device.startswith("cuda") else None
                 rows.append({"network": model_id, "batch": batch, "engine": label,
-                             "precision": net.precision, "seconds": round(seconds, 5),
+                             "precision": "tf32" if label == "tf32" else net.precision,
+                             "seconds": round(seconds, 5),
                              "faces_per_s": round(batch / seconds, 2),
                              "peak_gpu_gib": None if peak is None else round(peak, 2)})
-            if "auto" in outputs and "fp32" in outputs:
-                task = runtimes["auto"].load(model_id).task
-                ok, measure = policy_for(task).check([outputs["fp32"]], [outputs["auto"]])
-                rows[-1]["bound"] = {"ok": bool(ok), "measure": measure}
+                if label != "fp32":
+                    task = runtimes["auto"].load(model_id).task
+                    ok, measure = policy_for(task).check([outputs["fp32"]], [out])
+                    rows[-1]["bound"] = {"ok": bool(ok), "measure": measure}
     return rows
 
 
@@ -125,7 +186,8 @@ def photo_rows(runtime: Any, photos: list[Path], runs: int, device: str) -> list
             rows.append({"photo": path.name, "model": model, "faces": faces,
                          "seconds": round(seconds, 4),
                          "faces_per_s": round(faces / seconds, 2) if faces else 0.0,
-                         "engines": result.engines})
+                         "engines": result.engines,
+                         "stages": {k: round(v, 4) for k, v in result.timings.items()}})
     return rows
 
 
@@ -154,12 +216,19 @@ def main() -> int:
         manifest = write_random_models(folder, True, args.parsenet_weights)
         settings = Settings(models=manifest, home=folder / "home")
         # torch float32 against auto (the task's GPU precision: fp16 where the network allows)
-        runtimes = {"fp32": Runtime(settings, device=args.device, engine="torch"),
+        runtimes = {"cpu": Runtime(settings, device="cpu", engine="torch"),
+                    "fp32": Runtime(settings, device=args.device, engine="torch"),
                     "auto": Runtime(settings, device=args.device, engine="auto")}
         gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device
+        faces = SHARED / "testdata" / "faces"
         report: dict[str, Any] = {"device": gpu, "torch": torch.__version__,
-                                  "networks": network_rows(runtimes, SHARED / "testdata" / "faces",
-                                                           batches, args.runs, args.device)}
+                                  "against_cpu": cpu_reference_rows(runtimes, faces, args.device)}
+        del runtimes["cpu"]
+        for row in report["against_cpu"]:
+            print(f"{row['network']:17s} against torch fp32 on the CPU: " + "; ".join(
+                f"{label} ({v['precision']}) {'within' if v['ok'] else 'OUTSIDE'} {v['measure']}"
+                for label, v in row.items() if isinstance(v, dict)))
+        report["networks"] = network_rows(runtimes, faces, batches, args.runs, args.device)
         for row in report["networks"]:
             bound = f"  {'within' if row['bound']['ok'] else 'OUTSIDE'} the bound: " \
                     f"{row['bound']['measure']}" if "bound" in row else ""
@@ -172,7 +241,8 @@ def main() -> int:
         report["photos"] = photo_rows(runtimes["auto"], photos, args.runs, args.device)
         for row in report["photos"]:
             print(f"enhance-faces {row['photo']:7s} {row['model']:16s} {row['faces']} faces "
-                  f"{row['seconds']:.3f} s = {row['faces_per_s']:.2f} faces/s {row['engines']}")
+                  f"{row['seconds']:.3f} s = {row['faces_per_s']:.2f} faces/s {row['engines']} "
+                  f"stages {row['stages']}")
     print(json.dumps(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))

@@ -26,22 +26,24 @@ def runtimes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Runtime, Runtime
 
 
 def test_restorers_on_cuda_stay_within_the_bound(runtimes: tuple[Runtime, Runtime]) -> None:
+    """Against torch float32 on the CPU, GFPGAN's noise drawn there for both (a CPU generator):
+    TF32 convolutions, cuDNN's default, once put CodeFormer at 28.8 dB here."""
     cpu, gpu = runtimes
+    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
     for model_id, kw in (("tiny-gfpgan", {}), ("tiny-codeformer", {"fidelity": 0.5})):
         net_cpu, net_gpu = cpu.load(model_id), gpu.load(model_id)
         n = net_cpu.input_size
         x = np.random.default_rng(0).uniform(-1, 1, (3, 3, n, n)).astype(np.float32)
         if model_id == "tiny-gfpgan":
             ref = net_cpu(x, generator=torch.Generator().manual_seed(1))
-            got = net_gpu(x, generator=torch.Generator(device="cuda").manual_seed(1))
+            got = net_gpu(x, generator=torch.Generator().manual_seed(1))
             assert net_gpu.precision == "fp16"  # the face-restoration GPU policy
         else:
             ref, got = net_cpu(x, **kw), net_gpu(x, **kw)
             assert net_gpu.precision == "fp32"  # CodeFormer declares float32 only
         assert net_gpu.engine_name == "torch"
-        if model_id == "tiny-codeformer":
-            ok, measure = policy_for("face-restoration").check([ref], [got])
-            assert ok, measure
+        ok, measure = policy_for("face-restoration").check([ref], [got])
+        assert ok, f"{model_id}: {measure}"
 
 
 def test_seeded_gpu_runs_repeat(runtimes: tuple[Runtime, Runtime]) -> None:
