@@ -7,11 +7,9 @@ may be a trained surrogate, ``--parsenet-weights``), fed the real aligned faces 
 ``../shared/testdata/faces``. Each row: median wall seconds of ``--runs`` calls after two
 warm-ups, as the pipeline calls the descriptor (numpy in, numpy out: the host <-> GPU copies
 count), faces/s = batch / that, the peak GPU memory of the row, and the task's own bound
-(``policy_for(task).check``) of the ``auto`` output against float32 on the same GPU. On CUDA a
-``tf32`` row runs the float32 network with TF32 allowed (cuDNN's default, which Restora turns
-off), with its bound against IEEE float32; and each network's float32, TF32 and ``auto`` outputs
-are checked against torch float32 on the CPU (the reference every bound is written against), on
-the same faces and, for GFPGAN, the same noise.
+(``policy_for(task).check``) of the ``auto`` output against IEEE float32 on the same GPU. Each
+network's float32 and ``auto`` outputs are also checked against torch float32 on the CPU (the
+reference every bound is written against), on the same faces and, for GFPGAN, the same noise.
 
 On a GPU machine: ``scripts/gpu_check.sh`` (it also runs the GPU tests). Here, a smoke test of
 the same code on the CPU: ``--device cpu --batches 1 --runs 1 --photos 00.jpg``.
@@ -73,28 +71,9 @@ def timed_calls(call: Any, runs: int, device: str) -> tuple[float, Any]:
     return statistics.median(times), out
 
 
-class _TF32:
-    """TF32 allowed inside the block (the benchmark's only use of it), IEEE float32 after."""
-
-    def __enter__(self) -> None:
-        import torch
-
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
-
-    def __exit__(self, *_: Any) -> None:
-        import torch
-
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-
-
-def _labels(runtimes: dict[str, Any], device: str) -> list[tuple[str, Any, Any]]:
-    """(label, runtime, context) per timed row: float32, TF32 on CUDA, auto."""
-    from contextlib import nullcontext
-
-    rows = [("fp32", runtimes["fp32"], nullcontext)]
-    if device.startswith("cuda"):
-        rows.append(("tf32", runtimes["fp32"], _TF32))
-    return rows + [("auto", runtimes["auto"], nullcontext)]
+def _labels(runtimes: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(label, runtime) per timed row: IEEE float32, then what auto picks."""
+    return [("fp32", runtimes["fp32"]), ("auto", runtimes["auto"])]
 
 
 def cpu_reference_rows(runtimes: dict[str, Any], faces: Path,
@@ -118,10 +97,9 @@ def cpu_reference_rows(runtimes: dict[str, Any], faces: Path,
 
         ref = call(ref_net)
         row: dict[str, Any] = {"network": model_id, "task": ref_net.task}
-        for label, runtime, context in _labels(runtimes, device):
+        for label, runtime in _labels(runtimes):
             net = runtime.load(model_id)
-            with context():
-                got = call(net)
+            got = call(net)
             ok, measure = policy_for(ref_net.task).check([ref], [got])
             row[label] = {"precision": net.precision, "ok": bool(ok), "measure": measure}
         rows.append(row)
@@ -138,7 +116,7 @@ def network_rows(runtimes: dict[str, Any], faces: Path, batches: list[int], runs
     for model_id in NETWORKS:
         for batch in batches:
             outputs: dict[str, np.ndarray] = {}
-            for label, runtime, context in _labels(runtimes, device):
+            for label, runtime in _labels(runtimes):
                 net = runtime.load(model_id)
                 x = load_faces(faces, batch, net.input_size)
                 kwargs: dict[str, Any] = {"fidelity": 0.5} if "codeformer" in model_id else {}
@@ -150,13 +128,12 @@ def network_rows(runtimes: dict[str, Any], faces: Path, batches: list[int], runs
 
                 if device.startswith("cuda"):
                     torch.cuda.reset_peak_memory_stats()
-                with context():
-                    seconds, out = timed_calls(call, runs, device)
+                seconds, out = timed_calls(call, runs, device)
                 outputs[label] = out
                 peak = torch.cuda.max_memory_allocated() / 2**30 \
                     if device.startswith("cuda") else None
                 rows.append({"network": model_id, "batch": batch, "engine": label,
-                             "precision": "tf32" if label == "tf32" else net.precision,
+                             "precision": net.precision,
                              "seconds": round(seconds, 5),
                              "faces_per_s": round(batch / seconds, 2),
                              "peak_gpu_gib": None if peak is None else round(peak, 2)})

@@ -926,10 +926,11 @@ def test_a_verdict_without_scale_or_time_is_measured_again(setup: tuple[Path, Pa
 def test_gpu_half_precision_is_kept_only_within_the_bound(setup: tuple[Path, Path],
                                                          tmp_path: Path) -> None:
     """On a GPU, auto runs a network in the first of its task's half precisions (fp16, then
-    bf16) in which the probe's output stays within the task's bound of float32 on that device;
-    else float32, with a warning naming each measurement. The check does not depend on CUDA, so
-    it runs here on the CPU's own fp16 and bf16: tiny GFPGAN keeps fp16, the real RetinaFace
-    weights (inputs in 0-255, mean-subtracted) neither."""
+    bf16; then TF32, CUDA only) in which the probe's output stays within the task's bound of
+    float32 on that device; else float32, with a warning naming each measurement. The check
+    does not depend on CUDA, so it runs here on the CPU's own fp16 and bf16: tiny GFPGAN keeps
+    fp16, the real RetinaFace weights (inputs in 0-255, mean-subtracted) neither. (TF32 on CUDA:
+    tests/models/test_gpu.py.)"""
     from restora.models.engines import probe_inputs
 
     rt = runtime(Settings(home=tmp_path / "home", models=setup[0]), "auto")

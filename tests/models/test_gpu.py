@@ -27,8 +27,11 @@ def runtimes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Runtime, Runtime
 
 def test_restorers_on_cuda_stay_within_the_bound(runtimes: tuple[Runtime, Runtime]) -> None:
     """Against torch float32 on the CPU, GFPGAN's noise drawn there for both (a CPU generator):
-    TF32 convolutions, cuDNN's default, once put CodeFormer at 28.8 dB here."""
+    TF32 convolutions, cuDNN's default, once put CodeFormer at 28.8 dB here; a parser that runs
+    in TF32 first must leave IEEE float32 behind it."""
     cpu, gpu = runtimes
+    parser = gpu.load("tiny-parsenet")  # may take TF32: each forward resets it to IEEE after
+    parser(np.zeros((1, 3, parser.input_size, parser.input_size), np.float32))
     assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
     for model_id, kw in (("tiny-gfpgan", {}), ("tiny-codeformer", {"fidelity": 0.5})):
         net_cpu, net_gpu = cpu.load(model_id), gpu.load(model_id)
@@ -107,3 +110,17 @@ def check_photo_networks(device: str, tmp_path: Path, engine: str = "auto") -> N
 
 def test_photo_networks_on_cuda(tmp_path: Path) -> None:
     check_photo_networks("cuda", tmp_path)
+
+
+def test_tf32_only_where_the_task_allows_it(runtimes: tuple[Runtime, Runtime]) -> None:
+    """TF32 is a GPU candidate for parsing and detection (checked by the probe), never for the
+    restorers: CodeFormer stays IEEE float32. A TF32 network's output stays within its bound of
+    the CPU's float32."""
+    cpu, gpu = runtimes
+    assert gpu.load("tiny-codeformer").precision == "fp32"
+    parser = gpu.load("tiny-parsenet")
+    assert parser.precision in ("fp16", "bf16", "tf32", "fp32")
+    n = parser.input_size
+    x = np.random.default_rng(3).uniform(-1, 1, (2, 3, n, n)).astype(np.float32)
+    ok, measure = policy_for("face-parsing").check([cpu.load("tiny-parsenet")(x)], [parser(x)])
+    assert ok, f"tiny-parsenet in {parser.precision}: {measure}"

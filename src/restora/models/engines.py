@@ -240,6 +240,10 @@ _FAST_ANY = (*_FAST_FP32, ("openvino", "bf16"))
 
 #: fp16 first (more mantissa), bf16 where fp16's range overflows
 _HALF = ("fp16", "bf16")
+#: then float32 with TF32 tensor-core maths (10-bit mantissa products, float32 range and sums):
+#: on an H200, 1.6x IEEE float32 for ParseNet (masks within the bound, max |d| 0.005) where
+#: fp16 and bf16 failed it, and 1.7x for RetinaFace, which fails fp16 (docs/engines.md, "GPU")
+_HALF_TF32 = (*_HALF, "tf32")
 
 POLICIES: dict[str, Policy] = {
     # Restored faces: PSNR >= 50 dB against torch float32 (outputs in [-1, 1], peak 2).
@@ -247,13 +251,15 @@ POLICIES: dict[str, Policy] = {
     # AMX CPUs, where full-size GFPGAN ran 12.1x torch against OpenVINO fp32's 2.9x; it stays
     # only where the installed weights' probe passes (random weights: 80 dB). Without AMX it
     # is last: reached only where neither fp32 graph is usable, so no extra export there.
+    # No TF32 on GPUs: it put CodeFormer at 35-38 dB at batches of 4-16 faces where its
+    # 1-2 face probe gave 58 dB, so no probe can vouch for it (docs/engines.md, "GPU").
     "face-restoration": Policy("PSNR >= 50 dB vs torch fp32 (clipped to [-1, 1])",
                                _psnr_check(2.0, -1.0, 1.0, 50.0), _FAST_ANY, gpu=_HALF),
     # STREAM last: on AMX CPUs right after bf16, where it ran at 4.8x OpenVINO fp32's speed,
     # within the bound where all-bf16 missed it (random-weight RRDBNet x2: probe 49.8 dB)
     "upscale": Policy("PSNR >= 50 dB vs torch fp32 (clipped to [0, 1])",
                       _psnr_check(1.0, 0.0, 1.0, 50.0),
-                      (*_FAST_ANY, ("openvino", STREAM)), gpu=_HALF),
+                      (*_FAST_ANY, ("openvino", STREAM)), gpu=_HALF_TF32),
     # int8 first: ~4x the CPU speed of OpenVINO fp32 (benchmarks/parsing_precision.py), kept
     # only where the installed weights' masks on the probe face stay within the bound. MIXED
     # last: on AMX CPUs it comes right after bf16 (cpu_candidates), where it was 3.0x OpenVINO
@@ -261,7 +267,8 @@ POLICIES: dict[str, Policy] = {
     "face-parsing": Policy("the paste mask moves no more than a 1 px move of the fp32 face "
                            "mask would move it (int8: half that, on the probe face)",
                            paste_mask_check,
-                           (("openvino", "int8"), *_FAST_ANY, ("openvino", MIXED)), gpu=_HALF,
+                           (("openvino", "int8"), *_FAST_ANY, ("openvino", MIXED)),
+                           gpu=_HALF_TF32,
                            check_int8=lambda r, g: paste_mask_check(r, g, INT8_PARSING_SHARE),
                            # bf16 (end layers in fp32, or all bf16) for small faces; not
                            # int8: on a trained surrogate int8 flips whole regions of some faces
@@ -270,7 +277,7 @@ POLICIES: dict[str, Policy] = {
                            scale_check=paste_mask_scale),
     "face-detection": Policy(f"raw regressions and scores within {DETECTION_MAX_ABS} "
                              "(boxes and landmarks move < 1 px)", detection_check, _FAST_ANY,
-                             gpu=_HALF),
+                             gpu=_HALF_TF32),
     # DDColor runs once per photo, so speed matters little and memory a lot: DDColor-L's
     # OpenVINO graph (free input sides) held 2.1 GiB of buffers for its one 512 px forward and
     # kept them, against torch's 1.0 GiB of activations, to save 0.7 s of 2.7; its first export
@@ -297,7 +304,20 @@ def policy_for(task: str) -> Policy:
 
 # --- torch --------------------------------------------------------------------------------------
 
-_TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+_TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "tf32": "float32"}
+#: torch's TF32 switches are process-wide: each CUDA forward sets them to its own precision
+#: (IEEE float32 unless "tf32") and resets them under this lock, so concurrent forwards of
+#: different networks never run in each other's maths
+_CUDA_MATH = threading.Lock()
+
+
+def _set_tf32(on: bool) -> None:
+    import torch
+
+    # the legacy switches: torch >= 2.9 also has fp32_precision, but mixing the two APIs makes
+    # reading either raise, and these work on every torch Restora supports
+    torch.backends.cudnn.allow_tf32 = on
+    torch.backends.cuda.matmul.allow_tf32 = on
 
 
 class TorchEngine:
@@ -308,13 +328,17 @@ class TorchEngine:
     probe_cpu_s: float | None = None
 
     def __init__(self, graph: Any, device: str = "cpu", dtype: Any = None, *,
-                 compile: bool = False) -> None:
+                 compile: bool = False, tf32: bool = False) -> None:
         import torch
 
         self.device = torch.device(device)
         self.dtype = dtype if dtype is not None else torch.float32
         self.precision = {torch.float32: "fp32", torch.float16: "fp16",
                           torch.bfloat16: "bf16"}[self.dtype]
+        #: TF32 tensor-core maths for float32 convolutions and matmuls (CUDA only)
+        self.tf32 = tf32 and self.device.type == "cuda" and self.dtype == torch.float32
+        if self.tf32:
+            self.precision = "tf32"
         self.graph = torch.compile(graph, dynamic=True) if compile else graph
         if compile:
             self.name = "torch-compile"
@@ -335,8 +359,17 @@ class TorchEngine:
             else:
                 t = t.to(device=self.device, non_blocking=True)
             tensors.append(t)
-        with torch.inference_mode():
-            out = self.graph(*tensors)
+        if self.device.type != "cuda":
+            with torch.inference_mode():
+                out = self.graph(*tensors)
+        else:
+            # kernels read the switches when they are queued, so the lock need not wait for them
+            with _CUDA_MATH, torch.inference_mode():
+                _set_tf32(self.tf32)
+                try:
+                    out = self.graph(*tensors)
+                finally:
+                    _set_tf32(False)
         return list(out) if isinstance(out, (tuple, list)) else [out]
 
     def release(self) -> None:
@@ -1080,20 +1113,25 @@ class EngineFactory:
         example: list[np.ndarray] = []
         ref: list[np.ndarray] = []
         for want in policy.gpu if self.choice == "auto" else ():
-            if _TORCH_DTYPES[want] not in net.dtypes or net.dtype != torch.float32:
+            if _TORCH_DTYPES[want] not in net.dtypes or net.dtype != torch.float32 or \
+                    (want == "tf32" and not net.device.startswith("cuda")):
                 continue
             if not ref:
                 example = probe_inputs(net, net.inputs())
                 ref = [_to_numpy(o) for o in self.torch(net).run(example)]
             dtype = getattr(torch, _TORCH_DTYPES[want])
-            trial = TorchEngine(copy.deepcopy(net.graph()).to(dtype), net.device, dtype)
+            tf32 = want == "tf32"
+            # TF32 runs the float32 graph itself; a half precision a converted copy
+            trial = TorchEngine(net.graph() if tf32 else copy.deepcopy(net.graph()).to(dtype),
+                                net.device, dtype, tf32=tf32)
             got = [_to_numpy(o) for o in trial.run(example)]
             del trial
             ok, measure = policy.check_for(want)(ref, got)
             if ok:
                 # converted in place once its copy passed: both would double its GPU memory
                 graph = net.graph().to(dtype)
-                return TorchEngine(graph, net.device, dtype, compile=self.torch_compile)
+                return TorchEngine(graph, net.device, dtype, compile=self.torch_compile,
+                                   tf32=tf32)
             tried.append(f"{want}: {measure}")
         if tried:
             self._warn(f"{net.model_id}/gpu", f"{net.model_id} on {net.device} is outside the "

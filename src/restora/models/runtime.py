@@ -77,19 +77,6 @@ def _choose_dtype(dtype: Any) -> torch.dtype:
     return getattr(torch, name)
 
 
-def ieee_float32_on_cuda() -> None:
-    """float32 on CUDA means IEEE float32 (process-wide, like torch's thread count): cuDNN's
-    default TF32 convolutions (a 10-bit mantissa) moved CodeFormer's codebook codes, 28.8 dB
-    against the CPU on the conformance weights where IEEE float32 keeps the 50 dB bound. The GPU's
-    speed comes from the half precisions each task's bound allows (docs/engines.md, "GPU")."""
-    import torch
-
-    # the legacy flags: torch >= 2.9 also has fp32_precision, but mixing the two APIs makes
-    # reading either raise, and these work on every torch Restora supports
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
-
-
 class Runtime:
     """Owns device choice, dtype, torch threads and one loaded copy of each network."""
 
@@ -101,8 +88,6 @@ class Runtime:
         self.settings = settings if settings is not None else Settings()
         self.registry = Registry.from_settings(self.settings)
         self.device = choose_device(device or self.settings.device)
-        if self.device.startswith("cuda"):
-            ieee_float32_on_cuda()
         self.dtype = _choose_dtype(dtype)
         self.threads = threads if threads is not None else self.settings.threads
         if self.threads is not None:

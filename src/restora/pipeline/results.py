@@ -59,7 +59,7 @@ class EnhanceResult:
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     warnings: list[str] = field(default_factory=list)
     engine: str | None = None  # engine of the restorer ("openvino", "onnxruntime", "torch")
-    precision: str | None = None  # its precision ("fp32", "bf16", "fp16")
+    precision: str | None = None  # its precision ("fp32", "bf16", "fp16"; on CUDA also "tf32")
     engines: dict[str, str] = field(default_factory=dict)  # model id -> "engine/precision"
     #: the up-front estimate of the job's duration (Stages.estimate: seconds, long, work, ...)
     estimate: dict[str, Any] | None = None
