@@ -168,6 +168,22 @@ def photo_rows(runtime: Any, photos: list[Path], runs: int, device: str) -> list
     return rows
 
 
+def profile_photo(runtime: Any, path: Path, top: int) -> None:
+    """cProfile of one ``enhance-faces`` run (after the timed ones): where the host's time goes."""
+    import cProfile
+    import pstats
+
+    from restora.pipeline.enhance import enhance_faces
+
+    data = path.read_bytes()
+    profile = cProfile.Profile()
+    profile.enable()
+    enhance_faces(data, runtime=runtime, model="bench-gfpgan", seed=0)
+    profile.disable()
+    print(f"profile of enhance-faces {path.name} (bench-gfpgan), by own time:")
+    pstats.Stats(profile, stream=sys.stdout).sort_stats("tottime").print_stats(top)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -179,6 +195,9 @@ def main() -> int:
                         help="comma-separated photos of ../shared/testdata/photos ('' for none)")
     parser.add_argument("--parsenet-weights", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="then profile one enhance-faces run of the first photo (GFPGAN) "
+                             "and print its N functions of most own time")
     args = parser.parse_args()
 
     import torch
@@ -220,6 +239,8 @@ def main() -> int:
             print(f"enhance-faces {row['photo']:7s} {row['model']:16s} {row['faces']} faces "
                   f"{row['seconds']:.3f} s = {row['faces_per_s']:.2f} faces/s {row['engines']} "
                   f"stages {row['stages']}")
+        if args.profile and photos:
+            profile_photo(runtimes["auto"], photos[0], args.profile)
     print(json.dumps(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))

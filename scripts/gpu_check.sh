@@ -16,7 +16,10 @@ python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.i
   | tee -a "$out/device.txt"
 python3 -m pytest -q -p no:cacheprovider tests/models/test_gpu.py 2>&1 | tee "$out/tests.log"
 tests=${PIPESTATUS[0]}
-timeout "${GPU_BENCH_TIMEOUT:-400}" python3 benchmarks/gpu.py --json "$out/gpu.json" 2>&1 \
+# GPU_BENCH_ARGS: more arguments for the benchmark (e.g. "--batches 4 --profile 25")
+# shellcheck disable=SC2086
+timeout "${GPU_BENCH_TIMEOUT:-400}" python3 benchmarks/gpu.py --json "$out/gpu.json" \
+  ${GPU_BENCH_ARGS:-} 2>&1 \
   | tee "$out/bench.log"
 bench=${PIPESTATUS[0]}
 echo "tests exit $tests, benchmark exit $bench"

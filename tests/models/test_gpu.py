@@ -124,3 +124,15 @@ def test_tf32_only_where_the_task_allows_it(runtimes: tuple[Runtime, Runtime]) -
     x = np.random.default_rng(3).uniform(-1, 1, (2, 3, n, n)).astype(np.float32)
     ok, measure = policy_for("face-parsing").check([cpu.load("tiny-parsenet")(x)], [parser(x)])
     assert ok, f"tiny-parsenet in {parser.precision}: {measure}"
+
+
+def test_parser_class_maps_on_cuda_match_the_logits(runtimes: tuple[Runtime, Runtime]) -> None:
+    """On CUDA the argmax runs on the GPU and only the maps come back; the same maps as the
+    argmax of the logits brought back."""
+    _, gpu = runtimes
+    parser = gpu.load("tiny-parsenet")
+    n = parser.input_size
+    x = np.random.default_rng(6).uniform(-1, 1, (3, 3, n, n)).astype(np.float32)
+    maps = parser.class_maps(x)
+    assert maps.dtype == np.int64 and maps.shape == (3, n, n)
+    assert np.array_equal(maps, parser(x).argmax(axis=1))

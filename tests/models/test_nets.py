@@ -103,3 +103,15 @@ def test_wrap_builds_a_descriptor_for_any_module(tmp_path: Path) -> None:
     assert isinstance(ident, FaceRestorer) and ident.input_size == 512
     x = np.zeros((1, 3, 512, 512), np.float32)
     assert np.array_equal(ident(x, fidelity=0.3), x)
+
+
+def test_parser_class_maps_are_the_argmax_of_its_logits(runtime: Runtime) -> None:
+    """class_maps takes the argmax where the logits are (on a GPU, there: test_gpu.py)."""
+    parser = runtime.load("tiny-parsenet")
+    assert isinstance(parser, FaceParser)
+    n = parser.input_size
+    x = np.random.default_rng(5).uniform(-1, 1, (2, 3, n, n)).astype(np.float32)
+    maps = parser.class_maps(x)
+    assert maps.dtype == np.int64 and maps.shape == (2, n, n)
+    assert np.array_equal(maps, parser(x).argmax(axis=1))
+    assert len(np.unique(maps)) > 1  # not a constant map

@@ -129,9 +129,9 @@ def parse_faces(parser: FaceParser, faces: Sequence[np.ndarray], *,
                      for i in idx]
             x = np.stack(batch).transpose(0, 3, 1, 2) * np.float32(2.0) - np.float32(1.0)
             # the group's least scale picks the group's graph (a scale range per graph)
-            logits = parser(np.ascontiguousarray(x, dtype=np.float32),
-                            px_per_output=min(scales[i] or 0.0 for i in idx)
-                            if graphs[idx[0]] is not None else None)
-            for i, m in zip(idx, logits.argmax(axis=1).astype(np.int64)):
+            found = parser.class_maps(np.ascontiguousarray(x, dtype=np.float32),
+                                      px_per_output=min(scales[i] or 0.0 for i in idx)
+                                      if graphs[idx[0]] is not None else None)
+            for i, m in zip(idx, found):
                 maps[i] = m
     return [m for m in maps if m is not None]
