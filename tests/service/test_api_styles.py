@@ -275,6 +275,35 @@ def test_cors_preflight_and_headers_on_every_style(c):
     assert r.status_code == 404 and r.headers["access-control-allow-origin"] == "*"
 
 
+def test_refused_cors_preflight_answers_in_the_api_error_shape(tmp_path):
+    """A preflight from an origin (or with a method or header) the server does not allow gets a
+    400 with code cors_not_allowed in the path's API style, not Starlette's plain text; allowed
+    origins and simple requests are unchanged."""
+    settings = make_settings(tmp_path / "home", cors_origins=["https://ok.example"])
+    with live_server(settings) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        pre = {"Access-Control-Request-Method": "POST"}
+        r = c.options("/api/v1/tools/enhance-faces", headers={"Origin": "https://evil.example",
+                                                              **pre})
+        assert r.status_code == 400 and r.headers["content-type"] == "application/json"
+        body = r.json()
+        assert body["code"] == "cors_not_allowed" and body["refused"] == ["origin"]
+        assert "https://evil.example" in body["error"] and "RESTORA_CORS_ORIGINS" in body["error"]
+        assert "access-control-allow-origin" not in r.headers
+        r = c.options("/v2/artworks/face-refiner", headers={"Origin": "https://evil.example",
+                                                            **pre})
+        assert r.status_code == 400 and r.json()["statusCode"] == 400  # the Tengrai shape
+        assert r.json()["code"] == "cors_not_allowed"
+        r = c.options("/api/process", headers={"Origin": "https://evil.example", **pre})
+        assert r.json() == {"status": "error", "code": "cors_not_allowed",
+                            "message": r.json()["message"]}
+        r = c.options("/api/v1/tools/enhance-faces", headers={"Origin": "https://ok.example",
+                                                              **pre})
+        assert r.status_code == 200
+        assert r.headers["access-control-allow-origin"] == "https://ok.example"
+        r = c.get("/api/health", headers={"Origin": "https://evil.example"})
+        assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+
+
 def test_openapi_lists_every_route(c):
     paths = c.get("/openapi.json").json()["paths"]
     for p in ("/api/v1/tools/enhance-faces", "/api/v1/tools/restore-photo",

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
 from restora import __version__
 from restora.service import errors
+from restora.service.cors import JsonCORSMiddleware
 from restora.service.jobs import JobManager, Tool
 from restora.service.middleware import (ApiKeyMiddleware, BodyLimitMiddleware, ClientBytes,
                                        OptionsMiddleware)
@@ -148,7 +148,7 @@ def create_app(settings: ServiceSettings | None = None, *, tools: dict[str, Tool
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes,
                        body_timeout_s=settings.body_timeout_s, client_bytes=client_bytes)
-    app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+    app.add_middleware(JsonCORSMiddleware, allow_origins=settings.cors_origins,
                        allow_methods=["*"], allow_headers=["*"],
                        expose_headers=["Retry-After", "Content-Disposition"],
                        allow_credentials=False, max_age=600)
