@@ -56,11 +56,15 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed_calls(call: Any, runs: int, device: str) -> tuple[float, Any]:
-    """Median wall seconds of ``runs`` calls after two warm-ups, and the last output."""
-    out = None
-    for _ in range(2):
-        out = call()
+def timed_calls(call: Any, runs: int, device: str) -> tuple[float, Any, float]:
+    """Median wall seconds of ``runs`` calls after two warm-ups, the last output, and the first
+    warm-up's seconds (what a shape's first call costs: cuDNN's autotuning, for one)."""
+    _sync(device)
+    t0 = time.perf_counter()
+    out = call()
+    _sync(device)
+    first = time.perf_counter() - t0
+    out = call()
     times = []
     for _ in range(runs):
         _sync(device)
@@ -68,12 +72,31 @@ def timed_calls(call: Any, runs: int, device: str) -> tuple[float, Any]:
         out = call()
         _sync(device)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+    return statistics.median(times), out, first
 
 
-def _labels(runtimes: dict[str, Any]) -> list[tuple[str, Any]]:
-    """(label, runtime) per timed row: IEEE float32, then what auto picks."""
-    return [("fp32", runtimes["fp32"]), ("auto", runtimes["auto"])]
+def _labels(runtimes: dict[str, Any], autotune: bool = False) -> list[tuple[str, Any]]:
+    """(label, runtime) per timed row: IEEE float32, then what auto picks, then (``autotune``)
+    auto again with cuDNN's benchmark mode on (an experiment: Restora never turns it on)."""
+    rows = [("fp32", runtimes["fp32"]), ("auto", runtimes["auto"])]
+    return rows + [("autotune", runtimes["auto"])] if autotune else rows
+
+
+class _CudnnBenchmark:
+    """cuDNN's benchmark mode (algorithms timed per shape, cached) inside the block only."""
+
+    def __init__(self, on: bool) -> None:
+        self.on = on
+
+    def __enter__(self) -> None:
+        import torch
+
+        torch.backends.cudnn.benchmark = self.on
+
+    def __exit__(self, *_: Any) -> None:
+        import torch
+
+        torch.backends.cudnn.benchmark = False
 
 
 def cpu_reference_rows(runtimes: dict[str, Any], faces: Path,
@@ -107,7 +130,7 @@ def cpu_reference_rows(runtimes: dict[str, Any], faces: Path,
 
 
 def network_rows(runtimes: dict[str, Any], faces: Path, batches: list[int], runs: int,
-                 device: str) -> list[dict[str, Any]]:
+                 device: str, autotune: bool = False) -> list[dict[str, Any]]:
     import torch
 
     from restora.models.engines import policy_for
@@ -116,7 +139,7 @@ def network_rows(runtimes: dict[str, Any], faces: Path, batches: list[int], runs
     for model_id in NETWORKS:
         for batch in batches:
             outputs: dict[str, np.ndarray] = {}
-            for label, runtime in _labels(runtimes):
+            for label, runtime in _labels(runtimes, autotune):
                 net = runtime.load(model_id)
                 x = load_faces(faces, batch, net.input_size)
                 kwargs: dict[str, Any] = {"fidelity": 0.5} if "codeformer" in model_id else {}
@@ -128,7 +151,8 @@ def network_rows(runtimes: dict[str, Any], faces: Path, batches: list[int], runs
 
                 if device.startswith("cuda"):
                     torch.cuda.reset_peak_memory_stats()
-                seconds, out = timed_calls(call, runs, device)
+                with _CudnnBenchmark(label == "autotune"):
+                    seconds, out, first = timed_calls(call, runs, device)
                 outputs[label] = out
                 peak = torch.cuda.max_memory_allocated() / 2**30 \
                     if device.startswith("cuda") else None
@@ -136,6 +160,7 @@ def network_rows(runtimes: dict[str, Any], faces: Path, batches: list[int], runs
                              "precision": net.precision,
                              "seconds": round(seconds, 5),
                              "faces_per_s": round(batch / seconds, 2),
+                             "first_call_s": round(first, 3),
                              "peak_gpu_gib": None if peak is None else round(peak, 2)})
                 if label != "fp32":
                     task = runtimes["auto"].load(model_id).task
@@ -159,7 +184,7 @@ def photo_rows(runtime: Any, photos: list[Path], runs: int, device: str) -> list
                 faces = len(result.faces)
                 return result
 
-            seconds, result = timed_calls(call, runs, device)
+            seconds, result, _ = timed_calls(call, runs, device)
             rows.append({"photo": path.name, "model": model, "faces": faces,
                          "seconds": round(seconds, 4),
                          "faces_per_s": round(faces / seconds, 2) if faces else 0.0,
@@ -195,6 +220,8 @@ def main() -> int:
                         help="comma-separated photos of ../shared/testdata/photos ('' for none)")
     parser.add_argument("--parsenet-weights", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--cudnn-benchmark", action="store_true",
+                        help="also time auto with cuDNN's benchmark mode on (an experiment)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="then profile one enhance-faces run of the first photo (GFPGAN) "
                              "and print its N functions of most own time")
@@ -224,13 +251,15 @@ def main() -> int:
             print(f"{row['network']:17s} against torch fp32 on the CPU: " + "; ".join(
                 f"{label} ({v['precision']}) {'within' if v['ok'] else 'OUTSIDE'} {v['measure']}"
                 for label, v in row.items() if isinstance(v, dict)))
-        report["networks"] = network_rows(runtimes, faces, batches, args.runs, args.device)
+        report["networks"] = network_rows(runtimes, faces, batches, args.runs, args.device,
+                                          args.cudnn_benchmark)
         for row in report["networks"]:
             bound = f"  {'within' if row['bound']['ok'] else 'OUTSIDE'} the bound: " \
                     f"{row['bound']['measure']}" if "bound" in row else ""
             peak = f", peak {row['peak_gpu_gib']} GiB" if row["peak_gpu_gib"] is not None else ""
-            print(f"{row['network']:17s} batch {row['batch']:3d} {row['engine']:4s} "
-                  f"{row['precision']:5s} {row['faces_per_s']:8.2f} faces/s{peak}{bound}")
+            print(f"{row['network']:17s} batch {row['batch']:3d} {row['engine']:8s} "
+                  f"{row['precision']:5s} {row['faces_per_s']:8.2f} faces/s (first call "
+                  f"{row['first_call_s']:.3f} s){peak}{bound}")
         del runtimes["fp32"]
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()
