@@ -923,6 +923,45 @@ def test_a_verdict_without_scale_or_time_is_measured_again(setup: tuple[Path, Pa
     assert (path.parent / "graph.xml").stat().st_mtime_ns == graph_mtime
 
 
+def test_cuda_math_sets_tf32_inside_and_puts_back_what_it_found() -> None:
+    """The TF32 switches are torch's process-wide state (they exist on CPU builds too, which is
+    how this runs here): set for the kernels queued inside, nested blocks each restored, and an
+    application's own choice (cuDNN's default is TF32 on) found again after."""
+    import threading
+
+    from restora.models.engines import cuda_math
+
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (cudnn.allow_tf32, matmul.allow_tf32)
+    try:
+        cudnn.allow_tf32, matmul.allow_tf32 = True, False  # torch's defaults
+        with cuda_math(False):
+            assert (cudnn.allow_tf32, matmul.allow_tf32) == (False, False)
+            with cuda_math(True):  # a graph running another engine: re-entrant
+                assert (cudnn.allow_tf32, matmul.allow_tf32) == (True, True)
+            assert (cudnn.allow_tf32, matmul.allow_tf32) == (False, False)
+        assert (cudnn.allow_tf32, matmul.allow_tf32) == (True, False)
+        with pytest.raises(ZeroDivisionError), cuda_math(True):
+            1 / 0  # noqa: B018 - a failing forward restores them too
+        assert (cudnn.allow_tf32, matmul.allow_tf32) == (True, False)
+        # another thread waits for the block: it never runs in this one's maths
+        seen: list[bool] = []
+
+        def other_forward() -> None:
+            with cuda_math(False):
+                seen.append(cudnn.allow_tf32)
+
+        with cuda_math(True):
+            other = threading.Thread(target=other_forward)
+            other.start()
+            other.join(timeout=0.3)
+            assert other.is_alive() and cudnn.allow_tf32  # blocked on the lock
+        other.join(timeout=10)
+        assert seen == [False]
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = saved
+
+
 def test_gpu_half_precision_is_kept_only_within_the_bound(setup: tuple[Path, Path],
                                                          tmp_path: Path) -> None:
     """On a GPU, auto runs a network in the first of its task's half precisions (fp16, then

@@ -28,11 +28,12 @@ def runtimes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Runtime, Runtime
 def test_restorers_on_cuda_stay_within_the_bound(runtimes: tuple[Runtime, Runtime]) -> None:
     """Against torch float32 on the CPU, GFPGAN's noise drawn there for both (a CPU generator):
     TF32 convolutions, cuDNN's default, once put CodeFormer at 28.8 dB here; a parser that runs
-    in TF32 first must leave IEEE float32 behind it."""
+    in TF32 first must leave torch's switches as it found them."""
     cpu, gpu = runtimes
-    parser = gpu.load("tiny-parsenet")  # may take TF32: each forward resets it to IEEE after
+    found = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    parser = gpu.load("tiny-parsenet")  # may take TF32: each forward puts back what it found
     parser(np.zeros((1, 3, parser.input_size, parser.input_size), np.float32))
-    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == found
     for model_id, kw in (("tiny-gfpgan", {}), ("tiny-codeformer", {"fidelity": 0.5})):
         net_cpu, net_gpu = cpu.load(model_id), gpu.load(model_id)
         n = net_cpu.input_size

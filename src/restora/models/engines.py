@@ -306,18 +306,31 @@ def policy_for(task: str) -> Policy:
 
 _TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "tf32": "float32"}
 #: torch's TF32 switches are process-wide: each CUDA forward sets them to its own precision
-#: (IEEE float32 unless "tf32") and resets them under this lock, so concurrent forwards of
-#: different networks never run in each other's maths
-_CUDA_MATH = threading.Lock()
+#: (IEEE float32 unless "tf32") under this lock and puts back what it found, so concurrent
+#: forwards never run in each other's maths and an application embedding Restora keeps its own
+_CUDA_MATH = threading.RLock()  # re-entrant: a graph may run another engine inside
 
 
-def _set_tf32(on: bool) -> None:
+@contextlib.contextmanager
+def cuda_math(tf32: bool) -> Iterator[None]:
+    """TF32 (or IEEE float32) for the CUDA kernels queued inside, the switches restored after.
+
+    The legacy switches: torch >= 2.9 also has ``fp32_precision``, but once an application set
+    that API reading the legacy ones raises; then Restora sets them and leaves IEEE behind."""
     import torch
 
-    # the legacy switches: torch >= 2.9 also has fp32_precision, but mixing the two APIs makes
-    # reading either raise, and these work on every torch Restora supports
-    torch.backends.cudnn.allow_tf32 = on
-    torch.backends.cuda.matmul.allow_tf32 = on
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    with _CUDA_MATH:
+        try:
+            found: tuple[bool, bool] = (bool(cudnn.allow_tf32), bool(matmul.allow_tf32))
+        except RuntimeError:
+            found = (False, False)
+        cudnn.allow_tf32 = matmul.allow_tf32 = tf32
+        try:
+            # kernels read the switches when they are queued: no need to wait for them
+            yield
+        finally:
+            cudnn.allow_tf32, matmul.allow_tf32 = found
 
 
 class TorchEngine:
@@ -363,13 +376,8 @@ class TorchEngine:
             with torch.inference_mode():
                 out = self.graph(*tensors)
         else:
-            # kernels read the switches when they are queued, so the lock need not wait for them
-            with _CUDA_MATH, torch.inference_mode():
-                _set_tf32(self.tf32)
-                try:
-                    out = self.graph(*tensors)
-                finally:
-                    _set_tf32(False)
+            with cuda_math(self.tf32), torch.inference_mode():
+                out = self.graph(*tensors)
         return list(out) if isinstance(out, (tuple, list)) else [out]
 
     def release(self) -> None:
