@@ -3,28 +3,18 @@ script a lent GPU machine runs has not rotted in between (GPU machines are rare 
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
-from conftest import shared_path
+from conftest import load_benchmark, shared_path
 from tiny_models import write_tiny_manifest
 
 from restora.config import Settings
 from restora.models.runtime import Runtime
 
 
-def _bench():  # type: ignore[no-untyped-def]
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu.py"
-    spec = importlib.util.spec_from_file_location("gpu_bench", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_gpu_benchmark_rows_on_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bench = _bench()
+    bench = load_benchmark("gpu")
     monkeypatch.setattr(bench, "NETWORKS", ("tiny-gfpgan", "tiny-codeformer", "tiny-parsenet"))
     settings = Settings(models=write_tiny_manifest(tmp_path), home=tmp_path / "home")
     runtimes = {label: Runtime(settings, device="cpu", engine="torch")

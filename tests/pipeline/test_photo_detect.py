@@ -208,16 +208,11 @@ def test_eyes_and_lips_are_protected_when_a_face_detector_is_installed(
     assert [near(p) for p in specks[2:]] == [near_bare(p) for p in specks[2:]]  # cheeks unchanged
 
 
-def _generator():
+def _generator():  # type: ignore[no-untyped-def]
     """The benchmark's own damage generator (``benchmarks/damage.py``), seeded."""
-    import importlib.util
+    from conftest import load_benchmark
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "damage.py"
-    spec = importlib.util.spec_from_file_location("damage_benchmark", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("damage")
 
 
 def test_scratches_fencing_a_flat_patch_are_not_a_missing_area() -> None:
