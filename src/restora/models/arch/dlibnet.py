@@ -197,23 +197,12 @@ def _read_con(r: _Reader, spec: _Layer, k_in: int) -> tuple[np.ndarray, np.ndarr
 
 
 def _read_affine(r: _Reader, k: int) -> tuple[np.ndarray, np.ndarray]:
-    version = r.expect_str(("affine_", "affine_2", "bn_con2"), "affine")
+    # dlib also loads a training-time bn_con2 here, folding its statistics; the released file
+    # holds the folded affine_ layers, so only those are accepted
+    version = r.expect_str(("affine_", "affine_2"), "affine")
     params = r.tensor((2 * k,))
     r.alias((1, k, 1, 1))
     r.alias((1, k, 1, 1))
-    if version == "bn_con2":
-        # a batch-norm layer saved from training: dlib folds its running statistics on load
-        for _ in range(2):  # batch means and inverse stds: training state
-            r.tensor((k,))
-        means = r.tensor((k,))
-        variances = r.tensor((k,))
-        r.integer(signed=False)  # update count
-        r.integer(signed=False)  # running-stats window
-        for _ in range(4):
-            r.scalar()
-        eps = np.float32(r.scalar())
-        scale = params[:k] / np.sqrt(variances + eps)
-        return scale.astype(np.float32), (params[k:] - scale * means).astype(np.float32)
     r.expect_int((0,), "affine mode (0 = per channel)")
     if version == "affine_2" and r.boolean():
         raise r.fail("a disabled affine layer")
@@ -269,8 +258,9 @@ def read_dlib_resnet(path: str | Path) -> DlibResNetWeights:
     r = _Reader(data, str(path))
     r.expect_int((1,), "loss layer version")
     r.expect_str(("loss_metric_2",), "loss")
-    r.scalar(), r.scalar()  # margin and distance threshold: training only
-    wrapped = [spec for spec in _ARCH]
+    for _ in range(2):  # margin and distance threshold: training only
+        r.scalar()
+    wrapped = list(_ARCH)
     versions = []
     for i, spec in enumerate(reversed(wrapped)):
         if spec.kind in ("tag", "skip"):
