@@ -126,8 +126,8 @@ def bench(kind: str, runtime: Any, photo: bytes, runs: int, upscale: int = 1
     detection, alignment, restoration, masks, paste and the PNG encode of the result (the
     enhance-faces output format). Networks: the detector, the restorer and the parser, each on
     the engine the runtime picks (``RESTORA_ENGINE``, auto by default), and the identity
-    check's face-recognition network when one is installed (dlib runs in its own library: its
-    ``embed`` is metered).
+    check's face-recognition network when one is installed (dlib's landmarks and chip plus its
+    network in plain torch, outside the runtime's engines: its ``embed`` is metered).
     """
     from restora.io import encode
     from restora.pipeline.enhance import enhance_faces
