@@ -110,6 +110,7 @@ def test_trailing_bytes_refused(dat: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("content", [
     np.random.default_rng(0).bytes(4096),
     b"\x01\x01\x08" + b"\xff" * 8 + b"loss_metric_2",  # a string claiming 2**64 bytes
+    b"\x01\x01\x01\x0dloss_metric_2\x01\x01\x02\xff\x7c",  # a float of 2**31999
     b"",
 ])
 def test_garbage_refused(dat: Path, tmp_path: Path, content: bytes) -> None:

@@ -32,7 +32,7 @@ from torch import nn
 
 from restora.errors import CheckpointError
 
-__all__ = ["CHIP_SIZE", "DlibResNet", "DlibResNetWeights", "read_dlib_resnet"]
+__all__ = ["CHIP_PADDING", "CHIP_SIZE", "DlibResNet", "DlibResNetWeights", "read_dlib_resnet"]
 
 #: dlib's chip: ``get_face_chip(image, shape, size=150, padding=0.25)``.
 CHIP_SIZE = 150
@@ -135,7 +135,10 @@ class _Reader:
         exponent = self.integer()
         if not -32768 <= exponent < 32000 or abs(mantissa) >= 1 << 63:
             raise self.fail("a float that is inf, nan or out of range")
-        return math.ldexp(float(mantissa), exponent)
+        try:
+            return math.ldexp(float(mantissa), exponent)
+        except OverflowError:
+            raise self.fail("a float out of range") from None
 
     def dims(self) -> tuple[int, int, int, int]:
         dims = tuple(self.integer() for _ in range(4))
@@ -355,7 +358,7 @@ class DlibResNet(nn.Module):
             for affine, (scale, shift) in zip(net.affines, weights.affines):
                 affine.scale.copy_(torch.from_numpy(scale).view_as(affine.scale))
                 affine.shift.copy_(torch.from_numpy(shift).view_as(affine.shift))
-            assert weights.fc is not None
+            assert weights.fc is not None  # the reader always ends with the fc layer
             net.fc.weight.copy_(torch.from_numpy(weights.fc).t())
         return net.eval().requires_grad_(False)
 
