@@ -753,7 +753,8 @@ class LaMaInpainter(Inpainter):
 class FaceRecognizer(Network):
     """FFHQ-aligned face crops (RGB uint8, any square size) -> descriptors (N, D) float32;
     :meth:`distance` compares descriptors (smaller = more alike). ``__call__`` is :meth:`embed`.
-    The wrapped file runs in its own library on the CPU (dlib, OpenCV), not in a torch graph."""
+    The wrapped file runs on the CPU outside the engine seam: SFace in OpenCV, dlib's network in
+    torch (its own module, :mod:`restora.models.arch.dlibnet`; its chips from dlib)."""
 
     task = "face-recognition"
     dtypes = ("float32",)
@@ -785,7 +786,7 @@ class DlibFaceRecognizer(FaceRecognizer):
     """dlib's ResNet 128-D descriptor (``restora[identity]``), Euclidean distance."""
 
     family = "dlib"
-    runtime_name = "dlib"
+    runtime_name = "torch"  # the network; dlib still finds the landmarks and cuts the chip
 
 
 class SFaceRecognizer(FaceRecognizer):
