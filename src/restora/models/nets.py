@@ -436,7 +436,7 @@ class FaceParser(Network):
         floats: 80 MB for 4 faces, whose host argmax cost more than the network on an H200)."""
         out = self.run([x], px_per_output=px_per_output)[0]
         if isinstance(out, np.ndarray) or out.device.type == "cpu":
-            return _to_numpy_array(out).argmax(axis=1).astype(np.int64)
+            return _numpy(out).argmax(axis=1).astype(np.int64)
         import torch
 
         maps = out.argmax(dim=1).to(torch.uint8) if out.shape[1] <= 256 else out.argmax(dim=1)
@@ -856,16 +856,14 @@ def _short(dtype: Any) -> str:
     return {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get(name, name)
 
 
-def _to_numpy_array(out: Array) -> np.ndarray:
-    return out if isinstance(out, np.ndarray) else out.detach().float().numpy()
+def _numpy(out: Array) -> np.ndarray:
+    return out if isinstance(out, np.ndarray) else out.detach().float().cpu().numpy()
 
 
 def _like(out: Array, x: Array) -> Array:
     """``out`` as the same kind of object as ``x`` (numpy float32 array or torch tensor)."""
     if isinstance(x, np.ndarray):
-        if isinstance(out, np.ndarray):
-            return out
-        return out.detach().float().cpu().numpy()
+        return _numpy(out)
     if isinstance(out, np.ndarray):
         import torch
 
