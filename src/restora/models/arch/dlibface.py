@@ -54,12 +54,8 @@ class DlibFaceDescriptor:
                                         "`pip install 'restora[identity]'`", path=str(path))
         try:
             self._predictor = dlib.shape_predictor(str(predictor))
-        except RuntimeError as exc:  # dlib's deserialisation errors
-            raise CheckpointError(f"dlib could not read {self.model_path.name} / "
-                                  f"{predictor.name}: {exc}", path=str(self.model_path)) from exc
-        try:
             self._net = DlibResNet.from_dat(self.model_path)
-        except CheckpointError as exc:
+        except (RuntimeError, CheckpointError) as exc:  # dlib's or our reader's refusal
             raise CheckpointError(f"dlib could not read {self.model_path.name} / "
                                   f"{predictor.name}: {exc}", path=str(self.model_path)) from exc
         self._dlib = dlib
